@@ -1,0 +1,81 @@
+"""Errors of the control plane: registry, deployer, stack and SDK.
+
+All derive from `engine.errors.WeirError`; the HTTP server maps each class to a
+status code in `control/server/errors.py`, and the SDK turns a server's error
+body back into the same class.
+"""
+
+from __future__ import annotations
+
+from engine.errors import WeirError
+
+
+class StackError(WeirError):
+    """The embedded stack could not start, or is not running."""
+
+
+class InvalidNameError(WeirError):
+    """A pipeline, model or workspace name breaks the DNS-label rule."""
+
+    RULE = (
+        "names must be lowercase ASCII letters, digits and '-', start and end "
+        "with a letter or digit, and be at most 63 characters"
+    )
+
+    def __init__(self, name: str, kind: str = "name") -> None:
+        super().__init__(f"invalid {kind} {name!r}: {self.RULE}")
+        self.name = name
+
+
+class EntityNotFoundError(WeirError):
+    """A named workspace, model, pipeline or version does not exist."""
+
+    def __init__(self, kind: str, name: str, hint: str = "") -> None:
+        super().__init__(f"{kind} {name!r} not found" + (f": {hint}" if hint else ""))
+        self.kind = kind
+        self.name = name
+
+
+class LimitError(WeirError):
+    """Deploying would exceed the configured number of deployed pipelines."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"at most {limit} pipelines may be deployed at once (WEIR_MAX_PIPELINES); "
+            "undeploy a pipeline you do not need, then deploy again: MAX_PIPELINES_LIMIT_EXCEEDED"
+        )
+
+
+class DeploymentError(WeirError):
+    """A deployment could not be started or stopped."""
+
+
+class WaitForDeployError(WeirError):
+    """Workers did not report Running in time; the deployment was undone."""
+
+
+class NotDeployedError(WeirError):
+    """An inference was sent to a pipeline that is not deployed."""
+
+    def __init__(self, pipeline: str) -> None:
+        super().__init__(f"pipeline {pipeline!r} is not deployed: call pipeline.deploy() first")
+
+
+class InferenceError(WeirError):
+    """A pipeline answered a request with an error."""
+
+
+class InferenceTimeoutError(WeirError):
+    """A pipeline did not answer within the request timeout."""
+
+
+class AuthError(WeirError):
+    """A request lacked a valid bearer token."""
+
+
+class PayloadTooLarge(WeirError):
+    """A request body is over the configured limit."""
+
+
+class Overloaded(WeirError):
+    """The gateway has too many requests in flight; retry shortly."""

@@ -1,0 +1,76 @@
+"""The control plane's records: stored in Redis as JSON and returned as HTTP bodies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from engine.definition import ModelRef, PipelineSpec
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Workspace(BaseModel):
+    name: str
+    created: datetime = Field(default_factory=now)
+
+
+class ModelVersion(ModelRef):
+    """An uploaded model version: its reference plus where and when it came from."""
+
+    workspace: str
+    file_name: str
+    size: int
+    created: datetime = Field(default_factory=now)
+    tags: list[str] = []
+
+    def ref(self) -> ModelRef:
+        return ModelRef(**self.model_dump(include=set(ModelRef.model_fields)))
+
+
+class DeploymentConfig(BaseModel):
+    """Resources of a deployment (built by `DeploymentConfigBuilder`)."""
+
+    replicas: int = Field(1, ge=1, le=64)
+    cpus: float = Field(1.0, gt=0)
+    """Sets onnxruntime's thread count per worker (rounded up)."""
+    memory: str = "1Gi"
+    """Recorded, and enforced as an address-space limit on local workers."""
+    gpus: int = Field(0, ge=0)
+    """More than 0 selects onnxruntime's CUDA execution provider."""
+
+
+class PipelineVersion(BaseModel):
+    workspace: str
+    pipeline: str
+    version: str
+    definition: PipelineSpec
+    created: datetime = Field(default_factory=now)
+    last_updated: datetime = Field(default_factory=now)
+
+
+class Pipeline(BaseModel):
+    workspace: str
+    name: str
+    created: datetime = Field(default_factory=now)
+    last_updated: datetime = Field(default_factory=now)
+    tags: list[str] = []
+    published: bool = False
+
+
+DeploymentState = Literal["Starting", "Running", "Error"]
+
+
+class Deployment(BaseModel):
+    """A pipeline's deployment: which version runs, with which resources, on which workers."""
+
+    workspace: str
+    pipeline: str
+    version: str
+    config: DeploymentConfig = DeploymentConfig()
+    started: datetime = Field(default_factory=now)
+    worker_ids: list[str] = []

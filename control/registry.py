@@ -1,0 +1,204 @@
+"""The registry: workspaces, models, pipelines, versions, deployments and heartbeats in Redis.
+
+The one module that builds Redis keys. Records are pydantic models stored as JSON.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import redis
+
+from control.errors import EntityNotFoundError
+from control.records import (
+    Deployment, ModelVersion, Pipeline, PipelineVersion, Workspace, now,
+)
+from engine.definition import PipelineSpec
+from streams.status import WorkerStatus
+
+DEFAULT_WORKSPACE = "default"
+HEARTBEAT_STALE_S = 5.0
+
+
+class Registry:
+    """Typed access to the control plane's state in Redis."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = redis.Redis.from_url(url, decode_responses=True)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # -- keys ---------------------------------------------------------------
+    @staticmethod
+    def _ws(ws: str) -> str:
+        return f"weir:ws:{ws}"
+
+    def _pipeline(self, ws: str, name: str) -> str:
+        return f"{self._ws(ws)}:pipeline:{name}"
+
+    # -- workspaces -----------------------------------------------------------
+    def ensure_workspace(self, name: str) -> Workspace:
+        key = f"{self._ws(name)}:record"
+        record = Workspace(name=name)
+        if self.redis.set(key, record.model_dump_json(), nx=True):
+            self.redis.sadd("weir:workspaces", name)
+            return record
+        return Workspace.model_validate_json(self.redis.get(key) or record.model_dump_json())
+
+    def list_workspaces(self) -> list[Workspace]:
+        names = sorted(self.redis.smembers("weir:workspaces"))
+        raw = [self.redis.get(f"{self._ws(n)}:record") for n in names]
+        return [Workspace.model_validate_json(r) for r in raw if r]
+
+    def get_workspace(self, name: str) -> Workspace:
+        raw = self.redis.get(f"{self._ws(name)}:record")
+        if raw is None:
+            raise EntityNotFoundError("workspace", name, "create it with client.create_workspace()")
+        return Workspace.model_validate_json(raw)
+
+    # -- models ---------------------------------------------------------------
+    def add_model(self, model: ModelVersion) -> ModelVersion:
+        key = f"{self._ws(model.workspace)}:model:{model.name}"
+        self.redis.rpush(key, model.model_dump_json())
+        self.redis.sadd(f"{self._ws(model.workspace)}:models", model.name)
+        return model
+
+    def update_model(self, model: ModelVersion) -> ModelVersion:
+        """Replace a stored model version (same name and version) with `model`."""
+        key = f"{self._ws(model.workspace)}:model:{model.name}"
+        for index, version in enumerate(self.model_versions(model.workspace, model.name)):
+            if version.version == model.version:
+                self.redis.lset(key, index, model.model_dump_json())
+                return model
+        raise EntityNotFoundError("model version", f"{model.name}@{model.version}")
+
+    def model_versions(self, ws: str, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first."""
+        raw = self.redis.lrange(f"{self._ws(ws)}:model:{name}", 0, -1)
+        return [ModelVersion.model_validate_json(r) for r in raw]
+
+    def get_model(self, ws: str, name: str, version: str | None = None) -> ModelVersion:
+        versions = self.model_versions(ws, name)
+        if not versions:
+            raise EntityNotFoundError("model", name, f"upload it first (workspace {ws!r})")
+        if version is None:
+            return versions[-1]
+        for model in versions:
+            if model.version == version:
+                return model
+        raise EntityNotFoundError("model version", f"{name}@{version}")
+
+    def list_models(self, ws: str) -> list[ModelVersion]:
+        """The newest version of each model in the workspace."""
+        names = sorted(self.redis.smembers(f"{self._ws(ws)}:models"))
+        return [self.model_versions(ws, n)[-1] for n in names]
+
+    # -- pipelines --------------------------------------------------------------
+    def get_or_create_pipeline(self, ws: str, name: str) -> Pipeline:
+        record = Pipeline(workspace=ws, name=name)
+        if self.redis.set(self._pipeline(ws, name), record.model_dump_json(), nx=True):
+            self.redis.sadd(f"{self._ws(ws)}:pipelines", name)
+            return record
+        return self.get_pipeline(ws, name)
+
+    def get_pipeline(self, ws: str, name: str) -> Pipeline:
+        raw = self.redis.get(self._pipeline(ws, name))
+        if raw is None:
+            raise EntityNotFoundError("pipeline", name, "create it with client.build_pipeline()")
+        return Pipeline.model_validate_json(raw)
+
+    def save_pipeline(self, pipeline: Pipeline) -> Pipeline:
+        pipeline = pipeline.model_copy(update={"last_updated": now()})
+        self.redis.set(self._pipeline(pipeline.workspace, pipeline.name), pipeline.model_dump_json())
+        return pipeline
+
+    def list_pipelines(self, ws: str) -> list[Pipeline]:
+        names = sorted(self.redis.smembers(f"{self._ws(ws)}:pipelines"))
+        return [self.get_pipeline(ws, n) for n in names]
+
+    # -- versions ---------------------------------------------------------------
+    def add_version(self, ws: str, pipeline: str, spec: PipelineSpec) -> PipelineVersion:
+        """Store `spec` as a new version, unless it equals the newest one (returned instead)."""
+        record = self.get_pipeline(ws, pipeline)
+        versions = self.versions(ws, pipeline)
+        if versions and versions[0].definition == spec:
+            return versions[0]
+        version = PipelineVersion(workspace=ws, pipeline=pipeline, version=str(uuid.uuid4()),
+                                  definition=spec)
+        self.redis.rpush(f"{self._pipeline(ws, pipeline)}:versions", version.model_dump_json())
+        self.save_pipeline(record)
+        return version
+
+    def versions(self, ws: str, pipeline: str) -> list[PipelineVersion]:
+        """Versions newest first."""
+        raw = self.redis.lrange(f"{self._pipeline(ws, pipeline)}:versions", 0, -1)
+        return [PipelineVersion.model_validate_json(r) for r in reversed(raw)]
+
+    def get_version(self, ws: str, pipeline: str, version: str | None = None) -> PipelineVersion:
+        versions = self.versions(ws, pipeline)
+        if not versions:
+            raise EntityNotFoundError("pipeline version", pipeline,
+                                      "add steps and deploy() or create_version() first")
+        if version is None:
+            return versions[0]
+        for v in versions:
+            if v.version == version:
+                return v
+        raise EntityNotFoundError("pipeline version", f"{pipeline}@{version}")
+
+    # -- deployments --------------------------------------------------------------
+    def set_deployment(self, deployment: Deployment) -> None:
+        self.redis.set(f"{self._pipeline(deployment.workspace, deployment.pipeline)}:deployment",
+                       deployment.model_dump_json())
+        self.redis.sadd("weir:deployments", f"{deployment.workspace}/{deployment.pipeline}")
+
+    def get_deployment(self, ws: str, pipeline: str) -> Deployment | None:
+        raw = self.redis.get(f"{self._pipeline(ws, pipeline)}:deployment")
+        return Deployment.model_validate_json(raw) if raw else None
+
+    def delete_deployment(self, ws: str, pipeline: str) -> None:
+        self.redis.delete(f"{self._pipeline(ws, pipeline)}:deployment")
+        self.redis.srem("weir:deployments", f"{ws}/{pipeline}")
+
+    def list_deployments(self) -> list[Deployment]:
+        found = []
+        for entry in sorted(self.redis.smembers("weir:deployments")):
+            ws, _, name = entry.partition("/")
+            deployment = self.get_deployment(ws, name)
+            if deployment:
+                found.append(deployment)
+        return found
+
+    # -- worker heartbeats ----------------------------------------------------------
+    def beat(self, status: WorkerStatus) -> None:
+        self.redis.hset(f"{self._pipeline(status.workspace, status.pipeline)}:workers",
+                        status.worker_id, status.model_dump_json())
+
+    def workers(self, ws: str, pipeline: str) -> list[WorkerStatus]:
+        """Every worker's last heartbeat; a stale one is reported as not Running."""
+        raw = self.redis.hgetall(f"{self._pipeline(ws, pipeline)}:workers")
+        statuses = []
+        for text in raw.values():
+            status = WorkerStatus.model_validate_json(text)
+            age = (datetime.now(UTC) - status.time).total_seconds()
+            if age > HEARTBEAT_STALE_S and status.status in ("Starting", "Running"):
+                status = status.model_copy(update={
+                    "status": "Error", "reason": f"no heartbeat for {age:.0f}s"})
+            statuses.append(status)
+        return sorted(statuses, key=lambda s: s.worker_id)
+
+    def forget_workers(self, ws: str, pipeline: str, worker_ids: list[str]) -> None:
+        if worker_ids:
+            self.redis.hdel(f"{self._pipeline(ws, pipeline)}:workers", *worker_ids)
+            self.redis.srem(f"{self._pipeline(ws, pipeline)}:stop", *worker_ids)
+
+    def request_stop(self, ws: str, pipeline: str, worker_ids: list[str]) -> None:
+        if worker_ids:
+            self.redis.sadd(f"{self._pipeline(ws, pipeline)}:stop", *worker_ids)
+
+    def stop_requested(self, status: WorkerStatus) -> bool:
+        return bool(self.redis.sismember(
+            f"{self._pipeline(status.workspace, status.pipeline)}:stop", status.worker_id))
+

@@ -1,0 +1,69 @@
+"""The SDK's HTTP client: bearer token, JSON bodies, and server errors turned back into classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from control import errors as control_errors
+from control.settings import Settings
+from engine import errors as engine_errors
+from engine.errors import WeirError
+
+_ERRORS: dict[str, type[WeirError]] = {
+    name: cls
+    for module in (engine_errors, control_errors)
+    for name, cls in vars(module).items()
+    if isinstance(cls, type) and issubclass(cls, WeirError)
+}
+
+
+def _error(status: int, body: Any) -> WeirError:
+    name = body.get("error") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    if message is None:
+        message = f"server answered HTTP {status}: {body}"
+    cls = _ERRORS.get(name or "", WeirError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+class Api:
+    """Talks to one weir server with its token."""
+
+    def __init__(self, server_url: str, token: str, timeout_s: float = 120.0) -> None:
+        self.server_url = server_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout_s,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Api:
+        if not settings.server_url or not settings.token:
+            raise control_errors.StackError(
+                f"no weir server found: run `weir up` (looked for {settings.stack_file}), or pass "
+                "server_url and token / set WEIR_SERVER_URL and WEIR_TOKEN")
+        return cls(settings.server_url, settings.token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise control_errors.StackError(
+                f"cannot reach the weir server at {self.server_url}: {exc}; is `weir up` running?"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise _error(response.status_code, body)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,55 @@
+"""`Model`: an uploaded model version, as the SDK hands it out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.definition import RuntimeName, TensorSpec
+
+if TYPE_CHECKING:
+    from control.sdk.client import Client
+
+
+class Model:
+    """One model version: name, version UUID, sha256, runtime, inputs and outputs."""
+
+    def __init__(self, client: Client, record: dict[str, Any]) -> None:
+        self._client = client
+        self._record = record
+
+    @property
+    def name(self) -> str:
+        return str(self._record["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self._record["version"])
+
+    @property
+    def sha(self) -> str:
+        return str(self._record["sha"])
+
+    @property
+    def runtime(self) -> str:
+        return str(self._record["runtime"])
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(**t) for t in self._record.get("inputs", [])]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(**t) for t in self._record.get("outputs", [])]
+
+    def configure(self, runtime: RuntimeName = "onnx") -> Model:
+        """Set the runtime ('onnx' or 'python'); the server checks the file loads with it.
+
+        Example: `wl.upload_model("pre", "./preprocess.py").configure("python")`
+        """
+        record = self._client._api.json(
+            "POST", f"/models/{self.name}/configure", params=self._client._params(),
+            json={"runtime": runtime, "version": self.version})
+        return Model(self._client, record)
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…, runtime={self.runtime!r})"

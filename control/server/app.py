@@ -1,0 +1,78 @@
+"""The weir HTTP server: routes, token check, and the lifespan that starts the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from control.artifacts import ArtifactStore
+from control.deployer import Deployer
+from control.gateway import Gateway
+from control.registry import DEFAULT_WORKSPACE, Registry
+from control.server.errors import weir_error_handler
+from control.server.routes import health, inference, logs, models, pipelines
+from control.server.state import ServerState, require_token
+from control.settings import Settings
+from engine.errors import WeirError
+from streams.agents.log import LogAgent
+from streams.logstore import LogStore
+from streams.topics import TopicMap
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app; services start in its lifespan."""
+    if not (settings.kafka_bootstrap and settings.redis_url and settings.token):
+        raise ValueError("the server needs kafka_bootstrap, redis_url and token (run `weir up`)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = Registry(settings.redis_url or "")
+        registry.ensure_workspace(DEFAULT_WORKSPACE)
+        topics = TopicMap.load()
+        artifacts = ArtifactStore(settings.artifacts_dir)
+        store = LogStore(settings.logs_dir)
+        state = ServerState(
+            settings=settings, registry=registry, artifacts=artifacts, topics=topics,
+            deployer=Deployer(settings, registry, topics, artifacts),
+            gateway=Gateway(settings, registry, topics), log_store=store,
+            log_agent=LogAgent(settings.worker_settings(), topics, store),
+        )
+        app.state.weir = state
+        await state.gateway.start()
+        await state.log_agent.start()
+        await state.deployer.start()
+        await _resume(state)
+        try:
+            yield
+        finally:
+            await state.deployer.stop()
+            await state.log_agent.stop()
+            await state.gateway.stop()
+
+    app = FastAPI(title="weir", lifespan=lifespan)
+    app.add_exception_handler(WeirError, weir_error_handler)
+    app.include_router(health.router)
+    for module in (models, pipelines, inference, logs):
+        app.include_router(module.router, dependencies=[Depends(require_token)])
+    return app
+
+
+async def _resume(state: ServerState) -> None:
+    """After a server restart, start workers again for recorded deployments."""
+    for deployment in state.registry.list_deployments():
+        version = state.registry.get_version(deployment.workspace, deployment.pipeline,
+                                             deployment.version)
+        state.registry.delete_deployment(deployment.workspace, deployment.pipeline)
+        state.registry.forget_workers(deployment.workspace, deployment.pipeline,
+                                      deployment.worker_ids)
+        await state.deployer.deploy(version, deployment.config)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server in this process until SIGINT/SIGTERM."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
+                log_level="warning", access_log=False)

@@ -1,0 +1,24 @@
+"""Liveness and readiness: the only routes that need no token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from control.server.state import get_state
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    try:
+        ok = get_state(request).registry.ping()
+    except Exception as exc:  # any Redis failure means not ready
+        return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

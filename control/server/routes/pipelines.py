@@ -1,0 +1,143 @@
+"""Pipelines, their versions and deployments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from control.names import check_name
+from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
+from control.server.state import ServerState, get_state
+from engine.definition import ModelStep, PipelineSpec, Validation
+
+router = APIRouter()
+
+
+class PipelineInfo(BaseModel):
+    """A pipeline as listings show it (the guide's fields plus the newest definition)."""
+
+    workspace: str
+    name: str
+    created: datetime
+    last_updated: datetime
+    deployed: bool
+    deployed_version: str | None
+    tags: list[str]
+    versions: list[str]
+    steps: list[str]
+    published: bool
+    definition: PipelineSpec | None
+
+
+def _info(state: ServerState, pipeline: Pipeline) -> PipelineInfo:
+    versions = state.registry.versions(pipeline.workspace, pipeline.name)
+    deployment = state.registry.get_deployment(pipeline.workspace, pipeline.name)
+    newest = versions[0].definition if versions else None
+    return PipelineInfo(
+        **pipeline.model_dump(), deployed=deployment is not None,
+        deployed_version=deployment.version if deployment else None,
+        versions=[v.version for v in versions],
+        steps=[s.summary() for s in newest.steps] if newest else [], definition=newest,
+    )
+
+
+class CreateBody(BaseModel):
+    name: str
+
+
+@router.post("/pipelines")
+def build_pipeline(body: CreateBody, request: Request, workspace: str = "default") -> PipelineInfo:
+    """Create a pipeline, or return the existing one of that name."""
+    state = get_state(request)
+    check_name(body.name, "pipeline name")
+    state.registry.ensure_workspace(workspace)
+    return _info(state, state.registry.get_or_create_pipeline(workspace, body.name))
+
+
+@router.get("/pipelines")
+def list_pipelines(request: Request, workspace: str = "default") -> list[PipelineInfo]:
+    state = get_state(request)
+    return [_info(state, p) for p in state.registry.list_pipelines(workspace)]
+
+
+@router.get("/pipelines/{name}")
+def get_pipeline(name: str, request: Request, workspace: str = "default") -> PipelineInfo:
+    state = get_state(request)
+    return _info(state, state.registry.get_pipeline(workspace, name))
+
+
+class ModelChoice(BaseModel):
+    name: str
+    version: str | None = None
+
+
+class StepBody(BaseModel):
+    kind: str = "model"
+    model: ModelChoice
+
+
+class VersionBody(BaseModel):
+    steps: list[StepBody]
+    validations: list[Validation] = []
+
+
+def _resolve(state: ServerState, workspace: str, body: VersionBody) -> PipelineSpec:
+    """Turn model names into full references from the registry (the client never sets a sha)."""
+    steps = [ModelStep(model=state.registry.get_model(workspace, s.model.name, s.model.version).ref())
+             for s in body.steps]
+    return PipelineSpec(steps=steps, validations=body.validations)
+
+
+@router.post("/pipelines/{name}/versions")
+def create_version(name: str, body: VersionBody, request: Request,
+                   workspace: str = "default") -> PipelineVersion:
+    """Store the steps as a version (the newest one again if nothing changed)."""
+    state = get_state(request)
+    return state.registry.add_version(workspace, name, _resolve(state, workspace, body))
+
+
+@router.get("/pipelines/{name}/versions")
+def list_versions(name: str, request: Request, workspace: str = "default") -> list[PipelineVersion]:
+    state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    return state.registry.versions(workspace, name)
+
+
+class DeployBody(BaseModel):
+    version: str | None = None
+    config: DeploymentConfig = DeploymentConfig()
+
+
+@router.post("/pipelines/{name}/deploy")
+async def deploy(name: str, body: DeployBody, request: Request,
+                 workspace: str = "default") -> Deployment:
+    """Start workers for a version (the newest by default); poll status for Running."""
+    state = get_state(request)
+    version = state.registry.get_version(workspace, name, body.version)
+    return await state.deployer.deploy(version, body.config)
+
+
+@router.post("/pipelines/{name}/undeploy")
+async def undeploy(name: str, request: Request, workspace: str = "default") -> PipelineInfo:
+    state = get_state(request)
+    pipeline = state.registry.get_pipeline(workspace, name)
+    await state.deployer.undeploy(workspace, name)
+    return _info(state, pipeline)
+
+
+@router.get("/pipelines/{name}/status")
+def status(name: str, request: Request, workspace: str = "default") -> dict[str, Any]:
+    state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    return state.deployer.status(workspace, name)
+
+
+@router.get("/pipelines/{name}/topics")
+def topics(name: str, request: Request, workspace: str = "default") -> dict[str, str]:
+    """The pipeline's stable topics, for producers and subscribers that skip HTTP."""
+    state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    return {role: spec.name for role, spec in state.topics.pipeline_topics(workspace, name).items()}

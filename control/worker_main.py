@@ -1,0 +1,53 @@
+"""`weir worker`: run one worker process for a deployed pipeline version.
+
+Started by the deployer (or a container in docker-compose). Reads the version
+from the registry, finds model files in the artifact store (checked by sha256
+before loading) and heartbeats to the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from control.artifacts import ArtifactStore
+from control.registry import Registry
+from control.settings import Settings
+from engine.runtimes.base import RuntimeOptions
+from streams.topics import TopicMap
+from streams.worker import Worker, WorkerSpec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weir worker", description=__doc__)
+    parser.add_argument("pipeline")
+    parser.add_argument("version")
+    parser.add_argument("--workspace", default="default")
+    parser.add_argument("--replica", type=int, default=0)
+    parser.add_argument("--worker-id", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    settings = Settings.discover()
+    if not settings.redis_url:
+        print("weir worker: no Redis: run `weir up` or set WEIR_REDIS_URL", file=sys.stderr)
+        return 2
+    registry = Registry(settings.redis_url)
+    version = registry.get_version(args.workspace, args.pipeline, args.version)
+    artifacts = ArtifactStore(settings.artifacts_dir)
+    spec = WorkerSpec(
+        workspace=args.workspace, pipeline=args.pipeline, version=args.version,
+        definition=version.definition, replica=args.replica,
+        worker_id=args.worker_id or f"{args.pipeline}-{args.version[:8]}-{args.replica}",
+        options=RuntimeOptions(threads=args.threads, device=args.device),
+    )
+    worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
+                    lambda ref: artifacts.path(ref.sha), registry, settings.run_dir / "workers")
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Codecs: every conversion between wire bytes, numpy, pandas and Arrow record batches.
+
+Arrow is the currency: ``decode`` turns a payload into one ``pa.RecordBatch`` and
+``encode`` turns one back into bytes, keyed by content type. The numpy and pandas
+helpers below are the only place weir converts to or from those libraries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import CodecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+"""Arrow IPC stream holding exactly one record batch; what travels on Kafka."""
+ARROW_FILE: Final = "application/vnd.apache.arrow.file"
+"""Arrow IPC file format, used over HTTP and for ``.arrow`` files."""
+PANDAS_RECORDS: Final = "application/json; format=pandas-records"
+"""JSON list of row objects, as ``DataFrame.to_json(orient="records")`` writes."""
+
+ContentType = Literal[
+    "application/vnd.apache.arrow.stream",
+    "application/vnd.apache.arrow.file",
+    "application/json; format=pandas-records",
+]
+
+_MEDIA_TYPES: dict[str, ContentType] = {
+    ARROW_STREAM: ARROW_STREAM, ARROW_FILE: ARROW_FILE, "application/json": PANDAS_RECORDS
+}
+_JSON_FORMATS = frozenset({"pandas-records", "records"})
+_ARROW_ERRORS = (pa.ArrowException, OSError, ValueError)
+_JSON_NATIVE = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_string,
+                pa.types.is_large_string, pa.types.is_null)
+_LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+_NUMERIC = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal)
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+               str: "a string", list: "a list", dict: "an object"}
+_EXPECTED: dict[ContentType, str] = {
+    ARROW_STREAM: f"an Arrow IPC stream ({ARROW_STREAM!r})",
+    ARROW_FILE: f"an Arrow IPC file ({ARROW_FILE!r})",
+    PANDAS_RECORDS: 'a JSON list of row objects, e.g. [{"x": [1.0, 2.0]}]',
+}
+
+
+def normalize_content_type(
+    header: str | bytes | None, default: ContentType = ARROW_STREAM
+) -> ContentType:
+    """Map a Content-Type header to one of weir's content types.
+
+    Case, spaces and parameter order do not matter; plain ``application/json``
+    means pandas records, and a missing header gives ``default``.
+    """
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    if not header or not header.strip():
+        return default
+    media, *params = (part.strip().lower() for part in header.split(";"))
+    found = _MEDIA_TYPES.get(media)
+    formats = {
+        value.strip().strip('"')
+        for key, _, value in (param.partition("=") for param in params)
+        if key.strip() == "format"
+    }
+    if found is None or (found == PANDAS_RECORDS and not formats <= _JSON_FORMATS):
+        accepted = ", ".join(repr(ct) for ct in (ARROW_STREAM, ARROW_FILE, PANDAS_RECORDS))
+        raise CodecError(
+            f"unsupported content type {header!r}: use one of {accepted} "
+            "(plain 'application/json' means pandas records)"
+        )
+    return found
+
+
+def decode(payload: bytes, content_type: str) -> pa.RecordBatch:
+    """Decode a payload into one record batch; several Arrow batches are joined into one.
+
+    JSON must be a list of row objects (or an object of column lists); nested lists
+    become list columns.
+    """
+    kind = normalize_content_type(content_type)
+    expected = _EXPECTED[kind]
+    if not payload:
+        raise CodecError(f"empty payload: expected {expected}")
+    if kind == PANDAS_RECORDS:
+        try:
+            data = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise CodecError(f"payload is not valid JSON ({exc}): expected {expected}") from exc
+        if not isinstance(data, (list, dict)):
+            raise CodecError(f"expected {expected}, got {_kind(data)}")
+        return _from_rows(data) if isinstance(data, list) else _from_columns(data)
+    try:
+        if kind == ARROW_STREAM:
+            stream = pa.ipc.open_stream(payload)
+            batch = _combine(list(stream), stream.schema)
+        else:
+            file = pa.ipc.open_file(payload)
+            batches = [file.get_batch(i) for i in range(file.num_record_batches)]
+            batch = _combine(batches, file.schema)
+        batch.validate(full=True)
+    except _ARROW_ERRORS as exc:
+        hint = ""
+        if kind == ARROW_STREAM and payload.startswith(b"ARROW1"):
+            hint = f"; this looks like an Arrow IPC file, send it as {ARROW_FILE!r}"
+        raise CodecError(f"malformed payload ({exc}): expected {expected}{hint}") from exc
+    return batch
+
+
+def encode(batch: pa.RecordBatch, content_type: str) -> bytes:
+    """Encode one record batch as bytes of the given content type.
+
+    JSON output is strict: NaN and infinities become null, times become ISO text.
+    """
+    kind = normalize_content_type(content_type)
+    if kind == PANDAS_RECORDS:
+        return _encode_json(batch)
+    sink = pa.BufferOutputStream()
+    new_writer = pa.ipc.new_stream if kind == ARROW_STREAM else pa.ipc.new_file
+    with new_writer(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column") -> np.ndarray:
+    """Turn a column into an array of shape (N,), or (N, d1, d2, ...) for (nested) list columns."""
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape = [len(values)]
+    while any(is_type(values.type) for is_type in _LISTS):
+        if values.null_count:
+            raise CodecError(f"column {name!r} has null rows; fill or drop them")
+        if pa.types.is_fixed_size_list(values.type):
+            size = values.type.list_size
+        else:
+            bounds = pc.min_max(pc.list_value_length(values))
+            low, high = bounds["min"].as_py() or 0, bounds["max"].as_py() or 0
+            if low != high:
+                raise CodecError(
+                    f"rows of column {name!r} have lengths {low} and {high}; "
+                    "every row must have the same shape"
+                )
+            size = low
+        shape.append(size)
+        values = values.flatten()
+    if values.null_count and any(is_type(values.type) for is_type in _NUMERIC):
+        raise CodecError(f"column {name!r} has null values; fill or drop them")
+    return values.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def ndarray_to_column(array: np.ndarray) -> pa.Array:
+    """Turn an array of shape (N,) or (N, d1, ...) into a column, zero-copy where possible.
+
+    Extra dimensions become nested ``fixed_size_list``s; ``column_to_ndarray`` inverts it.
+    """
+    array = np.asarray(array)
+    if array.ndim == 0:
+        raise CodecError("a column needs at least one dimension (rows); got a scalar")
+    column = pa.array(np.ascontiguousarray(array).reshape(-1))
+    for depth in range(array.ndim - 1, 0, -1):
+        rows = math.prod(array.shape[:depth])
+        column = pa.Array.from_buffers(
+            pa.list_(column.type, array.shape[depth]), rows, [None], children=[column]
+        )
+    return column
+
+
+def batch_from_arrays(arrays: Mapping[str, np.ndarray]) -> pa.RecordBatch:
+    """Build a record batch from named numpy arrays of shape (N,) or (N, d1, ...) sharing N."""
+    return _from_columns(arrays)
+
+
+def batch_to_arrays(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Turn every column of a record batch into a numpy array (see ``column_to_ndarray``)."""
+    return {
+        name: column_to_ndarray(batch.column(i), name=name)
+        for i, name in enumerate(batch.schema.names)
+    }
+
+
+def batch_from_pandas(df: pd.DataFrame) -> pa.RecordBatch:
+    """Build a record batch from a DataFrame, dropping its index; list cells become list columns."""
+    try:
+        return pa.RecordBatch.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot convert DataFrame ({exc}): every column must hold one type, "
+            "and list cells must be one-dimensional"
+        ) from exc
+
+
+def batch_to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
+    """Turn a record batch into a DataFrame; list columns give numpy-array cells."""
+    return batch.to_pandas()
+
+
+def to_record_batch(data: Any) -> pa.RecordBatch:
+    """Turn any supported table-like value into one record batch.
+
+    Accepts a ``pa.RecordBatch``, a ``pa.Table``, a pandas DataFrame, a list of row
+    dicts, or a dict of columns (lists or numpy arrays).
+    """
+    if isinstance(data, pa.RecordBatch):
+        return data
+    if isinstance(data, pa.Table):
+        return _combine(data.to_batches(), data.schema)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(data, pandas.DataFrame):
+        return batch_from_pandas(data)
+    if isinstance(data, list):
+        return _from_rows(data)
+    if isinstance(data, Mapping):
+        return _from_columns(data)
+    raise CodecError(
+        f"cannot make a record batch from {type(data).__name__}: pass a pyarrow "
+        "RecordBatch or Table, a pandas DataFrame, a list of row dicts or a dict of columns"
+    )
+
+
+def _combine(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    """Join batches of one schema into a single batch (empty batches give an empty one)."""
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    return pa.concat_batches(batches)
+
+
+def _from_rows(rows: list[Any]) -> pa.RecordBatch:
+    """Build a batch from row objects; a key missing from a row gives null there."""
+    names: dict[str, None] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CodecError(f"expected {_EXPECTED[PANDAS_RECORDS]}, but row {i} is {_kind(row)}")
+        names.update(dict.fromkeys(row))
+    return _from_columns({name: [row.get(name) for row in rows] for name in names})
+
+
+def _from_columns(columns: Mapping[str, Any]) -> pa.RecordBatch:
+    """Build a batch from column lists (or numpy arrays) that all have one value per row."""
+    arrays: list[pa.Array] = []
+    for name, values in columns.items():
+        if isinstance(values, (np.ndarray, np.generic)):
+            arrays.append(ndarray_to_column(values))
+            continue
+        if isinstance(values, dict):  # pandas "columns" orient: {"col": {"0": v, "1": v}}
+            values = list(values.values())
+        if not isinstance(values, list):
+            raise CodecError(
+                f"column {name!r} is {_kind(values)}: expected a list of values, "
+                'e.g. {"x": [1.0, 2.0]}'
+            )
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise CodecError(
+                f"column {name!r} has inconsistent types ({exc}); every row must hold the same type"
+            ) from exc
+    lengths = {name: len(array) for name, array in zip(columns, arrays)}
+    if len(set(lengths.values())) > 1:
+        raise CodecError(
+            f"columns have different lengths {lengths}; every column needs one value per row"
+        )
+    try:
+        return pa.RecordBatch.from_arrays(arrays, names=[str(name) for name in columns])
+    except _ARROW_ERRORS as exc:
+        raise CodecError(f"cannot build a record batch ({exc})") from exc
+
+
+def _encode_json(batch: pa.RecordBatch) -> bytes:
+    """Write a batch as strict pandas-records JSON."""
+    columns = [_json_values(column) for column in batch.columns]
+    if columns:
+        rows: list[dict[str, Any]] = [
+            dict(zip(batch.schema.names, row)) for row in zip(*columns)
+        ]
+    else:
+        rows = [{} for _ in range(batch.num_rows)]
+    try:
+        return json.dumps(rows, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot write batch as JSON ({exc}); cast such columns to string first"
+        ) from exc
+
+
+def _json_values(column: pa.Array) -> list[Any]:
+    """One column as plain Python values that ``json.dumps`` accepts."""
+    if pa.types.is_floating(column.type):
+        return pc.if_else(pc.is_finite(column), column, None).to_pylist()
+    values = column.to_pylist()
+    if any(is_type(column.type) for is_type in _JSON_NATIVE):
+        return values
+    return [_plain(value) for value in values]
+
+
+def _plain(value: Any) -> Any:
+    """One Python value from Arrow as strict JSON: non-finite floats to None, times as ISO text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _kind(value: Any) -> str:
+    """Name a parsed JSON value's type the way a user would, e.g. 'a number'."""
+    return _JSON_KINDS.get(type(value), f"a {type(value).__name__}")

@@ -1,0 +1,65 @@
+"""Kafka message headers: what travels beside each record batch.
+
+Values are Arrow IPC streams of one record batch (engine.codecs); the input
+topic also accepts pandas-records JSON, told apart by `content-type`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.codecs import ARROW_STREAM
+
+CONTENT_TYPE = "content-type"
+REQUEST_ID = "weir-request-id"
+VERSION = "weir-pipeline-version"
+STARTED_NS = "weir-started-ns"
+ERROR = "weir-error"
+
+RawHeaders = Iterable[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The headers weir reads and writes, decoded."""
+
+    request_id: str
+    content_type: str = ARROW_STREAM
+    version: str = ""
+    started_ns: int = 0
+    error: dict[str, str] | None = None
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, headers: RawHeaders | None, *, default_request_id: str = "") -> Envelope:
+        raw = {k: v for k, v in (headers or [])}
+        text = {k: v.decode("utf-8", "replace") for k, v in raw.items() if k in _OURS}
+        return cls(
+            request_id=text.get(REQUEST_ID) or default_request_id,
+            content_type=text.get(CONTENT_TYPE) or ARROW_STREAM,
+            version=text.get(VERSION, ""),
+            started_ns=int(text.get(STARTED_NS) or 0),
+            error=json.loads(text[ERROR]) if ERROR in text else None,
+            extra={k: v for k, v in raw.items() if k not in _OURS},
+        )
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        out = [
+            (CONTENT_TYPE, self.content_type.encode()),
+            (REQUEST_ID, self.request_id.encode()),
+            (VERSION, self.version.encode()),
+            (STARTED_NS, str(self.started_ns).encode()),
+        ]
+        if self.error is not None:
+            out.append((ERROR, json.dumps(self.error).encode()))
+        return out + list(self.extra.items())
+
+    def replace(self, **changes: object) -> Envelope:
+        from dataclasses import replace
+
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR}

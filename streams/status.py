@@ -1,0 +1,45 @@
+"""What a worker reports about itself through its heartbeat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+WorkerState = Literal["Starting", "Running", "Draining", "Stopped", "Error"]
+
+
+class ModelStatus(BaseModel):
+    name: str
+    version: str
+    sha: str
+    status: WorkerState
+
+
+class WorkerStatus(BaseModel):
+    """One worker's heartbeat: who it is, what it runs and how it is doing."""
+
+    worker_id: str
+    workspace: str
+    pipeline: str
+    version: str
+    replica: int
+    pid: int
+    host: str
+    status: WorkerState
+    reason: str | None = None
+    models: list[ModelStatus] = []
+    processed: int = 0
+    failed: int = 0
+    time: datetime
+
+
+class HeartbeatSink(Protocol):
+    """Where a worker's heartbeats go (the registry, in practice)."""
+
+    def beat(self, status: WorkerStatus) -> None: ...
+
+    def stop_requested(self, status: WorkerStatus) -> bool:
+        """True when the control plane wants this worker gone (undeploy, hot swap)."""
+        ...
