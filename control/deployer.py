@@ -213,7 +213,8 @@ class Deployer:
             return {"status": f"Pipeline {name} is not deployed"}
         engines = [{
             "ip": w.host, "name": w.worker_id, "status": w.status, "reason": w.reason,
-            "details": [], "version": w.version, "processed": w.processed, "failed": w.failed,
+            "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
+            "failed": w.failed,
             "pipeline_statuses": {"pipelines": [{"id": name, "status": w.status}]},
             "model_statuses": {"models": [m.model_dump() for m in w.models]},
         } for w in self._workers(deployment)]

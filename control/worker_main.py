@@ -22,7 +22,8 @@ from streams.worker import Worker, WorkerSpec
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weir worker", description=__doc__)
     parser.add_argument("pipeline")
-    parser.add_argument("version")
+    parser.add_argument("version", nargs="?", default=None,
+                        help="pipeline version (default: the one deployed now)")
     parser.add_argument("--workspace", default="default")
     parser.add_argument("--replica", type=int, default=0)
     parser.add_argument("--worker-id", default=None)
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         print("weir worker: no Redis: run `weir up` or set WEIR_REDIS_URL", file=sys.stderr)
         return 2
     registry = Registry(settings.redis_url)
+    if args.version is None:
+        deployment = registry.get_deployment(args.workspace, args.pipeline)
+        if deployment is None:
+            print(f"weir worker: pipeline {args.pipeline!r} is not deployed", file=sys.stderr)
+            return 2
+        args.version = deployment.version
     version = registry.get_version(args.workspace, args.pipeline, args.version)
     artifacts = ArtifactStore(settings.artifacts_dir)
     spec = WorkerSpec(

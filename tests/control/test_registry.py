@@ -1,0 +1,94 @@
+"""control/registry.py against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from control.embedded import Service
+from control.errors import EntityNotFoundError
+from control.records import Deployment, ModelVersion
+from control.registry import Registry
+from engine.definition import ModelStep, PipelineSpec
+from streams.status import WorkerStatus
+
+
+@pytest.fixture
+def registry(redis_service: Service) -> Registry:
+    registry = Registry(redis_service.address)
+    registry.redis.flushdb()
+    return registry
+
+
+def _model(name: str = "m", sha: str = "a" * 64) -> ModelVersion:
+    return ModelVersion(name=name, version=str(uuid.uuid4()), sha=sha, runtime="onnx",
+                        workspace="default", file_name="m.onnx", size=10)
+
+
+def test_each_upload_is_a_new_version_and_latest_wins(registry: Registry) -> None:
+    first, second = registry.add_model(_model()), registry.add_model(_model(sha="b" * 64))
+    assert registry.get_model("default", "m").version == second.version
+    assert registry.get_model("default", "m", first.version).sha == "a" * 64
+    assert [m.version for m in registry.model_versions("default", "m")] == [first.version, second.version]
+    assert [m.name for m in registry.list_models("default")] == ["m"]
+
+
+def test_unknown_model_says_to_upload(registry: Registry) -> None:
+    with pytest.raises(EntityNotFoundError, match="model 'nope' not found: upload it first"):
+        registry.get_model("default", "nope")
+
+
+def test_build_pipeline_returns_the_existing_one(registry: Registry) -> None:
+    created = registry.get_or_create_pipeline("default", "p")
+    again = registry.get_or_create_pipeline("default", "p")
+    assert again.created == created.created
+    assert [p.name for p in registry.list_pipelines("default")] == ["p"]
+
+
+def test_versions_newest_first_and_unchanged_steps_reuse_the_version(registry: Registry) -> None:
+    registry.get_or_create_pipeline("default", "p")
+    a = PipelineSpec(steps=[ModelStep(model=registry.add_model(_model("a")).ref())])
+    b = PipelineSpec(steps=[ModelStep(model=registry.add_model(_model("b")).ref())])
+    v1 = registry.add_version("default", "p", a)
+    assert registry.add_version("default", "p", a).version == v1.version
+    v2 = registry.add_version("default", "p", b)
+    assert [v.version for v in registry.versions("default", "p")] == [v2.version, v1.version]
+    assert registry.get_version("default", "p").version == v2.version
+    assert registry.get_version("default", "p", v1.version).definition == a
+
+
+def test_deployments_are_listed_and_removed(registry: Registry) -> None:
+    registry.set_deployment(Deployment(workspace="default", pipeline="p", version="v"))
+    assert [d.pipeline for d in registry.list_deployments()] == ["p"]
+    registry.delete_deployment("default", "p")
+    assert registry.get_deployment("default", "p") is None
+    assert registry.list_deployments() == []
+
+
+def _status(age_s: float, state: str = "Running") -> WorkerStatus:
+    return WorkerStatus(worker_id="w1", workspace="default", pipeline="p", version="v", replica=0,
+                        pid=1, host="h", status=state,  # type: ignore[arg-type]
+                        time=datetime.now(UTC) - timedelta(seconds=age_s))
+
+
+def test_a_stale_heartbeat_is_not_running(registry: Registry) -> None:
+    registry.beat(_status(0))
+    assert registry.workers("default", "p")[0].status == "Running"
+    registry.beat(_status(30))
+    stale = registry.workers("default", "p")[0]
+    assert stale.status == "Error" and "no heartbeat" in (stale.reason or "")
+
+
+def test_stop_requests_reach_the_named_worker_only(registry: Registry) -> None:
+    registry.request_stop("default", "p", ["w1"])
+    assert registry.stop_requested(_status(0))
+    assert not registry.stop_requested(_status(0).model_copy(update={"worker_id": "w2"}))
+    registry.forget_workers("default", "p", ["w1"])
+    assert not registry.stop_requested(_status(0))
+
+
+def test_registry_survives_a_new_connection(registry: Registry, redis_service: Service) -> None:
+    registry.add_model(_model())
+    assert Registry(redis_service.address).get_model("default", "m").name == "m"

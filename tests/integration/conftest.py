@@ -1,0 +1,32 @@
+"""The whole embedded stack (broker, Redis, server) started the way `weir up` does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.sdk.client import Client
+from control.settings import Settings
+from control.stack import down, up
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weir-home")
+
+
+@pytest.fixture(scope="session")
+def stack(stack_home: Path) -> Iterator[dict[str, Any]]:
+    """`weir up --detach` on free ports in a temporary WEIR_HOME; `weir down` after the session."""
+    settings = Settings(home=stack_home)
+    record = up(settings, detach=True, say=lambda _: None)
+    yield record
+    down(settings, say=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def client(stack: dict[str, Any], stack_home: Path) -> Client:
+    return Client(settings=Settings.discover(home=stack_home))

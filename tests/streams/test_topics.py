@@ -1,0 +1,63 @@
+"""streams/topics.py: topic names, partitions and configs come from topics.yaml only."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.topics import TopicMap
+
+
+@pytest.fixture(scope="module")
+def topics() -> TopicMap:
+    return TopicMap.load()
+
+
+def test_stable_topics_do_not_depend_on_version(topics: TopicMap) -> None:
+    assert topics.input("ws", "p").name == "ws.p.in"
+    assert topics.output("ws", "p").name == "ws.p.out"
+    assert topics.logs("ws", "p").name == "ws.p.logs"
+    assert topics.dead_letter("ws", "p").name == "ws.p.dlq"
+
+
+def test_step_zero_reads_the_input_topic(topics: TopicMap) -> None:
+    assert topics.step("ws", "p", "v1", 0) == topics.input("ws", "p")
+    assert topics.step("ws", "p", "v1", 2).name == "ws.p.v1.s2"
+
+
+def test_partitions_and_configs_come_from_the_file(topics: TopicMap) -> None:
+    assert topics.input("ws", "p").partitions == 4
+    assert topics.dead_letter("ws", "p").partitions == 1
+    assert topics.logs("ws", "p").config["retention.ms"] == "604800000"
+
+
+def test_version_topics_list_every_topic_once(topics: TopicMap) -> None:
+    names = [t.name for t in topics.version_topics("ws", "p", "v1", 3)]
+    assert names == ["ws.p.in", "ws.p.out", "ws.p.logs", "ws.p.dlq", "ws.p.v1.s1", "ws.p.v1.s2"]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("default.houses.logs", {"workspace": "default", "pipeline": "houses"}),
+    ("team-a.p-2.logs", {"workspace": "team-a", "pipeline": "p-2"}),
+    ("default.houses.out", None),
+    ("default.houses.v1.s1", None),
+])
+def test_parse_reverses_names(topics: TopicMap, name: str, expected: dict[str, str] | None) -> None:
+    assert topics.parse("logs", name) == expected
+
+
+def test_pattern_matches_only_its_role(topics: TopicMap) -> None:
+    import re
+
+    pattern = re.compile(topics.pattern("logs"))
+    assert pattern.match("a.b.logs")
+    assert not pattern.match("a.b.in")
+
+
+def test_illegal_names_are_refused(topics: TopicMap) -> None:
+    with pytest.raises(ValueError, match="not a legal Kafka topic name"):
+        topics.input("ws", "bad/name")
+
+
+def test_a_file_missing_a_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="lacks the roles"):
+        TopicMap.from_dict({"topics": {"input": {"name": "{workspace}.{pipeline}.in"}}})
