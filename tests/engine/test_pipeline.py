@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from engine import codecs
-from engine.definition import ModelRef, ModelStep, PipelineSpec
-from engine.errors import StepFailed
+from engine.definition import ModelRef, ModelStep, PipelineSpec, Validation
+from engine.errors import ExpressionError, StepFailed
+from engine.expressions import model_refs
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 
@@ -24,8 +25,8 @@ def process_data(input_data):
 """
 
 
-@pytest.fixture
-def two_steps(tmp_path: Path, diabetes_onnx: Path) -> CompiledPipeline:
+def _two_step_spec(tmp_path: Path, diabetes_onnx: Path,
+                   validations: list[Validation] | None = None) -> tuple[PipelineSpec, dict[str, Path]]:
     pre = tmp_path / "pre.py"
     pre.write_text(SCALE)
     refs = [
@@ -33,7 +34,13 @@ def two_steps(tmp_path: Path, diabetes_onnx: Path) -> CompiledPipeline:
         ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx"),
     ]
     paths = {refs[0].sha: pre, refs[1].sha: diabetes_onnx}
-    spec = PipelineSpec(steps=[ModelStep(model=r) for r in refs])
+    spec = PipelineSpec(steps=[ModelStep(model=r) for r in refs], validations=validations or [])
+    return spec, paths
+
+
+@pytest.fixture
+def two_steps(tmp_path: Path, diabetes_onnx: Path) -> CompiledPipeline:
+    spec, paths = _two_step_spec(tmp_path, diabetes_onnx)
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha])
 
 
@@ -45,7 +52,7 @@ def test_run_chains_steps_and_carries_the_input(two_steps: CompiledPipeline,
     np.testing.assert_allclose(codecs.column_to_ndarray(result.column("out.variable")), expected,
                                rtol=1e-5)
     np.testing.assert_array_equal(codecs.column_to_ndarray(result.column("in.tensor")), X)
-    assert result.column("check_failures").to_pylist() == [[]] * 4
+    assert result.column("check_failures").to_pylist() == [0] * 4
     assert result.column("anomaly.count").to_pylist() == [0] * 4
     assert set(result.column("metadata.pipeline_version").to_pylist()) == {"v1"}
     assert result.column("metadata.model").to_pylist()[0].startswith("diabetes@")
@@ -71,3 +78,50 @@ def test_runtimes_never_see_carried_columns(two_steps: CompiledPipeline) -> None
 def test_a_failing_step_raises_step_failed(two_steps: CompiledPipeline) -> None:
     with pytest.raises(StepFailed, match="pre"):
         two_steps.run(pa.RecordBatch.from_pydict({"other": [1.0]}))
+
+
+def _validated(tmp_path: Path, diabetes_onnx: Path, **exprs: object) -> CompiledPipeline:
+    validations = [Validation(name=n, expression=e.to_json()) for n, e in exprs.items()]  # type: ignore[attr-defined]
+    spec, paths = _two_step_spec(tmp_path, diabetes_onnx, validations)
+    return load_pipeline("v1", spec, lambda ref: paths[ref.sha])
+
+
+def test_guide_style_validation_flags_rows_over_the_limit(tmp_path: Path,
+                                                          diabetes_onnx: Path) -> None:
+    _, outputs = model_refs("diabetes")
+    pipeline = _validated(tmp_path, diabetes_onnx, **{"price-too-high": outputs[0][0] < 100.0})
+    result = pipeline.run(codecs.batch_from_arrays({"tensor": X}))
+    prices = codecs.column_to_ndarray(result.column("out.variable"))[:, 0]
+    failing = prices >= 100.0
+    assert result.column("anomaly.price-too-high").to_pylist() == failing.tolist()
+    assert result.column("check_failures").to_pylist() == failing.astype(int).tolist()
+    assert result.column("anomaly.count").to_pylist() == failing.astype(int).tolist()
+    assert not any(n.startswith("_v.") for n in result.schema.names)
+
+
+def test_several_validations_and_earlier_steps(tmp_path: Path, diabetes_onnx: Path) -> None:
+    pre_in, pre_out = model_refs("pre")
+    _, outputs = model_refs("diabetes")
+    pipeline = _validated(tmp_path, diabetes_onnx,
+                          low=outputs["variable"][0] > -1e9,          # always passes
+                          scaled=pre_out[0][0] < pre_in[0][0] * 0.25,  # x*0.5 < x*0.25: fails
+                          )
+    result = pipeline.run(codecs.batch_from_arrays({"tensor": X}))
+    assert result.column("anomaly.low").to_pylist() == [False] * 4
+    assert result.column("anomaly.scaled").to_pylist() == [True] * 4
+    assert result.column("anomaly.count").to_pylist() == [1] * 4
+
+
+def test_a_validation_on_a_model_not_in_the_pipeline_is_refused(tmp_path: Path,
+                                                                 diabetes_onnx: Path) -> None:
+    _, outputs = model_refs("housing")
+    with pytest.raises(ExpressionError, match=r"refers to \['housing'\]"):
+        _validated(tmp_path, diabetes_onnx, bad=outputs[0][0] < 1.0)
+
+
+def test_a_validation_that_cannot_evaluate_fails_the_request(tmp_path: Path,
+                                                             diabetes_onnx: Path) -> None:
+    _, outputs = model_refs("diabetes")
+    pipeline = _validated(tmp_path, diabetes_onnx, deep=outputs[0][0][5] < 1.0)
+    with pytest.raises(StepFailed, match="validation 'deep'"):
+        pipeline.run(codecs.batch_from_arrays({"tensor": X}))
