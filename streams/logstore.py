@@ -1,0 +1,443 @@
+"""The log store: every inference row a pipeline produced, kept as Parquet and queryable.
+
+Layout: ``<root>/<workspace>/<pipeline>/date=YYYY-MM-DD/hour=HH/<min ms>_<max ms>_<uuid>.parquet``
+(see ``streams._parquet_files``). ``append`` writes one zstd file per hour a batch touches;
+``compact`` merges an hour's small files into files of about ``target_file_rows`` and applies
+retention. Files are immutable: only ever created whole (temp name, then rename) or deleted.
+
+Rules a reader can rely on:
+
+- A row is identified by ``(request_id, row)``. Delivery is at least once, so a row may be stored
+  more than once (identical copies, hence with the same ``time`` and hour); reads return it once.
+- ``query`` returns newest first, ``iter_batches`` oldest first; ties on ``time`` are broken by
+  ``request_id`` then ``row``, both ascending.
+- Schema: a pipeline's columns are the union of its files' columns, unified with
+  ``pa.unify_schemas(..., promote_options="permissive")``. A column missing from older (or newer)
+  files comes back as nulls for their rows; numbers widen (int32 -> int64, int -> double).
+  ``append`` refuses a batch whose column types cannot be unified with what is stored (``out.a``
+  was a number and is now a string), so the store always stays queryable.
+- Times are UTC (a naive ``datetime`` is taken as UTC); ranges are ``[start, end)``.
+
+Threads and processes may append, compact and query at once. Append and compaction take a thread
+lock on the hour partition they change. Readers hold a shared ``flock`` on ``<pipeline>/.lock``
+while they list and read, and deleting files takes it exclusively, so a listed file cannot vanish
+mid-read; should one vanish anyway (deleted by hand), the reader lists again and retries once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import WeirError
+from streams._parquet_files import (
+    ANOMALY_COUNT,
+    HOUR_MS,
+    REQUEST_ID,
+    ROW,
+    TIME,
+    TIME_TYPE,
+    DataFile,
+    FileCatalog,
+    Partition,
+    deletion_guard,
+    file_size,
+    list_files,
+    list_partitions,
+    overlaps,
+    partition_path,
+    remove_stale_temps,
+    row_filter,
+    subdirs,
+    to_ms,
+    unique_sorted,
+    without_keys_of,
+)
+
+REQUIRED_SCHEMA = pa.schema(
+    [
+        (TIME, TIME_TYPE),
+        (REQUEST_ID, pa.string()),
+        (ROW, pa.int32()),
+        (ANOMALY_COUNT, pa.int32()),
+        ("check_failures", pa.int32()),  # how many checks the row failed
+        ("metadata.pipeline_version", pa.string()),
+        ("metadata.elapsed_ns", pa.int64()),
+        ("metadata.model", pa.string()),
+    ]
+)
+_KEYS_SCHEMA = pa.schema([REQUIRED_SCHEMA.field(REQUEST_ID), REQUIRED_SCHEMA.field(ROW)])
+_STALE_TEMP_S = 3600.0  # a temp file this old belongs to a writer that crashed
+
+T = TypeVar("T")
+
+
+class LogStoreError(WeirError):
+    """The log store was given an invalid workspace or pipeline name."""
+
+
+class LogSchemaError(LogStoreError):
+    """A batch for ``append`` lacks a required column or clashes with stored column types."""
+
+
+class LogQueryError(LogStoreError):
+    """A log query asked for something impossible (one-sided range, unknown column, ...)."""
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """Files and stored rows (duplicates included) of one pipeline before and after ``compact``."""
+
+    files_before: int
+    files_after: int
+    rows_before: int
+    rows_after: int
+
+
+class LogStore:
+    """Parquet log store for every pipeline's inference rows.
+
+    Example::
+
+        store = LogStore(Path("/data/logs"), retention=timedelta(days=30))
+        store.append("default", "ccfraud", batch)
+        failed = store.query("default", "ccfraud", valid=False, limit=20)
+
+    :param root: directory holding ``<workspace>/<pipeline>/...``.
+    :param retention: ``compact`` deletes hour partitions that ended longer ago than this.
+    :param max_bytes: ``compact`` then deletes a pipeline's oldest hours until it fits in this.
+    :param target_file_rows: rows per file after compaction; files under half of it are merged.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        retention: timedelta | None = None,
+        max_bytes: int | None = None,
+        target_file_rows: int = 250_000,
+    ) -> None:
+        self._root = Path(root)
+        self._retention = retention
+        self._max_bytes = max_bytes
+        self._target_rows = target_file_rows
+        self._locks: dict[Path, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._catalog = FileCatalog()
+        self._accepted: dict[Path, pa.Schema] = {}  # the last batch schema append checked
+
+    def append(self, workspace: str, pipeline: str, batch: pa.RecordBatch | pa.Table) -> None:
+        """Store a batch of log rows: one Parquet file per hour the batch's ``time`` spans.
+
+        :param batch: log rows with at least the columns of ``REQUIRED_SCHEMA``.
+        :raises LogSchemaError: a required column is missing or has the wrong type, or a column's
+            type cannot be unified with the type stored earlier.
+        """
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        table = _validated(pa.table(batch))
+        if table.num_rows == 0:
+            return
+        if self._accepted.get(pipeline_dir) != table.schema:
+            self._check_compatible(pipeline_dir, table.schema)
+            self._accepted[pipeline_dir] = table.schema
+        table = unique_sorted(table, newest_first=False)
+        hours = table.column(TIME).cast(pa.int64()).to_numpy() // HOUR_MS
+        bounds = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), table.num_rows]
+        for lo, hi in zip(bounds, bounds[1:]):
+            directory = partition_path(pipeline_dir, int(hours[lo]) * HOUR_MS)
+            with self._lock(directory):
+                directory.mkdir(parents=True, exist_ok=True)
+                self._catalog.write(directory, table.slice(lo, hi - lo))
+
+    def query(
+        self,
+        workspace: str,
+        pipeline: str,
+        *,
+        limit: int | None = 100,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        valid: bool | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Log rows, newest first, each ``(request_id, row)`` once.
+
+        :param limit: at most this many rows; ``None`` returns every match.
+        :param start: with ``end``, keep rows with ``start <= time < end``.
+        :param valid: ``True`` keeps rows whose checks all passed, ``False`` those with a failure.
+        :param columns: the columns to return (default: all the pipeline ever logged).
+        :raises LogQueryError: only one of start/end given, start after end, or an unknown column.
+        """
+        if limit is not None and limit < 0:
+            raise LogQueryError(f"limit must be zero or more, got {limit}")
+        span = _span(start, end)
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+
+        def read() -> pa.Table:
+            with deletion_guard(pipeline_dir, exclusive=False):
+                return self._query(self._files(pipeline_dir), limit, span, valid, columns)
+
+        return self._retrying(read)
+
+    def iter_batches(
+        self,
+        workspace: str,
+        pipeline: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        valid: bool | None = None,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Every matching log row, oldest first and once, one hour partition in memory at a time.
+
+        Parameters as for ``query``; batches hold at most ``batch_rows`` rows.
+        """
+        span = _span(start, end)
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        out, read_schema = _projection(self._schema(self._files(pipeline_dir)), columns)
+        expr = row_filter(span, valid)
+
+        def read(partition: Partition) -> pa.Table:
+            with deletion_guard(pipeline_dir, exclusive=False):
+                files = list_files(partition)
+                found = self._catalog.read(
+                    [f for f in files if overlaps(f.min_ms, f.max_ms + 1, span)], read_schema, expr
+                )
+            return unique_sorted(found, newest_first=False)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for partition in list_partitions(pipeline_dir):
+                if overlaps(partition.start_ms, partition.end_ms, span):
+                    table = self._retrying(lambda: read(partition)).select(out.names)
+                    yield from table.combine_chunks().to_batches(batch_rows)
+
+        return batches()
+
+    def compact(self, workspace: str, pipeline: str) -> CompactionReport:
+        """Apply retention, then merge each hour's small files, dropping duplicate rows.
+
+        New files are written before the files they replace are deleted, so a crash leaves at
+        worst duplicates, which readers drop and the next compaction removes.
+        """
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        with self._lock(pipeline_dir):  # one compaction of a pipeline at a time
+            before = self._files(pipeline_dir)
+            rows_before = sum(self._catalog.meta(f).num_rows for f in before)
+            partitions = list_partitions(pipeline_dir)
+            if self._retention is not None:
+                cutoff = to_ms(datetime.now(UTC) - self._retention)
+                for partition in [p for p in partitions if p.end_ms <= cutoff]:
+                    self._drop(partition)
+                partitions = [p for p in partitions if p.end_ms > cutoff]
+            for partition in partitions:
+                self._merge(partition)
+            if self._max_bytes is not None:
+                sizes = [sum(file_size(f) for f in list_files(p)) for p in partitions]
+                total = sum(sizes)
+                for partition, size in zip(partitions, sizes):  # oldest first
+                    if total <= self._max_bytes:
+                        break
+                    self._drop(partition)
+                    total -= size
+            after = self._files(pipeline_dir)
+            rows_after = sum(self._catalog.meta(f).num_rows for f in after)
+        return CompactionReport(len(before), len(after), rows_before, rows_after)
+
+    def pipelines(self) -> list[tuple[str, str]]:
+        """The (workspace, pipeline) pairs that have at least one stored log file."""
+        return [
+            (workspace, pipeline)
+            for workspace in subdirs(self._root)
+            for pipeline in subdirs(self._root / workspace)
+            if any(list_files(p) for p in list_partitions(self._root / workspace / pipeline))
+        ]
+
+    def count(self, workspace: str, pipeline: str) -> int:
+        """The number of distinct ``(request_id, row)`` stored for a pipeline."""
+
+        def distinct(partition: Partition) -> int:
+            with deletion_guard(pipeline_dir, exclusive=False):
+                keys = self._catalog.read(list_files(partition), _KEYS_SCHEMA)
+            return keys.group_by([REQUEST_ID, ROW]).aggregate([]).num_rows
+
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        partitions = list_partitions(pipeline_dir)
+        return sum(self._retrying(lambda: distinct(p)) for p in partitions)
+
+    def _query(
+        self,
+        files: list[DataFile],
+        limit: int | None,
+        span: tuple[int, int] | None,
+        valid: bool | None,
+        columns: Sequence[str] | None,
+    ) -> pa.Table:
+        out, read_schema = _projection(self._schema(files), columns)
+        expr = row_filter(span, valid)
+        pending = [f for f in files if limit != 0 and overlaps(f.min_ms, f.max_ms + 1, span)]
+        pending.sort(key=lambda f: (f.max_ms, f.min_ms), reverse=True)
+        if limit is None:
+            found = self._catalog.read(pending, read_schema, expr)
+            return unique_sorted(found, newest_first=True).select(out.names)
+        # Read newest files in doubling waves. With `limit` rows in hand, a file whose newest
+        # row is older than the oldest row kept cannot change the answer: stop before it.
+        found, wave, oldest_kept = read_schema.empty_table(), 1, None
+        while pending:
+            if oldest_kept is None:
+                batch, pending, wave = pending[:wave], pending[wave:], wave * 2
+            else:
+                newer = sum(1 for f in pending if f.max_ms >= oldest_kept)
+                if newer == 0:
+                    break
+                batch, pending = pending[:newer], pending[newer:]
+            both = pa.concat_tables([found, self._catalog.read(batch, read_schema, expr)])
+            found = unique_sorted(both, newest_first=True, limit=limit)
+            if found.num_rows == limit:
+                oldest_kept = found.column(TIME)[limit - 1].cast(pa.int64()).as_py()
+        return found.select(out.names)
+
+    def _merge(self, partition: Partition) -> None:
+        with self._lock(partition.path):
+            remove_stale_temps(partition, _STALE_TEMP_S)
+            files = list_files(partition)
+            small = [f for f in files if self._catalog.meta(f).num_rows < self._target_rows // 2]
+            big = [f for f in files if f not in small]
+            if len(small) < 2 and not (small and big):
+                return
+            merged = self._catalog.read(small, self._schema(small))
+            merged = unique_sorted(merged, newest_first=False)
+            if big:
+                merged = without_keys_of(merged, self._catalog.read(big, _KEYS_SCHEMA))
+            if len(small) == 1 and merged.num_rows == self._catalog.meta(small[0]).num_rows:
+                return  # a lone small file with nothing to drop: rewriting it gains nothing
+            if merged.num_rows:
+                files_needed = math.ceil(merged.num_rows / self._target_rows)
+                per_file = math.ceil(merged.num_rows / files_needed)
+                for lo in range(0, merged.num_rows, per_file):
+                    self._catalog.write(partition.path, merged.slice(lo, per_file))
+            with deletion_guard(partition.path.parent.parent, exclusive=True):
+                for file in small:
+                    os.remove(file.path)
+                    self._catalog.forget(file)
+
+    def _drop(self, partition: Partition) -> None:
+        pipeline_dir = partition.path.parent.parent
+        with self._lock(partition.path), deletion_guard(pipeline_dir, exclusive=True):
+            for file in list_files(partition):
+                self._catalog.forget(file)
+            shutil.rmtree(partition.path, ignore_errors=True)
+            try:
+                os.rmdir(partition.path.parent)  # the date directory, once its last hour is gone
+            except OSError:
+                pass
+
+    def _files(self, pipeline_dir: Path) -> list[DataFile]:
+        return [f for p in list_partitions(pipeline_dir) for f in list_files(p)]
+
+    def _schema(self, files: list[DataFile]) -> pa.Schema:
+        try:
+            return self._catalog.unified_schema(files, REQUIRED_SCHEMA)
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise LogQueryError(
+                f"stored logs have clashing column types ({exc}); delete the files of the "
+                "version that logged the clashing column"
+            ) from exc
+
+    def _check_compatible(self, pipeline_dir: Path, schema: pa.Schema) -> None:
+        try:
+            pa.unify_schemas(
+                [self._schema(self._files(pipeline_dir)), schema], promote_options="permissive"
+            )
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise LogSchemaError(
+                f"logs in {pipeline_dir} cannot take this batch: {exc}. A column changed to a "
+                "type the stored logs cannot be unified with; log it under a new name"
+            ) from exc
+
+    def _pipeline_dir(self, workspace: str, pipeline: str) -> Path:
+        for name in (workspace, pipeline):
+            if not name or name.startswith(".") or "/" in name or "\\" in name:
+                raise LogStoreError(
+                    f"invalid workspace or pipeline name {name!r}: use a non-empty name "
+                    "without slashes that does not start with a dot"
+                )
+        return self._root / workspace / pipeline
+
+    def _lock(self, path: Path) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(path, threading.Lock())
+
+    @staticmethod
+    def _retrying(read: Callable[[], T]) -> T:
+        """Run ``read``, once more if a file it listed was deleted (compaction, retention)."""
+        try:
+            return read()
+        except FileNotFoundError:
+            return read()
+
+
+def _validated(table: pa.Table) -> pa.Table:
+    """``table`` with the required columns cast to their types, or a LogSchemaError."""
+    missing = [n for n in REQUIRED_SCHEMA.names if n not in table.schema.names]
+    if missing:
+        raise LogSchemaError(
+            f"log batch lacks required column(s) {', '.join(missing)}; every log row needs "
+            f"{', '.join(REQUIRED_SCHEMA.names)}"
+        )
+    if not pa.types.is_timestamp(table.schema.field(TIME).type):
+        raise LogSchemaError(
+            f"log column 'time' must be a timestamp, got {table.schema.field(TIME).type}"
+        )
+    for field in REQUIRED_SCHEMA:
+        index = table.schema.get_field_index(field.name)
+        column = table.column(index)
+        if column.type != field.type:
+            try:
+                table = table.set_column(index, field, column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise LogSchemaError(
+                    f"log column {field.name!r} must be {field.type}, got {column.type}"
+                ) from exc
+    for name in (TIME, REQUEST_ID, ROW):
+        if table.column(name).null_count:
+            raise LogSchemaError(f"log column {name!r} has nulls; every row needs one")
+    return table
+
+
+def _span(start: datetime | None, end: datetime | None) -> tuple[int, int] | None:
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise LogQueryError(
+            f"give both start and end for a time range, or neither (got start={start}, end={end})"
+        )
+    span = to_ms(start), to_ms(end)
+    if span[0] > span[1]:
+        raise LogQueryError(f"start ({start}) is after end ({end})")
+    return span
+
+
+def _projection(schema: pa.Schema, columns: Sequence[str] | None) -> tuple[pa.Schema, pa.Schema]:
+    """The output schema, and the schema to read: the output plus the sort and identity keys."""
+    if columns is None:
+        return schema, schema
+    unknown = [c for c in columns if c not in schema.names]
+    if unknown:
+        raise LogQueryError(
+            f"unknown column(s) {', '.join(unknown)}; available columns: {', '.join(schema.names)}"
+        )
+    wanted = {*columns, TIME, REQUEST_ID, ROW}
+    out = pa.schema([schema.field(c) for c in columns])
+    return out, pa.schema([f for f in schema if f.name in wanted])
