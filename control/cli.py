@@ -154,10 +154,26 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
             out.print(f"  {engine['name']} {engine['status']} {engine.get('reason') or ''}")
 
 
+@pipelines_app.command("versions")
+def pipelines_versions(name: str, json_out: JsonOpt = False) -> None:
+    """List a pipeline's versions, newest first."""
+    versions = _client().get_pipeline(name).versions()
+    rows = [v._row() for v in versions]
+    if json_out:
+        _print_json(rows)
+    else:
+        _table(rows, list(rows[0]) if rows else ["version"])
+
+
 @pipelines_app.command("deploy")
-def pipelines_deploy(name: str, json_out: JsonOpt = False) -> None:
-    """Deploy a pipeline's newest version and wait until it runs."""
-    pipeline = _client().get_pipeline(name).deploy(quiet=json_out)
+def pipelines_deploy(name: str, version: Annotated[str | None, typer.Option(help="Version to deploy (default: newest).")] = None,
+                     replicas: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+                     json_out: JsonOpt = False) -> None:
+    """Deploy a pipeline version and wait until it runs."""
+    from control.sdk.config import DeploymentConfigBuilder
+
+    config = DeploymentConfigBuilder().replica_count(replicas).build()
+    pipeline = _client().get_pipeline(name, version=version).deploy(config, quiet=json_out)
     if json_out:
         _print_json(pipeline.status())
 
@@ -173,15 +189,24 @@ def pipelines_undeploy(name: str) -> None:
 @app.command()
 def infer(pipeline: str, file: Path, json_out: JsonOpt = False) -> None:
     """Send FILE (.json pandas records, or .arrow) through PIPELINE and print the result."""
-    from engine import codecs
+    import pyarrow as pa
 
-    content_type = codecs.ARROW_FILE if file.suffix == ".arrow" else codecs.PANDAS_RECORDS
-    batch = codecs.decode(file.read_bytes(), content_type)
-    result = _client().get_pipeline(pipeline).infer(batch)
+    result = _client().get_pipeline(pipeline).infer_from_file(file)
+    table = result if isinstance(result, pa.Table) else pa.Table.from_pandas(result, preserve_index=False)
     if json_out:
-        _print_json(result.to_pylist())
+        _print_json(table.to_pylist())
     else:
-        out.print(result.to_pandas().to_string())
+        out.print(table.to_pandas().to_string())
+
+
+@app.command("import")
+def import_bundle(bundle: Path, json_out: JsonOpt = False) -> None:
+    """Import a bundle written by pipeline.publish() and deploy it."""
+    deployment = _client().import_bundle(bundle)
+    if json_out:
+        _print_json(deployment)
+    else:
+        err.print(f"imported {deployment['pipeline']} version {deployment['version']}; deploying")
 
 
 @app.command()

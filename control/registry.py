@@ -148,6 +148,35 @@ class Registry:
                 return v
         raise EntityNotFoundError("pipeline version", f"{pipeline}@{version}")
 
+    # -- tags -------------------------------------------------------------------
+    def create_tag(self, ws: str, tag: str) -> str:
+        self.redis.sadd(f"{self._ws(ws)}:tags", tag)
+        return tag
+
+    def list_tags(self, ws: str) -> list[str]:
+        return sorted(self.redis.smembers(f"{self._ws(ws)}:tags"))
+
+    def _require_tag(self, ws: str, tag: str) -> None:
+        if not self.redis.sismember(f"{self._ws(ws)}:tags", tag):
+            raise EntityNotFoundError("tag", tag, "create it with client.create_tag()")
+
+    def tag_pipeline(self, ws: str, name: str, tag: str, add: bool) -> Pipeline:
+        self._require_tag(ws, tag)
+        pipeline = self.get_pipeline(ws, name)
+        tags = sorted(set(pipeline.tags) | {tag}) if add else [t for t in pipeline.tags if t != tag]
+        return self.save_pipeline(pipeline.model_copy(update={"tags": tags}))
+
+    def tag_model(self, ws: str, name: str, tag: str, add: bool) -> ModelVersion:
+        """Tag (or untag) every version of a model."""
+        self._require_tag(ws, tag)
+        versions = self.model_versions(ws, name)
+        if not versions:
+            raise EntityNotFoundError("model", name)
+        for model in versions:
+            tags = sorted(set(model.tags) | {tag}) if add else [t for t in model.tags if t != tag]
+            self.update_model(model.model_copy(update={"tags": tags}))
+        return self.get_model(ws, name)
+
     # -- deployments --------------------------------------------------------------
     def set_deployment(self, deployment: Deployment) -> None:
         self.redis.set(f"{self._pipeline(deployment.workspace, deployment.pipeline)}:deployment",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -61,6 +63,19 @@ class Api:
                 body = response.text
             raise _error(response.status_code, body)
         return response
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response (for exports); errors are raised as for `request`."""
+        with self._http.stream(method, path, **kwargs) as response:
+            if response.status_code >= 400:
+                response.read()
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = response.text
+                raise _error(response.status_code, body)
+            yield response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.definition import RuntimeName, TensorSpec
+from engine.expressions import FieldRefs, model_refs
 
 if TYPE_CHECKING:
     from control.sdk.client import Client
@@ -40,6 +41,16 @@ class Model:
     @property
     def output_specs(self) -> list[TensorSpec]:
         return [TensorSpec(**t) for t in self._record.get("outputs", [])]
+
+    @property
+    def inputs(self) -> FieldRefs:
+        """For validations: `model.inputs[0][3]`, `model.inputs["tensor"][0]`."""
+        return model_refs(self.name).inputs
+
+    @property
+    def outputs(self) -> FieldRefs:
+        """For validations: `model.outputs[0][0] < 100.0`, `model.outputs["variable"][0]`."""
+        return model_refs(self.name).outputs
 
     def configure(self, runtime: RuntimeName = "onnx") -> Model:
         """Set the runtime ('onnx' or 'python'); the server checks the file loads with it.

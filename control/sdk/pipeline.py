@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from control.errors import WaitForDeployError
 from control.records import DeploymentConfig
+from control.sdk._display import html_table, text_table
+from control.sdk.logs import LogsMixin
 from control.sdk.model import Model
-from engine import codecs
+from control.sdk.versions import PipelineVersion
+from engine import codecs, expressions
+from engine.errors import CodecError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from control.sdk.client import Client
+
+DataFormat = Literal["pandas-records", "arrow"]
+LIST_FIELDS = ("name", "created", "last_updated", "deployed", "tags", "versions", "steps",
+               "published")
 
 
 class _Deployment:
@@ -29,11 +36,12 @@ class _Deployment:
         return self._pipeline.url()
 
 
-class Pipeline:
-    """A pipeline in the current workspace. Steps stay here until deploy() or create_version().
+class Pipeline(LogsMixin):
+    """A pipeline in a workspace. Steps stay in this object until deploy() or create_version().
 
     Example:
         p = client.build_pipeline("houseprice").add_model_step(model)
+        p.add_validation("price too high", model.outputs[0][0] < 100.0)
         p.deploy()
         p.infer(df)
     """
@@ -41,10 +49,12 @@ class Pipeline:
     def __init__(self, client: Client, info: dict[str, Any]) -> None:
         self._client = client
         self._info = info
-        self._steps: list[Model] = [
-            client.get_model(s["model"]["name"], s["model"]["version"])
-            for s in (info.get("definition") or {}).get("steps", [])
-        ]
+        definition = info.get("definition") or {}
+        self._steps: list[Model] = [client.get_model(s["model"]["name"], s["model"]["version"])
+                                    for s in definition.get("steps", [])]
+        self._validations: dict[str, expressions.Expression] = {
+            v["name"]: expressions.from_json(v["expression"])
+            for v in definition.get("validations", [])}
         self._deployment = _Deployment(self)
 
     @property
@@ -54,107 +64,168 @@ class Pipeline:
     def _path(self, suffix: str = "") -> str:
         return f"/pipelines/{self.name}{suffix}"
 
-    def _refresh(self) -> None:
-        self._info = self._client._api.json("GET", self._path(), params=self._client._params())
+    def _call(self, method: str, suffix: str = "", **kwargs: Any) -> Any:
+        params = {**self._client._params(), **kwargs.pop("params", {})}
+        return self._client._api.json(method, self._path(suffix), params=params, **kwargs)
 
-    # -- steps ----------------------------------------------------------------
+    def _refresh(self) -> None:
+        self._info = self._call("GET")
+
+    # -- steps (local until deploy or create_version) -------------------------------
     def add_model_step(self, model: Model) -> Pipeline:
         """Append a step running `model`."""
         self._steps.append(model)
         return self
 
+    def replace_with_model_step(self, index: int, model: Model) -> Pipeline:
+        """Replace step `index` with a step running `model`."""
+        self._steps[self._check_index(index)] = model
+        return self
+
+    def remove_step(self, index: int) -> Pipeline:
+        """Remove step `index`."""
+        del self._steps[self._check_index(index)]
+        return self
+
+    def clear(self) -> Pipeline:
+        """Remove every step (and validation)."""
+        self._steps.clear()
+        self._validations.clear()
+        return self
+
     def steps(self) -> list[Model]:
         return list(self._steps)
 
-    def _definition(self) -> dict[str, Any]:
-        return {"steps": [{"kind": "model", "model": {"name": m.name, "version": m.version}}
-                          for m in self._steps]}
+    def _check_index(self, index: int) -> int:
+        if not -len(self._steps) <= index < len(self._steps):
+            valid = f"0..{len(self._steps) - 1}" if self._steps else "none: the pipeline has no steps"
+            raise IndexError(f"step index {index} is out of range (valid: {valid})")
+        return index
 
-    # -- versions and deployment ------------------------------------------------
-    def create_version(self) -> dict[str, Any]:
+    def add_validation(self, name: str, validation: expressions.Expression | str) -> Pipeline:
+        """Add a check: rows where `validation` is False get a check failure.
+
+        Example: `p.add_validation("price too high", housing_model.outputs[0][0] < 100.0)`;
+        text works too: `"housing-model.outputs[0][0] < 100.0"`.
+        """
+        expr = expressions.parse(validation) if isinstance(validation, str) else validation
+        if not isinstance(expr, expressions.Expression):
+            raise TypeError("validation must be an expression such as model.outputs[0][0] < 100.0")
+        self._validations[name] = expr
+        return self
+
+    def _definition(self) -> dict[str, Any]:
+        return {
+            "steps": [{"kind": "model", "model": {"name": m.name, "version": m.version}}
+                      for m in self._steps],
+            "validations": [{"name": n, "expression": e.to_json()}
+                            for n, e in self._validations.items()],
+        }
+
+    # -- versions and deployment ------------------------------------------------------
+    def create_version(self) -> PipelineVersion:
         """Store the current steps as a pipeline version without deploying."""
-        record: dict[str, Any] = self._client._api.json(
-            "POST", self._path("/versions"), params=self._client._params(), json=self._definition())
+        record = self._call("POST", "/versions", json=self._definition())
         self._refresh()
-        return record
+        return PipelineVersion(self, record)
+
+    def versions(self) -> list[PipelineVersion]:
+        """Every stored version, newest first."""
+        return [PipelineVersion(self, r) for r in self._call("GET", "/versions")]
 
     def deploy(self, deployment_config: DeploymentConfig | None = None, *,
                timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
         """Store a version if the steps changed, start its workers, wait until they run.
 
-        Shows 'Waiting for deployment ... ok'. Raises WaitForDeployError (after
-        undeploying) if the workers do not report Running in time.
+        Redeploying a running pipeline swaps versions without downtime. Shows
+        'Waiting for deployment ... ok'; raises WaitForDeployError if the workers
+        do not report Running in time (what this call started is undone).
         """
         version = self.create_version()
-        config = (deployment_config or DeploymentConfig()).model_dump()
-        self._client._api.json("POST", self._path("/deploy"), params=self._client._params(),
-                               json={"version": version["version"], "config": config})
+        return self._deploy_version(version.version, deployment_config, timeout_s=timeout_s,
+                                    quiet=quiet)
+
+    def _deploy_version(self, version: str, config: DeploymentConfig | None, *,
+                        timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
+        was = self.status()
+        body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
+        self._call("POST", "/deploy", json=body)
         limit = timeout_s or self._client._settings.deploy_timeout_s
+        status = self._wait_running(version, limit, quiet)
+        if status.get("status") == "Running":
+            self._refresh()
+            return self
+        if was.get("status") == "Running" and was.get("version") != version:
+            self._call("POST", "/deploy", json={"version": was["version"]})  # back to what ran
+        else:
+            self.undeploy()
+        reasons = [e.get("reason") for e in status.get("engines", []) if e.get("reason")]
+        raise WaitForDeployError(
+            f"pipeline {self.name!r} did not reach Running within {limit:.0f}s "
+            f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
+            "what this deploy started was undone. Check that the models load "
+            "(`weir models list`) and the worker logs under WEIR_HOME/run/logs")
+
+    def _wait_running(self, version: str, limit: float, quiet: bool) -> dict[str, Any]:
         out = sys.stderr
         if not quiet:
             out.write(f"Waiting for deployment - this will take up to {limit:.0f}s ")
-            out.flush()
         deadline = time.monotonic() + limit
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             status = self.status()
-            if status.get("status") == "Running" and status.get("version") == version["version"]:
-                if not quiet:
-                    out.write(" ok\n")
-                self._refresh()
-                return self
-            if status.get("status") == "Error":
+            if status.get("version") == version and status.get("status") in ("Running", "Error"):
                 break
             if not quiet:
                 out.write(".")
                 out.flush()
             time.sleep(0.25)
         if not quiet:
-            out.write(" failed\n")
-        self.undeploy()
-        reasons = [e.get("reason") for e in status.get("engines", []) if e.get("reason")]
-        raise WaitForDeployError(
-            f"pipeline {self.name!r} did not reach Running within {limit:.0f}s "
-            f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
-            "it was undeployed. Check the models load (weir models list) and the worker logs "
-            "under WEIR_HOME/run/logs")
+            out.write(" ok\n" if status.get("status") == "Running" else " failed\n")
+        return status
 
     def undeploy(self) -> Pipeline:
         """Stop the pipeline's workers."""
-        self._info = self._client._api.json("POST", self._path("/undeploy"),
-                                            params=self._client._params())
+        self._info = self._call("POST", "/undeploy")
         return self
 
     def status(self) -> dict[str, Any]:
         """The guide's status dict, built from worker heartbeats."""
-        result: dict[str, Any] = self._client._api.json("GET", self._path("/status"),
-                                                        params=self._client._params())
+        result: dict[str, Any] = self._call("GET", "/status")
         return result
 
     def topics(self) -> dict[str, str]:
         """The pipeline's stable Kafka topics: input, output, logs, dead_letter."""
-        result: dict[str, str] = self._client._api.json("GET", self._path("/topics"),
-                                                        params=self._client._params())
+        result: dict[str, str] = self._call("GET", "/topics")
         return result
 
     def url(self) -> str:
         """The HTTP inference endpoint."""
         return f"{self._client._api.server_url}{self._path()}"
 
-    # -- data -------------------------------------------------------------------
+    def publish(self, path: str | Path | None = None) -> Path:
+        """Write the deployed version as a self-contained bundle (definition, model files,
+        sha manifest) that `weir import BUNDLE` deploys on another stack."""
+        response = self._client._api.request("POST", self._path("/publish"),
+                                             params=self._client._params())
+        target = Path(path or f"{self.name}.weir")
+        target.write_bytes(response.content)
+        self._refresh()
+        return target
+
+    # -- data ---------------------------------------------------------------------------
     def infer(self, data: Any, *, timeout: float | None = None) -> Any:
         """Run rows through the deployed pipeline.
 
         `data` is a pandas DataFrame, a pyarrow Table/RecordBatch, a list of row
         dicts or a dict of columns; a pyarrow input gets a pyarrow.Table back,
-        anything else a DataFrame with time, in.*, out.*, check_failures and metadata.
+        anything else a DataFrame with time, in.*, out.*, check_failures, anomaly.*
+        and metadata.* columns.
         """
         batch = codecs.to_record_batch(data)
-        params = self._client._params()
-        if timeout is not None:
-            params["timeout"] = str(timeout)
+        params = {} if timeout is None else {"timeout": str(timeout)}
         response = self._client._api.request(
-            "POST", self._path(), params=params,
+            "POST", self._path(), params={**self._client._params(), **params},
             content=codecs.encode(batch, codecs.ARROW_FILE),
             headers={"content-type": codecs.ARROW_FILE})
         result = codecs.decode(response.content, codecs.ARROW_FILE)
@@ -162,16 +233,28 @@ class Pipeline:
             return pa.Table.from_batches([result])
         return codecs.batch_to_pandas(result)
 
-    def logs(self, limit: int = 100, *, valid: bool | None = None, arrow: bool = False
-             ) -> pd.DataFrame | pa.Table:
-        """The newest `limit` log rows (newest first); a DataFrame, or a pyarrow.Table with arrow=True."""
-        params: dict[str, str] = {**self._client._params(), "limit": str(limit), "format": "arrow"}
-        if valid is not None:
-            params["valid"] = str(valid).lower()
-        response = self._client._api.request("GET", self._path("/logs"), params=params)
-        batch = codecs.decode(response.content, codecs.ARROW_FILE)
-        return pa.Table.from_batches([batch]) if arrow else codecs.batch_to_pandas(batch)
+    def infer_from_file(self, path: str | Path, *, data_format: DataFormat | None = None,
+                        timeout: float | None = None) -> Any:
+        """Infer on a `.json` (pandas records) or `.arrow` (Arrow IPC file) file;
+        `data_format` overrides the guess from the suffix. Arrow files give a pyarrow.Table."""
+        path = Path(path)
+        fmt = data_format or ("arrow" if path.suffix in (".arrow", ".feather") else "pandas-records")
+        content_type = codecs.ARROW_FILE if fmt == "arrow" else codecs.PANDAS_RECORDS
+        try:
+            batch = codecs.decode(path.read_bytes(), content_type)
+        except CodecError as exc:
+            raise CodecError(f"{path}: {exc}") from exc
+        return self.infer(pa.Table.from_batches([batch]) if fmt == "arrow" else
+                          codecs.batch_to_pandas(batch), timeout=timeout)
+
+    # -- display ------------------------------------------------------------------------
+    def _row(self) -> dict[str, Any]:
+        row = {f: self._info.get(f) for f in LIST_FIELDS}
+        row["steps"] = [m.name for m in self._steps]
+        return row
 
     def __repr__(self) -> str:
-        steps = ", ".join(m.name for m in self._steps)
-        return f"Pipeline(name={self.name!r}, steps=[{steps}], deployed={self._info.get('deployed')})"
+        return text_table([self._row()], vertical=True)
+
+    def _repr_html_(self) -> str:
+        return html_table([self._row()], vertical=True)

@@ -11,6 +11,7 @@ A module provides one of two entry points:
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
@@ -27,12 +28,14 @@ ENTRY_POINTS = ("process_data", "wallaroo_json")
 
 
 def _import(path: Path, module_name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+    # Artifacts are stored under their sha (no .py suffix), so name the loader explicitly.
+    loader = importlib.machinery.SourceFileLoader(module_name, str(path))
+    spec = importlib.util.spec_from_loader(module_name, loader)
+    if spec is None:
         raise ModelLoadError(f"{path.name} is not a Python module")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        loader.exec_module(module)
     except Exception as exc:
         raise ModelLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
     if not any(callable(getattr(module, name, None)) for name in ENTRY_POINTS):

@@ -163,3 +163,12 @@ def test_copy_of_file_with_same_bytes_loads(tmp_path: Path, diabetes_onnx: Path)
     copy = tmp_path / "copy.onnx"
     shutil.copy(diabetes_onnx, copy)
     OnnxRuntime(_ref(diabetes_onnx)).load(copy)  # same sha, different path: fine
+
+
+def test_python_step_loads_from_an_artifact_path_without_suffix(tmp_path: Path) -> None:
+    path = tmp_path / ("f" * 64)  # how the artifact store names files
+    path.write_text(PROCESS_DATA)
+    runtime = PythonRuntime(_ref(path, "python", "pre"))
+    runtime.load(path)
+    out = runtime.predict(codecs.batch_from_arrays({"tensor": X}))
+    assert out.num_rows == len(X)

@@ -1,28 +1,134 @@
-"""`GET /pipelines/<name>/logs`: query the log store."""
+"""`GET /pipelines/<name>/logs`: query, page through and export the log store."""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, Request, Response
+import pyarrow.compute as pc
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
-from control.server.state import get_state
+from control.server.state import ServerState, get_state
 from engine import codecs
+from streams.logstore import LogQueryError
 
 router = APIRouter()
 
+EXPORT_CONTENT_TYPE = "application/x-weir-arrow-frames"
+GROUPS = ("time", "in", "out", "check_failures", "anomaly", "metadata")
+_KEYS = ("request_id", "row")
+
+
+def _group(column: str) -> str:
+    if column in ("time", "check_failures"):
+        return column
+    if column in _KEYS:
+        return "metadata"
+    head = column.split(".", 1)[0]
+    return "out" if head.startswith("out_") else head
+
+
+def select_columns(names: list[str], dataset: list[str] | None,
+                   exclude: list[str] | None) -> list[str]:
+    """Columns chosen by group (`time`, `in`, `out`, `check_failures`, `anomaly`, `metadata`)
+    or by exact name; shadow outputs (`out_<model>.*`) belong to `out`."""
+    def chosen(column: str, picks: list[str]) -> bool:
+        return column in picks or _group(column) in picks
+
+    for pick in [*(dataset or []), *(exclude or [])]:
+        if pick not in GROUPS and pick not in names:
+            raise LogQueryError(f"unknown dataset {pick!r}: use a group of {', '.join(GROUPS)} "
+                                f"or a column of {', '.join(names)}")
+    keep = [n for n in names if dataset is None or chosen(n, dataset)]
+    return [n for n in keep if not (exclude and chosen(n, exclude))]
+
+
+def _cursor(table: pa.Table) -> str | None:
+    if table.num_rows == 0:
+        return None
+    last = {k: table.column(k)[table.num_rows - 1].as_py() for k in ("time", *_KEYS)}
+    last["time"] = last["time"].isoformat()
+    return base64.urlsafe_b64encode(json.dumps(last).encode()).decode()
+
+
+def _after_cursor(table: pa.Table, cursor: str) -> pa.Table:
+    """Rows that come after the cursor row in newest-first order (time desc, id asc, row asc)."""
+    try:
+        last = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        at = pa.scalar(datetime.fromisoformat(last["time"]), table.schema.field("time").type)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LogQueryError("malformed cursor: pass back the next_cursor of the previous page") from exc
+    older = pc.less(table["time"], at)
+    same = pc.equal(table["time"], at)
+    later_id = pc.or_(pc.greater(table["request_id"], last["request_id"]),
+                      pc.and_(pc.equal(table["request_id"], last["request_id"]),
+                              pc.greater(table["row"], last["row"])))
+    return table.filter(pc.or_(older, pc.and_(same, later_id)))
+
+
+async def query_logs(state: ServerState, workspace: str, name: str, *, limit: int,
+                     start: datetime | None, end: datetime | None, valid: bool | None,
+                     cursor: str | None) -> pa.Table:
+    state.registry.get_pipeline(workspace, name)
+    await state.log_agent.sync(workspace, name)
+    if cursor is None:
+        return state.log_store.query(workspace, name, limit=limit, start=start, end=end,
+                                     valid=valid)
+    # Rows sharing the cursor's millisecond may precede it: read a margin, then filter.
+    wide = state.log_store.query(workspace, name, limit=2 * limit + 1000, start=start, end=end,
+                                 valid=valid)
+    return _after_cursor(wide, cursor).slice(0, limit)
+
+
+def _encode(table: pa.Table, format: str) -> tuple[bytes, str]:
+    batches = table.combine_chunks().to_batches()
+    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    content_type = codecs.ARROW_FILE if format == "arrow" else codecs.PANDAS_RECORDS
+    return codecs.encode(batch, content_type), content_type
+
 
 @router.get("/pipelines/{name}/logs")
-async def logs(name: str, request: Request, workspace: str = "default", limit: int = 100,
-               valid: bool | None = None,
+async def logs(name: str, request: Request, workspace: str = "default",
+               limit: int = Query(100, ge=0, le=1_000_000), start: datetime | None = None,
+               end: datetime | None = None, valid: bool | None = None,
+               dataset: list[str] | None = Query(None), dataset_exclude: list[str] | None = Query(None),
+               cursor: str | None = None,
                format: Literal["json", "arrow"] = "json") -> Response:
-    """Newest first. Waits until what the log topic holds now is in the store."""
+    """Newest first; sees every inference answered before the call. The `x-next-cursor`
+    header (absent on the last page) fetches the next, older page."""
+    state = get_state(request)
+    table = await query_logs(state, workspace, name, limit=limit, start=start, end=end,
+                             valid=valid, cursor=cursor)
+    next_cursor = _cursor(table) if table.num_rows == limit and limit else None
+    table = table.select(select_columns(table.schema.names, dataset, dataset_exclude))
+    body, content_type = _encode(table, format)
+    headers = {"x-next-cursor": next_cursor} if next_cursor else {}
+    return Response(body, media_type=content_type, headers=headers)
+
+
+@router.get("/pipelines/{name}/logs/export")
+async def export(name: str, request: Request, workspace: str = "default",
+                 start: datetime | None = None, end: datetime | None = None,
+                 valid: bool | None = None, dataset: list[str] | None = Query(None),
+                 dataset_exclude: list[str] | None = Query(None)) -> StreamingResponse:
+    """Every matching row, oldest first (for `export_logs`): frames of an 8-byte big-endian
+    length and an Arrow IPC stream of one batch (batches may differ in columns across versions)."""
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
     await state.log_agent.sync(workspace, name)
-    table = state.log_store.query(workspace, name, limit=limit, valid=valid)
-    batch = table.combine_chunks().to_batches()
-    merged = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
-    content_type = codecs.ARROW_FILE if format == "arrow" else codecs.PANDAS_RECORDS
-    return Response(codecs.encode(merged, content_type), media_type=content_type)
+    total = state.log_store.count(workspace, name)
+
+    def chunks() -> Iterator[bytes]:
+        for batch in state.log_store.iter_batches(workspace, name, start=start, end=end,
+                                                  valid=valid):
+            batch = batch.select(select_columns(batch.schema.names, dataset, dataset_exclude))
+            payload = codecs.encode(batch, codecs.ARROW_STREAM)
+            yield len(payload).to_bytes(8, "big") + payload
+
+    return StreamingResponse(chunks(), media_type=EXPORT_CONTENT_TYPE,
+                             headers={"x-total-rows": str(total)})

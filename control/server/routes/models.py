@@ -53,7 +53,7 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
         raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name it .onnx or .py, "
                              "or pass runtime")
     get_runtime(chosen)  # unknown names fail here with the valid list
-    state.registry.ensure_workspace(workspace)
+    state.registry.get_workspace(workspace)
     sha = state.artifacts.put(body)
     model = ModelVersion(name=name, version=str(uuid.uuid4()), sha=sha, runtime=chosen,
                          workspace=workspace, file_name=Path(filename).name, size=len(body))

@@ -12,6 +12,7 @@ from control.names import check_name
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
 from engine.definition import ModelStep, PipelineSpec, Validation
+from engine.pipeline import compile_validations
 
 router = APIRouter()
 
@@ -32,7 +33,7 @@ class PipelineInfo(BaseModel):
     definition: PipelineSpec | None
 
 
-def _info(state: ServerState, pipeline: Pipeline) -> PipelineInfo:
+def pipeline_info(state: ServerState, pipeline: Pipeline) -> PipelineInfo:
     versions = state.registry.versions(pipeline.workspace, pipeline.name)
     deployment = state.registry.get_deployment(pipeline.workspace, pipeline.name)
     newest = versions[0].definition if versions else None
@@ -53,20 +54,20 @@ def build_pipeline(body: CreateBody, request: Request, workspace: str = "default
     """Create a pipeline, or return the existing one of that name."""
     state = get_state(request)
     check_name(body.name, "pipeline name")
-    state.registry.ensure_workspace(workspace)
-    return _info(state, state.registry.get_or_create_pipeline(workspace, body.name))
+    state.registry.get_workspace(workspace)
+    return pipeline_info(state, state.registry.get_or_create_pipeline(workspace, body.name))
 
 
 @router.get("/pipelines")
 def list_pipelines(request: Request, workspace: str = "default") -> list[PipelineInfo]:
     state = get_state(request)
-    return [_info(state, p) for p in state.registry.list_pipelines(workspace)]
+    return [pipeline_info(state, p) for p in state.registry.list_pipelines(workspace)]
 
 
 @router.get("/pipelines/{name}")
 def get_pipeline(name: str, request: Request, workspace: str = "default") -> PipelineInfo:
     state = get_state(request)
-    return _info(state, state.registry.get_pipeline(workspace, name))
+    return pipeline_info(state, state.registry.get_pipeline(workspace, name))
 
 
 class ModelChoice(BaseModel):
@@ -85,25 +86,57 @@ class VersionBody(BaseModel):
 
 
 def _resolve(state: ServerState, workspace: str, body: VersionBody) -> PipelineSpec:
-    """Turn model names into full references from the registry (the client never sets a sha)."""
+    """Turn model names into full references from the registry (the client never sets a sha).
+
+    Validations are checked here too, so a reference to a model the pipeline
+    does not run is refused before anything is deployed.
+    """
     steps = [ModelStep(model=state.registry.get_model(workspace, s.model.name, s.model.version).ref())
              for s in body.steps]
-    return PipelineSpec(steps=steps, validations=body.validations)
+    spec = PipelineSpec(steps=steps, validations=body.validations)
+    compile_validations(spec)
+    return spec
+
+
+class VersionInfo(PipelineVersion):
+    """A version as `pipeline.versions()` shows it."""
+
+    name: str
+    deployed: bool
+    tags: list[str]
+    steps: list[str]
+
+
+def _version_info(state: ServerState, version: PipelineVersion) -> VersionInfo:
+    deployment = state.registry.get_deployment(version.workspace, version.pipeline)
+    pipeline = state.registry.get_pipeline(version.workspace, version.pipeline)
+    return VersionInfo(**version.model_dump(), name=version.pipeline,
+                       deployed=deployment is not None and deployment.version == version.version,
+                       tags=pipeline.tags, steps=[s.summary() for s in version.definition.steps])
 
 
 @router.post("/pipelines/{name}/versions")
 def create_version(name: str, body: VersionBody, request: Request,
-                   workspace: str = "default") -> PipelineVersion:
+                   workspace: str = "default") -> VersionInfo:
     """Store the steps as a version (the newest one again if nothing changed)."""
     state = get_state(request)
-    return state.registry.add_version(workspace, name, _resolve(state, workspace, body))
+    return _version_info(state, state.registry.add_version(workspace, name,
+                                                           _resolve(state, workspace, body)))
 
 
 @router.get("/pipelines/{name}/versions")
-def list_versions(name: str, request: Request, workspace: str = "default") -> list[PipelineVersion]:
+def list_versions(name: str, request: Request, workspace: str = "default") -> list[VersionInfo]:
+    """Newest first."""
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
-    return state.registry.versions(workspace, name)
+    return [_version_info(state, v) for v in state.registry.versions(workspace, name)]
+
+
+@router.get("/pipelines/{name}/versions/{version}")
+def get_version(name: str, version: str, request: Request,
+                workspace: str = "default") -> VersionInfo:
+    state = get_state(request)
+    return _version_info(state, state.registry.get_version(workspace, name, version))
 
 
 class DeployBody(BaseModel):
@@ -125,7 +158,7 @@ async def undeploy(name: str, request: Request, workspace: str = "default") -> P
     state = get_state(request)
     pipeline = state.registry.get_pipeline(workspace, name)
     await state.deployer.undeploy(workspace, name)
-    return _info(state, pipeline)
+    return pipeline_info(state, pipeline)
 
 
 @router.get("/pipelines/{name}/status")

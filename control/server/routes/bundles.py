@@ -1,0 +1,48 @@
+"""Publishing a deployed version as a bundle, and importing one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from control.bundle import read_bundle, write_bundle
+from control.errors import DeploymentError, PayloadTooLarge
+from control.records import Deployment, DeploymentConfig, ModelVersion
+from control.server.state import get_state
+
+router = APIRouter()
+
+
+@router.post("/pipelines/{name}/publish")
+def publish(name: str, request: Request, workspace: str = "default") -> Response:
+    """The deployed version (else the newest) as a bundle; marks the pipeline published."""
+    state = get_state(request)
+    pipeline = state.registry.get_pipeline(workspace, name)
+    deployment = state.registry.get_deployment(workspace, name)
+    version = state.registry.get_version(workspace, name, deployment.version if deployment else None)
+    data = write_bundle(version, state.artifacts)
+    state.registry.save_pipeline(pipeline.model_copy(update={"published": True}))
+    return Response(data, media_type="application/zip",
+                    headers={"content-disposition": f'attachment; filename="{name}.weir"'})
+
+
+@router.post("/import")
+async def import_bundle(request: Request, workspace: str = "default") -> Deployment:
+    """Register a bundle's models (checked by sha256) and pipeline version, then deploy it."""
+    state = get_state(request)
+    body = await request.body()
+    if len(body) > state.settings.max_payload_bytes:
+        raise PayloadTooLarge(f"bundle is over {state.settings.max_payload_bytes} bytes")
+    bundle = read_bundle(body)
+    state.registry.get_workspace(workspace)
+    for ref in bundle.definition.models():
+        known = {m.version for m in state.registry.model_versions(workspace, ref.name)}
+        if ref.version not in known:
+            state.registry.add_model(ModelVersion(
+                **ref.model_dump(), workspace=workspace, file_name=f"{ref.name}.{ref.runtime}",
+                size=len(bundle.files[ref.sha])))
+        state.artifacts.put(bundle.files[ref.sha])
+    state.registry.get_or_create_pipeline(workspace, bundle.pipeline)
+    version = state.registry.add_version(workspace, bundle.pipeline, bundle.definition)
+    if not version.definition.steps:
+        raise DeploymentError("the bundle's pipeline has no steps")
+    return await state.deployer.deploy(version, DeploymentConfig())
