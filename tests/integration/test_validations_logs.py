@@ -16,7 +16,6 @@ import pytest
 from control.demo.models import diabetes_data
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
-from engine import codecs
 from engine.errors import ExpressionError
 
 pytestmark = pytest.mark.slow
