@@ -33,6 +33,16 @@ def _error(status: int, body: Any) -> WeirError:
     return exc
 
 
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    raise _error(response.status_code, body)
+
+
 class Api:
     """Talks to one weir server with its token."""
 
@@ -56,12 +66,7 @@ class Api:
             raise control_errors.StackError(
                 f"cannot reach the weir server at {self.server_url}: {exc}; is `weir up` running?"
             ) from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise _error(response.status_code, body)
+        _raise_for_status(response)
         return response
 
     @contextmanager
@@ -70,11 +75,7 @@ class Api:
         with self._http.stream(method, path, **kwargs) as response:
             if response.status_code >= 400:
                 response.read()
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = response.text
-                raise _error(response.status_code, body)
+                _raise_for_status(response)
             yield response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
