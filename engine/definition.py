@@ -57,7 +57,53 @@ class ModelStep(BaseModel):
         return self.model.name
 
 
-Step = Annotated[ModelStep, Field(discriminator="kind")]
+class SplitArm(BaseModel):
+    """One side of an A/B split: its weight and the chain of models it runs (usually one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    weight: float = Field(gt=0)
+    models: list[ModelRef] = Field(min_length=1)
+
+    def label(self) -> str:
+        return " > ".join(m.name for m in self.models)
+
+
+class RandomSplitStep(BaseModel):
+    """A/B test: each row goes to one arm, by weighted random draw or by hashing `hash_key`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["random_split"] = "random_split"
+    arms: list[SplitArm] = Field(min_length=1)
+    hash_key: str | None = None
+
+    def models(self) -> list[ModelRef]:
+        return [m for arm in self.arms for m in arm.models]
+
+    def summary(self) -> str:
+        arms = ", ".join(f"{arm.label()}:{arm.weight:g}" for arm in self.arms)
+        key = f" by {self.hash_key}" if self.hash_key else ""
+        return f"random_split({arms}){key}"
+
+
+class ShadowStep(BaseModel):
+    """Shadow deploy: the champion answers; challengers see the same rows, for the logs only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["shadow"] = "shadow"
+    champion: ModelRef
+    challengers: list[ModelRef] = Field(min_length=1)
+
+    def models(self) -> list[ModelRef]:
+        return [self.champion, *self.challengers]
+
+    def summary(self) -> str:
+        return f"shadow({self.champion.name} vs {', '.join(c.name for c in self.challengers)})"
+
+
+Step = Annotated[ModelStep | RandomSplitStep | ShadowStep, Field(discriminator="kind")]
 
 
 class Validation(BaseModel):

@@ -1,33 +1,34 @@
 """A pipeline version's compute as plain functions over record batches.
 
-Messages between steps carry the step's working columns plus carried columns:
-the pipeline's original input under `in.<field>` (so the last step can log it)
-and, for models a validation refers to, their inputs and outputs under
-`_v.<model>.<inputs|outputs>.<field>` (so the last step can check them). A
-runtime only ever sees the working columns. `CompiledPipeline.run` runs every
-step in process, as tests and the benchmarks' baseline do; the stream layer
-runs `run_step` in one agent per step and `finish` in the last.
+Messages between steps carry the step's working columns plus carried columns
+(see engine.steps): the pipeline's input under `in.<field>`, the original row
+index, and what validations, splits and shadows add. A runtime only ever sees
+the working columns. `CompiledPipeline.run` runs every step in process, as
+tests and the benchmarks' baseline do; the stream layer runs `run_step` (or a
+split's or shadow's parts) in one agent per step and `finish` in the last.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from engine import codecs, expressions
-from engine.definition import ModelRef, PipelineSpec, Step, Validation
-from engine.errors import ExpressionError, StepFailed, WeirError
+from engine.definition import ModelRef, PipelineSpec, Validation
+from engine.errors import ExpressionError, StepFailed
 from engine.runtimes import get_runtime
 from engine.runtimes.base import Runtime, RuntimeOptions
+from engine.steps import (
+    CARRIED_PREFIXES, CHECK_PREFIX, IN_PREFIX, MODEL_SPLIT, ROW, SHADOW_PREFIX, StepRunner, join,
+    make_runner, prefixed,
+)
 
-IN_PREFIX = "in."
 OUT_PREFIX = "out."
-CHECK_PREFIX = "_v."
 ANOMALY_PREFIX = "anomaly."
 TIME = "time"
 CHECK_FAILURES = "check_failures"
@@ -35,53 +36,29 @@ ANOMALY_COUNT = "anomaly.count"
 META_VERSION = "metadata.pipeline_version"
 META_MODEL = "metadata.model"
 META_ELAPSED = "metadata.elapsed_ns"
+META_ROW = "metadata.row"
+"""Each result row's index in its request (a split can answer a request in several parts)."""
+OUT_MODEL_SPLIT = "out._model_split"
 
 ArtifactPath = Callable[[ModelRef], Path]
+Checks = list[tuple[Validation, expressions.Expression]]
 
 
 def split_carried(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(working columns, carried `in.*` columns) of an inter-step message."""
+    """(working columns, carried columns) of an inter-step message."""
     names = batch.schema.names
-    carried = [n for n in names if n.startswith((IN_PREFIX, CHECK_PREFIX))]
-    working = [n for n in names if n not in carried]
-    return batch.select(working), batch.select(carried)
+    carried = [n for n in names if n.startswith(CARRIED_PREFIXES)]
+    return batch.select([n for n in names if n not in carried]), batch.select(carried)
 
 
-def _join(left: pa.RecordBatch, right: pa.RecordBatch) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [*left.columns, *right.columns], names=[*left.schema.names, *right.schema.names]
-    )
+def _take(batch: pa.RecordBatch, prefix: str) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    names = batch.schema.names
+    chosen = [n for n in names if n.startswith(prefix)]
+    return batch.select([n for n in names if n not in chosen]), batch.select(chosen)
 
 
-def _prefixed(batch: pa.RecordBatch, prefix: str) -> pa.RecordBatch:
-    return batch.rename_columns([prefix + n for n in batch.schema.names])
-
-
-class StepRunner:
-    """One step of a version with its loaded runtimes."""
-
-    def __init__(self, step: Step, runtimes: dict[tuple[str, str], Runtime],
-                 checked: bool = False) -> None:
-        self.step = step
-        self.runtime = runtimes[(step.model.name, step.model.version)]
-        self.checked = checked
-        """Carry this step's inputs and outputs along because a validation reads them."""
-
-    @property
-    def label(self) -> str:
-        return self.step.summary()
-
-    def run(self, working: pa.RecordBatch) -> pa.RecordBatch:
-        """The step's outputs for `working` (one row out per row in)."""
-        try:
-            out = self.runtime.predict(working)
-        except WeirError:
-            raise
-        except Exception as exc:  # a bug in a runtime must not kill the worker
-            raise StepFailed(self.label, f"{type(exc).__name__}: {exc}") from exc
-        if out.num_rows != working.num_rows:
-            raise StepFailed(self.label, f"returned {out.num_rows} rows for {working.num_rows}")
-        return out
+def _strip(batch: pa.RecordBatch, prefix: str, new: str) -> pa.RecordBatch:
+    return batch.rename_columns([new + n[len(prefix):] for n in batch.schema.names])
 
 
 @dataclass
@@ -92,47 +69,52 @@ class CompiledPipeline:
     spec: PipelineSpec
     steps: list[StepRunner]
     runtimes: dict[tuple[str, str], Runtime]
-    checks: list[tuple[Validation, expressions.Expression]]
+    checks: Checks = field(default_factory=list)
 
     @staticmethod
     def start(batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Turn a pipeline input into the first step's message (input carried along)."""
-        return _join(batch, _prefixed(batch, IN_PREFIX))
+        """Turn a pipeline input into the first step's message (input and row index carried)."""
+        rows = pa.RecordBatch.from_arrays([pa.array(np.arange(batch.num_rows, dtype=np.int32))],
+                                          names=[ROW])
+        return join(join(batch, prefixed(batch, IN_PREFIX)), rows)
 
     def run_step(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """Run step `index` on an inter-step message; returns the next message."""
         working, carried = split_carried(message)
-        runner = self.steps[index]
-        out = runner.run(working)
-        if runner.checked:
-            base = f"{CHECK_PREFIX}{runner.step.model.name}."
-            carried = _join(_join(carried, _prefixed(working, base + "inputs.")),
-                            _prefixed(out, base + "outputs."))
-        return _join(out, carried)
+        out, extras = self.steps[index].run(working)
+        return join(out, join(carried, extras))
 
     def finish(self, message: pa.RecordBatch, *, started_ns: int) -> pa.RecordBatch:
         """The result rows: time, in.*, out.*, check failures, anomaly.* and metadata."""
         working, carried = split_carried(message)
-        carried, checked = _split_checked(carried)
+        carried, checked = _take(carried, CHECK_PREFIX)
+        carried, shadows = _take(carried, SHADOW_PREFIX)
+        carried, meta = _take(carried, "_meta.")
         n = message.num_rows
         now_ns = time.time_ns()
-        last = self.steps[-1].step.model if self.steps else None
-        failed = self._checks(checked, n)
-        count = np.sum(list(failed.values()), axis=0, dtype=np.int32) if failed else np.zeros(n, np.int32)
-        extra = {
-            TIME: pa.array(np.full(n, now_ns // 1_000_000), pa.timestamp("ms", tz="UTC")),
+        failed = self._checks(checked)
+        count = (np.sum(list(failed.values()), axis=0, dtype=np.int32) if failed
+                 else np.zeros(n, np.int32))
+        outputs = prefixed(working, OUT_PREFIX)
+        if MODEL_SPLIT in meta.schema.names:
+            outputs = outputs.append_column(OUT_MODEL_SPLIT, meta.column(MODEL_SPLIT))
+        last = self.steps[-1].last_model if self.steps else None
+        tail = {
             CHECK_FAILURES: pa.array(count, pa.int32()),
             ANOMALY_COUNT: pa.array(count, pa.int32()),
             **{ANOMALY_PREFIX + name: pa.array(mask, pa.bool_()) for name, mask in failed.items()},
             META_VERSION: pa.array([self.version] * n, pa.string()),
             META_MODEL: pa.array([last.label() if last else ""] * n, pa.string()),
-            META_ELAPSED: pa.array([max(now_ns - started_ns, 0)] * n, pa.int64()),
+            META_ELAPSED: pa.array(np.full(n, max(now_ns - started_ns, 0)), pa.int64()),
+            META_ROW: meta.column(ROW) if ROW in meta.schema.names else pa.array(
+                np.arange(n, dtype=np.int32)),
         }
-        head = pa.RecordBatch.from_pydict({TIME: extra.pop(TIME)})
-        body = _join(_join(head, carried), _prefixed(working, OUT_PREFIX))
-        return _join(body, pa.RecordBatch.from_pydict(extra))
+        head = pa.RecordBatch.from_arrays(
+            [pa.array(np.full(n, now_ns // 1_000_000), pa.timestamp("ms", tz="UTC"))], names=[TIME])
+        body = join(join(join(head, carried), outputs), _strip(shadows, SHADOW_PREFIX, "out_"))
+        return join(body, pa.RecordBatch.from_pydict(tail))
 
-    def _checks(self, checked: pa.RecordBatch, n: int) -> dict[str, np.ndarray]:
+    def _checks(self, checked: pa.RecordBatch) -> dict[str, np.ndarray]:
         """Each validation's failure mask (True where the row fails it)."""
         if not self.checks:
             return {}
@@ -160,7 +142,7 @@ class CompiledPipeline:
 
 def load_pipeline(
     version: str, spec: PipelineSpec, artifact_path: ArtifactPath,
-    options: RuntimeOptions = RuntimeOptions(),
+    options: RuntimeOptions = RuntimeOptions(), *, seed: int | None = None,
 ) -> CompiledPipeline:
     """Load every model of `spec` (each checked against its sha256) and compose the steps."""
     runtimes: dict[tuple[str, str], Runtime] = {}
@@ -170,12 +152,12 @@ def load_pipeline(
         runtimes[(ref.name, ref.version)] = runtime
     checks = compile_validations(spec)
     referenced = set().union(*(expressions.models_referenced(e) for _, e in checks))
-    steps = [StepRunner(step, runtimes, checked=step.model.name in referenced)
-             for step in spec.steps]
+    rng = np.random.default_rng(seed)
+    steps = [make_runner(step, runtimes, referenced, rng) for step in spec.steps]
     return CompiledPipeline(version, spec, steps, runtimes, checks)
 
 
-def compile_validations(spec: PipelineSpec) -> list[tuple[Validation, expressions.Expression]]:
+def compile_validations(spec: PipelineSpec) -> Checks:
     """Parse each validation's AST; refuse references to models the pipeline does not run."""
     names = {ref.name for ref in spec.models()}
     checks = []
@@ -191,17 +173,11 @@ def compile_validations(spec: PipelineSpec) -> list[tuple[Validation, expression
     return checks
 
 
-def _split_checked(carried: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    names = carried.schema.names
-    checked = [n for n in names if n.startswith(CHECK_PREFIX)]
-    return carried.select([n for n in names if n not in checked]), carried.select(checked)
-
-
 def _tensors(checked: pa.RecordBatch) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """`_v.<model>.<kind>.<field>` columns as the evaluator's {model: {kind: {field: array}}}."""
     tensors: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for name, column in zip(checked.schema.names, checked.columns):
-        model, kind, field = name[len(CHECK_PREFIX):].split(".", 2)
-        by_kind = tensors.setdefault(model, {"inputs": {}, "outputs": {}})
-        by_kind[kind][field] = codecs.column_to_ndarray(column, name=field)
+        model, kind, fld = name[len(CHECK_PREFIX):].split(".", 2)
+        tensors.setdefault(model, {"inputs": {}, "outputs": {}})[kind][fld] = \
+            codecs.column_to_ndarray(column, name=fld)
     return tensors

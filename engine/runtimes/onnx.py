@@ -83,7 +83,8 @@ class OnnxRuntime(Runtime):
     def _match_inputs(self, batch: pa.RecordBatch) -> list[tuple[TensorSpec, np.ndarray]]:
         """Pair each model input with a column: by name, else by the one-input conventions.
 
-        One input and one column: that column feeds it (the guide's `tensor`
+        One input and one column, or one tensor (list) column beside scalar
+        fields such as a split key: that column feeds it (the guide's `tensor`
         column). One rank-2 input of width k and k scalar columns: the columns
         are stacked in order.
         """
@@ -95,8 +96,10 @@ class OnnxRuntime(Runtime):
             ]
         if len(self._inputs) == 1:
             spec = self._inputs[0]
-            if len(names) == 1:
-                return [(spec, codecs.column_to_ndarray(batch.column(0), name=names[0]))]
+            tensors = [n for n, t in zip(names, batch.schema.types) if pa.types.is_nested(t)]
+            if len(names) == 1 or (len(spec.shape) > 1 and len(tensors) == 1):
+                name = names[0] if len(names) == 1 else tensors[0]
+                return [(spec, codecs.column_to_ndarray(batch.column(name), name=name))]
             width = spec.shape[1] if len(spec.shape) == 2 else None
             scalar = all(not pa.types.is_nested(t) for t in batch.schema.types)
             if scalar and (width is None or width == len(names)) and len(names) > 1:

@@ -72,7 +72,7 @@ def test_runtimes_never_see_carried_columns(two_steps: CompiledPipeline) -> None
     message = two_steps.start(codecs.batch_from_arrays({"tensor": X}))
     assert "in.tensor" in message.schema.names
     after = two_steps.run_step(0, message)
-    assert sorted(after.schema.names) == ["float_input", "in.tensor"]
+    assert sorted(after.schema.names) == ["_meta.row", "float_input", "in.tensor"]
 
 
 def test_a_failing_step_raises_step_failed(two_steps: CompiledPipeline) -> None:

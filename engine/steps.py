@@ -1,0 +1,203 @@
+"""The one step abstraction: how each kind of step turns its input rows into output rows.
+
+A runner sees working columns only and returns (outputs, carried extras): the
+extras are columns the message carries past later steps (a checked model's
+inputs and outputs, split choices, shadow outputs), named with the carried
+prefixes below. Split and shadow steps also expose their parts
+(`choose`/`run_arm`, `run_champion`/`run_challenger`) so the stream layer can
+run them in separate agents, as the in-process `run` composes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from engine.definition import ModelRef, ModelStep, RandomSplitStep, ShadowStep, Step
+from engine.errors import StepFailed, WeirError
+from engine.runtimes.base import Runtime
+from engine.split import choose_by_key, choose_weighted
+
+IN_PREFIX = "in."
+CHECK_PREFIX = "_v."
+SHADOW_PREFIX = "_s."
+META_PREFIX = "_meta."
+CARRIED_PREFIXES = (IN_PREFIX, CHECK_PREFIX, SHADOW_PREFIX, META_PREFIX)
+ROW = META_PREFIX + "row"
+MODEL_SPLIT = META_PREFIX + "model_split"
+
+Runtimes = dict[tuple[str, str], Runtime]
+
+
+def join(left: pa.RecordBatch, right: pa.RecordBatch) -> pa.RecordBatch:
+    """Columns of both, side by side (a batch without columns keeps its row count)."""
+    if right.num_columns == 0:
+        return left
+    if left.num_columns == 0:
+        return right
+    return pa.RecordBatch.from_arrays(
+        [*left.columns, *right.columns], names=[*left.schema.names, *right.schema.names])
+
+
+def prefixed(batch: pa.RecordBatch, prefix: str) -> pa.RecordBatch:
+    return batch.rename_columns([prefix + n for n in batch.schema.names])
+
+
+def empty(n: int) -> pa.RecordBatch:
+    """A batch of `n` rows and no columns."""
+    return pa.RecordBatch.from_arrays([pa.nulls(n)], names=["_"]).drop_columns(["_"])
+
+
+def concat_in_order(parts: Sequence[pa.RecordBatch], rows: Sequence[np.ndarray],
+                    n: int) -> pa.RecordBatch:
+    """Reassemble per-arm outputs into input order (columns unified; missing ones null)."""
+    tables = [pa.Table.from_batches([p]) for p in parts if p.num_rows]
+    if not tables:
+        return parts[0] if parts else empty(n)
+    merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+    order = np.argsort(np.concatenate([r for r, p in zip(rows, parts) if p.num_rows]), kind="stable")
+    return merged.take(pa.array(order)).to_batches()[0]
+
+
+class _Chain:
+    """Models run one after another, recording what validations need."""
+
+    def __init__(self, refs: Sequence[ModelRef], runtimes: Runtimes, checked: set[str]) -> None:
+        self.refs = list(refs)
+        self.runtimes = [runtimes[(r.name, r.version)] for r in refs]
+        self.checked = checked
+
+    def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        extras = empty(working.num_rows)
+        for ref, runtime in zip(self.refs, self.runtimes):
+            out = _predict(ref, runtime, working)
+            if ref.name in self.checked:
+                base = f"{CHECK_PREFIX}{ref.name}."
+                extras = join(join(extras, prefixed(working, base + "inputs.")),
+                              prefixed(out, base + "outputs."))
+            working = out
+        return working, extras
+
+
+def _predict(ref: ModelRef, runtime: Runtime, working: pa.RecordBatch) -> pa.RecordBatch:
+    try:
+        out = runtime.predict(working)
+    except WeirError:
+        raise
+    except Exception as exc:  # a bug in a runtime must not kill the worker
+        raise StepFailed(ref.name, f"{type(exc).__name__}: {exc}") from exc
+    if out.num_rows != working.num_rows:
+        raise StepFailed(ref.name, f"returned {out.num_rows} rows for {working.num_rows}")
+    return out
+
+
+class StepRunner:
+    """Runs one model step; the base of the split and shadow runners."""
+
+    def __init__(self, step: Step, runtimes: Runtimes, checked: set[str]) -> None:
+        self.step = step
+        self._chain = _Chain(step.models()[:1], runtimes, checked)
+
+    @property
+    def label(self) -> str:
+        return self.step.summary()
+
+    @property
+    def last_model(self) -> ModelRef:
+        return self.step.models()[0]
+
+    def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        """Outputs for `working` (one row out per row in) and the columns to carry."""
+        return self._chain.run(working)
+
+
+class SplitRunner(StepRunner):
+    """A/B split: each row runs through the arm chosen for it."""
+
+    step: RandomSplitStep
+
+    def __init__(self, step: RandomSplitStep, runtimes: Runtimes, checked: set[str],
+                 rng: np.random.Generator) -> None:
+        self.step = step
+        self._arms = [_Chain(arm.models, runtimes, checked) for arm in step.arms]
+        self._weights = [arm.weight for arm in step.arms]
+        self._rng = rng
+        self._labels = [json.dumps([{"name": m.name, "version": m.version, "sha": m.sha}
+                                    for m in arm.models]) for arm in step.arms]
+
+    @property
+    def last_model(self) -> ModelRef:
+        return self.step.arms[0].models[-1]
+
+    def choose(self, working: pa.RecordBatch) -> np.ndarray:
+        """The arm index of every row."""
+        key = self.step.hash_key
+        if key is None:
+            return choose_weighted(self._weights, working.num_rows, self._rng)
+        if key not in working.schema.names:
+            raise StepFailed(self.label, f"rows have no {key!r} field for the split's hash_key "
+                             f"(fields: {working.schema.names})")
+        return choose_by_key(self._weights, working.column(key).to_pylist())
+
+    def run_arm(self, arm: int, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        out, extras = self._arms[arm].run(working)
+        label = pa.array([self._labels[arm]] * working.num_rows, pa.string())
+        return out, join(extras, pa.RecordBatch.from_arrays([label], names=[MODEL_SPLIT]))
+
+    def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        chosen = self.choose(working)
+        rows = [np.flatnonzero(chosen == arm) for arm in range(len(self._arms))]
+        parts = [self.run_arm(arm, working.take(pa.array(r))) for arm, r in enumerate(rows)]
+        n = working.num_rows
+        out = concat_in_order([p[0] for p in parts], rows, n)
+        extras = concat_in_order([p[1] for p in parts], rows, n)
+        return out, extras
+
+
+class ShadowRunner(StepRunner):
+    """Shadow deploy: the champion's outputs go on; challengers' are carried for the logs."""
+
+    step: ShadowStep
+
+    def __init__(self, step: ShadowStep, runtimes: Runtimes, checked: set[str]) -> None:
+        self.step = step
+        self._champion = _Chain([step.champion], runtimes, checked)
+        self._challengers = [_Chain([c], runtimes, checked) for c in step.challengers]
+
+    @property
+    def last_model(self) -> ModelRef:
+        return self.step.champion
+
+    @property
+    def challengers(self) -> list[ModelRef]:
+        return list(self.step.challengers)
+
+    def run_champion(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        return self._champion.run(working)
+
+    def run_challenger(self, index: int, working: pa.RecordBatch) -> pa.RecordBatch:
+        """A challenger's outputs, named `_s.<model>.<field>`."""
+        out, _ = self._challengers[index].run(working)
+        return prefixed(out, f"{SHADOW_PREFIX}{self.step.challengers[index].name}.")
+
+    def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        out, extras = self.run_champion(working)
+        for index in range(len(self._challengers)):
+            try:
+                extras = join(extras, self.run_challenger(index, working))
+            except WeirError:
+                continue  # a failing challenger never fails the champion's answer
+        return out, extras
+
+
+def make_runner(step: Step, runtimes: Runtimes, checked: set[str],
+                rng: np.random.Generator) -> StepRunner:
+    if isinstance(step, RandomSplitStep):
+        return SplitRunner(step, runtimes, checked, rng)
+    if isinstance(step, ShadowStep):
+        return ShadowRunner(step, runtimes, checked)
+    assert isinstance(step, ModelStep)
+    return StepRunner(step, runtimes, checked)
