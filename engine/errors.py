@@ -45,3 +45,7 @@ class StepFailed(WeirError):
         super().__init__(f"step {step!r} failed: {reason}")
         self.step = step
         self.reason = reason
+
+
+class SplitError(WeirError):
+    """A split's weights or keys are unusable."""

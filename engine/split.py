@@ -13,11 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.errors import WeirError
-
-
-class SplitError(WeirError):
-    """Split weights or keys are unusable."""
+from engine.errors import SplitError
 
 
 def normalise(weights: Sequence[float]) -> np.ndarray:

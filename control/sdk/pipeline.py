@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from control.records import DeploymentConfig
 from control.sdk._display import html_table, text_table
 from control.sdk.logs import LogsMixin
 from control.sdk.model import Model
+from control.sdk.steps import Arm, LocalStep, RandomSplit, ShadowDeploy, from_definition, step_body
 from control.sdk.versions import PipelineVersion
 from engine import codecs, expressions
 from engine.errors import CodecError
@@ -50,8 +52,8 @@ class Pipeline(LogsMixin):
         self._client = client
         self._info = info
         definition = info.get("definition") or {}
-        self._steps: list[Model] = [client.get_model(s["model"]["name"], s["model"]["version"])
-                                    for s in definition.get("steps", [])]
+        self._steps: list[LocalStep] = [from_definition(client, s)
+                                        for s in definition.get("steps", [])]
         self._validations: dict[str, expressions.Expression] = {
             v["name"]: expressions.from_json(v["expression"])
             for v in definition.get("validations", [])}
@@ -93,7 +95,36 @@ class Pipeline(LogsMixin):
         self._validations.clear()
         return self
 
-    def steps(self) -> list[Model]:
+    def add_random_split(self, weighted: Sequence[tuple[float, Arm]], hash_key: str | None = None
+                         ) -> Pipeline:
+        """Append an A/B split: each row goes to one model (or chain), in proportion to the weights.
+
+        Example: `p.add_random_split([(2, control), (1, challenger)])`. With `hash_key`,
+        the row's value of that field picks the model, so a key always meets the same one
+        (a float in [0, 1) is used as is; other values are hashed).
+        """
+        self._steps.append(RandomSplit(weighted, hash_key))
+        return self
+
+    def replace_with_random_split(self, index: int, weighted: Sequence[tuple[float, Arm]],
+                                  hash_key: str | None = None) -> Pipeline:
+        """Replace step `index` with an A/B split (see add_random_split)."""
+        self._steps[self._check_index(index)] = RandomSplit(weighted, hash_key)
+        return self
+
+    def add_shadow_deploy(self, champion: Model, challengers: Sequence[Model]) -> Pipeline:
+        """Append a shadow step: the champion answers; every challenger sees the same rows
+        and its outputs land in the logs (and `infer()`) as `out_<challenger>.<field>`."""
+        self._steps.append(ShadowDeploy(champion, challengers))
+        return self
+
+    def replace_with_shadow_deploy(self, index: int, champion: Model,
+                                   challengers: Sequence[Model]) -> Pipeline:
+        """Replace step `index` with a shadow step (see add_shadow_deploy)."""
+        self._steps[self._check_index(index)] = ShadowDeploy(champion, challengers)
+        return self
+
+    def steps(self) -> list[LocalStep]:
         return list(self._steps)
 
     def _check_index(self, index: int) -> int:
@@ -116,8 +147,7 @@ class Pipeline(LogsMixin):
 
     def _definition(self) -> dict[str, Any]:
         return {
-            "steps": [{"kind": "model", "model": {"name": m.name, "version": m.version}}
-                      for m in self._steps],
+            "steps": [step_body(step) for step in self._steps],
             "validations": [{"name": n, "expression": e.to_json()}
                             for n, e in self._validations.items()],
         }

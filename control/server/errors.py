@@ -15,6 +15,7 @@ STATUS: dict[type[ee.WeirError], int] = {
     ee.ExpressionError: 400,
     ee.UnknownRuntime: 400,
     ee.ModelLoadError: 400,
+    ee.SplitError: 400,
     ce.AuthError: 401,
     ce.EntityNotFoundError: 404,
     ce.NotDeployedError: 409,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.split import SplitError, choose_by_key, choose_weighted, key_to_unit, normalise
+from engine.errors import SplitError
+from engine.split import choose_by_key, choose_weighted, key_to_unit, normalise
 
 
 def test_two_to_one_lands_within_two_points() -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from control.names import check_name
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
-from engine.definition import ModelStep, PipelineSpec, Validation
+from engine.definition import (
+    ModelRef, ModelStep, PipelineSpec, RandomSplitStep, ShadowStep, SplitArm, Step, Validation,
+)
+from engine.split import normalise
 from engine.pipeline import compile_validations
 
 router = APIRouter()
@@ -75,9 +78,29 @@ class ModelChoice(BaseModel):
     version: str | None = None
 
 
-class StepBody(BaseModel):
-    kind: str = "model"
+class ModelStepBody(BaseModel):
+    kind: Literal["model"] = "model"
     model: ModelChoice
+
+
+class ArmBody(BaseModel):
+    weight: float
+    models: list[ModelChoice]
+
+
+class SplitStepBody(BaseModel):
+    kind: Literal["random_split"]
+    arms: list[ArmBody]
+    hash_key: str | None = None
+
+
+class ShadowStepBody(BaseModel):
+    kind: Literal["shadow"]
+    champion: ModelChoice
+    challengers: list[ModelChoice]
+
+
+StepBody = Annotated[ModelStepBody | SplitStepBody | ShadowStepBody, Field(discriminator="kind")]
 
 
 class VersionBody(BaseModel):
@@ -91,9 +114,20 @@ def _resolve(state: ServerState, workspace: str, body: VersionBody) -> PipelineS
     Validations are checked here too, so a reference to a model the pipeline
     does not run is refused before anything is deployed.
     """
-    steps = [ModelStep(model=state.registry.get_model(workspace, s.model.name, s.model.version).ref())
-             for s in body.steps]
-    spec = PipelineSpec(steps=steps, validations=body.validations)
+    def ref(choice: ModelChoice) -> ModelRef:
+        return state.registry.get_model(workspace, choice.name, choice.version).ref()
+
+    def step(body: StepBody) -> Step:
+        if isinstance(body, SplitStepBody):
+            normalise([arm.weight for arm in body.arms])  # SplitError for bad weights
+            return RandomSplitStep(hash_key=body.hash_key, arms=[
+                SplitArm(weight=arm.weight, models=[ref(m) for m in arm.models]) for arm in body.arms])
+        if isinstance(body, ShadowStepBody):
+            return ShadowStep(champion=ref(body.champion),
+                              challengers=[ref(c) for c in body.challengers])
+        return ModelStep(model=ref(body.model))
+
+    spec = PipelineSpec(steps=[step(s) for s in body.steps], validations=body.validations)
     compile_validations(spec)
     return spec
 
