@@ -71,6 +71,20 @@ class LogsMixin:
         table = pa.Table.from_batches([codecs.decode(response.content, codecs.ARROW_FILE)])
         return table if arrow else table.to_pandas()
 
+    def experiment_summary(self, start: datetime | None = None, end: datetime | None = None
+                           ) -> dict[str, Any]:
+        """Per model of a split or shadow: rows served, mean and p99 latency, check-failure
+        rate, mean and spread of each numeric output; for challengers, how often and by how
+        much they differ from the champion on the same rows."""
+        params: dict[str, Any] = {**self._client._params()}
+        if start is not None:
+            params["start"] = start.isoformat()
+        if end is not None:
+            params["end"] = end.isoformat()
+        result: dict[str, Any] = self._client._api.json("GET", self._path("/experiment"),
+                                                        params=params)
+        return result
+
     def export_logs(self, directory: str | Path = "logs", file_prefix: str | None = None,
                     data_size_limit: str | int = "100MiB", arrow: bool = False,
                     start_datetime: datetime | None = None, end_datetime: datetime | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,10 +15,13 @@ from fastapi.responses import StreamingResponse
 
 from control.server.state import ServerState, get_state
 from engine import codecs
+from engine.experiments import experiment_summary
 from streams.logstore import LogQueryError
+from streams.shadow_logs import attach_shadows, shadow_pipeline
 
 router = APIRouter()
 
+SHADOW_LAG = timedelta(minutes=5)
 EXPORT_CONTENT_TYPE = "application/x-weir-arrow-frames"
 GROUPS = ("time", "in", "out", "check_failures", "anomaly", "metadata")
 _KEYS = ("request_id", "row")
@@ -77,12 +80,25 @@ async def query_logs(state: ServerState, workspace: str, name: str, *, limit: in
     state.registry.get_pipeline(workspace, name)
     await state.log_agent.sync(workspace, name)
     if cursor is None:
-        return state.log_store.query(workspace, name, limit=limit, start=start, end=end,
-                                     valid=valid)
-    # Rows sharing the cursor's millisecond may precede it: read a margin, then filter.
-    wide = state.log_store.query(workspace, name, limit=2 * limit + 1000, start=start, end=end,
-                                 valid=valid)
-    return _after_cursor(wide, cursor).slice(0, limit)
+        table = state.log_store.query(workspace, name, limit=limit, start=start, end=end,
+                                      valid=valid)
+    else:
+        # Rows sharing the cursor's millisecond may precede it: read a margin, then filter.
+        wide = state.log_store.query(workspace, name, limit=2 * limit + 1000, start=start,
+                                     end=end, valid=valid)
+        table = _after_cursor(wide, cursor).slice(0, limit)
+    return attach_shadows(table, _shadows_near(state, workspace, name, table))
+
+
+def _shadows_near(state: ServerState, workspace: str, name: str, table: pa.Table) -> pa.Table:
+    """Challenger rows in the time span of `table` (challengers answer a little later)."""
+    if table.num_rows == 0:
+        return pa.table({})
+    times = table["time"]
+    start = pc.min(times).as_py() - SHADOW_LAG
+    end = pc.max(times).as_py() + SHADOW_LAG
+    return state.log_store.query(workspace, shadow_pipeline(name), limit=None, start=start,
+                                 end=end)
 
 
 def _encode(table: pa.Table, format: str) -> tuple[bytes, str]:
@@ -132,3 +148,16 @@ async def export(name: str, request: Request, workspace: str = "default",
 
     return StreamingResponse(chunks(), media_type=EXPORT_CONTENT_TYPE,
                              headers={"x-total-rows": str(total)})
+
+
+@router.get("/pipelines/{name}/experiment")
+async def experiment(name: str, request: Request, workspace: str = "default",
+                     start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
+    """Per-model figures of the pipeline's split or shadow, from its logs."""
+    state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    await state.log_agent.sync(workspace, name)
+    primary = state.log_store.query(workspace, name, limit=None, start=start, end=end)
+    shadows = state.log_store.query(workspace, shadow_pipeline(name), limit=None, start=start,
+                                    end=end)
+    return experiment_summary(attach_shadows(primary, shadows), shadows)
