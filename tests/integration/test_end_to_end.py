@@ -198,3 +198,20 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_open_inference_protocol_v2(stack: dict[str, Any], pipeline: Pipeline,
+                                    diabetes_onnx: Path) -> None:
+    url, headers = stack["server_url"], {"Authorization": f"Bearer {stack['token']}"}
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+    body = {"id": "r1", "inputs": [{"name": "tensor", "shape": [2, 10], "datatype": "FP32",
+                                    "data": X[:2].reshape(-1).tolist()}]}
+    response = httpx.post(f"{url}/v2/models/e2e-diabetes/infer", json=body, headers=headers,
+                          timeout=30)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["out.variable"]["shape"] == [2, 1]
+    np.testing.assert_allclose(outputs["out.variable"]["data"],
+                               expected(diabetes_onnx, X[:2]).reshape(-1), rtol=1e-5)
+    meta = httpx.get(f"{url}/v2/models/e2e-diabetes", headers=headers).json()
+    assert meta["models"][0]["name"] == "diabetes"

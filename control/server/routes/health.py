@@ -10,11 +10,13 @@ from control.server.state import get_state
 router = APIRouter()
 
 
+@router.get("/v2/health/live")
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/v2/health/ready")
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
     try:
