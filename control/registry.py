@@ -19,6 +19,8 @@ from streams.status import WorkerStatus
 
 DEFAULT_WORKSPACE = "default"
 HEARTBEAT_STALE_S = 5.0
+STARTING_STALE_S = 30.0
+"""A starting worker is silent while faust starts and its group forms; give it longer."""
 
 
 class Registry:
@@ -212,7 +214,8 @@ class Registry:
         for text in raw.values():
             status = WorkerStatus.model_validate_json(text)
             age = (datetime.now(UTC) - status.time).total_seconds()
-            if age > HEARTBEAT_STALE_S and status.status in ("Starting", "Running"):
+            limit = STARTING_STALE_S if status.status == "Starting" else HEARTBEAT_STALE_S
+            if age > limit and status.status in ("Starting", "Running"):
                 status = status.model_copy(update={
                     "status": "Error", "reason": f"no heartbeat for {age:.0f}s"})
             statuses.append(status)
