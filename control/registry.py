@@ -18,7 +18,7 @@ from engine.definition import PipelineSpec
 from streams.status import WorkerStatus
 
 DEFAULT_WORKSPACE = "default"
-HEARTBEAT_STALE_S = 5.0
+HEARTBEAT_STALE_S = 10.0
 STARTING_STALE_S = 30.0
 """A starting worker is silent while faust starts and its group forms; give it longer."""
 
