@@ -13,7 +13,7 @@ from control.gateway import Gateway
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.errors import weir_error_handler
 from control.server.routes import (
-    bundles, health, inference, logs, models, oip, pipelines, workspaces,
+    bundles, health, inference, logs, metrics, models, oip, pipelines, workspaces,
 )
 from control.server.state import ServerState, require_token
 from control.settings import Settings
@@ -56,7 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="weir", lifespan=lifespan)
     app.add_exception_handler(WeirError, weir_error_handler)
     app.include_router(health.router)
-    for module in (workspaces, models, pipelines, bundles, inference, oip, logs):
+    app.middleware("http")(metrics.count_requests)
+    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     return app
 

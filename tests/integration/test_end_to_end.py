@@ -215,3 +215,13 @@ def test_open_inference_protocol_v2(stack: dict[str, Any], pipeline: Pipeline,
                                expected(diabetes_onnx, X[:2]).reshape(-1), rtol=1e-5)
     meta = httpx.get(f"{url}/v2/models/e2e-diabetes", headers=headers).json()
     assert meta["models"][0]["name"] == "diabetes"
+
+
+def test_metrics_need_the_token_and_count_requests(stack: dict[str, Any], pipeline: Pipeline) -> None:
+    url = f"{stack['server_url']}/metrics"
+    assert httpx.get(url).status_code == 401
+    pipeline.infer(pd.DataFrame({"tensor": [X[0].tolist()]}))
+    text = httpx.get(url, headers={"Authorization": f"Bearer {stack['token']}"}).text
+    assert 'weir_http_requests_total{path="/pipelines/{name}",status="200"}' in text
+    assert "weir_deployed_pipelines" in text
+    assert 'weir_worker_running{workspace="default",pipeline="e2e-diabetes"' in text
