@@ -2,9 +2,19 @@
 
 Locally, workers are child processes of the server (they die with it); in
 docker-compose they are containers running `weir worker`. Either way their
-state comes from heartbeats in the registry. A redeploy starts the new
-version's workers first and stops the old ones once the new ones run, so the
-pipeline keeps answering.
+state comes from heartbeats in the registry.
+
+A redeploy is a hot swap: the new version's workers start beside the old ones
+(same consumer group), and only once every new worker reports Running are the
+old ones told to stop; they drain their version's step topics and exit (see
+streams/worker.py). If the new version fails (a worker cannot start, or it is
+not Running within `deploy_timeout_s`), its workers are stopped, the previous
+deployment is restored and keeps serving, and `status()` reports the failed
+version as Error until the next deploy or undeploy of the pipeline.
+
+A local worker that dies is restarted (unless it exited because it cannot
+start); until its new process reports Running, `status()` shows it as not
+Running.
 """
 
 from __future__ import annotations
@@ -16,23 +26,30 @@ import math
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from control.artifacts import ArtifactStore
 from control.errors import DeploymentError, LimitError
 from control.records import Deployment, DeploymentConfig, PipelineVersion
-from control.registry import Registry
+from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
 from streams.admin import ensure_topics
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
+from streams.worker import EXIT_CANNOT_START
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_EVERY_S = 1.0
+SWAP_POLL_S = 0.2
+STOP_GRACE_S = 15.0
+"""How long past its drain timeout a stopping worker may take before it is killed."""
 
 
 def _die_with_parent() -> None:
@@ -50,7 +67,34 @@ class _Local:
     worker_id: str
     args: list[str]
     proc: subprocess.Popen[bytes]
+    replica: int = 0
     restarts: int = 0
+    last_exit: int | None = None
+
+
+@dataclass
+class _Swap:
+    """A redeploy waiting for its new workers to run."""
+
+    new: Deployment
+    previous: Deployment
+    """What serves until the new version runs, and what is restored if it fails."""
+    old_ids: list[str]
+    """Workers to retire once the new version runs (the previous ones, and any
+    half-started version this redeploy superseded)."""
+    task: asyncio.Task[None] | None = None
+    handing_over: bool = False
+    """The new version runs and the old workers were told to stop; until they
+    report Draining (no more input taken) the new deployment is not Running."""
+
+
+@dataclass
+class _Failed:
+    """A redeploy that did not reach Running; reported by status() until the next (un)deploy."""
+
+    deployment: Deployment
+    reason: str
+    workers: list[WorkerStatus] = field(default_factory=list)
 
 
 class Deployer:
@@ -63,6 +107,9 @@ class Deployer:
         self.topics = topics
         self.artifacts = artifacts
         self._local: dict[str, _Local] = {}
+        self._swaps: dict[tuple[str, str], _Swap] = {}
+        self._failed: dict[tuple[str, str], _Failed] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -71,24 +118,37 @@ class Deployer:
 
     async def stop(self) -> None:
         """Stop every local worker (server shutdown); deployments stay recorded."""
-        if self._supervisor:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        tasks = [t for t in (self._supervisor, *[w.task for w in self._swaps.values()]) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self._terminate, list(self._local))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     # -- deploy / undeploy ------------------------------------------------------
     async def deploy(self, version: PipelineVersion, config: DeploymentConfig) -> Deployment:
-        """Start workers for `version`; returns at once (poll `status()` for Running)."""
+        """Start workers for `version`; returns at once (poll `status()` for Running).
+
+        On a deployed pipeline this is a hot swap: the old workers keep serving
+        until the new ones run, then drain and stop.
+        """
         ws, name = version.workspace, version.pipeline
+        key = (ws, name)
         async with self._lock:
+            pending = self._swaps.get(key)
+            if (pending is not None and not pending.handing_over
+                    and pending.previous.version == version.version
+                    and pending.previous.config == config and self._all_alive(pending.previous)):
+                return self._undo(pending, reason=None)  # back to what still serves
             current = self.registry.get_deployment(ws, name)
             if current is None:
                 others = [d for d in self.registry.list_deployments()
-                          if (d.workspace, d.pipeline) != (ws, name)]
+                          if (d.workspace, d.pipeline) != key]
                 if len(others) >= self.settings.max_pipelines:
                     raise LimitError(self.settings.max_pipelines)
             elif (current.version == version.version and current.config == config
                   and self._all_alive(current)):
+                self._failed.pop(key, None)
                 return current
             for ref in version.definition.models():
                 if not self.artifacts.exists(ref.sha):
@@ -106,32 +166,122 @@ class Deployer:
                 self._spawn(version, config, replica, worker_id)
             deployment = Deployment(workspace=ws, pipeline=name, version=version.version,
                                     config=config, worker_ids=ids)
+            self._failed.pop(key, None)
+            superseded = self._swaps.pop(key, None)
+            if superseded is not None and superseded.task is not None:
+                superseded.task.cancel()
             self.registry.set_deployment(deployment)
-        if current is not None:
-            asyncio.create_task(self._retire_when_replaced(deployment, current.worker_ids))
+            if current is not None:
+                if superseded is not None:  # the half-started version goes too
+                    swap = _Swap(deployment, superseded.previous,
+                                 [*superseded.old_ids, *current.worker_ids])
+                else:
+                    swap = _Swap(deployment, current, list(current.worker_ids))
+                swap.task = asyncio.create_task(self._swap(swap), name=f"swap-{ws}-{name}")
+                self._swaps[key] = swap
         return deployment
 
     async def undeploy(self, ws: str, name: str) -> None:
+        """Stop every worker of the pipeline (each drains first) and forget the deployment."""
         async with self._lock:
+            self._failed.pop((ws, name), None)
+            swap = self._swaps.pop((ws, name), None)
+            if swap is not None and swap.task is not None:
+                swap.task.cancel()
             deployment = self.registry.get_deployment(ws, name)
             if deployment is None:
                 return
             self.registry.delete_deployment(ws, name)
-            await self._retire(ws, name, deployment.worker_ids)
+            old = swap.old_ids if swap is not None else []
+            await self._retire(ws, name, [*deployment.worker_ids, *old])
 
-    async def _retire_when_replaced(self, new: Deployment, old_ids: list[str]) -> None:
-        """Stop the old version's workers once the new ones run (or the wait times out)."""
+    async def _swap(self, swap: _Swap) -> None:
+        """Retire the old workers once the new ones run; undo the redeploy if they fail."""
+        new = swap.new
+        key = (new.workspace, new.pipeline)
         deadline = asyncio.get_running_loop().time() + self.settings.deploy_timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            if self.overall(new) == "Running":
+        failure: str | None = None
+        while self.overall(new) != "Running":
+            failure = self._failure(new)
+            if failure is None and asyncio.get_running_loop().time() > deadline:
+                failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s"
+            if failure is not None:
                 break
-            await asyncio.sleep(0.2)
-        await self._retire(new.workspace, new.pipeline, old_ids)
+            await asyncio.sleep(SWAP_POLL_S)
+        async with self._lock:
+            if self._swaps.get(key) is not swap:
+                return  # superseded by a later deploy or an undeploy
+            if failure is not None:
+                log.warning("version %s of %s/%s failed (%s); %s keeps serving", new.version,
+                            new.workspace, new.pipeline, failure, swap.previous.version)
+                self._undo(swap, reason=failure)
+                return
+            swap.handing_over = True
+            self._in_background(self._retire(new.workspace, new.pipeline, swap.old_ids))
+        # Report Running only once the old workers take no more input, so what is
+        # sent after deploy() returns is answered by the new version.
+        deadline = (asyncio.get_running_loop().time()
+                    + self.settings.worker_settings().drain_timeout_s)
+        while (not self._stopped_taking_input(new.workspace, new.pipeline, swap.old_ids)
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(SWAP_POLL_S)
+        async with self._lock:
+            if self._swaps.get(key) is swap:
+                del self._swaps[key]
+
+    def _stopped_taking_input(self, ws: str, name: str, worker_ids: list[str]) -> bool:
+        """True when none of `worker_ids` may still take input (each drains, stopped or is gone)."""
+        beats = {s.worker_id: s for s in self.registry.workers(ws, name)}
+        return all(beats[w].status in ("Draining", "Stopped", "Error")
+                   for w in worker_ids if w in beats)
+
+    def _undo(self, swap: _Swap, *, reason: str | None) -> Deployment:
+        """Give up a pending redeploy: the previous deployment serves on (call under the lock)."""
+        new = swap.new
+        key = (new.workspace, new.pipeline)
+        del self._swaps[key]
+        if swap.task is not None and swap.task is not asyncio.current_task():
+            swap.task.cancel()
+        if reason is None:
+            self._failed.pop(key, None)
+        else:
+            self._failed[key] = _Failed(new, reason, self._workers(new))
+        self.registry.set_deployment(swap.previous)
+        keep = set(swap.previous.worker_ids)
+        retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep)]
+        self._in_background(self._retire(new.workspace, new.pipeline, retire))
+        return swap.previous
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
+        """Stop workers: each drains its version's step topics, then exits."""
+        if not worker_ids:
+            return
         self.registry.request_stop(ws, name, worker_ids)  # reaches remote workers too
         await asyncio.to_thread(self._terminate, worker_ids)
         self.registry.forget_workers(ws, name, worker_ids)
+
+    def _failure(self, deployment: Deployment) -> str | None:
+        """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).
+
+        A worker that cannot start says so in its heartbeat (Error) and exits
+        with EXIT_CANNOT_START; a crashed one is restarted and is no failure.
+        """
+        beats = {s.worker_id: s for s in self.registry.workers(deployment.workspace,
+                                                               deployment.pipeline)}
+        for worker_id in deployment.worker_ids:
+            beat, local = beats.get(worker_id), self._local.get(worker_id)
+            reason = beat.reason if beat is not None and beat.reason else "cannot start"
+            if local is not None and local.proc.poll() == EXIT_CANNOT_START:
+                return f"{worker_id}: {reason}"
+            if (beat is not None and beat.status == "Error"
+                    and (datetime.now(UTC) - beat.time).total_seconds() < HEARTBEAT_STALE_S):
+                return f"{worker_id}: {reason}"
+        return None
 
     # -- processes --------------------------------------------------------------
     def _spawn(self, version: PipelineVersion, config: DeploymentConfig, replica: int,
@@ -140,7 +290,7 @@ class Deployer:
                 "--workspace", version.workspace, "--replica", str(replica),
                 "--worker-id", worker_id, "--threads", str(max(1, math.ceil(config.cpus))),
                 "--device", "cuda" if config.gpus > 0 else "cpu"]
-        self._local[worker_id] = _Local(worker_id, args, self._popen(worker_id, args))
+        self._local[worker_id] = _Local(worker_id, args, self._popen(worker_id, args), replica)
 
     def _popen(self, worker_id: str, args: list[str]) -> subprocess.Popen[bytes]:
         logs = self.settings.run_dir / "logs"
@@ -153,14 +303,17 @@ class Deployer:
                                     stdin=subprocess.DEVNULL, env=env,
                                     preexec_fn=_die_with_parent)
 
-    def _terminate(self, worker_ids: list[str], timeout: float = 15.0) -> None:
+    def _terminate(self, worker_ids: list[str]) -> None:
+        """SIGTERM the local workers, wait for them to drain and exit; kill any that hang."""
+        timeout = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
         procs = [self._local.pop(w).proc for w in worker_ids if w in self._local]
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for proc in procs:
             try:
-                proc.wait(timeout)
+                proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 log.warning("worker pid %s ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
@@ -171,33 +324,70 @@ class Deployer:
                    for w in deployment.worker_ids)
 
     async def _supervise(self) -> None:
-        """Restart local workers that died while their deployment still wants them."""
+        """Restart local workers that died while a deployment still wants them."""
         while True:
             await asyncio.sleep(SUPERVISE_EVERY_S)
-            wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
-            for local in list(self._local.values()):
-                code = local.proc.poll()
-                if code is None or local.worker_id not in wanted:
-                    continue
-                local.restarts += 1
-                log.warning("worker %s exited with %s; restart #%d", local.worker_id, code,
-                            local.restarts)
-                local.proc = self._popen(local.worker_id, local.args)
+            try:
+                self._restart_dead()
+            except Exception:  # e.g. Redis briefly away: try again next round
+                log.exception("worker supervision failed")
+
+    def _restart_dead(self) -> None:
+        wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
+        wanted.update(w for swap in self._swaps.values() for w in swap.old_ids)
+        for local in list(self._local.values()):
+            code = local.proc.poll()
+            if code is None or local.worker_id not in wanted:
+                continue
+            if code == EXIT_CANNOT_START:
+                if local.last_exit != code:
+                    log.error("worker %s cannot start; not restarting it (see its log)",
+                              local.worker_id)
+                local.last_exit = code
+                continue
+            local.restarts += 1
+            local.last_exit = code
+            log.warning("worker %s exited with %s; restart #%d", local.worker_id, code,
+                        local.restarts)
+            local.proc = self._popen(local.worker_id, local.args)
 
     # -- status -------------------------------------------------------------------
     def _workers(self, deployment: Deployment) -> list[WorkerStatus]:
+        """Each worker's status; a local process that died or restarted is not Running."""
         found = {s.worker_id: s for s in self.registry.workers(deployment.workspace,
                                                                deployment.pipeline)}
         statuses = []
         for worker_id in deployment.worker_ids:
             status = found.get(worker_id)
             local = self._local.get(worker_id)
-            if status is not None and local is not None and local.proc.poll() is not None:
-                status = status.model_copy(update={
-                    "status": "Error", "reason": f"process exited with {local.proc.returncode}; restarting"})
+            if local is not None:
+                code = local.proc.poll()
+                if code is not None:
+                    keep = code == EXIT_CANNOT_START and status is not None and status.reason
+                    reason = (status.reason if keep else None) or (
+                        f"process exited with {code}; "
+                        + ("it cannot start" if code == EXIT_CANNOT_START else "restarting"))
+                    status = (status or self._placeholder(deployment, local)).model_copy(
+                        update={"status": "Error", "reason": reason})
+                elif status is None or status.pid != local.proc.pid:
+                    # No heartbeat yet from this process (a restarted one's old heartbeat
+                    # may still say Running).
+                    reason = (f"restarted after exit code {local.last_exit}"
+                              if local.restarts else None)
+                    status = self._placeholder(deployment, local).model_copy(
+                        update={"status": "Starting", "reason": reason,
+                                "processed": status.processed if status else 0,
+                                "failed": status.failed if status else 0})
             if status is not None:
                 statuses.append(status)
         return statuses
+
+    def _placeholder(self, deployment: Deployment, local: _Local) -> WorkerStatus:
+        return WorkerStatus(
+            worker_id=local.worker_id, workspace=deployment.workspace,
+            pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
+            pid=local.proc.pid, host=socket.gethostname(), status="Starting",
+            time=datetime.now(UTC))
 
     def overall(self, deployment: Deployment) -> str:
         workers = self._workers(deployment)
@@ -211,15 +401,27 @@ class Deployer:
         deployment = self.registry.get_deployment(ws, name)
         if deployment is None:
             return {"status": f"Pipeline {name} is not deployed"}
+        workers = self._workers(deployment)
+        state, version, details = self.overall(deployment), deployment.version, []
+        swap = self._swaps.get((ws, name))
+        if state == "Running" and swap is not None and swap.new.version == deployment.version:
+            state = "Starting"
+            details = [f"waiting for version {swap.previous.version} to stop taking input"]
+        failed = self._failed.get((ws, name))
+        if failed is not None:
+            state, version = "Error", failed.deployment.version
+            details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
+                        f"version {deployment.version} keeps serving")]
+            workers = [*failed.workers, *workers]
         engines = [{
             "ip": w.host, "name": w.worker_id, "status": w.status, "reason": w.reason,
             "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
             "failed": w.failed,
             "pipeline_statuses": {"pipelines": [{"id": name, "status": w.status}]},
             "model_statuses": {"models": [m.model_dump() for m in w.models]},
-        } for w in self._workers(deployment)]
+        } for w in workers]
         return {
-            "status": self.overall(deployment), "details": [], "version": deployment.version,
+            "status": state, "details": details, "version": version,
             "engines": engines,
             "engine_lbs": [{"ip": self.settings.http_host, "name": "weir-gateway",
                             "status": "Running", "reason": None, "details": []}],

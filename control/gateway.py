@@ -1,9 +1,11 @@
 """The inference gateway: one service layer under every HTTP way in.
 
 `Gateway.infer` produces a request onto the pipeline's input topic and waits
-for the answer on its result topic, matched by request id (strays and other
-callers' answers are ignored). Both `POST /pipelines/<name>` and the OIP v2
-route call it.
+for the answer on its result topic, matched by request id (strays, repeats and
+other callers' answers are ignored). Both `POST /pipelines/<name>` and the OIP
+v2 route call it. At most `Settings.max_in_flight` requests wait at once; one
+more is refused at once with `Overloaded` (HTTP 503 with Retry-After), so a
+flood costs no memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from control.registry import Registry
 from control.settings import Settings
 from engine import codecs
 from streams.messages import Envelope
+from streams.settings import WorkerSettings
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,12 @@ log = logging.getLogger(__name__)
 class _Replies:
     """Reads one result topic from its end and resolves waiting requests."""
 
-    def __init__(self, topic: str, bootstrap: str, fetch_wait_ms: int) -> None:
+    def __init__(self, topic: str, settings: WorkerSettings) -> None:
         self.topic = topic
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                          fetch_max_wait_ms=fetch_wait_ms,
-                                          auto_offset_reset="latest")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
         self._waiting: dict[str, asyncio.Future[tuple[Envelope, bytes]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -101,7 +105,7 @@ class Gateway:
     async def _replies_for(self, topic: str) -> _Replies:
         async with self._replies_lock:
             if topic not in self._replies:
-                replies = _Replies(topic, self._worker.kafka_bootstrap, self._worker.fetch_wait_ms)
+                replies = _Replies(topic, self._worker)
                 await replies.start()
                 self._replies[topic] = replies
             return self._replies[topic]

@@ -17,6 +17,13 @@ REQUEST_ID = "weir-request-id"
 VERSION = "weir-pipeline-version"
 STARTED_NS = "weir-started-ns"
 ERROR = "weir-error"
+"""On an error reply (empty value): JSON {"step", "model", "type", "message", "attempts"}."""
+
+# Dead-letter records carry these beside the failed record's own headers.
+FAILED_AT = "weir-failed-at"
+"""When the record was given up on, ns since the epoch."""
+SOURCE = "weir-source"
+"""JSON [topic, partition, offset] of the record that failed."""
 
 RawHeaders = Iterable[tuple[str, bytes]]
 

@@ -32,14 +32,32 @@ class WorkerSettings(BaseSettings):
     heartbeat_interval_s: float = 1.0
     """Consumer-group heartbeat interval."""
 
-    max_poll_records: int = 500
+    max_poll_records: int = Field(500, ge=1)
     """Upper bound on records one poll returns, so consumers never fetch without bound."""
 
-    max_batch_rows: int = 256
-    """Micro-batching: single-row messages are merged up to this many rows."""
+    max_partition_fetch_bytes: int = Field(1024 * 1024, ge=1024)
+    """Upper bound on the bytes one fetch returns per partition (Kafka's
+    `max.partition.fetch.bytes`); a larger record still comes back alone."""
 
-    max_batch_wait_ms: float = 2.0
-    """Micro-batching: how long a partial batch may wait for more rows."""
+    max_batch_rows: int = Field(256, ge=1)
+    """Micro-batching: messages smaller than this are merged up to this many rows
+    and run through a step at once; larger messages run as they come."""
+
+    max_batch_wait_ms: float = Field(2.0, ge=0)
+    """Micro-batching: how long a partial batch may wait for more messages after
+    its first (0: take only what has already arrived)."""
+
+    max_attempts: int = Field(3, ge=1)
+    """Tries a message gets when a step fails in a way that may be transient;
+    then it goes to the dead-letter topic. Malformed or misshaped input
+    (CodecError, InputMismatch) goes there after its first try."""
+
+    retry_backoff_ms: float = Field(50.0, ge=0)
+    """Pause before the n-th retry of a failed message: n times this."""
+
+    drain_timeout_s: float = Field(30.0, gt=0)
+    """How long a stopping worker may spend draining its version's step topics
+    (hot swap, undeploy) before it exits anyway."""
 
     worker_heartbeat_s: float = 1.0
     """How often a worker reports its status to the registry."""

@@ -4,25 +4,40 @@ All versions of a pipeline share one consumer group, so the input topic's
 partitions are split between whatever workers are up: replicas scale out, and
 a new version's workers take over input as the old ones leave. Each step is its
 own agent, chained through the version's step topics.
+
+Told to stop (SIGTERM, or a stop request seen in its heartbeat), a worker
+drains before it leaves: it pauses its input partitions (and keeps them paused
+across rebalances), finishes what it holds, waits until the group's committed
+offsets reach the end of every step topic of its version with nothing in
+flight, commits and exits. So a hot swap or an undeploy loses nothing and, as
+each offset is committed only after what it produced is flushed, repeats
+nothing. The drain is bounded by `WorkerSettings.drain_timeout_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
+from streams.agents.log import end_offsets
 from streams.agents.step import StepCounters, StepTopics, make_step_agent
 from streams.settings import WorkerSettings
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
@@ -30,6 +45,10 @@ from streams.topics import TopicMap
 from streams.transport import broker_url
 
 log = logging.getLogger(__name__)
+
+EXIT_CANNOT_START = 2
+"""Exit code of a worker that cannot start (a model does not load): restarting will not help."""
+DRAIN_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class Worker:
         self.reason: str | None = None
         self.counters = StepCounters()
         self.pipeline: CompiledPipeline | None = None
+        self.app: faust.App | None = None
+        self._draining = False
 
     def status(self) -> WorkerStatus:
         refs = self.spec.definition.models()
@@ -95,6 +116,7 @@ class Worker:
             broker_rebalance_timeout=s.rebalance_timeout_s,
             broker_heartbeat_interval=s.heartbeat_interval_s,
             broker_max_poll_records=s.max_poll_records,
+            consumer_max_fetch_size=s.max_partition_fetch_bytes,
             producer_linger=0.0,
             store="memory://",
             datadir=str(datadir),
@@ -114,7 +136,7 @@ class Worker:
                 logs=raw(self.topic_map.logs(ws, p).name),
                 dead_letter=raw(self.topic_map.dead_letter(ws, p).name),
             )
-            make_step_agent(app, self.pipeline, index, topics, self.counters)
+            make_step_agent(app, self.pipeline, index, topics, self.counters, s)
 
         @app.on_rebalance_complete.connect
         async def _running(sender: object, **kwargs: object) -> None:
@@ -122,19 +144,78 @@ class Worker:
                 self.state = "Running"
                 await self._beat()
 
-        @app.timer(self.settings.worker_heartbeat_s)
-        async def _heartbeat() -> None:
-            await self._beat()
-
+        _commit_before_revoke(app)
+        self.app = app
         return app
 
     async def _beat(self) -> None:
-        status = self.status()
-        await asyncio.to_thread(self.heartbeat.beat, status)
-        if await asyncio.to_thread(self.heartbeat.stop_requested, status):
-            log.info("stop requested for %s", self.spec.worker_id)
-            self.state = "Draining"
-            os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.to_thread(self.heartbeat.beat, self.status())
+
+    def _heartbeats(self, stopped: threading.Event) -> None:
+        """Beat from a thread, so a long rebalance or model run cannot make the worker look dead."""
+        stop_sent = False
+        while not stopped.wait(self.settings.worker_heartbeat_s):
+            try:
+                status = self.status()
+                self.heartbeat.beat(status)
+                if not (stop_sent or self._draining) and self.heartbeat.stop_requested(status):
+                    log.info("stop requested for %s", self.spec.worker_id)
+                    stop_sent = True
+                    os.kill(os.getpid(), signal.SIGTERM)  # the same way out as from outside
+            except Exception:  # e.g. Redis briefly away: beat again next time
+                log.exception("heartbeat of %s failed", self.spec.worker_id)
+
+    # -- draining -----------------------------------------------------------------
+    def _input_topic(self) -> str:
+        return self.topic_map.input(self.spec.workspace, self.spec.pipeline).name
+
+    def _step_partitions(self) -> list[TopicPartition]:
+        spec = self.spec
+        topics = [self.topic_map.step(spec.workspace, spec.pipeline, spec.version, i)
+                  for i in range(1, len(spec.definition.steps))]
+        return [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+
+    async def drain(self) -> None:
+        """Stop taking input, then wait (bounded) until this version's step topics are drained."""
+        assert self.app is not None
+        self._draining = True
+        consumer = self.app.consumer
+        _hold_paused(consumer, self._input_topic())
+        self.state = "Draining"  # reported once no more input is taken (the deployer waits for it)
+        await self._beat()
+        started = asyncio.get_running_loop().time()
+        log.info("worker %s: input paused, draining", self.spec.worker_id)
+        try:
+            await asyncio.wait_for(self._wait_drained(consumer), self.settings.drain_timeout_s)
+            log.info("worker %s: drained in %.2fs", self.spec.worker_id,
+                     asyncio.get_running_loop().time() - started)
+        except TimeoutError:
+            log.warning("worker %s: drain not done within %.0fs; stopping anyway",
+                        self.spec.worker_id, self.settings.drain_timeout_s)
+        except Exception:  # stop anyway; what is not committed is read again
+            log.exception("worker %s: drain failed; stopping anyway", self.spec.worker_id)
+
+    async def _wait_drained(self, consumer: Any) -> None:
+        step_tps = self._step_partitions()
+        offsets = _Offsets(self.settings, self.spec.group_id) if step_tps else None
+        if offsets is not None:
+            await offsets.start()
+        try:
+            polls = 0
+            while True:
+                polls += 1
+                if polls % 20 == 0:
+                    gc.collect()  # messages a rebalance dropped leave the unacked set on collection
+                if not _in_flight(consumer):
+                    await consumer.commit()  # flushes the producer first
+                    drained = offsets is None or await offsets.drained(step_tps)
+                    if drained and not _in_flight(consumer):
+                        await consumer.commit()
+                        return
+                await asyncio.sleep(DRAIN_POLL_S)
+        finally:
+            if offsets is not None:
+                await offsets.stop()
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
@@ -144,17 +225,136 @@ class Worker:
             self.state, self.reason = "Error", str(exc)
             log.error("worker %s cannot start: %s", self.spec.worker_id, exc)
             self.heartbeat.beat(self.status())
-            return 2
+            return EXIT_CANNOT_START
         self.heartbeat.beat(self.status())
-        worker = faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
+        stopped = threading.Event()
+        beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,
+                                 name="weir-heartbeat")
+        beats.start()
+        worker = _FaustWorker(app, drain=self.drain, loglevel="WARNING", quiet=True,
+                              override_logging=False)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = int(exc.code or 0)
         else:
             code = 0
+        finally:
+            stopped.set()
+            beats.join()
         self.state = "Stopped"
         self.heartbeat.beat(self.status())
         if self.pipeline:
             self.pipeline.unload()
         return code
+
+
+class _FaustWorker(faust.Worker):
+    """faust's worker, draining on the first SIGTERM/SIGINT before it shuts down."""
+
+    def __init__(self, app: faust.App, *, drain: Callable[[], Any], **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._drain = drain
+        self._drain_task: asyncio.Future[None] | None = None
+
+    def _on_sigterm(self) -> None:
+        self._drain_then(super()._on_sigterm)
+
+    def _on_sigint(self) -> None:
+        self._drain_then(super()._on_sigint)
+
+    def _drain_then(self, shutdown: Callable[[], None]) -> None:
+        if self._drain_task is not None:  # a second signal: stop now
+            shutdown()
+            return
+
+        async def drain_then_stop() -> None:
+            try:
+                if self.app.started and not self.app.should_stop:
+                    await self._drain()
+            finally:
+                shutdown()
+
+        self._drain_task = asyncio.ensure_future(drain_then_stop(), loop=self.loop)
+
+
+def _commit_before_revoke(app: faust.App) -> None:
+    """Finish and commit what is in flight before a rebalance takes partitions away.
+
+    faust-streaming (0.15) forgets the acknowledged offsets of revoked
+    partitions before its revoke handler waits for the streams and commits, so
+    everything processed since the last periodic commit would be processed
+    again by the next owner (measured: hundreds of repeats per rebalance at a
+    few hundred records/s). This does what that handler does (stop the flow,
+    drop what no stream has started, wait for what they have, commit) before
+    the offsets are forgotten, which keeps a rebalance (a hot swap, a replica
+    joining or leaving) free of repeats.
+    """
+    consumer = app.consumer
+    revoke = consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(revoked: set[Any]) -> None:
+        if revoked and not consumer.should_stop and app.conf.stream_wait_empty:
+            consumer.stop_flow()
+            app.flow_control.suspend()
+            app.flow_control.clear()
+            try:
+                await consumer.wait_empty()
+            except Exception:
+                log.exception("commit before rebalance failed")  # records are read again
+        await revoke(revoked)
+
+    consumer.on_partitions_revoked = on_partitions_revoked
+
+
+def _hold_paused(consumer: Any, topic: str) -> None:
+    """Stop fetching `topic`, now and after any rebalance (faust resumes all it is assigned).
+
+    The fetcher asks `_get_active_partitions()` which partitions to fetch and
+    which fetched records to hand on; the live set it returns is trimmed here.
+    """
+    active = consumer._get_active_partitions
+
+    def without_topic() -> set[Any]:
+        tps: set[Any] = active()
+        tps.difference_update({tp for tp in tps if tp.topic == topic})
+        return tps
+
+    consumer._get_active_partitions = without_topic
+    consumer.pause_partitions({tp for tp in consumer.assignment() if tp.topic == topic})
+
+
+def _in_flight(consumer: Any) -> bool:
+    """True while a record this worker was handed is not acknowledged (processed) yet."""
+    return any(not m.acked for m in list(consumer._unacked_messages))
+
+
+class _Offsets:
+    """The group's committed offsets and the partitions' end offsets, from the broker."""
+
+    def __init__(self, settings: WorkerSettings, group_id: str) -> None:
+        self.group_id = group_id
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_wait_ms,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
+
+    async def start(self) -> None:
+        await self._admin.start()
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def drained(self, tps: list[TopicPartition]) -> bool:
+        """True when the group has committed every record now in `tps`."""
+        committed = await self._admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        ends = await end_offsets(self._consumer, tps)
+        for tp in tps:
+            done = committed.get(tp)
+            if ends.get(tp, 0) > max(done.offset if done is not None else 0, 0):
+                return False
+        return True
+

@@ -4,6 +4,11 @@ It runs in the server, subscribed by pattern to every log topic, and commits
 offsets only after rows are on disk (at least once; the store deduplicates on
 request id and row). `sync()` gives read-your-writes: a query waits until what
 the log topic held when it was asked for is in the store.
+
+A request that failed (an error record: `weir-error` header, value holding the
+request's `in.*` columns or nothing) is logged too, one row per input row (one
+row if its input was unreadable), with the error in `metadata.error` and
+`anomaly.count` 1, so `logs(valid=False)` finds it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.errors import CodecError
-from streams.logstore import LogStore
+from engine.pipeline import (
+    ANOMALY_COUNT,
+    CHECK_FAILURES,
+    META_ELAPSED,
+    META_MODEL,
+    META_VERSION,
+    TIME,
+)
+from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
@@ -27,6 +40,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID = "request_id"
 ROW = "row"
+META_ERROR = "metadata.error"
 
 
 def with_row_ids(batch: pa.RecordBatch, request_id: str) -> pa.RecordBatch:
@@ -34,6 +48,75 @@ def with_row_ids(batch: pa.RecordBatch, request_id: str) -> pa.RecordBatch:
     n = batch.num_rows
     batch = batch.append_column(REQUEST_ID, pa.array([request_id] * n, pa.string()))
     return batch.append_column(ROW, pa.array(range(n), pa.int32()))
+
+
+def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBatch:
+    """The log rows of a failed request: its `in.*` columns when known, and the error.
+
+    Timed by the request's start when known (as result rows are), else `time_ms`.
+    """
+    carried: pa.RecordBatch | None = None
+    if value:
+        try:
+            carried = codecs.decode(value, codecs.ARROW_STREAM)
+        except CodecError:
+            carried = None
+    if carried is None or carried.num_rows == 0:
+        carried = pa.RecordBatch.from_pydict({}, schema=pa.schema([]))
+    n = max(carried.num_rows, 1)
+    error = env.error or {}
+    text = f"{error.get('type', 'Error')} in step {error.get('step', '?')!r}: {error.get('message', '')}"
+    failed_ms = time_ms
+    time_ms = env.started_ns // 1_000_000 if env.started_ns > 0 else time_ms
+    columns: dict[str, pa.Array] = {TIME: pa.array([time_ms] * n, pa.timestamp("ms", tz="UTC"))}
+    if carried.num_rows:
+        columns.update(zip(carried.schema.names, carried.columns, strict=True))
+    columns.update({
+        CHECK_FAILURES: _no_check_failures(n),
+        ANOMALY_COUNT: pa.array([1] * n, pa.int32()),
+        META_VERSION: pa.array([env.version] * n, pa.string()),
+        META_MODEL: pa.array([error.get("model", "")] * n, pa.string()),
+        META_ELAPSED: pa.array([max(failed_ms * 1_000_000 - env.started_ns, 0)] * n, pa.int64()),
+        META_ERROR: pa.array([text] * n, pa.string()),
+    })
+    return with_row_ids(pa.RecordBatch.from_pydict(columns), env.request_id)
+
+
+def _no_check_failures(n: int) -> pa.Array:
+    """`check_failures` of rows no check ran on, in the type the store requires."""
+    kind = REQUIRED_SCHEMA.field(CHECK_FAILURES).type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.array([[] for _ in range(n)], kind)
+    return pa.array([0] * n, kind)
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                      timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition, right on Tansu too.
+
+    Tansu answers a ListOffsets(latest) with the first offset of the
+    partition's last record batch plus one, short of the end when that batch
+    holds several records. So this reads from just before that answer: the
+    batch comes back whole, and its last record (or the fetch's high
+    watermark) gives the end. `consumer` is one without a group that this call
+    may assign and seek (the caller serialises its use).
+    """
+    ends = dict(await consumer.end_offsets(tps))
+    pending = {tp: end for tp, end in ends.items() if end > 0}
+    if not pending:
+        return ends
+    consumer.assign(list(pending))
+    for tp, end in pending.items():
+        consumer.seek(tp, end - 1)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while pending:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"could not read the last records of {sorted(pending)}")
+        for tp, msgs in (await consumer.getmany(*pending, timeout_ms=200)).items():
+            if msgs and tp in pending:
+                ends[tp] = max(ends[tp], msgs[-1].offset + 1, consumer.highwater(tp) or 0)
+                del pending[tp]
+    return ends
 
 
 class LogAgent:
@@ -46,6 +129,8 @@ class LogAgent:
         self.store = store
         self.group_id = group_id
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None  # no group: finds end offsets for sync()
+        self._probe_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._done: dict[TopicPartition, int] = {}
 
@@ -55,6 +140,7 @@ class LogAgent:
             bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=max(s.fetch_wait_ms, 50), max_poll_records=5000,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
@@ -62,6 +148,10 @@ class LogAgent:
         )
         await self._consumer.start()
         self._consumer.subscribe(pattern=self.topics.pattern("logs"))
+        self._probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
+                                       enable_auto_commit=False, fetch_max_wait_ms=s.fetch_wait_ms,
+                                       max_partition_fetch_bytes=s.max_partition_fetch_bytes)
+        await self._probe.start()
         self._task = asyncio.create_task(self._run(), name="log-agent")
 
     async def stop(self) -> None:
@@ -70,14 +160,24 @@ class LogAgent:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
             await self._consumer.stop()
+        if self._probe:
+            await self._probe.stop()
 
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
             records = await self._consumer.getmany(timeout_ms=200)
-            if records:
+            if not records:
+                continue
+            try:
                 await asyncio.to_thread(self._write, records)
-                await self._consumer.commit()
+            except Exception:  # e.g. a full disk: read the records again later
+                log.exception("could not write log rows; retrying")
+                for tp, msgs in records.items():
+                    self._consumer.seek(tp, msgs[0].offset)
+                await asyncio.sleep(1.0)
+                continue
+            await self._consumer.commit()
             for tp, msgs in records.items():
                 self._done[tp] = msgs[-1].offset + 1
 
@@ -89,19 +189,41 @@ class LogAgent:
                 continue
             for msg in msgs:
                 env = Envelope.parse(msg.headers, default_request_id=f"{tp.topic}-{tp.partition}-{msg.offset}")
-                if env.error is not None or not msg.value:
+                if env.error is not None:
+                    batch = error_rows(env, msg.value, msg.timestamp)
+                elif not msg.value:
                     continue
-                try:
-                    batch = codecs.decode(msg.value, codecs.ARROW_STREAM)
-                except CodecError as exc:
-                    log.error("skipping unreadable log record %s@%s: %s", tp, msg.offset, exc)
-                    continue
-                by_pipeline[(names["workspace"], names["pipeline"])].append(
-                    with_row_ids(batch, env.request_id))
+                else:
+                    try:
+                        batch = with_row_ids(codecs.decode(msg.value, codecs.ARROW_STREAM),
+                                             env.request_id)
+                    except CodecError as exc:
+                        log.error("skipping unreadable log record %s@%s: %s", tp, msg.offset, exc)
+                        continue
+                by_pipeline[(names["workspace"], names["pipeline"])].append(batch)
         for (workspace, pipeline), batches in by_pipeline.items():
+            self._append(workspace, pipeline, batches)
+
+    def _append(self, workspace: str, pipeline: str, batches: list[pa.RecordBatch]) -> None:
+        """Store the rows; rows whose columns clash with the store keep only the required ones."""
+        try:
             table = pa.Table.from_batches(batches) if _same_schema(batches) else pa.concat_tables(
                 [pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
             self.store.append(workspace, pipeline, table)
+            return
+        except (LogSchemaError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            if len(batches) > 1:  # find the rows at fault: store the others whole
+                for batch in batches:
+                    self._append(workspace, pipeline, [batch])
+                return
+            log.error("log rows of %s/%s clash with the store (%s); keeping only %s", workspace,
+                      pipeline, exc, ", ".join(_KEPT))
+        batch = batches[0]
+        kept = [n for n in _KEPT if n in batch.schema.names]
+        try:
+            self.store.append(workspace, pipeline, batch.select(kept))
+        except LogSchemaError as exc:
+            log.error("dropping log rows of %s/%s: %s", workspace, pipeline, exc)
 
     async def sync(self, workspace: str, pipeline: str, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the pipeline's log topic now is in the store.
@@ -115,7 +237,12 @@ class LogAgent:
         if not partitions:
             return True  # no such topic: nothing was ever logged
         tps = [TopicPartition(topic, p) for p in partitions]
-        ends = await self._consumer.end_offsets(tps)
+        assert self._probe is not None
+        async with self._probe_lock:
+            try:
+                ends = await end_offsets(self._probe, tps, timeout_s)
+            except TimeoutError:
+                return False
         pending = {tp: end for tp, end in ends.items() if end > 0}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while pending:
@@ -132,6 +259,9 @@ class LogAgent:
                     return False
                 await asyncio.sleep(0.01)
         return True
+
+
+_KEPT = (*REQUIRED_SCHEMA.names, META_ERROR)
 
 
 def _same_schema(batches: list[pa.RecordBatch]) -> bool:

@@ -1,0 +1,141 @@
+"""Helpers for the streaming tests: a numbered producer and a result-topic reader (bare aiokafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from engine import codecs
+from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
+
+
+def numbered_row(n: int, *, first: float | None = None) -> bytes:
+    """One row whose tensor starts with `n` (or `first`), as an Arrow IPC stream."""
+    x = np.full((1, 10), 0.01, dtype=np.float32)
+    x[0, 0] = n if first is None else first
+    return codecs.encode(codecs.batch_from_arrays({"tensor": x}), codecs.ARROW_STREAM)
+
+
+def request_id(prefix: str, n: int) -> str:
+    return f"{prefix}-{n}"
+
+
+@dataclass
+class Sent:
+    """Where each numbered record landed on the input topic."""
+
+    where: dict[str, tuple[int, int]] = field(default_factory=dict)  # request id -> (partition, offset)
+
+
+async def produce(bootstrap: str, topic: str, prefix: str, count: int, *, per_second: float,
+                  sent: Sent, values: dict[int, bytes] | None = None,
+                  until: asyncio.Event | None = None) -> None:
+    """Send numbered one-row records at about `per_second`, keyed by their number.
+
+    Sends `count` records, or with `until`, records until it is set (at most `count`).
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        futures = {}
+        started = time.monotonic()
+        for n in range(count):
+            if until is not None and until.is_set():
+                break
+            rid = request_id(prefix, n)
+            value = (values or {}).get(n) or numbered_row(n)
+            futures[rid] = await producer.send(
+                topic, value, key=str(n).encode(),
+                headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())])
+            ahead = (n + 1) / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        for rid, future in futures.items():
+            meta = await future
+            sent.where[rid] = (meta.partition, meta.offset)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Answer:
+    env: Envelope
+    batch: pa.RecordBatch | None  # None for an error reply
+
+
+class Reader:
+    """Reads a topic from its beginning in the background, keeping records of one prefix."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str) -> None:
+        self.topic = topic
+        self.prefix = prefix + "-"
+        self.answers: dict[str, list[Answer]] = defaultdict(list)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                          auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        self._task: asyncio.Task[None] | None = None
+        self._tps: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        while not partitions:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(self.topic)
+        self._tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._tps)
+        await self._consumer.seek_to_beginning(*self._tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for msgs in (await self._consumer.getmany(timeout_ms=200)).values():
+                for msg in msgs:
+                    env = Envelope.parse(msg.headers)
+                    if not env.request_id.startswith(self.prefix):
+                        continue
+                    batch = None
+                    if env.error is None and msg.value:
+                        batch = codecs.decode(msg.value, codecs.ARROW_STREAM)
+                    self.answers[env.request_id].append(Answer(env, batch))
+
+    async def wait_for(self, ids: set[str], timeout_s: float) -> set[str]:
+        """Wait until every id has an answer; returns those still missing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            missing = ids - self.answers.keys()
+            if not missing:
+                return set()
+            await asyncio.sleep(0.1)
+        return ids - self.answers.keys()
+
+    async def catch_up(self) -> None:
+        """Wait until everything now on the topic has been read."""
+        ends = await self._consumer.end_offsets(self._tps)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            positions = {tp: await self._consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                return
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+
+def first_value(batch: pa.RecordBatch) -> float:
+    """The first tensor element of a result's carried input (the record's number)."""
+    return float(codecs.column_to_ndarray(batch.column("in.tensor"))[0, 0])
+
+
+def is_error(answer: Answer) -> bool:
+    return answer.env.error is not None or answer.batch is None
+

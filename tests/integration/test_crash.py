@@ -1,0 +1,173 @@
+"""Failures on the real embedded stack: a worker killed mid-stream, and records that always fail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from control.demo.models import diabetes_regressor
+from control.sdk.client import Client
+from control.sdk.model import Model
+from control.sdk.pipeline import Pipeline
+from streams.messages import ERROR, REQUEST_ID, SOURCE
+from tests.integration._streams import (
+    Reader,
+    Sent,
+    first_value,
+    is_error,
+    numbered_row,
+    produce,
+)
+
+pytestmark = pytest.mark.slow
+
+POISON = -999.0
+STEP = f"""
+def process_data(input_data):
+    tensor = input_data["tensor"]
+    if (tensor[:, 0] == {POISON}).any():
+        raise ValueError("poison row")
+    return {{"float_input": tensor}}
+"""
+
+
+@pytest.fixture(scope="module")
+def models(client: Client, model_dir: Path) -> dict[str, Model]:
+    step = model_dir / "crash_step.py"
+    step.write_text(STEP)
+    ridge = diabetes_regressor(model_dir / "crash-ridge.onnx")
+    return {"step": client.upload_model("crash-step", step).configure("python"),
+            "ridge": client.upload_model("crash-ridge", ridge).configure("onnx")}
+
+
+def _deploy(client: Client, name: str, models: dict[str, Model]) -> Pipeline:
+    pipeline = client.build_pipeline(name).add_model_step(models["step"])
+    return pipeline.add_model_step(models["ridge"]).deploy(quiet=True)
+
+
+def test_a_killed_worker_is_restarted_and_the_stream_completes(
+        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    pipeline = _deploy(client, "crash-kill", models)
+    bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "kill"
+    sent = Sent()
+    states: list[str] = []
+
+    async def scenario() -> dict[str, list[Any]]:
+        reader = Reader(bootstrap, topics["output"], prefix)
+        await reader.start()
+        try:
+            producing = asyncio.create_task(
+                produce(bootstrap, topics["input"], prefix, 3000, per_second=250, sent=sent))
+            await asyncio.sleep(3)
+            (engine,) = pipeline.status()["engines"]
+            os.kill(engine["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                state = (await asyncio.to_thread(pipeline.status))["status"]
+                states.append(state)
+                if state == "Running" and any(s != "Running" for s in states):
+                    break
+                await asyncio.sleep(0.2)
+            await producing
+            missing = await reader.wait_for(set(sent.where), timeout_s=60)
+            assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
+            return reader.answers
+        finally:
+            await reader.stop()
+
+    try:
+        answers = asyncio.run(scenario())
+        down = next(i for i, state in enumerate(states) if state != "Running")
+        assert states[-1] == "Running" and down < len(states) - 1, states  # not Running, then back
+        for rid, replies in answers.items():  # at least once; a repeat is the same answer
+            assert not any(is_error(a) for a in replies), rid
+            assert {first_value(a.batch) for a in replies if a.batch} == {int(rid.split("-")[1])}
+        logs = pipeline.logs(limit=100_000)
+        ours = logs[logs["request_id"].str.startswith(prefix + "-")]
+        assert sorted(ours["request_id"]) == sorted(sent.where)  # exactly once each
+        (engine,) = pipeline.status()["engines"]
+        assert engine["status"] == "Running"
+    finally:
+        pipeline.undeploy()
+
+
+async def _read_all(bootstrap: str, topic: str, expect: set[str],
+                    timeout_s: float = 30) -> dict[str, tuple[dict[str, bytes], bytes]]:
+    """Records of `topic` (from its start) whose request id is in `expect`, once all are read."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    found: dict[str, tuple[dict[str, bytes], bytes]] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and set(found) != expect:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                for msg in msgs:
+                    headers = dict(msg.headers)
+                    rid = headers.get(REQUEST_ID, b"").decode()
+                    if rid in expect:
+                        found[rid] = (headers, msg.value or b"")
+        return found
+    finally:
+        await consumer.stop()
+
+
+def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
+        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    pipeline = _deploy(client, "crash-poison", models)
+    bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "poison"
+    sent = Sent()
+    values = {20: numbered_row(20, first=POISON), 30: b"\x00 not an Arrow stream"}
+
+    async def scenario() -> dict[str, list[Any]]:
+        reader = Reader(bootstrap, topics["output"], prefix)
+        await reader.start()
+        try:
+            await produce(bootstrap, topics["input"], prefix, 60, per_second=200, sent=sent,
+                          values=values)
+            missing = await reader.wait_for(set(sent.where), timeout_s=60)
+            assert not missing, f"never answered: {sorted(missing)[:5]}"
+            return reader.answers
+        finally:
+            await reader.stop()
+
+    try:
+        answers = asyncio.run(scenario())
+        failed = {rid: replies[0].env.error for rid, replies in answers.items()
+                  if is_error(replies[0])}
+        assert set(failed) == {"poison-20", "poison-30"}
+        assert failed["poison-20"]["type"] == "StepFailed"
+        assert "poison row" in failed["poison-20"]["message"]
+        assert failed["poison-20"]["attempts"] == "3"  # retried: it might have been transient
+        assert failed["poison-30"]["type"] == "CodecError"
+        assert failed["poison-30"]["attempts"] == "1"  # unreadable: not worth a retry
+        for rid, replies in answers.items():
+            if rid not in failed:
+                assert first_value(replies[0].batch) == int(rid.split("-")[1])
+
+        dead = asyncio.run(_read_all(bootstrap, topics["dead_letter"], set(failed)))
+        assert set(dead) == {"poison-20", "poison-30"}
+        headers, value = dead["poison-30"]
+        assert value == values[30]
+        assert json.loads(headers[ERROR])["type"] == "CodecError"
+        assert json.loads(headers[SOURCE])[:2] == [topics["input"], sent.where["poison-30"][0]]
+
+        logs = pipeline.logs(limit=1000)
+        ours = logs[logs["request_id"].str.startswith(prefix + "-")].set_index("request_id")
+        assert sorted(ours.index) == sorted(sent.where)
+        assert "poison row" in ours.loc["poison-20", "metadata.error"]
+        assert ours.loc["poison-20", "in.tensor"][0] == POISON
+        assert "CodecError" in ours.loc["poison-30", "metadata.error"]
+        invalid = pipeline.logs(limit=1000, valid=False)
+        assert {"poison-20", "poison-30"} <= set(invalid["request_id"])
+    finally:
+        pipeline.undeploy()
+

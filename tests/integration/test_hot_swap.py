@@ -1,0 +1,176 @@
+"""Hot swap on the real embedded stack: redeploy twice while a numbered stream flows.
+
+A two-step pipeline (a Python step, then a ridge model) takes ~300 records/s
+straight on its Kafka input topic (for ~20 s) while it is redeployed to a
+second and then a third model, and HTTP inferences run beside. Every number must be answered
+exactly once on the result topic and logged exactly once, and the answers on
+each input partition must move from one model to the next only forward, once
+per swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from control.demo.models import diabetes_regressor
+from control.errors import WaitForDeployError
+from control.sdk.client import Client
+from control.sdk.model import Model
+from control.sdk.pipeline import Pipeline
+from tests.integration._streams import (
+    Answer,
+    Reader,
+    Sent,
+    first_value,
+    is_error,
+    produce,
+)
+
+pytestmark = pytest.mark.slow
+
+PASS_THROUGH = """
+def process_data(input_data):
+    return {"float_input": input_data["tensor"]}
+"""
+MAX_RECORDS = 20_000
+CANNOT_START = """
+import sys
+if any("worker_main" in arg for arg in sys.argv):  # loads on the server, not in a worker
+    raise RuntimeError("this step cannot start in a worker")
+def process_data(input_data):
+    return {"float_input": input_data["tensor"]}
+"""
+PER_SECOND = 300.0
+
+
+@pytest.fixture(scope="module")
+def models(client: Client, model_dir: Path) -> dict[str, Model]:
+    pre = model_dir / "swap_pre.py"
+    pre.write_text(PASS_THROUGH)
+    found = {"pre": client.upload_model("swap-pre", pre).configure("python")}
+    for name, alpha in (("swap-a", 1.0), ("swap-b", 0.1), ("swap-c", 0.01)):
+        path = diabetes_regressor(model_dir / f"{name}.onnx", alpha=alpha)
+        found[name] = client.upload_model(name, path).configure("onnx")
+    return found
+
+
+def _http_load(pipeline: Pipeline, stop: threading.Event, outcomes: list[Any]) -> None:
+    row = pd.DataFrame({"tensor": [np.full(10, 0.02).tolist()]})
+    while not stop.is_set():
+        try:
+            outcomes.append(len(pipeline.infer(row, timeout=30)))
+        except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
+            outcomes.append(exc)
+        stop.wait(0.05)
+
+
+def test_redeploying_twice_under_load_answers_every_record_exactly_once(
+        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    pipeline = client.build_pipeline("hot-swap").add_model_step(models["pre"])
+    pipeline.add_model_step(models["swap-a"]).deploy(quiet=True)
+    versions = [pipeline.status()["version"]]
+    bootstrap, topics = stack["kafka_bootstrap"], pipeline.topics()
+    prefix = "swap"
+    sent = Sent()
+    http: list[Any] = []
+    stop_http = threading.Event()
+    http_thread = threading.Thread(target=_http_load, args=(pipeline, stop_http, http))
+
+    async def scenario() -> dict[str, list[Answer]]:
+        reader = Reader(bootstrap, topics["output"], prefix)
+        await reader.start()
+        try:
+            done = asyncio.Event()
+            producing = asyncio.create_task(
+                produce(bootstrap, topics["input"], prefix, MAX_RECORDS, per_second=PER_SECOND,
+                        sent=sent, until=done))
+            http_thread.start()
+            for model in ("swap-b", "swap-c"):
+                await asyncio.sleep(2)
+                await asyncio.to_thread(lambda m=model: pipeline.replace_with_model_step(
+                    1, models[m]).deploy(quiet=True))
+                versions.append(pipeline.status()["version"])
+            await asyncio.sleep(2)
+            done.set()
+            await producing
+            missing = await reader.wait_for(set(sent.where), timeout_s=60)
+            assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
+            await asyncio.sleep(2)  # a late repeat would come now (the old workers are gone)
+            await reader.catch_up()
+            return reader.answers
+        finally:
+            await reader.stop()
+
+    try:
+        try:
+            answers = asyncio.run(scenario())
+        finally:
+            stop_http.set()
+            if http_thread.is_alive():
+                http_thread.join(60)
+        repeated = {rid: len(a) for rid, a in answers.items() if len(a) != 1}
+        assert not repeated, f"answered more than once: {dict(list(repeated.items())[:5])}"
+        errors = [rid for rid, (a,) in answers.items() if is_error(a)]
+        assert not errors, f"error replies: {errors[:5]}"
+        for rid, (answer,) in answers.items():
+            assert answer.batch is not None
+            assert first_value(answer.batch) == int(rid.rsplit("-", 1)[1])
+
+        # Per input partition, in input order, the model only ever moves forward.
+        order = [f"{models[m].name}@{models[m].version[:8]}" for m in ("swap-a", "swap-b", "swap-c")]
+        by_partition: dict[int, list[tuple[int, str, str]]] = {}
+        for rid, (partition, offset) in sent.where.items():
+            batch = answers[rid][0].batch
+            assert batch is not None
+            by_partition.setdefault(partition, []).append(
+                (offset, batch.column("metadata.model")[0].as_py(),
+                 batch.column("metadata.pipeline_version")[0].as_py()))
+        seen_models: set[str] = set()
+        for partition, rows in by_partition.items():
+            runs = [model for model, _ in groupby(model for _, model, _ in sorted(rows))]
+            assert runs == sorted(set(runs), key=order.index), (
+                f"partition {partition} switched models back and forth: {runs}")
+            seen_models.update(runs)
+            for _, model, version in rows:
+                assert versions[order.index(model)] == version
+        assert seen_models == set(order), "both swaps should have taken effect"
+
+        assert http and all(outcome == 1 for outcome in http), (
+            f"HTTP inferences failed during the swaps: {[o for o in http if o != 1][:3]}")
+
+        logs = pipeline.logs(limit=100_000)
+        ours = logs[logs["request_id"].str.startswith(prefix + "-")]
+        assert sorted(ours["request_id"]) == sorted(sent.where)
+        assert ours["metadata.model"].isin(order).all()
+    finally:
+        pipeline.undeploy()
+
+
+
+def test_a_redeploy_that_cannot_start_leaves_the_old_version_serving(
+        client: Client, models: dict[str, Model], model_dir: Path) -> None:
+    pipeline = client.build_pipeline("swap-fails").add_model_step(models["pre"])
+    pipeline.add_model_step(models["swap-a"]).deploy(quiet=True)
+    before = pipeline.status()
+    bad_file = model_dir / "cannot_start.py"
+    bad_file.write_text(CANNOT_START)
+    bad = client.upload_model("swap-bad", bad_file).configure("python")
+    row = pd.DataFrame({"tensor": [np.full(10, 0.02).tolist()]})
+    try:
+        with pytest.raises(WaitForDeployError, match="cannot start in a worker"):
+            pipeline.replace_with_model_step(0, bad).deploy(quiet=True)
+        after = pipeline.status()
+        assert (after["status"], after["version"]) == ("Running", before["version"])
+        # The old workers were never stopped.
+        assert [e["pid"] for e in after["engines"]] == [e["pid"] for e in before["engines"]]
+        assert len(pipeline.infer(row)) == 1
+    finally:
+        pipeline.undeploy()
