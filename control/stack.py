@@ -89,9 +89,11 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
             stack["pids"]["redis"] = redis.proc.pid
         port = settings.http_port or free_port()
         token = settings.token or secrets.token_urlsafe(32)
-        env = {**os.environ, "WEIR_HOME": str(settings.home), "WEIR_KAFKA_BOOTSTRAP": kafka,
-               "WEIR_REDIS_URL": redis_url, "WEIR_TOKEN": token, "WEIR_HTTP_PORT": str(port),
-               "WEIR_HTTP_HOST": settings.http_host}
+        chosen = {f"WEIR_{k.upper()}": str(v) for k, v in
+                  settings.model_dump(exclude_unset=True, exclude_none=True).items()}
+        env = {**os.environ, **chosen, "WEIR_HOME": str(settings.home),
+               "WEIR_KAFKA_BOOTSTRAP": kafka, "WEIR_REDIS_URL": redis_url, "WEIR_TOKEN": token,
+               "WEIR_HTTP_PORT": str(port), "WEIR_HTTP_HOST": settings.http_host}
         with open(run_dir / "server.log", "ab") as log:
             server = subprocess.Popen([sys.executable, "-m", "control.cli", "serve"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT,

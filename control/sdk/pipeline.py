@@ -182,12 +182,12 @@ class Pipeline(LogsMixin):
         self._call("POST", "/deploy", json=body)
         limit = timeout_s or self._client._settings.deploy_timeout_s
         status = self._wait_running(version, limit, quiet)
-        if status.get("status") == "Running":
+        if status.get("status") == "Running" and status.get("version") == version:
             self._refresh()
             return self
-        if was.get("status") == "Running" and was.get("version") != version:
-            self._call("POST", "/deploy", json={"version": was["version"]})  # back to what ran
-        else:
+        # A failed redeploy is undone by the server (the old version keeps serving);
+        # a failed first deploy is undone here.
+        if was.get("status") not in ("Running", "Error"):
             self.undeploy()
         reasons = [e.get("reason") for e in status.get("engines", []) if e.get("reason")]
         raise WaitForDeployError(
@@ -204,7 +204,8 @@ class Pipeline(LogsMixin):
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             status = self.status()
-            if status.get("version") == version and status.get("status") in ("Running", "Error"):
+            if status.get("status") == "Error" or (
+                    status.get("version") == version and status.get("status") == "Running"):
                 break
             if not quiet:
                 out.write(".")
