@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +94,6 @@ class _Failed:
 
     deployment: Deployment
     reason: str
-    workers: list[WorkerStatus] = field(default_factory=list)
 
 
 class Deployer:
@@ -245,7 +244,7 @@ class Deployer:
         if reason is None:
             self._failed.pop(key, None)
         else:
-            self._failed[key] = _Failed(new, reason, self._workers(new))
+            self._failed[key] = _Failed(new, reason)
         self.registry.set_deployment(swap.previous)
         keep = set(swap.previous.worker_ids)
         retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep)]
@@ -408,11 +407,11 @@ class Deployer:
             state = "Starting"
             details = [f"waiting for version {swap.previous.version} to stop taking input"]
         failed = self._failed.get((ws, name))
-        if failed is not None:
-            state, version = "Error", failed.deployment.version
+        extra: dict[str, Any] = {}
+        if failed is not None:  # the previous version serves on: say so, and what failed
+            extra["failed_version"] = failed.deployment.version
             details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
                         f"version {deployment.version} keeps serving")]
-            workers = [*failed.workers, *workers]
         engines = [{
             "ip": w.host, "name": w.worker_id, "status": w.status, "reason": w.reason,
             "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
@@ -421,7 +420,7 @@ class Deployer:
             "model_statuses": {"models": [m.model_dump() for m in w.models]},
         } for w in workers]
         return {
-            "status": state, "details": details, "version": version,
+            "status": state, "details": details, "version": version, **extra,
             "engines": engines,
             "engine_lbs": [{"ip": self.settings.http_host, "name": "weir-gateway",
                             "status": "Running", "reason": None, "details": []}],

@@ -38,8 +38,10 @@ class DeploymentConfig(BaseModel):
     replicas: int = Field(1, ge=1, le=64)
     cpus: float = Field(1.0, gt=0)
     """Sets onnxruntime's thread count per worker (rounded up)."""
-    memory: str = "1Gi"
-    """Recorded, and enforced as an address-space limit on local workers."""
+    memory: str = Field("1Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    """Per worker, as Kubernetes writes it ("512Mi", "1Gi"). Recorded, not yet enforced:
+    RLIMIT_DATA counts the address space pyarrow's allocator reserves (~1 GiB) and
+    RLIMIT_AS all mappings, so neither bounds what a worker really uses."""
     gpus: int = Field(0, ge=0)
     """More than 0 selects onnxruntime's CUDA execution provider."""
 

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 64 * 1024 * 1024
     """Largest request body the server accepts."""
 
+    log_compact_every_s: float = Field(60.0, gt=0)
+    """How often the server merges each pipeline's small log files and applies retention."""
+
+    log_retention_hours: float | None = None
+    """Drop log rows older than this (unset: keep them)."""
+
+    log_max_bytes: int | None = None
+    """Drop a pipeline's oldest log hours while its logs are larger than this (unset: no cap)."""
+
     @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE

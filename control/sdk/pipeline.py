@@ -15,6 +15,7 @@ from control.records import DeploymentConfig
 from control.sdk._display import html_table, text_table
 from control.sdk.logs import LogsMixin
 from control.sdk.model import Model
+from control.sdk.results import to_inference_result
 from control.sdk.steps import Arm, LocalStep, RandomSplit, ShadowDeploy, from_definition, step_body
 from control.sdk.versions import PipelineVersion
 from engine import codecs, expressions
@@ -189,7 +190,8 @@ class Pipeline(LogsMixin):
         # a failed first deploy is undone here.
         if was.get("status") not in ("Running", "Error"):
             self.undeploy()
-        reasons = [e.get("reason") for e in status.get("engines", []) if e.get("reason")]
+        reasons = [*status.get("details", []),
+                   *(e["reason"] for e in status.get("engines", []) if e.get("reason"))]
         raise WaitForDeployError(
             f"pipeline {self.name!r} did not reach Running within {limit:.0f}s "
             f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
@@ -204,15 +206,16 @@ class Pipeline(LogsMixin):
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             status = self.status()
-            if status.get("status") == "Error" or (
-                    status.get("version") == version and status.get("status") == "Running"):
+            if status.get("failed_version") == version or (
+                    status.get("version") == version and status.get("status") in ("Running", "Error")):
                 break
             if not quiet:
                 out.write(".")
                 out.flush()
             time.sleep(0.25)
+        running = status.get("status") == "Running" and status.get("version") == version
         if not quiet:
-            out.write(" ok\n" if status.get("status") == "Running" else " failed\n")
+            out.write(" ok\n" if running else " failed\n")
         return status
 
     def undeploy(self) -> Pipeline:
@@ -249,9 +252,10 @@ class Pipeline(LogsMixin):
         """Run rows through the deployed pipeline.
 
         `data` is a pandas DataFrame, a pyarrow Table/RecordBatch, a list of row
-        dicts or a dict of columns; a pyarrow input gets a pyarrow.Table back,
-        anything else a DataFrame with time, in.*, out.*, check_failures, anomaly.*
-        and metadata.* columns.
+        dicts or a dict of columns. A pyarrow input gets a pyarrow.Table back; a
+        dict of columns gets the guide's `[InferenceResult({...})]` (check_failures
+        as `{'False': {'expr': ...}}`, outputs, shadow_data); anything else a
+        DataFrame with time, in.*, out.*, check_failures, anomaly.* and metadata.*.
         """
         batch = codecs.to_record_batch(data)
         params = {} if timeout is None else {"timeout": str(timeout)}
@@ -262,6 +266,11 @@ class Pipeline(LogsMixin):
         result = codecs.decode(response.content, codecs.ARROW_FILE)
         if isinstance(data, (pa.Table, pa.RecordBatch)):
             return pa.Table.from_batches([result])
+        if isinstance(data, dict):  # the guide's dict in, [InferenceResult] out
+            last = next((s for s in reversed(self._steps) if isinstance(s, Model)), None)
+            default = (last.name, last.version) if last else ("", "")
+            return [to_inference_result(pa.Table.from_batches([result]), self.name,
+                                        self._validations, default)]
         return codecs.batch_to_pandas(result)
 
     def infer_from_file(self, path: str | Path, *, data_format: DataFormat | None = None,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
 
@@ -22,6 +25,8 @@ from streams.agents.log import LogAgent
 from streams.logstore import LogStore
 from streams.topics import TopicMap
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app; services start in its lifespan."""
@@ -34,7 +39,9 @@ def create_app(settings: Settings) -> FastAPI:
         registry.ensure_workspace(DEFAULT_WORKSPACE)
         topics = TopicMap.load()
         artifacts = ArtifactStore(settings.artifacts_dir)
-        store = LogStore(settings.logs_dir)
+        retention = (timedelta(hours=settings.log_retention_hours)
+                     if settings.log_retention_hours else None)
+        store = LogStore(settings.logs_dir, retention=retention, max_bytes=settings.log_max_bytes)
         state = ServerState(
             settings=settings, registry=registry, artifacts=artifacts, topics=topics,
             deployer=Deployer(settings, registry, topics, artifacts),
@@ -46,9 +53,12 @@ def create_app(settings: Settings) -> FastAPI:
         await state.log_agent.start()
         await state.deployer.start()
         await _resume(state)
+        compactor = asyncio.create_task(_compact_forever(store, settings.log_compact_every_s))
         try:
             yield
         finally:
+            compactor.cancel()
+            await asyncio.gather(compactor, return_exceptions=True)
             await state.deployer.stop()
             await state.log_agent.stop()
             await state.gateway.stop()
@@ -71,6 +81,17 @@ async def _resume(state: ServerState) -> None:
         state.registry.forget_workers(deployment.workspace, deployment.pipeline,
                                       deployment.worker_ids)
         await state.deployer.deploy(version, deployment.config)
+
+
+async def _compact_forever(store: LogStore, every_s: float) -> None:
+    """Merge small log files, drop duplicates and apply retention, in the background."""
+    while True:
+        await asyncio.sleep(every_s)
+        for workspace, pipeline in store.pipelines():
+            try:
+                await asyncio.to_thread(store.compact, workspace, pipeline)
+            except Exception:  # one pipeline's trouble must not stop the others' compaction
+                log.exception("compacting the logs of %s/%s failed", workspace, pipeline)
 
 
 def serve(settings: Settings) -> None:

@@ -21,7 +21,8 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def stack(stack_home: Path) -> Iterator[dict[str, Any]]:
     """`weir up --detach` on free ports in a temporary WEIR_HOME; `weir down` after the session."""
-    settings = Settings(home=stack_home)
+    # Compact logs often, so tests see the background compaction at work.
+    settings = Settings(home=stack_home, log_compact_every_s=2)
     record = up(settings, detach=True, say=lambda _: None)
     yield record
     down(settings, say=lambda _: None)

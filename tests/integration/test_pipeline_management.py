@@ -299,3 +299,4 @@ def test_the_pipeline_limit(small_stack: Client, files: dict[str, Path]) -> None
     second.deploy(quiet=True)
     assert second.status()["status"] == "Running"
     second.undeploy()
+

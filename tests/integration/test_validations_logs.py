@@ -166,3 +166,37 @@ def test_logs_right_after_inference_see_it(housing: Pipeline) -> None:
     housing.infer(pd.DataFrame({"tensor": [marker[0].tolist()]}))
     newest = housing.logs(limit=1)
     assert newest["in.tensor"].iloc[0][0] == pytest.approx(0.0425)
+
+
+def test_background_compaction_merges_files_and_keeps_every_row(housing: Pipeline,
+                                                                 stack_home: Path) -> None:
+    import time
+
+    for _ in range(4):
+        housing.infer(_rows(3)[0])
+    before = housing.logs(limit=100_000)
+    root = stack_home / "logstore" / "default" / "anomaly-housing-pipeline"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        hours = [p for p in root.glob("date=*/hour=*") if p.is_dir()]
+        if hours and all(len(list(h.glob("*.parquet"))) == 1 for h in hours):
+            break
+        time.sleep(0.5)
+    assert all(len(list(h.glob("*.parquet"))) == 1 for h in hours)
+    after = housing.logs(limit=100_000)
+    assert sorted(zip(after["request_id"], after["row"])) == sorted(zip(before["request_id"], before["row"]))
+
+
+def test_dict_input_gets_the_guides_inference_result(housing: Pipeline) -> None:
+    """The guide: `pipeline.infer(test_input)` with a dict -> [InferenceResult({...})]."""
+    _, x = _rows(40)
+    results = housing.infer({"tensor": [row.tolist() for row in x]})
+    assert isinstance(results, list) and len(results) == 1
+    result = results[0]
+    assert result["pipeline_name"] == "anomaly-housing-pipeline"
+    assert result.model()[0] == "anomaly-housing"
+    failed = {f["False"]["expr"] for f in result["check_failures"]}
+    assert "anomaly-housing.outputs[0][0] < 100.0" in failed
+    assert result["outputs"][0]["Float"]["dim"] == [40, 1]
+    assert result.data()[0].shape == (40, 1)
+    assert len(result["original_data"]["tensor"]) == 40
