@@ -14,7 +14,10 @@ version as Error until the next deploy or undeploy of the pipeline.
 
 A local worker that dies is restarted (unless it exited because it cannot
 start); until its new process reports Running, `status()` shows it as not
-Running.
+Running. A deployment's `memory` is passed to each worker, which exits when
+its resident memory goes over it (streams/memory.py): while Starting that is a
+failure to start, later it is restarted like a crash, and `status()` keeps
+the worker's own reason ("memory limit exceeded: ...") until it runs again.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from control.records import Deployment, DeploymentConfig, PipelineVersion
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
 from streams.admin import ensure_topics
+from streams.memory import parse_memory
+from streams.stages import WorkerRole, has_shadows
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
-from streams.worker import EXIT_CANNOT_START
+from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,18 @@ def _die_with_parent() -> None:
         pass
 
 
+
+def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int) -> str:
+    """A new worker's id: `<pipeline>-<version>-<replica>-<random>`; a shadow worker's
+    replica part is `shadow<replica>`."""
+    part = str(replica) if role == "main" else f"{role}{replica}"
+    return f"{version.pipeline}-{version.version[:8]}-{part}-{secrets.token_hex(2)}"
+
+
+def worker_role(worker_id: str) -> WorkerRole:
+    """The role a worker id names (see `new_worker_id`)."""
+    return "shadow" if worker_id.rsplit("-", 2)[1].startswith("shadow") else "main"
+
 @dataclass
 class _Local:
     """A worker process this server started."""
@@ -70,6 +87,8 @@ class _Local:
     replica: int = 0
     restarts: int = 0
     last_exit: int | None = None
+    last_reason: str | None = None
+    """Why the process last exited, as its final heartbeat said (kept across the restart)."""
 
 
 @dataclass
@@ -158,11 +177,14 @@ class Deployer:
                 raise DeploymentError(f"pipeline {name!r} has no steps: add a model step first")
             await ensure_topics(self.settings.worker_settings().kafka_bootstrap,
                                 self.topics.version_topics(ws, name, version.version,
-                                                           len(version.definition.steps)))
-            ids = [f"{name}-{version.version[:8]}-{i}-{secrets.token_hex(2)}"
-                   for i in range(config.replicas)]
-            for replica, worker_id in enumerate(ids):
-                self._spawn(version, config, replica, worker_id)
+                                                           version.definition))
+            roles: list[WorkerRole] = ["main", "shadow"] if has_shadows(version.definition) \
+                else ["main"]
+            ids = []
+            for role in roles:
+                for replica in range(config.replicas):
+                    ids.append(new_worker_id(version, role, replica))
+                    self._spawn(version, config, replica, ids[-1])
             deployment = Deployment(workspace=ws, pipeline=name, version=version.version,
                                     config=config, worker_ids=ids)
             self._failed.pop(key, None)
@@ -257,12 +279,17 @@ class Deployer:
         task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
-        """Stop workers: each drains its version's step topics, then exits."""
-        if not worker_ids:
-            return
-        self.registry.request_stop(ws, name, worker_ids)  # reaches remote workers too
-        await asyncio.to_thread(self._terminate, worker_ids)
-        self.registry.forget_workers(ws, name, worker_ids)
+        """Stop workers: each drains its version's topics, then exits.
+
+        Main workers go first: until they have drained, they still fan rows
+        out to the shadow workers' topics.
+        """
+        for role in ("main", "shadow"):
+            ids = [w for w in worker_ids if worker_role(w) == role]
+            if ids:
+                self.registry.request_stop(ws, name, ids)  # reaches remote workers too
+                await asyncio.to_thread(self._terminate, ids)
+                self.registry.forget_workers(ws, name, ids)
 
     def _failure(self, deployment: Deployment) -> str | None:
         """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).
@@ -285,10 +312,15 @@ class Deployer:
     # -- processes --------------------------------------------------------------
     def _spawn(self, version: PipelineVersion, config: DeploymentConfig, replica: int,
                worker_id: str) -> None:
+        try:
+            parse_memory(config.memory)
+        except ValueError as exc:
+            raise DeploymentError(str(exc)) from exc
         args = [sys.executable, "-m", "control.worker_main", version.pipeline, version.version,
                 "--workspace", version.workspace, "--replica", str(replica),
                 "--worker-id", worker_id, "--threads", str(max(1, math.ceil(config.cpus))),
-                "--device", "cuda" if config.gpus > 0 else "cpu"]
+                "--device", "cuda" if config.gpus > 0 else "cpu", "--memory", config.memory,
+                "--role", worker_role(worker_id)]
         self._local[worker_id] = _Local(worker_id, args, self._popen(worker_id, args), replica)
 
     def _popen(self, worker_id: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -332,8 +364,10 @@ class Deployer:
                 log.exception("worker supervision failed")
 
     def _restart_dead(self) -> None:
-        wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
-        wanted.update(w for swap in self._swaps.values() for w in swap.old_ids)
+        wanted = {w: (d.workspace, d.pipeline)
+                  for d in self.registry.list_deployments() for w in d.worker_ids}
+        for swap in self._swaps.values():
+            wanted.update((w, (swap.new.workspace, swap.new.pipeline)) for w in swap.old_ids)
         for local in list(self._local.values()):
             code = local.proc.poll()
             if code is None or local.worker_id not in wanted:
@@ -346,9 +380,20 @@ class Deployer:
                 continue
             local.restarts += 1
             local.last_exit = code
-            log.warning("worker %s exited with %s; restart #%d", local.worker_id, code,
-                        local.restarts)
+            local.last_reason = self._exit_reason(local, code, *wanted[local.worker_id])
+            log.warning("worker %s exited with %s%s; restart #%d", local.worker_id, code,
+                        f" ({local.last_reason})" if local.last_reason else "", local.restarts)
             local.proc = self._popen(local.worker_id, local.args)
+
+    def _exit_reason(self, local: _Local, code: int, ws: str, name: str) -> str | None:
+        """The reason an exited process gave in its last heartbeat, if it said why it left."""
+        if code != EXIT_OVER_MEMORY:
+            return None
+        beat = next((s for s in self.registry.workers(ws, name) if s.worker_id == local.worker_id),
+                    None)
+        if beat is None or beat.pid != local.proc.pid or beat.status != "Error":
+            return None
+        return beat.reason
 
     # -- status -------------------------------------------------------------------
     def _workers(self, deployment: Deployment) -> list[WorkerStatus]:
@@ -362,24 +407,37 @@ class Deployer:
             if local is not None:
                 code = local.proc.poll()
                 if code is not None:
-                    keep = code == EXIT_CANNOT_START and status is not None and status.reason
-                    reason = (status.reason if keep else None) or (
-                        f"process exited with {code}; "
-                        + ("it cannot start" if code == EXIT_CANNOT_START else "restarting"))
+                    said = status.reason if status is not None else None
+                    if code == EXIT_CANNOT_START and said:
+                        reason = said
+                    elif (code == EXIT_OVER_MEMORY and said and status is not None
+                          and status.pid == local.proc.pid and status.status == "Error"):
+                        reason = f"{said}; restarting"
+                    else:
+                        reason = f"process exited with {code}; " + (
+                            "it cannot start" if code == EXIT_CANNOT_START else "restarting")
                     status = (status or self._placeholder(deployment, local)).model_copy(
                         update={"status": "Error", "reason": reason})
                 elif status is None or status.pid != local.proc.pid:
                     # No heartbeat yet from this process (a restarted one's old heartbeat
                     # may still say Running).
-                    reason = (f"restarted after exit code {local.last_exit}"
-                              if local.restarts else None)
                     status = self._placeholder(deployment, local).model_copy(
-                        update={"status": "Starting", "reason": reason,
+                        update={"status": "Starting", "reason": self._restart_reason(local),
                                 "processed": status.processed if status else 0,
                                 "failed": status.failed if status else 0})
+                elif status.status == "Starting" and status.reason is None:
+                    status = status.model_copy(update={"reason": self._restart_reason(local)})
             if status is not None:
                 statuses.append(status)
         return statuses
+
+    @staticmethod
+    def _restart_reason(local: _Local) -> str | None:
+        """Why a restarted worker is not Running yet: how its last process ended."""
+        if not local.restarts:
+            return None
+        said = f": {local.last_reason}" if local.last_reason else ""
+        return f"restarted after exit code {local.last_exit}{said}"
 
     def _placeholder(self, deployment: Deployment, local: _Local) -> WorkerStatus:
         return WorkerStatus(
@@ -413,7 +471,8 @@ class Deployer:
             details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
                         f"version {deployment.version} keeps serving")]
         engines = [{
-            "ip": w.host, "name": w.worker_id, "status": w.status, "reason": w.reason,
+            "ip": w.host, "name": w.worker_id, "role": worker_role(w.worker_id),
+            "status": w.status, "reason": w.reason,
             "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
             "failed": w.failed,
             "pipeline_statuses": {"pipelines": [{"id": name, "status": w.status}]},

@@ -39,9 +39,8 @@ class DeploymentConfig(BaseModel):
     cpus: float = Field(1.0, gt=0)
     """Sets onnxruntime's thread count per worker (rounded up)."""
     memory: str = Field("1Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-    """Per worker, as Kubernetes writes it ("512Mi", "1Gi"). Recorded, not yet enforced:
-    RLIMIT_DATA counts the address space pyarrow's allocator reserves (~1 GiB) and
-    RLIMIT_AS all mappings, so neither bounds what a worker really uses."""
+    """Resident memory per worker, as Kubernetes writes it ("512Mi", "1Gi"). Enforced by
+    the worker itself (streams/memory.py): over it, a worker reports why and exits."""
     gpus: int = Field(0, ge=0)
     """More than 0 selects onnxruntime's CUDA execution provider."""
 

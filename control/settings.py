@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = 30.0
     """How long an inference waits for its answer."""
 
+    shadow_wait_s: float = Field(2.0, ge=0)
+    """How long an HTTP inference of a shadow-deployed pipeline waits, after the
+    champion answered, for the challengers' answers (within the request timeout).
+    Challengers that have not answered by then are left out of the reply; their
+    rows still reach the logs."""
+
     deploy_timeout_s: float = 60.0
     """How long deploy() waits for workers to report Running."""
 

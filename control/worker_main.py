@@ -15,6 +15,7 @@ from control.artifacts import ArtifactStore
 from control.registry import Registry
 from control.settings import Settings
 from engine.runtimes.base import RuntimeOptions
+from streams.memory import parse_memory
 from streams.topics import TopicMap
 from streams.worker import Worker, WorkerSpec
 
@@ -29,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--role", choices=["main", "shadow"], default="main",
+                        help="main: the answer path; shadow: only the shadow challengers")
+    parser.add_argument("--memory", type=_memory, default=None,
+                        help='resident memory limit, e.g. "1Gi" or "512Mi" (default: none); '
+                             "over it the worker reports why and exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -50,10 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         definition=version.definition, replica=args.replica,
         worker_id=args.worker_id or f"{args.pipeline}-{args.version[:8]}-{args.replica}",
         options=RuntimeOptions(threads=args.threads, device=args.device),
+        memory_limit_bytes=args.memory, role=args.role,
     )
     worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
                     lambda ref: artifacts.path(ref.sha), registry, settings.run_dir / "workers")
     return worker.run()
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 if __name__ == "__main__":

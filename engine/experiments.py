@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from engine import codecs
 from engine.errors import CodecError
+from engine.pipeline import META_SHADOW
 
 OUT = "out."
 SPLIT = "out._model_split"
@@ -101,10 +102,10 @@ def experiment_summary(primary: pa.Table, shadows: pa.Table | None = None) -> di
     summary: dict[str, Any] = {"rows": primary.num_rows, "models": {}, "shadows": {}}
     if primary.num_rows:
         summary["models"] = _per_model(primary)
-    if shadows is None or shadows.num_rows == 0 or "metadata.shadow" not in shadows.column_names:
+    if shadows is None or shadows.num_rows == 0 or META_SHADOW not in shadows.column_names:
         return summary
-    for model in sorted(pc.unique(shadows["metadata.shadow"]).drop_null().to_pylist()):
-        rows = shadows.filter(pc.equal(shadows["metadata.shadow"], model))
+    for model in sorted(pc.unique(shadows[META_SHADOW]).drop_null().to_pylist()):
+        rows = shadows.filter(pc.equal(shadows[META_SHADOW], model))
         errors = rows["metadata.error"] if "metadata.error" in rows.column_names else None
         summary["shadows"][model] = {
             "rows": rows.num_rows,

@@ -24,8 +24,19 @@ from engine.errors import ExpressionError, StepFailed
 from engine.runtimes import get_runtime
 from engine.runtimes.base import Runtime, RuntimeOptions
 from engine.steps import (
-    CARRIED_PREFIXES, CHECK_PREFIX, IN_PREFIX, META_PREFIX, MODEL_SPLIT, ROW, SHADOW_PREFIX,
-    StepRunner, join, make_runner, prefixed,
+    CARRIED_PREFIXES,
+    CHECK_PREFIX,
+    IN_PREFIX,
+    META_PREFIX,
+    MODEL_SPLIT,
+    ROW,
+    SHADOW_PREFIX,
+    ShadowRunner,
+    SplitRunner,
+    StepRunner,
+    join,
+    make_runner,
+    prefixed,
 )
 
 OUT_PREFIX = "out."
@@ -40,6 +51,8 @@ META_ELAPSED = "metadata.elapsed_ns"
 META_ROW = "metadata.row"
 """Each result row's index in its request (a split can answer a request in several parts)."""
 OUT_MODEL_SPLIT = "out._model_split"
+META_SHADOW = "metadata.shadow"
+"""On a challenger's log rows: which challenger answered."""
 
 ArtifactPath = Callable[[ModelRef], Path]
 Checks = list[tuple[Validation, expressions.Expression]]
@@ -71,17 +84,73 @@ class CompiledPipeline:
 
     def run_step(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """Run step `index` on an inter-step message; returns the next message."""
+        return _apply(self.steps[index].run, message)
+
+    # -- a split's and a shadow's parts, for the agents that run them apart -------------
+    def split_runner(self, index: int) -> SplitRunner:
+        runner = self.steps[index]
+        if not isinstance(runner, SplitRunner):
+            raise TypeError(f"step {index} is not a split")
+        return runner
+
+    def shadow_runner(self, index: int) -> ShadowRunner:
+        runner = self.steps[index]
+        if not isinstance(runner, ShadowRunner):
+            raise TypeError(f"step {index} is not a shadow deploy")
+        return runner
+
+    def choose_arms(self, index: int, message: pa.RecordBatch) -> np.ndarray:
+        """The arm of split step `index` that each row of `message` goes to."""
+        return self.split_runner(index).choose(split_carried(message)[0])
+
+    def run_arm(self, index: int, arm: int, message: pa.RecordBatch) -> pa.RecordBatch:
+        """Arm `arm` of split step `index` on its rows; returns the next message."""
+        return _apply(lambda working: self.split_runner(index).run_arm(arm, working), message)
+
+    def run_champion(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
+        """The champion of shadow step `index`; returns the next message."""
+        return _apply(self.shadow_runner(index).run_champion, message)
+
+    def run_challenger(self, index: int, challenger: int,
+                       message: pa.RecordBatch) -> pa.RecordBatch:
+        """Challenger `challenger` of shadow step `index`: its `_s.<model>.*` outputs and the
+        message's carried columns (turned into log rows by `finish_shadow`)."""
         working, carried = split_carried(message)
-        out, extras = self.steps[index].run(working)
-        return join(out, join(carried, extras))
+        return join(self.shadow_runner(index).run_challenger(challenger, working), carried)
+
+    def finish_shadow(self, index: int, challenger: int, message: pa.RecordBatch, *,
+                      started_ns: int) -> pa.RecordBatch:
+        """A challenger's log rows: `out_<model>.*`, which challenger, the rows' index in
+        their request, and the metadata every log row has (no checks run on them)."""
+        ref = self.shadow_runner(index).challengers[challenger]
+        n = message.num_rows
+        now_ns = time.time_ns()
+        names, columns = [TIME], [_now_ms(n, now_ns)]
+        meta: dict[str, pa.Array] = {}
+        for name, column in zip(message.schema.names, message.columns):
+            if name.startswith(SHADOW_PREFIX):
+                names.append("out_" + name[len(SHADOW_PREFIX):])
+                columns.append(column)
+            elif name.startswith(META_PREFIX):
+                meta[name] = column
+        zeros = pa.array(np.zeros(n, np.int32))
+        for name, column in (
+            (CHECK_FAILURES, zeros), (ANOMALY_COUNT, zeros),
+            (META_VERSION, pa.repeat(self.version, n)), (META_MODEL, pa.repeat(ref.label(), n)),
+            (META_SHADOW, pa.repeat(ref.name, n)),
+            (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
+            (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
+        ):
+            names.append(name)
+            columns.append(column)
+        return pa.RecordBatch.from_arrays(columns, names=names)
 
     def finish(self, message: pa.RecordBatch, *, started_ns: int) -> pa.RecordBatch:
         """The result rows: time, in.*, out.*, check failures, anomaly.* and metadata."""
         n = message.num_rows
         now_ns = time.time_ns()
         names: list[str] = [TIME]
-        # Build int64 then view as timestamp: converting with a tz-aware type costs ~35 µs.
-        columns: list[pa.Array] = [pa.array(np.full(n, now_ns // 1_000_000, np.int64)).view(TIME_TYPE)]
+        columns: list[pa.Array] = [_now_ms(n, now_ns)]
         inputs, outputs, shadows, checked, meta = [], [], [], [], {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(IN_PREFIX):
@@ -137,6 +206,19 @@ class CompiledPipeline:
     def unload(self) -> None:
         for runtime in self.runtimes.values():
             runtime.unload()
+
+
+def _apply(run: Callable[[pa.RecordBatch], tuple[pa.RecordBatch, pa.RecordBatch]],
+           message: pa.RecordBatch) -> pa.RecordBatch:
+    """`run` on a message's working columns; its outputs, then the carried columns and extras."""
+    working, carried = split_carried(message)
+    out, extras = run(working)
+    return join(out, join(carried, extras))
+
+
+def _now_ms(n: int, now_ns: int) -> pa.Array:
+    # Build int64 then view as timestamp: converting with a tz-aware type costs ~35 µs.
+    return pa.array(np.full(n, now_ns // 1_000_000, np.int64)).view(TIME_TYPE)
 
 
 def load_pipeline(

@@ -18,6 +18,11 @@ VERSION = "weir-pipeline-version"
 STARTED_NS = "weir-started-ns"
 ERROR = "weir-error"
 """On an error reply (empty value): JSON {"step", "model", "type", "message", "attempts"}."""
+SHADOW = "weir-shadow"
+"""On a shadow challenger's log rows (and replies): the challenger's model name."""
+REPLY_SHADOWS = "weir-reply-shadows"
+"""Set on a request ("1") whose caller wants challengers' answers on the result topic too
+(the HTTP gateway does); without it the result topic carries only the champion's answers."""
 
 # Dead-letter records carry these beside the failed record's own headers.
 FAILED_AT = "weir-failed-at"
@@ -37,6 +42,8 @@ class Envelope:
     version: str = ""
     started_ns: int = 0
     error: dict[str, str] | None = None
+    shadow: str | None = None
+    reply_shadows: bool = False
     extra: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -49,6 +56,8 @@ class Envelope:
             version=text.get(VERSION, ""),
             started_ns=int(text.get(STARTED_NS) or 0),
             error=json.loads(text[ERROR]) if ERROR in text else None,
+            shadow=text.get(SHADOW) or None,
+            reply_shadows=text.get(REPLY_SHADOWS) == "1",
             extra={k: v for k, v in raw.items() if k not in _OURS},
         )
 
@@ -61,6 +70,10 @@ class Envelope:
         ]
         if self.error is not None:
             out.append((ERROR, json.dumps(self.error).encode()))
+        if self.shadow is not None:
+            out.append((SHADOW, self.shadow.encode()))
+        if self.reply_shadows:
+            out.append((REPLY_SHADOWS, b"1"))
         return out + list(self.extra.items())
 
     def replace(self, **changes: object) -> Envelope:
@@ -69,4 +82,4 @@ class Envelope:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR}
+_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS}

@@ -13,8 +13,11 @@ from typing import Any, Literal
 
 import yaml
 
-TopicRole = Literal["input", "step", "output", "logs", "dead_letter"]
-ROLES: tuple[TopicRole, ...] = ("input", "step", "output", "logs", "dead_letter")
+from engine.definition import PipelineSpec, RandomSplitStep, ShadowStep
+
+TopicRole = Literal["input", "step", "split_arm", "challenger", "output", "logs", "dead_letter"]
+ROLES: tuple[TopicRole, ...] = ("input", "step", "split_arm", "challenger", "output", "logs",
+                                "dead_letter")
 
 DEFAULT_TOPICS_FILE = Path(__file__).resolve().parent.parent / "topics.yaml"
 
@@ -93,6 +96,19 @@ class TopicMap:
             workspace=workspace, pipeline=pipeline, version=version, index=index
         )
 
+    def split_arm(self, workspace: str, pipeline: str, version: str, index: int,
+                  arm: int) -> TopicSpec:
+        """The rows that the split of step `index` sends to arm `arm`."""
+        return self.templates["split_arm"].render(
+            workspace=workspace, pipeline=pipeline, version=version, index=index, arm=arm)
+
+    def challenger(self, workspace: str, pipeline: str, version: str, index: int,
+                   challenger: int) -> TopicSpec:
+        """The input of shadow step `index`, fanned out to challenger `challenger`."""
+        return self.templates["challenger"].render(
+            workspace=workspace, pipeline=pipeline, version=version, index=index,
+            challenger=challenger)
+
     def output(self, workspace: str, pipeline: str) -> TopicSpec:
         return self.templates["output"].render(workspace=workspace, pipeline=pipeline)
 
@@ -120,9 +136,24 @@ class TopicMap:
             "dead_letter": self.dead_letter(workspace, pipeline),
         }
 
-    def version_topics(
-        self, workspace: str, pipeline: str, version: str, n_steps: int
-    ) -> list[TopicSpec]:
-        """Every topic a version needs: the stable ones plus its step topics."""
-        steps = [self.step(workspace, pipeline, version, i) for i in range(1, n_steps)]
-        return [*self.pipeline_topics(workspace, pipeline).values(), *steps]
+    def internal_topics(self, workspace: str, pipeline: str, version: str,
+                        spec: PipelineSpec) -> list[TopicSpec]:
+        """The topics that belong to one version (drained and dropped with it): the step
+        topics, each split's arm topics and each shadow's challenger topics."""
+        topics = []
+        for index, step in enumerate(spec.steps):
+            if index > 0:
+                topics.append(self.step(workspace, pipeline, version, index))
+            if isinstance(step, RandomSplitStep):
+                topics += [self.split_arm(workspace, pipeline, version, index, arm)
+                           for arm in range(len(step.arms))]
+            elif isinstance(step, ShadowStep):
+                topics += [self.challenger(workspace, pipeline, version, index, c)
+                           for c in range(len(step.challengers))]
+        return topics
+
+    def version_topics(self, workspace: str, pipeline: str, version: str,
+                       spec: PipelineSpec) -> list[TopicSpec]:
+        """Every topic a version needs: the stable ones plus its own."""
+        return [*self.pipeline_topics(workspace, pipeline).values(),
+                *self.internal_topics(workspace, pipeline, version, spec)]

@@ -1,14 +1,17 @@
-"""The worker: one faust app running every step of one pipeline version.
+"""The worker: one faust app running the stages of one pipeline version.
 
-All versions of a pipeline share one consumer group, so the input topic's
-partitions are split between whatever workers are up: replicas scale out, and
-a new version's workers take over input as the old ones leave. Each step is its
-own agent, chained through the version's step topics.
+A "main" worker runs every stage on the answer path; a version with shadow
+deploys also gets "shadow" workers, which run only its challengers
+(streams.stages). All versions' main workers share one consumer group, so the
+input topic's partitions are split between whatever workers are up: replicas
+scale out, and a new version's workers take over input as the old ones leave.
+Shadow workers have a group of their own. Each stage is its own agent, chained
+through the version's topics.
 
 Told to stop (SIGTERM, or a stop request seen in its heartbeat), a worker
 drains before it leaves: it pauses its input partitions (and keeps them paused
 across rebalances), finishes what it holds, waits until the group's committed
-offsets reach the end of every step topic of its version with nothing in
+offsets reach the end of every version topic it reads with nothing in
 flight, commits and exits. So a hot swap or an undeploy loses nothing and, as
 each offset is committed only after what it produced is flushed, repeats
 nothing. The drain is bounded by `WorkerSettings.drain_timeout_s`.
@@ -38,8 +41,10 @@ from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
 from streams.agents.log import end_offsets
-from streams.agents.step import StepCounters, StepTopics, make_step_agent
+from streams.agents.step import StepCounters, make_stage_agent
+from streams.memory import MemoryWatch
 from streams.settings import WorkerSettings
+from streams.stages import WorkerRole, version_stages
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
 from streams.transport import broker_url
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 EXIT_CANNOT_START = 2
 """Exit code of a worker that cannot start (a model does not load): restarting will not help."""
+EXIT_OVER_MEMORY = 3
+"""Exit code of a running worker that went over its memory limit (restarted, like an OOM kill)."""
 DRAIN_POLL_S = 0.05
 
 
@@ -62,10 +69,15 @@ class WorkerSpec:
     worker_id: str
     replica: int = 0
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    memory_limit_bytes: int | None = None
+    """Resident memory the worker may use; over it, it reports why and exits."""
+    role: WorkerRole = "main"
+    """Which stages it runs: the answer path ("main") or the shadow challengers ("shadow")."""
 
     @property
     def group_id(self) -> str:
-        return f"weir.{self.workspace}.{self.pipeline}"
+        group = f"weir.{self.workspace}.{self.pipeline}"
+        return group if self.role == "main" else f"{group}.{self.role}"
 
 
 class Worker:
@@ -85,6 +97,7 @@ class Worker:
         self.pipeline: CompiledPipeline | None = None
         self.app: faust.App | None = None
         self._draining = False
+        self._drained_topics: list[str] = []
 
     def status(self) -> WorkerStatus:
         refs = self.spec.definition.models()
@@ -126,17 +139,15 @@ class Worker:
         def raw(name: str) -> faust.TopicT:
             return app.topic(name, value_serializer="raw", key_serializer="raw")
 
-        ws, p, v = spec.workspace, spec.pipeline, spec.version
-        n = len(self.pipeline.steps)
-        for index in range(n):
-            topics = StepTopics(
-                source=raw(self.topic_map.step(ws, p, v, index).name),
-                next=raw(self.topic_map.step(ws, p, v, index + 1).name) if index + 1 < n else None,
-                output=raw(self.topic_map.output(ws, p).name),
-                logs=raw(self.topic_map.logs(ws, p).name),
-                dead_letter=raw(self.topic_map.dead_letter(ws, p).name),
-            )
-            make_step_agent(app, self.pipeline, index, topics, self.counters, s)
+        stages = version_stages(self.pipeline, spec.workspace, spec.pipeline, self.topic_map,
+                                raw, spec.role, s.max_batch_rows)
+        if not stages:
+            raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
+        for stage in stages:
+            make_stage_agent(app, stage, self.counters, s)
+        input_topic = self._input_topic()
+        self._drained_topics = sorted({stage.source.get_topic_name() for stage in stages}
+                                      - {input_topic})
 
         @app.on_rebalance_complete.connect
         async def _running(sender: object, **kwargs: object) -> None:
@@ -154,7 +165,11 @@ class Worker:
     def _heartbeats(self, stopped: threading.Event) -> None:
         """Beat from a thread, so a long rebalance or model run cannot make the worker look dead."""
         stop_sent = False
+        memory = MemoryWatch(self.spec.memory_limit_bytes)
         while not stopped.wait(self.settings.worker_heartbeat_s):
+            over = memory.over()
+            if over is not None:
+                self._exit_over_memory(over)
             try:
                 status = self.status()
                 self.heartbeat.beat(status)
@@ -165,15 +180,27 @@ class Worker:
             except Exception:  # e.g. Redis briefly away: beat again next time
                 log.exception("heartbeat of %s failed", self.spec.worker_id)
 
+    def _exit_over_memory(self, reason: str) -> None:
+        """Leave at once, as an OOM kill would (what is not committed is read again elsewhere)."""
+        starting = self.state == "Starting"
+        self.state, self.reason = "Error", reason
+        log.error("worker %s: %s", self.spec.worker_id, reason)
+        try:
+            self.heartbeat.beat(self.status())
+        finally:
+            os._exit(EXIT_CANNOT_START if starting else EXIT_OVER_MEMORY)
+
     # -- draining -----------------------------------------------------------------
     def _input_topic(self) -> str:
         return self.topic_map.input(self.spec.workspace, self.spec.pipeline).name
 
     def _step_partitions(self) -> list[TopicPartition]:
+        """The partitions of this worker's version topics (all but the input topic)."""
         spec = self.spec
-        topics = [self.topic_map.step(spec.workspace, spec.pipeline, spec.version, i)
-                  for i in range(1, len(spec.definition.steps))]
-        return [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+        topics = self.topic_map.internal_topics(spec.workspace, spec.pipeline, spec.version,
+                                                spec.definition)
+        return [TopicPartition(t.name, p) for t in topics if t.name in self._drained_topics
+                for p in range(t.partitions)]
 
     async def drain(self) -> None:
         """Stop taking input, then wait (bounded) until this version's step topics are drained."""
@@ -224,6 +251,12 @@ class Worker:
         except WeirError as exc:
             self.state, self.reason = "Error", str(exc)
             log.error("worker %s cannot start: %s", self.spec.worker_id, exc)
+            self.heartbeat.beat(self.status())
+            return EXIT_CANNOT_START
+        over = MemoryWatch(self.spec.memory_limit_bytes).over()
+        if over is not None:  # already over after loading its models: it cannot start
+            self.state, self.reason = "Error", over
+            log.error("worker %s cannot start: %s", self.spec.worker_id, over)
             self.heartbeat.beat(self.status())
             return EXIT_CANNOT_START
         self.heartbeat.beat(self.status())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
@@ -16,7 +16,14 @@ from control.sdk._display import html_table, text_table
 from control.sdk.logs import LogsMixin
 from control.sdk.model import Model
 from control.sdk.results import to_inference_result
-from control.sdk.steps import Arm, LocalStep, RandomSplit, ShadowDeploy, from_definition, step_body
+from control.sdk.steps import (
+    Arm,
+    LocalStep,
+    RandomSplit,
+    ShadowDeploy,
+    from_definition,
+    step_body,
+)
 from control.sdk.versions import PipelineVersion
 from engine import codecs, expressions
 from engine.errors import CodecError
@@ -179,26 +186,34 @@ class Pipeline(LogsMixin):
     def _deploy_version(self, version: str, config: DeploymentConfig | None, *,
                         timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
         was = self.status()
+        redeploy = "version" in was  # the status of a deployed pipeline names its version
         body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
         self._call("POST", "/deploy", json=body)
         limit = timeout_s or self._client._settings.deploy_timeout_s
-        status = self._wait_running(version, limit, quiet)
-        if status.get("status") == "Running" and status.get("version") == version:
+        started = time.monotonic()
+        status = self._wait_running(version, limit, quiet, redeploy=redeploy)
+        if _deployed(status, version):
             self._refresh()
             return self
         # A failed redeploy is undone by the server (the old version keeps serving);
         # a failed first deploy is undone here.
-        if was.get("status") not in ("Running", "Error"):
+        if not redeploy:
             self.undeploy()
         reasons = [*status.get("details", []),
                    *(e["reason"] for e in status.get("engines", []) if e.get("reason"))]
+        waited = time.monotonic() - started
+        why = (f"did not reach Running within {limit:.0f}s" if waited >= limit
+               else f"failed after {waited:.1f}s")
         raise WaitForDeployError(
-            f"pipeline {self.name!r} did not reach Running within {limit:.0f}s "
+            f"pipeline {self.name!r} {why} "
             f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
             "what this deploy started was undone. Check that the models load "
             "(`weir models list`) and the worker logs under WEIR_HOME/run/logs")
 
-    def _wait_running(self, version: str, limit: float, quiet: bool) -> dict[str, Any]:
+    def _wait_running(self, version: str, limit: float, quiet: bool, *,
+                      redeploy: bool = False) -> dict[str, Any]:
+        """Poll status until `version` runs or certainly failed (a redeploy has failed only
+        once the server has undone it: until then the new version may briefly show Error)."""
         out = sys.stderr
         if not quiet:
             out.write(f"Waiting for deployment - this will take up to {limit:.0f}s ")
@@ -206,14 +221,16 @@ class Pipeline(LogsMixin):
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
             status = self.status()
-            if status.get("failed_version") == version or (
-                    status.get("version") == version and status.get("status") in ("Running", "Error")):
+            failed = status.get("failed_version") == version or (
+                not redeploy and status.get("version") == version
+                and status.get("status") == "Error")
+            if failed or _deployed(status, version):
                 break
             if not quiet:
                 out.write(".")
                 out.flush()
             time.sleep(0.25)
-        running = status.get("status") == "Running" and status.get("version") == version
+        running = _deployed(status, version)
         if not quiet:
             out.write(" ok\n" if running else " failed\n")
         return status
@@ -298,3 +315,9 @@ class Pipeline(LogsMixin):
 
     def _repr_html_(self) -> str:
         return html_table([self._row()], vertical=True)
+
+
+def _deployed(status: dict[str, Any], version: str) -> bool:
+    """`version` runs (and is not the version a failed redeploy left behind)."""
+    return (status.get("status") == "Running" and status.get("version") == version
+            and status.get("failed_version") != version)

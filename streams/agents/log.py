@@ -9,6 +9,9 @@ A request that failed (an error record: `weir-error` header, value holding the
 request's `in.*` columns or nothing) is logged too, one row per input row (one
 row if its input was unreadable), with the error in `metadata.error` and
 `anomaly.count` 1, so `logs(valid=False)` finds it.
+
+Records with the `weir-shadow` header are a shadow challenger's rows (or its
+failure); they go to the pipeline's shadow store (streams.shadow_logs).
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ from engine.pipeline import (
     CHECK_FAILURES,
     META_ELAPSED,
     META_MODEL,
+    META_ROW,
+    META_SHADOW,
     META_VERSION,
     TIME,
 )
+from engine.steps import ROW as MESSAGE_ROW
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
+from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
@@ -43,11 +50,19 @@ ROW = "row"
 META_ERROR = "metadata.error"
 
 
-def with_row_ids(batch: pa.RecordBatch, request_id: str) -> pa.RecordBatch:
-    """Add the (request_id, row) columns that identify each log row."""
+def with_row_ids(batch: pa.RecordBatch, request_id: str,
+                 rows: pa.Array | None = None) -> pa.RecordBatch:
+    """Add the (request_id, row) columns that identify each log row.
+
+    A row's index is its index in the request: `rows`, else the batch's
+    `metadata.row` (a split answers a request in parts), else its position.
+    """
     n = batch.num_rows
+    if rows is None and META_ROW in batch.schema.names:
+        rows = batch.column(META_ROW)
     batch = batch.append_column(REQUEST_ID, pa.array([request_id] * n, pa.string()))
-    return batch.append_column(ROW, pa.array(range(n), pa.int32()))
+    rows = pa.array(range(n), pa.int32()) if rows is None else rows.cast(pa.int32())
+    return batch.append_column(ROW, rows)
 
 
 def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBatch:
@@ -63,6 +78,10 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
             carried = None
     if carried is None or carried.num_rows == 0:
         carried = pa.RecordBatch.from_pydict({}, schema=pa.schema([]))
+    rows = None
+    if MESSAGE_ROW in carried.schema.names:
+        rows = carried.column(MESSAGE_ROW)
+        carried = carried.drop_columns([MESSAGE_ROW])
     n = max(carried.num_rows, 1)
     error = env.error or {}
     text = f"{error.get('type', 'Error')} in step {error.get('step', '?')!r}: {error.get('message', '')}"
@@ -79,7 +98,9 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
         META_ELAPSED: pa.array([max(failed_ms * 1_000_000 - env.started_ns, 0)] * n, pa.int64()),
         META_ERROR: pa.array([text] * n, pa.string()),
     })
-    return with_row_ids(pa.RecordBatch.from_pydict(columns), env.request_id)
+    if env.shadow is not None:
+        columns[META_SHADOW] = pa.array([env.shadow] * n, pa.string())
+    return with_row_ids(pa.RecordBatch.from_pydict(columns), env.request_id, rows)
 
 
 def _no_check_failures(n: int) -> pa.Array:
@@ -200,7 +221,10 @@ class LogAgent:
                     except CodecError as exc:
                         log.error("skipping unreadable log record %s@%s: %s", tp, msg.offset, exc)
                         continue
-                by_pipeline[(names["workspace"], names["pipeline"])].append(batch)
+                pipeline = names["pipeline"]
+                if env.shadow is not None:  # a challenger's rows: kept apart, joined on read
+                    pipeline = shadow_pipeline(pipeline, env.shadow)
+                by_pipeline[(names["workspace"], pipeline)].append(batch)
         for (workspace, pipeline), batches in by_pipeline.items():
             self._append(workspace, pipeline, batches)
 

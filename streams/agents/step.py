@@ -1,28 +1,31 @@
-"""The step agent: decode, run one step of the pipeline on a micro-batch, encode, forward.
+"""The stage agent: decode, compute on a micro-batch, and hand each result to a sink.
 
-Step 0 reads the pipeline's input topic (Arrow or pandas-records JSON), stamps
-the request id and pipeline version, and starts the carried input; the last
-step turns messages into result rows and sends them to the result topic and
-the log topic. Small messages that arrive together are merged (up to
-`max_batch_rows` rows, waiting at most `max_batch_wait_ms`), run through the
-step at once and split back by row counts, so every request keeps its own
-headers and reply; larger messages run as they come.
+Every agent of a worker is a stage (see streams.stages): a model step, a split's
+splitter or one of its arms, a shadow's champion or one of its challengers. A
+stage reads one topic; its `StepCompute` runs on micro-batches (small messages
+that arrive together are merged up to `max_batch_rows` rows, waiting at most
+`max_batch_wait_ms`, and split back by row counts, so every request keeps its
+own headers and reply; larger messages run as they come); its sink
+(streams.agents.sinks) sends each message's result on.
 
-A message whose step fails is tried again (up to `max_attempts` in all) unless
-the failure is deterministic (malformed or misshaped input), then becomes an
-error reply on the result topic, an error row on the log topic and a
-dead-letter record; the agent moves on.
+The stage that reads the pipeline's input topic decodes Arrow or
+pandas-records JSON, stamps the request id and pipeline version and starts the
+carried input; a stage that ends a path turns messages into result (or
+challenger log) rows.
+
+A message whose compute fails is tried again (up to `max_attempts` in all)
+unless the failure is deterministic (malformed or misshaped input); then its
+sink reports the failure and the agent moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Hashable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 import pyarrow as pa
@@ -30,16 +33,26 @@ import pyarrow as pa
 from engine import codecs
 from engine.errors import CodecError, InputMismatch
 from engine.pipeline import META_ELAPSED, TIME, CompiledPipeline
-from engine.steps import IN_PREFIX
-from streams.messages import FAILED_AT, SOURCE, Envelope
+from streams.agents.batching import (
+    merge,
+    micro_batches,
+    plan_micro_batches,
+    schema_key,
+    split,
+)
+from streams.agents.sinks import Sink
+from streams.messages import Envelope
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 DETERMINISTIC: tuple[type[Exception], ...] = (CodecError, InputMismatch)
 """Failures that trying again cannot fix: such a message is dead-lettered at once."""
+
+Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
+"""Message in, message out (one row out per row in)."""
+Finish = Callable[[pa.RecordBatch, int], pa.RecordBatch]
+"""(message, earliest request start in ns) -> the rows that end the path."""
 
 
 @dataclass
@@ -49,66 +62,7 @@ class StepCounters:
     retried: int = 0
 
 
-@dataclass
-class StepTopics:
-    """Where one step reads from and writes to."""
-
-    source: faust.TopicT
-    next: faust.TopicT | None
-    output: faust.TopicT
-    logs: faust.TopicT
-    dead_letter: faust.TopicT
-
-
-# -- micro-batching: pure functions ---------------------------------------------------
-def plan_micro_batches(messages: Sequence[tuple[Hashable, int]], max_rows: int) -> list[list[int]]:
-    """Group messages into micro-batches; returns lists of message indexes.
-
-    `messages` holds each message's (schema key, row count) in arrival order.
-    A message of `max_rows` rows or more (or of none) runs alone; smaller ones
-    are merged, in order, with others of the same schema while the total stays
-    within `max_rows`.
-    """
-    groups: list[list[int]] = []
-    open_groups: dict[Hashable, tuple[list[int], list[int]]] = {}  # key -> (members, [rows])
-    for index, (key, rows) in enumerate(messages):
-        if rows >= max_rows or rows == 0:
-            groups.append([index])
-            continue
-        current = open_groups.get(key)
-        if current is None or current[1][0] + rows > max_rows:
-            current = ([], [0])
-            groups.append(current[0])
-            open_groups[key] = current
-        current[0].append(index)
-        current[1][0] += rows
-    return groups
-
-
-def merge(batches: Sequence[pa.RecordBatch]) -> pa.RecordBatch:
-    """One record batch holding the rows of `batches` (same schema) in order."""
-    if len(batches) == 1:
-        return batches[0]
-    table = pa.Table.from_batches([b.replace_schema_metadata(None) for b in batches])
-    return table.combine_chunks().to_batches()[0]
-
-
-def split(batch: pa.RecordBatch, rows: Sequence[int]) -> list[pa.RecordBatch]:
-    """`batch` cut back into consecutive pieces of `rows` rows (zero-copy slices)."""
-    if sum(rows) != batch.num_rows:
-        raise ValueError(f"cannot split {batch.num_rows} rows into pieces of {list(rows)}")
-    pieces, offset = [], 0
-    for n in rows:
-        pieces.append(batch.slice(offset, n))
-        offset += n
-    return pieces
-
-
-def _schema_key(batch: pa.RecordBatch) -> Hashable:
-    return tuple((f.name, str(f.type)) for f in batch.schema)
-
-
-# -- a step's compute, without Kafka ---------------------------------------------------
+# -- a stage's compute, without Kafka ---------------------------------------------------
 @dataclass
 class Work:
     """One message on its way through a step: its input, and then its result or error."""
@@ -125,33 +79,40 @@ class Work:
             self.error, DETERMINISTIC)
 
 
+
+
 @dataclass
 class StepCompute:
-    """What step `index` does to messages: decode, run (merged when small), split back.
+    """What a stage does to messages: decode, run (merged when small), split back.
 
     Example:
-        compute = StepCompute(pipeline, 0, max_batch_rows=256)
+        compute = StepCompute.for_step(pipeline, 0, max_batch_rows=256)
         works = [Work(compute.decode(value, content_type), started_ns) for value in values]
         compute.run(works)   # each work now has .result or .error
     """
 
-    pipeline: CompiledPipeline
-    index: int
+    transform: Transform
+    finish: Finish | None = None
+    """Set where the path ends: turns the transformed message into its final rows."""
+    starts: bool = False
+    """Reads the pipeline's input topic: decodes what users send and starts the message."""
     max_batch_rows: int = 256
-    first: bool = field(init=False)
-    last: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.first = self.index == 0
-        self.last = self.index == len(self.pipeline.steps) - 1
+    @classmethod
+    def for_step(cls, pipeline: CompiledPipeline, index: int,
+                 max_batch_rows: int = 256) -> StepCompute:
+        """Step `index` of `pipeline`, run whole."""
+        return cls(lambda message: pipeline.run_step(index, message),
+                   finish=finisher(pipeline) if index == len(pipeline.steps) - 1 else None,
+                   starts=index == 0, max_batch_rows=max_batch_rows)
 
     def decode(self, value: bytes | None, content_type: str) -> pa.RecordBatch:
-        """The step's input message from a record value (step 0 also starts the carried input)."""
+        """The stage's input message from a record value (the first stage starts it)."""
         if value is None:
             raise CodecError("the record has no value: send one Arrow record batch or JSON rows")
-        if self.first:
+        if self.starts:
             batch = codecs.decode(value, codecs.normalize_content_type(content_type))
-            return self.pipeline.start(batch)
+            return CompiledPipeline.start(batch)
         return codecs.decode(value, codecs.ARROW_STREAM)
 
     def run(self, works: Sequence[Work]) -> None:
@@ -162,7 +123,7 @@ class StepCompute:
         """
         ready = [w for w in works if w.batch is not None and w.error is None]
         plan = plan_micro_batches(
-            [(_schema_key(w.batch), w.batch.num_rows) for w in ready if w.batch is not None],
+            [(schema_key(w.batch), w.batch.num_rows) for w in ready if w.batch is not None],
             self.max_batch_rows)
         for group in plan:
             members = [ready[i] for i in group]
@@ -178,7 +139,7 @@ class StepCompute:
         try:
             work.result = self._compute(work.batch, [work.started_ns], [work.batch.num_rows])[0]
             work.error = None
-        except Exception as exc:  # noqa: BLE001 - a failing message must not stop the stream
+        except Exception as exc:
             work.result, work.error = None, exc
 
     def _run_merged(self, members: list[Work]) -> bool:
@@ -186,7 +147,7 @@ class StepCompute:
         try:
             results = self._compute(merge(batches), [w.started_ns for w in members],
                                     [b.num_rows for b in batches])
-        except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
+        except Exception as exc:
             log.debug("micro-batch of %d messages failed (%s); running them one by one",
                       len(members), exc)
             return False
@@ -197,12 +158,17 @@ class StepCompute:
 
     def _compute(self, batch: pa.RecordBatch, started_ns: list[int],
                  rows: list[int]) -> list[pa.RecordBatch]:
-        out = self.pipeline.run_step(self.index, batch)
-        if not self.last:
+        out = self.transform(batch)
+        if self.finish is None:
             return split(out, rows)
-        pieces = split(self.pipeline.finish(out, started_ns=min(started_ns)), rows)
+        pieces = split(self.finish(out, min(started_ns)), rows)
         now = time.time_ns()
         return [_stamped(p, s, now, len(pieces) > 1) for p, s in zip(pieces, started_ns)]
+
+
+def finisher(pipeline: CompiledPipeline) -> Finish:
+    """The finish of a path that ends in the pipeline's result rows."""
+    return lambda message, started_ns: pipeline.finish(message, started_ns=started_ns)
 
 
 def _stamped(batch: pa.RecordBatch, started_ns: int, now_ns: int,
@@ -229,88 +195,39 @@ def _set(batch: pa.RecordBatch, name: str, values: list[int]) -> pa.RecordBatch:
     return batch.set_column(index, field_, pa.array(values, pa.int64()).cast(field_.type))
 
 
-async def micro_batches(events: AsyncIterable[T], max_events: int,
-                        wait_s: float) -> AsyncIterator[list[T]]:
-    """`events` in micro-batches: each starts with the next event to come and takes
-    what follows it for up to `wait_s`, or until it holds `max_events`.
-
-    Unlike faust's `take_events`, an idle stream costs nothing: nothing wakes up
-    until an event arrives. At most `max_events` events wait in the buffer, so a
-    slow step holds the stream back rather than growing memory.
-    """
-    buffer: asyncio.Queue[tuple[T | None, BaseException | None]] = asyncio.Queue(max_events)
-    ended = False
-
-    async def feed() -> None:
-        try:
-            async for event in events:
-                await buffer.put((event, None))
-            await buffer.put((None, StopAsyncIteration()))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer of the batches
-            await buffer.put((None, exc))
-
-    def take(item: tuple[T | None, BaseException | None], batch: list[T]) -> None:
-        nonlocal ended
-        event, error = item
-        if isinstance(error, StopAsyncIteration):
-            ended = True
-        elif error is not None:
-            raise error
-        else:
-            batch.append(event)  # type: ignore[arg-type]
-
-    feeder = asyncio.create_task(feed(), name="micro-batch-feeder")
-    loop = asyncio.get_running_loop()
-    try:
-        while not ended:
-            batch: list[T] = []
-            take(await buffer.get(), batch)
-            deadline = loop.time() + wait_s
-            while len(batch) < max_events and not ended:
-                if buffer.empty():
-                    await asyncio.sleep(0)  # let the feeder hand on what is already fetched
-                if not buffer.empty():
-                    take(buffer.get_nowait(), batch)
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    take(await asyncio.wait_for(buffer.get(), remaining), batch)
-                except TimeoutError:
-                    break
-            if batch:
-                yield batch
-    finally:
-        feeder.cancel()
-        await asyncio.gather(feeder, return_exceptions=True)
-
-
 # -- the agent ------------------------------------------------------------------------
+@dataclass
+class Stage:
+    """One agent of a worker: where it reads, what it computes, where results go."""
+
+    name: str
+    source: faust.TopicT
+    compute: StepCompute
+    sink: Sink
+    version: str
+    """The pipeline version, stamped on requests where they enter."""
+
+
 def _request_id(message: Any) -> str:
     """A request id for records sent without one, stable across redelivery."""
     return f"{message.topic}-{message.partition}-{message.offset}"
 
 
-def make_step_agent(
-    app: faust.App, pipeline: CompiledPipeline, index: int, topics: StepTopics,
-    counters: StepCounters, settings: WorkerSettings,
-) -> None:
-    """Register the agent that runs step `index` of `pipeline` on `app`."""
-    compute = StepCompute(pipeline, index, settings.max_batch_rows)
-    step = pipeline.steps[index]
-    labels = (step.label, step.last_model.label())
+def make_stage_agent(app: faust.App, stage: Stage, counters: StepCounters,
+                     settings: WorkerSettings) -> None:
+    """Register the agent that runs `stage` on `app`."""
+    compute, sink = stage.compute, stage.sink
 
     def receive(event: faust.EventT) -> tuple[Envelope, Work]:
         message = event.message
         env = Envelope.parse(message.headers, default_request_id=_request_id(message))
         content_type = env.content_type
-        if compute.first:
-            env = env.replace(version=pipeline.version, content_type=codecs.ARROW_STREAM,
+        if compute.starts:
+            env = env.replace(version=stage.version, content_type=codecs.ARROW_STREAM,
                               started_ns=env.started_ns or _timestamp_ns(message))
         try:
             return env, Work(compute.decode(event.value, content_type), env.started_ns)
-        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the stream
+        except Exception as exc:
             return env, Work(None, env.started_ns, error=exc, attempts=1)
 
     async def handle(events: Sequence[faust.EventT]) -> None:
@@ -322,11 +239,11 @@ def make_step_agent(
                 await asyncio.sleep(settings.retry_backoff_ms * work.attempts / 1000)
                 compute.run_one(work)
         for event, (env, work) in zip(events, received, strict=True):
-            if work.error is None and await _forward(topics, event, env, work, compute.last):
+            if work.error is None and await sink.send(event.message, env, work):
                 counters.processed += 1
             else:
                 counters.failed += 1
-                await _fail(topics, event, env, labels, work)
+                await sink.fail(event.message, event.value, env, work)
 
     async def agent(stream: faust.StreamT) -> None:
         stream.enable_acks = False  # each event is acked once its micro-batch is sent on
@@ -337,58 +254,7 @@ def make_step_agent(
             for event in events:
                 await stream.ack(event)
 
-    app.agent(topics.source, name=f"step-{index}")(agent)
-
-
-async def _forward(topics: StepTopics, event: faust.EventT, env: Envelope, work: Work,
-                   last: bool) -> bool:
-    """Send a work's result on; False (with work.error set) if it cannot be encoded."""
-    assert work.result is not None
-    key = event.message.key
-    try:
-        value = codecs.encode(work.result, codecs.ARROW_STREAM)
-    except Exception as exc:  # noqa: BLE001 - reported as this message's failure
-        work.error = exc
-        return False
-    if not last:
-        assert topics.next is not None
-        await topics.next.send(key=key, value=value, headers=env.headers())
-        return True
-    await topics.output.send(key=key, value=value, headers=env.headers())
-    await topics.logs.send(key=key, value=value, headers=env.headers())
-    return True
-
-
-async def _fail(topics: StepTopics, event: faust.EventT, env: Envelope, labels: tuple[str, str],
-                work: Work) -> None:
-    """Error reply to the caller, error rows to the log, the record to the dead-letter topic."""
-    exc = work.error
-    error = {"step": labels[0], "model": labels[1], "type": type(exc).__name__,
-             "message": str(exc), "attempts": str(work.attempts)}
-    log.warning("request %s failed in step %s after %d attempt(s): %s", env.request_id,
-                labels[0], work.attempts, exc)
-    failed = env.replace(error=error)
-    message = event.message
-    await topics.output.send(key=message.key, value=b"", headers=failed.headers())
-    await topics.logs.send(key=message.key, value=_carried_input(work), headers=failed.headers())
-    await topics.dead_letter.send(
-        key=message.key, value=event.value,
-        headers=failed.replace(extra={
-            **env.extra, FAILED_AT: str(time.time_ns()).encode(),
-            SOURCE: json.dumps([message.topic, message.partition, message.offset]).encode(),
-        }).headers(),
-    )
-
-
-def _carried_input(work: Work) -> bytes:
-    """The failed rows' `in.*` columns for the log (empty when the input was unreadable)."""
-    if work.batch is None:
-        return b""
-    inputs = [n for n in work.batch.schema.names if n.startswith(IN_PREFIX)]
-    try:
-        return codecs.encode(work.batch.select(inputs), codecs.ARROW_STREAM)
-    except Exception:  # noqa: BLE001 - the error row is still logged, without its input
-        return b""
+    app.agent(stage.source, name=stage.name)(agent)
 
 
 def _timestamp_ns(message: Any) -> int:

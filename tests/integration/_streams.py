@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,3 +140,28 @@ def first_value(batch: pa.RecordBatch) -> float:
 def is_error(answer: Answer) -> bool:
     return answer.env.error is not None or answer.batch is None
 
+
+
+async def send_and_collect(bootstrap: str, topics: dict[str, str], prefix: str, count: int, *,
+                           per_second: float, sent: Sent,
+                           meanwhile: Callable[[], Awaitable[None]] | None = None,
+                           settle_s: float = 0.0) -> dict[str, list[Answer]]:
+    """Send `count` numbered records to the input topic while `meanwhile` runs, wait until
+    every one is answered on the result topic (then `settle_s` more, for late repeats) and
+    return the answers by request id."""
+    reader = Reader(bootstrap, topics["output"], prefix)
+    await reader.start()
+    try:
+        producing = asyncio.create_task(
+            produce(bootstrap, topics["input"], prefix, count, per_second=per_second, sent=sent))
+        if meanwhile is not None:
+            await meanwhile()
+        await producing
+        missing = await reader.wait_for(set(sent.where), timeout_s=60)
+        assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
+        if settle_s:
+            await asyncio.sleep(settle_s)
+            await reader.catch_up()
+        return reader.answers
+    finally:
+        await reader.stop()

@@ -7,9 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
-from streams.agents.log import META_ERROR, error_rows
+from streams.agents.log import META_ERROR, error_rows, with_row_ids
 from streams.logstore import LogStore
 from streams.messages import Envelope
+from streams.shadow_logs import read_shadows, shadow_pipeline
 
 ERROR = {"step": "pre", "model": "pre@12345678", "type": "StepFailed",
          "message": "step 'pre' failed: poison row", "attempts": "3"}
@@ -38,3 +39,27 @@ def test_an_unreadable_request_gets_one_row(tmp_path: Path) -> None:
     batch = error_rows(env, b"", time_ms=5)
     assert batch.num_rows == 1 and batch.column("row").to_pylist() == [0]
     LogStore(tmp_path).append("ws", "p", batch)
+
+
+def test_rows_of_a_part_of_a_request_keep_their_place_in_it() -> None:
+    part = pa.RecordBatch.from_pydict({"out.y": [1.0, 2.0],
+                                       "metadata.row": pa.array([3, 7], pa.int32())})
+    assert with_row_ids(part, "r1").column("row").to_pylist() == [3, 7]
+    carried = pa.RecordBatch.from_pydict({"in.x": [1.0, 2.0], "_meta.row": pa.array([4, 9], pa.int32())})
+    env = Envelope(request_id="r1", version="v1", error=ERROR)
+    failed = error_rows(env, codecs.encode(carried, codecs.ARROW_STREAM), time_ms=5)
+    assert failed.column("row").to_pylist() == [4, 9]
+    assert "_meta.row" not in failed.schema.names
+
+
+def test_a_challengers_failure_is_logged_as_that_challengers(tmp_path: Path) -> None:
+    env = Envelope(request_id="r1", version="v1", error=ERROR, shadow="chal")
+    batch = error_rows(env, b"", time_ms=5)
+    assert batch.column("metadata.shadow").to_pylist() == ["chal"]
+    store = LogStore(tmp_path)
+    store.append("ws", shadow_pipeline("p", "chal"), batch)
+    store.append("ws", shadow_pipeline("p", "other"), batch.set_column(
+        batch.schema.get_field_index("metadata.shadow"), "metadata.shadow", pa.array(["other"])))
+    both = read_shadows(store, "ws", "p")  # one row per challenger, though the keys are equal
+    assert sorted(both.column("metadata.shadow").to_pylist()) == ["chal", "other"]
+    assert read_shadows(store, "ws", "q").num_rows == 0

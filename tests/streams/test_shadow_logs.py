@@ -35,4 +35,4 @@ def test_a_failed_challenger_shows_its_error() -> None:
 def test_no_shadows_leaves_the_rows_alone() -> None:
     primary = _primary()
     assert attach_shadows(primary, pa.table({"x": pa.array([], pa.int32())})) is primary
-    assert shadow_pipeline("p") == "p~shadow"
+    assert shadow_pipeline("p", "c") == "p~shadow~c"

@@ -20,14 +20,8 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.errors import CodecError, InputMismatch, StepFailed
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.step import (
-    StepCompute,
-    Work,
-    merge,
-    micro_batches,
-    plan_micro_batches,
-    split,
-)
+from streams.agents.batching import merge, micro_batches, plan_micro_batches, split
+from streams.agents.step import StepCompute, Work
 
 X = np.random.default_rng(3).random((200, 10), dtype=np.float32)
 POISON = -999.0
@@ -70,7 +64,7 @@ def rows(x: np.ndarray) -> pa.RecordBatch:
 
 def through_both_steps(pipeline: CompiledPipeline, inputs: list[pa.RecordBatch],
                        started: list[int] | None = None) -> list[Work]:
-    first, last = StepCompute(pipeline, 0, 256), StepCompute(pipeline, 1, 256)
+    first, last = StepCompute.for_step(pipeline, 0, 256), StepCompute.for_step(pipeline, 1, 256)
     started = started or [0] * len(inputs)
     works = [Work(first.decode(codecs.encode(b, codecs.ARROW_STREAM), codecs.ARROW_STREAM), s)
              for b, s in zip(inputs, started)]
@@ -195,7 +189,7 @@ def test_one_poisoned_message_does_not_fail_its_micro_batch(pipeline: CompiledPi
 
 
 def test_a_misshaped_message_fails_alone_and_is_not_retried(pipeline: CompiledPipeline) -> None:
-    compute = StepCompute(pipeline, 1, 256)
+    compute = StepCompute.for_step(pipeline, 1, 256)
     good = pipeline.run_step(0, pipeline.start(rows(X[:2])))
     bad = pipeline.start(pa.RecordBatch.from_pydict({"float_input": [[1.0, 2.0, 3.0]]}))
     works = [Work(good, 0), Work(bad, 0), Work(good, 0)]
@@ -214,7 +208,7 @@ def test_messages_of_different_schemas_run_in_separate_batches(pipeline: Compile
 
 
 def test_unreadable_records_are_codec_errors(pipeline: CompiledPipeline) -> None:
-    compute = StepCompute(pipeline, 0, 256)
+    compute = StepCompute.for_step(pipeline, 0, 256)
     with pytest.raises(CodecError):
         compute.decode(b"\x00not arrow", codecs.ARROW_STREAM)
     with pytest.raises(CodecError):

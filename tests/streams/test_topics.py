@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from engine.definition import (
+    ModelRef,
+    ModelStep,
+    PipelineSpec,
+    RandomSplitStep,
+    ShadowStep,
+    SplitArm,
+)
 from streams.topics import TopicMap
 
 
@@ -30,9 +38,28 @@ def test_partitions_and_configs_come_from_the_file(topics: TopicMap) -> None:
     assert topics.logs("ws", "p").config["retention.ms"] == "604800000"
 
 
+def _ref(name: str) -> ModelRef:
+    return ModelRef(name=name, version="1", sha="0" * 64, runtime="onnx")
+
+
 def test_version_topics_list_every_topic_once(topics: TopicMap) -> None:
-    names = [t.name for t in topics.version_topics("ws", "p", "v1", 3)]
+    spec = PipelineSpec(steps=[ModelStep(model=_ref("a")), ModelStep(model=_ref("b")),
+                               ModelStep(model=_ref("c"))])
+    names = [t.name for t in topics.version_topics("ws", "p", "v1", spec)]
     assert names == ["ws.p.in", "ws.p.out", "ws.p.logs", "ws.p.dlq", "ws.p.v1.s1", "ws.p.v1.s2"]
+
+
+def test_splits_and_shadows_get_a_topic_per_arm_and_challenger(topics: TopicMap) -> None:
+    split = RandomSplitStep(arms=[SplitArm(weight=1, models=[_ref("a")]),
+                                  SplitArm(weight=2, models=[_ref("b")])])
+    shadow = ShadowStep(champion=_ref("a"), challengers=[_ref("b"), _ref("c")])
+    spec = PipelineSpec(steps=[split, ModelStep(model=_ref("d")), shadow])
+    names = [t.name for t in topics.internal_topics("ws", "p", "v1", spec)]
+    assert names == ["ws.p.v1.s0.arm0", "ws.p.v1.s0.arm1", "ws.p.v1.s1", "ws.p.v1.s2",
+                     "ws.p.v1.s2.shadow0", "ws.p.v1.s2.shadow1"]
+    assert topics.parse("split_arm", "ws.p.v1.s0.arm1") == {
+        "workspace": "ws", "pipeline": "p", "version": "v1", "index": "0", "arm": "1"}
+    assert topics.parse("step", "ws.p.v1.s2.shadow1") is None
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -17,7 +17,7 @@ from control.server.state import ServerState, get_state
 from engine import codecs
 from engine.experiments import experiment_summary
 from streams.logstore import LogQueryError
-from streams.shadow_logs import attach_shadows, shadow_pipeline
+from streams.shadow_logs import attach_shadows, read_shadows
 
 router = APIRouter()
 
@@ -97,8 +97,7 @@ def _shadows_near(state: ServerState, workspace: str, name: str, table: pa.Table
     times = table["time"]
     start = pc.min(times).as_py() - SHADOW_LAG
     end = pc.max(times).as_py() + SHADOW_LAG
-    return state.log_store.query(workspace, shadow_pipeline(name), limit=None, start=start,
-                                 end=end)
+    return read_shadows(state.log_store, workspace, name, start=start, end=end)
 
 
 def _encode(table: pa.Table, format: str) -> tuple[bytes, str]:
@@ -158,6 +157,5 @@ async def experiment(name: str, request: Request, workspace: str = "default",
     state.registry.get_pipeline(workspace, name)
     await state.log_agent.sync(workspace, name)
     primary = state.log_store.query(workspace, name, limit=None, start=start, end=end)
-    shadows = state.log_store.query(workspace, shadow_pipeline(name), limit=None, start=start,
-                                    end=end)
+    shadows = read_shadows(state.log_store, workspace, name, start=start, end=end)
     return experiment_summary(attach_shadows(primary, shadows), shadows)
