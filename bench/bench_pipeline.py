@@ -428,6 +428,10 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         c["vs_bare_aiokafka"] = round(weir / echo, 3) if echo else None
         one, three = (_find(configs, c["model"], s, c["rows"])["latency"]["p50_ms"] for s in STEPS)
         c["extra_step_p50_ms"] = round((three - one) / 2, 3) if None not in (one, three) else None
+        # An extra step is one more broker hop; a bare aiokafka round trip is one hop.
+        hop = results["echo"][c["rows"]]["latency"]["p50_ms"]
+        c["extra_step_over_bare_hop_ms"] = (round(c["extra_step_p50_ms"] - hop, 3)
+                                            if None not in (c["extra_step_p50_ms"], hop) else None)
         msgs = c["throughput"]["answered_msgs"]
         cpu = c["throughput"]["cpu_s"]
         wall = cpu["wall_s"]
@@ -490,14 +494,15 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     console.print(table)
     table = Table(title="latency, and where the time goes (ms; CPU per message during throughput)")
     for col in ("model", "steps", "rows/msg", "p50", "p99", "in-pipe p50", "+p50/step",
-                "worker CPU/msg", "engine/msg unbatched", "model/msg", "faust+kafka/msg", "worker cores",
+                "+step over bare hop", "worker CPU/msg", "engine/msg unbatched", "model/msg", "faust+kafka/msg", "worker cores",
                 "worker runq", "our cores", "others' cores"):
         table.add_column(col, justify="right")
     for c in configs:
         lat, w = c["latency"], c["where_time_goes"]
         table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(lat["p50_ms"], 2),
                       _n(lat["p99_ms"], 2), _n(lat["in_pipeline_p50_ms"], 2),
-                      _n(c["extra_step_p50_ms"], 2), _n(w["worker_cpu_ms_per_msg"], 3),
+                      _n(c["extra_step_p50_ms"], 2), _n(c["extra_step_over_bare_hop_ms"], 2),
+                      _n(w["worker_cpu_ms_per_msg"], 3),
                       _n(w["engine_ms_per_msg"], 3), _n(w["model_ms_per_msg"], 3),
                       _n(w["faust_kafka_ms_per_msg"], 3), _n(w["worker_cores_busy"], 2),
                       _n(w["worker_runqueue_wait_share"], 2), _n(w["all_cores_busy"], 2),

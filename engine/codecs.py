@@ -115,7 +115,24 @@ def decode(payload: bytes, content_type: str) -> pa.RecordBatch:
         if kind == ARROW_STREAM and payload.startswith(b"ARROW1"):
             hint = f"; this looks like an Arrow IPC file, send it as {ARROW_FILE!r}"
         raise CodecError(f"malformed payload ({exc}): expected {expected}{hint}") from exc
-    return batch
+    return _without_dictionaries(batch)
+
+
+def repeated(value: str, n: int) -> pa.Array:
+    """`value` `n` times, dictionary-encoded: encoded, it costs one copy of the text and a
+    byte per row (a result's pipeline version and model name would otherwise be over
+    half its bytes); `decode` turns it back into plain strings."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
+                                          pa.array([value], pa.string()))
+
+
+def _without_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Dictionary-encoded columns as plain ones, so every reader sees one type per column."""
+    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+        return batch
+    columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
+               for c in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def encode(batch: pa.RecordBatch, content_type: str) -> bytes:

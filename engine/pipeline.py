@@ -136,8 +136,9 @@ class CompiledPipeline:
         zeros = pa.array(np.zeros(n, np.int32))
         for name, column in (
             (CHECK_FAILURES, zeros), (ANOMALY_COUNT, zeros),
-            (META_VERSION, pa.repeat(self.version, n)), (META_MODEL, pa.repeat(ref.label(), n)),
-            (META_SHADOW, pa.repeat(ref.name, n)),
+            (META_VERSION, codecs.repeated(self.version, n)),
+            (META_MODEL, codecs.repeated(ref.label(), n)),
+            (META_SHADOW, codecs.repeated(ref.name, n)),
             (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
             (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
         ):
@@ -172,8 +173,8 @@ class CompiledPipeline:
         tail = [
             (CHECK_FAILURES, count), (ANOMALY_COUNT, count),
             *((ANOMALY_PREFIX + name, pa.array(mask, pa.bool_())) for name, mask in failed.items()),
-            (META_VERSION, pa.repeat(self.version, n)),
-            (META_MODEL, pa.repeat(last.label() if last else "", n)),
+            (META_VERSION, codecs.repeated(self.version, n)),
+            (META_MODEL, codecs.repeated(last.label() if last else "", n)),
             (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
             (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
         ]

@@ -27,6 +27,7 @@ from engine.codecs import (
     encode,
     ndarray_to_column,
     normalize_content_type,
+    repeated,
     to_record_batch,
 )
 from engine.errors import CodecError
@@ -423,3 +424,15 @@ def test_to_record_batch_rejects_rows_that_are_not_dicts() -> None:
 def test_batch_from_arrays_rejects_bad_shapes(arrays: dict, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         batch_from_arrays(arrays)
+
+
+def test_repeated_text_is_small_on_the_wire_and_plain_when_decoded() -> None:
+    n = 256
+    version = "9d58c974-2fb0-491e-96ba-395d30f52d9d"
+    compact = pa.RecordBatch.from_arrays([repeated(version, n)], names=["v"])
+    plain = pa.RecordBatch.from_arrays([pa.array([version] * n)], names=["v"])
+    encoded = encode(compact, ARROW_STREAM)
+    assert len(encoded) < len(encode(plain, ARROW_STREAM)) / 4
+    decoded = decode(encoded, ARROW_STREAM)
+    assert decoded.schema.field("v").type == pa.string()
+    assert decoded.column("v").to_pylist() == [version] * n
