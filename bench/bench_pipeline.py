@@ -428,8 +428,10 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         c["vs_bare_aiokafka"] = round(weir / echo, 3) if echo else None
         one, three = (_find(configs, c["model"], s, c["rows"])["latency"]["p50_ms"] for s in STEPS)
         c["extra_step_p50_ms"] = round((three - one) / 2, 3) if None not in (one, three) else None
-        # An extra step is one more broker hop; a bare aiokafka round trip is one hop.
-        hop = results["echo"][c["rows"]]["latency"]["p50_ms"]
+        # An extra step is one more broker hop; the bare echo round trip is two hops
+        # (topic A -> echo -> topic B -> reader).
+        echo_p50 = results["echo"][c["rows"]]["latency"]["p50_ms"]
+        hop = echo_p50 / 2 if echo_p50 is not None else None
         c["extra_step_over_bare_hop_ms"] = (round(c["extra_step_p50_ms"] - hop, 3)
                                             if None not in (c["extra_step_p50_ms"], hop) else None)
         msgs = c["throughput"]["answered_msgs"]
