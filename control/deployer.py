@@ -13,8 +13,10 @@ deployment is restored and keeps serving, and `status()` reports the failed
 version as Error until the next deploy or undeploy of the pipeline.
 
 A local worker that dies is restarted (unless it exited because it cannot
-start); until its new process reports Running, `status()` shows it as not
-Running. A deployment's `memory` is passed to each worker, which exits when
+start): at once, or, if it keeps dying soon after it starts (a record that
+crashes it each time it is read again), after a delay that doubles up to
+RESTART_BACKOFF_MAX_S. Until its new process reports Running, `status()`
+shows it as not Running. A deployment's `memory` is passed to each worker, which exits when
 its resident memory goes over it (streams/memory.py): while Starting that is a
 failure to start, later it is restarted like a crash, and `status()` keeps
 the worker's own reason ("memory limit exceeded: ...") until it runs again.
@@ -33,7 +35,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +54,11 @@ from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 log = logging.getLogger(__name__)
 
 SUPERVISE_EVERY_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+"""A worker that keeps dying soon after it starts (e.g. a record that crashes it
+every time) is restarted after 0, 1, 2, 4 ... s, at most this long."""
+STABLE_AFTER_S = 60.0
+"""A worker that ran this long before it died is restarted at once again."""
 SWAP_POLL_S = 0.2
 STOP_GRACE_S = 15.0
 """How long past its drain timeout a stopping worker may take before it is killed."""
@@ -89,6 +96,10 @@ class _Local:
     last_exit: int | None = None
     last_reason: str | None = None
     """Why the process last exited, as its final heartbeat said (kept across the restart)."""
+    started_at: float = field(default_factory=time.monotonic)
+    quick_deaths: int = 0
+    """Exits in a row, each within STABLE_AFTER_S of its start (sets the restart delay)."""
+    restart_at: float | None = None
 
 
 @dataclass
@@ -378,11 +389,23 @@ class Deployer:
                               local.worker_id)
                 local.last_exit = code
                 continue
+            now = time.monotonic()
+            if local.restart_at is None:  # just found dead: when to start it again
+                stable = now - local.started_at >= STABLE_AFTER_S
+                local.quick_deaths = 0 if stable else local.quick_deaths + 1
+                delay = (0.0 if local.quick_deaths <= 1
+                         else min(2.0 ** (local.quick_deaths - 2), RESTART_BACKOFF_MAX_S))
+                local.restart_at = now + delay
+                local.last_exit = code
+                local.last_reason = self._exit_reason(local, code, *wanted[local.worker_id])
+                log.warning("worker %s exited with %s%s; restarting it in %.0fs",
+                            local.worker_id, code,
+                            f" ({local.last_reason})" if local.last_reason else "", delay)
+            if now < local.restart_at:
+                continue
             local.restarts += 1
-            local.last_exit = code
-            local.last_reason = self._exit_reason(local, code, *wanted[local.worker_id])
-            log.warning("worker %s exited with %s%s; restart #%d", local.worker_id, code,
-                        f" ({local.last_reason})" if local.last_reason else "", local.restarts)
+            local.restart_at = None
+            local.started_at = now
             local.proc = self._popen(local.worker_id, local.args)
 
     def _exit_reason(self, local: _Local, code: int, ws: str, name: str) -> str | None:
@@ -416,6 +439,10 @@ class Deployer:
                     else:
                         reason = f"process exited with {code}; " + (
                             "it cannot start" if code == EXIT_CANNOT_START else "restarting")
+                    if local.restart_at is not None and local.quick_deaths > 1:
+                        wait = max(local.restart_at - time.monotonic(), 0.0)
+                        reason += (f" in {wait:.0f}s (it died {local.quick_deaths} times in a "
+                                   "row soon after starting; see its log)")
                     status = (status or self._placeholder(deployment, local)).model_copy(
                         update={"status": "Error", "reason": reason})
                 elif status is None or status.pid != local.proc.pid:

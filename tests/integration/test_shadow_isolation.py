@@ -119,6 +119,15 @@ def test_a_crashing_challenger_leaves_the_champion_serving(
             assert engines["main"]["status"] == "Running"
             assert engines["main"]["pid"] == main["pid"]  # never restarted
         assert shadow_down, "the crashed shadow worker should show as not Running"
+        # It re-reads the record that kills it, again and again: restarts back off.
+        deadline = time.monotonic() + 40
+        reason = ""
+        while time.monotonic() < deadline and "times in a row" not in reason:
+            engines = {e["role"]: e for e in pipeline.status()["engines"]}
+            reason = engines["shadow"]["reason"] or ""
+            time.sleep(0.3)
+        assert "times in a row" in reason, reason
+        assert engines["main"]["status"] == "Running"
     finally:
         pipeline.undeploy()
 
