@@ -136,6 +136,11 @@ def test_shadow_deploy_answers_with_the_champion_and_logs_challengers(
     logs = pipeline.logs(limit=20)
     assert "out_aloha-challenger.variable" in logs.columns
     assert logs["out_aloha-challenger.variable"].notna().all()
+    assert logs["out_broken.error"].str.contains("challenger always fails").all()
     summary = pipeline.experiment_summary()
     assert summary["models"]["aloha-control"]["rows"] >= 20
+    challenger, broken = summary["shadows"]["aloha-challenger"], summary["shadows"]["broken"]
+    assert challenger["rows"] >= 20 and challenger["errors"] == 0
+    assert challenger["vs_champion"], "how the challenger's outputs differ from the champion's"
+    assert broken["errors"] >= 20
     pipeline.undeploy()
