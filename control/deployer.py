@@ -73,16 +73,19 @@ def _die_with_parent() -> None:
 
 
 
-def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int) -> str:
-    """A new worker's id: `<pipeline>-<version>-<replica>-<random>`; a shadow worker's
-    replica part is `shadow<replica>`."""
+def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int,
+                  suffix: str | None = None) -> str:
+    """A worker's id: `<pipeline>-<version>-<replica>-<suffix>` (random by default, no
+    dashes); a shadow worker's replica part is `shadow<replica>`."""
     part = str(replica) if role == "main" else f"{role}{replica}"
-    return f"{version.pipeline}-{version.version[:8]}-{part}-{secrets.token_hex(2)}"
+    return f"{version.pipeline}-{version.version[:8]}-{part}-{suffix or secrets.token_hex(2)}"
 
 
 def worker_role(worker_id: str) -> WorkerRole:
-    """The role a worker id names (see `new_worker_id`)."""
-    return "shadow" if worker_id.rsplit("-", 2)[1].startswith("shadow") else "main"
+    """The role an id from `new_worker_id` names ("main" for any other id)."""
+    parts = worker_id.rsplit("-", 2)
+    return "shadow" if len(parts) == 3 and parts[1].startswith("shadow") else "main"
+
 
 @dataclass
 class _Local:
@@ -471,7 +474,7 @@ class Deployer:
             worker_id=local.worker_id, workspace=deployment.workspace,
             pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
             pid=local.proc.pid, host=socket.gethostname(), status="Starting",
-            time=datetime.now(UTC))
+            role=worker_role(local.worker_id), time=datetime.now(UTC))
 
     def overall(self, deployment: Deployment) -> str:
         workers = self._workers(deployment)
@@ -498,7 +501,7 @@ class Deployer:
             details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
                         f"version {deployment.version} keeps serving")]
         engines = [{
-            "ip": w.host, "name": w.worker_id, "role": worker_role(w.worker_id),
+            "ip": w.host, "name": w.worker_id, "role": w.role,
             "status": w.status, "reason": w.reason,
             "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
             "failed": w.failed,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import socket
 import sys
 
 from control.artifacts import ArtifactStore
+from control.deployer import new_worker_id
 from control.registry import Registry
 from control.settings import Settings
 from engine.runtimes.base import RuntimeOptions
@@ -54,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec(
         workspace=args.workspace, pipeline=args.pipeline, version=args.version,
         definition=version.definition, replica=args.replica,
-        worker_id=args.worker_id or f"{args.pipeline}-{args.version[:8]}-{args.replica}",
+        worker_id=args.worker_id or new_worker_id(version, args.role, args.replica,
+                                                  suffix=_host_tag()),
         options=RuntimeOptions(threads=args.threads, device=args.device),
         memory_limit_bytes=args.memory, role=args.role,
     )
     worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
                     lambda ref: artifacts.path(ref.sha), registry, settings.run_dir / "workers")
     return worker.run()
+
+
+def _host_tag() -> str:
+    """This host's name without dashes: a stable, host-specific worker id suffix."""
+    return re.sub(r"[^a-z0-9]", "", socket.gethostname().lower())[:16] or "host"
 
 
 def _memory(text: str) -> int:

@@ -25,6 +25,8 @@ class WorkerStatus(BaseModel):
     pipeline: str
     version: str
     replica: int
+    role: Literal["main", "shadow"] = "main"
+    """Which stages it runs (streams.stages): the answer path, or shadow challengers."""
     pid: int
     host: str
     status: WorkerState

@@ -104,6 +104,7 @@ class Worker:
         return WorkerStatus(
             worker_id=self.spec.worker_id, workspace=self.spec.workspace,
             pipeline=self.spec.pipeline, version=self.spec.version, replica=self.spec.replica,
+            role=self.spec.role,
             pid=os.getpid(), host=socket.gethostname(), status=self.state, reason=self.reason,
             models=[ModelStatus(name=r.name, version=r.version, sha=r.sha,
                                 status="Running" if self.state == "Running" else self.state)
