@@ -16,10 +16,11 @@ A local worker that dies is restarted (unless it exited because it cannot
 start): at once, or, if it keeps dying soon after it starts (a record that
 crashes it each time it is read again), after a delay that doubles up to
 RESTART_BACKOFF_MAX_S. Until its new process reports Running, `status()`
-shows it as not Running. A deployment's `memory` is passed to each worker, which exits when
-its resident memory goes over it (streams/memory.py): while Starting that is a
-failure to start, later it is restarted like a crash, and `status()` keeps
-the worker's own reason ("memory limit exceeded: ...") until it runs again.
+shows it as not Running. A deployment's `memory` is passed to each worker,
+which exits when its resident memory goes over it (streams/memory.py): while
+Starting that is a failure to start, later it is restarted like a crash, and
+`status()` keeps the worker's own reason ("memory limit exceeded: ...") until
+it runs again.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
 
 
 def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int,

@@ -136,11 +136,8 @@ class CompiledPipeline:
         zeros = pa.array(np.zeros(n, np.int32))
         for name, column in (
             (CHECK_FAILURES, zeros), (ANOMALY_COUNT, zeros),
-            (META_VERSION, codecs.repeated(self.version, n)),
-            (META_MODEL, codecs.repeated(ref.label(), n)),
+            *self._metadata(ref.label(), meta, n, now_ns, started_ns),
             (META_SHADOW, codecs.repeated(ref.name, n)),
-            (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
-            (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
         ):
             names.append(name)
             columns.append(column)
@@ -173,15 +170,22 @@ class CompiledPipeline:
         tail = [
             (CHECK_FAILURES, count), (ANOMALY_COUNT, count),
             *((ANOMALY_PREFIX + name, pa.array(mask, pa.bool_())) for name, mask in failed.items()),
-            (META_VERSION, codecs.repeated(self.version, n)),
-            (META_MODEL, codecs.repeated(last.label() if last else "", n)),
-            (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
-            (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
+            *self._metadata(last.label() if last else "", meta, n, now_ns, started_ns),
         ]
         for name, column in (*inputs, *outputs, *shadows, *tail):
             names.append(name)
             columns.append(column)
         return pa.RecordBatch.from_arrays(columns, names=names)
+
+    def _metadata(self, model: str, meta: dict[str, pa.Array], n: int, now_ns: int,
+                  started_ns: int) -> list[tuple[str, pa.Array]]:
+        """The metadata.* columns every result and challenger log row has."""
+        return [
+            (META_VERSION, codecs.repeated(self.version, n)),
+            (META_MODEL, codecs.repeated(model, n)),
+            (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
+            (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
+        ]
 
     def _checks(self, checked: list[tuple[str, pa.Array]]) -> dict[str, np.ndarray]:
         """Each validation's failure mask (True where the row fails it)."""

@@ -181,6 +181,13 @@ class Worker:
             except Exception:  # e.g. Redis briefly away: beat again next time
                 log.exception("heartbeat of %s failed", self.spec.worker_id)
 
+    def _cannot_start(self, reason: str) -> int:
+        """Say why in a last heartbeat; returns the exit code that tells the deployer not to retry."""
+        self.state, self.reason = "Error", reason
+        log.error("worker %s cannot start: %s", self.spec.worker_id, reason)
+        self.heartbeat.beat(self.status())
+        return EXIT_CANNOT_START
+
     def _exit_over_memory(self, reason: str) -> None:
         """Leave at once, as an OOM kill would (what is not committed is read again elsewhere)."""
         starting = self.state == "Starting"
@@ -250,16 +257,10 @@ class Worker:
         try:
             app = self.build_app()
         except WeirError as exc:
-            self.state, self.reason = "Error", str(exc)
-            log.error("worker %s cannot start: %s", self.spec.worker_id, exc)
-            self.heartbeat.beat(self.status())
-            return EXIT_CANNOT_START
+            return self._cannot_start(str(exc))
         over = MemoryWatch(self.spec.memory_limit_bytes).over()
-        if over is not None:  # already over after loading its models: it cannot start
-            self.state, self.reason = "Error", over
-            log.error("worker %s cannot start: %s", self.spec.worker_id, over)
-            self.heartbeat.beat(self.status())
-            return EXIT_CANNOT_START
+        if over is not None:  # already over after loading its models
+            return self._cannot_start(over)
         self.heartbeat.beat(self.status())
         stopped = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,
