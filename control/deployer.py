@@ -48,6 +48,7 @@ from control.settings import Settings
 from streams.admin import ensure_topics
 from streams.memory import parse_memory
 from streams.stages import WorkerRole, has_shadows
+from streams.stall import Stall
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
 from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
@@ -92,6 +93,8 @@ class _Local:
     """A worker process this server started."""
 
     worker_id: str
+    workspace: str
+    pipeline: str
     args: list[str]
     proc: subprocess.Popen[bytes]
     replica: int = 0
@@ -335,7 +338,8 @@ class Deployer:
                 "--worker-id", worker_id, "--threads", str(max(1, math.ceil(config.cpus))),
                 "--device", "cuda" if config.gpus > 0 else "cpu", "--memory", config.memory,
                 "--role", worker_role(worker_id)]
-        self._local[worker_id] = _Local(worker_id, args, self._popen(worker_id, args), replica)
+        self._local[worker_id] = _Local(worker_id, version.workspace, version.pipeline, args,
+                                        self._popen(worker_id, args), replica)
 
     def _popen(self, worker_id: str, args: list[str]) -> subprocess.Popen[bytes]:
         logs = self.settings.run_dir / "logs"
@@ -349,20 +353,35 @@ class Deployer:
                                     preexec_fn=_die_with_parent)
 
     def _terminate(self, worker_ids: list[str]) -> None:
-        """SIGTERM the local workers, wait for them to drain and exit; kill any that hang."""
-        timeout = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
-        procs = [self._local.pop(w).proc for w in worker_ids if w in self._local]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                log.warning("worker pid %s ignored SIGTERM; killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        """SIGTERM the local workers, wait for them to drain and exit; kill any that hang.
+
+        A worker drains for as long as it keeps finishing records (its heartbeat
+        counts them), so only one whose count stands still longer than its own
+        drain timeout allows is killed.
+        """
+        limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
+        stopping = [self._local.pop(w) for w in worker_ids if w in self._local]
+        for local in stopping:
+            if local.proc.poll() is None:
+                local.proc.send_signal(signal.SIGTERM)
+        stalls = {local.worker_id: Stall(limit) for local in stopping}
+        while alive := [local for local in stopping if local.proc.poll() is None]:
+            for local in alive:
+                if stalls[local.worker_id].seen(self._finished(local)):
+                    log.warning("worker pid %s finished nothing for %.0fs while stopping; "
+                                "killing it", local.proc.pid, limit)
+                    local.proc.kill()
+                    local.proc.wait()
+            time.sleep(SWAP_POLL_S)
+
+    def _finished(self, local: _Local) -> int | None:
+        """How many records a worker has finished, from its last heartbeat (None if unknown)."""
+        try:
+            beats = self.registry.workers(local.workspace, local.pipeline)
+        except Exception:  # noqa: BLE001 - Redis away: no news is no progress
+            return None
+        beat = next((b for b in beats if b.worker_id == local.worker_id), None)
+        return None if beat is None else beat.processed + beat.failed
 
     def _all_alive(self, deployment: Deployment) -> bool:
         return all(w in self._local and self._local[w].proc.poll() is None

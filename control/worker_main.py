@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                              "over it the worker reports why and exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for ours in ("streams", "control"):  # a worker's own lifecycle (draining, drained), not faust's
+        logging.getLogger(ours).setLevel(logging.INFO)
 
     settings = Settings.discover()
     if not settings.redis_url:

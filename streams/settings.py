@@ -59,8 +59,9 @@ class WorkerSettings(BaseSettings):
     """Pause before the n-th retry of a failed message: n times this."""
 
     drain_timeout_s: float = Field(30.0, gt=0)
-    """How long a stopping worker may spend draining its version's step topics
-    (hot swap, undeploy) before it exits anyway."""
+    """How long a stopping worker (hot swap, undeploy) may go without finishing a
+    record while it drains its version's step topics before it exits anyway; a
+    drain that keeps making progress is never cut short."""
 
     worker_heartbeat_s: float = 1.0
     """How often a worker reports its status to the registry."""

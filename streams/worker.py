@@ -14,7 +14,8 @@ across rebalances), finishes what it holds, waits until the group's committed
 offsets reach the end of every version topic it reads with nothing in
 flight, commits and exits. So a hot swap or an undeploy loses nothing and, as
 each offset is committed only after what it produced is flushed, repeats
-nothing. The drain is bounded by `WorkerSettings.drain_timeout_s`.
+nothing. A drain takes as long as it keeps finishing records; it is given up
+only when it stands still for `WorkerSettings.drain_timeout_s`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from engine.definition import PipelineSpec
 from engine.errors import WeirError
@@ -45,6 +47,7 @@ from streams.agents.step import StepCounters, make_stage_agent
 from streams.memory import MemoryWatch
 from streams.settings import WorkerSettings
 from streams.stages import WorkerRole, version_stages
+from streams.stall import Stall
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
 from streams.transport import broker_url
@@ -221,33 +224,44 @@ class Worker:
         started = asyncio.get_running_loop().time()
         log.info("worker %s: input paused, draining", self.spec.worker_id)
         try:
-            await asyncio.wait_for(self._wait_drained(consumer), self.settings.drain_timeout_s)
+            await self._wait_drained(consumer)
             log.info("worker %s: drained in %.2fs", self.spec.worker_id,
                      asyncio.get_running_loop().time() - started)
-        except TimeoutError:
-            log.warning("worker %s: drain not done within %.0fs; stopping anyway",
-                        self.spec.worker_id, self.settings.drain_timeout_s)
+        except TimeoutError as exc:
+            log.warning("worker %s: %s; stopping anyway", self.spec.worker_id, exc)
         except Exception:  # stop anyway; what is not committed is read again
             log.exception("worker %s: drain failed; stopping anyway", self.spec.worker_id)
 
     async def _wait_drained(self, consumer: Any) -> None:
+        """Return once drained; TimeoutError after `drain_timeout_s` without progress (no
+        record finished here, no change in what the group has left in the step topics)."""
         step_tps = self._step_partitions()
         offsets = _Offsets(self.settings, self.spec.group_id) if step_tps else None
         if offsets is not None:
             await offsets.start()
+        stall = Stall(self.settings.drain_timeout_s)
+        left: int | None = None  # records in the step topics the group has not committed
         try:
             polls = 0
-            while True:
+            while not stall.seen((self.counters.finished, left)):
                 polls += 1
                 if polls % 20 == 0:
                     gc.collect()  # messages a rebalance dropped leave the unacked set on collection
                 if not _in_flight(consumer):
                     await consumer.commit()  # flushes the producer first
-                    drained = offsets is None or await offsets.drained(step_tps)
-                    if drained and not _in_flight(consumer):
+                    try:
+                        left = 0 if offsets is None else await offsets.left(step_tps)
+                    except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
+                        log.warning("worker %s: reading the group's offsets failed: %s",
+                                    self.spec.worker_id, exc)
+                    if left == 0 and not _in_flight(consumer):
                         await consumer.commit()
                         return
                 await asyncio.sleep(DRAIN_POLL_S)
+            raise TimeoutError(
+                f"drain made no progress for {stall.still_s:.0f}s; "
+                f"{'some' if left is None else left} records in this version's step topics "
+                f"will not be answered (raise WEIR_DRAIN_TIMEOUT_S to wait longer)")
         finally:
             if offsets is not None:
                 await offsets.stop()
@@ -285,7 +299,13 @@ class Worker:
 
 
 class _FaustWorker(faust.Worker):
-    """faust's worker, draining on the first SIGTERM/SIGINT before it shuts down."""
+    """faust's worker, draining on the first SIGTERM/SIGINT before it shuts down.
+
+    More SIGTERMs while it drains change nothing: a stop request and the
+    deployer's signal often come together, and cutting the drain short would
+    lose what is left in the version's step topics (a worker that hangs is
+    SIGKILLed). A second SIGINT (Ctrl-C again) stops at once.
+    """
 
     def __init__(self, app: faust.App, *, drain: Callable[[], Any], **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -293,14 +313,17 @@ class _FaustWorker(faust.Worker):
         self._drain_task: asyncio.Future[None] | None = None
 
     def _on_sigterm(self) -> None:
-        self._drain_then(super()._on_sigterm)
+        self._drain_then(super()._on_sigterm, again_stops_now=False)
 
     def _on_sigint(self) -> None:
-        self._drain_then(super()._on_sigint)
+        self._drain_then(super()._on_sigint, again_stops_now=True)
 
-    def _drain_then(self, shutdown: Callable[[], None]) -> None:
-        if self._drain_task is not None:  # a second signal: stop now
-            shutdown()
+    def _drain_then(self, shutdown: Callable[[], None], *, again_stops_now: bool) -> None:
+        if self._drain_task is not None:
+            if again_stops_now:
+                shutdown()
+            else:
+                log.info("already draining; the drain goes on")
             return
 
         async def drain_then_stop() -> None:
@@ -383,13 +406,13 @@ class _Offsets:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def drained(self, tps: list[TopicPartition]) -> bool:
-        """True when the group has committed every record now in `tps`."""
+    async def left(self, tps: list[TopicPartition]) -> int:
+        """How many records now in `tps` the group has not committed."""
         committed = await self._admin.list_consumer_group_offsets(self.group_id, partitions=tps)
         ends = await end_offsets(self._consumer, tps)
+        left = 0
         for tp in tps:
             done = committed.get(tp)
-            if ends.get(tp, 0) > max(done.offset if done is not None else 0, 0):
-                return False
-        return True
+            left += max(ends.get(tp, 0) - max(done.offset if done is not None else 0, 0), 0)
+        return left
 

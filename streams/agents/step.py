@@ -61,6 +61,11 @@ class StepCounters:
     failed: int = 0
     retried: int = 0
 
+    @property
+    def finished(self) -> int:
+        """Messages done with, either way (what a draining worker's progress is measured by)."""
+        return self.processed + self.failed
+
 
 # -- a stage's compute, without Kafka ---------------------------------------------------
 @dataclass

@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -165,3 +166,15 @@ async def send_and_collect(bootstrap: str, topics: dict[str, str], prefix: str, 
         return reader.answers
     finally:
         await reader.stop()
+
+
+def worker_warnings(home: str, limit: int = 30) -> str:
+    """The last warnings and errors in the workers' logs (rebalance chatter left out),
+    to say in a failure message what the workers saw."""
+    lines = []
+    for path in sorted(Path(home, "run", "logs").glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if (" WARNING " in line or " ERROR " in line) and "Heartbeat failed" not in line:
+                lines.append(f"{path.stem}: {line[:300]}")
+    return "\n".join(lines[-limit:]) or "(none)"
+

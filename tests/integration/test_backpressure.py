@@ -19,9 +19,8 @@ import pytest
 
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
-from control.settings import Settings
-from control.stack import down, up
 from engine import codecs
+from tests.integration._servers import own_server
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +37,8 @@ FLOOD = 16
 def small_server(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[tuple[dict[str, Any], Client]]:
     home = tmp_path_factory.mktemp("weir-small")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WEIR_MAX_IN_FLIGHT", "2")  # the server process reads its settings from WEIR_*
-        settings = Settings(home=home, kafka_bootstrap=stack["kafka_bootstrap"])
-        record = up(settings, detach=True, say=lambda _: None)
-    try:
-        yield record, Client(settings=Settings.discover(home=home))
-    finally:
-        down(settings, say=lambda _: None)
+    with own_server(stack, home, {"WEIR_MAX_IN_FLIGHT": "2"}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

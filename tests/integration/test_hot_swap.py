@@ -32,6 +32,7 @@ from tests.integration._streams import (
     first_value,
     is_error,
     produce,
+    worker_warnings,
 )
 
 pytestmark = pytest.mark.slow
@@ -102,7 +103,10 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
             done.set()
             await producing
             missing = await reader.wait_for(set(sent.where), timeout_s=60)
-            assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
+            assert not missing, (
+                f"{len(missing)} never answered, e.g. {sorted(missing)[:5]} at (partition, "
+                f"offset) {sorted(sent.where[m] for m in missing)[:8]}; the workers said:\n"
+                + worker_warnings(stack["home"]))
             await asyncio.sleep(2)  # a late repeat would come now (the old workers are gone)
             await reader.catch_up()
             return reader.answers

@@ -1,0 +1,97 @@
+"""A hot swap whose old version has a long backlog: the drain takes as long as it needs.
+
+A second server (its own Redis, the session's broker) runs with
+WEIR_DRAIN_TIMEOUT_S=6. A pipeline's second step takes a quarter of a second
+per message, so a burst of 100 messages leaves ~15 s of work in the version's
+step topic. Redeploying then must not cut the old version's drain short at
+6 s (it keeps finishing records): every message is answered, once, by the
+old version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from control.sdk.client import Client
+from engine import codecs
+from tests.integration._servers import own_server
+from tests.integration._streams import Reader, Sent, produce, worker_warnings
+
+pytestmark = pytest.mark.slow
+
+FAST_STEP = """
+def process_data(input_data):
+    return {"tensor": input_data["tensor"]}
+"""
+SLOW_STEP = """
+import time
+def process_data(input_data):
+    time.sleep(0.25)
+    return {"out": input_data["tensor"][:, 0]}
+"""
+MESSAGES = 100
+ROWS = 300  # over the micro-batch size, so each message runs (and sleeps) alone
+DRAIN_TIMEOUT_S = 6
+
+
+@pytest.fixture(scope="module")
+def drain_server(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[dict[str, Any], Client]]:
+    home = tmp_path_factory.mktemp("weir-drain")
+    with own_server(stack, home, {"WEIR_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S)}) as server:
+        yield server
+
+
+def _message(n: int) -> bytes:
+    tensor = np.full((ROWS, 10), float(n), dtype=np.float32)
+    return codecs.encode(codecs.batch_from_arrays({"tensor": tensor}), codecs.ARROW_STREAM)
+
+
+def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
+        drain_server: tuple[dict[str, Any], Client], tmp_path: Path) -> None:
+    record, client = drain_server
+    (tmp_path / "fast.py").write_text(FAST_STEP)
+    (tmp_path / "slow.py").write_text(SLOW_STEP)
+    fast = client.upload_model("drain-fast", tmp_path / "fast.py").configure("python")
+    slow = client.upload_model("drain-slow", tmp_path / "slow.py").configure("python")
+    slow_too = client.upload_model("drain-slow-2", tmp_path / "slow.py").configure("python")
+    pipeline = client.build_pipeline("long-drain").add_model_step(fast).add_model_step(slow)
+    pipeline.deploy(quiet=True)
+    old_version = pipeline.status()["version"]
+    topics = pipeline.topics()
+    sent = Sent()
+
+    async def scenario() -> dict[str, list[Any]]:
+        reader = Reader(record["kafka_bootstrap"], topics["output"], "drain")
+        await reader.start()
+        try:
+            await produce(record["kafka_bootstrap"], topics["input"], "drain", MESSAGES,
+                          per_second=1000.0, sent=sent,
+                          values={n: _message(n) for n in range(MESSAGES)})
+            await asyncio.sleep(2)  # the fast first step has passed the burst on
+            await asyncio.to_thread(
+                lambda: pipeline.replace_with_model_step(1, slow_too).deploy(quiet=True))
+            missing = await reader.wait_for(set(sent.where), timeout_s=90)
+            assert not missing, (f"{len(missing)} never answered; the workers said:\n"
+                                 + worker_warnings(record["home"]))
+            await asyncio.sleep(1)
+            await reader.catch_up()
+            return reader.answers
+        finally:
+            await reader.stop()
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        pipeline.undeploy()
+    assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
+    by_version = {a.env.version for (a,) in answers.values()}
+    assert old_version in by_version, "the backlog was not answered by the version it entered"
+    for rid, (answer,) in answers.items():
+        assert answer.batch is not None and answer.batch.num_rows == ROWS, rid
