@@ -6,7 +6,7 @@
     shadow step i     step-i-champion     runs the champion, sends on, fans its input out
                       step-i-shadow-c     runs challenger c, logs its rows (shadow workers)
 
-"Sends on" is the next step's topic, or the result and log topics after the
+"Sends on" is the next step's topic, or the result topic after the
 last step. A worker of role "main" runs every stage on the answer path; one of
 role "shadow" runs only the challengers, in its own process, so a slow or
 crashing challenger cannot hold back or fail the champion's answers.
@@ -82,11 +82,10 @@ class _Builder:
     def _sink(self, cls: type[Sink], labels: tuple[str, str], **fields: object) -> Sink:
         m, ws, p = self.topic_map, self.workspace, self.name
         return cls(labels=labels, output=self.topic(m.output(ws, p).name),  # type: ignore[call-arg]
-                   logs=self.topic(m.logs(ws, p).name),
                    dead_letter=self.topic(m.dead_letter(ws, p).name), **fields)
 
     def _then(self, index: int, labels: tuple[str, str]) -> Sink:
-        """Where the output of step `index` goes: the next step, or the result and log topics."""
+        """Where the output of step `index` goes: the next step, or the result topic."""
         if self._ends(index):
             return self._sink(Answer, labels)
         nxt = self.topic_map.step(self.workspace, self.name, self.version, index + 1)
@@ -147,6 +146,8 @@ class _Builder:
                 finish=lambda m, started, c=c: self.pipeline.finish_shadow(
                     i, c, m, started_ns=started),
                 max_batch_rows=self.max_batch_rows)
-            sink = self._sink(ShadowAnswer, (runner.label, ref.label()), challenger=ref.name)
+            logs = self.topic(self.topic_map.logs(self.workspace, self.name).name)
+            sink = self._sink(ShadowAnswer, (runner.label, ref.label()), logs=logs,
+                              challenger=ref.name)
             stages.append(Stage(f"step-{i}-shadow-{c}", source, compute, sink, self.version))
         return stages

@@ -23,6 +23,7 @@ DEFAULT_TOPICS_FILE = Path(__file__).resolve().parent.parent / "topics.yaml"
 
 # Kafka's own rule for topic names.
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_UNNAMED = re.compile(r"\(\?P<\w+>")  # a named group's opening
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,11 @@ class TopicMap:
         match = self.templates[role].pattern().fullmatch(name)
         return match.groupdict() if match else None
 
-    def pattern(self, role: TopicRole) -> str:
-        """A regex matching every topic of `role` (for pattern subscriptions)."""
-        return self.templates[role].pattern().pattern
+    def pattern(self, *roles: TopicRole) -> str:
+        """A regex matching every topic of the given roles (for pattern subscriptions)."""
+        # One regex may name a group once: the alternatives keep theirs unnamed.
+        return "|".join(f"(?:{_UNNAMED.sub('(?:', self.templates[role].pattern().pattern)})"
+                        for role in roles)
 
     def pipeline_topics(self, workspace: str, pipeline: str) -> dict[str, TopicSpec]:
         """The stable topics of a pipeline, keyed as `Pipeline.topics()` shows them."""

@@ -1,9 +1,12 @@
-"""The log agent: every pipeline's log topic, written into the log store.
+"""The log agent: every pipeline's answers and challengers' rows, written into the log store.
 
-It runs in the server, subscribed by pattern to every log topic, and commits
-offsets only after rows are on disk (at least once; the store deduplicates on
-request id and row). `sync()` gives read-your-writes: a query waits until what
-the log topic held when it was asked for is in the store.
+Answers (result rows and error replies) are read off the pipeline's result
+topic, so each crosses the broker once; the log topic carries only shadow
+challengers' rows. It runs in the server, subscribed by pattern to every
+result and log topic, and commits offsets only after rows are on disk (at
+least once; the store deduplicates on request id and row). `sync()` gives
+read-your-writes: a query waits until what those topics held when it was
+asked for is in the store.
 
 A request that failed (an error record: `weir-error` header, value holding the
 request's `in.*` columns or nothing) is logged too, one row per input row (one
@@ -11,7 +14,9 @@ row if its input was unreadable), with the error in `metadata.error` and
 `anomaly.count` 1, so `logs(valid=False)` finds it.
 
 Records with the `weir-shadow` header are a shadow challenger's rows (or its
-failure); they go to the pipeline's shadow store (streams.shadow_logs).
+failure); they go to the pipeline's shadow store (streams.shadow_logs). The
+copies of them that the result topic carries for callers who asked for
+challengers' answers are skipped.
 """
 
 from __future__ import annotations
@@ -41,13 +46,15 @@ from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
-from streams.topics import TopicMap
+from streams.topics import TopicMap, TopicRole
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID = "request_id"
 ROW = "row"
 META_ERROR = "metadata.error"
+LOGGED: tuple[TopicRole, ...] = ("output", "logs")
+"""The topics the log store is written from."""
 
 
 def with_row_ids(batch: pa.RecordBatch, request_id: str,
@@ -141,7 +148,7 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
 
 
 class LogAgent:
-    """Consumes `*.logs` topics into a LogStore."""
+    """Consumes every pipeline's result and log topics into a LogStore."""
 
     def __init__(self, settings: WorkerSettings, topics: TopicMap, store: LogStore,
                  group_id: str = "weir.log-agent") -> None:
@@ -168,7 +175,7 @@ class LogAgent:
             metadata_max_age_ms=1000,  # notice new pipelines' log topics quickly
         )
         await self._consumer.start()
-        self._consumer.subscribe(pattern=self.topics.pattern("logs"))
+        self._consumer.subscribe(pattern=self.topics.pattern(*LOGGED))
         self._probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
                                        enable_auto_commit=False, fetch_max_wait_ms=s.fetch_wait_ms,
                                        max_partition_fetch_bytes=s.max_partition_fetch_bytes)
@@ -205,11 +212,13 @@ class LogAgent:
     def _write(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         by_pipeline: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
         for tp, msgs in records.items():
-            names = self.topics.parse("logs", tp.topic)
+            role, names = self._logged(tp.topic)
             if names is None:
                 continue
             for msg in msgs:
                 env = Envelope.parse(msg.headers, default_request_id=f"{tp.topic}-{tp.partition}-{msg.offset}")
+                if role == "output" and env.shadow is not None:
+                    continue  # a challenger's answer for the caller: logged from the log topic
                 if env.error is not None:
                     batch = error_rows(env, msg.value, msg.timestamp)
                 elif not msg.value:
@@ -227,6 +236,14 @@ class LogAgent:
                 by_pipeline[(names["workspace"], pipeline)].append(batch)
         for (workspace, pipeline), batches in by_pipeline.items():
             self._append(workspace, pipeline, batches)
+
+    def _logged(self, topic: str) -> tuple[TopicRole | None, dict[str, str] | None]:
+        """Which logged role `topic` has, and its placeholders (None, None if neither)."""
+        for role in LOGGED:
+            names = self.topics.parse(role, topic)
+            if names is not None:
+                return role, names
+        return None, None
 
     def _append(self, workspace: str, pipeline: str, batches: list[pa.RecordBatch]) -> None:
         """Store the rows; rows whose columns clash with the store keep only the required ones."""
@@ -250,17 +267,18 @@ class LogAgent:
             log.error("dropping log rows of %s/%s: %s", workspace, pipeline, exc)
 
     async def sync(self, workspace: str, pipeline: str, timeout_s: float = 10.0) -> bool:
-        """Wait until everything on the pipeline's log topic now is in the store.
+        """Wait until everything on the pipeline's result and log topics now is in the store.
 
         Returns False if that did not happen within `timeout_s` (the caller then
         answers with what the store has).
         """
         assert self._consumer is not None
-        topic = self.topics.logs(workspace, pipeline).name
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            return True  # no such topic: nothing was ever logged
-        tps = [TopicPartition(topic, p) for p in partitions]
+        topics = (self.topics.output(workspace, pipeline).name,
+                  self.topics.logs(workspace, pipeline).name)
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in self._consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return True  # no such topics: nothing was ever logged
         assert self._probe is not None
         async with self._probe_lock:
             try:

@@ -1,11 +1,12 @@
 """Where a stage's results go, and how it reports a message that failed.
 
 Answer path (everything but shadow challengers): a result goes on to the next
-step's topic (`Forward`), to the result and log topics (`Answer`), to a split's
-arm topics (`SplitRoute`), and a shadow's champion also fans its input out to
-one topic per challenger (`FanOut`). A message that failed on the answer path
-becomes an error reply on the result topic, error rows on the log topic and a
-dead-letter record.
+step's topic (`Forward`), to the result topic (`Answer`), to a split's arm
+topics (`SplitRoute`), and a shadow's champion also fans its input out to one
+topic per challenger (`FanOut`). A message that failed on the answer path
+becomes an error reply on the result topic (its value: the failed message's
+`in.*` columns) and a dead-letter record. The log store reads its rows off the
+result topic (streams.agents.log), so an answer crosses the broker once.
 
 Shadow challengers (`ShadowAnswer`) write their rows to the log topic, marked
 with the `weir-shadow` header, and to the result topic only for requests that
@@ -72,7 +73,6 @@ class Sink:
     labels: tuple[str, str]
     """(step, model) named in error replies and rows."""
     output: faust.TopicT
-    logs: faust.TopicT
     dead_letter: faust.TopicT
 
     async def send(self, message: Any, env: Envelope, work: Any) -> bool:
@@ -80,11 +80,10 @@ class Sink:
         raise NotImplementedError
 
     async def fail(self, message: Any, value: bytes | None, env: Envelope, work: Any) -> None:
-        """Error reply to the caller, error rows to the log, the record to the dead-letter topic."""
+        """Error reply to the caller (and the log store), the record to the dead-letter topic."""
         failed = env.replace(error=_error(env, self.labels, work))
-        await self.output.send(key=message.key, value=b"", headers=failed.headers())
-        await self.logs.send(key=message.key, value=carried_input(work.batch),
-                             headers=failed.headers())
+        await self.output.send(key=message.key, value=carried_input(work.batch),
+                               headers=failed.headers())
         await self.dead_letter.send(
             key=message.key, value=value,
             headers=failed.replace(extra={
@@ -111,14 +110,13 @@ class Forward(Sink):
 
 @dataclass
 class Answer(Sink):
-    """Result rows: to the result topic and the log topic."""
+    """Result rows: to the result topic (which the log store reads too)."""
 
     async def send(self, message: Any, env: Envelope, work: Any) -> bool:
         value = _encode(work.result, work)
         if value is None:
             return False
         await self.output.send(key=message.key, value=value, headers=env.headers())
-        await self.logs.send(key=message.key, value=value, headers=env.headers())
         return True
 
 
@@ -181,6 +179,7 @@ class FanOut(Sink):
 class ShadowAnswer(Sink):
     """A challenger's rows: to the log topic, and to the result topic if the request asks."""
 
+    logs: faust.TopicT | None = None
     challenger: str = ""
 
     async def send(self, message: Any, env: Envelope, work: Any) -> bool:
@@ -188,6 +187,7 @@ class ShadowAnswer(Sink):
         if value is None:
             return False
         marked = env.replace(shadow=self.challenger)
+        assert self.logs is not None
         await self.logs.send(key=message.key, value=value, headers=marked.headers())
         if env.reply_shadows:
             await self.output.send(key=message.key, value=value, headers=marked.headers())
@@ -196,6 +196,7 @@ class ShadowAnswer(Sink):
     async def fail(self, message: Any, value: bytes | None, env: Envelope, work: Any) -> None:
         failed = env.replace(shadow=self.challenger, error=_error(env, self.labels, work))
         rows = carried_input(work.batch)
+        assert self.logs is not None
         await self.logs.send(key=message.key, value=rows, headers=failed.headers())
         if env.reply_shadows:
             await self.output.send(key=message.key, value=rows, headers=failed.headers())

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -15,18 +15,23 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from control.errors import InferenceError, NotDeployedError
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from engine.errors import CodecError
-from streams.messages import CONTENT_TYPE, REQUEST_ID
+from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 
 pytestmark = pytest.mark.slow
 
 X = np.random.default_rng(7).random((6, 10), dtype=np.float32)
+
+
+class Reply(NamedTuple):
+    headers: dict[str, bytes]
+    batch: pa.RecordBatch
 
 
 def expected(model: Path, x: np.ndarray) -> np.ndarray:
@@ -99,7 +104,7 @@ def test_http_arrow_file_in_and_out(stack: dict[str, Any], pipeline: Pipeline) -
 
 
 async def _kafka_round_trip(bootstrap: str, topics: dict[str, str],
-                            messages: list[tuple[str, bytes]]) -> dict[str, pa.RecordBatch]:
+                            messages: list[tuple[str, bytes]]) -> dict[str, Reply]:
     """Bare aiokafka: produce to the input topic, read answers off the result topic."""
     consumer = AIOKafkaConsumer(topics["output"], bootstrap_servers=bootstrap,
                                 auto_offset_reset="latest", fetch_max_wait_ms=10)
@@ -118,14 +123,16 @@ async def _kafka_round_trip(bootstrap: str, topics: dict[str, str],
             ids[request_id] = content_type
             await producer.send_and_wait(topics["input"], value, key=request_id.encode(), headers=[
                 (CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())])
-        answers: dict[str, pa.RecordBatch] = {}
+        answers: dict[str, Reply] = {}
         deadline = time.monotonic() + 30
         while len(answers) < len(ids) and time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=200)).values():
                 for msg in msgs:
-                    request_id = dict(msg.headers)[REQUEST_ID].decode()
+                    headers = dict(msg.headers)
+                    request_id = headers[REQUEST_ID].decode()
                     if request_id in ids:
-                        answers[request_id] = codecs.decode(msg.value, codecs.ARROW_STREAM)
+                        answers[request_id] = Reply(
+                            headers, codecs.decode(msg.value, codecs.ARROW_STREAM))
         return answers
     finally:
         await producer.stop()
@@ -141,15 +148,48 @@ def test_bare_kafka_producer_and_consumer(stack: dict[str, Any], pipeline: Pipel
     answers = asyncio.run(_kafka_round_trip(stack["kafka_bootstrap"], topics,
                                             [(codecs.ARROW_STREAM, arrow),
                                              (codecs.PANDAS_RECORDS, records)]))
-    assert sorted(b.num_rows for b in answers.values()) == [3, len(X)]
-    for batch in answers.values():
+    assert sorted(a.batch.num_rows for a in answers.values()) == [3, len(X)]
+    for _, batch in answers.values():
         n = batch.num_rows
         np.testing.assert_allclose(codecs.column_to_ndarray(batch.column("out.variable")),
                                    expected(diabetes_onnx, X[:n]), rtol=1e-5)
     logs = pipeline.logs(limit=1000)
-    for request_id, batch in answers.items():
+    for request_id, (_, batch) in answers.items():
         rows = logs[logs["request_id"] == request_id]
         assert sorted(rows["row"]) == list(range(batch.num_rows))
+
+
+def test_a_failed_kafka_request_is_answered_with_its_input_and_logged(
+        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    topics = pipeline.topics()
+    misshaped = codecs.encode(codecs.batch_from_arrays({"tensor": X[:2, :3]}), codecs.ARROW_STREAM)
+    answers = asyncio.run(_kafka_round_trip(stack["kafka_bootstrap"], topics,
+                                            [(codecs.ARROW_STREAM, misshaped)]))
+    ((request_id, (headers, carried)),) = answers.items()
+    assert b"dimension 1 is 3, must be 10" in headers[ERROR]
+    np.testing.assert_allclose(codecs.column_to_ndarray(carried.column("in.tensor")), X[:2, :3])
+    failed = pipeline.logs(limit=1000, valid=False)
+    assert sorted(failed[failed["request_id"] == request_id]["row"]) == [0, 1]
+
+
+def test_answers_are_logged_off_the_result_topic_so_the_log_topic_stays_empty(
+        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    pipeline.infer(pd.DataFrame({"tensor": [X[0].tolist()]}))
+    assert len(pipeline.logs(limit=1)) == 1
+    assert asyncio.run(_records_in(stack["kafka_bootstrap"], pipeline.topics()["logs"])) == 0
+
+
+async def _records_in(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert tps, f"no topic {topic}"
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
 
 
 def test_logs_newest_first_with_guide_columns(pipeline: Pipeline) -> None:

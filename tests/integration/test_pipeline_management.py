@@ -15,7 +15,11 @@ import pyarrow as pa
 import pytest
 
 from control import (
-    DeploymentConfigBuilder, EntityNotFoundError, InvalidNameError, LimitError, WaitForDeployError,
+    DeploymentConfigBuilder,
+    EntityNotFoundError,
+    InvalidNameError,
+    LimitError,
+    WaitForDeployError,
 )
 from control.demo.models import diabetes_regressor
 from control.sdk.client import Client

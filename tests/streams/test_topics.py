@@ -80,6 +80,14 @@ def test_pattern_matches_only_its_role(topics: TopicMap) -> None:
     assert not pattern.match("a.b.in")
 
 
+def test_a_pattern_of_several_roles_matches_each_of_them(topics: TopicMap) -> None:
+    import re
+
+    pattern = re.compile(topics.pattern("output", "logs"))
+    assert pattern.match("a.b.logs") and pattern.match("a.b.out")
+    assert not pattern.match("a.b.in") and not pattern.match("a.b.logs.x")
+
+
 def test_illegal_names_are_refused(topics: TopicMap) -> None:
     with pytest.raises(ValueError, match="not a legal Kafka topic name"):
         topics.input("ws", "bad/name")
