@@ -10,7 +10,9 @@ old ones told to stop; they drain their version's step topics and exit (see
 streams/worker.py). If the new version fails (a worker cannot start, or it is
 not Running within `deploy_timeout_s`), its workers are stopped, the previous
 deployment is restored and keeps serving, and `status()` reports the failed
-version as Error until the next deploy or undeploy of the pipeline.
+version as Error until the next deploy or undeploy of the pipeline. Once every
+retired worker of a version drained cleanly (and none of it runs anywhere),
+the version's step topics are deleted; if a drain gave up they are kept.
 
 A local worker that dies is restarted (unless it exited because it cannot
 start): at once, or, if it keeps dying soon after it starts (a record that
@@ -45,7 +47,7 @@ from control.errors import DeploymentError, LimitError
 from control.records import Deployment, DeploymentConfig, PipelineVersion
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
-from streams.admin import ensure_topics
+from streams.admin import delete_topics, ensure_topics
 from streams.memory import parse_memory
 from streams.stages import WorkerRole, has_shadows
 from streams.stall import Stall
@@ -62,6 +64,9 @@ every time) is restarted after 0, 1, 2, 4 ... s, at most this long."""
 STABLE_AFTER_S = 60.0
 """A worker that ran this long before it died is restarted at once again."""
 SWAP_POLL_S = 0.2
+LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
+"""Exit codes of a stopped worker that left no record behind in its version's topics: it
+drained, or was stopped (by SIGTERM's default action) or failed before it read any."""
 STOP_GRACE_S = 15.0
 """How long past its drain timeout a stopping worker may take before it is killed."""
 
@@ -95,6 +100,7 @@ class _Local:
     worker_id: str
     workspace: str
     pipeline: str
+    version: str
     args: list[str]
     proc: subprocess.Popen[bytes]
     replica: int = 0
@@ -296,17 +302,49 @@ class Deployer:
         task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
-        """Stop workers: each drains its version's topics, then exits.
+        """Stop workers: each drains its version's topics, then exits; then drop those topics.
 
         Main workers go first: until they have drained, they still fan rows
         out to the shadow workers' topics.
         """
+        versions = {self._local[w].version for w in worker_ids if w in self._local}
+        exits: dict[str, int] = {}
         for role in ("main", "shadow"):
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
-                await asyncio.to_thread(self._terminate, ids)
+                exits.update(await asyncio.to_thread(self._terminate, ids))
                 self.registry.forget_workers(ws, name, ids)
+        undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
+        if undrained:  # what is left in the topics is kept for whoever looks into it
+            log.warning("keeping the topics of %s/%s version(s) %s: workers %s did not finish "
+                        "draining", ws, name, ", ".join(sorted(versions)), undrained)
+            return
+        for version in versions:
+            self._in_background(self._drop_version_topics(ws, name, version))
+
+    async def _drop_version_topics(self, ws: str, name: str, version: str) -> None:
+        """Delete a retired version's step topics, unless the version serves again or a
+        worker of it (here or remote) is still alive."""
+        async with self._lock:
+            key = (ws, name)
+            deployment = self.registry.get_deployment(ws, name)
+            swap = self._swaps.get(key)
+            in_use = {d.version for d in (deployment, swap and swap.new, swap and swap.previous)
+                      if d is not None}
+            alive = any(b.version == version and b.status in ("Starting", "Running", "Draining")
+                        for b in self.registry.workers(ws, name))
+            if version in in_use or alive or any(
+                    local.version == version for local in self._local.values()
+                    if (local.workspace, local.pipeline) == key):
+                return
+            try:
+                definition = self.registry.get_version(ws, name, version).definition
+                names = [t.name for t in self.topics.internal_topics(ws, name, version, definition)]
+                await delete_topics(self.settings.worker_settings().kafka_bootstrap, names)
+            except Exception:  # the topics stay; nothing else depends on it
+                log.exception("could not delete the topics of %s/%s version %s", ws, name,
+                              version)
 
     def _failure(self, deployment: Deployment) -> str | None:
         """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).
@@ -338,8 +376,9 @@ class Deployer:
                 "--worker-id", worker_id, "--threads", str(max(1, math.ceil(config.cpus))),
                 "--device", "cuda" if config.gpus > 0 else "cpu", "--memory", config.memory,
                 "--role", worker_role(worker_id)]
-        self._local[worker_id] = _Local(worker_id, version.workspace, version.pipeline, args,
-                                        self._popen(worker_id, args), replica)
+        self._local[worker_id] = _Local(worker_id, version.workspace, version.pipeline,
+                                        version.version, args, self._popen(worker_id, args),
+                                        replica)
 
     def _popen(self, worker_id: str, args: list[str]) -> subprocess.Popen[bytes]:
         logs = self.settings.run_dir / "logs"
@@ -352,12 +391,12 @@ class Deployer:
                                     stdin=subprocess.DEVNULL, env=env,
                                     preexec_fn=_die_with_parent)
 
-    def _terminate(self, worker_ids: list[str]) -> None:
+    def _terminate(self, worker_ids: list[str]) -> dict[str, int]:
         """SIGTERM the local workers, wait for them to drain and exit; kill any that hang.
 
         A worker drains for as long as it keeps finishing records (its heartbeat
         counts them), so only one whose count stands still longer than its own
-        drain timeout allows is killed.
+        drain timeout allows is killed. Returns each worker's exit code.
         """
         limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
         stopping = [self._local.pop(w) for w in worker_ids if w in self._local]
@@ -373,6 +412,7 @@ class Deployer:
                     local.proc.kill()
                     local.proc.wait()
             time.sleep(SWAP_POLL_S)
+        return {local.worker_id: local.proc.returncode for local in stopping}
 
     def _finished(self, local: _Local) -> int | None:
         """How many records a worker has finished, from its last heartbeat (None if unknown)."""

@@ -58,6 +58,8 @@ EXIT_CANNOT_START = 2
 """Exit code of a worker that cannot start (a model does not load): restarting will not help."""
 EXIT_OVER_MEMORY = 3
 """Exit code of a running worker that went over its memory limit (restarted, like an OOM kill)."""
+EXIT_DRAIN_INCOMPLETE = 4
+"""Exit code of a stopped worker whose drain gave up: its version's topics still hold records."""
 DRAIN_POLL_S = 0.05
 
 
@@ -100,6 +102,7 @@ class Worker:
         self.pipeline: CompiledPipeline | None = None
         self.app: faust.App | None = None
         self._draining = False
+        self._drain_incomplete = False
         self._drained_topics: list[str] = []
 
     def status(self) -> WorkerStatus:
@@ -228,8 +231,10 @@ class Worker:
             log.info("worker %s: drained in %.2fs", self.spec.worker_id,
                      asyncio.get_running_loop().time() - started)
         except TimeoutError as exc:
+            self._drain_incomplete = True
             log.warning("worker %s: %s; stopping anyway", self.spec.worker_id, exc)
         except Exception:  # stop anyway; what is not committed is read again
+            self._drain_incomplete = True
             log.exception("worker %s: drain failed; stopping anyway", self.spec.worker_id)
 
     async def _wait_drained(self, consumer: Any) -> None:
@@ -295,6 +300,8 @@ class Worker:
         self.heartbeat.beat(self.status())
         if self.pipeline:
             self.pipeline.unload()
+        if code == 0 and self._drain_incomplete:
+            return EXIT_DRAIN_INCOMPLETE  # tells the deployer to keep the version's topics
         return code
 
 

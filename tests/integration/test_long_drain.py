@@ -5,21 +5,24 @@ WEIR_DRAIN_TIMEOUT_S=6. A pipeline's second step takes a quarter of a second
 per message, so a burst of 100 messages leaves ~15 s of work in the version's
 step topic. Redeploying then must not cut the old version's drain short at
 6 s (it keeps finishing records): every message is answered, once, by the
-old version.
+old version. Once drained, a retired version's step topics are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from control.sdk.client import Client
 from engine import codecs
+from streams.topics import TopicMap
 from tests.integration._servers import own_server
 from tests.integration._streams import Reader, Sent, produce, worker_warnings
 
@@ -88,10 +91,38 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
 
     try:
         answers = asyncio.run(scenario())
+        new_version = pipeline.status()["version"]
+        # The old version drained cleanly: its step topic goes; the new one's stays.
+        assert _gone(record, step_topic(old_version)), "the drained version's topic is still there"
+        assert not _gone(record, step_topic(new_version), wait_s=0)
     finally:
         pipeline.undeploy()
+    assert _gone(record, step_topic(new_version)), "an undeployed version's topic is still there"
     assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
     by_version = {a.env.version for (a,) in answers.values()}
     assert old_version in by_version, "the backlog was not answered by the version it entered"
     for rid, (answer,) in answers.items():
         assert answer.batch is not None and answer.batch.num_rows == ROWS, rid
+
+
+def step_topic(version: str) -> str:
+    return TopicMap.load().step("default", "long-drain", version, 1).name
+
+
+def _gone(record: dict[str, Any], topic: str, wait_s: float = 30.0) -> bool:
+    """Whether `topic` is (or within `wait_s` becomes) absent from the broker."""
+
+    async def absent() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=record["kafka_bootstrap"])
+        await admin.start()
+        try:
+            deadline = time.monotonic() + wait_s
+            while topic in await admin.list_topics():
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.5)
+            return True
+        finally:
+            await admin.close()
+
+    return asyncio.run(absent())
