@@ -417,11 +417,14 @@ class Deployer:
     def _finished(self, local: _Local) -> int | None:
         """How many records a worker has finished, from its last heartbeat (None if unknown)."""
         try:
-            beats = self.registry.workers(local.workspace, local.pipeline)
+            beat = self._last_beat(local)
         except Exception:  # noqa: BLE001 - Redis away: no news is no progress
             return None
-        beat = next((b for b in beats if b.worker_id == local.worker_id), None)
         return None if beat is None else beat.processed + beat.failed
+
+    def _last_beat(self, local: _Local) -> WorkerStatus | None:
+        return next((b for b in self.registry.workers(local.workspace, local.pipeline)
+                     if b.worker_id == local.worker_id), None)
 
     def _all_alive(self, deployment: Deployment) -> bool:
         return all(w in self._local and self._local[w].proc.poll() is None
@@ -437,10 +440,9 @@ class Deployer:
                 log.exception("worker supervision failed")
 
     def _restart_dead(self) -> None:
-        wanted = {w: (d.workspace, d.pipeline)
-                  for d in self.registry.list_deployments() for w in d.worker_ids}
+        wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
         for swap in self._swaps.values():
-            wanted.update((w, (swap.new.workspace, swap.new.pipeline)) for w in swap.old_ids)
+            wanted.update(swap.old_ids)
         for local in list(self._local.values()):
             code = local.proc.poll()
             if code is None or local.worker_id not in wanted:
@@ -459,7 +461,7 @@ class Deployer:
                          else min(2.0 ** (local.quick_deaths - 2), RESTART_BACKOFF_MAX_S))
                 local.restart_at = now + delay
                 local.last_exit = code
-                local.last_reason = self._exit_reason(local, code, *wanted[local.worker_id])
+                local.last_reason = self._exit_reason(local, code)
                 log.warning("worker %s exited with %s%s; restarting it in %.0fs",
                             local.worker_id, code,
                             f" ({local.last_reason})" if local.last_reason else "", delay)
@@ -470,12 +472,11 @@ class Deployer:
             local.started_at = now
             local.proc = self._popen(local.worker_id, local.args)
 
-    def _exit_reason(self, local: _Local, code: int, ws: str, name: str) -> str | None:
+    def _exit_reason(self, local: _Local, code: int) -> str | None:
         """The reason an exited process gave in its last heartbeat, if it said why it left."""
         if code != EXIT_OVER_MEMORY:
             return None
-        beat = next((s for s in self.registry.workers(ws, name) if s.worker_id == local.worker_id),
-                    None)
+        beat = self._last_beat(local)
         if beat is None or beat.pid != local.proc.pid or beat.status != "Error":
             return None
         return beat.reason

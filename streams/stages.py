@@ -26,7 +26,6 @@ from engine.pipeline import CompiledPipeline
 from engine.steps import ShadowRunner, SplitRunner, StepRunner
 from streams.agents.sinks import (
     SPLIT_ARM,
-    Answer,
     FanOut,
     Forward,
     ShadowAnswer,
@@ -86,9 +85,8 @@ class _Builder:
 
     def _then(self, index: int, labels: tuple[str, str]) -> Sink:
         """Where the output of step `index` goes: the next step, or the result topic."""
-        if self._ends(index):
-            return self._sink(Answer, labels)
-        nxt = self.topic_map.step(self.workspace, self.name, self.version, index + 1)
+        m, ws, p = self.topic_map, self.workspace, self.name
+        nxt = m.output(ws, p) if self._ends(index) else m.step(ws, p, self.version, index + 1)
         return self._sink(Forward, labels, next=self.topic(nxt.name))
 
     def _compute(self, transform: Transform, *, starts: bool, ends: bool) -> StepCompute:

@@ -1,8 +1,8 @@
 """Where a stage's results go, and how it reports a message that failed.
 
 Answer path (everything but shadow challengers): a result goes on to the next
-step's topic (`Forward`), to the result topic (`Answer`), to a split's arm
-topics (`SplitRoute`), and a shadow's champion also fans its input out to one
+step's topic or, after the last step, to the result topic (`Forward`), to a
+split's arm topics (`SplitRoute`), and a shadow's champion also fans its input out to one
 topic per challenger (`FanOut`). A message that failed on the answer path
 becomes an error reply on the result topic (its value: the failed message's
 `in.*` columns) and a dead-letter record. The log store reads its rows off the
@@ -95,7 +95,8 @@ class Sink:
 
 @dataclass
 class Forward(Sink):
-    """On to the next step's topic."""
+    """On to one topic: the next step's, or after the last step the result topic (which
+    the log store reads too)."""
 
     next: faust.TopicT | None = None
 
@@ -105,18 +106,6 @@ class Forward(Sink):
         if value is None:
             return False
         await self.next.send(key=message.key, value=value, headers=env.headers())
-        return True
-
-
-@dataclass
-class Answer(Sink):
-    """Result rows: to the result topic (which the log store reads too)."""
-
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
-        value = _encode(work.result, work)
-        if value is None:
-            return False
-        await self.output.send(key=message.key, value=value, headers=env.headers())
         return True
 
 
