@@ -40,7 +40,10 @@ ContentType = Literal[
 _MEDIA_TYPES: dict[str, ContentType] = {
     ARROW_STREAM: ARROW_STREAM, ARROW_FILE: ARROW_FILE, "application/json": PANDAS_RECORDS
 }
+_CANONICAL = frozenset({ARROW_STREAM, ARROW_FILE, PANDAS_RECORDS})
 _JSON_FORMATS = frozenset({"pandas-records", "records"})
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
+"""Passed explicitly: without options pyarrow reads two environment variables per writer."""
 _ARROW_ERRORS = (pa.ArrowException, OSError, ValueError)
 _JSON_NATIVE = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_string,
                 pa.types.is_large_string, pa.types.is_null)
@@ -63,6 +66,8 @@ def normalize_content_type(
     Case, spaces and parameter order do not matter; plain ``application/json``
     means pandas records, and a missing header gives ``default``.
     """
+    if header in _CANONICAL:  # the hot path: weir's own constants
+        return header  # type: ignore[return-value]
     if isinstance(header, bytes):
         header = header.decode("latin-1")
     if not header or not header.strip():
@@ -145,7 +150,7 @@ def encode(batch: pa.RecordBatch, content_type: str) -> bytes:
         return _encode_json(batch)
     sink = pa.BufferOutputStream()
     new_writer = pa.ipc.new_stream if kind == ARROW_STREAM else pa.ipc.new_file
-    with new_writer(sink, batch.schema) as writer:
+    with new_writer(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 

@@ -36,7 +36,6 @@ from engine.steps import (
     StepRunner,
     join,
     make_runner,
-    prefixed,
 )
 
 OUT_PREFIX = "out."
@@ -55,6 +54,8 @@ META_SHADOW = "metadata.shadow"
 """On a challenger's log rows: which challenger answered."""
 
 ArtifactPath = Callable[[ModelRef], Path]
+Started = int | np.ndarray
+"""When requests started, ns: one value for every row, or one per row (0: unknown)."""
 Checks = list[tuple[Validation, expressions.Expression]]
 
 
@@ -78,9 +79,10 @@ class CompiledPipeline:
     @staticmethod
     def start(batch: pa.RecordBatch) -> pa.RecordBatch:
         """Turn a pipeline input into the first step's message (input and row index carried)."""
-        rows = pa.RecordBatch.from_arrays([pa.array(np.arange(batch.num_rows, dtype=np.int32))],
-                                          names=[ROW])
-        return join(join(batch, prefixed(batch, IN_PREFIX)), rows)
+        names = batch.schema.names
+        return pa.RecordBatch.from_arrays(
+            [*batch.columns, *batch.columns, pa.array(np.arange(batch.num_rows, dtype=np.int32))],
+            names=[*names, *(IN_PREFIX + n for n in names), ROW])
 
     def run_step(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """Run step `index` on an inter-step message; returns the next message."""
@@ -119,13 +121,13 @@ class CompiledPipeline:
         return join(self.shadow_runner(index).run_challenger(challenger, working), carried)
 
     def finish_shadow(self, index: int, challenger: int, message: pa.RecordBatch, *,
-                      started_ns: int) -> pa.RecordBatch:
+                      started_ns: Started) -> pa.RecordBatch:
         """A challenger's log rows: `out_<model>.*`, which challenger, the rows' index in
         their request, and the metadata every log row has (no checks run on them)."""
         ref = self.shadow_runner(index).challengers[challenger]
         n = message.num_rows
-        now_ns = time.time_ns()
-        names, columns = [TIME], [_now_ms(n, now_ns)]
+        time_ms, elapsed = _times(n, started_ns)
+        names, columns = [TIME], [time_ms]
         meta: dict[str, pa.Array] = {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(SHADOW_PREFIX):
@@ -136,19 +138,24 @@ class CompiledPipeline:
         zeros = pa.array(np.zeros(n, np.int32))
         for name, column in (
             (CHECK_FAILURES, zeros), (ANOMALY_COUNT, zeros),
-            *self._metadata(ref.label(), meta, n, now_ns, started_ns),
+            *self._metadata(ref.label(), meta, n, elapsed),
             (META_SHADOW, codecs.repeated(ref.name, n)),
         ):
             names.append(name)
             columns.append(column)
         return pa.RecordBatch.from_arrays(columns, names=names)
 
-    def finish(self, message: pa.RecordBatch, *, started_ns: int) -> pa.RecordBatch:
-        """The result rows: time, in.*, out.*, check failures, anomaly.* and metadata."""
+    def finish(self, message: pa.RecordBatch, *, started_ns: Started) -> pa.RecordBatch:
+        """The result rows: time, in.*, out.*, check failures, anomaly.* and metadata.
+
+        :param started_ns: when each row's request started (one value, or one per row;
+            0 where unknown): a row's `time` is its request's start, so a request
+            processed again after a crash gives identical rows.
+        """
         n = message.num_rows
-        now_ns = time.time_ns()
+        time_ms, elapsed = _times(n, started_ns)
         names: list[str] = [TIME]
-        columns: list[pa.Array] = [_now_ms(n, now_ns)]
+        columns: list[pa.Array] = [time_ms]
         inputs, outputs, shadows, checked, meta = [], [], [], [], {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(IN_PREFIX):
@@ -170,20 +177,20 @@ class CompiledPipeline:
         tail = [
             (CHECK_FAILURES, count), (ANOMALY_COUNT, count),
             *((ANOMALY_PREFIX + name, pa.array(mask, pa.bool_())) for name, mask in failed.items()),
-            *self._metadata(last.label() if last else "", meta, n, now_ns, started_ns),
+            *self._metadata(last.label() if last else "", meta, n, elapsed),
         ]
         for name, column in (*inputs, *outputs, *shadows, *tail):
             names.append(name)
             columns.append(column)
         return pa.RecordBatch.from_arrays(columns, names=names)
 
-    def _metadata(self, model: str, meta: dict[str, pa.Array], n: int, now_ns: int,
-                  started_ns: int) -> list[tuple[str, pa.Array]]:
+    def _metadata(self, model: str, meta: dict[str, pa.Array], n: int,
+                  elapsed: pa.Array) -> list[tuple[str, pa.Array]]:
         """The metadata.* columns every result and challenger log row has."""
         return [
             (META_VERSION, codecs.repeated(self.version, n)),
             (META_MODEL, codecs.repeated(model, n)),
-            (META_ELAPSED, pa.array(np.full(n, max(now_ns - started_ns, 0), np.int64))),
+            (META_ELAPSED, elapsed),
             (META_ROW, meta.get(ROW, pa.array(np.arange(n, dtype=np.int32)))),
         ]
 
@@ -221,9 +228,15 @@ def _apply(run: Callable[[pa.RecordBatch], tuple[pa.RecordBatch, pa.RecordBatch]
     return join(out, join(carried, extras))
 
 
-def _now_ms(n: int, now_ns: int) -> pa.Array:
+def _times(n: int, started_ns: Started) -> tuple[pa.Array, pa.Array]:
+    """Each row's `time` (its request's start, or now where unknown) and elapsed ns."""
+    now_ns = time.time_ns()
+    started = np.broadcast_to(np.asarray(started_ns, np.int64), (n,))
+    known = started > 0
+    time_ms = np.where(known, started, now_ns) // 1_000_000
+    elapsed = np.where(known, np.maximum(now_ns - started, 0), 0)
     # Build int64 then view as timestamp: converting with a tz-aware type costs ~35 µs.
-    return pa.array(np.full(n, now_ns // 1_000_000, np.int64)).view(TIME_TYPE)
+    return pa.array(time_ms).view(TIME_TYPE), pa.array(elapsed)
 
 
 def load_pipeline(
