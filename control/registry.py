@@ -20,7 +20,7 @@ from streams.status import WorkerStatus
 DEFAULT_WORKSPACE = "default"
 HEARTBEAT_STALE_S = 10.0
 STARTING_STALE_S = 30.0
-"""A starting worker is silent while faust starts and its group forms; give it longer."""
+"""A starting worker is silent while it loads its models and its group forms; give it longer."""
 
 
 class Registry:

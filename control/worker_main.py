@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                              "over it the worker reports why and exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for ours in ("streams", "control"):  # a worker's own lifecycle (draining, drained), not faust's
+    for ours in ("streams", "control"):  # a worker's own lifecycle (draining, drained), not Kafka's
         logging.getLogger(ours).setLevel(logging.INFO)
 
     settings = Settings.discover()
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_limit_bytes=args.memory, role=args.role,
     )
     worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
-                    lambda ref: artifacts.path(ref.sha), registry, settings.run_dir / "workers")
+                    lambda ref: artifacts.path(ref.sha), registry)
     return worker.run()
 
 

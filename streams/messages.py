@@ -83,3 +83,13 @@ class Envelope:
 
 
 _OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record a stage wants sent: built by the stage's sink, sent by the worker's loop."""
+
+    topic: str
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    key: bytes | None = None

@@ -39,13 +39,23 @@ class WorkerSettings(BaseSettings):
     """Upper bound on the bytes one fetch returns per partition (Kafka's
     `max.partition.fetch.bytes`); a larger record still comes back alone."""
 
+    commit_interval_ms: float = Field(100.0, ge=0)
+    """Least time between two offset commits of a busy worker: one commit covers every
+    record delivered meanwhile. After a crash, up to this much work (plus what was in
+    flight) is processed again; a rebalance or a stop commits at once."""
+
+    max_message_bytes: int = Field(128 * 1024 * 1024, ge=1024)
+    """Largest record a worker sends; a result over it is answered with an error
+    instead. Kafka brokers refuse records over their own `message.max.bytes`
+    (1 MB by default on Apache Kafka): raise that too for big messages."""
+
     max_batch_rows: int = Field(256, ge=1)
     """Micro-batching: messages smaller than this are merged up to this many rows
     and run through a step at once; larger messages run as they come."""
 
     max_batch_wait_ms: float = Field(0.0, ge=0)
-    """Micro-batching: how long a partial batch may wait for more messages after
-    its first. 0 (the default) takes only what has already arrived, which under
+    """Micro-batching: how long a fetch of fewer than `max_batch_rows` records may
+    wait for more. 0 (the default) takes only what has already arrived, which under
     load is already many messages; waiting adds that much latency to every step
     at low load (measured: 2 ms cost ~3 ms p50 per step) for no throughput gain
     in bench/bench_pipeline.py."""

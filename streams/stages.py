@@ -14,11 +14,9 @@ crashing challenger cannot hold back or fail the champion's answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import faust
 import pyarrow as pa
 
 from engine.definition import PipelineSpec, ShadowStep
@@ -33,6 +31,7 @@ from streams.agents.sinks import (
     SplitRoute,
 )
 from streams.agents.step import Stage, StepCompute, Transform, finisher
+from streams.settings import WorkerSettings
 from streams.topics import TopicMap
 
 WorkerRole = Literal["main", "shadow"]
@@ -44,10 +43,9 @@ def has_shadows(spec: PipelineSpec) -> bool:
 
 
 def version_stages(pipeline: CompiledPipeline, workspace: str, name: str, topic_map: TopicMap,
-                   topic: Callable[[str], faust.TopicT], role: WorkerRole,
-                   max_batch_rows: int) -> list[Stage]:
+                   role: WorkerRole, settings: WorkerSettings) -> list[Stage]:
     """The stages a worker of `role` runs for `pipeline` (a version of `workspace`/`name`)."""
-    build = _Builder(pipeline, workspace, name, topic_map, topic, max_batch_rows)
+    build = _Builder(pipeline, workspace, name, topic_map, settings)
     stages: list[Stage] = []
     for i, runner in enumerate(pipeline.steps):
         if role == "shadow":
@@ -68,8 +66,7 @@ class _Builder:
     workspace: str
     name: str
     topic_map: TopicMap
-    topic: Callable[[str], faust.TopicT]
-    max_batch_rows: int
+    settings: WorkerSettings
 
     @property
     def version(self) -> str:
@@ -80,21 +77,22 @@ class _Builder:
 
     def _sink(self, cls: type[Sink], labels: tuple[str, str], **fields: object) -> Sink:
         m, ws, p = self.topic_map, self.workspace, self.name
-        return cls(labels=labels, output=self.topic(m.output(ws, p).name),  # type: ignore[call-arg]
-                   dead_letter=self.topic(m.dead_letter(ws, p).name), **fields)
+        return cls(labels=labels, output=m.output(ws, p).name,  # type: ignore[call-arg]
+                   dead_letter=m.dead_letter(ws, p).name,
+                   max_bytes=self.settings.max_message_bytes, **fields)
 
     def _then(self, index: int, labels: tuple[str, str]) -> Sink:
         """Where the output of step `index` goes: the next step, or the result topic."""
         m, ws, p = self.topic_map, self.workspace, self.name
         nxt = m.output(ws, p) if self._ends(index) else m.step(ws, p, self.version, index + 1)
-        return self._sink(Forward, labels, next=self.topic(nxt.name))
+        return self._sink(Forward, labels, next=nxt.name)
 
     def _compute(self, transform: Transform, *, starts: bool, ends: bool) -> StepCompute:
         return StepCompute(transform, finish=finisher(self.pipeline) if ends else None,
-                           starts=starts, max_batch_rows=self.max_batch_rows)
+                           starts=starts, max_batch_rows=self.settings.max_batch_rows)
 
-    def _source(self, index: int) -> faust.TopicT:
-        return self.topic(self.topic_map.step(self.workspace, self.name, self.version, index).name)
+    def _source(self, index: int) -> str:
+        return self.topic_map.step(self.workspace, self.name, self.version, index).name
 
     def model_step(self, i: int, runner: StepRunner) -> Stage:
         labels = (runner.label, runner.last_model.label())
@@ -103,8 +101,7 @@ class _Builder:
         return Stage(f"step-{i}", self._source(i), compute, self._then(i, labels), self.version)
 
     def split(self, i: int, runner: SplitRunner) -> list[Stage]:
-        arms = [self.topic(self.topic_map.split_arm(self.workspace, self.name, self.version,
-                                                    i, k).name)
+        arms = [self.topic_map.split_arm(self.workspace, self.name, self.version, i, k).name
                 for k in range(len(runner.step.arms))]
 
         def mark_arms(message: pa.RecordBatch) -> pa.RecordBatch:
@@ -126,8 +123,7 @@ class _Builder:
     def champion(self, i: int, runner: ShadowRunner) -> Stage:
         labels = (runner.label, runner.last_model.label())
         challengers = tuple(
-            self.topic(self.topic_map.challenger(self.workspace, self.name, self.version,
-                                                 i, c).name)
+            self.topic_map.challenger(self.workspace, self.name, self.version, i, c).name
             for c in range(len(runner.challengers)))
         compute = self._compute(lambda m: self.pipeline.run_champion(i, m), starts=i == 0,
                                 ends=self._ends(i))
@@ -137,14 +133,13 @@ class _Builder:
     def challengers(self, i: int, runner: ShadowRunner) -> list[Stage]:
         stages = []
         for c, ref in enumerate(runner.challengers):
-            source = self.topic(self.topic_map.challenger(self.workspace, self.name,
-                                                          self.version, i, c).name)
+            source = self.topic_map.challenger(self.workspace, self.name, self.version, i, c).name
             compute = StepCompute(
                 lambda m, c=c: self.pipeline.run_challenger(i, c, m),
                 finish=lambda m, started, c=c: self.pipeline.finish_shadow(
                     i, c, m, started_ns=started),
-                max_batch_rows=self.max_batch_rows)
-            logs = self.topic(self.topic_map.logs(self.workspace, self.name).name)
+                max_batch_rows=self.settings.max_batch_rows)
+            logs = self.topic_map.logs(self.workspace, self.name).name
             sink = self._sink(ShadowAnswer, (runner.label, ref.label()), logs=logs,
                               challenger=ref.name)
             stages.append(Stage(f"step-{i}-shadow-{c}", source, compute, sink, self.version))

@@ -1,4 +1,4 @@
-"""The worker: one faust app running the stages of one pipeline version.
+"""The worker: one process running the stages of one pipeline version (streams.loop).
 
 A "main" worker runs every stage on the answer path; a version with shadow
 deploys also gets "shadow" workers, which run only its challengers
@@ -13,27 +13,25 @@ drains before it leaves: it pauses its input partitions (and keeps them paused
 across rebalances), finishes what it holds, waits until the group's committed
 offsets reach the end of every version topic it reads with nothing in
 flight, commits and exits. So a hot swap or an undeploy loses nothing and, as
-each offset is committed only after what it produced is flushed, repeats
+each offset is committed only after what it produced is delivered, repeats
 nothing. A drain takes as long as it keeps finishing records; it is given up
-only when it stands still for `WorkerSettings.drain_timeout_s`.
+only when it stands still for `WorkerSettings.drain_timeout_s`. More SIGTERMs
+while it drains change nothing (a stop request and the deployer's signal often
+come together; a worker that hangs is SIGKILLed); a second SIGINT (Ctrl-C
+again) stops at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -43,14 +41,14 @@ from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
 from streams.agents.log import end_offsets
-from streams.agents.step import StepCounters, make_stage_agent
+from streams.agents.step import StepCounters
+from streams.loop import StageLoop
 from streams.memory import MemoryWatch
 from streams.settings import WorkerSettings
 from streams.stages import WorkerRole, version_stages
 from streams.stall import Stall
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
-from streams.transport import broker_url
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +84,25 @@ class WorkerSpec:
 
 
 class Worker:
-    """Builds the faust app for a spec, reports heartbeats, runs until told to stop."""
+    """Loads a spec's models, runs its stages, reports heartbeats, runs until told to stop."""
 
     def __init__(self, spec: WorkerSpec, settings: WorkerSettings, topics: TopicMap,
-                 artifact_path: ArtifactPath, heartbeat: HeartbeatSink, data_dir: Path) -> None:
+                 artifact_path: ArtifactPath, heartbeat: HeartbeatSink) -> None:
         self.spec = spec
         self.settings = settings
         self.topic_map = topics
         self.artifact_path = artifact_path
         self.heartbeat = heartbeat
-        self.data_dir = data_dir
         self.state: WorkerState = "Starting"
         self.reason: str | None = None
         self.counters = StepCounters()
         self.pipeline: CompiledPipeline | None = None
-        self.app: faust.App | None = None
+        self.loop: StageLoop | None = None
         self._draining = False
         self._drain_incomplete = False
         self._drained_topics: list[str] = []
+        self._stop = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
 
     def status(self) -> WorkerStatus:
         refs = self.spec.definition.models()
@@ -119,52 +118,24 @@ class Worker:
             time=datetime.now(UTC),
         )
 
-    def build_app(self) -> faust.App:
-        """Load the models (checked by sha) and wire one agent per step."""
-        spec, s = self.spec, self.settings
+    def build(self) -> StageLoop:
+        """Load the models (checked by sha) and wire one stage per agent."""
+        spec = self.spec
         self.pipeline = load_pipeline(spec.version, spec.definition, self.artifact_path, spec.options)
-        datadir = self.data_dir / spec.worker_id
-        datadir.mkdir(parents=True, exist_ok=True)
-        app = faust.App(
-            spec.group_id,
-            broker=broker_url(s.kafka_bootstrap),
-            web_enabled=False,
-            topic_disable_leader=True,
-            topic_allow_declare=False,
-            consumer_auto_offset_reset="earliest",
-            broker_session_timeout=s.session_timeout_s,
-            broker_rebalance_timeout=s.rebalance_timeout_s,
-            broker_heartbeat_interval=s.heartbeat_interval_s,
-            broker_max_poll_records=s.max_poll_records,
-            consumer_max_fetch_size=s.max_partition_fetch_bytes,
-            producer_linger=0.0,
-            store="memory://",
-            datadir=str(datadir),
-        )
-        app.weir_fetch_wait_ms = s.fetch_wait_ms  # read by streams.transport
-
-        def raw(name: str) -> faust.TopicT:
-            return app.topic(name, value_serializer="raw", key_serializer="raw")
-
         stages = version_stages(self.pipeline, spec.workspace, spec.pipeline, self.topic_map,
-                                raw, spec.role, s.max_batch_rows)
+                                spec.role, self.settings)
         if not stages:
             raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
-        for stage in stages:
-            make_stage_agent(app, stage, self.counters, s)
-        input_topic = self._input_topic()
-        self._drained_topics = sorted({stage.source.get_topic_name() for stage in stages}
-                                      - {input_topic})
+        self._drained_topics = sorted({stage.source for stage in stages} - {self._input_topic()})
+        self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,
+                              client_id=spec.worker_id, counters=self.counters,
+                              on_assigned=self._assigned)
+        return self.loop
 
-        @app.on_rebalance_complete.connect
-        async def _running(sender: object, **kwargs: object) -> None:
-            if self.state == "Starting":
-                self.state = "Running"
-                await self._beat()
-
-        _commit_before_revoke(app)
-        self.app = app
-        return app
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        if self.state == "Starting":  # the group has formed: this worker takes its share
+            self.state = "Running"
+            await self._beat()
 
     async def _beat(self) -> None:
         await asyncio.to_thread(self.heartbeat.beat, self.status())
@@ -218,16 +189,15 @@ class Worker:
 
     async def drain(self) -> None:
         """Stop taking input, then wait (bounded) until this version's step topics are drained."""
-        assert self.app is not None
+        assert self.loop is not None
         self._draining = True
-        consumer = self.app.consumer
-        _hold_paused(consumer, self._input_topic())
+        self.loop.hold(self._input_topic())
         self.state = "Draining"  # reported once no more input is taken (the deployer waits for it)
         await self._beat()
         started = asyncio.get_running_loop().time()
         log.info("worker %s: input paused, draining", self.spec.worker_id)
         try:
-            await self._wait_drained(consumer)
+            await self._wait_drained(self.loop)
             log.info("worker %s: drained in %.2fs", self.spec.worker_id,
                      asyncio.get_running_loop().time() - started)
         except TimeoutError as exc:
@@ -237,7 +207,7 @@ class Worker:
             self._drain_incomplete = True
             log.exception("worker %s: drain failed; stopping anyway", self.spec.worker_id)
 
-    async def _wait_drained(self, consumer: Any) -> None:
+    async def _wait_drained(self, loop: StageLoop) -> None:
         """Return once drained; TimeoutError after `drain_timeout_s` without progress (no
         record finished here, no change in what the group has left in the step topics)."""
         step_tps = self._step_partitions()
@@ -247,20 +217,14 @@ class Worker:
         stall = Stall(self.settings.drain_timeout_s)
         left: int | None = None  # records in the step topics the group has not committed
         try:
-            polls = 0
             while not stall.seen((self.counters.finished, left)):
-                polls += 1
-                if polls % 20 == 0:
-                    gc.collect()  # messages a rebalance dropped leave the unacked set on collection
-                if not _in_flight(consumer):
-                    await consumer.commit()  # flushes the producer first
+                if not loop.in_flight:
                     try:
                         left = 0 if offsets is None else await offsets.left(step_tps)
                     except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
                         log.warning("worker %s: reading the group's offsets failed: %s",
                                     self.spec.worker_id, exc)
-                    if left == 0 and not _in_flight(consumer):
-                        await consumer.commit()
+                    if left == 0 and not loop.in_flight:
                         return
                 await asyncio.sleep(DRAIN_POLL_S)
             raise TimeoutError(
@@ -271,10 +235,11 @@ class Worker:
             if offsets is not None:
                 await offsets.stop()
 
+    # -- running ------------------------------------------------------------------
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         try:
-            app = self.build_app()
+            loop = self.build()
         except WeirError as exc:
             return self._cannot_start(str(exc))
         over = MemoryWatch(self.spec.memory_limit_bytes).over()
@@ -285,14 +250,8 @@ class Worker:
         beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,
                                  name="weir-heartbeat")
         beats.start()
-        worker = _FaustWorker(app, drain=self.drain, loglevel="WARNING", quiet=True,
-                              override_logging=False)
         try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        else:
-            code = 0
+            code = asyncio.run(self._serve(loop))
         finally:
             stopped.set()
             beats.join()
@@ -304,94 +263,39 @@ class Worker:
             return EXIT_DRAIN_INCOMPLETE  # tells the deployer to keep the version's topics
         return code
 
+    async def _serve(self, loop: StageLoop) -> int:
+        events = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            events.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await loop.start()
+            log.info("worker %s: reading %s", self.spec.worker_id, ", ".join(loop.topics))
+            await loop.run(self._stop)
+            return 0
+        except Exception:
+            log.exception("worker %s failed; what it did not commit is read again",
+                          self.spec.worker_id)
+            return 1
+        finally:
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+            await loop.close()
 
-class _FaustWorker(faust.Worker):
-    """faust's worker, draining on the first SIGTERM/SIGINT before it shuts down.
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """The first signal drains, then stops; a second SIGINT stops at once."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain_then_stop())
+        elif sig == signal.SIGINT:
+            log.info("worker %s: stopping without draining", self.spec.worker_id)
+            self._stop.set()
+        else:
+            log.info("worker %s: already draining; the drain goes on", self.spec.worker_id)
 
-    More SIGTERMs while it drains change nothing: a stop request and the
-    deployer's signal often come together, and cutting the drain short would
-    lose what is left in the version's step topics (a worker that hangs is
-    SIGKILLed). A second SIGINT (Ctrl-C again) stops at once.
-    """
-
-    def __init__(self, app: faust.App, *, drain: Callable[[], Any], **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._drain = drain
-        self._drain_task: asyncio.Future[None] | None = None
-
-    def _on_sigterm(self) -> None:
-        self._drain_then(super()._on_sigterm, again_stops_now=False)
-
-    def _on_sigint(self) -> None:
-        self._drain_then(super()._on_sigint, again_stops_now=True)
-
-    def _drain_then(self, shutdown: Callable[[], None], *, again_stops_now: bool) -> None:
-        if self._drain_task is not None:
-            if again_stops_now:
-                shutdown()
-            else:
-                log.info("already draining; the drain goes on")
-            return
-
-        async def drain_then_stop() -> None:
-            try:
-                if self.app.started and not self.app.should_stop:
-                    await self._drain()
-            finally:
-                shutdown()
-
-        self._drain_task = asyncio.ensure_future(drain_then_stop(), loop=self.loop)
-
-
-def _commit_before_revoke(app: faust.App) -> None:
-    """Finish and commit what is in flight before a rebalance takes partitions away.
-
-    faust-streaming (0.15) forgets the acknowledged offsets of revoked
-    partitions before its revoke handler waits for the streams and commits, so
-    everything processed since the last periodic commit would be processed
-    again by the next owner (measured: hundreds of repeats per rebalance at a
-    few hundred records/s). This does what that handler does (stop the flow,
-    drop what no stream has started, wait for what they have, commit) before
-    the offsets are forgotten, which keeps a rebalance (a hot swap, a replica
-    joining or leaving) free of repeats.
-    """
-    consumer = app.consumer
-    revoke = consumer.on_partitions_revoked
-
-    async def on_partitions_revoked(revoked: set[Any]) -> None:
-        if revoked and not consumer.should_stop and app.conf.stream_wait_empty:
-            consumer.stop_flow()
-            app.flow_control.suspend()
-            app.flow_control.clear()
-            try:
-                await consumer.wait_empty()
-            except Exception:
-                log.exception("commit before rebalance failed")  # records are read again
-        await revoke(revoked)
-
-    consumer.on_partitions_revoked = on_partitions_revoked
-
-
-def _hold_paused(consumer: Any, topic: str) -> None:
-    """Stop fetching `topic`, now and after any rebalance (faust resumes all it is assigned).
-
-    The fetcher asks `_get_active_partitions()` which partitions to fetch and
-    which fetched records to hand on; the live set it returns is trimmed here.
-    """
-    active = consumer._get_active_partitions
-
-    def without_topic() -> set[Any]:
-        tps: set[Any] = active()
-        tps.difference_update({tp for tp in tps if tp.topic == topic})
-        return tps
-
-    consumer._get_active_partitions = without_topic
-    consumer.pause_partitions({tp for tp in consumer.assignment() if tp.topic == topic})
-
-
-def _in_flight(consumer: Any) -> bool:
-    """True while a record this worker was handed is not acknowledged (processed) yet."""
-    return any(not m.acked for m in list(consumer._unacked_messages))
+    async def _drain_then_stop(self) -> None:
+        try:
+            await self.drain()
+        finally:
+            self._stop.set()
 
 
 class _Offsets:

@@ -1,17 +1,14 @@
 """Micro-batching: small messages merged so a model runs vectorised, then split back.
 
-Pure functions plus one async generator; no Kafka here.
+Pure functions; no Kafka here. The worker's loop (streams.loop) decides which
+messages arrive together.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Hashable, Sequence
-from typing import TypeVar
+from collections.abc import Hashable, Sequence
 
 import pyarrow as pa
-
-T = TypeVar("T")
 
 
 def plan_micro_batches(messages: Sequence[tuple[Hashable, int]], max_rows: int) -> list[list[int]]:
@@ -58,61 +55,5 @@ def split(batch: pa.RecordBatch, rows: Sequence[int]) -> list[pa.RecordBatch]:
 
 
 def schema_key(batch: pa.RecordBatch) -> Hashable:
-    return tuple((f.name, str(f.type)) for f in batch.schema)
-
-
-async def micro_batches(events: AsyncIterable[T], max_events: int,
-                        wait_s: float) -> AsyncIterator[list[T]]:
-    """`events` in micro-batches: each starts with the next event to come and takes
-    what follows it for up to `wait_s`, or until it holds `max_events`.
-
-    Unlike faust's `take_events`, an idle stream costs nothing: nothing wakes up
-    until an event arrives. At most `max_events` events wait in the buffer, so a
-    slow step holds the stream back rather than growing memory.
-    """
-    buffer: asyncio.Queue[tuple[T | None, BaseException | None]] = asyncio.Queue(max_events)
-    ended = False
-
-    async def feed() -> None:
-        try:
-            async for event in events:
-                await buffer.put((event, None))
-            await buffer.put((None, StopAsyncIteration()))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer of the batches
-            await buffer.put((None, exc))
-
-    def take(item: tuple[T | None, BaseException | None], batch: list[T]) -> None:
-        nonlocal ended
-        event, error = item
-        if isinstance(error, StopAsyncIteration):
-            ended = True
-        elif error is not None:
-            raise error
-        else:
-            batch.append(event)  # type: ignore[arg-type]
-
-    feeder = asyncio.create_task(feed(), name="micro-batch-feeder")
-    loop = asyncio.get_running_loop()
-    try:
-        while not ended:
-            batch: list[T] = []
-            take(await buffer.get(), batch)
-            deadline = loop.time() + wait_s
-            while len(batch) < max_events and not ended:
-                if buffer.empty():
-                    await asyncio.sleep(0)  # let the feeder hand on what is already fetched
-                if not buffer.empty():
-                    take(buffer.get_nowait(), batch)
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    take(await asyncio.wait_for(buffer.get(), remaining), batch)
-                except TimeoutError:
-                    break
-            if batch:
-                yield batch
-    finally:
-        feeder.cancel()
-        await asyncio.gather(feeder, return_exceptions=True)
+    """What messages must share to be merged: their schema (hashed by pyarrow, fast)."""
+    return batch.schema

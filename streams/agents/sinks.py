@@ -1,5 +1,9 @@
 """Where a stage's results go, and how it reports a message that failed.
 
+A sink only says what to send (`Outgoing` records, in the order they must go);
+the worker's loop (streams.loop) sends them, and commits the input only once
+they are delivered.
+
 Answer path (everything but shadow challengers): a result goes on to the next
 step's topic or, after the last step, to the result topic (`Forward`), to a
 split's arm topics (`SplitRoute`), and a shadow's champion also fans its input out to one
@@ -23,13 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import numpy as np
 import pyarrow as pa
+from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.steps import IN_PREFIX, ROW
-from streams.messages import FAILED_AT, SOURCE, Envelope
+from streams.errors import RecordTooLarge
+from streams.messages import FAILED_AT, SOURCE, Envelope, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +42,31 @@ SPLIT_ARM = "_route.arm"
 """Added by a splitter's compute: the arm each row goes to (dropped before it is sent)."""
 
 
-def _encode(batch: pa.RecordBatch, work: Any) -> bytes | None:
-    """`batch` as an Arrow stream; None (with `work.error` set) if it cannot be encoded."""
+def _encode(batch: pa.RecordBatch, work: Any, limit: int) -> bytes | None:
+    """`batch` as an Arrow stream; None (with `work.error` set) if it cannot be encoded or
+    is over `limit` bytes."""
     try:
-        return codecs.encode(batch, codecs.ARROW_STREAM)
+        value = codecs.encode(batch, codecs.ARROW_STREAM)
     except Exception as exc:
         work.error = exc
         return None
+    if len(value) > limit:
+        work.error = RecordTooLarge(len(value), limit)
+        return None
+    return value
 
 
-def carried_input(batch: pa.RecordBatch | None) -> bytes:
+def carried_input(batch: pa.RecordBatch | None, limit: int) -> bytes:
     """A failed message's `in.*` columns and row indexes, for its error rows in the log
-    (empty when the input was unreadable)."""
+    (empty when the input was unreadable, or too big to send)."""
     if batch is None:
         return b""
     kept = [n for n in batch.schema.names if n.startswith(IN_PREFIX) or n == ROW]
     try:
-        return codecs.encode(batch.select(kept), codecs.ARROW_STREAM)
+        value = codecs.encode(batch.select(kept), codecs.ARROW_STREAM)
     except Exception:
         return b""
+    return value if len(value) <= limit else b""
 
 
 def _error(env: Envelope, labels: tuple[str, str], work: Any) -> dict[str, str]:
@@ -66,31 +77,36 @@ def _error(env: Envelope, labels: tuple[str, str], work: Any) -> dict[str, str]:
             "message": str(exc), "attempts": str(work.attempts)}
 
 
+Sent = list[Outgoing] | None
+"""What a sink sends for one message, in order; None if the result could not be encoded."""
+
+
 @dataclass
 class Sink:
     """The answer path's failure handling; subclasses say where results go."""
 
     labels: tuple[str, str]
     """(step, model) named in error replies and rows."""
-    output: faust.TopicT
-    dead_letter: faust.TopicT
+    output: str
+    """The pipeline's result topic."""
+    dead_letter: str
+    max_bytes: int = 128 * 1024 * 1024
+    """Largest result value it sends (`WorkerSettings.max_message_bytes`)."""
 
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
-        """Send `work.result` on; False (with work.error set) if it cannot be encoded."""
+    def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
+        """The records that send `work.result` on; None (with work.error set) if it cannot be
+        encoded."""
         raise NotImplementedError
 
-    async def fail(self, message: Any, value: bytes | None, env: Envelope, work: Any) -> None:
+    def fail(self, record: ConsumerRecord, env: Envelope, work: Any) -> list[Outgoing]:
         """Error reply to the caller (and the log store), the record to the dead-letter topic."""
         failed = env.replace(error=_error(env, self.labels, work))
-        await self.output.send(key=message.key, value=carried_input(work.batch),
-                               headers=failed.headers())
-        await self.dead_letter.send(
-            key=message.key, value=value,
-            headers=failed.replace(extra={
-                **env.extra, FAILED_AT: str(time.time_ns()).encode(),
-                SOURCE: json.dumps([message.topic, message.partition, message.offset]).encode(),
-            }).headers(),
-        )
+        dead = failed.replace(extra={
+            **env.extra, FAILED_AT: str(time.time_ns()).encode(),
+            SOURCE: json.dumps([record.topic, record.partition, record.offset]).encode(),
+        })
+        return [Outgoing(self.output, carried_input(work.batch, self.max_bytes), failed.headers(), record.key),
+                Outgoing(self.dead_letter, record.value, dead.headers(), record.key)]
 
 
 @dataclass
@@ -98,38 +114,35 @@ class Forward(Sink):
     """On to one topic: the next step's, or after the last step the result topic (which
     the log store reads too)."""
 
-    next: faust.TopicT | None = None
+    next: str = ""
 
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
-        assert self.next is not None
-        value = _encode(work.result, work)
+    def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
+        value = _encode(work.result, work, self.max_bytes)
         if value is None:
-            return False
-        await self.next.send(key=message.key, value=value, headers=env.headers())
-        return True
+            return None
+        return [Outgoing(self.next, value, env.headers(), record.key)]
 
 
 @dataclass
 class SplitRoute(Sink):
     """A splitter's rows: each to its arm's topic (rows keep their order within an arm)."""
 
-    arms: tuple[faust.TopicT, ...] = ()
+    arms: tuple[str, ...] = ()
 
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
+    def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
         batch: pa.RecordBatch = work.result
         chosen = batch.column(SPLIT_ARM).to_numpy(zero_copy_only=False)
         rows = batch.drop_columns([SPLIT_ARM])
+        headers = env.headers()
         parts = []
         for arm, topic in enumerate(self.arms):
             picked = np.flatnonzero(chosen == arm)
             if picked.size:
-                value = _encode(rows.take(pa.array(picked)), work)
+                value = _encode(rows.take(pa.array(picked)), work, self.max_bytes)
                 if value is None:
-                    return False
-                parts.append((topic, value))
-        for topic, value in parts:
-            await topic.send(key=message.key, value=value, headers=env.headers())
-        return True
+                    return None
+                parts.append(Outgoing(topic, value, headers, record.key))
+        return parts
 
 
 @dataclass
@@ -138,54 +151,51 @@ class FanOut(Sink):
     to every challenger's topic, whether the champion succeeded or not."""
 
     inner: Sink | None = None
-    challengers: tuple[faust.TopicT, ...] = ()
+    challengers: tuple[str, ...] = ()
 
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
+    def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
         assert self.inner is not None
-        if not await self.inner.send(message, env, work):
-            return False
-        await self._fan_out(message, env, work)
-        return True
+        sent = self.inner.send(record, env, work)
+        if sent is None:
+            return None
+        return sent + self._fan_out(record, env, work)
 
-    async def fail(self, message: Any, value: bytes | None, env: Envelope, work: Any) -> None:
+    def fail(self, record: ConsumerRecord, env: Envelope, work: Any) -> list[Outgoing]:
         assert self.inner is not None
-        await self.inner.fail(message, value, env, work)
-        await self._fan_out(message, env, work)
+        return self.inner.fail(record, env, work) + self._fan_out(record, env, work)
 
-    async def _fan_out(self, message: Any, env: Envelope, work: Any) -> None:
+    def _fan_out(self, record: ConsumerRecord, env: Envelope, work: Any) -> list[Outgoing]:
         if work.batch is None or not self.challengers:
-            return
+            return []
         try:
             value = codecs.encode(work.batch, codecs.ARROW_STREAM)
         except Exception:
             log.exception("could not fan request %s out to challengers", env.request_id)
-            return
-        for topic in self.challengers:
-            await topic.send(key=message.key, value=value, headers=env.headers())
+            return []
+        headers = env.headers()
+        return [Outgoing(topic, value, headers, record.key) for topic in self.challengers]
 
 
 @dataclass
 class ShadowAnswer(Sink):
     """A challenger's rows: to the log topic, and to the result topic if the request asks."""
 
-    logs: faust.TopicT | None = None
+    logs: str = ""
     challenger: str = ""
 
-    async def send(self, message: Any, env: Envelope, work: Any) -> bool:
-        value = _encode(work.result, work)
+    def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
+        value = _encode(work.result, work, self.max_bytes)
         if value is None:
-            return False
-        marked = env.replace(shadow=self.challenger)
-        assert self.logs is not None
-        await self.logs.send(key=message.key, value=value, headers=marked.headers())
-        if env.reply_shadows:
-            await self.output.send(key=message.key, value=value, headers=marked.headers())
-        return True
+            return None
+        return self._to_log(record, env.replace(shadow=self.challenger), value)
 
-    async def fail(self, message: Any, value: bytes | None, env: Envelope, work: Any) -> None:
+    def fail(self, record: ConsumerRecord, env: Envelope, work: Any) -> list[Outgoing]:
         failed = env.replace(shadow=self.challenger, error=_error(env, self.labels, work))
-        rows = carried_input(work.batch)
-        assert self.logs is not None
-        await self.logs.send(key=message.key, value=rows, headers=failed.headers())
+        return self._to_log(record, failed, carried_input(work.batch, self.max_bytes))
+
+    def _to_log(self, record: ConsumerRecord, env: Envelope, value: bytes) -> list[Outgoing]:
+        headers = env.headers()
+        sent = [Outgoing(self.logs, value, headers, record.key)]
         if env.reply_shadows:
-            await self.output.send(key=message.key, value=rows, headers=failed.headers())
+            sent.append(Outgoing(self.output, value, headers, record.key))
+        return sent

@@ -1,12 +1,12 @@
-"""The stage agent: decode, compute on a micro-batch, and hand each result to a sink.
+"""The stage: decode, compute on a micro-batch, and hand each result to a sink.
 
 Every agent of a worker is a stage (see streams.stages): a model step, a split's
 splitter or one of its arms, a shadow's champion or one of its challengers. A
-stage reads one topic; its `StepCompute` runs on micro-batches (small messages
-that arrive together are merged up to `max_batch_rows` rows, waiting at most
-`max_batch_wait_ms`, and split back by row counts, so every request keeps its
-own headers and reply; larger messages run as they come); its sink
-(streams.agents.sinks) sends each message's result on.
+stage reads one topic; the worker's loop (streams.loop) hands it the records
+that arrived together, and its `StepCompute` runs them as micro-batches (small
+messages are merged up to `max_batch_rows` rows and split back by row counts,
+so every request keeps its own headers and reply; larger messages run as they
+come); its sink (streams.agents.sinks) says what to send on.
 
 The stage that reads the pipeline's input topic decodes Arrow or
 pandas-records JSON, stamps the request id and pipeline version and starts the
@@ -20,28 +20,21 @@ sink reports the failure and the agent moves on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import faust
+import numpy as np
 import pyarrow as pa
+from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.errors import CodecError, InputMismatch
-from engine.pipeline import META_ELAPSED, TIME, CompiledPipeline
-from streams.agents.batching import (
-    merge,
-    micro_batches,
-    plan_micro_batches,
-    schema_key,
-    split,
-)
+from engine.pipeline import CompiledPipeline
+from streams.agents.batching import merge, plan_micro_batches, schema_key, split
 from streams.agents.sinks import Sink
-from streams.messages import Envelope
+from streams.messages import Envelope, Outgoing
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -51,8 +44,8 @@ DETERMINISTIC: tuple[type[Exception], ...] = (CodecError, InputMismatch)
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
 """Message in, message out (one row out per row in)."""
-Finish = Callable[[pa.RecordBatch, int], pa.RecordBatch]
-"""(message, earliest request start in ns) -> the rows that end the path."""
+Finish = Callable[[pa.RecordBatch, np.ndarray], pa.RecordBatch]
+"""(message, each row's request start in ns) -> the rows that end the path."""
 
 
 @dataclass
@@ -83,7 +76,9 @@ class Work:
         return self.error is not None and self.batch is not None and not isinstance(
             self.error, DETERMINISTIC)
 
-
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows if self.batch is not None else 0
 
 
 @dataclass
@@ -166,9 +161,7 @@ class StepCompute:
         out = self.transform(batch)
         if self.finish is None:
             return split(out, rows)
-        pieces = split(self.finish(out, min(started_ns)), rows)
-        now = time.time_ns()
-        return [_stamped(p, s, now, len(pieces) > 1) for p, s in zip(pieces, started_ns)]
+        return split(self.finish(out, np.repeat(np.asarray(started_ns, np.int64), rows)), rows)
 
 
 def finisher(pipeline: CompiledPipeline) -> Finish:
@@ -176,92 +169,100 @@ def finisher(pipeline: CompiledPipeline) -> Finish:
     return lambda message, started_ns: pipeline.finish(message, started_ns=started_ns)
 
 
-def _stamped(batch: pa.RecordBatch, started_ns: int, now_ns: int,
-             merged: bool) -> pa.RecordBatch:
-    """Result rows timed by their request, so a repeat after a crash is an identical row.
+# -- the stage ------------------------------------------------------------------------
+@dataclass
+class Incoming:
+    """A record a stage read, decoded: its headers and its work."""
 
-    `time` becomes the request's start (its input record's timestamp), which a
-    reprocessed record keeps, so the log store's (time, request id, row)
-    deduplication sees the copies as one; a merged message also gets its own
-    elapsed time (finish saw only the earliest start).
-    """
-    if started_ns > 0:
-        batch = _set(batch, TIME, [started_ns // 1_000_000] * batch.num_rows)
-    if merged:
-        batch = _set(batch, META_ELAPSED, [max(now_ns - started_ns, 0)] * batch.num_rows)
-    return batch
+    record: ConsumerRecord
+    env: Envelope
+    work: Work
 
 
-def _set(batch: pa.RecordBatch, name: str, values: list[int]) -> pa.RecordBatch:
-    index = batch.schema.get_field_index(name)
-    if index < 0:
-        return batch
-    field_ = batch.schema.field(index)
-    return batch.set_column(index, field_, pa.array(values, pa.int64()).cast(field_.type))
-
-
-# -- the agent ------------------------------------------------------------------------
 @dataclass
 class Stage:
-    """One agent of a worker: where it reads, what it computes, where results go."""
+    """One agent of a worker: where it reads, what it computes, where results go.
+
+    Blocking and Kafka-free: the worker's loop (streams.loop) runs it on its
+    compute thread, one chunk at a time, and sends what it returns.
+
+    Example:
+        done = 0
+        while done < len(records):
+            chunk, sent = stage.process(records, done, counters, settings)
+            done += len(chunk)
+    """
 
     name: str
-    source: faust.TopicT
+    source: str
+    """The topic it reads."""
     compute: StepCompute
     sink: Sink
     version: str
     """The pipeline version, stamped on requests where they enter."""
 
+    def process(self, records: Sequence[ConsumerRecord], start: int, counters: StepCounters,
+                settings: WorkerSettings) -> tuple[list[Incoming], list[Outgoing]]:
+        """Take the next chunk of `records` from index `start`, run it, and return it with
+        what to send.
 
-def _request_id(message: Any) -> str:
-    """A request id for records sent without one, stable across redelivery."""
-    return f"{message.topic}-{message.partition}-{message.offset}"
+        A chunk is the records that reach `max_batch_rows` rows (so one large message
+        alone): the unit the loop runs, sends and commits, so a slow model's progress
+        shows and a rebalance waits for one chunk at most.
+        """
+        limit = self.compute.max_batch_rows
+        chunk: list[Incoming] = []
+        rows = 0
+        for record in records[start:start + limit]:
+            chunk.append(self._receive(record))
+            rows += max(chunk[-1].work.rows, 1)
+            if rows >= limit:
+                break
+        return chunk, self.run(chunk, counters, settings)
 
+    def run(self, chunk: Sequence[Incoming], counters: StepCounters,
+            settings: WorkerSettings) -> list[Outgoing]:
+        """Compute a chunk (small messages merged) and return what to send, in order.
 
-def make_stage_agent(app: faust.App, stage: Stage, counters: StepCounters,
-                     settings: WorkerSettings) -> None:
-    """Register the agent that runs `stage` on `app`."""
-    compute, sink = stage.compute, stage.sink
-
-    def receive(event: faust.EventT) -> tuple[Envelope, Work]:
-        message = event.message
-        env = Envelope.parse(message.headers, default_request_id=_request_id(message))
-        content_type = env.content_type
-        if compute.starts:
-            env = env.replace(version=stage.version, content_type=codecs.ARROW_STREAM,
-                              started_ns=env.started_ns or _timestamp_ns(message))
-        try:
-            return env, Work(compute.decode(event.value, content_type), env.started_ns)
-        except Exception as exc:
-            return env, Work(None, env.started_ns, error=exc, attempts=1)
-
-    async def handle(events: Sequence[faust.EventT]) -> None:
-        received = [receive(event) for event in events]
-        compute.run([work for _, work in received])
-        for _, work in received:
-            while work.retryable and work.attempts < settings.max_attempts:
+        A failed message is tried again (after a pause) up to `max_attempts` in
+        all, unless the failure is deterministic; then the sink reports it.
+        """
+        self.compute.run([item.work for item in chunk])
+        for item in chunk:
+            while item.work.retryable and item.work.attempts < settings.max_attempts:
                 counters.retried += 1
-                await asyncio.sleep(settings.retry_backoff_ms * work.attempts / 1000)
-                compute.run_one(work)
-        for event, (env, work) in zip(events, received, strict=True):
-            if work.error is None and await sink.send(event.message, env, work):
+                time.sleep(settings.retry_backoff_ms * item.work.attempts / 1000)
+                self.compute.run_one(item.work)
+        out: list[Outgoing] = []
+        for item in chunk:
+            record, env, work = item.record, item.env, item.work
+            sent = self.sink.send(record, env, work) if work.error is None else None
+            if sent is not None:
                 counters.processed += 1
+                out += sent
             else:
                 counters.failed += 1
-                await sink.fail(event.message, event.value, env, work)
+                out += self.sink.fail(record, env, work)
+        return out
 
-    async def agent(stream: faust.StreamT) -> None:
-        stream.enable_acks = False  # each event is acked once its micro-batch is sent on
-        batches = micro_batches(stream.events(), settings.max_batch_rows,
-                                settings.max_batch_wait_ms / 1000)
-        async for events in batches:
-            await handle(events)
-            for event in events:
-                await stream.ack(event)
+    def _receive(self, record: ConsumerRecord) -> Incoming:
+        env = Envelope.parse(record.headers, default_request_id=_request_id(record))
+        content_type = env.content_type
+        if self.compute.starts:
+            env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
+                              started_ns=env.started_ns or _timestamp_ns(record))
+        try:
+            work = Work(self.compute.decode(record.value, content_type), env.started_ns)
+        except Exception as exc:
+            work = Work(None, env.started_ns, error=exc, attempts=1)
+        return Incoming(record, env, work)
 
-    app.agent(stage.source, name=stage.name)(agent)
+
+def _request_id(record: ConsumerRecord) -> str:
+    """A request id for records sent without one, stable across redelivery."""
+    return f"{record.topic}-{record.partition}-{record.offset}"
 
 
-def _timestamp_ns(message: Any) -> int:
-    """The record's Kafka timestamp (faust gives seconds as a float) in ns."""
-    return int(message.timestamp * 1_000_000_000) if message.timestamp else time.time_ns()
+def _timestamp_ns(record: ConsumerRecord) -> int:
+    """The record's Kafka timestamp (ms) in ns."""
+    return int(record.timestamp) * 1_000_000 if record.timestamp else time.time_ns()

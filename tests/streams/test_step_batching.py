@@ -7,8 +7,6 @@ tests can tell merged runs from one-by-one runs.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.errors import CodecError, InputMismatch, StepFailed
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.batching import merge, micro_batches, plan_micro_batches, split
+from streams.agents.batching import merge, plan_micro_batches, split
 from streams.agents.step import StepCompute, Work
 
 X = np.random.default_rng(3).random((200, 10), dtype=np.float32)
@@ -106,44 +104,6 @@ def test_merge_then_split_gives_the_messages_back() -> None:
 def test_split_refuses_row_counts_that_do_not_add_up() -> None:
     with pytest.raises(ValueError, match="cannot split 5 rows"):
         split(merge([rows(X[:5])]), [2, 2])
-
-
-# -- micro_batches: events grouped as they arrive ------------------------------------------
-async def _arrivals(*groups: list[int], gap_s: float = 0.2) -> AsyncIterator[int]:
-    """Events arriving in groups (all of a group at once), `gap_s` between groups."""
-    for i, group in enumerate(groups):
-        if i:
-            await asyncio.sleep(gap_s)
-        for event in group:
-            yield event
-
-
-async def _collect(events: AsyncIterator[int], max_events: int, wait_s: float) -> list[list[int]]:
-    return [batch async for batch in micro_batches(events, max_events, wait_s)]
-
-
-async def test_events_that_arrive_together_form_batches_of_at_most_max() -> None:
-    batches = await _collect(_arrivals(list(range(10))), max_events=4, wait_s=0.05)
-    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-
-
-async def test_a_batch_waits_no_longer_than_the_wait() -> None:
-    batches = await _collect(_arrivals([0, 1], [2], [3, 4]), max_events=100, wait_s=0.01)
-    assert batches == [[0, 1], [2], [3, 4]]
-
-
-async def test_a_batch_takes_what_arrives_within_the_wait() -> None:
-    batches = await _collect(_arrivals([0], [1], gap_s=0.01), max_events=100, wait_s=1.0)
-    assert batches == [[0, 1]]
-
-
-async def test_an_error_of_the_stream_reaches_the_consumer() -> None:
-    async def failing() -> AsyncIterator[int]:
-        yield 1
-        raise RuntimeError("broker gone")
-
-    with pytest.raises(RuntimeError, match="broker gone"):
-        await _collect(failing(), max_events=4, wait_s=0.01)
 
 
 # -- StepCompute ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""streams/worker.py without a broker: what a worker's faust app is configured with."""
+"""streams/worker.py without a broker: what a worker's loop is configured with."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.runtimes.base import sha256_file
+from streams.loop import consumer_options, producer_options
 from streams.settings import WorkerSettings
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
@@ -23,23 +24,35 @@ class _NoHeartbeat:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, diabetes_onnx: Path) -> Worker:
+def worker(diabetes_onnx: Path) -> Worker:
     ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
     spec = WorkerSpec(workspace="ws", pipeline="p", version="v1", worker_id="p-v1-0",
                       definition=PipelineSpec(steps=[ModelStep(model=ref)]))
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1", max_poll_records=123,
-                              max_partition_fetch_bytes=65536)
-    return Worker(spec, settings, TopicMap.load(), lambda _: diabetes_onnx, _NoHeartbeat(),
-                  tmp_path)
+                              max_partition_fetch_bytes=65536, fetch_wait_ms=7)
+    return Worker(spec, settings, TopicMap.load(), lambda _: diabetes_onnx, _NoHeartbeat())
 
 
-def test_consumers_fetch_a_bounded_amount(worker: Worker) -> None:
-    app = worker.build_app()
-    assert app.conf.broker_max_poll_records == 123
-    assert app.conf.consumer_max_fetch_size == 65536
-    assert app.conf.stream_wait_empty  # a rebalance waits for what is being processed
+def test_consumers_fetch_a_bounded_amount_with_our_fetch_wait(worker: Worker) -> None:
+    options = consumer_options(worker.settings, worker.spec.group_id, worker.spec.worker_id)
+    assert options["max_poll_records"] == 123
+    assert options["max_partition_fetch_bytes"] == 65536
+    assert options["fetch_max_wait_ms"] == 7
+    assert options["group_id"] == "weir.ws.p"
+    assert options["enable_auto_commit"] is False  # offsets are committed after delivery only
+
+
+def test_producers_wait_for_every_replica_and_allow_big_results(worker: Worker) -> None:
+    options = producer_options(worker.settings, worker.spec.worker_id)
+    assert options["acks"] == "all"
+    assert options["max_request_size"] == worker.settings.max_message_bytes
 
 
 def test_all_versions_share_one_consumer_group(worker: Worker) -> None:
     assert worker.spec.group_id == "weir.ws.p"
     assert worker.status().status == "Starting"
+
+
+def test_a_one_step_version_reads_only_the_input_topic(worker: Worker) -> None:
+    loop = worker.build()
+    assert loop.topics == ["ws.p.in"]

@@ -1,0 +1,286 @@
+"""A worker's stages over one consumer group, on plain aiokafka: fetch, compute, send, commit.
+
+One consumer in the worker's group reads every stage's source topic. Each fetch
+is split by topic and run by its stages in chunks of about `max_batch_rows`
+rows, one at a time: a slow stage's chunks on a compute thread, so the event
+loop keeps fetching, sending and heartbeating while its model runs, a quick
+stage's on the loop itself (see QUICK_S). User step code never runs
+concurrently.
+What the sinks return is sent, in order, with one producer, and a chunk's
+offsets are committed once all of it is delivered (streams.commits): at least
+once, never a skipped record.
+
+Before a rebalance takes partitions away, the loop finishes the chunk in hand
+and commits, so the next owner starts exactly where this one stopped: a hot
+swap or a replica joining repeats nothing.
+
+Why not faust-streaming, which ran these agents before: on the same 2-core
+machine and broker, faust spent 2.3x this loop's CPU per message (its consumer
+thread hands every fetch across threads, and each record becomes an event with
+its own ack bookkeeping), and weir needed four workarounds for it (a hard-coded
+fetch wait, offsets forgotten on revoke, acks of records skipped after a
+rebalance, a second SIGTERM cutting a drain short).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
+
+from streams.agents.step import Incoming, Stage, StepCounters
+from streams.commits import OrderedCommits
+from streams.messages import Outgoing
+from streams.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+"""How long one getmany waits for records: how soon the loop notices it should stop."""
+QUICK_S = 0.005
+"""A stage whose chunk took less than this runs its next ones on the event loop itself:
+handing them to the compute thread and back costs more (measured: a third more CPU per
+256-row message, from the hand-offs and the GIL passing between the threads)..."""
+SLOW_S = 0.02
+"""...until one takes longer than this (wall time, so a preempted quick chunk does not
+count): then the stage goes back to the compute thread, and the loop keeps heartbeating
+while its model runs."""
+
+T = TypeVar("T")
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
+OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class StageLoop:
+    """Runs `stages` (one per source topic) in consumer group `group_id` until told to stop.
+
+    Example:
+        loop = StageLoop(stages, settings, group_id="weir.default.p", client_id="p-v1-0",
+                         counters=StepCounters())
+        await loop.start()
+        await loop.run(stop_event)    # returns once stop_event is set and all is committed
+        await loop.close()
+    """
+
+    def __init__(self, stages: Sequence[Stage], settings: WorkerSettings, *, group_id: str,
+                 client_id: str, counters: StepCounters,
+                 on_assigned: OnAssigned | None = None) -> None:
+        self._stages = {stage.source: stage for stage in stages}
+        if len(self._stages) != len(stages):
+            raise ValueError("two stages read the same topic")
+        self._settings = settings
+        self._counters = counters
+        self._on_assigned = on_assigned
+        self._consumer_options = consumer_options(settings, group_id, client_id)
+        self._producer_options = producer_options(settings, client_id)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._commits: OrderedCommits | None = None
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="weir-compute")
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._held: set[str] = set()
+        self._fetched: Fetched = {}  # records not handled yet; a rebalance drops them
+        self._revoking = False  # a rebalance waits: stop at the end of the chunk in hand
+        self._quick: set[str] = set()  # stages that run inline (QUICK_S, SLOW_S)
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this loop reads."""
+        return sorted(self._stages)
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a fetch is being processed or its outputs are not committed yet."""
+        return not self._idle.is_set() or bool(self._commits and self._commits.pending)
+
+    async def start(self) -> None:
+        """Connect, and join the group (partitions are assigned in the background)."""
+        self._producer = AIOKafkaProducer(**self._producer_options)
+        self._consumer = AIOKafkaConsumer(**self._consumer_options)
+        self._commits = OrderedCommits(self._consumer.commit,
+                                       interval_s=self._settings.commit_interval_ms / 1000)
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until `stop` is set, then flush what is in flight.
+
+        :raises DeliveryFailed: a record could not be sent (nothing after it is committed).
+        """
+        assert self._commits is not None, "start() first"
+        committer = asyncio.create_task(self._commits.run(), name="weir-commits")
+        try:
+            while not stop.is_set():
+                if committer.done():
+                    committer.result()  # raises why it stopped
+                records = await self._fetch()
+                if records:
+                    await self._handle(records)
+            await self.flush()
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+
+    async def flush(self) -> None:
+        """Wait until everything processed so far is delivered and committed."""
+        await self._idle.wait()
+        if self._commits is not None:
+            await self._commits.flush()
+
+    def hold(self, topic: str) -> None:
+        """Stop reading `topic`, now and after every rebalance (a draining worker's input)."""
+        self._held.add(topic)
+        if self._consumer is not None:
+            self._pause_held(self._consumer.assignment())
+
+    async def close(self) -> None:
+        """Leave the group and close the connections."""
+        try:
+            if self._consumer is not None:
+                await self._consumer.stop()
+        finally:
+            if self._producer is not None:
+                await self._producer.stop()
+            self._compute.shutdown(wait=True)
+
+    # -- one fetch ----------------------------------------------------------------
+    async def _fetch(self) -> Fetched:
+        """The next records; with `max_batch_wait_ms`, also what arrives that long after them.
+
+        While it waits the loop counts as idle, so a rebalance can go ahead; it drops
+        what was fetched (the partitions' owners read it again from the commit).
+        """
+        s, consumer = self._settings, self._consumer
+        assert consumer is not None
+        self._fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.max_poll_records)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.max_batch_wait_ms / 1000
+        while self._fetched:
+            count = sum(map(len, self._fetched.values()))
+            left_ms = int((deadline - loop.time()) * 1000)
+            if count >= s.max_batch_rows or left_ms <= 0:
+                break
+            more = await consumer.getmany(timeout_ms=left_ms, max_records=s.max_batch_rows - count)
+            for tp, msgs in more.items():
+                self._fetched.setdefault(tp, []).extend(msgs)
+        records, self._fetched = self._fetched, {}
+        return records
+
+    async def _handle(self, records: Fetched) -> None:
+        """Run a fetch chunk by chunk: each chunk's outputs are sent, then its offsets queued
+        for commit. A rebalance waits for the chunk in hand only; the rest of the fetch is
+        dropped and read again from the commit by the partitions' next owners."""
+        assert self._consumer is not None and self._commits is not None
+        self._idle.clear()
+        try:
+            assigned = self._consumer.assignment()
+            by_stage: dict[str, list[ConsumerRecord]] = defaultdict(list)
+            for tp, msgs in records.items():
+                if tp in assigned and tp.topic not in self._held:
+                    by_stage[tp.topic] += msgs
+            for topic, msgs in by_stage.items():
+                stage, done = self._stages[topic], 0
+                while done < len(msgs):
+                    if self._revoking:
+                        return
+                    if topic in self._held:  # draining began: the input is left to others
+                        break
+                    chunk, outgoing = await self._call(topic, stage.process, msgs, done,
+                                                       self._counters, self._settings)
+                    done += len(chunk)
+                    await self._send(outgoing, chunk)
+        finally:
+            self._idle.set()
+
+    async def _call(self, topic: str, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` for the stage reading `topic`: inline while its chunks are quick,
+        else on the compute thread."""
+        started = time.perf_counter()
+        if topic in self._quick:
+            result = work(*args)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(self._compute, work, *args)
+        took = time.perf_counter() - started
+        if took < QUICK_S:
+            self._quick.add(topic)
+        elif took > SLOW_S:
+            self._quick.discard(topic)
+        return result
+
+    async def _send(self, outgoing: list[Outgoing], chunk: list[Incoming]) -> None:
+        assert self._producer is not None and self._commits is not None
+        deliveries = []
+        for o in outgoing:
+            try:
+                deliveries.append(await self._producer.send(o.topic, o.value, key=o.key,
+                                                            headers=o.headers))
+            except MessageSizeTooLargeError as exc:  # sinks keep results under the limit;
+                # a dead-letter copy of an input this big is dropped rather than block its partition
+                log.error("not sending a %d-byte record to %s: %s", len(o.value or b""),
+                          o.topic, exc)
+        offsets = {}
+        for item in chunk:
+            record = item.record
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self._commits.add(deliveries, offsets)
+
+    def _pause_held(self, assigned: set[TopicPartition]) -> None:
+        held = [tp for tp in assigned if tp.topic in self._held]
+        if held and self._consumer is not None:
+            self._consumer.pause(*held)
+
+
+def consumer_options(settings: WorkerSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """A worker's consumer: in the group, bounded fetches, our fetch wait, manual commits."""
+    s = settings
+    return {
+        "bootstrap_servers": s.kafka_bootstrap, "group_id": group_id, "client_id": client_id,
+        "enable_auto_commit": False, "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": s.fetch_wait_ms, "max_poll_records": s.max_poll_records,
+        "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
+        "session_timeout_ms": int(s.session_timeout_s * 1000),
+        "rebalance_timeout_ms": int(s.rebalance_timeout_s * 1000),
+        "heartbeat_interval_ms": int(s.heartbeat_interval_s * 1000),
+    }
+
+
+def producer_options(settings: WorkerSettings, client_id: str) -> dict[str, Any]:
+    """A worker's producer: every replica acknowledges; records up to `max_message_bytes`."""
+    return {"bootstrap_servers": settings.kafka_bootstrap, "client_id": client_id, "acks": "all",
+            "linger_ms": 0, "max_request_size": settings.max_message_bytes}
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finish and commit before partitions move; keep held topics paused after."""
+
+    def __init__(self, loop: StageLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._loop._fetched = {}
+        self._loop._revoking = True
+        try:
+            await self._loop.flush()
+        except Exception:  # run() fails with it; the next owners read these records again
+            log.exception("could not commit before the rebalance")
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop._revoking = False
+        self._loop._pause_held(assigned)
+        if self._loop._on_assigned is not None:
+            await self._loop._on_assigned(assigned)

@@ -1,0 +1,46 @@
+"""streams/loop.py without a broker: where a stage's chunks run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.definition import ModelRef, ModelStep, PipelineSpec
+from engine.pipeline import load_pipeline
+from engine.runtimes.base import sha256_file
+from streams.agents.step import StepCounters
+from streams.loop import SLOW_S, StageLoop
+from streams.settings import WorkerSettings
+from streams.stages import version_stages
+from streams.topics import TopicMap
+
+
+@pytest.fixture
+def loop(diabetes_onnx: Path) -> StageLoop:
+    ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
+    pipeline = load_pipeline("v1", PipelineSpec(steps=[ModelStep(model=ref)]),
+                             lambda _: diabetes_onnx)
+    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
+    stages = version_stages(pipeline, "ws", "p", TopicMap.load(), "main", settings)
+    return StageLoop(stages, settings, group_id="g", client_id="c", counters=StepCounters())
+
+
+def _where(sleep_s: float = 0.0) -> str:
+    time.sleep(sleep_s)
+    return threading.current_thread().name
+
+
+async def test_quick_chunks_run_on_the_loop_and_slow_ones_on_the_compute_thread(
+        loop: StageLoop) -> None:
+    here = threading.current_thread().name
+    topic = loop.topics[0]
+    assert (await loop._call(topic, _where)).startswith("weir-compute")  # unknown yet: thread
+    # Once a call was quick (the thread's start may make the first one slow), it runs inline.
+    places = [await loop._call(topic, _where) for _ in range(5)]
+    assert places[-1] == here and places.count(here) >= 4
+    assert await loop._call(topic, _where, SLOW_S * 2) == here  # found slow only afterwards...
+    assert (await loop._call(topic, _where)).startswith("weir-compute")  # ...so back it goes
+    await loop.close()

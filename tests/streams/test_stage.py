@@ -1,0 +1,101 @@
+"""A stage without Kafka (streams/agents/step.py `Stage`, streams/agents/sinks.py): records in,
+chunks run, the records to send out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from engine import codecs
+from engine.definition import ModelRef, ModelStep, PipelineSpec
+from engine.pipeline import CompiledPipeline, load_pipeline
+from engine.runtimes.base import sha256_file
+from streams.agents.step import Stage, StepCounters
+from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID, SOURCE, Envelope, Outgoing
+from streams.settings import WorkerSettings
+from streams.stages import version_stages
+from streams.topics import TopicMap
+
+SETTINGS = WorkerSettings(max_batch_rows=256, retry_backoff_ms=0)
+TOPICS = TopicMap.load()
+
+
+@pytest.fixture
+def pipeline(diabetes_onnx: Path) -> CompiledPipeline:
+    ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
+    return load_pipeline("v1", PipelineSpec(steps=[ModelStep(model=ref)]), lambda _: diabetes_onnx)
+
+
+def _stage(pipeline: CompiledPipeline, settings: WorkerSettings = SETTINGS) -> Stage:
+    (stage,) = version_stages(pipeline, "ws", "p", TOPICS, "main", settings)
+    return stage
+
+
+def _record(offset: int, rows: int = 1, value: bytes | None = None) -> ConsumerRecord:
+    if value is None:
+        x = np.full((rows, 10), 0.01 * offset, dtype=np.float32)
+        value = codecs.encode(codecs.batch_from_arrays({"tensor": x}), codecs.ARROW_STREAM)
+    headers = ((CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, f"r{offset}".encode()))
+    return ConsumerRecord("ws.p.in", 2, offset, 1_700_000_000_000 + offset, 0, b"k", value, None,
+                          0, len(value), headers)
+
+
+def _run_all(stage: Stage, records: list[ConsumerRecord]) -> tuple[list[int], list[Outgoing]]:
+    sizes, sent, done = [], [], 0
+    counters = StepCounters()
+    while done < len(records):
+        chunk, out = stage.process(records, done, counters, SETTINGS)
+        sizes.append(len(chunk))
+        sent += out
+        done += len(chunk)
+    return sizes, sent
+
+
+def test_small_messages_run_in_chunks_of_the_batch_size_and_each_gets_its_answer(
+        pipeline: CompiledPipeline) -> None:
+    records = [_record(i) for i in range(600)]
+    sizes, sent = _run_all(_stage(pipeline), records)
+    assert sizes == [256, 256, 88]
+    assert [o.topic for o in sent] == ["ws.p.out"] * 600
+    assert [Envelope.parse(o.headers).request_id for o in sent] == [f"r{i}" for i in range(600)]
+    assert all(o.key == b"k" for o in sent)
+    first = codecs.decode(sent[7].value or b"", codecs.ARROW_STREAM)
+    assert first.num_rows == 1
+    assert first.column("time").cast("int64")[0].as_py() == 1_700_000_000_007  # its record's time
+
+
+def test_a_message_over_the_batch_size_is_a_chunk_of_its_own(pipeline: CompiledPipeline) -> None:
+    records = [_record(0), _record(1, rows=300), _record(2), _record(3)]
+    sizes, sent = _run_all(_stage(pipeline), records)
+    assert sizes == [2, 2]  # the large one closes the first chunk
+    assert [codecs.decode(o.value or b"", codecs.ARROW_STREAM).num_rows for o in sent] == [1, 300, 1, 1]
+
+
+def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
+        pipeline: CompiledPipeline) -> None:
+    records = [_record(0), _record(1, value=b"not arrow"), _record(2)]
+    counters = StepCounters()
+    chunk, sent = _stage(pipeline).process(records, 0, counters, SETTINGS)
+    assert len(chunk) == 3 and (counters.processed, counters.failed) == (2, 1)
+    assert [o.topic for o in sent] == ["ws.p.out", "ws.p.out", "ws.p.dlq", "ws.p.out"]
+    reply, dead = sent[1], sent[2]
+    error = json.loads(dict(reply.headers)[ERROR])
+    assert error["type"] == "CodecError" and error["attempts"] == "1"
+    assert dead.value == b"not arrow"
+    assert json.loads(dict(dead.headers)[SOURCE]) == ["ws.p.in", 2, 1]
+
+
+def test_a_result_over_the_record_limit_is_answered_with_an_error(
+        pipeline: CompiledPipeline) -> None:
+    stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
+    counters = StepCounters()
+    _, sent = stage.process([_record(0, rows=200)], 0, counters, SETTINGS)
+    assert counters.failed == 1
+    error = json.loads(dict(sent[0].headers)[ERROR])
+    assert error["type"] == "RecordTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
+    assert sent[0].value == b""  # its input is too big to carry back as well
+    assert sent[1].topic == "ws.p.dlq"
