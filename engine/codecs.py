@@ -13,7 +13,7 @@ import math
 import sys
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -88,11 +88,13 @@ def normalize_content_type(
     return found
 
 
-def decode(payload: bytes, content_type: str) -> pa.RecordBatch:
+def decode(payload: bytes, content_type: str, *, dictionaries: bool = False) -> pa.RecordBatch:
     """Decode a payload into one record batch; several Arrow batches are joined into one.
 
     JSON must be a list of row objects (or an object of column lists); nested lists
-    become list columns.
+    become list columns. Dictionary-encoded columns come back plain unless
+    `dictionaries` is set (for a caller that decodes many batches at once, later, with
+    `without_dictionaries`).
     """
     kind = normalize_content_type(content_type)
     expected = _EXPECTED[kind]
@@ -120,7 +122,7 @@ def decode(payload: bytes, content_type: str) -> pa.RecordBatch:
         if kind == ARROW_STREAM and payload.startswith(b"ARROW1"):
             hint = f"; this looks like an Arrow IPC file, send it as {ARROW_FILE!r}"
         raise CodecError(f"malformed payload ({exc}): expected {expected}{hint}") from exc
-    return _without_dictionaries(batch)
+    return batch if dictionaries else without_dictionaries(batch)
 
 
 def repeated(value: str, n: int) -> pa.Array:
@@ -131,13 +133,16 @@ def repeated(value: str, n: int) -> pa.Array:
                                           pa.array([value], pa.string()))
 
 
-def _without_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
+Columnar = TypeVar("Columnar", pa.RecordBatch, pa.Table)
+
+
+def without_dictionaries(data: Columnar) -> Columnar:
     """Dictionary-encoded columns as plain ones, so every reader sees one type per column."""
-    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
-        return batch
-    columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
-               for c in batch.columns]
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    if not any(pa.types.is_dictionary(f.type) for f in data.schema):
+        return data
+    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
+               for c in data.columns]
+    return type(data).from_arrays(columns, names=data.schema.names)
 
 
 def encode(batch: pa.RecordBatch, content_type: str) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
-from streams.agents.log import META_ERROR, error_rows, with_row_ids
+from streams.agents.log import META_ERROR, error_rows, result_rows, with_row_ids
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.shadow_logs import read_shadows, shadow_pipeline
@@ -63,3 +63,21 @@ def test_a_challengers_failure_is_logged_as_that_challengers(tmp_path: Path) -> 
     both = read_shadows(store, "ws", "p")  # one row per challenger, though the keys are equal
     assert sorted(both.column("metadata.shadow").to_pylist()) == ["chal", "other"]
     assert read_shadows(store, "ws", "q").num_rows == 0
+
+
+def test_results_converted_in_bulk_are_the_rows_each_would_give_alone() -> None:
+    def message(values: list[float], version: str, rows: list[int] | None) -> pa.RecordBatch:
+        columns = {"out.y": pa.array(values), "metadata.pipeline_version":
+                   codecs.repeated(version, len(values))}
+        if rows is not None:
+            columns["metadata.row"] = pa.array(rows, pa.int32())
+        return pa.RecordBatch.from_pydict(columns)
+
+    results = [(message([1.0, 2.0], "v1", [0, 1]), "a"), (message([3.0], "v2", [5]), "b"),
+               (message([4.0, 5.0, 6.0], "v1", None), "c"), (message([7.0], "v2", None), "d")]
+    bulk = [row for batch in result_rows(results) for row in batch.to_pylist()]
+    alone = [row for batch, rid in results
+             for row in with_row_ids(codecs.without_dictionaries(batch), rid).to_pylist()]
+    assert bulk == alone
+    assert [(r["request_id"], r["row"]) for r in bulk] == [
+        ("a", 0), ("a", 1), ("b", 5), ("c", 0), ("c", 1), ("c", 2), ("d", 0)]
