@@ -38,6 +38,7 @@ from engine.definition import ShadowStep
 from engine.errors import CodecError
 from engine.pipeline import META_ROW
 from engine.steps import concat_in_order
+from streams.loop import FetchPace
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
@@ -136,9 +137,12 @@ class _Replies:
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
         self._waiting: dict[str, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
+        self._settings = settings
+        self._pace: FetchPace | None = None
 
     async def start(self) -> None:
         await self._consumer.start()
+        self._pace = FetchPace(self._consumer, self._settings)
         partitions = self._consumer.partitions_for_topic(self.topic)
         if not partitions:
             await self._consumer._client.force_metadata_update()
@@ -159,6 +163,8 @@ class _Replies:
     def expect(self, request_id: str, rows: int, challengers: list[str]) -> _Pending:
         pending = _Pending(rows, challengers)
         self._waiting[request_id] = pending
+        if self._pace is not None:
+            self._pace.saw(True)  # the next fetch waits briefly
         return pending
 
     def forget(self, request_id: str) -> None:
@@ -167,6 +173,8 @@ class _Replies:
     async def _run(self) -> None:
         while True:
             records = await self._consumer.getmany(timeout_ms=1000)
+            if self._pace is not None:
+                self._pace.saw(bool(self._waiting))
             for msgs in records.values():
                 for msg in msgs:
                     env = Envelope.parse(msg.headers)

@@ -23,6 +23,12 @@ class WorkerSettings(BaseSettings):
     answer a waiting fetch early, so this bounds each hop's latency; raising it
     lowers idle CPU."""
 
+    busy_fetch_wait_ms: int = Field(1, ge=1, le=10_000)
+    """A worker's fetch wait while records flow (streams.loop.FetchPace)."""
+
+    busy_for_ms: float = Field(100.0, ge=0)
+    """How long after its last record a worker still counts as busy."""
+
     session_timeout_s: float = 6.0
     """Consumer-group session timeout: how soon a dead worker's partitions move."""
 
