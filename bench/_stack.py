@@ -137,10 +137,10 @@ class CpuMeter:
 
 
 # -- Kafka clients ---------------------------------------------------------------------
-def new_producer(bootstrap: str) -> AIOKafkaProducer:
+def new_producer(bootstrap: str, linger_ms: int = 0) -> AIOKafkaProducer:
     """The producer every measurement uses (bench client and echo loop alike)."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=1 << 20,
-                            max_request_size=8 << 20)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
+                            max_batch_size=1 << 20, max_request_size=8 << 20)
 
 
 async def _assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> None:
