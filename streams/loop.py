@@ -15,7 +15,7 @@ and commits, so the next owner starts exactly where this one stopped: a hot
 swap or a replica joining repeats nothing.
 
 Why not faust-streaming, which ran these agents before: on the same 2-core
-machine and broker, faust spent 2.3x this loop's CPU per message (its consumer
+machine and broker, faust spent 2-4x this loop's CPU per message (its consumer
 thread hands every fetch across threads, and each record becomes an event with
 its own ack bookkeeping), and weir needed four workarounds for it (a hard-coded
 fetch wait, offsets forgotten on revoke, acks of records skipped after a
