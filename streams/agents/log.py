@@ -238,7 +238,7 @@ class LogAgent:
         assert self._consumer is not None
         while True:
             records = await self._consumer.getmany(
-                timeout_ms=POLL_BUSY_MS if self._buffer.rows else POLL_IDLE_MS)
+                timeout_ms=POLL_BUSY_MS if self._buffer.next else POLL_IDLE_MS)
             async with self._lock:
                 if records:
                     await asyncio.to_thread(self._take, records)
