@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from aiokafka.structs import ConsumerRecord
+
 from engine.codecs import ARROW_STREAM
 
 CONTENT_TYPE = "content-type"
@@ -93,3 +95,14 @@ class Outgoing:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     key: bytes | None = None
+    partition: int | None = None
+    """The partition of the record it answers (taken modulo the topic's partition count):
+    a request keeps its lane from input to result, so each partition's answers come in
+    its input's order, the same key stays on one partition, and a fetch's answers go
+    out in few, big batches. None: by key (random without one)."""
+
+    @classmethod
+    def answering(cls, record: ConsumerRecord, topic: str, value: bytes | None,
+                  headers: list[tuple[str, bytes]]) -> Outgoing:
+        """A record that carries on from `record`: its key, and its partition's lane."""
+        return cls(topic, value, headers, record.key, record.partition)

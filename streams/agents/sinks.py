@@ -105,8 +105,9 @@ class Sink:
             **env.extra, FAILED_AT: str(time.time_ns()).encode(),
             SOURCE: json.dumps([record.topic, record.partition, record.offset]).encode(),
         })
-        return [Outgoing(self.output, carried_input(work.batch, self.max_bytes), failed.headers(), record.key),
-                Outgoing(self.dead_letter, record.value, dead.headers(), record.key)]
+        carried = carried_input(work.batch, self.max_bytes)
+        return [Outgoing.answering(record, self.output, carried, failed.headers()),
+                Outgoing.answering(record, self.dead_letter, record.value, dead.headers())]
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Forward(Sink):
         value = _encode(work.result, work, self.max_bytes)
         if value is None:
             return None
-        return [Outgoing(self.next, value, env.headers(), record.key)]
+        return [Outgoing.answering(record, self.next, value, env.headers())]
 
 
 @dataclass
@@ -141,7 +142,7 @@ class SplitRoute(Sink):
                 value = _encode(rows.take(pa.array(picked)), work, self.max_bytes)
                 if value is None:
                     return None
-                parts.append(Outgoing(topic, value, headers, record.key))
+                parts.append(Outgoing.answering(record, topic, value, headers))
         return parts
 
 
@@ -173,7 +174,7 @@ class FanOut(Sink):
             log.exception("could not fan request %s out to challengers", env.request_id)
             return []
         headers = env.headers()
-        return [Outgoing(topic, value, headers, record.key) for topic in self.challengers]
+        return [Outgoing.answering(record, topic, value, headers) for topic in self.challengers]
 
 
 @dataclass
@@ -195,7 +196,7 @@ class ShadowAnswer(Sink):
 
     def _to_log(self, record: ConsumerRecord, env: Envelope, value: bytes) -> list[Outgoing]:
         headers = env.headers()
-        sent = [Outgoing(self.logs, value, headers, record.key)]
+        sent = [Outgoing.answering(record, self.logs, value, headers)]
         if env.reply_shadows:
-            sent.append(Outgoing(self.output, value, headers, record.key))
+            sent.append(Outgoing.answering(record, self.output, value, headers))
         return sent

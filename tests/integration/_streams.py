@@ -69,6 +69,7 @@ async def produce(bootstrap: str, topic: str, prefix: str, count: int, *, per_se
 class Answer:
     env: Envelope
     batch: pa.RecordBatch | None  # None for an error reply
+    partition: int = -1  # where on the result topic it came
 
 
 class Reader:
@@ -104,7 +105,7 @@ class Reader:
                     batch = None
                     if env.error is None and msg.value:
                         batch = codecs.decode(msg.value, codecs.ARROW_STREAM)
-                    self.answers[env.request_id].append(Answer(env, batch))
+                    self.answers[env.request_id].append(Answer(env, batch, msg.partition))
 
     async def wait_for(self, ids: set[str], timeout_s: float) -> set[str]:
         """Wait until every id has an answer; returns those still missing."""

@@ -62,7 +62,7 @@ def test_small_messages_run_in_chunks_of_the_batch_size_and_each_gets_its_answer
     assert sizes == [256, 256, 88]
     assert [o.topic for o in sent] == ["ws.p.out"] * 600
     assert [Envelope.parse(o.headers).request_id for o in sent] == [f"r{i}" for i in range(600)]
-    assert all(o.key == b"k" for o in sent)
+    assert all(o.key == b"k" and o.partition == 2 for o in sent)  # the lane of its input
     first = codecs.decode(sent[7].value or b"", codecs.ARROW_STREAM)
     assert first.num_rows == 1
     assert first.column("time").cast("int64")[0].as_py() == 1_700_000_000_007  # its record's time

@@ -46,6 +46,7 @@ def test_producers_wait_for_every_replica_and_allow_big_results(worker: Worker) 
     options = producer_options(worker.settings, worker.spec.worker_id)
     assert options["acks"] == "all"
     assert options["max_request_size"] == worker.settings.max_message_bytes
+    assert options["max_batch_size"] >= 1024 * 1024  # a fetch's answers per partition: one batch
 
 
 def test_all_versions_share_one_consumer_group(worker: Worker) -> None:
