@@ -231,10 +231,15 @@ def _apply(run: Callable[[pa.RecordBatch], tuple[pa.RecordBatch, pa.RecordBatch]
 def _times(n: int, started_ns: Started) -> tuple[pa.Array, pa.Array]:
     """Each row's `time` (its request's start, or now where unknown) and elapsed ns."""
     now_ns = time.time_ns()
-    started = np.broadcast_to(np.asarray(started_ns, np.int64), (n,))
-    known = started > 0
-    time_ms = np.where(known, started, now_ns) // 1_000_000
-    elapsed = np.where(known, np.maximum(now_ns - started, 0), 0)
+    if isinstance(started_ns, int):  # the common case, one request: no per-row arithmetic
+        start = started_ns if started_ns > 0 else now_ns
+        time_ms = np.full(n, start // 1_000_000, np.int64)
+        elapsed = np.full(n, now_ns - start if started_ns > 0 else 0, np.int64).clip(0)
+    else:
+        started = np.asarray(started_ns, np.int64)
+        known = started > 0
+        time_ms = np.where(known, started, now_ns) // 1_000_000
+        elapsed = np.where(known, np.maximum(now_ns - started, 0), 0)
     # Build int64 then view as timestamp: converting with a tz-aware type costs ~35 µs.
     return pa.array(time_ms).view(TIME_TYPE), pa.array(elapsed)
 

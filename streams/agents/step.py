@@ -161,7 +161,9 @@ class StepCompute:
         out = self.transform(batch)
         if self.finish is None:
             return split(out, rows)
-        return split(self.finish(out, np.repeat(np.asarray(started_ns, np.int64), rows)), rows)
+        starts = started_ns[0] if len(started_ns) == 1 else np.repeat(
+            np.asarray(started_ns, np.int64), rows)
+        return split(self.finish(out, starts), rows)
 
 
 def finisher(pipeline: CompiledPipeline) -> Finish:
