@@ -52,14 +52,15 @@ POLL_MS = 100
 """How long one getmany waits for records: how soon the loop notices it should stop."""
 QUICK_S = 0.005
 """A stage whose chunk took less than this runs its next ones on the event loop itself:
-handing them to the compute thread and back costs more (measured: a third more CPU per
-256-row message, from the hand-offs and the GIL passing between the threads)..."""
+handing them to the compute thread and back costs more (measured: ~50% more worker CPU
+per 256-row message, from the hand-offs and the GIL passing between the threads)..."""
 SLOW_S = 0.02
 """...until one takes longer than this (wall time, so a preempted quick chunk does not
 count): then the stage goes back to the compute thread, and the loop keeps heartbeating
 while its model runs."""
 
 BATCH_BYTES = 1024 * 1024
+"""How big a worker's producer batches may grow (see producer_options)."""
 T = TypeVar("T")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
