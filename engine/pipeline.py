@@ -234,7 +234,7 @@ def _times(n: int, started_ns: Started) -> tuple[pa.Array, pa.Array]:
     if isinstance(started_ns, int):  # the common case, one request: no per-row arithmetic
         start = started_ns if started_ns > 0 else now_ns
         time_ms = np.full(n, start // 1_000_000, np.int64)
-        elapsed = np.full(n, now_ns - start if started_ns > 0 else 0, np.int64).clip(0)
+        elapsed = np.full(n, max(now_ns - start, 0), np.int64)
     else:
         started = np.asarray(started_ns, np.int64)
         known = started > 0
