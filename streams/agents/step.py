@@ -31,7 +31,7 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.errors import CodecError, InputMismatch
-from engine.pipeline import CompiledPipeline
+from engine.pipeline import CompiledPipeline, Started
 from streams.agents.batching import merge, plan_micro_batches, schema_key, split
 from streams.agents.sinks import Sink
 from streams.messages import Envelope, Outgoing
@@ -44,8 +44,8 @@ DETERMINISTIC: tuple[type[Exception], ...] = (CodecError, InputMismatch)
 
 Transform = Callable[[pa.RecordBatch], pa.RecordBatch]
 """Message in, message out (one row out per row in)."""
-Finish = Callable[[pa.RecordBatch, np.ndarray], pa.RecordBatch]
-"""(message, each row's request start in ns) -> the rows that end the path."""
+Finish = Callable[[pa.RecordBatch, Started], pa.RecordBatch]
+"""(message, its request's start in ns, or each row's) -> the rows that end the path."""
 
 
 @dataclass
@@ -185,8 +185,9 @@ class Incoming:
 class Stage:
     """One agent of a worker: where it reads, what it computes, where results go.
 
-    Blocking and Kafka-free: the worker's loop (streams.loop) runs it on its
-    compute thread, one chunk at a time, and sends what it returns.
+    Blocking and Kafka-free: the worker's loop (streams.loop) runs it one chunk at a
+    time (on the event loop, or its compute thread if chunks are slow) and sends what
+    it returns.
 
     Example:
         done = 0
