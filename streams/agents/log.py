@@ -297,6 +297,7 @@ class LogAgent:
             buffer.batches[(workspace, pipeline)] += result_rows(results)
         for (workspace, pipeline), batches in buffer.batches.items():
             self._append(workspace, pipeline, batches)
+
     def _logged(self, topic: str) -> tuple[TopicRole | None, dict[str, str] | None]:
         """Which logged role `topic` has, and its placeholders (None, None if neither)."""
         for role in LOGGED:
