@@ -19,9 +19,9 @@ class WorkerSettings(BaseSettings):
     """Kafka bootstrap servers, comma separated."""
 
     fetch_wait_ms: int = Field(5, ge=1, le=10_000)
-    """How long a consumer's fetch waits for data. Some brokers (Tansu) never
-    answer a waiting fetch early, so this bounds each hop's latency; raising it
-    lowers idle CPU."""
+    """How long a consumer's fetch waits for data (a worker's, while idle: see
+    `busy_fetch_wait_ms`). Some brokers (Tansu) never answer a waiting fetch early,
+    so this bounds each hop's latency; raising it lowers idle CPU."""
 
     busy_fetch_wait_ms: int = Field(1, ge=1, le=10_000)
     """A worker's fetch wait while records flow (streams.loop.FetchPace)."""
