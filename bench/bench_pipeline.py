@@ -183,9 +183,9 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
         records = [record(stages[0].source, i, payloads[i % len(payloads)], headers(f"s{i}"))
                    for i in range(count)]
         for stage in stages:
-            sent, done = [], 0
-            while done < len(records):
-                chunk, out = stage.process(records, done, counters, settings)
+            sent, done, incoming = [], 0, stage.receive(records)
+            while done < len(incoming):
+                chunk, out = stage.process(incoming, done, counters, settings)
                 done += len(chunk)
                 sent += out
             records = [record(o.topic, i, o.value, o.headers) for i, o in enumerate(sent)]

@@ -11,7 +11,7 @@ split's or shadow's parts) in one agent per step and `finish` in the last.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +77,19 @@ class CompiledPipeline:
     checks: Checks = field(default_factory=list)
 
     @staticmethod
-    def start(batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Turn a pipeline input into the first step's message (input and row index carried)."""
+    def start(batch: pa.RecordBatch, requests: Sequence[int] | None = None) -> pa.RecordBatch:
+        """Turn a pipeline input into the first step's message (input and row index carried).
+
+        :param requests: the row counts of the requests `batch` holds one after another,
+            if several: each request's rows are numbered from 0.
+        """
         names = batch.schema.names
+        index = np.arange(batch.num_rows, dtype=np.int32)
+        if requests is not None and len(requests) > 1:
+            counts = np.asarray(requests, np.int32)
+            index -= np.repeat(np.cumsum(counts) - counts, counts)
         return pa.RecordBatch.from_arrays(
-            [*batch.columns, *batch.columns, pa.array(np.arange(batch.num_rows, dtype=np.int32))],
+            [*batch.columns, *batch.columns, pa.array(index)],
             names=[*names, *(IN_PREFIX + n for n in names), ROW])
 
     def run_step(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:

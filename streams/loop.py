@@ -202,30 +202,33 @@ class StageLoop:
                     by_stage[tp.topic] += msgs
             for topic, msgs in by_stage.items():
                 stage, done = self._stages[topic], 0
-                while done < len(msgs):
+                incoming = await self._call(topic, stage.receive, msgs, is_chunk=False)
+                while done < len(incoming):
                     if self._revoking:
                         return
                     if topic in self._held:  # draining began: the input is left to others
                         break
-                    chunk, outgoing = await self._call(topic, stage.process, msgs, done,
+                    chunk, outgoing = await self._call(topic, stage.process, incoming, done,
                                                        self._counters, self._settings)
                     done += len(chunk)
                     await self._send(outgoing, chunk)
         finally:
             self._idle.set()
 
-    async def _call(self, topic: str, work: Callable[..., T], *args: Any) -> T:
+    async def _call(self, topic: str, work: Callable[..., T], *args: Any,
+                    is_chunk: bool = True) -> T:
         """`work(*args)` for the stage reading `topic`: inline while its chunks are quick,
-        else on the compute thread."""
+        else on the compute thread. Only chunks tell whether it is quick (a fetch's
+        decoding grows with the fetch)."""
         started = time.perf_counter()
         if topic in self._quick:
             result = work(*args)
         else:
             result = await asyncio.get_running_loop().run_in_executor(self._compute, work, *args)
         took = time.perf_counter() - started
-        if took < QUICK_S:
+        if is_chunk and took < QUICK_S:
             self._quick.add(topic)
-        elif took > SLOW_S:
+        elif is_chunk and took > SLOW_S:
             self._quick.discard(topic)
         return result
 

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +60,8 @@ META_ERROR = "metadata.error"
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 FLUSH_ROWS = 200_000
+FLUSH_BYTES = 64 * 1024 * 1024
+"""Result messages are kept as they came until written: this bounds their bytes."""
 FLUSH_EVERY_S = 1.0
 POLL_IDLE_MS = 200
 POLL_BUSY_MS = 20
@@ -80,29 +83,30 @@ def with_row_ids(batch: pa.RecordBatch, request_id: str,
     return batch.append_column(ROW, rows)
 
 
-def result_rows(results: list[tuple[pa.RecordBatch, str]]) -> list[pa.RecordBatch]:
-    """Many result messages (each with its request id) as log rows, converted in bulk.
+def result_rows(results: Sequence[tuple[bytes, str]]) -> list[pa.RecordBatch]:
+    """Result messages (Arrow stream values, each with its request id) as log rows.
 
-    The same as `with_row_ids` on each decoded message, but dictionary columns are
-    decoded and the id columns built once per schema, not once per message (per-message
-    work was most of the log agent's cost for one-row requests).
+    The rows `with_row_ids` gives for each decoded message, but decoded and converted
+    in bulk: consecutive messages of one schema are read as one stream and their id
+    columns built at once (per-message work was most of the log agent's cost for
+    one-row requests). An unreadable message is logged and skipped.
     """
-    by_schema: dict[pa.Schema, list[tuple[pa.RecordBatch, str]]] = defaultdict(list)
-    for batch, request_id in results:
-        by_schema[batch.schema].append((batch, request_id))
-    out = []
-    for group in by_schema.values():
-        table = codecs.without_dictionaries(pa.Table.from_batches([b for b, _ in group]))
-        counts = np.array([b.num_rows for b, _ in group])
-        owner = pa.array(np.repeat(np.arange(len(group)), counts))
-        ids = pa.array([request_id for _, request_id in group], pa.string()).take(owner)
-        if META_ROW in table.schema.names:
-            rows = table.column(META_ROW).cast(pa.int32())
+    out, at = [], 0
+    for run in codecs.decode_many([value for value, _ in results]):
+        if isinstance(run, CodecError):
+            log.error("skipping the unreadable result of request %s: %s", results[at][1], run)
+            at += 1
+            continue
+        counts = np.asarray(run.rows)
+        ids = pa.array([request_id for _, request_id in results[at:at + len(counts)]],
+                       pa.string()).take(pa.array(np.repeat(np.arange(len(counts)), counts)))
+        at += len(counts)
+        if META_ROW in run.batch.schema.names:
+            rows = run.batch.column(META_ROW).cast(pa.int32())
         else:  # each message's rows numbered from 0
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             rows = pa.array((np.arange(counts.sum()) - starts).astype(np.int32))
-        table = table.append_column(REQUEST_ID, ids).append_column(ROW, rows)
-        out += table.combine_chunks().to_batches()
+        out.append(run.batch.append_column(REQUEST_ID, ids).append_column(ROW, rows))
     return out
 
 
@@ -185,7 +189,8 @@ class LogAgent:
     """Consumes every pipeline's result and log topics into a LogStore.
 
     Rows are gathered in memory and written (then committed) when `FLUSH_ROWS`
-    have gathered, `FLUSH_EVERY_S` after the first of them, before a rebalance
+    (or `FLUSH_BYTES` of result messages) have gathered, `FLUSH_EVERY_S` after the
+    first of them, before a rebalance
     and whenever `sync()` asks: one bigger Parquet file costs far less than one
     per fetch (measured: writing was the server's largest cost under load).
     """
@@ -270,7 +275,8 @@ class LogAgent:
             log.warning("could not commit the log agent's offsets: %s", exc)
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Decode records into log rows, gathered by pipeline (on a thread)."""
+        """Gather records by pipeline: error replies as log rows, results as they came (made
+        log rows in bulk when written); on a thread."""
         for tp, msgs in records.items():
             role, names = self._logged(tp.topic)
             self._buffer.read(tp, msgs)
@@ -285,12 +291,7 @@ class LogAgent:
                 if env.error is not None:
                     self._buffer.add(workspace, pipeline, error_rows(env, msg.value, msg.timestamp))
                 elif msg.value:
-                    try:
-                        batch = codecs.decode(msg.value, codecs.ARROW_STREAM, dictionaries=True)
-                    except CodecError as exc:
-                        log.error("skipping unreadable log record %s@%s: %s", tp, msg.offset, exc)
-                        continue
-                    self._buffer.add_result(workspace, pipeline, batch, env.request_id)
+                    self._buffer.add_result(workspace, pipeline, msg.value, env.request_id)
 
     def _write(self, buffer: _Buffer) -> None:
         for (workspace, pipeline), results in buffer.results.items():
@@ -373,9 +374,10 @@ class _Buffer:
 
     def __init__(self) -> None:
         self.batches: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
-        self.results: dict[tuple[str, str], list[tuple[pa.RecordBatch, str]]] = defaultdict(list)
+        self.results: dict[tuple[str, str], list[tuple[bytes, str]]] = defaultdict(list)
         """Result messages (with their request ids), made log rows in bulk when written."""
         self.rows = 0
+        self.result_bytes = 0
         self.first: dict[TopicPartition, int] = {}  # where to read again if writing fails
         self.next: dict[TopicPartition, int] = {}  # what to commit once written
         self._since = 0.0
@@ -391,16 +393,16 @@ class _Buffer:
         self.batches[(workspace, pipeline)].append(batch)
         self.rows += batch.num_rows
 
-    def add_result(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
-                   request_id: str) -> None:
-        self.results[(workspace, pipeline)].append((batch, request_id))
-        self.rows += batch.num_rows
+    def add_result(self, workspace: str, pipeline: str, value: bytes, request_id: str) -> None:
+        self.results[(workspace, pipeline)].append((value, request_id))
+        self.result_bytes += len(value)
 
     def due(self, asked: bool) -> bool:
         """Whether to write now: asked to (sync), full, or old enough."""
         if not self.next:
             return False
-        return asked or self.rows >= FLUSH_ROWS or time.monotonic() - self._since >= FLUSH_EVERY_S
+        return (asked or self.rows >= FLUSH_ROWS or self.result_bytes >= FLUSH_BYTES
+                or time.monotonic() - self._since >= FLUSH_EVERY_S)
 
 
 class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +43,20 @@ SPLIT_ARM = "_route.arm"
 """Added by a splitter's compute: the arm each row goes to (dropped before it is sent)."""
 
 
+def _result_value(work: Any, limit: int) -> bytes | None:
+    """The work's result as an Arrow stream; None (with `work.error` set) if it cannot be
+    encoded or is over `limit` bytes."""
+    return _within(work, limit, work.encoded)
+
+
 def _encode(batch: pa.RecordBatch, work: Any, limit: int) -> bytes | None:
-    """`batch` as an Arrow stream; None (with `work.error` set) if it cannot be encoded or
-    is over `limit` bytes."""
+    """`batch` as an Arrow stream, or None as `_result_value` says."""
+    return _within(work, limit, lambda: codecs.encode(batch, codecs.ARROW_STREAM))
+
+
+def _within(work: Any, limit: int, encode: Callable[[], bytes]) -> bytes | None:
     try:
-        value = codecs.encode(batch, codecs.ARROW_STREAM)
+        value = encode()
     except Exception as exc:
         work.error = exc
         return None
@@ -118,7 +128,7 @@ class Forward(Sink):
     next: str = ""
 
     def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
-        value = _encode(work.result, work, self.max_bytes)
+        value = _result_value(work, self.max_bytes)
         if value is None:
             return None
         return [Outgoing.answering(record, self.next, value, env.headers())]
@@ -185,7 +195,7 @@ class ShadowAnswer(Sink):
     challenger: str = ""
 
     def send(self, record: ConsumerRecord, env: Envelope, work: Any) -> Sent:
-        value = _encode(work.result, work, self.max_bytes)
+        value = _result_value(work, self.max_bytes)
         if value is None:
             return None
         return self._to_log(record, env.replace(shadow=self.challenger), value)

@@ -6,7 +6,10 @@ stage reads one topic; the worker's loop (streams.loop) hands it the records
 that arrived together, and its `StepCompute` runs them as micro-batches (small
 messages are merged up to `max_batch_rows` rows and split back by row counts,
 so every request keeps its own headers and reply; larger messages run as they
-come); its sink (streams.agents.sinks) says what to send on.
+come); its sink (streams.agents.sinks) says what to send on. Records are
+decoded, and results encoded, many at a time (engine.codecs.decode_many,
+encode_many): per message, opening and writing Arrow streams cost more than the
+rest of a small message's compute.
 
 The stage that reads the pipeline's input topic decodes Arrow or
 pandas-records JSON, stamps the request id and pipeline version and starts the
@@ -61,15 +64,46 @@ class StepCounters:
 
 
 # -- a stage's compute, without Kafka ---------------------------------------------------
+class Results:
+    """The results of consecutive messages, computed as one batch."""
+
+    def __init__(self, batch: pa.RecordBatch, rows: Sequence[int]) -> None:
+        self.pieces = split(batch, rows)
+        """Each message's result (zero-copy slices)."""
+        self._batch, self._rows = batch, rows
+        self._encoded: list[bytes] | None = None
+
+    def encoded(self, index: int) -> bytes:
+        """Piece `index` as an Arrow stream; every piece is written on the first call."""
+        if self._encoded is None:
+            try:
+                self._encoded = codecs.encode_many(self._batch, self._rows)
+            except Exception:  # written one by one instead, so each piece fails on its own
+                self._encoded = []
+        if self._encoded:
+            return self._encoded[index]
+        return codecs.encode(self.pieces[index], codecs.ARROW_STREAM)
+
+
 @dataclass
 class Work:
     """One message on its way through a step: its input, and then its result or error."""
 
     batch: pa.RecordBatch | None
     started_ns: int
-    result: pa.RecordBatch | None = None
     error: Exception | None = None
     attempts: int = 0
+    output: tuple[Results, int] | None = None
+    """Its result: piece `index` of a `Results`."""
+
+    @property
+    def result(self) -> pa.RecordBatch | None:
+        return self.output[0].pieces[self.output[1]] if self.output is not None else None
+
+    def encoded(self) -> bytes:
+        """The result as an Arrow stream (written with its micro-batch's other results)."""
+        assert self.output is not None, "no result"
+        return self.output[0].encoded(self.output[1])
 
     @property
     def retryable(self) -> bool:
@@ -88,7 +122,7 @@ class StepCompute:
     Example:
         compute = StepCompute.for_step(pipeline, 0, max_batch_rows=256)
         works = [Work(compute.decode(value, content_type), started_ns) for value in values]
-        compute.run(works)   # each work now has .result or .error
+        compute.run(works)   # each work now has a result or an error
     """
 
     transform: Transform
@@ -115,6 +149,34 @@ class StepCompute:
             return CompiledPipeline.start(batch)
         return codecs.decode(value, codecs.ARROW_STREAM)
 
+    def decode_many(self, values: Sequence[tuple[bytes | None, str]]
+                    ) -> list[pa.RecordBatch | Exception]:
+        """`decode` of each (value, content type), or the error it raises; consecutive Arrow
+        streams of one schema are decoded (and started) as one."""
+        out: list[pa.RecordBatch | Exception] = []
+        streams: list[bytes] = []
+        for value, content_type in values:
+            if value and (not self.starts or content_type == codecs.ARROW_STREAM):
+                streams.append(value)
+                continue
+            out += self._decode_streams(streams)
+            streams = []
+            try:
+                out.append(self.decode(value, content_type))
+            except Exception as exc:
+                out.append(exc)
+        return out + self._decode_streams(streams)
+
+    def _decode_streams(self, values: list[bytes]) -> list[pa.RecordBatch | Exception]:
+        out: list[pa.RecordBatch | Exception] = []
+        for run in codecs.decode_many(values):
+            if isinstance(run, CodecError):
+                out.append(run)
+            else:
+                batch = CompiledPipeline.start(run.batch, run.rows) if self.starts else run.batch
+                out += split(batch, run.rows)
+        return out
+
     def run(self, works: Sequence[Work]) -> None:
         """Give each decoded work a result or an error; small messages run merged.
 
@@ -137,10 +199,10 @@ class StepCompute:
         assert work.batch is not None
         work.attempts += 1
         try:
-            work.result = self._compute(work.batch, [work.started_ns], [work.batch.num_rows])[0]
+            work.output = (self._compute(work.batch, [work.started_ns], [work.batch.num_rows]), 0)
             work.error = None
         except Exception as exc:
-            work.result, work.error = None, exc
+            work.output, work.error = None, exc
 
     def _run_merged(self, members: list[Work]) -> bool:
         batches = [w.batch for w in members if w.batch is not None]
@@ -151,19 +213,18 @@ class StepCompute:
             log.debug("micro-batch of %d messages failed (%s); running them one by one",
                       len(members), exc)
             return False
-        for work, result in zip(members, results, strict=True):
+        for index, work in enumerate(members):
             work.attempts += 1
-            work.result, work.error = result, None
+            work.output, work.error = (results, index), None
         return True
 
-    def _compute(self, batch: pa.RecordBatch, started_ns: list[int],
-                 rows: list[int]) -> list[pa.RecordBatch]:
+    def _compute(self, batch: pa.RecordBatch, started_ns: list[int], rows: list[int]) -> Results:
         out = self.transform(batch)
-        if self.finish is None:
-            return split(out, rows)
-        starts = started_ns[0] if len(started_ns) == 1 else np.repeat(
-            np.asarray(started_ns, np.int64), rows)
-        return split(self.finish(out, starts), rows)
+        if self.finish is not None:
+            starts = started_ns[0] if len(started_ns) == 1 else np.repeat(
+                np.asarray(started_ns, np.int64), rows)
+            out = self.finish(out, starts)
+        return Results(out, rows)
 
 
 def finisher(pipeline: CompiledPipeline) -> Finish:
@@ -185,14 +246,14 @@ class Incoming:
 class Stage:
     """One agent of a worker: where it reads, what it computes, where results go.
 
-    Blocking and Kafka-free: the worker's loop (streams.loop) runs it one chunk at a
-    time (on the event loop, or its compute thread if chunks are slow) and sends what
-    it returns.
+    Blocking and Kafka-free: the worker's loop (streams.loop) has it decode what one
+    fetch brought, then runs it one chunk at a time (on the event loop, or its compute
+    thread if chunks are slow) and sends what it returns.
 
     Example:
-        done = 0
-        while done < len(records):
-            chunk, sent = stage.process(records, done, counters, settings)
+        incoming, done = stage.receive(records), 0
+        while done < len(incoming):
+            chunk, sent = stage.process(incoming, done, counters, settings)
             done += len(chunk)
     """
 
@@ -204,21 +265,35 @@ class Stage:
     version: str
     """The pipeline version, stamped on requests where they enter."""
 
-    def process(self, records: Sequence[ConsumerRecord], start: int, counters: StepCounters,
+    def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
+        """Decode records of the stage's topic (an unreadable one gets its error)."""
+        envs = [self._envelope(record) for record in records]
+        decoded = self.compute.decode_many(
+            [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
+        incoming = []
+        for record, (env, _), batch in zip(records, envs, decoded, strict=True):
+            if isinstance(batch, Exception):
+                work = Work(None, env.started_ns, error=batch, attempts=1)
+            else:
+                work = Work(batch, env.started_ns)
+            incoming.append(Incoming(record, env, work))
+        return incoming
+
+    def process(self, incoming: Sequence[Incoming], start: int, counters: StepCounters,
                 settings: WorkerSettings) -> tuple[list[Incoming], list[Outgoing]]:
-        """Take the next chunk of `records` from index `start`, run it, and return it with
+        """Take the next chunk of `incoming` from index `start`, run it, and return it with
         what to send.
 
-        A chunk is the records that reach `max_batch_rows` rows (so one large message
+        A chunk is the messages that reach `max_batch_rows` rows (so one large message
         alone): the unit the loop runs, sends and commits, so a slow model's progress
         shows and a rebalance waits for one chunk at most.
         """
         limit = self.compute.max_batch_rows
         chunk: list[Incoming] = []
         rows = 0
-        for record in records[start:start + limit]:
-            chunk.append(self._receive(record))
-            rows += max(chunk[-1].work.rows, 1)
+        for item in incoming[start:start + limit]:
+            chunk.append(item)
+            rows += max(item.work.rows, 1)
             if rows >= limit:
                 break
         return chunk, self.run(chunk, counters, settings)
@@ -248,17 +323,14 @@ class Stage:
                 out += self.sink.fail(record, env, work)
         return out
 
-    def _receive(self, record: ConsumerRecord) -> Incoming:
+    def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:
+        """The record's headers (stamped where the request enters) and its value's type."""
         env = Envelope.parse(record.headers, default_request_id=_request_id(record))
         content_type = env.content_type
         if self.compute.starts:
             env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
                               started_ns=env.started_ns or _timestamp_ns(record))
-        try:
-            work = Work(self.compute.decode(record.value, content_type), env.started_ns)
-        except Exception as exc:
-            work = Work(None, env.started_ns, error=exc, attempts=1)
-        return Incoming(record, env, work)
+        return env, content_type
 
 
 def _request_id(record: ConsumerRecord) -> str:

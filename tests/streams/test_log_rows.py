@@ -75,7 +75,8 @@ def test_results_converted_in_bulk_are_the_rows_each_would_give_alone() -> None:
 
     results = [(message([1.0, 2.0], "v1", [0, 1]), "a"), (message([3.0], "v2", [5]), "b"),
                (message([4.0, 5.0, 6.0], "v1", None), "c"), (message([7.0], "v2", None), "d")]
-    bulk = [row for batch in result_rows(results) for row in batch.to_pylist()]
+    encoded = [(codecs.encode(batch, codecs.ARROW_STREAM), rid) for batch, rid in results]
+    bulk = [row for batch in result_rows(encoded) for row in batch.to_pylist()]
     alone = [row for batch, rid in results
              for row in with_row_ids(codecs.without_dictionaries(batch), rid).to_pylist()]
     assert bulk == alone

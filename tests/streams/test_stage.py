@@ -47,8 +47,9 @@ def _record(offset: int, rows: int = 1, value: bytes | None = None) -> ConsumerR
 def _run_all(stage: Stage, records: list[ConsumerRecord]) -> tuple[list[int], list[Outgoing]]:
     sizes, sent, done = [], [], 0
     counters = StepCounters()
-    while done < len(records):
-        chunk, out = stage.process(records, done, counters, SETTINGS)
+    incoming = stage.receive(records)
+    while done < len(incoming):
+        chunk, out = stage.process(incoming, done, counters, SETTINGS)
         sizes.append(len(chunk))
         sent += out
         done += len(chunk)
@@ -79,7 +80,8 @@ def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
         pipeline: CompiledPipeline) -> None:
     records = [_record(0), _record(1, value=b"not arrow"), _record(2)]
     counters = StepCounters()
-    chunk, sent = _stage(pipeline).process(records, 0, counters, SETTINGS)
+    stage = _stage(pipeline)
+    chunk, sent = stage.process(stage.receive(records), 0, counters, SETTINGS)
     assert len(chunk) == 3 and (counters.processed, counters.failed) == (2, 1)
     assert [o.topic for o in sent] == ["ws.p.out", "ws.p.out", "ws.p.dlq", "ws.p.out"]
     reply, dead = sent[1], sent[2]
@@ -93,7 +95,7 @@ def test_a_result_over_the_record_limit_is_answered_with_an_error(
         pipeline: CompiledPipeline) -> None:
     stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
     counters = StepCounters()
-    _, sent = stage.process([_record(0, rows=200)], 0, counters, SETTINGS)
+    _, sent = stage.process(stage.receive([_record(0, rows=200)]), 0, counters, SETTINGS)
     assert counters.failed == 1
     error = json.loads(dict(sent[0].headers)[ERROR])
     assert error["type"] == "RecordTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
