@@ -8,6 +8,7 @@ helpers below are the only place weir converts to or from those libraries.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import sys
@@ -176,8 +177,9 @@ def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | Cod
     if len(run) <= 1:
         return _decode_alone(run[0][0]) if run else []
     first, layout = run[0]
-    stream = b"".join([first[:layout.schema_end],
-                       *(p[at.schema_end:at.body_end] for p, at in run), frames.END_OF_STREAM])
+    stream = b"".join([memoryview(first)[:layout.schema_end],
+                       *(memoryview(p)[at.schema_end:at.body_end] for p, at in run),
+                       frames.END_OF_STREAM])
     try:
         reader = pa.ipc.open_stream(stream)
         batches = list(reader)
@@ -224,10 +226,12 @@ def encode_many(batch: pa.RecordBatch, rows: Sequence[int]) -> list[bytes]:
     return [header + data[start:end] + frames.END_OF_STREAM for start, end in pieces]
 
 
+@functools.lru_cache(maxsize=256)
 def repeated(value: str, n: int) -> pa.Array:
     """`value` `n` times, dictionary-encoded: encoded, it costs one copy of the text and a
     byte per row (a result's pipeline version and model name would otherwise be over
-    half its bytes); `decode` turns it back into plain strings."""
+    half its bytes); `decode` turns it back into plain strings. Cached: every result of
+    a step asks for the same few (arrays are immutable)."""
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
                                           pa.array([value], pa.string()))
 
@@ -268,6 +272,8 @@ def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column
             raise CodecError(f"column {name!r} has null rows; fill or drop them")
         if pa.types.is_fixed_size_list(values.type):
             size = values.type.list_size
+            # The child values of these rows (flatten() goes through pyarrow.compute: slower).
+            values = values.values.slice(values.offset * size, len(values) * size)
         else:
             bounds = pc.min_max(pc.list_value_length(values))
             low, high = bounds["min"].as_py() or 0, bounds["max"].as_py() or 0
@@ -277,8 +283,8 @@ def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column
                     "every row must have the same shape"
                 )
             size = low
+            values = values.flatten()
         shape.append(size)
-        values = values.flatten()
     if values.null_count and any(is_type(values.type) for is_type in _NUMERIC):
         raise CodecError(f"column {name!r} has null values; fill or drop them")
     return values.to_numpy(zero_copy_only=False).reshape(shape)

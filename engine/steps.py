@@ -10,6 +10,7 @@ run them in separate agents, as the in-process `run` composes them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -46,8 +47,9 @@ def prefixed(batch: pa.RecordBatch, prefix: str) -> pa.RecordBatch:
     return batch.rename_columns([prefix + n for n in batch.schema.names])
 
 
+@functools.lru_cache(maxsize=64)
 def empty(n: int) -> pa.RecordBatch:
-    """A batch of `n` rows and no columns."""
+    """A batch of `n` rows and no columns (cached: every step asks for one)."""
     return pa.RecordBatch.from_arrays([pa.nulls(n)], names=["_"]).drop_columns(["_"])
 
 
