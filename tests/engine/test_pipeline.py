@@ -75,6 +75,14 @@ def test_runtimes_never_see_carried_columns(two_steps: CompiledPipeline) -> None
     assert sorted(after.schema.names) == ["_meta.row", "float_input", "in.tensor"]
 
 
+def test_start_numbers_each_requests_rows_from_zero() -> None:
+    batch = codecs.batch_from_arrays({"tensor": np.zeros((6, 10), np.float32)})
+    assert CompiledPipeline.start(batch).column("_meta.row").to_pylist() == [0, 1, 2, 3, 4, 5]
+    several = CompiledPipeline.start(batch, [1, 3, 0, 2])
+    assert several.column("_meta.row").to_pylist() == [0, 0, 1, 2, 0, 1]
+    assert several.column("in.tensor").equals(batch.column("tensor"))
+
+
 def test_a_failing_step_raises_step_failed(two_steps: CompiledPipeline) -> None:
     with pytest.raises(StepFailed, match="pre"):
         two_steps.run(pa.RecordBatch.from_pydict({"other": [1.0]}))

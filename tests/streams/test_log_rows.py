@@ -82,3 +82,12 @@ def test_results_converted_in_bulk_are_the_rows_each_would_give_alone() -> None:
     assert bulk == alone
     assert [(r["request_id"], r["row"]) for r in bulk] == [
         ("a", 0), ("a", 1), ("b", 5), ("c", 0), ("c", 1), ("c", 2), ("d", 0)]
+
+
+def test_an_unreadable_result_is_skipped_and_the_others_keep_their_request_ids() -> None:
+    def value(x: float) -> bytes:
+        return codecs.encode(pa.RecordBatch.from_pydict({"out.y": [x]}), codecs.ARROW_STREAM)
+
+    results = [(value(1.0), "a"), (b"garbage", "b"), (value(2.0), "c"), (value(3.0), "d")]
+    rows = [row for batch in result_rows(results) for row in batch.to_pylist()]
+    assert [(r["request_id"], r["out.y"]) for r in rows] == [("a", 1.0), ("c", 2.0), ("d", 3.0)]

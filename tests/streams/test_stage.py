@@ -3,6 +3,7 @@ chunks run, the records to send out."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def test_a_message_over_the_batch_size_is_a_chunk_of_its_own(pipeline: CompiledP
     sizes, sent = _run_all(_stage(pipeline), records)
     assert sizes == [2, 2]  # the large one closes the first chunk
     assert [codecs.decode(o.value or b"", codecs.ARROW_STREAM).num_rows for o in sent] == [1, 300, 1, 1]
+
+
+def test_a_fetch_of_arrow_and_json_requests_answers_each_with_its_own_rows(
+        pipeline: CompiledPipeline) -> None:
+    json_value = json.dumps([{"tensor": [0.5] * 10}] * 3).encode()
+    json_record = dataclasses.replace(_record(2, value=json_value), headers=(
+        (CONTENT_TYPE, b"application/json"), (REQUEST_ID, b"r2")))
+    records = [_record(0, rows=2), _record(1), json_record, _record(3, rows=4)]
+    _, sent = _run_all(_stage(pipeline), records)
+    answers = {Envelope.parse(o.headers).request_id: codecs.decode(o.value or b"",
+                                                                   codecs.ARROW_STREAM)
+               for o in sent}
+    assert {rid: a.column("metadata.row").to_pylist() for rid, a in answers.items()} == {
+        "r0": [0, 1], "r1": [0], "r2": [0, 1, 2], "r3": [0, 1, 2, 3]}
+    assert answers["r2"].column("in.tensor").to_pylist() == [[0.5] * 10] * 3
+    assert answers["r3"].column("in.tensor").to_pylist()[0] == pytest.approx([0.03] * 10)
 
 
 def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
