@@ -4,8 +4,8 @@ An encapsulated IPC message is a continuation marker (0xFFFFFFFF), the length of
 its flatbuffer metadata, the metadata, then a body of the length the metadata
 names; a stream is a schema message, dictionary and record batch messages, and
 an end marker. Reading only that much lets engine.codecs read and write many
-one-batch streams of one schema in a single pass, without pyarrow opening a
-stream per message. See the Arrow columnar format, "Encapsulated message format".
+one-batch streams of one schema (and the same dictionaries) in a single pass,
+without pyarrow opening a stream per message. See the Arrow columnar format, "Encapsulated message format".
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ _BODY_LENGTH_SLOT = 4 + 2 * 3
 class Layout(NamedTuple):
     """Where the parts of a one-stream payload lie."""
 
-    schema_end: int
-    """The schema message is data[:schema_end]."""
+    header_end: int
+    """data[:header_end] is the schema and the dictionaries before the first record batch."""
     body_end: int
-    """The dictionary and record batch messages are data[schema_end:body_end]."""
+    """The record batches are data[header_end:body_end]."""
     record_batches: int
 
 
 def layout(data: bytes) -> Layout | None:
-    """The layout of a payload holding one Arrow stream; None if it is not framed as one.
+    """The layout of a payload holding one Arrow stream; None if it is not framed as one,
+    or replaces a dictionary after a record batch (such a payload is read alone).
 
     The first message is taken to be the schema (a schema has no body): a payload that
     starts otherwise is not a stream, and pyarrow says so when it reads it.
@@ -49,18 +50,22 @@ def layout(data: bytes) -> Layout | None:
         marker, meta_len = _PREFIX.unpack_from(data, 0)
         if marker != -1 or meta_len <= 0:
             return None
-        pos = schema_end = 8 + meta_len
+        pos = header_end = 8 + meta_len
         size, batches = len(data), 0
         while pos < size:
             marker, meta_len = _PREFIX.unpack_from(data, pos)
             if marker != -1 or meta_len < 0:
                 return None
             if meta_len == 0:
-                return Layout(schema_end, pos, batches)
+                return Layout(header_end, pos, batches)
             kind, body_len = message_header(data, pos + 8)
+            if kind == DICTIONARY_BATCH and batches:
+                return None  # a dictionary replaced mid-stream would carry over to the next payload
             batches += kind == RECORD_BATCH
             pos += 8 + meta_len + body_len
-        return Layout(schema_end, size, batches) if pos == size else None
+            if kind == DICTIONARY_BATCH:
+                header_end = pos
+        return Layout(header_end, size, batches) if pos == size else None
     except struct.error:
         return None
 

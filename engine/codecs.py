@@ -137,9 +137,10 @@ class DecodedRun(NamedTuple):
 
 
 def decode_many(payloads: Sequence[bytes]) -> list[DecodedRun | CodecError]:
-    """Arrow-stream payloads decoded in runs: consecutive payloads of one schema are read as
-    one stream, at about the cost of one (opening a stream per payload was most of a
-    one-row message's decode cost).
+    """Arrow-stream payloads decoded in runs: consecutive payloads of one schema (and the
+    same dictionaries, such as a step's result metadata) are read as one stream, at about
+    the cost of one (opening a stream per payload was most of a one-row message's decode
+    cost).
 
     Returns, in order, a run for each stretch of payloads that decoded, and a CodecError
     (what `decode` says of it) for each payload that did not, so its neighbours still
@@ -149,7 +150,7 @@ def decode_many(payloads: Sequence[bytes]) -> list[DecodedRun | CodecError]:
     run: list[tuple[bytes, frames.Layout]] = []
     for payload in payloads:
         found = frames.layout(payload)
-        if run and (found is None or not _same_schema(run[0], payload, found)):
+        if run and (found is None or not _same_header(run[0], payload, found)):
             out += _decode_run(run)
             run = []
         if found is None:
@@ -159,9 +160,9 @@ def decode_many(payloads: Sequence[bytes]) -> list[DecodedRun | CodecError]:
     return out + _decode_run(run)
 
 
-def _same_schema(first: tuple[bytes, frames.Layout], payload: bytes, found: frames.Layout) -> bool:
-    end = first[1].schema_end
-    return found.schema_end == end and payload.startswith(memoryview(first[0])[:end])
+def _same_header(first: tuple[bytes, frames.Layout], payload: bytes, found: frames.Layout) -> bool:
+    end = first[1].header_end
+    return found.header_end == end and payload.startswith(memoryview(first[0])[:end])
 
 
 def _decode_alone(payload: bytes) -> list[DecodedRun | CodecError]:
@@ -173,18 +174,19 @@ def _decode_alone(payload: bytes) -> list[DecodedRun | CodecError]:
 
 
 def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | CodecError]:
-    """Payloads of one schema as one stream; one by one if that fails (to find which)."""
+    """Payloads of one header as one stream; one by one if that fails (to find which)."""
     if len(run) <= 1:
         return _decode_alone(run[0][0]) if run else []
     first, layout = run[0]
-    stream = b"".join([memoryview(first)[:layout.schema_end],
-                       *(memoryview(p)[at.schema_end:at.body_end] for p, at in run),
+    stream = b"".join([memoryview(first)[:layout.header_end],
+                       *(memoryview(p)[at.header_end:at.body_end] for p, at in run),
                        frames.END_OF_STREAM])
     try:
         reader = pa.ipc.open_stream(stream)
         batches = list(reader)
-        table = without_dictionaries(pa.Table.from_batches(batches, reader.schema))
-        batch = _combine(table.combine_chunks().to_batches(), table.schema)
+        table = pa.Table.from_batches(batches, reader.schema).combine_chunks()
+        # Dictionaries decoded after combining: once per column, not once per payload.
+        batch = without_dictionaries(_combine(table.to_batches(), table.schema))
         batch.validate(full=True)
     except _ARROW_ERRORS:
         batches = []

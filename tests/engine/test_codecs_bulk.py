@@ -66,11 +66,16 @@ def test_a_change_of_schema_starts_a_new_run() -> None:
     assert runs(decode_many(payloads)) == [[1, 1], [1, 1], [1]]
 
 
-def test_dictionaries_that_differ_between_payloads_keep_their_own_values() -> None:
-    payloads = [encode(result(2, "v1"), ARROW_STREAM), encode(result(1, "version-2"), ARROW_STREAM)]
-    (run,) = decode_many(payloads)
-    assert run.batch.column("metadata.pipeline_version").to_pylist() == ["v1", "v1", "version-2"]
-    assert run.batch.schema.field("metadata.pipeline_version").type == pa.string()
+def test_payloads_with_other_dictionaries_are_another_run_and_keep_their_values() -> None:
+    payloads = [encode(result(2, "v1"), ARROW_STREAM), encode(result(1, "version-2"), ARROW_STREAM),
+                encode(result(1, "v1"), ARROW_STREAM)]
+    decoded = decode_many(payloads)
+    assert runs(decoded) == [[2], [1], [1]]
+    assert [v for run in decoded if isinstance(run, DecodedRun)
+            for v in run.batch.column("metadata.pipeline_version").to_pylist()] == [
+        "v1", "v1", "version-2", "v1"]
+    assert all(run.batch.schema.field("metadata.pipeline_version").type == pa.string()
+               for run in decoded if isinstance(run, DecodedRun))
 
 
 @pytest.mark.parametrize("bad", [b"not arrow", b"", b"\xff\xff\xff\xff\x10\x00\x00\x00short",
@@ -91,7 +96,7 @@ def test_a_payload_whose_batch_does_not_fit_its_schema_fails_alone_in_a_run() ->
     other = encode(pa.RecordBatch.from_pydict({"z": [1]}), ARROW_STREAM)
     other_at = frames.layout(other)
     assert other_at is not None  # framed like the others, with their schema, but not theirs
-    misfit = good[0][:found.schema_end] + other[other_at.schema_end:]
+    misfit = good[0][:found.header_end] + other[other_at.header_end:]
     decoded = decode_many([good[0], misfit, good[1], good[2]])
     assert runs(decoded) == [[1], "CodecError", [1], [1]]  # found by decoding each alone
 
@@ -117,6 +122,25 @@ def test_layout_of_a_stream_and_of_bytes_that_are_not_one() -> None:
     found = frames.layout(payload)
     assert found is not None and found.record_batches == 1
     assert payload[found.body_end:] == frames.END_OF_STREAM
-    assert frames.message_at(payload, found.schema_end)[0] == frames.DICTIONARY_BATCH
-    for bad in (b"", b"junk", payload[:found.schema_end + 5], b"\x00" * 16):
+    kinds, at = [], 0
+    while at < found.header_end:  # the schema, then the two dictionaries
+        kind, at = frames.message_at(payload, at)
+        kinds.append(kind)
+    assert kinds == [frames.SCHEMA, frames.DICTIONARY_BATCH, frames.DICTIONARY_BATCH]
+    assert frames.message_at(payload, found.header_end)[0] == frames.RECORD_BATCH
+    for bad in (b"", b"junk", payload[:found.header_end + 5], b"\x00" * 16):
         assert frames.layout(bad) is None
+
+
+def test_a_payload_that_replaces_a_dictionary_midway_is_read_alone() -> None:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, result(1).schema) as writer:
+        writer.write_batch(result(1, "v1"))
+        writer.write_batch(result(1, "v2"))  # a new dictionary between its two batches
+    replacing = sink.getvalue().to_pybytes()
+    assert frames.layout(replacing) is None
+    next_one = encode(result(1, "v1"), ARROW_STREAM)
+    decoded = decode_many([replacing, next_one])
+    assert runs(decoded) == [[2], [1]]
+    assert [v for run in decoded if isinstance(run, DecodedRun)
+            for v in run.batch.column("metadata.pipeline_version").to_pylist()] == ["v1", "v2", "v1"]
