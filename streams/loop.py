@@ -50,14 +50,18 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 100
 """How long one getmany waits for records: how soon the loop notices it should stop."""
-QUICK_S = 0.005
+QUICK_S = 0.05
 """A stage whose chunk took less than this runs its next ones on the event loop itself:
 handing them to the compute thread and back costs more (measured: ~50% more worker CPU
-per 256-row message, from the hand-offs and the GIL passing between the threads)..."""
-SLOW_S = 0.02
-"""...until one takes longer than this (wall time, so a preempted quick chunk does not
-count): then the stage goes back to the compute thread, and the loop keeps heartbeating
-while its model runs."""
+per 256-row message; with the heavy MLP ~30% fewer messages per second, from the
+hand-offs, the GIL passing between threads, and sends split into smaller requests
+while the loop is free)..."""
+SLOW_S = 0.2
+"""...until one takes longer than this: then the stage goes back to the compute thread,
+and the loop keeps fetching and heartbeating while its model (or its I/O) runs. Wall
+time, so it is far above QUICK_S: on a busy 2-core machine, other processes holding
+the core stretched 3 ms chunks past a 20 ms bound about once a second, and each time
+the stage spent up to a second on the thread."""
 
 BATCH_BYTES = 1024 * 1024
 """How big a worker's producer batches may grow (see producer_options)."""

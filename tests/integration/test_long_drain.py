@@ -39,7 +39,7 @@ def process_data(input_data):
     return {"out": input_data["tensor"][:, 0]}
 """
 MESSAGES = 100
-ROWS = 300  # over the micro-batch size, so each message runs (and sleeps) alone
+ROWS = 1100  # over the micro-batch size (1024), so each message runs (and sleeps) alone
 DRAIN_TIMEOUT_S = 6
 
 
