@@ -8,7 +8,8 @@ regressor, compute-heavy MLP) x steps (1, 3) x rows per message (1, 256) it meas
 - latency: one message at a time, end-to-end p50/p99 ms;
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
-a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
+a worker with cpus=1 uses) and the worker's stages in process with no Kafka (both measured before
+any pipeline is deployed, on the stack's idle machine), and a bare aiokafka echo
 loop (topic A -> topic B, in process, fetch wait as weir's). Every measurement, the echo's too, gets
 topics of its own (Tansu's fetches slow down with every batch a partition holds). Also the idle CPU
 of a deployed worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
@@ -91,7 +92,7 @@ class Budget:
     idle_s: float = 5.0
 
 
-FULL = Budget(20, 10.0, 10.0, {1: 30_000, 256: 3_000}, {1: 2_000, 256: 100}, 300, 5.0, 2.0)
+FULL = Budget(20, 10.0, 10.0, {1: 30_000, 256: 3_000}, {1: 2_000, 256: 100}, 300, 5.0, 3.0)
 QUICK = Budget(5, 2.0, 8.0, {1: 3_000, 256: 300}, {1: 1_000, 256: 50}, 60, 1.5, 0.3)
 
 
@@ -380,6 +381,18 @@ def run(budget: Budget) -> dict[str, Any]:
             results["echo"][rows] = asyncio.run(
                 measure_echo(bootstrap, payloads[rows], rows, budget, fetch_wait_ms))
 
+        # Before any pipeline runs: after an undeploy, exiting workers and the log store's
+        # flush shared the machine and moved these by up to a fifth between configs.
+        console.print("raw onnxruntime and the stages in process, on the same batches ...")
+        baselines = {}
+        for model in MODELS:
+            for steps in STEPS:
+                paths = [files[n] for n in ["chain-a", "chain-b", model][-steps:]]
+                for rows in ROWS:
+                    baselines[(model, steps, rows)] = (
+                        raw_onnxruntime(paths, batches[rows], budget.raw_s, threads),
+                        stage_path(paths, payloads[rows], budget.raw_s, threads))
+
         # Every measurement gets a pipeline (so topics) of its own: Tansu's fetches get slower
         # with every record batch a partition holds (it lists them all), so topics that earlier
         # measurements filled would make later ones slower than the echo's.
@@ -411,10 +424,7 @@ def run(budget: Budget) -> dict[str, Any]:
                             e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
                             for e in engines}
                         pipeline.undeploy()
-                    raw = raw_onnxruntime([files[n] for n in names], batches[rows], budget.raw_s,
-                                          threads)
-                    engine = stage_path([files[n] for n in names], payloads[rows], budget.raw_s,
-                                        threads)
+                    raw, engine = baselines[(model, steps, rows)]
                     results["configs"].append({"model": model, "steps": steps, "rows": rows,
                                                "pipeline": name, **measured,
                                                "raw_onnxruntime": raw, "stages_in_process": engine})
