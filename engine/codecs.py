@@ -173,6 +173,10 @@ def _decode_alone(payload: bytes) -> list[DecodedRun | CodecError]:
     return [DecodedRun(batch, [batch.num_rows])]
 
 
+def _each_alone(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | CodecError]:
+    return [item for payload, _ in run for item in _decode_alone(payload)]
+
+
 def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | CodecError]:
     """Payloads of one header as one stream; one by one if that fails (to find which)."""
     if len(run) <= 1:
@@ -189,9 +193,9 @@ def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | Cod
         batch = without_dictionaries(_combine(table.to_batches(), table.schema))
         batch.validate(full=True)
     except _ARROW_ERRORS:
-        batches = []
+        return _each_alone(run)
     if len(batches) != sum(at.record_batches for _, at in run):
-        return [item for payload, _ in run for item in _decode_alone(payload)]
+        return _each_alone(run)
     rows, used = [], 0
     for _, at in run:
         rows.append(sum(b.num_rows for b in batches[used:used + at.record_batches]))
@@ -205,8 +209,8 @@ def encode_many(batch: pa.RecordBatch, rows: Sequence[int]) -> list[bytes]:
     The same bytes as `encode` on each piece, written in one pass: the schema and the
     dictionaries (which slices of one batch share) once, then each piece's record batch.
     """
-    if len(rows) == 1:
-        return [encode(batch, ARROW_STREAM)]
+    if len(rows) <= 1:
+        return [encode(batch, ARROW_STREAM)] if rows else []
     sink = pa.BufferOutputStream()
     bounds, offset = [], 0
     with pa.ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS) as writer:

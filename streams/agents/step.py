@@ -161,21 +161,29 @@ class StepCompute:
                 continue
             out += self._decode_streams(streams)
             streams = []
-            try:
-                out.append(self.decode(value, content_type))
-            except Exception as exc:
-                out.append(exc)
+            out.append(self._decode_one(value, content_type))
         return out + self._decode_streams(streams)
 
     def _decode_streams(self, values: list[bytes]) -> list[pa.RecordBatch | Exception]:
         out: list[pa.RecordBatch | Exception] = []
-        for run in codecs.decode_many(values):
+        try:
+            runs = codecs.decode_many(values)
+        except Exception:  # a bug there must not stop the stage: decode them one by one
+            log.exception("decoding %d records together failed; decoding each alone", len(values))
+            return [self._decode_one(value, codecs.ARROW_STREAM) for value in values]
+        for run in runs:
             if isinstance(run, CodecError):
                 out.append(run)
             else:
                 batch = CompiledPipeline.start(run.batch, run.rows) if self.starts else run.batch
                 out += split(batch, run.rows)
         return out
+
+    def _decode_one(self, value: bytes | None, content_type: str) -> pa.RecordBatch | Exception:
+        try:
+            return self.decode(value, content_type)
+        except Exception as exc:
+            return exc
 
     def run(self, works: Sequence[Work]) -> None:
         """Give each decoded work a result or an error; small messages run merged.

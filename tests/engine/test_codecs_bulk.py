@@ -101,6 +101,17 @@ def test_a_payload_whose_batch_does_not_fit_its_schema_fails_alone_in_a_run() ->
     assert runs(decoded) == [[1], "CodecError", [1], [1]]  # found by decoding each alone
 
 
+def test_a_run_of_payloads_framed_alike_but_unreadable_fails_each_alone() -> None:
+    garbage = b"\xff\xff\xff\xff\x08\x00\x00\x00" + b"\x07" * 8 + frames.END_OF_STREAM
+    assert frames.layout(garbage) is not None  # framed like a stream of a schema alone
+    good = encode(result(1), ARROW_STREAM)
+    assert runs(decode_many([garbage, garbage, good])) == ["CodecError", "CodecError", [1]]
+
+
+def test_no_pieces() -> None:
+    assert encode_many(result(0), []) == []
+
+
 def test_a_payload_of_several_batches_counts_all_its_rows() -> None:
     table = pa.Table.from_batches([result(2).slice(0, 1), result(2).slice(1, 1)])
     sink = pa.BufferOutputStream()

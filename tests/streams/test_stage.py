@@ -12,6 +12,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
+from engine.errors import CodecError
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
@@ -118,3 +119,17 @@ def test_a_result_over_the_record_limit_is_answered_with_an_error(
     assert error["type"] == "RecordTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
     assert sent[0].value == b""  # its input is too big to carry back as well
     assert sent[1].topic == "ws.p.dlq"
+
+
+def test_if_decoding_together_breaks_each_record_is_decoded_alone(
+        pipeline: CompiledPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(payloads: object) -> None:
+        raise RuntimeError("a bug in bulk decoding")
+
+    monkeypatch.setattr(codecs, "decode_many", broken)
+    records = [_record(0, rows=2), _record(1, value=b"not arrow"), _record(2)]
+    incoming = _stage(pipeline).receive(records)
+    assert [i.work.rows for i in incoming] == [2, 0, 1]
+    assert isinstance(incoming[1].work.error, CodecError)
+    assert incoming[0].work.batch is not None
+    assert incoming[0].work.batch.column("_meta.row").to_pylist() == [0, 1]
