@@ -190,9 +190,9 @@ class LogAgent:
 
     Rows are gathered in memory and written (then committed) when `FLUSH_ROWS`
     (or `FLUSH_BYTES` of result messages) have gathered, `FLUSH_EVERY_S` after the
-    first of them, before a rebalance
-    and whenever `sync()` asks: one bigger Parquet file costs far less than one
-    per fetch (measured: writing was the server's largest cost under load).
+    first of them, before a rebalance and whenever `sync()` asks: one bigger
+    Parquet file costs far less than one per fetch (measured: writing was the
+    server's largest cost under load).
     """
 
     def __init__(self, settings: WorkerSettings, topics: TopicMap, store: LogStore,
