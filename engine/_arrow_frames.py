@@ -5,7 +5,8 @@ its flatbuffer metadata, the metadata, then a body of the length the metadata
 names; a stream is a schema message, dictionary and record batch messages, and
 an end marker. Reading only that much lets engine.codecs read and write many
 one-batch streams of one schema (and the same dictionaries) in a single pass,
-without pyarrow opening a stream per message. See the Arrow columnar format, "Encapsulated message format".
+without pyarrow opening a stream per message. See the Arrow columnar format,
+"Encapsulated message format".
 """
 
 from __future__ import annotations

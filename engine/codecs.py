@@ -208,6 +208,9 @@ def encode_many(batch: pa.RecordBatch, rows: Sequence[int]) -> list[bytes]:
 
     The same bytes as `encode` on each piece, written in one pass: the schema and the
     dictionaries (which slices of one batch share) once, then each piece's record batch.
+
+    :raises CodecError: the writer did not put each piece in one record batch (callers
+        then encode the pieces one by one).
     """
     if len(rows) <= 1:
         return [encode(batch, ARROW_STREAM)] if rows else []

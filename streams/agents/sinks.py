@@ -55,6 +55,7 @@ def _encode(batch: pa.RecordBatch, work: Any, limit: int) -> bytes | None:
 
 
 def _within(work: Any, limit: int, encode: Callable[[], bytes]) -> bytes | None:
+    """`encode()`, unless it fails or is over `limit` bytes: then None, with `work.error` set."""
     try:
         value = encode()
     except Exception as exc:

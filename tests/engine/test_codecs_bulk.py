@@ -1,5 +1,6 @@
-"""engine.codecs.decode_many and encode_many (and the stream framing they read, engine/_arrow_frames.py):
-many one-batch Arrow streams read and written in one pass, each the same as alone."""
+"""engine.codecs.decode_many and encode_many, and the stream framing they read
+(engine/_arrow_frames.py): many one-batch Arrow streams read and written in one pass,
+each the same as alone."""
 
 from __future__ import annotations
 
@@ -153,5 +154,6 @@ def test_a_payload_that_replaces_a_dictionary_midway_is_read_alone() -> None:
     next_one = encode(result(1, "v1"), ARROW_STREAM)
     decoded = decode_many([replacing, next_one])
     assert runs(decoded) == [[2], [1]]
-    assert [v for run in decoded if isinstance(run, DecodedRun)
-            for v in run.batch.column("metadata.pipeline_version").to_pylist()] == ["v1", "v2", "v1"]
+    versions = [v for run in decoded if isinstance(run, DecodedRun)
+                for v in run.batch.column("metadata.pipeline_version").to_pylist()]
+    assert versions == ["v1", "v2", "v1"]
