@@ -129,12 +129,19 @@ def deletion_guard(pipeline_dir: Path, *, exclusive: bool) -> Iterator[None]:
 
 
 def write_atomic(directory: Path, table: pa.Table) -> DataFile:
-    """Write ``table`` (sorted by time) as one zstd Parquet file named after its time span."""
+    """Write ``table`` as one zstd Parquet file named after its time span.
+
+    Only text columns are dictionary-encoded: tried on every column, a 256k-row flush of
+    results took 1.8x as long to write and came out 1.8x bigger (floats rarely repeat, so
+    the writer builds each dictionary only to give it up).
+    """
     times = table.column(TIME).cast(pa.int64())
     min_ms, max_ms = pc.min(times).as_py(), pc.max(times).as_py()
     name = f"{min_ms}_{max_ms}_{uuid.uuid4().hex}.parquet"
     tmp = directory / f"{_TMP_PREFIX}{name}"
-    pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS)
+    text = [f.name for f in table.schema if _is_text(f.type)]
+    pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS,
+                   use_dictionary=text)
     os.replace(tmp, directory / name)
     return DataFile(str(directory / name), min_ms, max_ms)
 
@@ -145,6 +152,27 @@ def remove_stale_temps(partition: Partition, older_than_s: float) -> None:
     for entry in os.scandir(partition.path):
         if entry.name.startswith(_TMP_PREFIX) and entry.stat().st_mtime < cutoff:
             Path(entry.path).unlink(missing_ok=True)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def unique_rows(table: pa.Table) -> pa.Table:
+    """``table`` with each ``(request_id, row)`` once (its first copy), in the order given.
+
+    Keys are hashed, not sorted: a flush's rows seldom repeat, and sorting the whole
+    table by them was the log agent's second cost after writing.
+    """
+    if table.num_rows < 2:
+        return table
+    ids = pc.dictionary_encode(table.column(REQUEST_ID)).combine_chunks().indices
+    rows = table.column(ROW).to_numpy()
+    keys = (ids.to_numpy().astype(np.int64) << 32) | (rows.astype(np.int64) & 0xFFFFFFFF)
+    _, first = np.unique(keys, return_index=True)
+    return table if len(first) == len(keys) else table.take(np.sort(first))
 
 
 def unique_sorted(table: pa.Table, *, newest_first: bool, limit: int | None = None) -> pa.Table:

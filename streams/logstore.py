@@ -38,6 +38,7 @@ from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import WeirError
 from streams._parquet_files import (
@@ -60,6 +61,7 @@ from streams._parquet_files import (
     row_filter,
     subdirs,
     to_ms,
+    unique_rows,
     unique_sorted,
     without_keys_of,
 )
@@ -150,8 +152,12 @@ class LogStore:
         if self._accepted.get(pipeline_dir) != table.schema:
             self._check_compatible(pipeline_dir, table.schema)
             self._accepted[pipeline_dir] = table.schema
-        table = unique_sorted(table, newest_first=False)
+        table = unique_rows(table)
         hours = table.column(TIME).cast(pa.int64()).to_numpy() // HOUR_MS
+        if hours.min() != hours.max():  # rows come in arrival order: group them by hour
+            order = pc.sort_indices(table, sort_keys=[(TIME, "ascending")])
+            table = table.take(order)
+            hours = hours[order.to_numpy()]
         bounds = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), table.num_rows]
         for lo, hi in zip(bounds, bounds[1:]):
             directory = partition_path(pipeline_dir, int(hours[lo]) * HOUR_MS)

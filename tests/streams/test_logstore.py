@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from streams.logstore import (
@@ -183,6 +184,30 @@ def test_rows_land_in_their_hour_partition(store: LogStore, tmp_path: Path) -> N
     got = store.query(WS, PIPE, limit=None, start=start, end=end)
     assert got.num_rows == 60
     assert store.query(WS, PIPE, limit=None).num_rows == 120
+
+
+def test_rows_out_of_time_order_each_land_in_their_hour(store: LogStore, tmp_path: Path) -> None:
+    late = rows(120, start=datetime(2024, 5, 1, 23, 59, tzinfo=UTC))
+    mixed = [i for pair in zip(range(60), range(119, 59, -1)) for i in pair]  # hours alternate
+    store.append(WS, PIPE, late.take(pa.array(mixed)))
+    per_hour = {}
+    for part in (tmp_path / WS / PIPE).glob("*/hour=*"):
+        (file,) = part.iterdir()
+        per_hour[f"{part.parent.name}/{part.name}"] = pq.read_table(file).num_rows
+    assert per_hour == {"date=2024-05-01/hour=23": 60, "date=2024-05-02/hour=00": 60}
+    times = store.query(WS, PIPE, limit=None).column("time").cast(pa.int64()).to_pylist()
+    assert times == sorted(times, reverse=True) and len(times) == 120
+
+
+def test_text_columns_alone_are_dictionary_encoded(store: LogStore, tmp_path: Path) -> None:
+    store.append(WS, PIPE, rows(50))
+    (file,) = (tmp_path / WS / PIPE).glob("date=*/hour=*/*.parquet")
+    group = pq.ParquetFile(file).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings
+                 for i in range(group.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["request_id"]
+    assert "RLE_DICTIONARY" not in encodings["out.a"]
+    assert "RLE_DICTIONARY" not in encodings["in.tensor.list.element"]
 
 
 def test_file_names_record_the_time_span(store: LogStore, tmp_path: Path) -> None:
