@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -92,6 +93,9 @@ class Work:
     batch: pa.RecordBatch | None
     started_ns: int
     error: Exception | None = None
+    source: tuple[pa.RecordBatch, int] | None = None
+    """(the batch it was decoded in with its neighbours, its first row there): neighbours
+    that run together are then a slice of it, not a copy."""
     attempts: int = 0
     output: tuple[Results, int] | None = None
     """Its result: piece `index` of a `Results`."""
@@ -150,10 +154,10 @@ class StepCompute:
         return codecs.decode(value, codecs.ARROW_STREAM)
 
     def decode_many(self, values: Sequence[tuple[bytes | None, str]]
-                    ) -> list[pa.RecordBatch | Exception]:
+                    ) -> list[Decoded | Exception]:
         """`decode` of each (value, content type), or the error it raises; consecutive Arrow
         streams of one schema are decoded (and started) as one."""
-        out: list[pa.RecordBatch | Exception] = []
+        out: list[Decoded | Exception] = []
         streams: list[bytes] = []
         for value, content_type in values:
             if value and (not self.starts or content_type == codecs.ARROW_STREAM):
@@ -164,8 +168,8 @@ class StepCompute:
             out.append(self._decode_one(value, content_type))
         return out + self._decode_streams(streams)
 
-    def _decode_streams(self, values: list[bytes]) -> list[pa.RecordBatch | Exception]:
-        out: list[pa.RecordBatch | Exception] = []
+    def _decode_streams(self, values: list[bytes]) -> list[Decoded | Exception]:
+        out: list[Decoded | Exception] = []
         try:
             runs = codecs.decode_many(values)
         except Exception:  # a bug there must not stop the stage: decode them one by one
@@ -176,12 +180,14 @@ class StepCompute:
                 out.append(run)
             else:
                 batch = CompiledPipeline.start(run.batch, run.rows) if self.starts else run.batch
-                out += split(batch, run.rows)
+                firsts = np.cumsum([0, *run.rows[:-1]]).tolist()
+                out += [Decoded(piece, (batch, first))
+                        for piece, first in zip(split(batch, run.rows), firsts)]
         return out
 
-    def _decode_one(self, value: bytes | None, content_type: str) -> pa.RecordBatch | Exception:
+    def _decode_one(self, value: bytes | None, content_type: str) -> Decoded | Exception:
         try:
-            return self.decode(value, content_type)
+            return Decoded(self.decode(value, content_type))
         except Exception as exc:
             return exc
 
@@ -213,10 +219,9 @@ class StepCompute:
             work.output, work.error = None, exc
 
     def _run_merged(self, members: list[Work]) -> bool:
-        batches = [w.batch for w in members if w.batch is not None]
         try:
-            results = self._compute(merge(batches), [w.started_ns for w in members],
-                                    [b.num_rows for b in batches])
+            results = self._compute(joined(members), [w.started_ns for w in members],
+                                    [w.rows for w in members])
         except Exception as exc:
             log.debug("micro-batch of %d messages failed (%s); running them one by one",
                       len(members), exc)
@@ -233,6 +238,28 @@ class StepCompute:
                 np.asarray(started_ns, np.int64), rows)
             out = self.finish(out, starts)
         return Results(out, rows)
+
+
+class Decoded(NamedTuple):
+    """A decoded message, and where it came from when decoded with its neighbours."""
+
+    batch: pa.RecordBatch
+    source: tuple[pa.RecordBatch, int] | None = None
+
+
+def joined(members: Sequence[Work]) -> pa.RecordBatch:
+    """The members' rows as one batch: a slice when they are consecutive rows of one
+    decoded batch (as a fetch's messages of one schema are), else a copy."""
+    first = members[0].source
+    if first is not None:
+        whole, at = first
+        for work in members:
+            if work.source is None or work.source[0] is not whole or work.source[1] != at:
+                break
+            at += work.rows
+        else:
+            return whole.slice(first[1], at - first[1])
+    return merge([w.batch for w in members if w.batch is not None])
 
 
 def finisher(pipeline: CompiledPipeline) -> Finish:
@@ -279,11 +306,11 @@ class Stage:
         decoded = self.compute.decode_many(
             [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
         incoming = []
-        for record, (env, _), batch in zip(records, envs, decoded, strict=True):
-            if isinstance(batch, Exception):
-                work = Work(None, env.started_ns, error=batch, attempts=1)
+        for record, (env, _), message in zip(records, envs, decoded, strict=True):
+            if isinstance(message, Exception):
+                work = Work(None, env.started_ns, error=message, attempts=1)
             else:
-                work = Work(batch, env.started_ns)
+                work = Work(message.batch, env.started_ns, source=message.source)
             incoming.append(Incoming(record, env, work))
         return incoming
 

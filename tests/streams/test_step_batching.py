@@ -19,7 +19,7 @@ from engine.errors import CodecError, InputMismatch, StepFailed
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.agents.batching import merge, plan_micro_batches, split
-from streams.agents.step import StepCompute, Work
+from streams.agents.step import StepCompute, Work, joined
 
 X = np.random.default_rng(3).random((200, 10), dtype=np.float32)
 POISON = -999.0
@@ -104,6 +104,19 @@ def test_merge_then_split_gives_the_messages_back() -> None:
 def test_split_refuses_row_counts_that_do_not_add_up() -> None:
     with pytest.raises(ValueError, match="cannot split 5 rows"):
         split(merge([rows(X[:5])]), [2, 2])
+
+
+def test_neighbours_decoded_together_join_as_a_slice_others_as_a_copy() -> None:
+    whole = rows(X[:6])
+    works = [Work(piece, 0, source=(whole, at))
+             for piece, at in zip(split(whole, [1, 3, 2]), [0, 1, 4], strict=True)]
+    together = joined(works[1:])
+    assert together.equals(whole.slice(1, 5))
+    values = together.column(0).values.buffers()[1]
+    assert values.address == whole.column(0).values.buffers()[1].address  # not copied
+    gap = joined([works[0], works[2]])  # not consecutive: copied, in order
+    assert gap.equals(merge([whole.slice(0, 1), whole.slice(4, 2)]))
+    assert gap.column(0).values.buffers()[1].address != values.address
 
 
 # -- StepCompute ---------------------------------------------------------------------
