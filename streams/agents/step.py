@@ -36,7 +36,7 @@ from aiokafka.structs import ConsumerRecord
 from engine import codecs
 from engine.errors import CodecError, InputMismatch
 from engine.pipeline import CompiledPipeline, Started
-from streams.agents.batching import merge, plan_micro_batches, schema_key, split
+from streams.agents.batching import merge, plan_micro_batches, split
 from streams.agents.sinks import Sink
 from streams.messages import Envelope, Outgoing
 from streams.settings import WorkerSettings
@@ -199,7 +199,7 @@ class StepCompute:
         """
         ready = [w for w in works if w.batch is not None and w.error is None]
         plan = plan_micro_batches(
-            [(schema_key(w.batch), w.batch.num_rows) for w in ready if w.batch is not None],
+            [(w.batch.schema, w.batch.num_rows) for w in ready if w.batch is not None],
             self.max_batch_rows)
         for group in plan:
             members = [ready[i] for i in group]
