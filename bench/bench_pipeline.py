@@ -1,7 +1,7 @@
 """Benchmark of the streaming path: weir pipelines against raw onnxruntime and a bare Kafka echo.
 
-On a fresh embedded stack (new WEIR_HOME, so a fresh Tansu broker), for each model (cheap ridge
-regressor, compute-heavy MLP) x steps (1, 3) x rows per message (1, 256) it measures:
+For each model (cheap ridge regressor, compute-heavy MLP) x steps (1, 3) x rows per message
+(1, 256), each on a fresh embedded stack (new WEIR_HOME, so a fresh Tansu broker), it measures:
 
 - throughput: messages produced pipelined (bounded in-flight window) to the pipeline's input topic
   with a bare aiokafka producer, answers read off its output topic by request id; rows/s;
@@ -9,10 +9,9 @@ regressor, compute-heavy MLP) x steps (1, 3) x rows per message (1, 256) it meas
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
 a worker with cpus=1 uses) and the worker's stages in process with no Kafka (both measured before
-any pipeline is deployed, on the stack's idle machine), and a bare aiokafka echo
-loop (topic A -> topic B, in process, fetch wait as weir's). Every measurement, the echo's too, gets
-topics of its own (Tansu's fetches slow down with every batch a partition holds). Also the idle CPU
-of a deployed worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
+any pipeline is deployed, on an idle machine), and a bare aiokafka echo loop (topic A -> topic B,
+in process, fetch wait as weir's) on a fresh stack of its own. Also the idle CPU of a deployed
+worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
     WEIR_FETCH_WAIT_MS=5 .venv/bin/python bench/bench_pipeline.py --out bench/results
@@ -26,6 +25,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -364,25 +364,24 @@ def run(budget: Budget) -> dict[str, Any]:
     x, _ = diabetes_data()
     batches = {1: make_batches(x, 1, 64), 256: make_batches(x, 256, 8)}
     payloads = {rows: [encode(b) for b in bs] for rows, bs in batches.items()}
-    results: dict[str, Any] = {"configs": [], "deploy_s": {}, "echo": {}}
-    with fresh_stack() as (home, stack):
-        bootstrap = stack["kafka_bootstrap"]
-        console.print(f"stack up in {home} (kafka {bootstrap}); fetch wait {fetch_wait_ms} ms")
-        client = Client(settings=Settings.discover(home=home))
-        files = {"cheap": diabetes_regressor(home / "cheap.onnx"), "heavy": heavy_mlp(home / "heavy.onnx"),
-                 "chain-a": chain_model(home / "chain-a.onnx", 0),
-                 "chain-b": chain_model(home / "chain-b.onnx", 1)}
-        models = {name: client.upload_model(name, path).configure("onnx") for name, path in files.items()}
-        infra = {"broker": [stack["pids"]["kafka"]], "server": [stack["pids"]["server"]],
-                 "bench": [os.getpid()]}
+    results: dict[str, Any] = {"configs": [], "deploy_s": {}, "echo": {}, "broker_rss_mb": {},
+                               "server_log_tails": {}}
+    with tempfile.TemporaryDirectory(prefix="weir-bench-models-") as models_dir:
+        folder = Path(models_dir)
+        files = {"cheap": diabetes_regressor(folder / "cheap.onnx"),
+                 "heavy": heavy_mlp(folder / "heavy.onnx"),
+                 "chain-a": chain_model(folder / "chain-a.onnx", 0),
+                 "chain-b": chain_model(folder / "chain-b.onnx", 1)}
+        with fresh_stack() as (home, stack):
+            bootstrap = stack["kafka_bootstrap"]
+            console.print(f"stack up in {home} (kafka {bootstrap}); fetch wait {fetch_wait_ms} ms")
+            console.print("bare aiokafka echo baseline ...")
+            for rows in ROWS:
+                results["echo"][rows] = asyncio.run(
+                    measure_echo(bootstrap, payloads[rows], rows, budget, fetch_wait_ms))
 
-        console.print("bare aiokafka echo baseline ...")
-        for rows in ROWS:
-            results["echo"][rows] = asyncio.run(
-                measure_echo(bootstrap, payloads[rows], rows, budget, fetch_wait_ms))
-
-        # Before any pipeline runs: after an undeploy, exiting workers and the log store's
-        # flush shared the machine and moved these by up to a fifth between configs.
+        # On an idle machine, before any pipeline: after an undeploy, exiting workers and the
+        # log store's flush shared the machine and moved these by up to a fifth between configs.
         console.print("raw onnxruntime and the stages in process, on the same batches ...")
         baselines = {}
         for model in MODELS:
@@ -393,47 +392,60 @@ def run(budget: Budget) -> dict[str, Any]:
                         raw_onnxruntime(paths, batches[rows], budget.raw_s, threads),
                         stage_path(paths, payloads[rows], budget.raw_s, threads))
 
-        # Every measurement gets a pipeline (so topics) of its own: Tansu's fetches get slower
-        # with every record batch a partition holds (it lists them all), so topics that earlier
-        # measurements filled would make later ones slower than the echo's.
+        # Every pipeline runs on a fresh stack, as the echo did: Tansu's fetches get slower
+        # with every record batch a partition holds (it lists them all), and its broker and
+        # the server's log agent (whose fetches name every result topic ever logged) cost
+        # more per message as earlier measurements pile up (measured: broker CPU per
+        # message 0.56 ms for the second config, 1.46 ms for the sixth, same sizes).
         for model in MODELS:
             for steps in STEPS:
                 names = ["chain-a", "chain-b", model][-steps:]
                 for rows in ROWS:
-                    name = f"bench-{model}-{steps}-{rows}"
-                    builder = client.build_pipeline(name)
-                    for step in names:
-                        builder.add_model_step(models[step])
-                    started = time.perf_counter()
-                    pipeline = builder.deploy(quiet=True)
-                    results["deploy_s"][name] = round(time.perf_counter() - started, 2)
-                    engines = pipeline.status()["engines"]
-                    pids = {"worker": [int(e["pid"]) for e in engines], **infra}
-                    if "idle" not in results:
-                        time.sleep(1.0)
-                        results["idle"] = {**idle_cpu(pids, budget.idle_s),
-                                           "fetch_wait_ms": fetch_wait_ms, "pipeline": name}
-                    console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
-                    topics = pipeline.topics()
-                    try:
-                        measured = asyncio.run(measure(bootstrap, topics["input"], topics["output"],
-                                                       payloads[rows], rows, budget, fetch_wait_ms,
-                                                       pids, weir=True))
-                    finally:
-                        results.setdefault("worker_log_tails", {})[name] = {
-                            e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
-                            for e in engines}
-                        pipeline.undeploy()
                     raw, engine = baselines[(model, steps, rows)]
+                    measured = measure_pipeline(f"bench-{model}-{steps}-{rows}",
+                                                {n: files[n] for n in names}, payloads[rows],
+                                                rows, budget, fetch_wait_ms, results)
                     results["configs"].append({"model": model, "steps": steps, "rows": rows,
-                                               "pipeline": name, **measured,
-                                               "raw_onnxruntime": raw, "stages_in_process": engine})
-        results["broker_rss_mb_at_end"] = rss_mb(stack["pids"]["kafka"])
-        results["server_log_tail"] = log_tail(home / "run" / "server.log")
+                                               "pipeline": f"bench-{model}-{steps}-{rows}",
+                                               **measured, "raw_onnxruntime": raw,
+                                               "stages_in_process": engine})
     results["ort_threads"] = threads
     results["fetch_wait_ms"] = fetch_wait_ms
     results["worker_settings"] = worker_settings.model_dump()
     return results
+
+
+def measure_pipeline(name: str, steps: dict[str, Path], payloads: list[bytes], rows: int,
+                     budget: Budget, fetch_wait_ms: int, results: dict[str, Any]) -> dict[str, Any]:
+    """Deploy `steps` (model name -> file, in order) as pipeline `name` on a fresh stack and
+    measure it; deploy time, logs and broker memory go into `results` as they are known."""
+    with fresh_stack() as (home, stack):
+        client = Client(settings=Settings.discover(home=home))
+        builder = client.build_pipeline(name)
+        for model, path in steps.items():
+            builder.add_model_step(client.upload_model(model, path).configure("onnx"))
+        started = time.perf_counter()
+        pipeline = builder.deploy(quiet=True)
+        results["deploy_s"][name] = round(time.perf_counter() - started, 2)
+        engines = pipeline.status()["engines"]
+        pids = {"worker": [int(e["pid"]) for e in engines], "broker": [stack["pids"]["kafka"]],
+                "server": [stack["pids"]["server"]], "bench": [os.getpid()]}
+        if "idle" not in results:
+            time.sleep(1.0)
+            results["idle"] = {**idle_cpu(pids, budget.idle_s),
+                               "fetch_wait_ms": fetch_wait_ms, "pipeline": name}
+        console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
+        topics = pipeline.topics()
+        try:
+            return asyncio.run(measure(stack["kafka_bootstrap"], topics["input"], topics["output"],
+                                       payloads, rows, budget, fetch_wait_ms, pids, weir=True))
+        finally:
+            results.setdefault("worker_log_tails", {})[name] = {
+                e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
+                for e in engines}
+            pipeline.undeploy()
+            results["broker_rss_mb"][name] = rss_mb(stack["pids"]["kafka"])
+            results["server_log_tails"][name] = log_tail(home / "run" / "server.log")
 
 
 # -- ratios, targets, output --------------------------------------------------------------------
@@ -551,7 +563,7 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     idle = results["idle"]
     console.print(f"idle CPU over {idle['seconds']} s with fetch wait {idle['fetch_wait_ms']} ms "
                   f"(% of one core): {idle['percent_of_one_core']}")
-    console.print(f"broker RSS at end: {results['broker_rss_mb_at_end']} MB; "
+    console.print(f"broker RSS after each pipeline (MB): {results['broker_rss_mb']}; "
                   f"deploy times (s): {results['deploy_s']}")
 
 
