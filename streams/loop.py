@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 100
 """How long one getmany waits for records: how soon the loop notices it should stop."""
-QUICK_S = 0.05
-"""A stage whose chunk took less than this runs its next ones on the event loop itself:
+QUICK_S = 0.1
+"""A stage whose chunk took less than this runs its next ones on the event loop itself
+(the heavy MLP's 4096-row chunks take ~45 ms):
 handing them to the compute thread and back costs more (measured: ~50% more worker CPU
 per 256-row message; with the heavy MLP ~30% fewer messages per second, from the
 hand-offs, the GIL passing between threads, and sends split into smaller requests

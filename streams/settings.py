@@ -55,13 +55,16 @@ class WorkerSettings(BaseSettings):
     instead. Kafka brokers refuse records over their own `message.max.bytes`
     (1 MB by default on Apache Kafka): raise that too for big messages."""
 
-    max_batch_rows: int = Field(1024, ge=1)
+    max_batch_rows: int = Field(4096, ge=1)
     """Micro-batching: messages smaller than this are merged up to this many rows
-    and run through a step at once; larger messages run as they come. 1024 lets
-    256-row messages merge in fours, so a step's per-call costs (the model's feed,
-    the result columns) are paid once per 1024 rows (measured against 256: cheap
-    256-row messages +13-17% rows/s, 1-row messages and the heavy MLP unchanged;
-    onnxruntime's own cost per row grows only past about 1024 rows)."""
+    and run through a step at once (a chunk: what the worker runs, sends and commits
+    together); larger messages run as they come. A step's per-call costs (decoding,
+    the model's feed, the result columns, encoding) are paid once per chunk, and
+    after a compute-heavy model evicted the CPU caches each costs several times
+    more. onnxruntime itself runs at most 1024 rows at a time (its cost per row grows
+    past that; engine.runtimes.onnx.RUN_ROWS). Measured in bench/bench_pipeline.py:
+    256 -> 1024 gave cheap 256-row messages +13-17% rows/s; 1024 -> 4096 gave the
+    heavy MLP 0.71 -> 0.87x raw onnxruntime and cheap 256-row messages +13%."""
 
     max_batch_wait_ms: float = Field(0.0, ge=0)
     """Micro-batching: how long a fetch of fewer than `max_batch_rows` records may

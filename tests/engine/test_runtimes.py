@@ -15,6 +15,7 @@ from engine.definition import ModelRef
 from engine.errors import InputMismatch, ModelLoadError, StepFailed, UnknownRuntime
 from engine.runtimes import get_runtime
 from engine.runtimes.base import sha256_file
+from engine.runtimes import onnx as onnx_module
 from engine.runtimes.onnx import OnnxRuntime
 from engine.runtimes.python import PythonRuntime
 
@@ -57,6 +58,24 @@ def test_onnx_predict_matches_raw_onnxruntime(onnx_runtime: OnnxRuntime, diabete
     assert out.schema.names == ["variable"]
     np.testing.assert_allclose(codecs.column_to_ndarray(out.column(0)),
                                _expected(diabetes_onnx, X), rtol=1e-5)
+
+
+def test_a_batch_over_run_rows_runs_in_slices_with_the_same_answers(
+        onnx_runtime: OnnxRuntime, diabetes_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(1).random((23, 10), dtype=np.float32)
+    calls = []
+    run = onnx_runtime._session.run  # type: ignore[union-attr]
+
+    def counted(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(len(next(iter(feeds.values()))))
+        return run(names, feeds)
+
+    monkeypatch.setattr(onnx_module, "RUN_ROWS", 10)
+    monkeypatch.setattr(onnx_runtime._session, "run", counted)
+    out = onnx_runtime.predict(codecs.batch_from_arrays({"float_input": x}))
+    assert calls == [10, 10, 3]
+    np.testing.assert_allclose(codecs.column_to_ndarray(out.column("variable")),
+                               _expected(diabetes_onnx, x), rtol=1e-5)
 
 
 def test_wrong_width_names_the_input_and_shape(onnx_runtime: OnnxRuntime) -> None:

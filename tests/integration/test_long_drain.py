@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from control.sdk.client import Client
 from engine import codecs
+from streams.settings import WorkerSettings
 from streams.topics import TopicMap
 from tests.integration._servers import own_server
 from tests.integration._streams import Reader, Sent, produce, worker_warnings
@@ -39,7 +40,8 @@ def process_data(input_data):
     return {"out": input_data["tensor"][:, 0]}
 """
 MESSAGES = 100
-ROWS = 1100  # over the micro-batch size (1024), so each message runs (and sleeps) alone
+ROWS = WorkerSettings.model_fields["max_batch_rows"].default + 1  # over the micro-batch size,
+# so each message runs (and sleeps) alone
 DRAIN_TIMEOUT_S = 6
 
 
