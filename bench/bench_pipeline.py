@@ -8,10 +8,11 @@ For each model (cheap ridge regressor, compute-heavy MLP) x steps (1, 3) x rows 
 - latency: one message at a time, end-to-end p50/p99 ms;
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
-a worker with cpus=1 uses) and the worker's stages in process with no Kafka (both measured before
-any pipeline is deployed, on an idle machine), and a bare aiokafka echo loop (topic A -> topic B,
-in process, fetch wait as weir's) on a fresh stack of its own. Also the idle CPU of a deployed
-worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
+a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
+loop (topic A -> topic B, in process, fetch wait as weir's), all three on the pipeline's own stack
+while it idles, before the pipeline is deployed and again once it is gone (ratios are against
+their mean). Also the idle
+CPU of a deployed worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
     WEIR_FETCH_WAIT_MS=5 .venv/bin/python bench/bench_pipeline.py --out bench/results
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
@@ -321,10 +323,10 @@ async def measure(bootstrap: str, source: str, target: str, payloads: list[bytes
 
 
 async def measure_echo(bootstrap: str, payloads: list[bytes], rows: int, budget: Budget,
-                       fetch_wait_ms: int) -> dict[str, Any]:
+                       fetch_wait_ms: int, tag: str) -> dict[str, Any]:
     """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer,
-    on topics of its own (as each pipeline measurement has)."""
-    source, target = (f"{name}.{rows}" for name in ECHO_TOPICS)
+    on topics of its own, named with `tag` (as each pipeline measurement has)."""
+    source, target = (f"{name}.{rows}.{tag}" for name in ECHO_TOPICS)
     await ensure_topics(bootstrap, [TopicSpec(source, ECHO_PARTITIONS),
                                     TopicSpec(target, ECHO_PARTITIONS)])
     echo = await Echo(bootstrap, source, target, fetch_wait_ms).start()
@@ -364,7 +366,7 @@ def run(budget: Budget) -> dict[str, Any]:
     x, _ = diabetes_data()
     batches = {1: make_batches(x, 1, 64), 256: make_batches(x, 256, 8)}
     payloads = {rows: [encode(b) for b in bs] for rows, bs in batches.items()}
-    results: dict[str, Any] = {"configs": [], "deploy_s": {}, "echo": {}, "broker_rss_mb": {},
+    results: dict[str, Any] = {"configs": [], "deploy_s": {}, "broker_rss_mb": {},
                                "server_log_tails": {}}
     with tempfile.TemporaryDirectory(prefix="weir-bench-models-") as models_dir:
         folder = Path(models_dir)
@@ -372,54 +374,45 @@ def run(budget: Budget) -> dict[str, Any]:
                  "heavy": heavy_mlp(folder / "heavy.onnx"),
                  "chain-a": chain_model(folder / "chain-a.onnx", 0),
                  "chain-b": chain_model(folder / "chain-b.onnx", 1)}
-        with fresh_stack() as (home, stack):
-            bootstrap = stack["kafka_bootstrap"]
-            console.print(f"stack up in {home} (kafka {bootstrap}); fetch wait {fetch_wait_ms} ms")
-            console.print("bare aiokafka echo baseline ...")
-            for rows in ROWS:
-                results["echo"][rows] = asyncio.run(
-                    measure_echo(bootstrap, payloads[rows], rows, budget, fetch_wait_ms))
-
-        # On an idle machine, before any pipeline: after an undeploy, exiting workers and the
-        # log store's flush shared the machine and moved these by up to a fifth between configs.
-        console.print("raw onnxruntime and the stages in process, on the same batches ...")
-        baselines = {}
-        for model in MODELS:
-            for steps in STEPS:
-                paths = [files[n] for n in ["chain-a", "chain-b", model][-steps:]]
-                for rows in ROWS:
-                    baselines[(model, steps, rows)] = (
-                        raw_onnxruntime(paths, batches[rows], budget.raw_s, threads),
-                        stage_path(paths, payloads[rows], budget.raw_s, threads))
-
-        # Every pipeline runs on a fresh stack, as the echo did: Tansu's fetches get slower
-        # with every record batch a partition holds (it lists them all), and its broker and
-        # the server's log agent (whose fetches name every result topic ever logged) cost
-        # more per message as earlier measurements pile up (measured: broker CPU per
-        # message 0.56 ms for the second config, 1.46 ms for the sixth, same sizes).
+        console.print(f"fetch wait {fetch_wait_ms} ms; a fresh stack per pipeline")
+        # Every pipeline runs on a fresh stack: Tansu's fetches get slower with every record
+        # batch a partition holds (it lists them all), and its broker and the server's log
+        # agent (whose fetches name every result topic ever logged) cost more per message as
+        # earlier measurements pile up (measured: broker CPU per message 0.56 ms for the
+        # second config, 1.46 ms for the sixth, same sizes).
         for model in MODELS:
             for steps in STEPS:
                 names = ["chain-a", "chain-b", model][-steps:]
                 for rows in ROWS:
-                    raw, engine = baselines[(model, steps, rows)]
-                    measured = measure_pipeline(f"bench-{model}-{steps}-{rows}",
-                                                {n: files[n] for n in names}, payloads[rows],
-                                                rows, budget, fetch_wait_ms, results)
-                    results["configs"].append({"model": model, "steps": steps, "rows": rows,
-                                               "pipeline": f"bench-{model}-{steps}-{rows}",
-                                               **measured, "raw_onnxruntime": raw,
-                                               "stages_in_process": engine})
+                    name = f"bench-{model}-{steps}-{rows}"
+                    results["configs"].append({
+                        "model": model, "steps": steps, "rows": rows, "pipeline": name,
+                        **measure_pipeline(name, {n: files[n] for n in names}, batches[rows],
+                                           payloads[rows], budget, threads, results)})
     results["ort_threads"] = threads
     results["fetch_wait_ms"] = fetch_wait_ms
     results["worker_settings"] = worker_settings.model_dump()
     return results
 
 
-def measure_pipeline(name: str, steps: dict[str, Path], payloads: list[bytes], rows: int,
-                     budget: Budget, fetch_wait_ms: int, results: dict[str, Any]) -> dict[str, Any]:
-    """Deploy `steps` (model name -> file, in order) as pipeline `name` on a fresh stack and
-    measure it; deploy time, logs and broker memory go into `results` as they are known."""
+def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray],
+                     payloads: list[bytes], budget: Budget, threads: int,
+                     results: dict[str, Any]) -> dict[str, Any]:
+    """On a fresh stack: the baselines (see `baselines`), then `steps` (model name -> file,
+    in order) deployed as pipeline `name` and measured, then once it is gone the baselines
+    again. Deploy time, logs and broker memory go into `results` as they are known.
+
+    The baselines bracket their pipeline, each ratio against their mean: this machine's
+    speed drifts within minutes (every process's CPU per message moved by up to 1.7x
+    between runs; raw onnxruntime 83k-108k rows/s), so measuring them all at the start,
+    minutes before the pipelines, compared different machines."""
+    paths = list(steps.values())
+    rows = len(batches[0])
+    fetch_wait_ms = WorkerSettings().fetch_wait_ms
     with fresh_stack() as (home, stack):
+        bootstrap = stack["kafka_bootstrap"]
+        console.print(f"{name}: baselines on a fresh stack ...")
+        before = baselines(bootstrap, paths, batches, payloads, budget, threads, "before")
         client = Client(settings=Settings.discover(home=home))
         builder = client.build_pipeline(name)
         for model, path in steps.items():
@@ -428,7 +421,8 @@ def measure_pipeline(name: str, steps: dict[str, Path], payloads: list[bytes], r
         pipeline = builder.deploy(quiet=True)
         results["deploy_s"][name] = round(time.perf_counter() - started, 2)
         engines = pipeline.status()["engines"]
-        pids = {"worker": [int(e["pid"]) for e in engines], "broker": [stack["pids"]["kafka"]],
+        workers = [int(e["pid"]) for e in engines]
+        pids = {"worker": workers, "broker": [stack["pids"]["kafka"]],
                 "server": [stack["pids"]["server"]], "bench": [os.getpid()]}
         if "idle" not in results:
             time.sleep(1.0)
@@ -437,8 +431,8 @@ def measure_pipeline(name: str, steps: dict[str, Path], payloads: list[bytes], r
         console.print(f"{name}: deployed in {results['deploy_s'][name]} s; measuring ...")
         topics = pipeline.topics()
         try:
-            return asyncio.run(measure(stack["kafka_bootstrap"], topics["input"], topics["output"],
-                                       payloads, rows, budget, fetch_wait_ms, pids, weir=True))
+            measured = asyncio.run(measure(bootstrap, topics["input"], topics["output"], payloads,
+                                           rows, budget, fetch_wait_ms, pids, weir=True))
         finally:
             results.setdefault("worker_log_tails", {})[name] = {
                 e["name"]: log_tail(home / "run" / "logs" / f"worker-{e['name']}.log")
@@ -446,6 +440,52 @@ def measure_pipeline(name: str, steps: dict[str, Path], payloads: list[bytes], r
             pipeline.undeploy()
             results["broker_rss_mb"][name] = rss_mb(stack["pids"]["kafka"])
             results["server_log_tails"][name] = log_tail(home / "run" / "server.log")
+        settle(workers)
+        console.print(f"{name}: baselines again ...")
+        after = baselines(bootstrap, paths, batches, payloads, budget, threads, "after")
+    return {**measured, **bracketed(before, after)}
+
+
+def baselines(bootstrap: str, paths: list[Path], batches: list[np.ndarray],
+              payloads: list[bytes], budget: Budget, threads: int, tag: str) -> dict[str, Any]:
+    """The bare aiokafka echo of `payloads`, raw onnxruntime and the stages in process on
+    `batches` (the same rows), while the stack idles."""
+    return {"echo": asyncio.run(measure_echo(bootstrap, payloads, len(batches[0]), budget,
+                                             WorkerSettings().fetch_wait_ms, tag)),
+            "raw_onnxruntime": raw_onnxruntime(paths, batches, budget.raw_s, threads),
+            "stages_in_process": stage_path(paths, payloads, budget.raw_s, threads)}
+
+
+def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The mean of each figure measured before and after a pipeline (both kept as well)."""
+    def mean(a: Any, b: Any) -> Any:
+        if isinstance(a, dict):
+            return {k: mean(a[k], b[k]) for k in a if k in b}
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return round((a + b) / 2, 4)
+        return a if a == b else None
+
+    return {kind: {**mean(before[kind], after[kind]),
+                   "before": before[kind], "after": after[kind]} for kind in before}
+
+
+def settle(pids: list[int], timeout_s: float = 15.0) -> None:
+    """Wait until the processes `pids` have exited, then a second for what they left behind
+    (the log agent's last flush)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- ratios, targets, output --------------------------------------------------------------------
@@ -458,14 +498,14 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
     configs = results["configs"]
     for c in configs:
         weir = c["throughput"]["rows_per_s"]
-        echo = results["echo"][c["rows"]]["throughput"]["rows_per_s"]
+        echo = c["echo"]["throughput"]["rows_per_s"]
         c["vs_raw_onnxruntime"] = round(weir / c["raw_onnxruntime"]["rows_per_s"], 3)
         c["vs_bare_aiokafka"] = round(weir / echo, 3) if echo else None
         one, three = (_find(configs, c["model"], s, c["rows"])["latency"]["p50_ms"] for s in STEPS)
         c["extra_step_p50_ms"] = round((three - one) / 2, 3) if None not in (one, three) else None
         # An extra step is one more broker hop; the bare echo round trip is two hops
         # (topic A -> echo -> topic B -> reader).
-        echo_p50 = results["echo"][c["rows"]]["latency"]["p50_ms"]
+        echo_p50 = c["echo"]["latency"]["p50_ms"]
         hop = echo_p50 / 2 if echo_p50 is not None else None
         c["extra_step_over_bare_hop_ms"] = (round(c["extra_step_p50_ms"] - hop, 3)
                                             if None not in (c["extra_step_p50_ms"], hop) else None)
@@ -515,19 +555,27 @@ def _n(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _drift(baseline: dict[str, Any], figure: Callable[[dict[str, Any]], float]) -> float | None:
+    """A bracketing baseline's figure after its pipeline over before (how much the machine moved)."""
+    before = figure(baseline["before"])
+    return figure(baseline["after"]) / before if before else None
+
+
 def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     configs = results["configs"]
     table = Table(title=f"throughput (fetch wait {results['fetch_wait_ms']} ms, "
                         f"ORT threads {results['ort_threads']}, {os.cpu_count()} CPUs)")
     for col in ("model", "steps", "rows/msg", "weir rows/s", "raw ORT rows/s", "×raw ORT",
-                "echo rows/s", "×echo", "unanswered"):
+                "echo rows/s", "×echo", "unanswered", "raw after/before", "echo after/before"):
         table.add_column(col, justify="right")
     for c in configs:
-        tp = c["throughput"]
+        tp, raw, echo = c["throughput"], c["raw_onnxruntime"], c["echo"]
         table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(tp["rows_per_s"], 0),
-                      _n(c["raw_onnxruntime"]["rows_per_s"], 0), _n(c["vs_raw_onnxruntime"], 3),
-                      _n(results["echo"][c["rows"]]["throughput"]["rows_per_s"], 0),
-                      _n(c["vs_bare_aiokafka"], 3), str(tp["unanswered_msgs"] + tp["error_msgs"]))
+                      _n(raw["rows_per_s"], 0), _n(c["vs_raw_onnxruntime"], 3),
+                      _n(echo["throughput"]["rows_per_s"], 0),
+                      _n(c["vs_bare_aiokafka"], 3), str(tp["unanswered_msgs"] + tp["error_msgs"]),
+                      _n(_drift(raw, lambda r: r["rows_per_s"]), 2),
+                      _n(_drift(echo, lambda e: e["throughput"]["rows_per_s"]), 2))
     console.print(table)
     table = Table(title="latency, and where the time goes (ms; CPU per message during throughput)")
     for col in ("model", "steps", "rows/msg", "p50", "p99", "in-pipe p50", "+p50/step",
@@ -546,11 +594,13 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
                       _n(w["worker_runqueue_wait_share"], 2), _n(w["all_cores_busy"], 2),
                       _n(w["other_processes_cores_busy"], 2))
     console.print(table)
-    echo = Table(title="bare aiokafka echo round trip (in process)")
-    for col in ("rows/msg", "rows/s", "msgs/s", "p50 ms", "p99 ms"):
+    echo = Table(title="bare aiokafka echo round trip (in process, on each pipeline's stack)")
+    for col in ("model", "steps", "rows/msg", "rows/s", "msgs/s", "p50 ms", "p99 ms"):
         echo.add_column(col, justify="right")
-    for rows, e in results["echo"].items():
-        echo.add_row(str(rows), _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
+    for c in configs:
+        e = c["echo"]
+        echo.add_row(c["model"], str(c["steps"]), str(c["rows"]),
+                     _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
                      _n(e["latency"]["p50_ms"], 2), _n(e["latency"]["p99_ms"], 2))
     console.print(echo)
     targets = Table(title="targets")
