@@ -56,6 +56,7 @@ from control.demo.models import diabetes_data, diabetes_regressor, heavy_mlp
 from control.records import DeploymentConfig
 from control.sdk.client import Client
 from control.settings import Settings
+from control.stack import process_alive
 from engine import codecs
 from streams.admin import ensure_topics
 from streams.messages import CONTENT_TYPE, REQUEST_ID
@@ -473,19 +474,9 @@ def settle(pids: list[int], timeout_s: float = 15.0) -> None:
     """Wait until the processes `pids` have exited, then a second for what they left behind
     (the log agent's last flush)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in pids):
         time.sleep(0.1)
     time.sleep(1.0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- ratios, targets, output --------------------------------------------------------------------

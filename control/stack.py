@@ -33,7 +33,8 @@ def read_stack(settings: Settings) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,7 +152,7 @@ def down(settings: Settings, *, say: Callable[[str], None] = print) -> bool:
         return False
     for role in ("server", "redis", "kafka"):
         pid = stack.get("pids", {}).get(role)
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             _terminate_pid(pid)
     settings.stack_file.unlink(missing_ok=True)
     say("weir is down")
@@ -171,7 +172,7 @@ def _terminate_pid(pid: int, timeout: float = 20.0) -> None:
             if done:
                 return
         except ChildProcessError:
-            if not _alive(pid):
+            if not process_alive(pid):
                 return
         time.sleep(0.05)
     try:
