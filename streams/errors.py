@@ -17,3 +17,8 @@ class RecordTooLarge(WeirError):
         super().__init__(
             f"the result is {size} bytes, over the {limit}-byte limit of a Kafka record "
             "(WEIR_MAX_MESSAGE_BYTES): send fewer rows per message")
+
+
+class FetcherDied(WeirError):
+    """aiokafka's background fetch task ended with an error; its consumer returns nothing from
+    then on, so the consumer must be replaced (a worker exits and is restarted)."""

@@ -43,6 +43,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.agents.step import Incoming, Stage, StepCounters
 from streams.commits import OrderedCommits
+from streams.errors import FetcherDied
 from streams.messages import Outgoing
 from streams.settings import WorkerSettings
 
@@ -162,7 +163,7 @@ class StageLoop:
         """Leave the group and close the connections."""
         try:
             if self._consumer is not None:
-                await self._consumer.stop()
+                await stop_consumer(self._consumer)
         finally:
             if self._producer is not None:
                 await self._producer.stop()
@@ -178,6 +179,7 @@ class StageLoop:
         s, consumer = self._settings, self._consumer
         assert consumer is not None
         self._fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.max_poll_records)
+        check_fetcher(consumer)
         if self._pace is not None:
             self._pace.saw(bool(self._fetched))
         loop = asyncio.get_running_loop()
@@ -300,6 +302,37 @@ class FetchPace:
             self._last = now
         busy = now - self._last < self._busy_for_s
         self._fetcher._fetch_max_wait_ms = self._busy_ms if busy else self._idle_ms
+
+
+def check_fetcher(consumer: AIOKafkaConsumer) -> None:
+    """Raise FetcherDied if the consumer's background fetch task has ended with an error.
+
+    aiokafka's fetch task can fail an internal assertion while a rebalance changes the
+    assignment (aio-libs/aiokafka#796; seen here in the log agent under a slow test run).
+    Nothing reports it: `getmany` then returns no records, for good. Call after every fetch.
+    """
+    task = consumer._fetcher._fetch_task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise FetcherDied(f"the Kafka consumer's fetch task failed: {task.exception()!r}") \
+            from task.exception()
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop `consumer` (leave its group, close its connections), even if its fetch task died.
+
+    aiokafka's stop() awaits the fetch task, and would raise a dead one's error again
+    before closing the connections. That error was reported already (check_fetcher):
+    a finished stand-in takes the task's place.
+    """
+    fetcher = consumer._fetcher
+    if fetcher is not None and fetcher._fetch_task.done():
+        stand_in = asyncio.get_running_loop().create_future()
+        stand_in.set_result(None)
+        fetcher._fetch_task = stand_in
+    try:
+        await consumer.stop()
+    except Exception as exc:  # closing is best effort; the process goes on
+        log.warning("stopping a Kafka consumer: %r", exc)
 
 
 def consumer_options(settings: WorkerSettings, group_id: str, client_id: str) -> dict[str, Any]:

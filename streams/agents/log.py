@@ -46,7 +46,9 @@ from engine.pipeline import (
     TIME,
 )
 from engine.steps import ROW as MESSAGE_ROW
+from streams.errors import FetcherDied
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
+from streams.loop import check_fetcher, stop_consumer
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
@@ -63,6 +65,8 @@ FLUSH_ROWS = 200_000
 FLUSH_BYTES = 64 * 1024 * 1024
 """Result messages are kept as they came until written: this bounds their bytes."""
 FLUSH_EVERY_S = 1.0
+RESTART_S = 1.0
+"""How long the log agent waits before a new consumer after an unexpected failure."""
 POLL_IDLE_MS = 200
 POLL_BUSY_MS = 20
 """How long a fetch waits while rows are gathered: how soon a sync() is served."""
@@ -212,18 +216,7 @@ class LogAgent:
 
     async def start(self) -> None:
         s = self.settings
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=max(s.fetch_wait_ms, 50), max_poll_records=5000,
-            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            metadata_max_age_ms=1000,  # notice new pipelines' log topics quickly
-        )
-        await self._consumer.start()
-        self._consumer.subscribe(pattern=self.topics.pattern(*LOGGED), listener=_FlushFirst(self))
+        self._consumer = await self._joined_consumer()
         self._probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
                                        enable_auto_commit=False, fetch_max_wait_ms=s.fetch_wait_ms,
                                        max_partition_fetch_bytes=s.max_partition_fetch_bytes)
@@ -235,15 +228,62 @@ class LogAgent:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         if self._probe:
             await self._probe.stop()
 
+    async def _joined_consumer(self) -> AIOKafkaConsumer:
+        """A consumer in the log agent's group, subscribed to every logged topic."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=max(s.fetch_wait_ms, 50), max_poll_records=5000,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            metadata_max_age_ms=1000,  # notice new pipelines' log topics quickly
+        )
+        await consumer.start()
+        consumer.subscribe(pattern=self.topics.pattern(*LOGGED), listener=_FlushFirst(self))
+        return consumer
+
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except FetcherDied as exc:
+                log.warning("%s; the log agent reads again from its last commit with a new "
+                            "consumer", exc)
+            except Exception:
+                log.exception("the log agent failed; it reads again from its last commit with a "
+                              "new consumer in %.0f s", RESTART_S)
+                await asyncio.sleep(RESTART_S)
+            await self._replace_consumer()
+
+    async def _replace_consumer(self) -> None:
+        """Stop the consumer and start another. What was gathered and not written yet is
+        dropped: it was not committed, so the new consumer reads it again."""
+        async with self._lock:
+            self._buffer = _Buffer()
+            if self._consumer is not None:
+                await stop_consumer(self._consumer)
+            while True:
+                try:
+                    self._consumer = await self._joined_consumer()
+                    return
+                except KafkaError as exc:
+                    log.warning("the log agent cannot start a Kafka consumer (%s); trying again "
+                                "in %.0f s", exc, RESTART_S)
+                    await asyncio.sleep(RESTART_S)
+
+    async def _consume(self) -> None:
         assert self._consumer is not None
         while True:
             records = await self._consumer.getmany(
                 timeout_ms=POLL_BUSY_MS if self._buffer.next else POLL_IDLE_MS)
+            check_fetcher(self._consumer)
             async with self._lock:
                 if records:
                     await asyncio.to_thread(self._take, records)
