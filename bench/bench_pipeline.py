@@ -11,8 +11,8 @@ and, in the same run on the same batches, raw onnxruntime (the same sessions cha
 a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
 loop (topic A -> topic B, in process, fetch wait as weir's), all three on the pipeline's own stack
 while it idles, before the pipeline is deployed and again once it is gone (ratios are against
-their mean). Also the idle
-CPU of a deployed worker. Prints a table and saves ``<out>/pipeline-<UTC timestamp>.json``.
+their mean). Also the idle CPU of a deployed worker. Prints a table and saves
+``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
     WEIR_FETCH_WAIT_MS=5 .venv/bin/python bench/bench_pipeline.py --out bench/results
@@ -413,7 +413,8 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
     with fresh_stack() as (home, stack):
         bootstrap = stack["kafka_bootstrap"]
         console.print(f"{name}: baselines on a fresh stack ...")
-        before = baselines(bootstrap, paths, batches, payloads, budget, threads, "before")
+        before = baselines(bootstrap, paths, batches, payloads, budget, threads, fetch_wait_ms,
+                           "before")
         client = Client(settings=Settings.discover(home=home))
         builder = client.build_pipeline(name)
         for model, path in steps.items():
@@ -443,16 +444,18 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
             results["server_log_tails"][name] = log_tail(home / "run" / "server.log")
         settle(workers)
         console.print(f"{name}: baselines again ...")
-        after = baselines(bootstrap, paths, batches, payloads, budget, threads, "after")
+        after = baselines(bootstrap, paths, batches, payloads, budget, threads, fetch_wait_ms,
+                          "after")
     return {**measured, **bracketed(before, after)}
 
 
 def baselines(bootstrap: str, paths: list[Path], batches: list[np.ndarray],
-              payloads: list[bytes], budget: Budget, threads: int, tag: str) -> dict[str, Any]:
+              payloads: list[bytes], budget: Budget, threads: int, fetch_wait_ms: int,
+              tag: str) -> dict[str, Any]:
     """The bare aiokafka echo of `payloads`, raw onnxruntime and the stages in process on
     `batches` (the same rows), while the stack idles."""
     return {"echo": asyncio.run(measure_echo(bootstrap, payloads, len(batches[0]), budget,
-                                             WorkerSettings().fetch_wait_ms, tag)),
+                                             fetch_wait_ms, tag)),
             "raw_onnxruntime": raw_onnxruntime(paths, batches, budget.raw_s, threads),
             "stages_in_process": stage_path(paths, payloads, budget.raw_s, threads)}
 

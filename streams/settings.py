@@ -64,7 +64,8 @@ class WorkerSettings(BaseSettings):
     more. onnxruntime itself runs at most 1024 rows at a time (its cost per row grows
     past that; engine.runtimes.onnx.RUN_ROWS). Measured in bench/bench_pipeline.py:
     256 -> 1024 gave cheap 256-row messages +13-17% rows/s; 1024 -> 4096 gave the
-    heavy MLP 0.71 -> 0.87x raw onnxruntime and cheap 256-row messages +13%."""
+    heavy MLP 0.71-0.73 -> 0.79-0.91x raw onnxruntime and cheap 256-row
+    messages +13%."""
 
     max_batch_wait_ms: float = Field(0.0, ge=0)
     """Micro-batching: how long a fetch of fewer than `max_batch_rows` records may
