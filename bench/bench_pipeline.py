@@ -5,7 +5,9 @@ For each model (cheap ridge regressor, compute-heavy MLP) x steps (1, 3) x rows 
 
 - throughput: messages produced pipelined (bounded in-flight window) to the pipeline's input topic
   with a bare aiokafka producer, answers read off its output topic by request id; rows/s;
-- latency: one message at a time, end-to-end p50/p99 ms;
+- latency: one message at a time, end-to-end p50/p99 ms, measured first, while the topics hold
+  only the warm-up (Tansu's fetches slow down with every record batch a partition holds, and a
+  1-row throughput run leaves tens of thousands);
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
 a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
@@ -191,7 +193,7 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
             while done < len(incoming):
                 chunk, out = stage.process(incoming, done, counters, settings)
                 done += len(chunk)
-                sent += out
+                sent += [o for sent_for_one in out for o in sent_for_one]
             records = [record(o.topic, i, o.value, o.headers) for i, o in enumerate(sent)]
 
     through_all(min_msgs)  # warm up
@@ -312,10 +314,10 @@ async def measure(bootstrap: str, source: str, target: str, payloads: list[bytes
             columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
             if "out.variable" not in columns:
                 raise RuntimeError(f"unexpected result columns {columns}")
+        lat = await latency(one_by_one, replies, source, payloads, budget, weir=weir)
         meter = CpuMeter(pids).start()
         tp = await throughput(batching, replies, source, payloads, rows, budget)
         tp["cpu_s"] = meter.stop()
-        lat = await latency(one_by_one, replies, source, payloads, budget, weir=weir)
         return {"throughput": tp, "latency": lat}
     finally:
         await batching.stop()

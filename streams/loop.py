@@ -8,7 +8,9 @@ stage's on the loop itself (see QUICK_S). User step code never runs
 concurrently.
 What the sinks return is sent, in order, with one producer, and a chunk's
 offsets are committed once all of it is delivered (streams.commits): at least
-once, never a skipped record.
+once, never a skipped record. A record sent to a partition this worker reads
+itself (step 0 to step 1) is also run on at once, not only once it comes back
+from the broker (streams.handoff).
 
 Before a rebalance takes partitions away, the loop finishes the chunk in hand
 and commits, so the next owner starts exactly where this one stopped: a hot
@@ -28,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -42,8 +44,9 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.agents.step import Incoming, Stage, StepCounters
-from streams.commits import OrderedCommits
+from streams.commits import Offsets, OrderedCommits
 from streams.errors import FetcherDied
+from streams.handoff import Handoff
 from streams.messages import Outgoing
 from streams.settings import WorkerSettings
 
@@ -106,6 +109,10 @@ class StageLoop:
         self._revoking = False  # a rebalance waits: stop at the end of the chunk in hand
         self._quick: set[str] = set()  # stages that run inline (QUICK_S, SLOW_S)
         self._partitions: dict[str, int] = {}  # partition counts of the topics it sends to
+        self._handoff = Handoff()  # records sent to its own stages and run at once
+        # A handed record that fails is not tried again at once: it runs again, with all its
+        # tries, when read back.
+        self._handed_settings = settings.model_copy(update={"max_attempts": 1})
 
     @property
     def topics(self) -> list[str]:
@@ -196,10 +203,10 @@ class StageLoop:
         return records
 
     async def _handle(self, records: Fetched) -> None:
-        """Run a fetch chunk by chunk: each chunk's outputs are sent, then its offsets queued
-        for commit. A rebalance waits for the chunk in hand only; the rest of the fetch is
-        dropped and read again from the commit by the partitions' next owners."""
-        assert self._consumer is not None and self._commits is not None
+        """Run a fetch, stage by stage. A rebalance waits for the chunk in hand only; the
+        rest of the fetch is dropped and read again from the commit by the partitions'
+        next owners."""
+        assert self._consumer is not None
         self._idle.clear()
         try:
             assigned = self._consumer.assignment()
@@ -208,19 +215,54 @@ class StageLoop:
                 if tp in assigned and tp.topic not in self._held:
                     by_stage[tp.topic] += msgs
             for topic, msgs in by_stage.items():
-                stage, done = self._stages[topic], 0
-                incoming = await self._call(topic, stage.receive, msgs, is_chunk=False)
-                while done < len(incoming):
-                    if self._revoking:
-                        return
-                    if topic in self._held:  # draining began: the input is left to others
-                        break
-                    chunk, outgoing = await self._call(topic, stage.process, incoming, done,
-                                                       self._counters, self._settings)
-                    done += len(chunk)
-                    await self._send(outgoing, chunk)
+                if not await self._run_stage(topic, msgs):
+                    return
         finally:
             self._idle.set()
+
+    async def _run_stage(self, topic: str, records: list[ConsumerRecord], *,
+                         handed: bool = False) -> bool:
+        """Run `records` through the stage reading `topic` chunk by chunk: each chunk's
+        outputs are sent, its offsets queued for commit, and what it handed to this
+        worker's own stages is run on at once (streams.handoff). Records read back that
+        ran here already are only committed. False if a rebalance cut it short."""
+        assert self._commits is not None
+        settings = self._handed_settings if handed else self._settings
+        for ran, run in self._claimed_runs(records):
+            if ran is not None:
+                self._commits.add(ran, _next_offsets(run))
+                continue
+            stage, done = self._stages[topic], 0
+            incoming = await self._call(topic, stage.receive, run, is_chunk=False)
+            while done < len(incoming):
+                if self._revoking:  # what it handed but did not run yet runs once read back
+                    return False
+                if topic in self._held:  # draining began: the input is left to others
+                    return True
+                chunk, outgoing = await self._call(topic, stage.process, incoming, done,
+                                                   self._counters, settings)
+                done += len(chunk)
+                for next_topic, onward in (await self._send(chunk, outgoing)).items():
+                    if not await self._run_stage(next_topic, onward, handed=True):
+                        return False
+        return True
+
+    def _claimed_runs(self, records: list[ConsumerRecord]
+                      ) -> Iterator[tuple[list[Any] | None, list[ConsumerRecord]]]:
+        """`records` in runs, in order: (None, records to run) or (what their early run
+        sent, records that ran here already)."""
+        run: list[ConsumerRecord] = []
+        ran: list[Any] | None = None
+        for record in records:
+            claimed = self._handoff.claim(record) if len(self._handoff) else None
+            if (claimed is None) != (ran is None) and run:
+                yield ran, run
+                run, ran = [], None
+            run.append(record)
+            if claimed is not None:
+                ran = (ran or []) + claimed
+        if run:
+            yield ran, run
 
     async def _call(self, topic: str, work: Callable[..., T], *args: Any,
                     is_chunk: bool = True) -> T:
@@ -239,25 +281,46 @@ class StageLoop:
             self._quick.discard(topic)
         return result
 
-    async def _send(self, outgoing: list[Outgoing], chunk: list[Incoming]) -> None:
-        assert self._producer is not None and self._commits is not None
-        deliveries = []
-        for o in outgoing:
-            partition = None
-            if o.partition is not None:
-                partition = o.partition % await self._partition_count(o.topic)
-            try:
-                deliveries.append(await self._producer.send(
-                    o.topic, o.value, key=o.key, partition=partition, headers=o.headers))
-            except MessageSizeTooLargeError as exc:  # sinks keep results under the limit;
-                # a dead-letter copy of an input this big is dropped rather than block its partition
-                log.error("not sending a %d-byte record to %s: %s", len(o.value or b""),
-                          o.topic, exc)
-        offsets = {}
-        for item in chunk:
-            record = item.record
-            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        self._commits.add(deliveries, offsets)
+    async def _send(self, chunk: list[Incoming], outgoing: list[list[Outgoing]]
+                    ) -> dict[str, list[ConsumerRecord]]:
+        """Send what each message of `chunk` produced and queue the chunk's offsets for
+        commit; return the records handed to this worker's own stages, by topic."""
+        assert self._commits is not None and self._consumer is not None
+        assert self._producer is not None
+        deliveries: list[asyncio.Future[Any]] = []
+        handed: dict[str, list[ConsumerRecord]] = defaultdict(list)
+        assigned = self._consumer.assignment()
+        for item, sent in zip(chunk, outgoing, strict=True):
+            was_handed = item.record.offset < 0
+            if was_handed and item.work.error is not None:  # it runs again once read back
+                self._handoff.forget(item.record)
+                self._counters.failed -= 1  # counted then
+                continue
+            own: list[asyncio.Future[Any]] = []
+            for o in sent:
+                partition = None
+                if o.partition is not None:
+                    partition = o.partition % await self._partition_count(o.topic)
+                tp = TopicPartition(o.topic, partition if partition is not None else -1)
+                here = tp in assigned and o.topic in self._stages and o.topic not in self._held
+                headers = self._handoff.mark(o.headers) if here else o.headers
+                try:
+                    delivery = await self._producer.send(o.topic, o.value, key=o.key,
+                                                         partition=partition, headers=headers)
+                except MessageSizeTooLargeError as exc:  # sinks keep results under the limit;
+                    # a dead-letter copy of an input this big is dropped rather than block its
+                    # partition
+                    log.error("not sending a %d-byte record to %s: %s", len(o.value or b""),
+                              o.topic, exc)
+                    continue
+                own.append(delivery)
+                if here:
+                    handed[o.topic].append(self._handoff.hand(tp, o.value, headers, delivery))
+            if was_handed:
+                self._handoff.ran(item.record, own)
+            deliveries += own
+        self._commits.add(deliveries, _next_offsets(item.record for item in chunk))
+        return handed
 
     async def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -266,10 +329,30 @@ class StageLoop:
             count = self._partitions[topic] = len(await self._producer.partitions_for(topic))
         return count
 
+    async def _settle_handed(self, revoked: set[TopicPartition]) -> None:
+        """Commit the handed records of `revoked` partitions that ran here but were not read
+        back yet (streams.handoff), so their next owner does not run them again. Call once
+        everything is delivered and committed."""
+        assert self._consumer is not None
+        tps = {tp for tp in revoked if tp.topic in self._stages} if len(self._handoff) else set()
+        if not tps:
+            return
+        committed = {tp: offset for tp in tps
+                     if (offset := await self._consumer.committed(tp)) is not None}
+        settled = self._handoff.settle(tps, committed)
+        if settled:
+            await self._consumer.commit(settled)
+
     def _pause_held(self, assigned: set[TopicPartition]) -> None:
         held = [tp for tp in assigned if tp.topic in self._held]
         if held and self._consumer is not None:
             self._consumer.pause(*held)
+
+
+def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
+    """The offsets to commit once `records` (in order) are done; handed records (offset -1,
+    streams.handoff) are committed when read back."""
+    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records if r.offset >= 0}
 
 
 class FetchPace:
@@ -373,11 +456,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop._revoking = True
         try:
             await self._loop.flush()
+            await self._loop._settle_handed(revoked)
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop._revoking = False
+        self._loop._handoff.keep(assigned)
         self._loop._pause_held(assigned)
         if self._loop._on_assigned is not None:
             await self._loop._on_assigned(assigned)

@@ -25,6 +25,10 @@ SHADOW = "weir-shadow"
 REPLY_SHADOWS = "weir-reply-shadows"
 """Set on a request ("1") whose caller wants challengers' answers on the result topic too
 (the HTTP gateway does); without it the result topic carries only the champion's answers."""
+HANDED = "weir-handed"
+"""On a record between two stages of one worker that the worker also ran on at once
+(streams.handoff): which worker and hand-off, so the worker skips it when it reads it back.
+Never carried further (Envelope drops it)."""
 
 # Dead-letter records carry these beside the failed record's own headers.
 FAILED_AT = "weir-failed-at"
@@ -96,7 +100,7 @@ class Envelope:
         return copy
 
 
-_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS}
+_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS, HANDED}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
 

@@ -315,9 +315,9 @@ class Stage:
         return incoming
 
     def process(self, incoming: Sequence[Incoming], start: int, counters: StepCounters,
-                settings: WorkerSettings) -> tuple[list[Incoming], list[Outgoing]]:
+                settings: WorkerSettings) -> tuple[list[Incoming], list[list[Outgoing]]]:
         """Take the next chunk of `incoming` from index `start`, run it, and return it with
-        what to send.
+        what to send for each of its messages.
 
         A chunk is the messages that reach `max_batch_rows` rows (so one large message
         alone): the unit the loop runs, sends and commits, so a slow model's progress
@@ -334,8 +334,9 @@ class Stage:
         return chunk, self.run(chunk, counters, settings)
 
     def run(self, chunk: Sequence[Incoming], counters: StepCounters,
-            settings: WorkerSettings) -> list[Outgoing]:
-        """Compute a chunk (small messages merged) and return what to send, in order.
+            settings: WorkerSettings) -> list[list[Outgoing]]:
+        """Compute a chunk (small messages merged) and return what to send for each message,
+        in order.
 
         A failed message is tried again (after a pause) up to `max_attempts` in
         all, unless the failure is deterministic; then the sink reports it.
@@ -346,16 +347,16 @@ class Stage:
                 counters.retried += 1
                 time.sleep(settings.retry_backoff_ms * item.work.attempts / 1000)
                 self.compute.run_one(item.work)
-        out: list[Outgoing] = []
+        out: list[list[Outgoing]] = []
         for item in chunk:
             record, env, work = item.record, item.env, item.work
             sent = self.sink.send(record, env, work) if work.error is None else None
             if sent is not None:
                 counters.processed += 1
-                out += sent
+                out.append(sent)
             else:
                 counters.failed += 1
-                out += self.sink.fail(record, env, work)
+                out.append(self.sink.fail(record, env, work))
         return out
 
     def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:

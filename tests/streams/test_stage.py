@@ -53,7 +53,7 @@ def _run_all(stage: Stage, records: list[ConsumerRecord]) -> tuple[list[int], li
     while done < len(incoming):
         chunk, out = stage.process(incoming, done, counters, SETTINGS)
         sizes.append(len(chunk))
-        sent += out
+        sent += [o for sent_for_one in out for o in sent_for_one]
         done += len(chunk)
     return sizes, sent
 
@@ -99,7 +99,9 @@ def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
     records = [_record(0), _record(1, value=b"not arrow"), _record(2)]
     counters = StepCounters()
     stage = _stage(pipeline)
-    chunk, sent = stage.process(stage.receive(records), 0, counters, SETTINGS)
+    chunk, sent_each = stage.process(stage.receive(records), 0, counters, SETTINGS)
+    sent = [o for sent_for_one in sent_each for o in sent_for_one]
+    assert [len(s) for s in sent_each] == [1, 2, 1]  # the failed one: error reply, dead letter
     assert len(chunk) == 3 and (counters.processed, counters.failed) == (2, 1)
     assert [o.topic for o in sent] == ["ws.p.out", "ws.p.out", "ws.p.dlq", "ws.p.out"]
     reply, dead = sent[1], sent[2]
@@ -113,7 +115,7 @@ def test_a_result_over_the_record_limit_is_answered_with_an_error(
         pipeline: CompiledPipeline) -> None:
     stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
     counters = StepCounters()
-    _, sent = stage.process(stage.receive([_record(0, rows=200)]), 0, counters, SETTINGS)
+    _, [sent] = stage.process(stage.receive([_record(0, rows=200)]), 0, counters, SETTINGS)
     assert counters.failed == 1
     error = json.loads(dict(sent[0].headers)[ERROR])
     assert error["type"] == "RecordTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
