@@ -337,8 +337,12 @@ class StageLoop:
         tps = {tp for tp in revoked if tp.topic in self._stages} if len(self._handoff) else set()
         if not tps:
             return
-        committed = {tp: offset for tp in tps
-                     if (offset := await self._consumer.committed(tp)) is not None}
+        committed: dict[TopicPartition, int] = {}
+        for tp in tps:
+            offset = await self._consumer.committed(tp)
+            if offset is None:  # nothing committed yet: its next owner starts at the beginning
+                offset = (await self._consumer.beginning_offsets([tp]))[tp]
+            committed[tp] = offset
         settled = self._handoff.settle(tps, committed)
         if settled:
             await self._consumer.commit(settled)

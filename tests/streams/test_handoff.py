@@ -113,6 +113,28 @@ def _three_steps(tmp_path: Path, diabetes_onnx: Path) -> tuple[CompiledPipeline,
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha]), spec
 
 
+async def _loops(bootstrap: str, name: str, tmp_path: Path, diabetes_onnx: Path,
+                 count: int = 1) -> list[StageLoop]:
+    """`count` workers' loops of a three-step version (in one group), its topics created."""
+    pipeline, spec = _three_steps(tmp_path, diabetes_onnx)
+    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    await ensure_topics(bootstrap, TOPICS.version_topics("ws", name, "v1", spec))
+    stages = version_stages(pipeline, "ws", name, TOPICS, "main", settings)
+    return [StageLoop(stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}",
+                      counters=StepCounters()) for i in range(count)]
+
+
+async def _send_rows(producer: AIOKafkaProducer, topic: str, x: np.ndarray,
+                     partitions: int) -> None:
+    """Each row of `x` as request r<i>, spread over the first `partitions` partitions."""
+    for i in range(len(x)):
+        value = codecs.encode(codecs.batch_from_arrays({"tensor": x[i:i + 1]}),
+                              codecs.ARROW_STREAM)
+        await producer.send(topic, value, headers=Envelope(request_id=f"r{i}").headers(),
+                            partition=i % partitions)
+    await producer.flush()
+
+
 async def _read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0) -> list:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
@@ -130,13 +152,9 @@ async def _read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 3
 async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_back(
         kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
     bootstrap, name, count, poison = kafka_service.address, "handoff", 40, 7
-    pipeline, spec = _three_steps(tmp_path, diabetes_onnx)
-    settings = WorkerSettings(kafka_bootstrap=bootstrap)
-    await ensure_topics(bootstrap, TOPICS.version_topics("ws", name, "v1", spec))
+    [loop] = await _loops(bootstrap, name, tmp_path, diabetes_onnx)
     steps = [TOPICS.step("ws", name, "v1", i).name for i in (1, 2)]
-    counters = StepCounters()
-    loop = StageLoop(version_stages(pipeline, "ws", name, TOPICS, "main", settings), settings,
-                     group_id=f"weir.ws.{name}", client_id="w", counters=counters)
+    counters = loop._counters
     await loop.start()
     stop = asyncio.Event()
     running = asyncio.create_task(loop.run(stop))
@@ -145,12 +163,7 @@ async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_b
     try:
         x = np.random.default_rng(0).random((count, 10), dtype=np.float32)
         x[poison] = -1.0
-        for i in range(count):
-            value = codecs.encode(codecs.batch_from_arrays({"tensor": x[i:i + 1]}),
-                                  codecs.ARROW_STREAM)
-            await producer.send(TOPICS.input("ws", name).name, value,
-                                headers=Envelope(request_id=f"r{i}").headers(), partition=i % 2)
-        await producer.flush()
+        await _send_rows(producer, TOPICS.input("ws", name).name, x, partitions=2)
         answers = await _read_all(bootstrap, TOPICS.output("ws", name).name, count)
         await asyncio.sleep(0.5)  # anything run twice would be answered by now
         stop.set()
@@ -190,3 +203,46 @@ async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_b
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def test_a_replica_joining_repeats_nothing_the_first_one_ran_but_had_not_read_back(
+        kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    """The first replica runs every record through all steps but is kept from reading its
+    handed records back; a second replica joins, the rebalance moves half of the step topics'
+    partitions to it, and the first one commits its handed records before they move: the new
+    owner runs none of them again."""
+    bootstrap, name, count = kafka_service.address, "handoff-join", 40
+    loops = await _loops(bootstrap, name, tmp_path, diabetes_onnx, count=2)
+    steps = {TOPICS.step("ws", name, "v1", i).name for i in (1, 2)}
+    stop = asyncio.Event()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    await loops[0].start()
+    running = [asyncio.create_task(loops[0].run(stop))]
+    try:
+        first = loops[0]._consumer
+        assert first is not None
+        while len(first.assignment()) < 4 * 3:
+            await asyncio.sleep(0.1)
+        first.pause(*[tp for tp in first.assignment() if tp.topic in steps])  # no read-back
+        x = np.random.default_rng(1).random((count, 10), dtype=np.float32)
+        await _send_rows(producer, TOPICS.input("ws", name).name, x, partitions=4)
+        assert len(await _read_all(bootstrap, TOPICS.output("ws", name).name, count)) == count
+        assert len(loops[0]._handoff) == 2 * count  # ran through, none read back yet
+        await loops[1].start()
+        running.append(asyncio.create_task(loops[1].run(stop)))
+        second = loops[1]._consumer
+        assert second is not None
+        while not {tp.topic for tp in second.assignment()} & steps:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)  # a record run again would be answered by now
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*running), 30)
+    finally:
+        await producer.stop()
+        for loop in loops:
+            await loop.close()
+    answers = await _read_all(bootstrap, TOPICS.output("ws", name).name, count + 1, 3.0)
+    ids = sorted(Envelope.parse(a.headers).request_id for a in answers)
+    assert ids == sorted(f"r{i}" for i in range(count))  # each answered once
+    assert loops[1]._counters.processed == 0  # the second replica had nothing left to run
