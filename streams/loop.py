@@ -302,7 +302,7 @@ class StageLoop:
                 if o.partition is not None:
                     partition = o.partition % await self._partition_count(o.topic)
                 tp = TopicPartition(o.topic, partition if partition is not None else -1)
-                here = tp in assigned and o.topic in self._stages and o.topic not in self._held
+                here = o.topic in self._stages and o.topic not in self._held and tp in assigned
                 headers = self._handoff.mark(o.headers) if here else o.headers
                 try:
                     delivery = await self._producer.send(o.topic, o.value, key=o.key,
