@@ -63,7 +63,7 @@ class Handoff:
 
     def __init__(self) -> None:
         # Unique per process: a restarted worker must not take its predecessor's marks for its own.
-        self._prefix = f"{os.getpid()}.{uuid.uuid4().hex[:12]}."
+        self._prefix = f"{os.getpid()}.{uuid.uuid4().hex[:12]}.".encode()
         self._next = itertools.count()
         self._handed: dict[bytes, _Handed] = {}
 
@@ -72,7 +72,7 @@ class Handoff:
 
     def mark(self, headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """`headers` with a new mark: the record is to be sent and run here at once."""
-        return [*headers, (HANDED, f"{self._prefix}{next(self._next)}".encode())]
+        return [*headers, (HANDED, self._prefix + str(next(self._next)).encode())]
 
     def hand(self, tp: TopicPartition, value: bytes | None, headers: list[tuple[str, bytes]],
              delivery: asyncio.Future[RecordMetadata]) -> ConsumerRecord:
@@ -97,13 +97,13 @@ class Handoff:
         """If this worker already ran `record` (read back from Kafka), what that run sent;
         else None: the record is to be run."""
         mark = _mark(record) if record.offset >= 0 else None  # -1: being handed now
-        if mark is None or not mark.startswith(self._prefix.encode()):
+        if mark is None or not mark.startswith(self._prefix):
             return None
         handed = self._handed.pop(mark, None)
         return handed.ran if handed is not None else None
 
     def settle(self, revoked: Iterable[TopicPartition],
-                     committed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+               committed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Offsets to commit before `revoked` partitions move: past each run of handed,
         delivered records that starts at the partition's `committed` offset.
 
@@ -126,8 +126,9 @@ class Handoff:
             if position != committed[tp]:
                 settled[tp] = position
             if offsets:
-                log.warning("%d records of %s ran here but are not committed: its next owner "
-                            "runs them again", len(offsets), tp)
+                log.warning("%d records of %s ran here but cannot be committed yet: if the "
+                            "partition goes to another worker, it runs them again",
+                            len(offsets), tp)
         return settled
 
     def keep(self, assigned: set[TopicPartition]) -> None:
