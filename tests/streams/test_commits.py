@@ -121,3 +121,21 @@ async def test_a_busy_stream_is_committed_once_per_interval_unless_flushed() -> 
     await commits.flush()  # a rebalance or a stop does not wait
     assert broker.commits == [{A: 1}, {A: 11}]
     await _stop(task)
+
+
+async def test_sends_without_offsets_of_their_own_are_waited_for_but_commit_nothing() -> None:
+    broker = _Broker()  # a real consumer refuses an empty commit
+    commits = OrderedCommits(broker.commit)
+    task = await _started(commits)
+    sent = _future()
+    commits.add([sent], {})  # a chunk of handed records (streams.handoff)
+    commits.add([_future(done=True)], {A: 4})
+    await asyncio.sleep(0.05)
+    assert broker.commits == []  # still behind the handed chunk's send
+    sent.set_result(None)
+    await commits.flush()
+    assert broker.commits == [{A: 4}]
+    commits.add([_future(done=True)], {})
+    await commits.flush()
+    assert broker.commits == [{A: 4}] and commits.pending == 0
+    await _stop(task)
