@@ -7,7 +7,8 @@ For each model (cheap ridge regressor, compute-heavy MLP) x steps (1, 3) x rows 
   with a bare aiokafka producer, answers read off its output topic by request id; rows/s;
 - latency: one message at a time, end-to-end p50/p99 ms, measured first, while the topics hold
   only the warm-up (Tansu's fetches slow down with every record batch a partition holds, and a
-  1-row throughput run leaves tens of thousands);
+  1-row throughput run leaves tens of thousands); what each extra step adds is measured on the
+  3-step config's stack, against its last model alone, one message to each in turn;
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
 a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
@@ -262,40 +263,63 @@ async def throughput(producer: Any, replies: Replies, topic: str, payloads: list
             "msgs_per_s": round(len(ok) / wall, 1) if wall else 0.0}
 
 
-async def latency(producer: Any, replies: Replies, topic: str, payloads: list[bytes],
-                  budget: Budget, *, weir: bool) -> dict[str, Any]:
-    """One message at a time; end-to-end ms (and, for weir, the in-pipeline part of it)."""
+async def latency(producer: Any, targets: list[tuple[Replies, str]], payloads: list[bytes],
+                  budget: Budget, *, weir: bool) -> list[dict[str, Any]]:
+    """One message at a time, to each (replies, input topic) target in turn, so targets are
+    measured over the same seconds; end-to-end ms (and, for weir, the in-pipeline part)."""
     run = uuid.uuid4().hex[:8]
-    e2e: list[float] = []
-    inside: list[float] = []
-    timeouts = errors = 0
-    stop = time.perf_counter() + budget.latency_s
+    e2e: list[list[float]] = [[] for _ in targets]
+    inside: list[list[float]] = [[] for _ in targets]
+    timeouts, errors = [0] * len(targets), [0] * len(targets)
+    stop = time.perf_counter() + budget.latency_s * len(targets)
     for i in range(budget.latency_msgs):
         if time.perf_counter() > stop:
             break
-        rid = f"lat-{run}-{i}"
-        future = replies.expect(rid)
-        sent = time.perf_counter()
-        await producer.send_and_wait(topic, payloads[i % len(payloads)], headers=headers(rid))
-        try:
-            answer = await asyncio.wait_for(future, timeout=10)
-        except TimeoutError:
-            timeouts += 1
-            replies.forget([rid])
-            continue
-        if answer.error:
-            errors += 1
-            continue
-        e2e.append((answer.arrived - sent) * 1e3)
+        for t, (replies, topic) in enumerate(targets):
+            rid = f"lat-{run}-{t}-{i}"
+            future = replies.expect(rid)
+            sent = time.perf_counter()
+            await producer.send_and_wait(topic, payloads[i % len(payloads)], headers=headers(rid))
+            try:
+                answer = await asyncio.wait_for(future, timeout=10)
+            except TimeoutError:
+                timeouts[t] += 1
+                replies.forget([rid])
+                continue
+            if answer.error:
+                errors[t] += 1
+                continue
+            e2e[t].append((answer.arrived - sent) * 1e3)
+            if weir:
+                batch = codecs.decode(answer.value, codecs.ARROW_STREAM)
+                inside[t].append(batch.column("metadata.elapsed_ns")[0].as_py() / 1e6)
+    results = []
+    for t in range(len(targets)):
+        result: dict[str, Any] = {**percentiles(e2e[t]), "timeouts": timeouts[t],
+                                  "errors": errors[t]}
         if weir:
-            batch = codecs.decode(answer.value, codecs.ARROW_STREAM)
-            inside.append(batch.column("metadata.elapsed_ns")[0].as_py() / 1e6)
-    result: dict[str, Any] = {**percentiles(e2e), "timeouts": timeouts, "errors": errors}
-    if weir:
-        # metadata.elapsed_ns runs from the input record's Kafka timestamp (ms resolution) to the
-        # result being built in the last step: the part of e2e spent before the result hop.
-        result["in_pipeline_p50_ms"] = percentiles(inside)["p50_ms"]
-    return result
+            # metadata.elapsed_ns runs from the input record's Kafka timestamp (ms resolution)
+            # to the result being built in the last step: e2e less the result hop.
+            result["in_pipeline_p50_ms"] = percentiles(inside[t])["p50_ms"]
+        results.append(result)
+    return results
+
+
+async def paired_latency(bootstrap: str, pipelines: list[dict[str, str]], payloads: list[bytes],
+                         budget: Budget, fetch_wait_ms: int) -> list[dict[str, Any]]:
+    """`latency` of deployed pipelines (their topics), one message to each in turn."""
+    producer = new_producer(bootstrap)
+    await producer.start()
+    replies = [await Replies(bootstrap, p["output"], fetch_wait_ms).start() for p in pipelines]
+    try:
+        targets = [(r, p["input"]) for r, p in zip(replies, pipelines)]
+        for r, topic in targets:
+            await warm_up(producer, r, topic, payloads, budget.warmup_msgs)
+        return await latency(producer, targets, payloads, budget, weir=True)
+    finally:
+        await producer.stop()
+        for r in replies:
+            await r.stop()
 
 
 async def measure(bootstrap: str, source: str, target: str, payloads: list[bytes], rows: int,
@@ -314,7 +338,7 @@ async def measure(bootstrap: str, source: str, target: str, payloads: list[bytes
             columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
             if "out.variable" not in columns:
                 raise RuntimeError(f"unexpected result columns {columns}")
-        lat = await latency(one_by_one, replies, source, payloads, budget, weir=weir)
+        [lat] = await latency(one_by_one, [(replies, source)], payloads, budget, weir=weir)
         meter = CpuMeter(pids).start()
         tp = await throughput(batching, replies, source, payloads, rows, budget)
         tp["cpu_s"] = meter.stop()
@@ -412,6 +436,9 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
     paths = list(steps.values())
     rows = len(batches[0])
     fetch_wait_ms = WorkerSettings().fetch_wait_ms
+    paired = None
+    if len(steps) > 1:  # what the extra steps add, against one step over the same seconds
+        paired = pair_with_one_step(name, steps, payloads, budget, fetch_wait_ms)
     with fresh_stack() as (home, stack):
         bootstrap = stack["kafka_bootstrap"]
         console.print(f"{name}: baselines on a fresh stack ...")
@@ -448,7 +475,31 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
         console.print(f"{name}: baselines again ...")
         after = baselines(bootstrap, paths, batches, payloads, budget, threads, fetch_wait_ms,
                           "after")
-    return {**measured, **bracketed(before, after)}
+    return {**measured, **bracketed(before, after), "paired_latency": paired}
+
+
+def pair_with_one_step(name: str, steps: dict[str, Path], payloads: list[bytes], budget: Budget,
+                       fetch_wait_ms: int) -> dict[str, Any]:
+    """On a fresh stack of their own, the latency of `steps` as one pipeline and of its last
+    model alone, one message to each in turn: this machine's speed drifts within minutes, so
+    configs measured on different stacks minutes apart differ by more than a step."""
+    console.print(f"{name}: latency against one step, on a fresh stack ...")
+    with fresh_stack() as (home, stack):
+        client = Client(settings=Settings.discover(home=home))
+        models = [client.upload_model(m, path).configure("onnx") for m, path in steps.items()]
+        deployed = []
+        for suffix, chosen in (("one-step", models[-1:]), ("steps", models)):
+            builder = client.build_pipeline(f"{name}-{suffix}")
+            for model in chosen:
+                builder.add_model_step(model)
+            deployed.append(builder.deploy(quiet=True))
+        one, many = asyncio.run(paired_latency(stack["kafka_bootstrap"],
+                                               [p.topics() for p in deployed], payloads,
+                                               budget, fetch_wait_ms))
+    extra = None
+    if one["p50_ms"] is not None and many["p50_ms"] is not None:
+        extra = round((many["p50_ms"] - one["p50_ms"]) / (len(steps) - 1), 3)
+    return {"one_step": one, "steps": many, "extra_step_p50_ms": extra}
 
 
 def baselines(bootstrap: str, paths: list[Path], batches: list[np.ndarray],
@@ -497,8 +548,8 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         echo = c["echo"]["throughput"]["rows_per_s"]
         c["vs_raw_onnxruntime"] = round(weir / c["raw_onnxruntime"]["rows_per_s"], 3)
         c["vs_bare_aiokafka"] = round(weir / echo, 3) if echo else None
-        one, three = (_find(configs, c["model"], s, c["rows"])["latency"]["p50_ms"] for s in STEPS)
-        c["extra_step_p50_ms"] = round((three - one) / 2, 3) if None not in (one, three) else None
+        paired = _find(configs, c["model"], max(STEPS), c["rows"]).get("paired_latency")
+        c["extra_step_p50_ms"] = paired["extra_step_p50_ms"] if paired else None
         # An extra step is one more broker hop; the bare echo round trip is two hops
         # (topic A -> echo -> topic B -> reader).
         echo_p50 = c["echo"]["latency"]["p50_ms"]

@@ -251,10 +251,13 @@ class StageLoop:
                       ) -> Iterator[tuple[list[Any] | None, list[ConsumerRecord]]]:
         """`records` in runs, in order: (None, records to run) or (what their early run
         sent, records that ran here already)."""
+        if not len(self._handoff):  # nothing handed (one step, or none read back yet)
+            yield None, records
+            return
         run: list[ConsumerRecord] = []
         ran: list[Any] | None = None
         for record in records:
-            claimed = self._handoff.claim(record) if len(self._handoff) else None
+            claimed = self._handoff.claim(record)
             if (claimed is None) != (ran is None) and run:
                 yield ran, run
                 run, ran = [], None
@@ -301,8 +304,7 @@ class StageLoop:
                 partition = None
                 if o.partition is not None:
                     partition = o.partition % await self._partition_count(o.topic)
-                tp = TopicPartition(o.topic, partition if partition is not None else -1)
-                here = o.topic in self._stages and o.topic not in self._held and tp in assigned
+                here = self._read_here(o.topic, partition, assigned)
                 headers = self._handoff.mark(o.headers) if here else o.headers
                 try:
                     delivery = await self._producer.send(o.topic, o.value, key=o.key,
@@ -315,12 +317,20 @@ class StageLoop:
                     continue
                 own.append(delivery)
                 if here:
-                    handed[o.topic].append(self._handoff.hand(tp, o.value, headers, delivery))
+                    handed[o.topic].append(self._handoff.hand(here, o.value, headers, delivery))
             if was_handed:
                 self._handoff.ran(item.record, own)
             deliveries += own
         self._commits.add(deliveries, _next_offsets(item.record for item in chunk))
         return handed
+
+    def _read_here(self, topic: str, partition: int | None,
+                   assigned: set[TopicPartition]) -> TopicPartition | None:
+        """The partition, if a stage of this worker reads it now (a record for it is handed)."""
+        if partition is None or topic not in self._stages or topic in self._held:
+            return None
+        tp = TopicPartition(topic, partition)
+        return tp if tp in assigned else None
 
     async def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
