@@ -7,8 +7,9 @@ For each model (cheap ridge regressor, compute-heavy MLP) x steps (1, 3) x rows 
   with a bare aiokafka producer, answers read off its output topic by request id; rows/s;
 - latency: one message at a time, end-to-end p50/p99 ms, measured first, while the topics hold
   only the warm-up (Tansu's fetches slow down with every record batch a partition holds, and a
-  1-row throughput run leaves tens of thousands); what each extra step adds is measured on the
-  3-step config's stack, against its last model alone, one message to each in turn;
+  1-row throughput run leaves tens of thousands); what each extra step adds is measured on a
+  fresh stack of its own, the 3-step pipeline against its last model alone, one message to
+  each in turn;
 
 and, in the same run on the same batches, raw onnxruntime (the same sessions chained, one thread as
 a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo

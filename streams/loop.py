@@ -239,8 +239,12 @@ class StageLoop:
                     return False
                 if topic in self._held:  # draining began: the input is left to others
                     return True
+                # A handed run's failures count when its record runs again from the topic.
+                counters = StepCounters() if handed else self._counters
                 chunk, outgoing = await self._call(topic, stage.process, incoming, done,
-                                                   self._counters, settings)
+                                                   counters, settings)
+                if handed:
+                    self._counters.processed += counters.processed
                 done += len(chunk)
                 for next_topic, onward in (await self._send(chunk, outgoing)).items():
                     if not await self._run_stage(next_topic, onward, handed=True):
@@ -297,7 +301,6 @@ class StageLoop:
             was_handed = item.record.offset < 0
             if was_handed and item.work.error is not None:  # it runs again once read back
                 self._handoff.forget(item.record)
-                self._counters.failed -= 1  # counted then
                 continue
             own: list[asyncio.Future[Any]] = []
             for o in sent:
