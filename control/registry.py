@@ -1,14 +1,17 @@
 """The registry: workspaces, models, pipelines, versions, deployments and heartbeats in Redis.
 
-The one module that builds Redis keys. Records are pydantic models stored as JSON.
+The one module that builds Redis keys. Records are pydantic models stored as JSON. It also
+keeps the workers' partition claims (streams.claims).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import redis
+from aiokafka import TopicPartition
 
 from control.errors import EntityNotFoundError
 from control.records import (
@@ -28,6 +31,7 @@ class Registry:
 
     def __init__(self, url: str) -> None:
         self.redis = redis.Redis.from_url(url, decode_responses=True)
+        self._release = self.redis.register_script(_RELEASE)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
@@ -234,3 +238,35 @@ class Registry:
         return bool(self.redis.sismember(
             f"{self._pipeline(status.workspace, status.pipeline)}:stop", status.worker_id))
 
+
+    # -- partition claims (streams.claims) ----------------------------------------------
+    def claim_partitions(self, group: str, owner: str,
+                         partitions: Collection[TopicPartition]) -> set[TopicPartition]:
+        fields = {_claim_field(tp): tp for tp in partitions}
+        if not fields:
+            return set()
+        key = f"weir:group:{group}:claims"
+        with self.redis.pipeline() as pipe:  # MULTI: read the old claims and set ours at once
+            pipe.hmget(key, list(fields))
+            pipe.hset(key, mapping=dict.fromkeys(fields, owner))
+            held, _ = pipe.execute()
+        return {tp for tp, holder in zip(fields.values(), held, strict=True) if holder is not None}
+
+    def release_partitions(self, group: str, owner: str,
+                           partitions: Collection[TopicPartition]) -> None:
+        if partitions:
+            self._release(keys=[f"weir:group:{group}:claims"],
+                          args=[owner, *map(_claim_field, partitions)])
+
+
+_RELEASE = """
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+"""
+"""Drop the claims of ARGV[2..] that ARGV[1] still holds (one that lost the group late must not
+release what its successor claimed)."""
+
+
+def _claim_field(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"  # Kafka topic names have no ':'

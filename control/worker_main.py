@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_limit_bytes=args.memory, role=args.role,
     )
     worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
-                    lambda ref: artifacts.path(ref.sha), registry)
+                    lambda ref: artifacts.path(ref.sha), registry, claims=registry)
     return worker.run()
 
 

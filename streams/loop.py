@@ -14,7 +14,9 @@ from the broker (streams.handoff).
 
 Before a rebalance takes partitions away, the loop finishes the chunk in hand
 and commits, so the next owner starts exactly where this one stopped: a hot
-swap or a replica joining repeats nothing.
+swap or a replica joining repeats nothing. It then releases the partitions'
+claims; a new owner that finds one unreleased (its last reader died) marks
+what it may repeat (streams.claims).
 
 Why not faust-streaming, which ran these agents before: on the same 2-core
 machine and broker, faust spent 2-4x this loop's CPU per message (its consumer
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,11 +46,13 @@ from aiokafka import (
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
+from streams.admin import end_offsets
 from streams.agents.step import Incoming, Stage, StepCounters
+from streams.claims import PartitionClaims
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import FetcherDied
 from streams.handoff import Handoff
-from streams.messages import Outgoing
+from streams.messages import REDELIVERED, Outgoing
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -88,13 +93,20 @@ class StageLoop:
 
     def __init__(self, stages: Sequence[Stage], settings: WorkerSettings, *, group_id: str,
                  client_id: str, counters: StepCounters,
-                 on_assigned: OnAssigned | None = None) -> None:
+                 on_assigned: OnAssigned | None = None,
+                 claims: PartitionClaims | None = None) -> None:
         self._stages = {stage.source: stage for stage in stages}
         if len(self._stages) != len(stages):
             raise ValueError("two stages read the same topic")
         self._settings = settings
         self._counters = counters
         self._on_assigned = on_assigned
+        self._group_id = group_id
+        self._claims = claims
+        self._claimant = f"{client_id}.{uuid.uuid4().hex[:12]}"  # this process, not a restart
+        # Records below these offsets may have run already: their partition's last reader
+        # never released it (streams.claims).
+        self._redelivered_below: dict[TopicPartition, int] = {}
         self._consumer_options = consumer_options(settings, group_id, client_id)
         self._producer_options = producer_options(settings, client_id)
         self._consumer: AIOKafkaConsumer | None = None
@@ -150,6 +162,8 @@ class StageLoop:
                 if records:
                     await self._handle(records)
             await self.flush()
+            assert self._consumer is not None
+            await self._release(self._consumer.assignment())
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
@@ -234,6 +248,8 @@ class StageLoop:
                 continue
             stage, done = self._stages[topic], 0
             incoming = await self._call(topic, stage.receive, run, is_chunk=False)
+            if self._redelivered_below:
+                self._mark_redelivered(incoming)
             while done < len(incoming):
                 if self._revoking:  # what it handed but did not run yet runs once read back
                     return False
@@ -360,6 +376,72 @@ class StageLoop:
         if settled:
             await self._consumer.commit(settled)
 
+    # -- claims (streams.claims) ----------------------------------------------------------
+    async def _claim(self, assigned: set[TopicPartition]) -> None:
+        """Claim `assigned`; in a partition its last reader never released, the records up
+        to its end now are to be marked redelivered."""
+        self._redelivered_below = {}
+        if self._claims is None or not assigned or self._consumer is None:
+            return
+        try:
+            left = await asyncio.to_thread(self._claims.claim_partitions, self._group_id,
+                                           self._claimant, assigned)
+        except Exception:  # unknown whether their last readers left cleanly: assume not
+            log.exception("could not claim partitions; marking what they hold redelivered")
+            left = set(assigned)
+        if not left:
+            return
+        try:
+            ends = await self._end_offsets(left)
+        except Exception:
+            log.exception("could not read the end offsets of %d partitions whose last reader "
+                          "never released them: repeats of their records are not marked",
+                          len(left))
+            return
+        self._redelivered_below = {tp: end for tp, end in ends.items() if end > 0}
+        if not self._redelivered_below:
+            return
+        log.warning("left without a release (a worker died?): the records of %s may repeat "
+                    "answers and are marked %s",
+                    ", ".join(f"{tp.topic}[{tp.partition}] below offset {end}"
+                              for tp, end in sorted(self._redelivered_below.items())),
+                    REDELIVERED)
+
+    async def _end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where `partitions` end now, read by a consumer of no group (Tansu's own answer can
+        fall short: streams.admin.end_offsets)."""
+        probe = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap,
+                                 enable_auto_commit=False,
+                                 fetch_max_wait_ms=self._settings.fetch_wait_ms,
+                                 max_partition_fetch_bytes=self._settings.max_partition_fetch_bytes)
+        await probe.start()
+        try:
+            return await end_offsets(probe, sorted(partitions))
+        finally:
+            await probe.stop()
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        """Release `partitions`, once everything run from them is committed. One whose commit
+        is still short of the records to mark stays claimed: its next reader marks them too."""
+        if self._claims is None or not partitions:
+            return
+        assert self._consumer is not None
+        try:
+            for tp in partitions & self._redelivered_below.keys():
+                if (await self._consumer.committed(tp) or 0) >= self._redelivered_below[tp]:
+                    del self._redelivered_below[tp]
+            await asyncio.to_thread(self._claims.release_partitions, self._group_id,
+                                    self._claimant, partitions - self._redelivered_below.keys())
+        except Exception:  # their next readers mark what they read first as redelivered
+            log.exception("could not release %d partitions", len(partitions))
+
+    def _mark_redelivered(self, incoming: list[Incoming]) -> None:
+        for item in incoming:
+            record = item.record
+            below = self._redelivered_below.get(TopicPartition(record.topic, record.partition))
+            if below is not None and 0 <= record.offset < below:
+                item.env = item.env.replace(redelivered=True)
+
     def _pause_held(self, assigned: set[TopicPartition]) -> None:
         held = [tp for tp in assigned if tp.topic in self._held]
         if held and self._consumer is not None:
@@ -463,7 +545,8 @@ def producer_options(settings: WorkerSettings, client_id: str) -> dict[str, Any]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finish and commit before partitions move; keep held topics paused after."""
+    """Finish, commit and release before partitions move; claim them and keep held topics
+    paused after."""
 
     def __init__(self, loop: StageLoop) -> None:
         self._loop = loop
@@ -474,11 +557,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await self._loop.flush()
             await self._loop._settle_handed(revoked)
+            await self._loop._release(revoked)
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop._revoking = False
+        await self._loop._claim(assigned)
         self._loop._handoff.keep(assigned)
         self._loop._pause_held(assigned)
         if self._loop._on_assigned is not None:

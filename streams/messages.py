@@ -29,6 +29,9 @@ HANDED = "weir-handed"
 """On a record between two stages of one worker that the worker also ran on at once
 (streams.handoff): which worker and hand-off, so the worker skips it when it reads it back.
 Never carried further (Envelope drops it)."""
+REDELIVERED = "weir-redelivered"
+"""Set ("1") on a request that a worker may have run before it died (streams.claims), and on
+everything it leads to: its result may repeat an earlier answer with the same request id."""
 
 # Dead-letter records carry these beside the failed record's own headers.
 FAILED_AT = "weir-failed-at"
@@ -50,6 +53,7 @@ class Envelope:
     error: dict[str, str] | None = None
     shadow: str | None = None
     reply_shadows: bool = False
+    redelivered: bool = False
     extra: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +75,7 @@ class Envelope:
             error=json.loads(text(ERROR)) if ERROR in ours else None,
             shadow=text(SHADOW) or None,
             reply_shadows=ours.get(REPLY_SHADOWS) == b"1",
+            redelivered=ours.get(REDELIVERED) == b"1",
             extra=extra,
         )
 
@@ -87,6 +92,8 @@ class Envelope:
             out.append((SHADOW, self.shadow.encode()))
         if self.reply_shadows:
             out.append((REPLY_SHADOWS, b"1"))
+        if self.redelivered:
+            out.append((REDELIVERED, b"1"))
         return out + list(self.extra.items())
 
     def replace(self, **changes: object) -> Envelope:
@@ -100,7 +107,8 @@ class Envelope:
         return copy
 
 
-_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS, HANDED}
+_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS, HANDED,
+         REDELIVERED}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
 

@@ -40,8 +40,9 @@ from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
-from streams.agents.log import end_offsets
+from streams.admin import end_offsets
 from streams.agents.step import StepCounters
+from streams.claims import PartitionClaims
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
 from streams.settings import WorkerSettings
@@ -87,12 +88,14 @@ class Worker:
     """Loads a spec's models, runs its stages, reports heartbeats, runs until told to stop."""
 
     def __init__(self, spec: WorkerSpec, settings: WorkerSettings, topics: TopicMap,
-                 artifact_path: ArtifactPath, heartbeat: HeartbeatSink) -> None:
+                 artifact_path: ArtifactPath, heartbeat: HeartbeatSink,
+                 claims: PartitionClaims | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.topic_map = topics
         self.artifact_path = artifact_path
         self.heartbeat = heartbeat
+        self.claims = claims
         self.state: WorkerState = "Starting"
         self.reason: str | None = None
         self.counters = StepCounters()
@@ -129,7 +132,7 @@ class Worker:
         self._drained_topics = sorted({stage.source for stage in stages} - {self._input_topic()})
         self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,
                               client_id=spec.worker_id, counters=self.counters,
-                              on_assigned=self._assigned)
+                              on_assigned=self._assigned, claims=self.claims)
         return self.loop
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:

@@ -46,6 +46,7 @@ from engine.pipeline import (
     TIME,
 )
 from engine.steps import ROW as MESSAGE_ROW
+from streams.admin import end_offsets
 from streams.errors import FetcherDied
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.loop import check_fetcher, stop_consumer
@@ -158,35 +159,6 @@ def _no_check_failures(n: int) -> pa.Array:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return pa.array([[] for _ in range(n)], kind)
     return pa.array([0] * n, kind)
-
-
-async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                      timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-    """The offset after the last record of each partition, right on Tansu too.
-
-    Tansu answers a ListOffsets(latest) with the first offset of the
-    partition's last record batch plus one, short of the end when that batch
-    holds several records. So this reads from just before that answer: the
-    batch comes back whole, and its last record (or the fetch's high
-    watermark) gives the end. `consumer` is one without a group that this call
-    may assign and seek (the caller serialises its use).
-    """
-    ends = dict(await consumer.end_offsets(tps))
-    pending = {tp: end for tp, end in ends.items() if end > 0}
-    if not pending:
-        return ends
-    consumer.assign(list(pending))
-    for tp, end in pending.items():
-        consumer.seek(tp, end - 1)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while pending:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"could not read the last records of {sorted(pending)}")
-        for tp, msgs in (await consumer.getmany(*pending, timeout_ms=200)).items():
-            if msgs and tp in pending:
-                ends[tp] = max(ends[tp], msgs[-1].offset + 1, consumer.highwater(tp) or 0)
-                del pending[tp]
-    return ends
 
 
 class LogAgent:

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka import TopicPartition
 
 from control.embedded import Service
 from control.errors import EntityNotFoundError
@@ -92,3 +93,14 @@ def test_stop_requests_reach_the_named_worker_only(registry: Registry) -> None:
 def test_registry_survives_a_new_connection(registry: Registry, redis_service: Service) -> None:
     registry.add_model(_model())
     assert Registry(redis_service.address).get_model("default", "m").name == "m"
+
+
+def test_partition_claims_tell_a_new_reader_which_partitions_were_never_released(
+        registry: Registry) -> None:
+    a, b = TopicPartition("weir.ws.p.in", 0), TopicPartition("weir.ws.p.in", 1)
+    assert registry.claim_partitions("g", "w1", {a, b}) == set()  # nobody read them before
+    registry.release_partitions("g", "w1", {a})  # w1 left `a` cleanly, then died holding `b`
+    assert registry.claim_partitions("g", "w2", {a, b}) == {b}
+    registry.release_partitions("g", "w1", {b})  # a late release by w1 leaves w2's claim
+    assert registry.claim_partitions("g", "w3", {b}) == {b}
+    assert registry.claim_partitions("other-group", "w1", {a, b}) == set()

@@ -90,6 +90,11 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
         for rid, replies in answers.items():  # at least once; a repeat is the same answer
             assert not any(is_error(a) for a in replies), rid
             assert {first_value(a.batch) for a in replies if a.batch} == {int(rid.split("-")[1])}
+        # The restarted worker found the dead one's partitions unreleased: what it ran from
+        # their last commit up to their end then is marked; every repeat is among it.
+        assert any(a.env.redelivered for replies in answers.values() for a in replies)
+        for rid, replies in answers.items():
+            assert all(a.env.redelivered for a in replies[1:]), (rid, replies)
         logs = pipeline.logs(limit=100_000)
         ours = logs[logs["request_id"].str.startswith(prefix + "-")]
         assert sorted(ours["request_id"]) == sorted(sent.where)  # exactly once each

@@ -124,6 +124,8 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
         assert not repeated, f"answered more than once: {dict(list(repeated.items())[:5])}"
         errors = [rid for rid, (a,) in answers.items() if is_error(a)]
         assert not errors, f"error replies: {errors[:5]}"
+        marked = [rid for rid, (a,) in answers.items() if a.env.redelivered]
+        assert not marked, f"marked as possible repeats after clean handovers: {marked[:5]}"
         for rid, (answer,) in answers.items():
             assert answer.batch is not None
             assert first_value(answer.batch) == int(rid.rsplit("-", 1)[1])

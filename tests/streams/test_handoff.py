@@ -15,21 +15,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from control.embedded import Service
-from engine import codecs
-from engine.definition import ModelRef, ModelStep, PipelineSpec
-from engine.pipeline import CompiledPipeline, load_pipeline
-from engine.runtimes.base import sha256_file
-from streams.admin import ensure_topics
-from streams.agents.log import end_offsets
-from streams.agents.step import StepCounters
+from streams.admin import end_offsets
 from streams.handoff import Handoff
-from streams.loop import StageLoop
 from streams.messages import ERROR, HANDED, SOURCE, Envelope
-from streams.settings import WorkerSettings
-from streams.stages import version_stages
-from streams.topics import TopicMap
+from tests.streams._loops import TOPICS, loops, read_all, send_rows
 
-TOPICS = TopicMap.load()
 TP = TopicPartition("ws.p.s1", 0)
 
 
@@ -85,74 +75,10 @@ async def test_settle_commits_handed_records_next_to_the_commit_and_stops_at_a_g
 
 
 # -- a worker's loop on the real broker ---------------------------------------------------
-PASS = """
-def process_data(input_data):
-    return {"tensor": input_data["tensor"]}
-"""
-SCALE_OR_FAIL = """
-import numpy as np
-def process_data(input_data):
-    if (input_data["tensor"] < 0).any():
-        raise ValueError("poison row")
-    return {"float_input": (input_data["tensor"] * 0.5).astype(np.float32)}
-"""
-
-
-def _three_steps(tmp_path: Path, diabetes_onnx: Path) -> tuple[CompiledPipeline, PipelineSpec]:
-    paths = {}
-    refs = []
-    for name, source in (("pass", PASS), ("scale", SCALE_OR_FAIL)):
-        path = tmp_path / f"{name}.py"
-        path.write_text(source)
-        refs.append(ModelRef(name=name, version="1", sha=sha256_file(path), runtime="python"))
-        paths[refs[-1].sha] = path
-    refs.append(ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx),
-                         runtime="onnx"))
-    paths[refs[-1].sha] = diabetes_onnx
-    spec = PipelineSpec(steps=[ModelStep(model=r) for r in refs])
-    return load_pipeline("v1", spec, lambda ref: paths[ref.sha]), spec
-
-
-async def _loops(bootstrap: str, name: str, tmp_path: Path, diabetes_onnx: Path,
-                 count: int = 1) -> list[StageLoop]:
-    """`count` workers' loops of a three-step version (in one group), its topics created."""
-    pipeline, spec = _three_steps(tmp_path, diabetes_onnx)
-    settings = WorkerSettings(kafka_bootstrap=bootstrap)
-    await ensure_topics(bootstrap, TOPICS.version_topics("ws", name, "v1", spec))
-    stages = version_stages(pipeline, "ws", name, TOPICS, "main", settings)
-    return [StageLoop(stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}",
-                      counters=StepCounters()) for i in range(count)]
-
-
-async def _send_rows(producer: AIOKafkaProducer, topic: str, x: np.ndarray,
-                     partitions: int) -> None:
-    """Each row of `x` as request r<i>, spread over the first `partitions` partitions."""
-    for i in range(len(x)):
-        value = codecs.encode(codecs.batch_from_arrays({"tensor": x[i:i + 1]}),
-                              codecs.ARROW_STREAM)
-        await producer.send(topic, value, headers=Envelope(request_id=f"r{i}").headers(),
-                            partition=i % partitions)
-    await producer.flush()
-
-
-async def _read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    records: list = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(records) < count and asyncio.get_running_loop().time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records += batch
-    finally:
-        await consumer.stop()
-    return records
-
-
 async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_back(
         kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
     bootstrap, name, count, poison = kafka_service.address, "handoff", 40, 7
-    [loop] = await _loops(bootstrap, name, tmp_path, diabetes_onnx)
+    [loop] = await loops(bootstrap, name, tmp_path, diabetes_onnx)
     steps = [TOPICS.step("ws", name, "v1", i).name for i in (1, 2)]
     counters = loop._counters
     await loop.start()
@@ -163,8 +89,8 @@ async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_b
     try:
         x = np.random.default_rng(0).random((count, 10), dtype=np.float32)
         x[poison] = -1.0
-        await _send_rows(producer, TOPICS.input("ws", name).name, x, partitions=2)
-        answers = await _read_all(bootstrap, TOPICS.output("ws", name).name, count)
+        await send_rows(producer, TOPICS.input("ws", name).name, x, partitions=2)
+        answers = await read_all(bootstrap, TOPICS.output("ws", name).name, count)
         await asyncio.sleep(0.5)  # anything run twice would be answered by now
         stop.set()
         await asyncio.wait_for(running, 30)
@@ -172,21 +98,21 @@ async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_b
         await producer.stop()
         await loop.close()
 
-    answers = await _read_all(bootstrap, TOPICS.output("ws", name).name, count + 1, 3.0)
+    answers = await read_all(bootstrap, TOPICS.output("ws", name).name, count + 1, 3.0)
     ids = [Envelope.parse(a.headers).request_id for a in answers]
     assert sorted(ids) == sorted(f"r{i}" for i in range(count))  # each answered once
     errors = {Envelope.parse(a.headers).request_id: json.loads(dict(a.headers)[ERROR])
               for a in answers if ERROR in dict(a.headers)}
     assert list(errors) == [f"r{poison}"] and errors[f"r{poison}"]["message"].endswith("poison row")
     # Its early run failed, so it ran again from step 1's topic: the dead letter names the record.
-    [dead] = await _read_all(bootstrap, TOPICS.dead_letter("ws", name).name, 1)
+    [dead] = await read_all(bootstrap, TOPICS.dead_letter("ws", name).name, 1)
     topic, partition, offset = json.loads(dict(dead.headers)[SOURCE])
     assert topic == steps[0] and offset >= 0
     # Each step ran each message once, and both step topics carry every message, handed.
     assert (counters.processed, counters.failed) == (count + 2 * (count - 1), 1)
     assert counters.retried == 2  # only once read back: the early run tried it once
     for index, topic in enumerate(steps):
-        records = await _read_all(bootstrap, topic, count - index, 10.0)
+        records = await read_all(bootstrap, topic, count - index, 10.0)
         assert len(records) == count - index
         assert all(HANDED in dict(r.headers) for r in records)
     # Read back and committed: the group has nothing left in the step topics.
@@ -212,26 +138,26 @@ async def test_a_replica_joining_repeats_nothing_the_first_one_ran_but_had_not_r
     partitions to it, and the first one commits its handed records before they move: the new
     owner runs none of them again."""
     bootstrap, name, count = kafka_service.address, "handoff-join", 40
-    loops = await _loops(bootstrap, name, tmp_path, diabetes_onnx, count=2)
+    replicas = await loops(bootstrap, name, tmp_path, diabetes_onnx, count=2)
     steps = {TOPICS.step("ws", name, "v1", i).name for i in (1, 2)}
     stop = asyncio.Event()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
-    await loops[0].start()
-    running = [asyncio.create_task(loops[0].run(stop))]
+    await replicas[0].start()
+    running = [asyncio.create_task(replicas[0].run(stop))]
     try:
-        first = loops[0]._consumer
+        first = replicas[0]._consumer
         assert first is not None
         while len(first.assignment()) < 4 * 3:
             await asyncio.sleep(0.1)
         first.pause(*[tp for tp in first.assignment() if tp.topic in steps])  # no read-back
         x = np.random.default_rng(1).random((count, 10), dtype=np.float32)
-        await _send_rows(producer, TOPICS.input("ws", name).name, x, partitions=4)
-        assert len(await _read_all(bootstrap, TOPICS.output("ws", name).name, count)) == count
-        assert len(loops[0]._handoff) == 2 * count  # ran through, none read back yet
-        await loops[1].start()
-        running.append(asyncio.create_task(loops[1].run(stop)))
-        second = loops[1]._consumer
+        await send_rows(producer, TOPICS.input("ws", name).name, x, partitions=4)
+        assert len(await read_all(bootstrap, TOPICS.output("ws", name).name, count)) == count
+        assert len(replicas[0]._handoff) == 2 * count  # ran through, none read back yet
+        await replicas[1].start()
+        running.append(asyncio.create_task(replicas[1].run(stop)))
+        second = replicas[1]._consumer
         assert second is not None
         while not {tp.topic for tp in second.assignment()} & steps:
             await asyncio.sleep(0.1)
@@ -240,9 +166,9 @@ async def test_a_replica_joining_repeats_nothing_the_first_one_ran_but_had_not_r
         await asyncio.wait_for(asyncio.gather(*running), 30)
     finally:
         await producer.stop()
-        for loop in loops:
+        for loop in replicas:
             await loop.close()
-    answers = await _read_all(bootstrap, TOPICS.output("ws", name).name, count + 1, 3.0)
+    answers = await read_all(bootstrap, TOPICS.output("ws", name).name, count + 1, 3.0)
     ids = sorted(Envelope.parse(a.headers).request_id for a in answers)
     assert ids == sorted(f"r{i}" for i in range(count))  # each answered once
-    assert loops[1]._counters.processed == 0  # the second replica had nothing left to run
+    assert replicas[1]._counters.processed == 0  # the second replica had nothing left to run
