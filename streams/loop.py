@@ -107,6 +107,11 @@ class StageLoop:
         # Records below these offsets may have run already: their partition's last reader
         # never released it (streams.claims).
         self._redelivered_below: dict[TopicPartition, int] = {}
+        # Set once this assignment's partitions are claimed: aiokafka may fetch them before it
+        # calls on_partitions_assigned, and nothing may run unmarked meanwhile.
+        self._claimed = asyncio.Event()
+        if claims is None:
+            self._claimed.set()
         self._consumer_options = consumer_options(settings, group_id, client_id)
         self._producer_options = producer_options(settings, client_id)
         self._consumer: AIOKafkaConsumer | None = None
@@ -223,6 +228,7 @@ class StageLoop:
         assert self._consumer is not None
         self._idle.clear()
         try:
+            await self._claimed.wait()
             assigned = self._consumer.assignment()
             by_stage: dict[str, list[ConsumerRecord]] = defaultdict(list)
             for tp, msgs in records.items():
@@ -380,6 +386,12 @@ class StageLoop:
     async def _claim(self, assigned: set[TopicPartition]) -> None:
         """Claim `assigned`; in a partition its last reader never released, the records up
         to its end now are to be marked redelivered."""
+        try:
+            await self._claim_and_find_ends(assigned)
+        finally:
+            self._claimed.set()
+
+    async def _claim_and_find_ends(self, assigned: set[TopicPartition]) -> None:
         self._redelivered_below = {}
         if self._claims is None or not assigned or self._consumer is None:
             return
@@ -560,6 +572,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._loop._release(revoked)
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
+        finally:  # nothing runs until the next assignment is claimed (everything is flushed)
+            if self._loop._claims is not None:
+                self._loop._claimed.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop._revoking = False
