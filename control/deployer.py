@@ -53,7 +53,7 @@ from streams.stages import WorkerRole, has_shadows
 from streams.stall import Stall
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
-from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
+from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE, EXIT_OVER_MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Deployer:
                 return
             self.registry.delete_deployment(ws, name)
             old = swap.old_ids if swap is not None else []
-            await self._retire(ws, name, [*deployment.worker_ids, *old])
+            await self._retire(ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)])
 
     async def _swap(self, swap: _Swap) -> None:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
@@ -261,17 +261,25 @@ class Deployer:
                 self._undo(swap, reason=failure)
                 return
             swap.handing_over = True
-            self._in_background(self._retire(new.workspace, new.pipeline, swap.old_ids))
+            old = [*swap.old_ids, *self._remote(new.workspace, new.pipeline, besides=new.version)]
+            self._in_background(self._retire(new.workspace, new.pipeline, old))
         # Report Running only once the old workers take no more input, so what is
         # sent after deploy() returns is answered by the new version.
         deadline = (asyncio.get_running_loop().time()
                     + self.settings.worker_settings().drain_timeout_s)
-        while (not self._stopped_taking_input(new.workspace, new.pipeline, swap.old_ids)
+        while (not self._stopped_taking_input(new.workspace, new.pipeline, old)
                and asyncio.get_running_loop().time() < deadline):
             await asyncio.sleep(SWAP_POLL_S)
         async with self._lock:
             if self._swaps.get(key) is swap:
                 del self._swaps[key]
+
+    def _remote(self, ws: str, name: str, *, besides: str | None = None) -> list[str]:
+        """Live workers of a pipeline that this server did not start (`weir worker` on other
+        hosts, the compose `worker` service), but of version `besides`."""
+        return [b.worker_id for b in self.registry.workers(ws, name)
+                if b.worker_id not in self._local and b.version != besides
+                and b.status in ("Starting", "Running")]
 
     def _stopped_taking_input(self, ws: str, name: str, worker_ids: list[str]) -> bool:
         """True when none of `worker_ids` may still take input (each drains, stopped or is gone)."""
@@ -305,15 +313,20 @@ class Deployer:
         """Stop workers: each drains its version's topics, then exits; then drop those topics.
 
         Main workers go first: until they have drained, they still fan rows
-        out to the shadow workers' topics.
+        out to the shadow workers' topics. Remote workers get the same stop
+        request through the registry and are waited for by their heartbeats.
         """
-        versions = {self._local[w].version for w in worker_ids if w in self._local}
-        exits: dict[str, int] = {}
+        beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+        versions = {self._local[w].version if w in self._local else beats[w].version
+                    for w in worker_ids if w in self._local or w in beats}
+        exits: dict[str, int | None] = {}
         for role in ("main", "shadow"):
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
                 exits.update(await asyncio.to_thread(self._terminate, ids))
+                exits.update(await asyncio.to_thread(
+                    self._await_remote, ws, name, [w for w in ids if w not in exits]))
                 self.registry.forget_workers(ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
         if undrained:  # what is left in the topics is kept for whoever looks into it
@@ -413,6 +426,28 @@ class Deployer:
                     local.proc.wait()
             time.sleep(SWAP_POLL_S)
         return {local.worker_id: local.proc.returncode for local in stopping}
+
+    def _await_remote(self, ws: str, name: str, worker_ids: list[str]) -> dict[str, int | None]:
+        """Wait for remote workers told to stop to report Stopped; each one's exit code as far
+        as its heartbeats tell (None: it went silent, or finished nothing for too long)."""
+        limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
+        stalls = {w: Stall(limit) for w in worker_ids}
+        exits: dict[str, int | None] = {}
+        while waiting := [w for w in worker_ids if w not in exits]:
+            beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+            for w in waiting:
+                beat = beats.get(w)
+                if beat is None or beat.status == "Error":  # gone, or its heartbeats stopped
+                    exits[w] = None
+                elif beat.status == "Stopped":
+                    exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
+                elif stalls[w].seen(beat.processed + beat.failed):
+                    log.warning("remote worker %s finished nothing for %.0fs while stopping; "
+                                "no longer waiting for it", w, limit)
+                    exits[w] = None
+            if len(exits) < len(worker_ids):
+                time.sleep(SWAP_POLL_S)
+        return exits
 
     def _finished(self, local: _Local) -> int | None:
         """How many records a worker has finished, from its last heartbeat (None if unknown)."""

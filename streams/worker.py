@@ -259,6 +259,9 @@ class Worker:
             stopped.set()
             beats.join()
         self.state = "Stopped"
+        if self._drain_incomplete:  # said in the last heartbeat too (remote workers have no exit
+            # code the deployer can read)
+            self.reason = "its drain gave up: its version's topics still hold records"
         self.heartbeat.beat(self.status())
         if self.pipeline:
             self.pipeline.unload()

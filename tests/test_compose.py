@@ -46,3 +46,7 @@ def test_the_weir_variables_are_ones_weir_reads() -> None:
 
     known = {f"WEIR_{name.upper()}" for name in (*Settings.model_fields, *WorkerSettings.model_fields)}
     assert set(COMPOSE["services"]["server"]["environment"]) <= known
+
+
+def test_the_extra_worker_comes_back_after_a_redeploy_stops_it() -> None:
+    assert COMPOSE["services"]["worker"]["restart"] in ("always", "unless-stopped")

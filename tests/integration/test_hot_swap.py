@@ -11,7 +11,11 @@ per swap.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+import time
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import pytest
 
 from control.demo.models import diabetes_regressor
 from control.errors import WaitForDeployError
+from control.registry import Registry
 from control.sdk.client import Client
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
@@ -32,6 +37,7 @@ from tests.integration._streams import (
     first_value,
     is_error,
     produce,
+    send_and_collect,
     worker_warnings,
 )
 
@@ -179,4 +185,54 @@ def test_a_redeploy_that_cannot_start_leaves_the_old_version_serving(
         assert [e["pid"] for e in after["engines"]] == [e["pid"] for e in before["engines"]]
         assert len(pipeline.infer(row)) == 1
     finally:
+        pipeline.undeploy()
+
+
+def _remote_worker(stack: dict[str, Any], name: str, log: Path) -> subprocess.Popen[bytes]:
+    """`weir worker <name>` as on another host: started by hand, not by the server."""
+    env = {**os.environ, "WEIR_HOME": str(stack["home"]),
+           "WEIR_KAFKA_BOOTSTRAP": stack["kafka_bootstrap"], "WEIR_REDIS_URL": stack["redis_url"]}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "control.worker_main", name,
+                                 "--replica", "100"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def _wait_running(registry: Registry, name: str, version: str) -> None:
+    deadline = time.monotonic() + 60
+    while not any(w.replica == 100 and w.version == version and w.status == "Running"
+                  for w in registry.workers("default", name)):
+        assert time.monotonic() < deadline, "the remote worker never reported Running"
+        time.sleep(0.2)
+
+
+def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
+        client: Client, stack: dict[str, Any], models: dict[str, Model], tmp_path: Path) -> None:
+    """A worker the server did not start (the compose `worker` service) drains and exits on a
+    redeploy like the server's own, so every answer after deploy() returns comes from the new
+    model; one on the new version leaves on undeploy."""
+    name, registry = "swap-remote", Registry(stack["redis_url"])
+    pipeline = client.build_pipeline(name).add_model_step(models["pre"])
+    pipeline.add_model_step(models["swap-a"]).deploy(quiet=True)
+    remotes = [_remote_worker(stack, name, tmp_path / "remote-1.log")]
+    try:
+        _wait_running(registry, name, pipeline.status()["version"])
+        pipeline.replace_with_model_step(1, models["swap-b"]).deploy(quiet=True)
+        assert remotes[0].wait(timeout=60) == 0  # drained, then left
+        answers = asyncio.run(send_and_collect(
+            stack["kafka_bootstrap"], pipeline.topics(), "remote", 100, per_second=200,
+            sent=Sent()))
+        swap_b = f"{models['swap-b'].name}@{models['swap-b'].version[:8]}"
+        assert {a.batch.column("metadata.model")[0].as_py()
+                for replies in answers.values() for a in replies if a.batch} == {swap_b}
+
+        remotes.append(_remote_worker(stack, name, tmp_path / "remote-2.log"))
+        _wait_running(registry, name, pipeline.status()["version"])
+        pipeline.undeploy()
+        assert remotes[1].wait(timeout=60) == 0
+    finally:
+        for remote in remotes:
+            if remote.poll() is None:
+                remote.kill()
+                remote.wait()
         pipeline.undeploy()
