@@ -222,9 +222,9 @@ class StageLoop:
         return records
 
     async def _handle(self, records: Fetched) -> None:
-        """Run a fetch, stage by stage. A rebalance waits for the chunk in hand only; the
-        rest of the fetch is dropped and read again from the commit by the partitions'
-        next owners."""
+        """Run a fetch, stage by stage, once the assignment is claimed (streams.claims). A
+        rebalance waits for the chunk in hand only; the rest of the fetch is dropped and read
+        again from the commit by the partitions' next owners."""
         assert self._consumer is not None
         self._idle.clear()
         try:
