@@ -15,9 +15,11 @@ stays what recovery, drains and other replicas go by:
   (its error reply and dead-letter copy then name its real offset).
 - If the worker dies first, the partition's next owner sees a mark that is not
   its own and runs the record: a repeat, as after any crash, never a loss.
-- If a rebalance moves the partition to another worker before the record was
-  read back, the offsets of handed records next to the committed one are
-  committed at once (`settle`), so the new owner does not repeat them.
+- If a rebalance moves the partition to another worker (or the worker stops)
+  before the record was read back, the offsets of handed records next to the
+  committed one are committed at once (`settle`), so the new owner does not
+  repeat them; one that cannot be committed yet keeps the partition claimed,
+  so its repeat is marked (streams.claims).
 
 Example:
     handoff = Handoff()
@@ -130,6 +132,12 @@ class Handoff:
                             "partition goes to another worker, it runs them again",
                             len(offsets), tp)
         return settled
+
+    def unsettled(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        """Those of `partitions` holding records that ran here and are not committed (after
+        `settle`): their next reader runs them again, a repeat (streams.claims marks it)."""
+        wanted = set(partitions)
+        return {h.tp for h in self._handed.values() if h.tp in wanted and h.ran is not None}
 
     def keep(self, assigned: set[TopicPartition]) -> None:
         """Drop the records of partitions this worker no longer reads (after a rebalance)."""

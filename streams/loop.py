@@ -168,7 +168,7 @@ class StageLoop:
                     await self._handle(records)
             await self.flush()
             assert self._consumer is not None
-            await self._release(self._consumer.assignment())
+            await self._hand_over(self._consumer.assignment())
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
@@ -363,6 +363,13 @@ class StageLoop:
             assert self._producer is not None
             count = self._partitions[topic] = len(await self._producer.partitions_for(topic))
         return count
+
+    async def _hand_over(self, partitions: set[TopicPartition]) -> None:
+        """Leave `partitions` to their next reader, everything flushed: commit their handed
+        records, and release them, but those still holding a record that ran here and cannot
+        be committed (its next reader marks what it runs again)."""
+        await self._settle_handed(partitions)
+        await self._release(partitions - self._handoff.unsettled(partitions))
 
     async def _settle_handed(self, revoked: set[TopicPartition]) -> None:
         """Commit the handed records of `revoked` partitions that ran here but were not read
@@ -568,8 +575,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop._revoking = True
         try:
             await self._loop.flush()
-            await self._loop._settle_handed(revoked)
-            await self._loop._release(revoked)
+            await self._loop._hand_over(revoked)
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
         finally:  # nothing runs until the next assignment is claimed (everything is flushed)

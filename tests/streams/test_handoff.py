@@ -69,9 +69,11 @@ async def test_settle_commits_handed_records_next_to_the_commit_and_stops_at_a_g
     _handed(handoff, 15, ran=False)
     assert handoff.settle([TP], {TP: 10}) == {TP: 13}
     assert len(handoff) == 2  # 14 (its next owner runs it again) and 15 are left
+    assert handoff.unsettled([TP]) == {TP}  # 14 was answered: its repeat is to be marked
     assert handoff.settle([TP], {TP: 9}) == {}  # 9 was not run here: nothing to commit
     handoff.keep({TopicPartition("ws.p.s1", 1)})
     assert len(handoff) == 0  # TP went elsewhere
+    assert handoff.unsettled([TP]) == set()
 
 
 # -- a worker's loop on the real broker ---------------------------------------------------
