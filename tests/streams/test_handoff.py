@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -133,20 +134,22 @@ async def test_a_worker_runs_its_next_steps_at_once_and_commits_them_when_read_b
         await admin.close()
 
 
-async def test_a_replica_joining_repeats_nothing_the_first_one_ran_but_had_not_read_back(
-        kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handover", ["a replica joins", "the first one stops"])
+async def test_the_next_owner_repeats_nothing_the_first_one_ran_but_had_not_read_back(
+        handover: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
     """The first replica runs every record through all steps but is kept from reading its
-    handed records back; a second replica joins, the rebalance moves half of the step topics'
-    partitions to it, and the first one commits its handed records before they move: the new
-    owner runs none of them again."""
-    bootstrap, name, count = kafka_service.address, "handoff-join", 40
+    handed records back. Then a second replica joins, and the rebalance moves half of the step
+    topics' partitions to it, or the first one stops and the second takes them all: either way
+    the first one commits its handed records before they move, and the new owner runs none of
+    them again."""
+    bootstrap, name, count = kafka_service.address, f"handoff-{handover[-5:]}", 40
     replicas = await loops(bootstrap, name, tmp_path, diabetes_onnx, count=2)
     steps = {TOPICS.step("ws", name, "v1", i).name for i in (1, 2)}
-    stop = asyncio.Event()
+    stops = [asyncio.Event(), asyncio.Event()]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     await replicas[0].start()
-    running = [asyncio.create_task(replicas[0].run(stop))]
+    running = [asyncio.create_task(replicas[0].run(stops[0]))]
     try:
         first = replicas[0]._consumer
         assert first is not None
@@ -157,14 +160,19 @@ async def test_a_replica_joining_repeats_nothing_the_first_one_ran_but_had_not_r
         await send_rows(producer, TOPICS.input("ws", name).name, x, partitions=4)
         assert len(await read_all(bootstrap, TOPICS.output("ws", name).name, count)) == count
         assert len(replicas[0]._handoff) == 2 * count  # ran through, none read back yet
+        if handover == "the first one stops":
+            stops[0].set()
+            await asyncio.wait_for(running[0], 30)
+            await replicas[0].close()  # leaves the group
         await replicas[1].start()
-        running.append(asyncio.create_task(replicas[1].run(stop)))
+        running.append(asyncio.create_task(replicas[1].run(stops[1])))
         second = replicas[1]._consumer
         assert second is not None
         while not {tp.topic for tp in second.assignment()} & steps:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2.0)  # a record run again would be answered by now
-        stop.set()
+        for stop in stops:
+            stop.set()
         await asyncio.wait_for(asyncio.gather(*running), 30)
     finally:
         await producer.stop()
