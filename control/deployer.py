@@ -317,8 +317,10 @@ class Deployer:
         request through the registry and are waited for by their heartbeats.
         """
         beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
-        versions = {self._local[w].version if w in self._local else beats[w].version
-                    for w in worker_ids if w in self._local or w in beats}
+        remote = {w for w in worker_ids if w not in self._local and w in beats
+                  and beats[w].status in ("Starting", "Running", "Draining")}
+        versions = ({self._local[w].version for w in worker_ids if w in self._local}
+                    | {beats[w].version for w in remote})
         exits: dict[str, int | None] = {}
         for role in ("main", "shadow"):
             ids = [w for w in worker_ids if worker_role(w) == role]
@@ -326,7 +328,7 @@ class Deployer:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
                 exits.update(await asyncio.to_thread(self._terminate, ids))
                 exits.update(await asyncio.to_thread(
-                    self._await_remote, ws, name, [w for w in ids if w not in exits]))
+                    self._await_remote, ws, name, [w for w in ids if w in remote]))
                 self.registry.forget_workers(ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
         if undrained:  # what is left in the topics is kept for whoever looks into it
