@@ -43,6 +43,7 @@ from engine.runtimes.base import RuntimeOptions
 from streams.admin import end_offsets
 from streams.agents.step import StepCounters
 from streams.claims import PartitionClaims
+from streams.gc_tuning import tune_gc
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
 from streams.settings import WorkerSettings
@@ -248,6 +249,7 @@ class Worker:
         over = MemoryWatch(self.spec.memory_limit_bytes).over()
         if over is not None:  # already over after loading its models
             return self._cannot_start(over)
+        tune_gc()  # start-up is done (run() is a worker process's whole life)
         self.heartbeat.beat(self.status())
         stopped = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,

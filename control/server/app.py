@@ -22,6 +22,7 @@ from control.server.state import ServerState, require_token
 from control.settings import Settings
 from engine.errors import WeirError
 from streams.agents.log import LogAgent
+from streams.gc_tuning import tune_gc
 from streams.logstore import LogStore
 from streams.topics import TopicMap
 
@@ -98,5 +99,7 @@ def serve(settings: Settings) -> None:
     """Run the server in this process until SIGINT/SIGTERM."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
+    app = create_app(settings)
+    tune_gc()
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port,
                 log_level="warning", access_log=False)
