@@ -238,7 +238,6 @@ class Registry:
         return bool(self.redis.sismember(
             f"{self._pipeline(status.workspace, status.pipeline)}:stop", status.worker_id))
 
-
     # -- partition claims (streams.claims) ----------------------------------------------
     def claim_partitions(self, group: str, owner: str,
                          partitions: Collection[TopicPartition]) -> set[TopicPartition]:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.settings import WorkerSettings
 from streams.topics import TopicSpec
 
 
@@ -57,6 +58,13 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
+    """A consumer of no group, for `end_offsets` (start it first; the caller owns it)."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                            fetch_max_wait_ms=settings.fetch_wait_ms,
+                            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
 
 
 async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],

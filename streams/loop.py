@@ -46,7 +46,7 @@ from aiokafka import (
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
-from streams.admin import end_offsets
+from streams.admin import end_offsets, probe_consumer
 from streams.agents.step import Incoming, Stage, StepCounters
 from streams.claims import PartitionClaims
 from streams.commits import Offsets, OrderedCommits
@@ -429,10 +429,7 @@ class StageLoop:
     async def _end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """Where `partitions` end now, read by a consumer of no group (Tansu's own answer can
         fall short: streams.admin.end_offsets)."""
-        probe = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap,
-                                 enable_auto_commit=False,
-                                 fetch_max_wait_ms=self._settings.fetch_wait_ms,
-                                 max_partition_fetch_bytes=self._settings.max_partition_fetch_bytes)
+        probe = probe_consumer(self._settings)
         await probe.start()
         try:
             return await end_offsets(probe, sorted(partitions))

@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -40,7 +40,7 @@ from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
-from streams.admin import end_offsets
+from streams.admin import end_offsets, probe_consumer
 from streams.agents.step import StepCounters
 from streams.claims import PartitionClaims
 from streams.gc_tuning import tune_gc
@@ -312,10 +312,7 @@ class _Offsets:
     def __init__(self, settings: WorkerSettings, group_id: str) -> None:
         self.group_id = group_id
         self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-            fetch_max_wait_ms=settings.fetch_wait_ms,
-            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
+        self._consumer = probe_consumer(settings)
 
     async def start(self) -> None:
         await self._admin.start()

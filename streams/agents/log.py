@@ -46,7 +46,7 @@ from engine.pipeline import (
     TIME,
 )
 from engine.steps import ROW as MESSAGE_ROW
-from streams.admin import end_offsets
+from streams.admin import end_offsets, probe_consumer
 from streams.errors import FetcherDied
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.loop import check_fetcher, stop_consumer
@@ -187,11 +187,8 @@ class LogAgent:
         self._syncs = 0  # sync() calls waiting for a flush
 
     async def start(self) -> None:
-        s = self.settings
         self._consumer = await self._joined_consumer()
-        self._probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
-                                       enable_auto_commit=False, fetch_max_wait_ms=s.fetch_wait_ms,
-                                       max_partition_fetch_bytes=s.max_partition_fetch_bytes)
+        self._probe = probe_consumer(self.settings)
         await self._probe.start()
         self._task = asyncio.create_task(self._run(), name="log-agent")
 
