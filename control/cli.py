@@ -151,7 +151,8 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
     else:
         out.print(f"[bold]{name}[/bold]: {status['status']}")
         for engine in status.get("engines", []):
-            out.print(f"  {engine['name']} {engine['status']} {engine.get('reason') or ''}")
+            where = f" (remote, on {engine['ip']})" if engine.get("remote") else ""
+            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}")
 
 
 @pipelines_app.command("versions")

@@ -23,6 +23,12 @@ which exits when its resident memory goes over it (streams/memory.py): while
 Starting that is a failure to start, later it is restarted like a crash, and
 `status()` keeps the worker's own reason ("memory limit exceeded: ...") until
 it runs again.
+
+Workers the server did not start (`weir worker` on other hosts, the compose
+`worker` service) join the same consumer groups. A redeploy, an undone one and
+an undeploy stop them too (through a stop request in the registry, waited for
+by their heartbeats), and `status()` lists them as `remote` engines, a dead one
+as Error, without counting them in the pipeline's own state.
 """
 
 from __future__ import annotations
@@ -238,6 +244,11 @@ class Deployer:
             self.registry.delete_deployment(ws, name)
             old = swap.old_ids if swap is not None else []
             await self._retire(ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)])
+            # What is left are the last heartbeats of remote workers that died or stopped
+            # on their own; a later deploy of the pipeline must not list them.
+            leftover = [b.worker_id for b in self.registry.workers(ws, name)
+                        if b.worker_id not in self._local]
+            self.registry.forget_workers(ws, name, leftover)
 
     async def _swap(self, swap: _Swap) -> None:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
@@ -300,7 +311,8 @@ class Deployer:
             self._failed[key] = _Failed(new, reason)
         self.registry.set_deployment(swap.previous)
         keep = set(swap.previous.worker_ids)
-        retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep)]
+        retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep),
+                  *self._remote(new.workspace, new.pipeline, besides=swap.previous.version)]
         self._in_background(self._retire(new.workspace, new.pipeline, retire))
         return swap.previous
 
@@ -558,6 +570,17 @@ class Deployer:
                 statuses.append(status)
         return statuses
 
+    def _remote_workers(self, deployment: Deployment) -> list[WorkerStatus]:
+        """Workers of the pipeline that this server did not start (`weir worker` on other
+        hosts): those that take part now, and those of the deployed version that died (their
+        heartbeats stopped) or cannot start. The deployer cannot restart them; whoever
+        started them can, and the pipeline's own status does not wait for them."""
+        own = {*deployment.worker_ids, *self._local}
+        return [b for b in self.registry.workers(deployment.workspace, deployment.pipeline)
+                if b.worker_id not in own
+                and (b.status in ("Starting", "Running", "Draining")
+                     or (b.status == "Error" and b.version == deployment.version))]
+
     @staticmethod
     def _restart_reason(local: _Local) -> str | None:
         """Why a restarted worker is not Running yet: how its last process ended."""
@@ -597,14 +620,19 @@ class Deployer:
             extra["failed_version"] = failed.deployment.version
             details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
                         f"version {deployment.version} keeps serving")]
+        remote = self._remote_workers(deployment)
+        remote_ids = {w.worker_id for w in remote}
+        details += [f"worker {w.worker_id} on {w.host} (not started by this server) is "
+                    f"{w.status}: {w.reason or 'see its log'}"
+                    for w in remote if w.version == deployment.version and w.status != "Running"]
         engines = [{
             "ip": w.host, "name": w.worker_id, "role": w.role,
             "status": w.status, "reason": w.reason,
             "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
-            "failed": w.failed,
+            "failed": w.failed, "remote": w.worker_id in remote_ids,
             "pipeline_statuses": {"pipelines": [{"id": name, "status": w.status}]},
             "model_statuses": {"models": [m.model_dump() for m in w.models]},
-        } for w in workers]
+        } for w in [*workers, *remote]]
         return {
             "status": state, "details": details, "version": version, **extra,
             "engines": engines,
