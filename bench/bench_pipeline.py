@@ -15,7 +15,9 @@ and, in the same run on the same batches, raw onnxruntime (the same sessions cha
 a worker with cpus=1 uses), the worker's stages in process with no Kafka, and a bare aiokafka echo
 loop (topic A -> topic B, in process, fetch wait as weir's), all three on the pipeline's own stack
 while it idles, before the pipeline is deployed and again once it is gone (ratios are against
-their mean). Also the idle CPU of a deployed worker. Prints a table and saves
+their mean). Then the heavy 3-step 256-row pipeline again with two replicas (scale-out: two
+worker processes, against one replica and against raw onnxruntime with two threads; the
+targets are for one). Also the idle CPU of a deployed worker. Prints a table and saves
 ``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
@@ -71,6 +73,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("cheap", "heavy")
 STEPS = (1, 3)
 ROWS = (1, 256)
+SCALE_OUT_REPLICAS = 2
+"""The heavy 3-step 256-row pipeline is measured again with this many replicas (worker
+processes, one onnxruntime thread each), against raw onnxruntime with as many threads."""
 ECHO_TOPICS = ("bench.echo.a", "bench.echo.b")
 ECHO_PARTITIONS = 4  # as the pipelines' input topics (topics.yaml defaults)
 CLIENT_LINGER_MS = 5
@@ -417,6 +422,13 @@ def run(budget: Budget) -> dict[str, Any]:
                         "model": model, "steps": steps, "rows": rows, "pipeline": name,
                         **measure_pipeline(name, {n: files[n] for n in names}, batches[rows],
                                            payloads[rows], budget, threads, results)})
+        names, replicas = ["chain-a", "chain-b", "heavy"], SCALE_OUT_REPLICAS
+        name = f"bench-heavy-3-256-x{replicas}"
+        results["configs"].append({
+            "model": "heavy", "steps": 3, "rows": 256, "replicas": replicas, "pipeline": name,
+            "ort_threads": threads * replicas,
+            **measure_pipeline(name, {n: files[n] for n in names}, batches[256], payloads[256],
+                               budget, threads * replicas, results, replicas=replicas)})
     results["ort_threads"] = threads
     results["fetch_wait_ms"] = fetch_wait_ms
     results["worker_settings"] = worker_settings.model_dump()
@@ -425,10 +437,11 @@ def run(budget: Budget) -> dict[str, Any]:
 
 def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray],
                      payloads: list[bytes], budget: Budget, threads: int,
-                     results: dict[str, Any]) -> dict[str, Any]:
-    """On a fresh stack: the baselines (see `baselines`), then `steps` (model name -> file,
-    in order) deployed as pipeline `name` and measured, then once it is gone the baselines
-    again. Deploy time, logs and broker memory go into `results` as they are known.
+                     results: dict[str, Any], *, replicas: int = 1) -> dict[str, Any]:
+    """On a fresh stack: the baselines (see `baselines`; `threads` for onnxruntime), then
+    `steps` (model name -> file, in order) deployed as pipeline `name` with `replicas`
+    workers and measured, then once it is gone the baselines again. Deploy time, logs and
+    broker memory go into `results` as they are known.
 
     The baselines bracket their pipeline, each ratio against their mean: this machine's
     speed drifts within minutes (every process's CPU per message moved by up to 1.7x
@@ -438,7 +451,7 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
     rows = len(batches[0])
     fetch_wait_ms = WorkerSettings().fetch_wait_ms
     paired = None
-    if len(steps) > 1:  # what the extra steps add, against one step over the same seconds
+    if len(steps) > 1 and replicas == 1:  # what the extra steps add, against one step
         paired = pair_with_one_step(name, steps, payloads, budget, fetch_wait_ms)
     with fresh_stack() as (home, stack):
         bootstrap = stack["kafka_bootstrap"]
@@ -450,7 +463,7 @@ def measure_pipeline(name: str, steps: dict[str, Path], batches: list[np.ndarray
         for model, path in steps.items():
             builder.add_model_step(client.upload_model(model, path).configure("onnx"))
         started = time.perf_counter()
-        pipeline = builder.deploy(quiet=True)
+        pipeline = builder.deploy(DeploymentConfig(replicas=replicas), quiet=True)
         results["deploy_s"][name] = round(time.perf_counter() - started, 2)
         engines = pipeline.status()["engines"]
         workers = [int(e["pid"]) for e in engines]
@@ -537,8 +550,10 @@ def settle(pids: list[int], timeout_s: float = 15.0) -> None:
 
 
 # -- ratios, targets, output --------------------------------------------------------------------
-def _find(configs: list[dict[str, Any]], model: str, steps: int, rows: int) -> dict[str, Any]:
-    return next(c for c in configs if (c["model"], c["steps"], c["rows"]) == (model, steps, rows))
+def _find(configs: list[dict[str, Any]], model: str, steps: int, rows: int,
+          replicas: int = 1) -> dict[str, Any]:
+    return next(c for c in configs if (c["model"], c["steps"], c["rows"], c.get("replicas", 1))
+                == (model, steps, rows, replicas))
 
 
 def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -579,6 +594,11 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     checks = []
     for c in configs:
+        if c.get("replicas", 1) != 1:
+            one = _find(configs, c["model"], c["steps"], c["rows"])
+            c["vs_one_replica"] = round(c["throughput"]["rows_per_s"]
+                                        / one["throughput"]["rows_per_s"], 3)
+            continue  # the targets are for one worker against one onnxruntime thread
         label = f"{c['model']} {c['steps']}-step {c['rows']}-row"
         if c["model"] == "heavy" and c["rows"] == 256:
             checks.append({"target": "compute-heavy 256-row >= 0.8x raw onnxruntime", "config": label,
@@ -609,16 +629,23 @@ def _drift(baseline: dict[str, Any], figure: Callable[[dict[str, Any]], float]) 
     return figure(baseline["after"]) / before if before else None
 
 
+CONFIG_COLUMNS = ("model", "steps", "rows/msg", "replicas")
+
+
+def _config_cells(c: dict[str, Any]) -> list[str]:
+    return [c["model"], str(c["steps"]), str(c["rows"]), str(c.get("replicas", 1))]
+
+
 def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     configs = results["configs"]
     table = Table(title=f"throughput (fetch wait {results['fetch_wait_ms']} ms, "
                         f"ORT threads {results['ort_threads']}, {os.cpu_count()} CPUs)")
-    for col in ("model", "steps", "rows/msg", "weir rows/s", "raw ORT rows/s", "×raw ORT",
-                "echo rows/s", "×echo", "unanswered", "raw after/before", "echo after/before"):
+    for col in (*CONFIG_COLUMNS, "weir rows/s", "raw ORT rows/s", "×raw ORT", "echo rows/s",
+                "×echo", "unanswered", "raw after/before", "echo after/before"):
         table.add_column(col, justify="right")
     for c in configs:
         tp, raw, echo = c["throughput"], c["raw_onnxruntime"], c["echo"]
-        table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(tp["rows_per_s"], 0),
+        table.add_row(*_config_cells(c), _n(tp["rows_per_s"], 0),
                       _n(raw["rows_per_s"], 0), _n(c["vs_raw_onnxruntime"], 3),
                       _n(echo["throughput"]["rows_per_s"], 0),
                       _n(c["vs_bare_aiokafka"], 3), str(tp["unanswered_msgs"] + tp["error_msgs"]),
@@ -626,14 +653,14 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
                       _n(_drift(echo, lambda e: e["throughput"]["rows_per_s"]), 2))
     console.print(table)
     table = Table(title="latency, and where the time goes (ms; CPU per message during throughput)")
-    for col in ("model", "steps", "rows/msg", "p50", "p99", "in-pipe p50", "+p50/step",
+    for col in (*CONFIG_COLUMNS, "p50", "p99", "in-pipe p50", "+p50/step",
                 "+step over bare hop", "worker CPU/msg", "stages/msg", "model/msg", "kafka+loop/msg",
                 "worker cores",
                 "worker runq", "our cores", "others' cores"):
         table.add_column(col, justify="right")
     for c in configs:
         lat, w = c["latency"], c["where_time_goes"]
-        table.add_row(c["model"], str(c["steps"]), str(c["rows"]), _n(lat["p50_ms"], 2),
+        table.add_row(*_config_cells(c), _n(lat["p50_ms"], 2),
                       _n(lat["p99_ms"], 2), _n(lat["in_pipeline_p50_ms"], 2),
                       _n(c["extra_step_p50_ms"], 2), _n(c["extra_step_over_bare_hop_ms"], 2),
                       _n(w["worker_cpu_ms_per_msg"], 3),
@@ -643,12 +670,11 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
                       _n(w["other_processes_cores_busy"], 2))
     console.print(table)
     echo = Table(title="bare aiokafka echo round trip (in process, on each pipeline's stack)")
-    for col in ("model", "steps", "rows/msg", "rows/s", "msgs/s", "p50 ms", "p99 ms"):
+    for col in (*CONFIG_COLUMNS, "rows/s", "msgs/s", "p50 ms", "p99 ms"):
         echo.add_column(col, justify="right")
     for c in configs:
         e = c["echo"]
-        echo.add_row(c["model"], str(c["steps"]), str(c["rows"]),
-                     _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
+        echo.add_row(*_config_cells(c), _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
                      _n(e["latency"]["p50_ms"], 2), _n(e["latency"]["p99_ms"], 2))
     console.print(echo)
     targets = Table(title="targets")
@@ -658,6 +684,13 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         targets.add_row(t["target"], t["config"], _n(t["value"], 3), str(t["threshold"]),
                         "[green]met[/green]" if t["met"] else "[red]not met[/red]")
     console.print(targets)
+    for c in configs:
+        if "vs_one_replica" in c:
+            console.print(
+                f"scale-out: {c['model']} {c['steps']}-step {c['rows']}-row with {c['replicas']} "
+                f"replicas: {_n(c['throughput']['rows_per_s'], 0)} rows/s, "
+                f"{c['vs_one_replica']:.2f}x one replica, {c['vs_raw_onnxruntime']:.2f}x raw "
+                f"onnxruntime with {c['replicas']} threads ({os.cpu_count()} CPUs in all)")
     idle = results["idle"]
     console.print(f"idle CPU over {idle['seconds']} s with fetch wait {idle['fetch_wait_ms']} ms "
                   f"(% of one core): {idle['percent_of_one_core']}")
