@@ -28,7 +28,8 @@ Workers the server did not start (`weir worker` on other hosts, the compose
 `worker` service) join the same consumer groups. A redeploy, an undone one and
 an undeploy stop them too (through a stop request in the registry, waited for
 by their heartbeats), and `status()` lists them as `remote` engines, a dead one
-as Error, without counting them in the pipeline's own state.
+as Error (until it has been silent for REMOTE_FORGET_S), without counting them
+in the pipeline's own state.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
 drained, or was stopped (by SIGTERM's default action) or failed before it read any."""
 STOP_GRACE_S = 15.0
 """How long past its drain timeout a stopping worker may take before it is killed."""
+REMOTE_FORGET_S = 600.0
+"""A remote worker silent this long is taken to be gone for good (its host removed):
+`status()` stops listing it. If it comes back it reports again."""
 
 
 def _die_with_parent() -> None:
@@ -485,6 +489,7 @@ class Deployer:
             await asyncio.sleep(SUPERVISE_EVERY_S)
             try:
                 self._restart_dead()
+                self._forget_gone_remote()
             except Exception:  # e.g. Redis briefly away: try again next round
                 log.exception("worker supervision failed")
 
@@ -520,6 +525,18 @@ class Deployer:
             local.restart_at = None
             local.started_at = now
             local.proc = self._popen(local.worker_id, local.args)
+
+    def _forget_gone_remote(self) -> None:
+        now = datetime.now(UTC)
+        for deployment in self.registry.list_deployments():
+            ws, name = deployment.workspace, deployment.pipeline
+            gone = [b.worker_id for b in self.registry.workers(ws, name)
+                    if b.worker_id not in self._local and b.worker_id not in deployment.worker_ids
+                    and (now - b.time).total_seconds() > REMOTE_FORGET_S]
+            if gone:
+                log.warning("forgetting remote workers of %s/%s silent for over %.0fs: %s",
+                            ws, name, REMOTE_FORGET_S, ", ".join(gone))
+                self.registry.forget_workers(ws, name, gone)
 
     def _exit_reason(self, local: _Local, code: int) -> str | None:
         """The reason an exited process gave in its last heartbeat, if it said why it left."""

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from control.demo.models import diabetes_regressor
+from control.deployer import REMOTE_FORGET_S
 from control.errors import WaitForDeployError
 from control.registry import Registry
 from control.sdk.client import Client
@@ -257,6 +258,15 @@ def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
         assert (dead["remote"], dead["status"]) == (True, "Error")
         assert "no heartbeat" in dead["reason"]
         assert any("swap-remote-dead on gone" in line for line in status["details"])
+        registry.beat(WorkerStatus(  # silent for longer than a host would be down and back
+            worker_id="swap-remote-removed", workspace="default", pipeline=name,
+            version=version, replica=102, pid=1, host="removed", status="Running",
+            time=datetime.now(UTC) - timedelta(seconds=REMOTE_FORGET_S + 1)))
+        deadline = time.monotonic() + 10
+        while any(w.worker_id == "swap-remote-removed" for w in registry.workers("default", name)):
+            assert time.monotonic() < deadline, "a long-silent remote worker was never forgotten"
+            time.sleep(0.2)
+        assert "swap-remote-dead" in [w.worker_id for w in registry.workers("default", name)]
         pipeline.undeploy()
         assert remotes[1].wait(timeout=60) == 0
         assert registry.workers("default", name) == []  # nothing left to list on a redeploy
