@@ -48,12 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         print("weir worker: no Redis: run `weir up` or set WEIR_REDIS_URL", file=sys.stderr)
         return 2
     registry = Registry(settings.redis_url)
+    deployment = registry.get_deployment(args.workspace, args.pipeline)
     if args.version is None:
-        deployment = registry.get_deployment(args.workspace, args.pipeline)
         if deployment is None:
             print(f"weir worker: pipeline {args.pipeline!r} is not deployed", file=sys.stderr)
             return 2
         args.version = deployment.version
+    elif args.worker_id is None and (deployment is None or deployment.version != args.version):
+        # Started by hand (the deployer names its workers): a version not deployed would
+        # answer part of the input with models a redeploy already replaced.
+        deployed = f"version {deployment.version} is" if deployment else "no version is"
+        print(f"weir worker: {deployed} deployed for pipeline {args.pipeline!r}, not "
+              f"{args.version}; run `weir worker {args.pipeline}` to serve the deployed one",
+              file=sys.stderr)
+        return 2
     version = registry.get_version(args.workspace, args.pipeline, args.version)
     artifacts = ArtifactStore(settings.artifacts_dir)
     spec = WorkerSpec(

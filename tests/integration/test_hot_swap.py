@@ -202,12 +202,14 @@ def test_a_redeploy_that_cannot_start_leaves_the_old_version_serving(
         pipeline.undeploy()
 
 
-def _remote_worker(stack: dict[str, Any], name: str, log: Path) -> subprocess.Popen[bytes]:
-    """`weir worker <name>` as on another host: started by hand, not by the server."""
+def _remote_worker(stack: dict[str, Any], name: str, log: Path,
+                   *version: str) -> subprocess.Popen[bytes]:
+    """`weir worker <name> [version]` as on another host: started by hand, not by the
+    server."""
     env = {**os.environ, "WEIR_HOME": str(stack["home"]), "SWAP_REMOTE_HOST": "1",
            "WEIR_KAFKA_BOOTSTRAP": stack["kafka_bootstrap"], "WEIR_REDIS_URL": stack["redis_url"]}
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "control.worker_main", name,
+        return subprocess.Popen([sys.executable, "-m", "control.worker_main", name, *version,
                                  "--replica", "100"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
 
@@ -237,6 +239,10 @@ def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
         pipeline.replace_with_model_step(1, models["swap-b"]).deploy(quiet=True)
         assert remotes[0].wait(timeout=60) == 0  # drained, then left
         assert [e["remote"] for e in pipeline.status()["engines"]] == [False]
+        # Started by hand on the version the redeploy replaced: refused, not serving it.
+        stale = _remote_worker(stack, name, tmp_path / "stale.log", status["version"])
+        assert stale.wait(timeout=60) == 2
+        assert "run `weir worker swap-remote`" in (tmp_path / "stale.log").read_text()
         answers = asyncio.run(send_and_collect(
             stack["kafka_bootstrap"], pipeline.topics(), "remote", 100, per_second=200,
             sent=Sent()))
