@@ -250,9 +250,8 @@ class Deployer:
             await self._retire(ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)])
             # What is left are the last heartbeats of remote workers that died or stopped
             # on their own; a later deploy of the pipeline must not list them.
-            leftover = [b.worker_id for b in self.registry.workers(ws, name)
-                        if b.worker_id not in self._local]
-            self.registry.forget_workers(ws, name, leftover)
+            self.registry.forget_workers(
+                ws, name, [b.worker_id for b in self._not_started_here(ws, name)])
 
     async def _swap(self, swap: _Swap) -> None:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
@@ -289,12 +288,16 @@ class Deployer:
             if self._swaps.get(key) is swap:
                 del self._swaps[key]
 
+    def _not_started_here(self, ws: str, name: str) -> list[WorkerStatus]:
+        """The last heartbeats of a pipeline's workers that this server did not start
+        (`weir worker` on other hosts, the compose `worker` service)."""
+        return [b for b in self.registry.workers(ws, name) if b.worker_id not in self._local]
+
     def _remote(self, ws: str, name: str, *, besides: str | None = None) -> list[str]:
-        """Live workers of a pipeline that this server did not start (`weir worker` on other
-        hosts, the compose `worker` service), but of version `besides`."""
-        return [b.worker_id for b in self.registry.workers(ws, name)
-                if b.worker_id not in self._local and b.version != besides
-                and b.status in ("Starting", "Running")]
+        """Live workers of a pipeline that this server did not start, but of version
+        `besides`."""
+        return [b.worker_id for b in self._not_started_here(ws, name)
+                if b.version != besides and b.status in ("Starting", "Running")]
 
     def _stopped_taking_input(self, ws: str, name: str, worker_ids: list[str]) -> bool:
         """True when none of `worker_ids` may still take input (each drains, stopped or is gone)."""
@@ -530,8 +533,8 @@ class Deployer:
         now = datetime.now(UTC)
         for deployment in self.registry.list_deployments():
             ws, name = deployment.workspace, deployment.pipeline
-            gone = [b.worker_id for b in self.registry.workers(ws, name)
-                    if b.worker_id not in self._local and b.worker_id not in deployment.worker_ids
+            gone = [b.worker_id for b in self._not_started_here(ws, name)
+                    if b.worker_id not in deployment.worker_ids
                     and (now - b.time).total_seconds() > REMOTE_FORGET_S]
             if gone:
                 log.warning("forgetting remote workers of %s/%s silent for over %.0fs: %s",
@@ -592,9 +595,8 @@ class Deployer:
         hosts): those that take part now, and those of the deployed version that died (their
         heartbeats stopped) or cannot start. The deployer cannot restart them; whoever
         started them can, and the pipeline's own status does not wait for them."""
-        own = {*deployment.worker_ids, *self._local}
-        return [b for b in self.registry.workers(deployment.workspace, deployment.pipeline)
-                if b.worker_id not in own
+        return [b for b in self._not_started_here(deployment.workspace, deployment.pipeline)
+                if b.worker_id not in deployment.worker_ids
                 and (b.status in ("Starting", "Running", "Draining")
                      or (b.status == "Error" and b.version == deployment.version))]
 
