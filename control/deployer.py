@@ -259,7 +259,7 @@ class Deployer:
         key = (new.workspace, new.pipeline)
         deadline = asyncio.get_running_loop().time() + self.settings.deploy_timeout_s
         failure: str | None = None
-        while self.overall(new) != "Running":
+        while self._overall(new, self._workers(new)) != "Running":
             failure = self._failure(new)
             if failure is None and asyncio.get_running_loop().time() > deadline:
                 failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s"
@@ -615,8 +615,10 @@ class Deployer:
             pid=local.proc.pid, host=socket.gethostname(), status="Starting",
             role=worker_role(local.worker_id), time=datetime.now(UTC))
 
-    def overall(self, deployment: Deployment) -> str:
-        workers = self._workers(deployment)
+    @staticmethod
+    def _overall(deployment: Deployment, workers: list[WorkerStatus]) -> str:
+        """The deployment's state from its workers' statuses (one reading of them, so the
+        state and the engines `status()` shows always agree)."""
         if any(w.status == "Error" for w in workers):
             return "Error"
         running = [w for w in workers if w.status == "Running"]
@@ -628,7 +630,7 @@ class Deployer:
         if deployment is None:
             return {"status": f"Pipeline {name} is not deployed"}
         workers = self._workers(deployment)
-        state, version, details = self.overall(deployment), deployment.version, []
+        state, version, details = self._overall(deployment, workers), deployment.version, []
         swap = self._swaps.get((ws, name))
         if state == "Running" and swap is not None and swap.new.version == deployment.version:
             state = "Starting"
