@@ -570,6 +570,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._loop._fetched = {}
         self._loop._revoking = True
+        # Logged, like the assignment, so a worker's log shows where a rebalance stalled.
+        log.info("rebalance: handing over %d partitions", len(revoked))
         try:
             await self._loop.flush()
             await self._loop._hand_over(revoked)
@@ -581,6 +583,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop._revoking = False
+        log.info("rebalance: assigned %d partitions", len(assigned))
         await self._loop._claim(assigned)
         self._loop._handoff.keep(assigned)
         self._loop._pause_held(assigned)
