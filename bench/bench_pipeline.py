@@ -17,7 +17,9 @@ loop (topic A -> topic B, in process, fetch wait as weir's), all three on the pi
 while it idles, before the pipeline is deployed and again once it is gone (ratios are against
 their mean). Then the heavy 3-step 256-row pipeline again with two replicas (scale-out: two
 worker processes, against one replica and against raw onnxruntime with two threads; the
-targets are for one). Also the idle CPU of a deployed worker. Prints a table and saves
+targets are for one). Also the idle CPU of a deployed worker, and from the CPU each process
+spent per message, the best ratio to raw onnxruntime that CPU allows (a worker alone on its
+core; all processes on every core). Prints a table and saves
 ``<out>/pipeline-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_pipeline.py --quick
@@ -577,20 +579,23 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         wall = cpu["wall_s"]
         worker_ms = cpu["worker"] / msgs * 1e3 if msgs else None
         stages_ms = c["stages_in_process"]["ms_per_msg"]
+        ours_s = sum(v for k, v in cpu.items() if k not in ("wall_s", "machine") and not k.endswith("_wait"))
+        model_ms = c["raw_onnxruntime"]["ms_per_batch"]
         c["where_time_goes"] = {
             "worker_cpu_ms_per_msg": round(worker_ms, 3) if worker_ms is not None else None,
-            "model_ms_per_msg": c["raw_onnxruntime"]["ms_per_batch"],
+            "model_ms_per_msg": model_ms,
             "stages_ms_per_msg": stages_ms,
             "kafka_loop_ms_per_msg": round(worker_ms - stages_ms, 3) if worker_ms is not None else None,
             "worker_cores_busy": round(cpu["worker"] / wall, 2),
             "worker_runqueue_wait_share": round(cpu["worker_wait"] / wall, 2),
-            "all_cores_busy": round(sum(v for k, v in cpu.items()
-                                        if k not in ("wall_s", "machine")
-                                        and not k.endswith("_wait")) / wall, 2),
-            "other_processes_cores_busy": round(
-                (cpu["machine"] - sum(v for k, v in cpu.items()
-                                      if k not in ("wall_s", "machine")
-                                      and not k.endswith("_wait"))) / wall, 2),
+            "all_cores_busy": round(ours_s / wall, 2),
+            "other_processes_cores_busy": round((cpu["machine"] - ours_s) / wall, 2),
+            # The best x raw onnxruntime these CPU costs allow: the worker's if it had a core
+            # to itself (its loop and stages run on one thread), and the whole machine's if
+            # every core were busy with the worker, broker, server and bench client.
+            "ceiling_one_worker_core": round(model_ms / worker_ms, 3) if worker_ms else None,
+            "ceiling_all_cores": (round(model_ms / (ours_s / msgs * 1e3 / (os.cpu_count() or 1)), 3)
+                                  if msgs else None),
         }
     checks = []
     for c in configs:
@@ -656,7 +661,7 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     for col in (*CONFIG_COLUMNS, "p50", "p99", "in-pipe p50", "+p50/step",
                 "+step over bare hop", "worker CPU/msg", "stages/msg", "model/msg", "kafka+loop/msg",
                 "worker cores",
-                "worker runq", "our cores", "others' cores"):
+                "worker runq", "our cores", "others' cores", "ceiling 1 core", "ceiling all cores"):
         table.add_column(col, justify="right")
     for c in configs:
         lat, w = c["latency"], c["where_time_goes"]
@@ -667,7 +672,8 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
                       _n(w["stages_ms_per_msg"], 3), _n(w["model_ms_per_msg"], 3),
                       _n(w["kafka_loop_ms_per_msg"], 3), _n(w["worker_cores_busy"], 2),
                       _n(w["worker_runqueue_wait_share"], 2), _n(w["all_cores_busy"], 2),
-                      _n(w["other_processes_cores_busy"], 2))
+                      _n(w["other_processes_cores_busy"], 2), _n(w["ceiling_one_worker_core"], 2),
+                      _n(w["ceiling_all_cores"], 2))
     console.print(table)
     echo = Table(title="bare aiokafka echo round trip (in process, on each pipeline's stack)")
     for col in (*CONFIG_COLUMNS, "rows/s", "msgs/s", "p50 ms", "p99 ms"):
