@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.agents.step import StepCounters
-from streams.loop import SLOW_S, FetchPace, StageLoop
+from streams.loop import CLIENT_TURNS, SLOW_S, FetchPace, StageLoop
 from streams.settings import WorkerSettings
 from streams.stages import version_stages
 from streams.topics import TopicMap
@@ -43,6 +44,27 @@ async def test_quick_chunks_run_on_the_loop_and_slow_ones_on_the_compute_thread(
     assert places[-1] == here and places.count(here) >= 4
     assert await loop._call(topic, _where, SLOW_S * 2) == here  # found slow only afterwards...
     assert (await loop._call(topic, _where)).startswith("weir-compute")  # ...so back it goes
+    await loop.close()
+
+
+async def test_before_a_long_inline_chunk_the_kafka_clients_get_the_event_loop(
+        loop: StageLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streams.loop.FETCH_AHEAD_S", 0.05)  # above a busy machine's hiccups
+    topic = loop.topics[0]
+    turns: list[int] = []
+
+    async def client() -> None:  # like aiokafka's fetcher: a few steps, each after a yield
+        for _ in range(CLIENT_TURNS):
+            turns.append(1)
+            await asyncio.sleep(0)
+
+    for _ in range(3):  # unknown at first: on the thread; then inline
+        await loop._call(topic, _where)
+    task = asyncio.create_task(client())
+    assert await loop._call(topic, turns.__len__) == 0  # quick chunks: straight on
+    await loop._call(topic, time.sleep, 0.08)  # inline (under QUICK_S), but long
+    assert await loop._call(topic, turns.__len__) == CLIENT_TURNS
+    await task
     await loop.close()
 
 
