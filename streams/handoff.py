@@ -4,8 +4,10 @@ Stages are chained by the version's topics: step 0 sends to step 1's topic, and
 whichever worker owns that partition reads it. When that is the worker that sent
 it, waiting for the record to come back costs a produce acknowledgement and a
 fetch (5-8 ms a step on the embedded broker) for nothing. So the worker's loop
-(streams.loop) runs such a record on straight away, from the bytes it sent, and
-still sends it, marked with the `weir-handed` header. The record on the topic
+(streams.loop) runs such a record on straight away, and still sends it, marked
+with the `weir-handed` header. It runs on the batch its bytes were encoded from
+when the sink kept it (`Outgoing.decoded`: a step's result, as decoding the
+bytes would give it), else on the bytes. The record on the topic
 stays what recovery, drains and other replicas go by:
 
 - When the worker reads the record back, it does not run it again: the offset is

@@ -47,7 +47,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.admin import end_offsets, probe_consumer
-from streams.agents.step import Incoming, Stage, StepCounters
+from streams.agents.step import Decoded, Incoming, Stage, StepCounters
 from streams.claims import PartitionClaims
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import FetcherDied
@@ -74,11 +74,12 @@ the core stretched 3 ms chunks past a 20 ms bound about once a second, and each 
 the stage spent up to a second on the thread."""
 
 FETCH_AHEAD_S = 0.001
-"""Before an inline chunk whose stage's last chunk took longer than this, the Kafka clients
-get a few turns of the event loop (`_let_clients_send`). Without them, nothing leaves while
-a fetch runs inline, and each fetch began with the worker idle for the next one's round trip
-(heavy MLP, 256-row messages, three runs each: the worker's core busy 0.92-0.94 of the time
--> 0.96-0.97, rows/s 66.6k-68.2k -> 67.6k-74.9k)..."""
+"""Before an inline chunk whose stage's last chunk took longer than this, with more messages
+waiting, the Kafka clients get a few turns of the event loop (`_let_clients_send`). Without
+them, nothing leaves while a fetch runs inline, and each fetch began with the worker idle for
+the next one's round trip (heavy MLP, 256-row messages, three runs each: the worker's core
+busy 0.92-0.94 of the time -> 0.96-0.97, rows/s 66.6k-68.2k -> 67.6k-74.9k). A lone message
+skips them: they put the sends and fetch request before its answer (~0.4 ms at 3 steps)..."""
 CLIENT_TURNS = 3
 """...this many: the fetcher wakes, then starts its request, then it is written."""
 
@@ -251,11 +252,12 @@ class StageLoop:
             self._idle.set()
 
     async def _run_stage(self, topic: str, records: list[ConsumerRecord], *,
-                         handed: bool = False) -> bool:
+                         handed: bool = False, ready: list[Decoded] | None = None) -> bool:
         """Run `records` through the stage reading `topic` chunk by chunk: each chunk's
         outputs are sent, its offsets queued for commit, and what it handed to this
-        worker's own stages is run on at once (streams.handoff). Records read back that
-        ran here already are only committed. False if a rebalance cut it short."""
+        worker's own stages is run on at once (streams.handoff), from the batches they
+        were encoded from when the sink kept them (`ready`). Records read back that ran
+        here already are only committed. False if a rebalance cut it short."""
         assert self._commits is not None
         settings = self._handed_settings if handed else self._settings
         for ran, run in self._claimed_runs(records):
@@ -263,7 +265,9 @@ class StageLoop:
                 self._commits.add(ran, _next_offsets(run))
                 continue
             stage, done = self._stages[topic], 0
-            incoming = await self._call(topic, stage.receive, run, is_chunk=False)
+            incoming = await self._call(topic, stage.receive, run,
+                                        ready if len(run) == len(records) else None,
+                                        is_chunk=False)
             if self._redelivered_below:
                 self._mark_redelivered(incoming)
             while done < len(incoming):
@@ -273,15 +277,26 @@ class StageLoop:
                     return True
                 # A handed run's failures count when its record runs again from the topic.
                 counters = StepCounters() if handed else self._counters
+                await self._let_clients_send(topic, queued=len(incoming) - done)
                 chunk, outgoing = await self._call(topic, stage.process, incoming, done,
                                                    counters, settings)
                 if handed:
                     self._counters.processed += counters.processed
                 done += len(chunk)
-                for next_topic, onward in (await self._send(chunk, outgoing)).items():
-                    if not await self._run_stage(next_topic, onward, handed=True):
+                for next_topic, (onward, ready_on) in (await self._send(chunk, outgoing)).items():
+                    if not await self._run_stage(next_topic, onward, handed=True, ready=ready_on):
                         return False
         return True
+
+    async def _let_clients_send(self, topic: str, *, queued: int) -> None:
+        """Before the next chunk of the stage reading `topic`, with `queued` messages left
+        to run: if it runs inline and its last chunk was long, give the Kafka clients'
+        tasks the event loop's next few turns (FETCH_AHEAD_S), so the consumer's next fetch
+        request and the producer's pending sends leave now and their answers come back
+        while the chunk runs. Not for a lone message: that is answered first."""
+        if queued > 1 and topic in self._quick and self._took.get(topic, 0.0) > FETCH_AHEAD_S:
+            for _ in range(CLIENT_TURNS):
+                await asyncio.sleep(0)
 
     def _claimed_runs(self, records: list[ConsumerRecord]
                       ) -> Iterator[tuple[list[Any] | None, list[ConsumerRecord]]]:
@@ -307,10 +322,7 @@ class StageLoop:
                     is_chunk: bool = True) -> T:
         """`work(*args)` for the stage reading `topic`: inline while its chunks are quick,
         else on the compute thread. Only chunks tell whether it is quick (a fetch's
-        decoding grows with the fetch). Before a long one inline, the Kafka clients get
-        the loop for a few turns (FETCH_AHEAD_S)."""
-        if topic in self._quick and self._took.get(topic, 0.0) > FETCH_AHEAD_S:
-            await _let_clients_send()
+        decoding grows with the fetch)."""
         started = time.perf_counter()
         if topic in self._quick:
             result = work(*args)
@@ -326,13 +338,15 @@ class StageLoop:
         return result
 
     async def _send(self, chunk: list[Incoming], outgoing: list[list[Outgoing]]
-                    ) -> dict[str, list[ConsumerRecord]]:
+                    ) -> dict[str, tuple[list[ConsumerRecord], list[Decoded] | None]]:
         """Send what each message of `chunk` produced and queue the chunk's offsets for
-        commit; return the records handed to this worker's own stages, by topic."""
+        commit; return the records handed to this worker's own stages, by topic, with
+        their values decoded if the sink kept every one."""
         assert self._commits is not None and self._consumer is not None
         assert self._producer is not None
         deliveries: list[asyncio.Future[Any]] = []
         handed: dict[str, list[ConsumerRecord]] = defaultdict(list)
+        ready: dict[str, list[Decoded] | None] = {}
         assigned = self._consumer.assignment()
         for item, sent in zip(chunk, outgoing, strict=True):
             was_handed = item.record.offset < 0
@@ -358,11 +372,16 @@ class StageLoop:
                 own.append(delivery)
                 if here:
                     handed[o.topic].append(self._handoff.hand(here, o.value, headers, delivery))
+                    decoded = ready.setdefault(o.topic, [])
+                    if decoded is not None and o.decoded is not None:
+                        decoded.append(o.decoded())
+                    else:  # that stage decodes them all
+                        ready[o.topic] = None
             if was_handed:
                 self._handoff.ran(item.record, own)
             deliveries += own
         self._commits.add(deliveries, _next_offsets(item.record for item in chunk))
-        return handed
+        return {topic: (records, ready[topic]) for topic, records in handed.items()}
 
     def _read_here(self, topic: str, partition: int | None,
                    assigned: set[TopicPartition]) -> TopicPartition | None:
@@ -477,14 +496,6 @@ class StageLoop:
         held = [tp for tp in assigned if tp.topic in self._held]
         if held and self._consumer is not None:
             self._consumer.pause(*held)
-
-
-async def _let_clients_send() -> None:
-    """Give the Kafka clients' tasks the event loop's next few turns: the consumer's next
-    fetch request and the producer's pending sends leave now, and their answers come
-    back while the chunk that follows runs."""
-    for _ in range(CLIENT_TURNS):
-        await asyncio.sleep(0)
 
 
 def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:

@@ -7,12 +7,16 @@ topic also accepts pandas-records JSON, told apart by `content-type`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from aiokafka.structs import ConsumerRecord
 
 from engine.codecs import ARROW_STREAM
+
+if TYPE_CHECKING:
+    from streams.agents.step import Decoded
 
 CONTENT_TYPE = "content-type"
 REQUEST_ID = "weir-request-id"
@@ -125,9 +129,14 @@ class Outgoing:
     a request keeps its lane from input to result, so each partition's answers come in
     its input's order, the same key stays on one partition, and a fetch's answers go
     out in few, big batches. None: by key (random without one)."""
+    decoded: Callable[[], Decoded] | None = None
+    """`value` as the next stage decodes it, from the batch it was encoded from: a record
+    handed to this worker's own next stage (streams.handoff) runs without being decoded
+    again. None: that stage decodes `value`."""
 
     @classmethod
     def answering(cls, record: ConsumerRecord, topic: str, value: bytes | None,
-                  headers: list[tuple[str, bytes]]) -> Outgoing:
+                  headers: list[tuple[str, bytes]],
+                  decoded: Callable[[], Decoded] | None = None) -> Outgoing:
         """A record that carries on from `record`: its key, and its partition's lane."""
-        return cls(topic, value, headers, record.key, record.partition)
+        return cls(topic, value, headers, record.key, record.partition, decoded)

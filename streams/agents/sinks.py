@@ -132,7 +132,7 @@ class Forward(Sink):
         value = _result_value(work, self.max_bytes)
         if value is None:
             return None
-        return [Outgoing.answering(record, self.next, value, env.headers())]
+        return [Outgoing.answering(record, self.next, value, env.headers(), work.decoded)]
 
 
 @dataclass

@@ -73,6 +73,8 @@ class Results:
         """Each message's result (zero-copy slices)."""
         self._batch, self._rows = batch, rows
         self._encoded: list[bytes] | None = None
+        self._plain: pa.RecordBatch | None = None
+        self._firsts: list[int] = []
 
     def encoded(self, index: int) -> bytes:
         """Piece `index` as an Arrow stream; every piece is written on the first call."""
@@ -84,6 +86,15 @@ class Results:
         if self._encoded:
             return self._encoded[index]
         return codecs.encode(self.pieces[index], codecs.ARROW_STREAM)
+
+    def decoded(self, index: int) -> Decoded:
+        """Piece `index` as decoding `encoded(index)` gives it (dictionary columns plain),
+        a slice of the whole batch so neighbours that run on together need no copy."""
+        if self._plain is None:
+            self._plain = codecs.without_dictionaries(self._batch)
+            self._firsts = np.cumsum([0, *self._rows[:-1]]).tolist()
+        first = self._firsts[index]
+        return Decoded(self._plain.slice(first, self._rows[index]), (self._plain, first))
 
 
 @dataclass
@@ -108,6 +119,11 @@ class Work:
         """The result as an Arrow stream (written with its micro-batch's other results)."""
         assert self.output is not None, "no result"
         return self.output[0].encoded(self.output[1])
+
+    def decoded(self) -> Decoded:
+        """The result as the next stage decodes it (`Results.decoded`)."""
+        assert self.output is not None, "no result"
+        return self.output[0].decoded(self.output[1])
 
     @property
     def retryable(self) -> bool:
@@ -300,11 +316,14 @@ class Stage:
     version: str
     """The pipeline version, stamped on requests where they enter."""
 
-    def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
-        """Decode records of the stage's topic (an unreadable one gets its error)."""
+    def receive(self, records: Sequence[ConsumerRecord],
+                ready: Sequence[Decoded] | None = None) -> list[Incoming]:
+        """Decode records of the stage's topic (an unreadable one gets its error), unless
+        they come decoded already (`ready`: handed on by this worker's previous stage)."""
         envs = [self._envelope(record) for record in records]
-        decoded = self.compute.decode_many(
-            [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
+        decoded: Sequence[Decoded | Exception] = ready if ready is not None else \
+            self.compute.decode_many(
+                [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
         incoming = []
         for record, (env, _), message in zip(records, envs, decoded, strict=True):
             if isinstance(message, Exception):

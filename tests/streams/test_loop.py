@@ -47,7 +47,7 @@ async def test_quick_chunks_run_on_the_loop_and_slow_ones_on_the_compute_thread(
     await loop.close()
 
 
-async def test_before_a_long_inline_chunk_the_kafka_clients_get_the_event_loop(
+async def test_before_long_inline_chunks_of_a_queue_the_kafka_clients_get_the_event_loop(
         loop: StageLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("streams.loop.FETCH_AHEAD_S", 0.05)  # above a busy machine's hiccups
     topic = loop.topics[0]
@@ -61,9 +61,13 @@ async def test_before_a_long_inline_chunk_the_kafka_clients_get_the_event_loop(
     for _ in range(3):  # unknown at first: on the thread; then inline
         await loop._call(topic, _where)
     task = asyncio.create_task(client())
-    assert await loop._call(topic, turns.__len__) == 0  # quick chunks: straight on
+    await loop._let_clients_send(topic, queued=10)
+    assert not turns  # quick chunks: straight on
     await loop._call(topic, time.sleep, 0.08)  # inline (under QUICK_S), but long
-    assert await loop._call(topic, turns.__len__) == CLIENT_TURNS
+    await loop._let_clients_send(topic, queued=1)
+    assert not turns  # a lone message: answered first
+    await loop._let_clients_send(topic, queued=2)
+    assert len(turns) == CLIENT_TURNS
     await task
     await loop.close()
 

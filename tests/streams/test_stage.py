@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from aiokafka.structs import ConsumerRecord
 
@@ -16,11 +17,12 @@ from engine.errors import CodecError
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.step import Stage, StepCounters
+from streams.agents.step import Results, Stage, StepCounters
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID, SOURCE, Envelope, Outgoing
 from streams.settings import WorkerSettings
 from streams.stages import version_stages
 from streams.topics import TopicMap
+from tests.streams._loops import three_steps
 
 SETTINGS = WorkerSettings(max_batch_rows=256, retry_backoff_ms=0)
 TOPICS = TopicMap.load()
@@ -135,3 +137,50 @@ def test_if_decoding_together_breaks_each_record_is_decoded_alone(
     assert isinstance(incoming[1].work.error, CodecError)
     assert incoming[0].work.batch is not None
     assert incoming[0].work.batch.column("_meta.row").to_pylist() == [0, 1]
+
+
+def test_a_handed_record_runs_on_the_batch_it_was_encoded_from_with_the_same_answer(
+        diabetes_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, _ = three_steps(tmp_path, diabetes_onnx)
+    stages = version_stages(pipeline, "ws", "p", TOPICS, "main", SETTINGS)
+    inputs = [_record(i, rows=1 + i % 3) for i in range(6)]
+
+    def through(use_ready: bool) -> list[Outgoing]:
+        records, ready = inputs, None
+        for stage in stages:
+            incoming, counters = stage.receive(records, ready), StepCounters()
+            chunk, out = stage.process(incoming, 0, counters, SETTINGS)
+            assert len(chunk) == len(records) and counters.failed == 0
+            sent = [o for for_one in out for o in for_one]
+            records = [dataclasses.replace(r, topic=o.topic, value=o.value, headers=o.headers)
+                       for r, o in zip(records, sent)]
+            ready = [o.decoded() for o in sent if o.decoded] if use_ready else None
+        return sent
+
+    decodes: list[int] = []
+    decode_many = codecs.decode_many
+    monkeypatch.setattr(codecs, "decode_many", lambda values: decodes.append(len(values))
+                        or decode_many(values))
+    decoded_each_time = through(use_ready=False)
+    assert decodes == [6, 6, 6]
+    decodes.clear()
+    from_batches = through(use_ready=True)
+    assert decodes == [6]  # the input only: steps 1 and 2 ran on the batches
+    def answer(o: Outgoing) -> pa.RecordBatch:  # all but the time it took
+        return codecs.decode(o.value, codecs.ARROW_STREAM).drop_columns(["metadata.elapsed_ns"])
+
+    assert [answer(o) for o in from_batches] == [answer(o) for o in decoded_each_time]
+    assert [o.headers for o in from_batches] == [o.headers for o in decoded_each_time]
+
+
+def test_a_result_decoded_from_its_batch_equals_the_decoded_bytes() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    batch = codecs.batch_from_arrays({"tensor": x}).append_column(
+        "model", codecs.repeated("m:1", 6))  # a dictionary column, as results carry
+    results = Results(batch, [1, 3, 2])
+    for index in range(3):
+        ready = results.decoded(index)
+        assert ready.batch.equals(codecs.decode(results.encoded(index), codecs.ARROW_STREAM))
+        assert ready.batch.schema.equals(
+            codecs.decode(results.encoded(index), codecs.ARROW_STREAM).schema,
+            check_metadata=True)
