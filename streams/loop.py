@@ -47,12 +47,12 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.admin import end_offsets, probe_consumer
-from streams.agents.step import Decoded, Incoming, Stage, StepCounters
+from streams.agents.step import Incoming, Stage, StepCounters
 from streams.claims import PartitionClaims
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import FetcherDied
 from streams.handoff import Handoff
-from streams.messages import REDELIVERED, Outgoing
+from streams.messages import REDELIVERED, Decoded, Outgoing
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Kafka message headers: what travels beside each record batch.
+"""Kafka message headers: what travels beside each record batch; and a record as a stage
+sends it (Outgoing) or runs on it (Decoded).
 
 Values are Arrow IPC streams of one record batch (engine.codecs); the input
 topic also accepts pandas-records JSON, told apart by `content-type`.
@@ -9,14 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
+import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
-from engine.codecs import ARROW_STREAM
-
-if TYPE_CHECKING:
-    from streams.agents.step import Decoded
+from engine.codecs import ARROW_STREAM, without_dictionaries
 
 CONTENT_TYPE = "content-type"
 REQUEST_ID = "weir-request-id"
@@ -114,6 +113,19 @@ class Envelope:
 _OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS, HANDED,
          REDELIVERED}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
+
+
+class Decoded(NamedTuple):
+    """A record's value decoded, and where it came from when decoded with its neighbours
+    (the batch, and its first row there)."""
+
+    batch: pa.RecordBatch
+    source: tuple[pa.RecordBatch, int] | None = None
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch) -> Decoded:
+        """`batch` as decoding it once encoded gives it: dictionary columns plain."""
+        return cls(without_dictionaries(batch))
 
 
 @dataclass(frozen=True)

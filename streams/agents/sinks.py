@@ -21,6 +21,7 @@ answered it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -35,7 +36,7 @@ from aiokafka.structs import ConsumerRecord
 from engine import codecs
 from engine.steps import IN_PREFIX, ROW
 from streams.errors import RecordTooLarge
-from streams.messages import FAILED_AT, SOURCE, Envelope, Outgoing
+from streams.messages import FAILED_AT, SOURCE, Decoded, Envelope, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,12 @@ class SplitRoute(Sink):
         for arm, topic in enumerate(self.arms):
             picked = np.flatnonzero(chosen == arm)
             if picked.size:
-                value = _encode(rows.take(pa.array(picked)), work, self.max_bytes)
+                taken = rows.take(pa.array(picked))
+                value = _encode(taken, work, self.max_bytes)
                 if value is None:
                     return None
-                parts.append(Outgoing.answering(record, topic, value, headers))
+                parts.append(Outgoing.answering(record, topic, value, headers,
+                                                functools.partial(Decoded.of, taken)))
         return parts
 
 

@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +37,7 @@ from engine.errors import CodecError, InputMismatch
 from engine.pipeline import CompiledPipeline, Started
 from streams.agents.batching import merge, plan_micro_batches, split
 from streams.agents.sinks import Sink
-from streams.messages import Envelope, Outgoing
+from streams.messages import Decoded, Envelope, Outgoing
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ class Results:
         """Piece `index` as decoding `encoded(index)` gives it (dictionary columns plain),
         a slice of the whole batch so neighbours that run on together need no copy."""
         if self._plain is None:
-            self._plain = codecs.without_dictionaries(self._batch)
+            self._plain = Decoded.of(self._batch).batch
             self._firsts = np.cumsum([0, *self._rows[:-1]]).tolist()
         first = self._firsts[index]
         return Decoded(self._plain.slice(first, self._rows[index]), (self._plain, first))
@@ -254,13 +253,6 @@ class StepCompute:
                 np.asarray(started_ns, np.int64), rows)
             out = self.finish(out, starts)
         return Results(out, rows)
-
-
-class Decoded(NamedTuple):
-    """A decoded message, and where it came from when decoded with its neighbours."""
-
-    batch: pa.RecordBatch
-    source: tuple[pa.RecordBatch, int] | None = None
 
 
 def joined(members: Sequence[Work]) -> pa.RecordBatch:

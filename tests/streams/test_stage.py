@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.errors import CodecError
-from engine.definition import ModelRef, ModelStep, PipelineSpec
+from engine.definition import ModelRef, ModelStep, PipelineSpec, RandomSplitStep, SplitArm
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.agents.step import Results, Stage, StepCounters
@@ -139,36 +139,51 @@ def test_if_decoding_together_breaks_each_record_is_decoded_alone(
     assert incoming[0].work.batch.column("_meta.row").to_pylist() == [0, 1]
 
 
+@pytest.mark.parametrize("shape", ["three steps", "a step, then an A/B split"])
 def test_a_handed_record_runs_on_the_batch_it_was_encoded_from_with_the_same_answer(
-        diabetes_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline, _ = three_steps(tmp_path, diabetes_onnx)
-    stages = version_stages(pipeline, "ws", "p", TOPICS, "main", SETTINGS)
+        shape: str, diabetes_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, spec = three_steps(tmp_path, diabetes_onnx)
+    if shape != "three steps":  # pass, scale, then diabetes or diabetes again
+        diabetes = spec.steps[2].model  # type: ignore[union-attr]
+        spec = PipelineSpec(steps=[*spec.steps[:2], RandomSplitStep(arms=[
+            SplitArm(weight=1, models=[diabetes]), SplitArm(weight=1, models=[diabetes])])])
+    files = {ref.sha: path for ref, path in zip(
+        spec.models(), [tmp_path / "pass.py", tmp_path / "scale.py", diabetes_onnx, diabetes_onnx])}
     inputs = [_record(i, rows=1 + i % 3) for i in range(6)]
 
     def through(use_ready: bool) -> list[Outgoing]:
-        records, ready = inputs, None
-        for stage in stages:
+        """The inputs through every stage, in process; each stage's records as it sent them."""
+        pipeline = load_pipeline("v1", spec, lambda ref: files[ref.sha], seed=0)  # same draws
+        stages = version_stages(pipeline, "ws", "p", TOPICS, "main", SETTINGS)
+        queued: dict[str, list[Outgoing]] = {stages[0].source: []}
+        answers: list[Outgoing] = []
+        for stage in stages:  # in order: each reads only what stages before it sent
+            sent = queued.pop(stage.source, [])
+            records = [dataclasses.replace(r, topic=o.topic, value=o.value, headers=o.headers)
+                       for r, o in zip(inputs, sent)] if sent else inputs
+            ready = [o.decoded() for o in sent if o.decoded] \
+                if use_ready and sent and all(o.decoded for o in sent) else None  # as the loop
             incoming, counters = stage.receive(records, ready), StepCounters()
             chunk, out = stage.process(incoming, 0, counters, SETTINGS)
             assert len(chunk) == len(records) and counters.failed == 0
-            sent = [o for for_one in out for o in for_one]
-            records = [dataclasses.replace(r, topic=o.topic, value=o.value, headers=o.headers)
-                       for r, o in zip(records, sent)]
-            ready = [o.decoded() for o in sent if o.decoded] if use_ready else None
-        return sent
+            for o in (o for for_one in out for o in for_one):
+                (answers if o.topic.endswith(".out") else queued.setdefault(o.topic, [])).append(o)
+        return answers
 
     decodes: list[int] = []
     decode_many = codecs.decode_many
     monkeypatch.setattr(codecs, "decode_many", lambda values: decodes.append(len(values))
                         or decode_many(values))
     decoded_each_time = through(use_ready=False)
-    assert decodes == [6, 6, 6]
+    assert len(decodes) == (3 if shape == "three steps" else 5)  # every stage decodes
     decodes.clear()
     from_batches = through(use_ready=True)
-    assert decodes == [6]  # the input only: steps 1 and 2 ran on the batches
+    assert decodes == [6]  # the input only: the later stages ran on the batches
+
     def answer(o: Outgoing) -> pa.RecordBatch:  # all but the time it took
         return codecs.decode(o.value, codecs.ARROW_STREAM).drop_columns(["metadata.elapsed_ns"])
 
+    assert len(from_batches) == len(decoded_each_time) >= len(inputs)
     assert [answer(o) for o in from_batches] == [answer(o) for o in decoded_each_time]
     assert [o.headers for o in from_batches] == [o.headers for o in decoded_each_time]
 
