@@ -579,7 +579,8 @@ def derive(results: dict[str, Any]) -> list[dict[str, Any]]:
         wall = cpu["wall_s"]
         worker_ms = cpu["worker"] / msgs * 1e3 if msgs else None
         stages_ms = c["stages_in_process"]["ms_per_msg"]
-        ours_s = sum(v for k, v in cpu.items() if k not in ("wall_s", "machine") and not k.endswith("_wait"))
+        ours_s = sum(v for k, v in cpu.items()
+                     if k not in ("wall_s", "machine") and not k.endswith("_wait"))
         model_ms = c["raw_onnxruntime"]["ms_per_batch"]
         c["where_time_goes"] = {
             "worker_cpu_ms_per_msg": round(worker_ms, 3) if worker_ms is not None else None,

@@ -530,6 +530,7 @@ class Deployer:
             local.proc = self._popen(local.worker_id, local.args)
 
     def _forget_gone_remote(self) -> None:
+        """Drop the heartbeats of remote workers silent for over REMOTE_FORGET_S."""
         now = datetime.now(UTC)
         for deployment in self.registry.list_deployments():
             ws, name = deployment.workspace, deployment.pipeline

@@ -72,8 +72,7 @@ class Results:
         """Each message's result (zero-copy slices)."""
         self._batch, self._rows = batch, rows
         self._encoded: list[bytes] | None = None
-        self._plain: pa.RecordBatch | None = None
-        self._firsts: list[int] = []
+        self._decoded: list[Decoded] | None = None
 
     def encoded(self, index: int) -> bytes:
         """Piece `index` as an Arrow stream; every piece is written on the first call."""
@@ -89,11 +88,9 @@ class Results:
     def decoded(self, index: int) -> Decoded:
         """Piece `index` as decoding `encoded(index)` gives it (dictionary columns plain),
         a slice of the whole batch so neighbours that run on together need no copy."""
-        if self._plain is None:
-            self._plain = Decoded.of(self._batch).batch
-            self._firsts = np.cumsum([0, *self._rows[:-1]]).tolist()
-        first = self._firsts[index]
-        return Decoded(self._plain.slice(first, self._rows[index]), (self._plain, first))
+        if self._decoded is None:
+            self._decoded = pieces_of(Decoded.of(self._batch).batch, self._rows)
+        return self._decoded[index]
 
 
 @dataclass
@@ -195,9 +192,7 @@ class StepCompute:
                 out.append(run)
             else:
                 batch = CompiledPipeline.start(run.batch, run.rows) if self.starts else run.batch
-                firsts = np.cumsum([0, *run.rows[:-1]]).tolist()
-                out += [Decoded(piece, (batch, first))
-                        for piece, first in zip(split(batch, run.rows), firsts)]
+                out += pieces_of(batch, run.rows)
         return out
 
     def _decode_one(self, value: bytes | None, content_type: str) -> Decoded | Exception:
@@ -253,6 +248,13 @@ class StepCompute:
                 np.asarray(started_ns, np.int64), rows)
             out = self.finish(out, starts)
         return Results(out, rows)
+
+
+def pieces_of(batch: pa.RecordBatch, rows: Sequence[int]) -> list[Decoded]:
+    """`batch` cut into consecutive messages of `rows` rows, each knowing where it came from
+    (so `joined` takes neighbours back as a slice)."""
+    firsts = np.cumsum([0, *rows[:-1]]).tolist()
+    return [Decoded(piece, (batch, first)) for piece, first in zip(split(batch, rows), firsts)]
 
 
 def joined(members: Sequence[Work]) -> pa.RecordBatch:

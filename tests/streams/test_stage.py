@@ -150,6 +150,7 @@ def test_a_handed_record_runs_on_the_batch_it_was_encoded_from_with_the_same_ans
     files = {ref.sha: path for ref, path in zip(
         spec.models(), [tmp_path / "pass.py", tmp_path / "scale.py", diabetes_onnx, diabetes_onnx])}
     inputs = [_record(i, rows=1 + i % 3) for i in range(6)]
+    output = TOPICS.output("ws", "p").name
 
     def through(use_ready: bool) -> list[Outgoing]:
         """The inputs through every stage, in process; each stage's records as it sent them."""
@@ -167,7 +168,7 @@ def test_a_handed_record_runs_on_the_batch_it_was_encoded_from_with_the_same_ans
             chunk, out = stage.process(incoming, 0, counters, SETTINGS)
             assert len(chunk) == len(records) and counters.failed == 0
             for o in (o for for_one in out for o in for_one):
-                (answers if o.topic.endswith(".out") else queued.setdefault(o.topic, [])).append(o)
+                (answers if o.topic == output else queued.setdefault(o.topic, [])).append(o)
         return answers
 
     decodes: list[int] = []
