@@ -38,7 +38,7 @@ from engine.definition import ShadowStep
 from engine.errors import CodecError
 from engine.pipeline import META_ROW
 from engine.steps import concat_in_order
-from streams.loop import FetchPace
+from streams.clients import FetchPace
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap

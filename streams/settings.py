@@ -24,7 +24,7 @@ class WorkerSettings(BaseSettings):
     so this bounds each hop's latency; raising it lowers idle CPU."""
 
     busy_fetch_wait_ms: int = Field(1, ge=1, le=10_000)
-    """A worker's fetch wait while records flow (streams.loop.FetchPace)."""
+    """A worker's fetch wait while records flow (streams.clients.FetchPace)."""
 
     busy_for_ms: float = Field(100.0, ge=0)
     """How long after its last record a worker still counts as busy."""

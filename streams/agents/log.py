@@ -49,7 +49,7 @@ from engine.steps import ROW as MESSAGE_ROW
 from streams.admin import end_offsets, probe_consumer
 from streams.errors import FetcherDied
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
-from streams.loop import check_fetcher, stop_consumer
+from streams.clients import check_fetcher, stop_consumer
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline

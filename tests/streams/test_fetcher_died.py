@@ -23,7 +23,8 @@ from streams.agents.log import LogAgent
 from streams.agents.step import StepCounters
 from streams.errors import FetcherDied
 from streams.logstore import LogStore
-from streams.loop import StageLoop, check_fetcher, stop_consumer
+from streams.clients import check_fetcher, stop_consumer
+from streams.loop import StageLoop
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.stages import version_stages

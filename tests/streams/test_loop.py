@@ -13,7 +13,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.agents.step import StepCounters
-from streams.loop import CLIENT_TURNS, SLOW_S, FetchPace, StageLoop
+from streams.loop import CLIENT_TURNS, SLOW_S, StageLoop
 from streams.settings import WorkerSettings
 from streams.stages import version_stages
 from streams.topics import TopicMap
@@ -70,34 +70,3 @@ async def test_before_long_inline_chunks_of_a_queue_the_kafka_clients_get_the_ev
     assert len(turns) == CLIENT_TURNS
     await task
     await loop.close()
-
-
-class _Fetcher:
-    _fetch_max_wait_ms = 0
-
-
-class _Consumer:
-    _fetcher = _Fetcher()
-
-
-def test_the_fetch_wait_is_short_while_records_flow_and_long_once_idle() -> None:
-    consumer = _Consumer()
-    pace = FetchPace(consumer, WorkerSettings(fetch_wait_ms=5, busy_fetch_wait_ms=1,
-                                              busy_for_ms=50))  # type: ignore[arg-type]
-    pace.saw(False)
-    assert consumer._fetcher._fetch_max_wait_ms == 5
-    pace.saw(True)
-    assert consumer._fetcher._fetch_max_wait_ms == 1
-    pace.saw(False)  # just after a record: still busy
-    assert consumer._fetcher._fetch_max_wait_ms == 1
-    time.sleep(0.06)
-    pace.saw(False)
-    assert consumer._fetcher._fetch_max_wait_ms == 5
-
-
-def test_aiokafka_still_reads_the_fetch_wait_where_the_pace_sets_it() -> None:
-    import inspect
-
-    from aiokafka.consumer.fetcher import Fetcher
-
-    assert "self._fetch_max_wait_ms" in inspect.getsource(Fetcher)

@@ -8,7 +8,7 @@ import pytest
 
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.runtimes.base import sha256_file
-from streams.loop import consumer_options, producer_options
+from streams.clients import consumer_options, producer_options
 from streams.settings import WorkerSettings
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
