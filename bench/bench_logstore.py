@@ -10,7 +10,6 @@ fixed_size_list<float>[1], about 1% invalid rows, times spread over 24 hours) in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._results import save  # noqa: E402
 from streams.logstore import LogStore  # noqa: E402
 
 WS, PIPE = "bench", "ccfraud"
@@ -36,7 +36,6 @@ ROWS_PER_REQUEST = 10
 SPAN = timedelta(hours=24)
 START = datetime(2025, 1, 1, tzinfo=UTC)
 TARGETS = {"ingest_rows_per_s_min": 100_000, "query_ms_max": 200.0}
-RESULTS = Path(__file__).resolve().parent / "results"
 TIME_TYPE = pa.timestamp("ms", "UTC")
 
 
@@ -159,10 +158,7 @@ def main() -> None:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
     print_table(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"logstore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"saved {out}")
+    print(f"saved {save('logstore', result)}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -51,6 +49,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._results import RESULTS, save
 from bench._stack import (
     CpuMeter,
     Echo,
@@ -71,7 +70,6 @@ from streams.messages import CONTENT_TYPE, REQUEST_ID
 from streams.settings import WorkerSettings
 from streams.topics import TopicSpec
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("cheap", "heavy")
 STEPS = (1, 3)
 ROWS = (1, 256)
@@ -739,9 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         env={k: v for k, v in os.environ.items() if k.startswith("WEIR_") and "TOKEN" not in k},
     )
     show(results, checks)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pipeline-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+    path = save("pipeline", results, args.out)
     console.print(f"saved {path} ({results['elapsed_s']} s)")
     return 0
 
