@@ -50,6 +50,8 @@ from streams.topics import TopicSpec  # noqa: E402
 SIZES = (400, 4_000, 20_000, 40_000)
 PARTITIONS = 4
 CHUNK = 16
+FETCH_TIMEOUT_S = 60.0
+"""A run that has not read back every record by then stops with an error."""
 HEADERS = [(f"weir-h{i}", b"x" * 20) for i in range(8)]
 MALLOC_32MIB = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 CLIENTS = {"aiokafka": {}, "aiokafka+malloc": MALLOC_32MIB, "confluent-kafka": {}}
@@ -96,8 +98,9 @@ async def _aiokafka(bootstrap: str, topic: str, value: bytes, records: int) -> d
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        meter, got = Meter(), 0
+        meter, got, deadline = Meter(), 0, time.monotonic() + FETCH_TIMEOUT_S
         while got < records:
+            _check_deadline(deadline, got, records)
             fetched = await consumer.getmany(timeout_ms=1000, max_records=500)
             got += sum(map(len, fetched.values()))
         return {"send": sent, "fetch": meter.per_record(got)}
@@ -120,12 +123,19 @@ def _confluent(bootstrap: str, topic: str, value: bytes, records: int) -> dict[s
                          "enable.auto.commit": False, "fetch.wait.max.ms": 1})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     try:
-        meter, got = Meter(), 0
+        meter, got, deadline = Meter(), 0, time.monotonic() + FETCH_TIMEOUT_S
         while got < records:
+            _check_deadline(deadline, got, records)
             got += sum(1 for m in consumer.consume(500, 1.0) if m.error() is None)
         return {"send": sent, "fetch": meter.per_record(got)}
     finally:
         consumer.close()
+
+
+def _check_deadline(deadline: float, got: int, records: int) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"read back {got} of {records} records in {FETCH_TIMEOUT_S:.0f} s; "
+                           "is the broker still up?")
 
 
 def measure_one(client: str, bootstrap: str, size: int, records: int) -> dict[str, Any]:
@@ -147,12 +157,15 @@ def run(records: int) -> dict[str, Any]:
         for size in SIZES:
             for client in clients:
                 print(f"{client}, {size:,}-byte records ...", flush=True)
-                out = subprocess.run(
+                done = subprocess.run(
                     [sys.executable, __file__, "--one", client, broker.address, str(size),
                      str(records)],
-                    env={**os.environ, **CLIENTS[client]}, check=True, capture_output=True,
-                    text=True).stdout
-                rows.append({"client": client, "bytes": size, **json.loads(out.splitlines()[-1])})
+                    env={**os.environ, **CLIENTS[client]}, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"the {client} run with {size}-byte records failed:\n"
+                             f"{done.stderr[-2000:]}")
+                rows.append({"client": client, "bytes": size,
+                             **json.loads(done.stdout.splitlines()[-1])})
     finally:
         broker.stop()
     for row in rows:
