@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control.errors import (
     InferenceError,
     InferenceTimeoutError,
     NotDeployedError,
     Overloaded,
+    PayloadTooLarge,
 )
 from control.registry import Registry
 from control.settings import Settings
@@ -38,9 +39,9 @@ from engine.definition import ShadowStep
 from engine.errors import CodecError
 from engine.pipeline import META_ROW
 from engine.steps import concat_in_order
-from streams.clients import FetchPace
+from streams.clients import FetchPace, connection_options, topic_partitions
 from streams.messages import Envelope
-from streams.settings import WorkerSettings
+from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class _Replies:
     def __init__(self, topic: str, settings: WorkerSettings) -> None:
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+            **connection_options(settings), enable_auto_commit=False,
             fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
         self._waiting: dict[str, _Pending] = {}
@@ -143,11 +144,7 @@ class _Replies:
     async def start(self) -> None:
         await self._consumer.start()
         self._pace = FetchPace(self._consumer, self._settings)
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(self._consumer, self.topic)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, before any request is produced
@@ -198,8 +195,9 @@ class Gateway:
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._worker.kafka_bootstrap,
-                                          linger_ms=0, max_request_size=self.settings.max_payload_bytes + 65536)
+        self._producer = AIOKafkaProducer(
+            **connection_options(self._worker), linger_ms=0,
+            max_request_size=self._worker.max_message_bytes + RECORD_OVERHEAD_BYTES)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -244,10 +242,11 @@ class Gateway:
                            reply_shadows=bool(challengers))
             timeout = timeout_s or self.settings.request_timeout_s
             deadline = loop.time() + timeout
+            value = codecs.encode(batch, codecs.ARROW_STREAM)
+            _check_size(value, self._worker.max_message_bytes)
             try:
                 await self._producer.send_and_wait(
-                    self.topics.input(workspace, pipeline).name,
-                    codecs.encode(batch, codecs.ARROW_STREAM), headers=env.headers())
+                    self.topics.input(workspace, pipeline).name, value, headers=env.headers())
                 await asyncio.wait_for(pending.answered.wait(), timeout)
                 if pending.answer.error is None:
                     wait = min(self.settings.shadow_wait_s, max(deadline - loop.time(), 0))
@@ -267,3 +266,13 @@ class Gateway:
                 f"pipeline {pipeline!r} failed in step {error.get('step')!r}: "
                 f"{error.get('message')}")
         return pending.result()
+
+
+def _check_size(value: bytes, limit: int) -> None:
+    """Refuse a request whose record the broker would refuse (or weir's workers could not
+    answer): what was wrong and which setting to change."""
+    if len(value) > limit:
+        raise PayloadTooLarge(
+            f"the request is {len(value)} bytes as a Kafka record, over WEIR_MAX_MESSAGE_BYTES "
+            f"({limit}); send fewer rows per request, or raise WEIR_MAX_MESSAGE_BYTES and the "
+            "broker's message.max.bytes together")
