@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from streams.metrics import WorkerMetrics
 
 WorkerState = Literal["Starting", "Running", "Draining", "Stopped", "Error"]
 
@@ -34,6 +36,8 @@ class WorkerStatus(BaseModel):
     models: list[ModelStatus] = []
     processed: int = 0
     failed: int = 0
+    metrics: WorkerMetrics = Field(default_factory=WorkerMetrics)
+    """What each of its stages did since it started (streams.metrics): `WorkerMetrics.snapshot()`."""
     time: datetime
 
 
