@@ -114,12 +114,12 @@ class StepMetrics(BaseModel):
     """Rows of each micro-batch the stage ran."""
 
     def merge(self, other: StepMetrics) -> StepMetrics:
-        counts = {name: getattr(self, name) + getattr(other, name) for name in _COUNTERS}
+        counts = {name: getattr(self, name) + getattr(other, name) for name in COUNTERS}
         return StepMetrics(**counts, seconds=self.seconds.merge(other.seconds),
                            batch_rows=self.batch_rows.merge(other.batch_rows))
 
 
-_COUNTERS = tuple(name for name, info in StepMetrics.model_fields.items()
+COUNTERS = tuple(name for name, info in StepMetrics.model_fields.items()
                   if info.annotation in (int, "int"))
 
 
