@@ -134,13 +134,10 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         page.select_option("select[name=valid]", "false")
         page.select_option("select[name=dataset]", ["time", "anomaly", "metadata"])
         page.click("#apply")
-        page.wait_for_function(
-            "() => document.querySelector('#log-info')?.textContent.startsWith('page 1')"
-            " && [...document.querySelectorAll('#log-rows th')].some(t => t.textContent"
-            " === 'metadata.error')", timeout=WAIT_MS)
+        page.wait_for_selector("#log-rows[data-query*='valid=false'] table", timeout=WAIT_MS)
         failing = _column(page, "anomaly.count")
         assert failing and all(int(v) > 0 for v in failing), failing
-        assert all("Error" in e for e in _column(page, "metadata.error"))
+        assert all(e for e in _column(page, "metadata.error"))  # each failed request says why
         assert "in.tensor" not in _headers(page)  # the dataset filter left it out
         shot("logs")
 

@@ -50,6 +50,7 @@ export async function logsPage(name) {
       ? table(keys.map((k) => ({ label: k, value: (r) => cell(k, r[k]) })), found)
       : h("p", { class: "muted" }, "No log rows match."));
     info.textContent = `page ${pages.length}: ${found.length} rows${next ? "" : " (the oldest)"}`;
+    rows.dataset.query = query.toString(); // what the table shows (the browser test waits on it)
     older.disabled = !next;
     older.onclick = () => { pages.push(next); load(next); };
   };
