@@ -9,6 +9,7 @@ from aiokafka import TopicPartition
 from control.records import PipelineVersion
 from engine.definition import ShadowStep
 from streams.lag import GroupLag
+from streams.stages import WorkerRole
 from streams.topics import TopicMap, TopicSpec
 from streams.worker import WorkerSpec
 
@@ -32,8 +33,8 @@ def _groups(topics: TopicMap, version: PipelineVersion) -> dict[str, list[TopicS
                    for c in range(len(step.challengers))}
     internal = topics.internal_topics(ws, name, v, spec)
 
-    def group(role: str) -> str:
-        return WorkerSpec(ws, name, v, spec, worker_id="", role=role).group_id  # type: ignore[arg-type]
+    def group(role: WorkerRole) -> str:
+        return WorkerSpec(ws, name, v, spec, worker_id="", role=role).group_id
 
     groups = {group("main"): [topics.input(ws, name),
                               *(t for t in internal if t.name not in challengers)]}

@@ -140,6 +140,16 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         assert all(e for e in _column(page, "metadata.error"))  # each failed request says why
         assert "in.tensor" not in _headers(page)  # the dataset filter left it out
         shot("logs")
+        page.select_option("select[name=valid]", "")
+        page.click("#apply")
+        page.wait_for_selector("#log-rows[data-query='limit=25&dataset=time&dataset=anomaly"
+                               "&dataset=metadata'] table", timeout=WAIT_MS)
+        newest = _column(page, "request_id")
+        page.click("#older")
+        page.wait_for_selector("#log-rows[data-query*='cursor='] table", timeout=WAIT_MS)
+        assert page.inner_text("#log-info").startswith("page 2")
+        older = _column(page, "request_id")
+        assert len(newest) == 25 and older and not set(older) & set(newest) - {newest[-1]}
 
         page.goto(f"{url}/#/infer/console-ab")
         page.fill("#infer-input", GOOD.head(2).to_json(orient="records"))

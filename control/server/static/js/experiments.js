@@ -22,6 +22,7 @@ export async function experimentsPage(name) {
   split.id = "chart-split";
   shadow.id = "chart-shadow";
   const splitTable = h("div", {}), shadowTable = h("div", {}), note = h("p", { class: "muted" });
+  const splitNote = h("p", { class: "muted" }), shadowNote = h("p", { class: "muted" });
 
   const render = async () => {
     const end = new Date(Date.now() + 60_000), start = new Date(end - 3_660_000);
@@ -32,6 +33,8 @@ export async function experimentsPage(name) {
     const weight = deployed ? weights(deployed.definition) : {};
     const models = Object.keys(summary.models);
     note.textContent = `${summary.rows} rows logged in the last hour.`;
+    split.hidden = !Object.keys(weight).length;
+    splitNote.textContent = split.hidden ? "The deployed version has no A/B split." : "";
     barChart(split, { title: "Split: share of rows vs weight (%)", labels: models, unit: "%",
       series: [{ label: "actual share", values: models.map((m) => 100 * summary.models[m].share) },
                { label: "weight", values: models.map((m) => (m in weight ? 100 * weight[m] : null)) }] });
@@ -45,6 +48,8 @@ export async function experimentsPage(name) {
     ], models));
     const pairs = Object.entries(summary.shadows).flatMap(([challenger, s]) =>
       Object.entries(s.vs_champion).map(([field, v]) => ({ challenger, field, ...v, s })));
+    shadow.hidden = !pairs.length;
+    shadowNote.textContent = shadow.hidden ? "No shadow challenger has answered in the last hour." : "";
     barChart(shadow, { title: "Shadow: agreement with the champion (% of rows)", unit: "%",
       labels: pairs.map((p) => `${p.challenger}: ${p.field}`),
       series: [{ label: "agreement", values: pairs.map((p) => 100 * (1 - p.differ_rate)) }] });
@@ -59,8 +64,8 @@ export async function experimentsPage(name) {
 
   const el = h("div", {},
     h("section", { class: "card" }, h("h1", {}, `${name}: experiments`), note,
-      h("h2", {}, "A/B split"), h("div", { class: "charts" }, split), splitTable),
-    h("section", { class: "card" }, h("h2", {}, "Shadow challengers"),
+      h("h2", {}, "A/B split"), splitNote, h("div", { class: "charts" }, split), splitTable),
+    h("section", { class: "card" }, h("h2", {}, "Shadow challengers"), shadowNote,
       h("div", { class: "charts" }, shadow), shadowTable));
   document.getElementById("main").replaceChildren(el);
   await render();
