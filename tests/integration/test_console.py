@@ -35,9 +35,10 @@ def chromium(pytestconfig: pytest.Config) -> Path:
 
 @pytest.fixture(scope="module")
 def pipelines(client: Client, tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[Pipeline, Pipeline, str]:
+              ) -> Iterator[tuple[Pipeline, Pipeline, str]]:
     """`console-ab` (version 1: one model; deployed: version 2, a 2:1 split) and
-    `console-shadow` (a champion and one challenger); returns them and version 1."""
+    `console-shadow` (a champion and one challenger); yields them and version 1, and
+    undeploys them after (the session's stack serves other modules' pipelines too)."""
     root = tmp_path_factory.mktemp("console-models")
     control = client.upload_model("console-control", diabetes_regressor(root / "c.onnx", alpha=1.0))
     challenger = client.upload_model("console-challenger",
@@ -46,7 +47,9 @@ def pipelines(client: Client, tmp_path_factory: pytest.TempPathFactory
     first = ab.create_version().version
     ab.clear().add_random_split([(2, control), (1, challenger)]).deploy(quiet=True)
     shadow = client.build_pipeline("console-shadow").add_shadow_deploy(control, [challenger])
-    return ab, shadow.deploy(quiet=True), first
+    yield ab, shadow.deploy(quiet=True), first
+    ab.undeploy()
+    shadow.undeploy()
 
 
 @pytest.fixture(scope="module")

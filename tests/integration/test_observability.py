@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,13 @@ def _trace() -> str:
 
 @pytest.fixture(scope="module")
 def observed(client: Client, diabetes_onnx: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     halve = tmp_path_factory.mktemp("observed") / "halve.py"
     halve.write_text(HALVE)
-    return (client.build_pipeline(NAME).add_model_step(client.upload_model("obs-halve", halve))
-            .add_model_step(client.upload_model("obs-diabetes", diabetes_onnx)).deploy(quiet=True))
+    pipeline = (client.build_pipeline(NAME).add_model_step(client.upload_model("obs-halve", halve))
+                .add_model_step(client.upload_model("obs-diabetes", diabetes_onnx)))
+    yield pipeline.deploy(quiet=True)
+    pipeline.undeploy()
 
 
 def _get(stack: dict[str, Any], path: str, **params: Any) -> httpx.Response:
