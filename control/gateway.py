@@ -224,8 +224,11 @@ class Gateway:
         return self._challengers[key]
 
     async def infer(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
-                    timeout_s: float | None = None) -> pa.RecordBatch:
-        """Run `batch` through the deployed pipeline; returns its result rows."""
+                    timeout_s: float | None = None, *,
+                    trace: dict[str, bytes] | None = None) -> pa.RecordBatch:
+        """Run `batch` through the deployed pipeline; returns its result rows. `trace`: the
+        caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
+        its log rows."""
         deployment = self.registry.get_deployment(workspace, pipeline)
         if deployment is None:
             raise NotDeployedError(pipeline)
@@ -239,7 +242,7 @@ class Gateway:
             request_id = uuid.uuid4().hex
             pending = replies.expect(request_id, batch.num_rows, challengers)
             env = Envelope(request_id=request_id, content_type=codecs.ARROW_STREAM,
-                           reply_shadows=bool(challengers))
+                           reply_shadows=bool(challengers), extra=trace or {})
             timeout = timeout_s or self.settings.request_timeout_s
             deadline = loop.time() + timeout
             value = codecs.encode(batch, codecs.ARROW_STREAM)

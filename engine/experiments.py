@@ -30,7 +30,7 @@ def _numeric(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
         array = codecs.column_to_ndarray(column)
     except CodecError:
         return None
-    if array.dtype.kind not in "fiub":
+    if array.dtype.kind not in "fiub" or not len(array):
         return None
     return array.reshape(len(array), -1).astype(np.float64)
 

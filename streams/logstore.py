@@ -282,6 +282,22 @@ class LogStore:
         partitions = list_partitions(pipeline_dir)
         return sum(self._retrying(lambda: distinct(p)) for p in partitions)
 
+    def usage(self, workspace: str, pipeline: str) -> tuple[int, int]:
+        """Rows and bytes stored for a pipeline (a repeat counts until compaction drops it)."""
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+
+        def read() -> tuple[int, int]:
+            files = self._files(pipeline_dir)
+            return (sum(self._catalog.meta(f).num_rows for f in files),
+                    sum(file_size(f) for f in files))
+
+        return self._retrying(read)
+
+    def column_names(self, workspace: str, pipeline: str) -> list[str]:
+        """Every column the pipeline's logs ever had (the required ones if it has none)."""
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        return self._retrying(lambda: self._schema(self._files(pipeline_dir)).names)
+
     def _query(
         self,
         files: list[DataFile],

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from streams.metrics import WorkerMetrics
 
 WorkerState = Literal["Starting", "Running", "Draining", "Stopped", "Error"]
 
@@ -40,6 +42,8 @@ class WorkerStatus(BaseModel):
     backlog: int | None = None
     """While it drains: the records its deployment's topics still hold that lead back to it
     (a sidekick's input, say); a drain that keeps lowering it makes progress."""
+    metrics: WorkerMetrics = Field(default_factory=WorkerMetrics)
+    """What each of its stages did since it started (streams.metrics): `WorkerMetrics.snapshot()`."""
     time: datetime
 
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from control.artifacts import ArtifactStore
 from control.deployer import Deployer
@@ -16,13 +17,14 @@ from control.gateway import Gateway
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.errors import weir_error_handler
 from control.server.routes import (
-    bundles, health, inference, logs, metrics, models, oip, pipelines, workspaces,
+    bundles, console, health, inference, logs, metrics, models, oip, pipelines, workspaces,
 )
 from control.server.state import ServerState, require_token
 from control.settings import Settings
 from engine.errors import WeirError
 from streams.agents.log import LogAgent
 from streams.gc_tuning import tune_gc
+from streams.lag import GroupLag
 from streams.logstore import LogStore
 from streams.topics import TopicMap
 
@@ -48,11 +50,13 @@ def create_app(settings: Settings) -> FastAPI:
             deployer=Deployer(settings, registry, topics, artifacts),
             gateway=Gateway(settings, registry, topics), log_store=store,
             log_agent=LogAgent(settings.worker_settings(), topics, store),
+            lag=GroupLag(settings.worker_settings()),
         )
         app.state.weir = state
         await state.gateway.start()
         await state.log_agent.start()
         await state.deployer.start()
+        await state.lag.start()
         await _resume(state)
         compactor = asyncio.create_task(_compact_forever(store, settings.log_compact_every_s))
         try:
@@ -60,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             compactor.cancel()
             await asyncio.gather(compactor, return_exceptions=True)
+            await state.lag.stop()
             await state.deployer.stop()
             await state.log_agent.stop()
             await state.gateway.stop()
@@ -67,8 +72,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="weir", lifespan=lifespan)
     app.add_exception_handler(WeirError, weir_error_handler)
     app.include_router(health.router)
-    app.middleware("http")(metrics.count_requests)
-    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics):
+    app.include_router(console.page)
+    app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
+    app.state.http_metrics = metrics.HttpMetrics()
+    app.middleware("http")(app.state.http_metrics.count)
+    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics,
+                   console):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     return app
 

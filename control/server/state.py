@@ -14,6 +14,7 @@ from control.gateway import Gateway
 from control.registry import Registry
 from control.settings import Settings
 from streams.agents.log import LogAgent
+from streams.lag import GroupLag
 from streams.logstore import LogStore
 from streams.topics import TopicMap
 
@@ -28,6 +29,7 @@ class ServerState:
     gateway: Gateway
     log_store: LogStore
     log_agent: LogAgent
+    lag: GroupLag
 
 
 def get_state(request: Request) -> ServerState:

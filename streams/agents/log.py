@@ -54,12 +54,15 @@ from streams.messages import Envelope, default_request_id
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
+from streams.trace import traceparent_of
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID = "request_id"
 ROW = "row"
 META_ERROR = "metadata.error"
+META_TRACEPARENT = "metadata.traceparent"
+"""The W3C traceparent its request came with (streams.trace), where it had one."""
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 FLUSH_ROWS = 200_000
@@ -88,30 +91,38 @@ def with_row_ids(batch: pa.RecordBatch, request_id: str,
     return batch.append_column(ROW, rows)
 
 
-def result_rows(results: Sequence[tuple[bytes, str]]) -> list[pa.RecordBatch]:
-    """Result messages (Arrow stream values, each with its request id) as log rows.
+def result_rows(results: Sequence[tuple[bytes, str, str | None]]) -> list[pa.RecordBatch]:
+    """Result messages (Arrow stream values, each with its request id and traceparent) as
+    log rows.
 
     The rows `with_row_ids` gives for each decoded message, but decoded and converted
     in bulk: consecutive messages of one schema are read as one stream and their id
     columns built at once (per-message work was most of the log agent's cost for
-    one-row requests). An unreadable message is logged and skipped.
+    one-row requests). Where any of them came with a trace context, the rows get a
+    `metadata.traceparent` column (null for the others). An unreadable message is
+    logged and skipped.
     """
     out, at = [], 0
-    for run in codecs.decode_many([value for value, _ in results]):
+    for run in codecs.decode_many([value for value, _, _ in results]):
         if isinstance(run, CodecError):
             log.error("skipping the unreadable result of request %s: %s", results[at][1], run)
             at += 1
             continue
         counts = np.asarray(run.rows)
-        ids = pa.array([request_id for _, request_id in results[at:at + len(counts)]],
-                       pa.string()).take(pa.array(np.repeat(np.arange(len(counts)), counts)))
+        each = pa.array(np.repeat(np.arange(len(counts)), counts))
+        ids = pa.array([request_id for _, request_id, _ in results[at:at + len(counts)]],
+                       pa.string()).take(each)
+        traces = [trace for _, _, trace in results[at:at + len(counts)]]
         at += len(counts)
         if META_ROW in run.batch.schema.names:
             rows = run.batch.column(META_ROW).cast(pa.int32())
         else:  # each message's rows numbered from 0
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             rows = pa.array((np.arange(counts.sum()) - starts).astype(np.int32))
-        out.append(run.batch.append_column(REQUEST_ID, ids).append_column(ROW, rows))
+        batch = run.batch.append_column(REQUEST_ID, ids).append_column(ROW, rows)
+        if any(traces):
+            batch = batch.append_column(META_TRACEPARENT, pa.array(traces, pa.string()).take(each))
+        out.append(batch)
     return out
 
 
@@ -150,6 +161,9 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
     })
     if env.shadow is not None:
         columns[META_SHADOW] = pa.array([env.shadow] * n, pa.string())
+    trace = traceparent_of(env.extra)
+    if trace is not None:
+        columns[META_TRACEPARENT] = pa.array([trace] * n, pa.string())
     return with_row_ids(pa.RecordBatch.from_pydict(columns), env.request_id, rows)
 
 
@@ -300,7 +314,8 @@ class LogAgent:
                 if env.error is not None:
                     self._buffer.add(workspace, pipeline, error_rows(env, msg.value, msg.timestamp))
                 elif msg.value:
-                    self._buffer.add_result(workspace, pipeline, msg.value, env.request_id)
+                    self._buffer.add_result(workspace, pipeline, msg.value, env.request_id,
+                                            traceparent_of(env.extra))
 
     def _write(self, buffer: _Buffer) -> None:
         for (workspace, pipeline), results in buffer.results.items():
@@ -383,8 +398,10 @@ class _Buffer:
 
     def __init__(self) -> None:
         self.batches: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
-        self.results: dict[tuple[str, str], list[tuple[bytes, str]]] = defaultdict(list)
-        """Result messages (with their request ids), made log rows in bulk when written."""
+        self.results: dict[tuple[str, str], list[tuple[bytes, str, str | None]]] = \
+            defaultdict(list)
+        """Result messages (with their request ids and traceparents), made log rows in bulk
+        when written."""
         self.rows = 0
         self.result_bytes = 0
         self.first: dict[TopicPartition, int] = {}  # where to read again if writing fails
@@ -402,8 +419,9 @@ class _Buffer:
         self.batches[(workspace, pipeline)].append(batch)
         self.rows += batch.num_rows
 
-    def add_result(self, workspace: str, pipeline: str, value: bytes, request_id: str) -> None:
-        self.results[(workspace, pipeline)].append((value, request_id))
+    def add_result(self, workspace: str, pipeline: str, value: bytes, request_id: str,
+                   traceparent: str | None) -> None:
+        self.results[(workspace, pipeline)].append((value, request_id, traceparent))
         self.result_bytes += len(value)
 
     def due(self, asked: bool) -> bool:

@@ -52,3 +52,16 @@ def test_shadows_compare_with_the_champion_on_the_same_rows() -> None:
 def test_no_rows_is_an_empty_summary() -> None:
     assert experiment_summary(pa.table({"out.y": pa.array([], pa.float64())})) == {
         "rows": 0, "models": {}, "shadows": {}}
+
+
+def test_failed_rows_of_a_split_count_apart_and_have_no_outputs() -> None:
+    """A failed request's rows have no split choice and null outputs (they were a 500)."""
+    primary = pa.table({
+        "out._model_split": [_split("a"), None],
+        "out.y": pa.array([[1.0], None], pa.list_(pa.float64(), 1)),
+        "metadata.elapsed_ns": [1, 1], "anomaly.count": pa.array([0, 1], pa.int32()),
+        "metadata.model": ["a@1", ""],
+    })
+    models = experiment_summary(primary)["models"]
+    assert models["unknown"]["rows"] == 1 and models["unknown"]["outputs"] == {}
+    assert models["a"]["outputs"]["y"]["mean"] == 1.0

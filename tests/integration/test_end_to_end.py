@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from control.errors import InferenceError, NotDeployedError
 from control.sdk.client import Client
@@ -262,6 +263,10 @@ def test_metrics_need_the_token_and_count_requests(stack: dict[str, Any], pipeli
     assert httpx.get(url).status_code == 401
     pipeline.infer(pd.DataFrame({"tensor": [X[0].tolist()]}))
     text = httpx.get(url, headers={"Authorization": f"Bearer {stack['token']}"}).text
-    assert 'weir_http_requests_total{path="/pipelines/{name}",status="200"}' in text
-    assert "weir_deployed_pipelines" in text
-    assert 'weir_worker_running{workspace="default",pipeline="e2e-diabetes"' in text
+    samples = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    assert any(s.labels == {"method": "POST", "path": "/pipelines/{name}",
+                            "pipeline": "e2e-diabetes", "status": "200"} and s.value >= 1
+               for s in samples["weir_http_requests"])
+    assert "weir_deployed_pipelines" in samples
+    assert any(s.labels["pipeline"] == "e2e-diabetes" and s.value == 1
+               for s in samples["weir_worker_running"])

@@ -7,7 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
-from streams.agents.log import META_ERROR, error_rows, result_rows, with_row_ids
+from streams.agents.log import (
+    META_ERROR, META_TRACEPARENT, error_rows, result_rows, with_row_ids,
+)
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.shadow_logs import read_shadows, shadow_pipeline
@@ -75,7 +77,7 @@ def test_results_converted_in_bulk_are_the_rows_each_would_give_alone() -> None:
 
     results = [(message([1.0, 2.0], "v1", [0, 1]), "a"), (message([3.0], "v2", [5]), "b"),
                (message([4.0, 5.0, 6.0], "v1", None), "c"), (message([7.0], "v2", None), "d")]
-    encoded = [(codecs.encode(batch, codecs.ARROW_STREAM), rid) for batch, rid in results]
+    encoded = [(codecs.encode(batch, codecs.ARROW_STREAM), rid, None) for batch, rid in results]
     bulk = [row for batch in result_rows(encoded) for row in batch.to_pylist()]
     alone = [row for batch, rid in results
              for row in with_row_ids(codecs.without_dictionaries(batch), rid).to_pylist()]
@@ -88,6 +90,21 @@ def test_an_unreadable_result_is_skipped_and_the_others_keep_their_request_ids()
     def value(x: float) -> bytes:
         return codecs.encode(pa.RecordBatch.from_pydict({"out.y": [x]}), codecs.ARROW_STREAM)
 
-    results = [(value(1.0), "a"), (b"garbage", "b"), (value(2.0), "c"), (value(3.0), "d")]
+    results = [(value(1.0), "a", None), (b"garbage", "b", None), (value(2.0), "c", None),
+               (value(3.0), "d", None)]
     rows = [row for batch in result_rows(results) for row in batch.to_pylist()]
     assert [(r["request_id"], r["out.y"]) for r in rows] == [("a", 1.0), ("c", 2.0), ("d", 3.0)]
+
+
+def test_rows_of_traced_requests_carry_their_traceparent() -> None:
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    value = codecs.encode(pa.RecordBatch.from_pydict({"out.y": [1.0, 2.0]}), codecs.ARROW_STREAM)
+    rows = [row for batch in result_rows([(value, "a", trace), (value, "b", None)])
+            for row in batch.to_pylist()]
+    assert [(r["request_id"], r[META_TRACEPARENT]) for r in rows] == [
+        ("a", trace), ("a", trace), ("b", None), ("b", None)]
+    untraced = result_rows([(value, "c", None)])[0]
+    assert META_TRACEPARENT not in untraced.schema.names
+    failed = Envelope(request_id="d", error={"type": "E", "step": "s", "message": "m"},
+                      extra={"traceparent": trace.encode()})
+    assert error_rows(failed, None, 0).column(META_TRACEPARENT).to_pylist() == [trace]

@@ -374,3 +374,15 @@ def test_appends_during_compaction_are_kept(store: LogStore) -> None:
     store.compact(WS, PIPE)
     assert store.count(WS, PIPE) == 2000
     assert store.query(WS, PIPE, limit=None).num_rows == 2000
+
+
+def test_usage_counts_stored_rows_and_bytes_and_columns_are_listed(store: LogStore,
+                                                                  tmp_path: Path) -> None:
+    assert store.usage(WS, PIPE) == (0, 0)
+    assert store.column_names(WS, PIPE) == REQUIRED_SCHEMA.names
+    store.append(WS, PIPE, rows(30))
+    store.append(WS, PIPE, rows(10, prefix="s", extra={"out.b": pa.array([1.0] * 10)}))
+    stored, size = store.usage(WS, PIPE)
+    assert stored == 40
+    assert size == sum(p.stat().st_size for p in (tmp_path / WS / PIPE).rglob("*.parquet"))
+    assert {"out.a", "out.b", "in.tensor"} <= set(store.column_names(WS, PIPE))

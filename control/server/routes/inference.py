@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from control.errors import PayloadTooLarge
 from control.server.state import get_state
 from engine import codecs
+from streams.trace import trace_headers
 
 router = APIRouter()
 
@@ -27,5 +28,6 @@ async def infer(name: str, request: Request, workspace: str = "default",
     content_type = codecs.normalize_content_type(request.headers.get("content-type"),
                                                  default=codecs.PANDAS_RECORDS)
     batch = codecs.decode(body, content_type)
-    result = await state.gateway.infer(workspace, name, batch, timeout)
+    result = await state.gateway.infer(workspace, name, batch, timeout,
+                                       trace=trace_headers(request.headers))
     return Response(codecs.encode(result, content_type), media_type=content_type)

@@ -1,57 +1,108 @@
-"""`GET /metrics`: Prometheus text exposition of the server and its workers."""
+"""`GET /metrics`: Prometheus text exposition of the server, its workers and its pipelines.
+
+It needs the bearer token like every route but the health checks (Prometheus sends one:
+`authorization: {credentials_file: ...}` in its scrape config; monitoring/prometheus.yml).
+What it exposes is listed in control/server/exposition.py; HTTP requests are counted here,
+by route template, status and pipeline (the `{name}` of the route, "" for other routes).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from control.server.state import get_state
+from control.pipeline_lag import pipeline_lag
+from control.server.exposition import PipelineFacts, StoreUsage, WeirCollector, buckets
+from control.server.state import ServerState, get_state
+from streams.metrics import Histogram, latency_histogram
+from streams.shadow_logs import SHADOW_INFIX
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-_REQUESTS: Counter[tuple[str, int]] = Counter()
-_SECONDS: Counter[str] = Counter()
+
+class HttpMetrics:
+    """Requests the server answered, and how long they took, by route and pipeline."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str, int]] = Counter()
+        self.seconds: dict[tuple[str, str], Histogram] = {}
+
+    async def count(self, request: Request,
+                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """HTTP middleware."""
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        pipeline = str(request.scope.get("path_params", {}).get("name", ""))
+        self.requests[(request.method, path, pipeline, response.status_code)] += 1
+        key = (path, pipeline)
+        if key not in self.seconds:
+            self.seconds[key] = latency_histogram()
+        self.seconds[key].observe(time.perf_counter() - started)
+        return response
+
+    def families(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("weir_http_requests", "HTTP requests answered",
+                                       labels=["method", "path", "pipeline", "status"])
+        for (method, path, pipeline, status), n in sorted(self.requests.items()):
+            requests.add_metric([method, path, pipeline, str(status)], n)
+        seconds = HistogramMetricFamily("weir_http_request_seconds",
+                                        "Time to answer an HTTP request",
+                                        labels=["path", "pipeline"])
+        for (path, pipeline), histogram in sorted(self.seconds.items()):
+            seconds.add_metric([path, pipeline], buckets(histogram), histogram.sum)
+        yield from (requests, seconds)
 
 
-async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                         ) -> Response:
-    """HTTP middleware: requests and time spent, by route template and status."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    _REQUESTS[(path, response.status_code)] += 1
-    _SECONDS[path] += time.perf_counter() - started
-    return response
+async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
+    facts = []
+    for deployment in state.registry.list_deployments():
+        ws, name = deployment.workspace, deployment.pipeline
+        found = PipelineFacts(ws, name, state.registry.workers(ws, name),
+                              restarts=_restarts(state, ws, name))
+        try:
+            version = state.registry.get_version(ws, name, deployment.version)
+            found.lag = await pipeline_lag(state.lag, state.topics, version)
+        except Exception as exc:  # a busy or restarting broker: the other series still count
+            log.warning("could not read the consumer lag of %s/%s: %s", ws, name, exc)
+        facts.append(found)
+    return facts
 
 
-def _labels(**values: object) -> str:
-    inner = ",".join(f'{k}="{str(v).replace(chr(34), chr(39))}"' for k, v in values.items())
-    return "{" + inner + "}"
+def _restarts(state: ServerState, ws: str, name: str) -> dict[str, int]:
+    """Restarts of the workers this server started for a pipeline.
+
+    Reads the deployer's own records: to become `Deployer.restarts(ws, name)` there."""
+    return {w.worker_id: w.restarts for w in state.deployer._local.values()  # noqa: SLF001
+            if (w.workspace, w.pipeline) == (ws, name)}
+
+
+def _store_usage(state: ServerState) -> list[StoreUsage]:
+    usage = []
+    for ws, stored in state.log_store.pipelines():
+        pipeline, _, challenger = stored.partition(SHADOW_INFIX)
+        rows, size = state.log_store.usage(ws, stored)
+        usage.append(StoreUsage(ws, pipeline, challenger, rows, size))
+    return usage
 
 
 @router.get("/metrics")
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (version 0.0.4)."""
     state = get_state(request)
-    lines = ["# TYPE weir_http_requests_total counter"]
-    lines += [f"weir_http_requests_total{_labels(path=p, status=s)} {n}"
-              for (p, s), n in sorted(_REQUESTS.items())]
-    lines.append("# TYPE weir_http_request_seconds_total counter")
-    lines += [f"weir_http_request_seconds_total{_labels(path=p)} {v:.6f}"
-              for p, v in sorted(_SECONDS.items())]
-    lines += ["# TYPE weir_deployed_pipelines gauge",
-              f"weir_deployed_pipelines {len(state.registry.list_deployments())}",
-              "# TYPE weir_worker_rows_processed_total counter",
-              "# TYPE weir_worker_rows_failed_total counter",
-              "# TYPE weir_worker_running gauge"]
-    for deployment in state.registry.list_deployments():
-        for worker in state.registry.workers(deployment.workspace, deployment.pipeline):
-            labels = _labels(workspace=worker.workspace, pipeline=worker.pipeline,
-                             version=worker.version, worker=worker.worker_id)
-            lines += [f"weir_worker_rows_processed_total{labels} {worker.processed}",
-                      f"weir_worker_rows_failed_total{labels} {worker.failed}",
-                      f"weir_worker_running{labels} {int(worker.status == 'Running')}"]
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    http: HttpMetrics = request.app.state.http_metrics
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WeirCollector(await _pipeline_facts(state),
+                                    await asyncio.to_thread(_store_usage, state),
+                                    http.families()))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
