@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from engine.definition import ModelRef, PipelineSpec
+from streams.log_policy import LogPolicy
 
 
 def now() -> datetime:
@@ -43,6 +44,9 @@ class DeploymentConfig(BaseModel):
     the worker itself (streams/memory.py): over it, a worker reports why and exits."""
     gpus: int = Field(0, ge=0)
     """More than 0 selects onnxruntime's CUDA execution provider."""
+    log_policy: LogPolicy = LogPolicy()
+    """What the pipeline's log rows keep: by default a row over 64 KiB loses its largest
+    inputs (named in `metadata.dropped`), so image and audio pipelines' logs stay small."""
 
 
 class PipelineVersion(BaseModel):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from control.records import DeploymentConfig
+from streams.log_policy import DEFAULT_MAX_ROW_BYTES, LogPolicy
 
 
 class DeploymentConfigBuilder:
@@ -28,6 +31,17 @@ class DeploymentConfigBuilder:
 
     def gpus(self, gpus: int) -> DeploymentConfigBuilder:
         self._values["gpus"] = gpus
+        return self
+
+    def log_policy(self, *, max_row_bytes: int | None = DEFAULT_MAX_ROW_BYTES,
+                   exclude: Sequence[str] = ()) -> DeploymentConfigBuilder:
+        """What the pipeline's log rows keep.
+
+        A row over `max_row_bytes` (64 KiB by default; None: no limit) loses its largest
+        input values until it fits, named in its `metadata.dropped`; `exclude`d input
+        fields are never logged. Example: `.log_policy(max_row_bytes=16_384, exclude=["png"])`.
+        """
+        self._values["log_policy"] = LogPolicy(max_row_bytes=max_row_bytes, exclude=list(exclude))
         return self
 
     def build(self) -> DeploymentConfig:
