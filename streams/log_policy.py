@@ -41,8 +41,8 @@ class LogPolicy(BaseModel):
         excluded = {name if name.startswith(IN_PREFIX) else IN_PREFIX + name
                     for name in self.exclude}
         rows = rows.drop_columns([n for n in rows.schema.names if n in excluded])
-        if self.max_row_bytes is None or rows.num_rows == 0:
-            return rows
+        if self.max_row_bytes is None or rows.nbytes <= self.max_row_bytes:
+            return rows  # no row can be over (most batches of tabular rows)
         return _drop_largest_inputs(rows, self.max_row_bytes)
 
 
