@@ -18,9 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 
 import engine
-from engine import codecs
 from engine.errors import CodecError, ModelLoadError, StepFailed
-from engine.runtimes._runner import BATCH, ERROR, read_frame, write_frame
+from engine.runtimes._runner import ERROR, receive, send_batch, widen_pipe
 
 STOP_WAIT_S = 5.0
 
@@ -48,12 +47,14 @@ class StepProcess:
         self._proc = subprocess.Popen(
             [str(self.python), "-m", "engine.runtimes._runner", str(self.step_dir), self.module,
              self.step], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        frame = self._receive()
-        if frame is None:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        widen_pipe(self._proc.stdin.fileno())
+        message = self._receive()
+        if message is None:
             raise ModelLoadError(f"step {self.step!r}: {self._exited()}")
-        if frame[0] == ERROR:
+        if message[0] == ERROR:
             self.stop()
-            raise ModelLoadError(f"step {self.step!r}: {json.loads(frame[1])['message']}")
+            raise ModelLoadError(f"step {self.step!r}: {_error(message[1])['message']}")
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The step's output for `batch`, computed in its process (started again if it died)."""
@@ -65,16 +66,16 @@ class StepProcess:
                     raise StepFailed(self.step, f"its process cannot start again: {exc}") from exc
             assert self._proc is not None and self._proc.stdin is not None
             try:
-                write_frame(self._proc.stdin, BATCH, codecs.encode(batch, codecs.ARROW_STREAM))
+                send_batch(self._proc.stdin, batch)
             except OSError:
                 pass  # it died (a broken pipe): reading says how
-            frame = self._receive()
-            if frame is None:
+            message = self._receive()
+            if message is None:
                 raise StepFailed(self.step, f"{self._exited()}; it starts again for the next batch")
-        kind, payload = frame
-        if kind == BATCH:
-            return codecs.decode(payload, codecs.ARROW_STREAM)
-        error = json.loads(payload)
+        kind, answer = message
+        if isinstance(answer, pa.RecordBatch):
+            return answer
+        error = _error(answer)
         if error["type"] == "StepFailed":
             raise StepFailed(self.step, error["reason"])
         if error["type"] == "CodecError":
@@ -96,15 +97,21 @@ class StepProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def _receive(self) -> tuple[bytes, bytes] | None:
+    def _receive(self) -> tuple[bytes, pa.RecordBatch | bytes] | None:
         assert self._proc is not None and self._proc.stdout is not None
-        return read_frame(self._proc.stdout)
+        return receive(self._proc.stdout)
 
     def _exited(self) -> str:
         assert self._proc is not None
         code = self._proc.wait()
         self.stop()
         return f"its process exited with code {code} (its error is in the worker's log)"
+
+
+def _error(payload: pa.RecordBatch | bytes) -> dict[str, str]:
+    assert isinstance(payload, bytes)
+    error: dict[str, str] = json.loads(payload)
+    return error
 
 
 def _engine_kit(root: Path) -> Path:
