@@ -5,9 +5,11 @@ environment (Pillow, and numpy/pyarrow at versions weir's own environment does n
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +47,10 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def env_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("envs")
+def env_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("envs")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # ~250 MB per environment (pyarrow's share)
 
 
 def _load(path: Path, env_root: Path, name: str = "pre", **options: object) -> PythonRuntime:
