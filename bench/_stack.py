@@ -30,10 +30,11 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- the stack -------------------------------------------------------------------------
 @contextmanager
-def fresh_stack() -> Iterator[tuple[Path, dict[str, Any]]]:
-    """`weir up --detach` in a new temporary WEIR_HOME (a fresh Tansu broker); always torn down."""
+def fresh_stack(**settings_fields: Any) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """`weir up --detach` in a new temporary WEIR_HOME (a fresh Tansu broker, unless
+    `settings_fields` choose another); always torn down."""
     home = Path(tempfile.mkdtemp(prefix="weir-bench-"))
-    settings = Settings(home=home)
+    settings = Settings(home=home, **settings_fields)
     try:
         stack = up(settings, detach=True, say=lambda _: None)
         try:

@@ -106,7 +106,7 @@ def demo() -> None:
 
 # -- models ---------------------------------------------------------------------------
 @models_app.command("upload")
-def models_upload(name: str, path: Path, runtime: Annotated[str | None, typer.Option(help="onnx or python; guessed from the file name")] = None,
+def models_upload(name: str, path: Path, runtime: Annotated[str | None, typer.Option(help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
                   json_out: JsonOpt = False) -> None:
     """Upload a model file as a new version of NAME."""
     model = _client().upload_model(name, path, runtime=runtime)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from engine.definition import ModelRef, PipelineSpec
+from streams.log_policy import LogPolicy
 
 
 def now() -> datetime:
@@ -60,6 +61,9 @@ class DeploymentConfig(Resources):
     and those of each model that runs as a sidekick step, by model name."""
 
     sidekicks: dict[str, SidekickConfig] = {}
+    log_policy: LogPolicy = LogPolicy()
+    """What the pipeline's log rows keep: by default a row over 64 KiB loses its largest
+    inputs (named in `metadata.dropped`), so image and audio pipelines' logs stay small."""
 
 
 class PipelineVersion(BaseModel):

@@ -18,6 +18,7 @@ from control.records import (
     Deployment, ModelVersion, Pipeline, PipelineVersion, Workspace, now,
 )
 from engine.definition import PipelineSpec
+from streams.log_policy import LogPolicy
 from streams.status import WorkerStatus
 
 DEFAULT_WORKSPACE = "default"
@@ -192,6 +193,11 @@ class Registry:
     def get_deployment(self, ws: str, pipeline: str) -> Deployment | None:
         raw = self.redis.get(f"{self._pipeline(ws, pipeline)}:deployment")
         return Deployment.model_validate_json(raw) if raw else None
+
+    def log_policy(self, ws: str, pipeline: str) -> LogPolicy:
+        """What the pipeline's log rows keep: its deployment's policy, else the default."""
+        deployment = self.get_deployment(ws, pipeline)
+        return deployment.config.log_policy if deployment is not None else LogPolicy()
 
     def delete_deployment(self, ws: str, pipeline: str) -> None:
         self.redis.delete(f"{self._pipeline(ws, pipeline)}:deployment")

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     log_max_bytes: int | None = None
     """Drop a pipeline's oldest log hours while its logs are larger than this (unset: no cap)."""
 
+    wheel_dir: Path | None = None
+    """Install Python steps' requirements from the wheels in this directory only, for hosts
+    without a package index (unset: from the index pip reaches). Workers pass it on in
+    `RuntimeOptions.wheel_dir`; environments are cached in `envs_dir`."""
+
     @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE
@@ -110,3 +115,8 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def envs_dir(self) -> Path:
+        """Python steps' virtual environments, one per requirements hash."""
+        return self.home / "envs"

@@ -273,7 +273,29 @@ def encode(batch: pa.RecordBatch, content_type: str) -> bytes:
 
 
 def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column") -> np.ndarray:
-    """Turn a column into an array of shape (N,), or (N, d1, d2, ...) for (nested) list columns."""
+    """Turn a column into an array of shape (N,), or (N, d1, d2, ...) for (nested) list columns.
+
+    :raises CodecError: rows differ in shape (see `column_values` for such columns), or
+        numeric data holds nulls.
+    """
+    found = column_values(column, name=name)
+    if isinstance(found, list):
+        lengths = [len(row) for row in found]
+        raise CodecError(
+            f"the codec refused column {name!r}: rows of column {name!r} have lengths "
+            f"{min(lengths)} and {max(lengths)}; every "
+            "row must have the same shape to make one tensor (weir never pads: make the rows "
+            "one shape in a Python step, which takes such a column as one array per row)")
+    return found
+
+
+def column_values(column: pa.Array | pa.ChunkedArray, *,
+                  name: str = "column") -> np.ndarray | list[np.ndarray]:
+    """A column as one array (see `column_to_ndarray`) when its rows share a shape, else as
+    one array per row: a ragged column (file bytes, audio, token ids of varying lengths).
+
+    :raises CodecError: a row is itself ragged (it cannot be one array), or nulls.
+    """
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape = [len(values)]
     while any(is_type(values.type) for is_type in _LISTS):
@@ -284,19 +306,50 @@ def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column
             # The child values of these rows (flatten() goes through pyarrow.compute: slower).
             values = values.values.slice(values.offset * size, len(values) * size)
         else:
-            bounds = pc.min_max(pc.list_value_length(values))
-            low, high = bounds["min"].as_py() or 0, bounds["max"].as_py() or 0
-            if low != high:
+            lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+            if len(shape) == 1 and lengths.size and lengths.min() != lengths.max():
+                return _ragged_rows(values.flatten(), lengths, name)
+            if lengths.size and lengths.min() != lengths.max():
                 raise CodecError(
-                    f"rows of column {name!r} have lengths {low} and {high}; "
-                    "every row must have the same shape"
-                )
-            size = low
+                    f"the codec refused column {name!r}: its rows hold lists of lengths "
+                    f"{lengths.min()} and {lengths.max()} below the first level; each row must "
+                    "be one array (rows may differ in shape, but not within a row)")
+            size = int(lengths[0]) if lengths.size else 0
             values = values.flatten()
         shape.append(size)
     if values.null_count and any(is_type(values.type) for is_type in _NUMERIC):
         raise CodecError(f"column {name!r} has null values; fill or drop them")
     return values.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def _ragged_rows(items: pa.Array, lengths: np.ndarray, name: str) -> list[np.ndarray]:
+    """Rows of a list column whose lengths differ: each a view of the items' one array."""
+    inner = column_values(items, name=name)
+    if isinstance(inner, list):
+        raise CodecError(
+            f"the codec refused column {name!r}: the items of its rows differ in shape; each "
+            "row must be one array (rows may differ in shape, but not within a row)")
+    return np.split(inner, np.cumsum(lengths)[:-1])
+
+
+def rows_to_column(rows: Sequence[np.ndarray], *, name: str = "column") -> pa.Array:
+    """One array per row, of one dtype and trailing shape but any length, as a list column
+    (`column_values` inverts it)."""
+    arrays = [np.asarray(row) for row in rows]
+    if not arrays:
+        return pa.array([], pa.list_(pa.null()))
+    kinds = {(a.dtype, a.shape[1:]) for a in arrays if a.ndim}
+    if len(kinds) > 1 or any(a.ndim == 0 for a in arrays):
+        found = ", ".join(f"{dtype} {list(trailing)}" for dtype, trailing in sorted(kinds, key=str))
+        raise CodecError(
+            f"column {name!r} is one array per row, but they differ in more than their first "
+            f"dimension (dtype and trailing shape: {found or 'scalars'}); return rows of one "
+            "dtype whose shapes differ only in length")
+    items = ndarray_to_column(np.concatenate(arrays))
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
+    offset_type = pa.int32() if offsets[-1] < 2**31 else pa.int64()
+    list_type = pa.ListArray if offset_type == pa.int32() else pa.LargeListArray
+    return list_type.from_arrays(pa.array(offsets, offset_type), items)
 
 
 def ndarray_to_column(array: np.ndarray) -> pa.Array:
@@ -316,15 +369,22 @@ def ndarray_to_column(array: np.ndarray) -> pa.Array:
     return column
 
 
-def batch_from_arrays(arrays: Mapping[str, np.ndarray]) -> pa.RecordBatch:
-    """Build a record batch from named numpy arrays of shape (N,) or (N, d1, ...) sharing N."""
+def batch_from_arrays(arrays: Mapping[str, np.ndarray | list[np.ndarray]]) -> pa.RecordBatch:
+    """Build a record batch from named numpy arrays of shape (N,) or (N, d1, ...) sharing N;
+    a list of N arrays (one per row, lengths may differ) becomes a list column."""
     return _from_columns(arrays)
 
 
-def batch_to_arrays(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Turn every column of a record batch into a numpy array (see ``column_to_ndarray``)."""
+def batch_to_arrays(batch: pa.RecordBatch, *,
+                    ragged: bool = False) -> dict[str, np.ndarray | list[np.ndarray]]:
+    """Turn every column of a record batch into a numpy array (see ``column_to_ndarray``).
+
+    With `ragged`, a column whose rows differ in shape becomes a list of arrays, one per row
+    (``column_values``); without, it raises CodecError.
+    """
+    convert = column_values if ragged else column_to_ndarray
     return {
-        name: column_to_ndarray(batch.column(i), name=name)
+        name: convert(batch.column(i), name=name)
         for i, name in enumerate(batch.schema.names)
     }
 
@@ -393,6 +453,9 @@ def _from_columns(columns: Mapping[str, Any]) -> pa.RecordBatch:
     for name, values in columns.items():
         if isinstance(values, (np.ndarray, np.generic)):
             arrays.append(ndarray_to_column(values))
+            continue
+        if isinstance(values, list) and values and all(isinstance(v, np.ndarray) for v in values):
+            arrays.append(rows_to_column(values, name=str(name)))
             continue
         if isinstance(values, dict):  # pandas "columns" orient: {"col": {"0": v, "1": v}}
             values = list(values.values())

@@ -49,6 +49,10 @@ class ModelStep(BaseModel):
 
     kind: Literal["model"] = "model"
     model: ModelRef
+    outputs: dict[str, str] = {}
+    """Output map: a model output's name -> the name later steps (and `out.*`) see it by, so
+    a post-processing step keeps working when a new model generation renames its outputs.
+    Outputs not named keep their own names."""
 
     def models(self) -> list[ModelRef]:
         return [self.model]

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.definition import ModelRef, ModelStep, RandomSplitStep, ShadowStep, Step
-from engine.errors import StepFailed, WeirError
+from engine.errors import InputMismatch, StepFailed, WeirError
 from engine.runtimes.base import Runtime
 from engine.split import choose_by_key, choose_weighted
 
@@ -96,12 +96,54 @@ def _predict(ref: ModelRef, runtime: Runtime, working: pa.RecordBatch) -> pa.Rec
     return out
 
 
+def check_output_map(step: ModelStep) -> None:
+    """Refuse an output map that names outputs the model does not have (where its file says
+    what they are: a Python step's are only known when it runs) or gives two one name."""
+    renames = step.outputs
+    reserved = sorted(n for n in renames.values() if not n or n.startswith(CARRIED_PREFIXES))
+    if reserved:
+        raise InputMismatch(
+            f"the output map of step {step.model.name!r} gives outputs the names {reserved}; "
+            f"names may not be empty or start with {', '.join(CARRIED_PREFIXES)} (weir's own)")
+    declared = [spec.name for spec in step.model.outputs]
+    unknown = sorted(set(renames) - set(declared)) if declared else []
+    if unknown:
+        raise InputMismatch(
+            f"the output map of step {step.model.name!r} renames {unknown}, but the model's "
+            f"outputs are {declared}; map those names")
+    kept = [name for name in declared if name not in renames]
+    names = [*renames.values(), *kept]
+    if len(set(names)) != len(names):
+        raise InputMismatch(
+            f"the output map of step {step.model.name!r} ({renames}) gives two outputs one name "
+            f"(outputs after it: {sorted(names)}); choose distinct names")
+
+
+def rename_outputs(label: str, out: pa.RecordBatch, renames: dict[str, str]) -> pa.RecordBatch:
+    """A step's outputs under the names its output map gives them."""
+    if not renames:
+        return out
+    names = out.schema.names
+    missing = sorted(set(renames) - set(names))
+    if missing:
+        raise StepFailed(label, f"its output map renames {missing}, but it returned {names}; "
+                         "fix the step's output map")
+    renamed = [renames.get(name, name) for name in names]
+    if len(set(renamed)) != len(renamed):
+        raise StepFailed(label, f"its output map gives two outputs one name ({renamed})")
+    return out.rename_columns(renamed)
+
+
 class StepRunner:
     """Runs one model step; the base of the split and shadow runners."""
 
     def __init__(self, step: Step, runtimes: Runtimes, checked: set[str]) -> None:
         self.step = step
         self._chain = _Chain(step.models()[:1], runtimes, checked)
+        self._renames: dict[str, str] = {}
+        if isinstance(step, ModelStep):
+            check_output_map(step)
+            self._renames = dict(step.outputs)
 
     @property
     def label(self) -> str:
@@ -112,8 +154,10 @@ class StepRunner:
         return self.step.models()[0]
 
     def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-        """Outputs for `working` (one row out per row in) and the columns to carry."""
-        return self._chain.run(working)
+        """Outputs for `working` (one row out per row in, named by the output map) and the
+        columns to carry."""
+        out, extras = self._chain.run(working)
+        return rename_outputs(self.label, out, self._renames), extras
 
 
 class SplitRunner(StepRunner):

@@ -50,13 +50,41 @@ def format_bytes(size: int) -> str:
 
 
 def rss_bytes() -> int:
-    """This process's resident set size now (Linux); elsewhere, its peak resident size."""
+    """This process's resident set size now, with its children's (a Python step that runs in
+    a process of its own: engine.runtimes._step_process), as a container limit counts them
+    (Linux); elsewhere, this process's peak resident size."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        own = _resident("self")
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; others: KiB
+    return own + sum(_resident(pid, gone=0) for pid in _children())
+
+
+def _resident(pid: str, gone: int | None = None) -> int:
+    """A process's resident bytes from /proc; `gone` for one that exited meanwhile."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        if gone is None:
+            raise
+        return gone
+
+
+def _children() -> list[str]:
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    found = []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as children:
+                found += children.read().split()
+        except OSError:
+            continue
+    return found
 
 
 class MemoryWatch:
@@ -76,6 +104,6 @@ class MemoryWatch:
         shown_used, shown_limit = format_bytes(used), format_bytes(self.limit_bytes)
         if shown_used == shown_limit:  # just over: rounding would hide the difference
             shown_used, shown_limit = f"{used} bytes", f"{self.limit_bytes} bytes"
-        return (f"memory limit exceeded: the worker uses {shown_used} resident, its limit is "
-                f"{shown_limit}; raise memory in the deployment config "
-                "(DeploymentConfigBuilder().memory(...))")
+        return (f"memory limit exceeded: the worker (with its steps' own processes) uses "
+                f"{shown_used} resident, its limit is {shown_limit}; raise memory in the "
+                "deployment config (DeploymentConfigBuilder().memory(...))")

@@ -80,6 +80,10 @@ class Client:
     def upload_model(self, name: str, path: str | Path, *, runtime: str | None = None) -> Model:
         """Upload a model file (.onnx, or a .py step module); each upload is a new version.
 
+        A Python step that needs packages weir does not have is a `.zip` of its module(s) and
+        a `requirements.txt`: each worker runs it in a virtual environment built for those
+        requirements (once, then cached), while the deploy shows the install's progress.
+
         The server checks the file loads (onnxruntime's reason if not) and records its sha256.
         """
         check_name(name, "model name")

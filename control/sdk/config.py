@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from control.records import DeploymentConfig, SidekickConfig
+from streams.log_policy import DEFAULT_MAX_ROW_BYTES, LogPolicy
 
 
 class _Named(Protocol):
@@ -67,6 +69,17 @@ class DeploymentConfigBuilder:
     def _sidekick(self, model: _Named | str, **values: Any) -> DeploymentConfigBuilder:
         name = model if isinstance(model, str) else model.name
         self._sidekicks.setdefault(name, {}).update(values)
+        return self
+
+    def log_policy(self, *, max_row_bytes: int | None = DEFAULT_MAX_ROW_BYTES,
+                   exclude: Sequence[str] = ()) -> DeploymentConfigBuilder:
+        """What the pipeline's log rows keep.
+
+        A row over `max_row_bytes` (64 KiB by default; None: no limit) loses its largest
+        input values until it fits, named in its `metadata.dropped`; `exclude`d input
+        fields are never logged. Example: `.log_policy(max_row_bytes=16_384, exclude=["png"])`.
+        """
+        self._values["log_policy"] = LogPolicy(max_row_bytes=max_row_bytes, exclude=list(exclude))
         return self
 
     def build(self) -> DeploymentConfig:

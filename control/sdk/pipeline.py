@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,8 +20,10 @@ from control.sdk.steps import (
     Arm,
     LocalStep,
     RandomSplit,
+    RenamedOutputs,
     ShadowDeploy,
     from_definition,
+    model_step,
     step_body,
 )
 from control.sdk.versions import PipelineVersion
@@ -82,14 +84,21 @@ class Pipeline(LogsMixin):
         self._info = self._call("GET")
 
     # -- steps (local until deploy or create_version) -------------------------------
-    def add_model_step(self, model: Model) -> Pipeline:
-        """Append a step running `model`."""
-        self._steps.append(model)
+    def add_model_step(self, model: Model, *, outputs: Mapping[str, str] | None = None
+                       ) -> Pipeline:
+        """Append a step running `model`.
+
+        `outputs` renames its outputs for the steps after it (and `out.*`), so a model
+        generation that names its outputs differently replaces one step, not two:
+        `p.add_model_step(ocr_v2, outputs={"fetch_name_0": "probs"})`.
+        """
+        self._steps.append(model_step(model, outputs))
         return self
 
-    def replace_with_model_step(self, index: int, model: Model) -> Pipeline:
-        """Replace step `index` with a step running `model`."""
-        self._steps[self._check_index(index)] = model
+    def replace_with_model_step(self, index: int, model: Model, *,
+                                outputs: Mapping[str, str] | None = None) -> Pipeline:
+        """Replace step `index` with a step running `model` (`outputs`: see add_model_step)."""
+        self._steps[self._check_index(index)] = model_step(model, outputs)
         return self
 
     def remove_step(self, index: int) -> Pipeline:
@@ -220,6 +229,7 @@ class Pipeline(LogsMixin):
             out.write(f"Waiting for deployment - this will take up to {limit:.0f}s ")
         deadline = time.monotonic() + limit
         status: dict[str, Any] = {}
+        shown: set[str] = set()
         while time.monotonic() < deadline:
             status = self.status()
             failed = status.get("failed_version") == version or (
@@ -228,7 +238,9 @@ class Pipeline(LogsMixin):
             if failed or _deployed(status, version):
                 break
             if not quiet:
-                out.write(".")
+                notes = _loading_notes(status, version) - shown
+                out.write("".join(f"\n  {note} " for note in sorted(notes)) or ".")
+                shown |= notes
                 out.flush()
             time.sleep(0.25)
         running = _deployed(status, version)
@@ -285,7 +297,8 @@ class Pipeline(LogsMixin):
         if isinstance(data, (pa.Table, pa.RecordBatch)):
             return pa.Table.from_batches([result])
         if isinstance(data, dict):  # the guide's dict in, [InferenceResult] out
-            last = next((s for s in reversed(self._steps) if isinstance(s, Model)), None)
+            models = [s.model if isinstance(s, RenamedOutputs) else s for s in self._steps]
+            last = next((m for m in reversed(models) if isinstance(m, Model)), None)
             default = (last.name, last.version) if last else ("", "")
             return [to_inference_result(pa.Table.from_batches([result]), self.name,
                                         self._validations, default)]
@@ -322,3 +335,11 @@ def _deployed(status: dict[str, Any], version: str) -> bool:
     """`version` runs (and is not the version a failed redeploy left behind)."""
     return (status.get("status") == "Running" and status.get("version") == version
             and status.get("failed_version") != version)
+
+
+def _loading_notes(status: dict[str, Any], version: str) -> set[str]:
+    """What `version`'s starting workers say they are doing (e.g. installing a step's
+    requirements), from their heartbeats."""
+    return {engine["reason"] for engine in status.get("engines", [])
+            if engine.get("version", version) == version and engine.get("status") == "Starting"
+            and engine.get("reason")}

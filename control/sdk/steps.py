@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from control.sdk.model import Model
@@ -73,7 +73,39 @@ class ShadowDeploy:
         return self.name
 
 
-LocalStep = Union[Model, RandomSplit, ShadowDeploy]
+class RenamedOutputs:
+    """A model step whose outputs later steps see by other names (see `Pipeline.add_model_step`)."""
+
+    def __init__(self, model: Model, outputs: Mapping[str, str]) -> None:
+        if not isinstance(model, Model):
+            raise ValueError(f"a model step needs a Model, got {model!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in outputs.items()):
+            raise ValueError(f"an output map maps output names to names, got {dict(outputs)!r}")
+        declared = [spec.name for spec in model.output_specs]
+        unknown = sorted(set(outputs) - set(declared)) if declared else []
+        if unknown:
+            raise ValueError(f"model {model.name!r} has no outputs {unknown} (its outputs: "
+                             f"{declared}); map those names")
+        self.model = model
+        self.outputs = dict(outputs)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def body(self) -> dict[str, Any]:
+        return {"kind": "model", "model": _ref(self.model), "outputs": self.outputs}
+
+    def __repr__(self) -> str:
+        return f"{self.model.name}(outputs {self.outputs})"
+
+
+LocalStep = Union[Model, RenamedOutputs, RandomSplit, ShadowDeploy]
+
+
+def model_step(model: Model, outputs: Mapping[str, str] | None) -> Model | RenamedOutputs:
+    """A model step, with its output map if it has one."""
+    return RenamedOutputs(model, outputs) if outputs else model
 
 
 def step_body(step: LocalStep) -> dict[str, Any]:
@@ -92,4 +124,4 @@ def from_definition(client: Client, step: dict[str, Any]) -> LocalStep:
                             for arm in step["arms"]], step.get("hash_key"))
     if step["kind"] == "shadow":
         return ShadowDeploy(model(step["champion"]), [model(c) for c in step["challengers"]])
-    return model(step["model"])
+    return model_step(model(step["model"]), step.get("outputs"))

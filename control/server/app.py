@@ -49,7 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings, registry=registry, artifacts=artifacts, topics=topics,
             deployer=Deployer(settings, registry, topics, artifacts),
             gateway=Gateway(settings, registry, topics), log_store=store,
-            log_agent=LogAgent(settings.worker_settings(), topics, store),
+            log_agent=LogAgent(settings.worker_settings(), topics, store,
+                               policies=registry.log_policy),
             lag=GroupLag(settings.worker_settings()),
         )
         app.state.weir = state

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.errors import UnknownRuntime
-from engine.runtimes.base import Runtime
+
+if TYPE_CHECKING:  # not at run time: a step's runner imports this package with numpy and
+    # pyarrow only (engine.runtimes._runner), and base needs pydantic
+    from engine.runtimes.base import Runtime
 
 RUNTIMES: dict[str, str] = {
     "onnx": "engine.runtimes.onnx:OnnxRuntime",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,12 +17,25 @@ from engine.errors import ModelLoadError
 Device = Literal["cpu", "cuda"]
 
 
+Progress = Callable[[str], None]
+"""Told, in a line of text, what loading is doing (e.g. installing a step's requirements)."""
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run a model: threads per session and the device (from the deployment config)."""
+    """How to run a model: threads per session and the device (from the deployment config),
+    and where Python steps with their own requirements get their environments."""
 
     threads: int | None = None
     device: Device = "cpu"
+    env_root: Path | None = None
+    """Where Python steps' environments are built and cached (a worker's: WEIR_HOME/envs);
+    None: `weir-envs` in the system's temporary directory."""
+    wheel_dir: Path | None = None
+    """Install steps' requirements from the wheels in this directory only (offline hosts);
+    None: from the package index pip reaches."""
+    progress: Progress | None = None
+    """Called with a line of text as loading goes on (a worker shows it in its heartbeat)."""
 
 
 @dataclass(frozen=True)

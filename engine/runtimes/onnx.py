@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -84,15 +85,52 @@ class OnnxRuntime(Runtime):
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         assert self._session is not None, "load() first"
-        feeds = {spec.name: _feed(spec, array) for spec, array in self._match_inputs(batch)}
+        matched = self._match_inputs(batch)
+        if any(isinstance(values, list) for _, _, values in matched):
+            outputs = self._run_by_shape(matched, batch.num_rows)
+        else:
+            outputs = self._run({spec.name: _feed(spec, values) for spec, _, values in matched},
+                                batch.num_rows)
+        return codecs.batch_from_arrays(dict(zip(self._output_names, outputs, strict=True)))
+
+    def _run(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        assert self._session is not None
         try:
-            if batch.num_rows <= RUN_ROWS or self._on_gpu:
-                outputs = self._session.run(self._output_names, feeds)
-            else:
-                outputs = self._run_in_slices(feeds, batch.num_rows)
+            if rows <= RUN_ROWS or self._on_gpu:
+                return list(self._session.run(self._output_names, feeds))
+            return self._run_in_slices(feeds, rows)
         except Exception as exc:
             raise StepFailed(self.name, f"onnxruntime: {exc}") from exc
-        return codecs.batch_from_arrays(dict(zip(self._output_names, outputs, strict=True)))
+
+    def _run_by_shape(self, matched: list[_Matched], rows: int) -> list[Any]:
+        """Ragged inputs (one array per row): rows of one shape run together, never padded.
+
+        Each output is one array again if every group's rows came out in one shape, else one
+        array per row.
+        """
+        for spec, column, values in matched:
+            if isinstance(values, list):
+                _check_dynamic(self.name, spec, column, values)
+        keys = [tuple(v[i].shape for _, _, v in matched if isinstance(v, list)) for i in range(rows)]
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        per_row: list[list[np.ndarray]] = [[] for _ in self._output_names]
+        order: list[int] = []
+        for members in groups.values():
+            feeds = {spec.name: _feed(spec, np.stack([values[i] for i in members])
+                                      if isinstance(values, list) else values[members])
+                     for spec, _, values in matched}
+            for k, out in enumerate(self._run(feeds, len(members))):
+                per_row[k].extend(out)
+            order += members
+        back = np.argsort(np.asarray(order), kind="stable")
+        outputs: list[Any] = []
+        for rows_out in per_row:
+            in_order = [rows_out[i] for i in back]
+            same = len({(r.shape, r.dtype) for r in in_order}) <= 1
+            outputs.append(np.stack(in_order) if same and in_order else in_order)
+        return outputs
 
     def _run_in_slices(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         assert self._session is not None
@@ -102,36 +140,51 @@ class OnnxRuntime(Runtime):
             parts.append(self._session.run(self._output_names, rows_fed))
         return [np.concatenate(pieces) for pieces in zip(*parts, strict=True)]
 
-    def _match_inputs(self, batch: pa.RecordBatch) -> list[tuple[TensorSpec, np.ndarray]]:
+    def _match_inputs(self, batch: pa.RecordBatch) -> list[_Matched]:
         """Pair each model input with a column: by name, else by the one-input conventions.
 
         One input and one column, or one tensor (list) column beside scalar
         fields such as a split key: that column feeds it (the guide's `tensor`
         column). One rank-2 input of width k and k scalar columns: the columns
-        are stacked in order.
+        are stacked in order. A column whose rows differ in shape comes as one array per row.
         """
         names = batch.schema.names
         if all(spec.name in names for spec in self._inputs):
-            return [
-                (spec, codecs.column_to_ndarray(batch.column(spec.name), name=spec.name))
-                for spec in self._inputs
-            ]
+            return [(spec, spec.name, codecs.column_values(batch.column(spec.name), name=spec.name))
+                    for spec in self._inputs]
         if len(self._inputs) == 1:
             spec = self._inputs[0]
             tensors = [n for n, t in zip(names, batch.schema.types) if pa.types.is_nested(t)]
             if len(names) == 1 or (len(spec.shape) > 1 and len(tensors) == 1):
                 name = names[0] if len(names) == 1 else tensors[0]
-                return [(spec, codecs.column_to_ndarray(batch.column(name), name=name))]
+                return [(spec, name, codecs.column_values(batch.column(name), name=name))]
             width = spec.shape[1] if len(spec.shape) == 2 else None
             scalar = all(not pa.types.is_nested(t) for t in batch.schema.types)
             if scalar and (width is None or width == len(names)) and len(names) > 1:
                 columns = [codecs.column_to_ndarray(c, name=n) for c, n in zip(batch.columns, names)]
-                return [(spec, np.column_stack(columns))]
+                return [(spec, ", ".join(names), np.column_stack(columns))]
         expected = ", ".join(f"{s.name} {s.dtype}{s.shape}" for s in self._inputs)
         raise InputMismatch(
             f"model {self.name!r} needs inputs [{expected}] but the data has columns {names}: "
             "name the columns after the model's inputs, or send one column holding the whole tensor"
         )
+
+
+_Matched = tuple[TensorSpec, str, "np.ndarray | list[np.ndarray]"]
+"""A model input, the column feeding it, and its values (one array per row if ragged)."""
+
+
+def _check_dynamic(model: str, spec: TensorSpec, column: str, rows: list[np.ndarray]) -> None:
+    """Rows of differing shapes may only differ along the input's dynamic axes."""
+    for axis in range(1, len(spec.shape)):
+        sizes = {row.shape[axis - 1] for row in rows if row.ndim >= axis}
+        want = spec.shape[axis]
+        if len(sizes) > 1 and isinstance(want, int):
+            raise InputMismatch(
+                f"the codec refused column {column!r} for input {spec.name!r} of model "
+                f"{model!r}: its rows have sizes {min(sizes)} to {max(sizes)} on axis {axis}, "
+                f"which the model fixes at {want} (shape {spec.shape}); weir never pads: make "
+                "the rows that size in a pre-processing step")
 
 
 def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:

@@ -1,12 +1,19 @@
 """Python steps: a user module loaded from the artifact store.
 
-A module provides one of two entry points:
+A module provides one of two entry points (engine.runtimes._step_module):
 
 - `process_data(input_data: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]`:
-  columns in, columns out, vectorised over rows (preferred);
+  columns in, columns out, vectorised over rows (preferred); a column whose rows differ
+  in length (file bytes, audio, token ids) comes as a list of arrays, one per row, and
+  may go out as one;
 - `wallaroo_json(data: pandas.DataFrame)`, the guide's contract: returns a
   DataFrame, a list of row dicts, or a dict with `tensor_fields` naming the
   keys that hold per-row values.
+
+A `.py` file runs in the worker's process, in weir's own environment. A `.zip` (its
+module(s), optionally a `requirements.txt`: engine.runtimes._archive) runs in a process
+of its own: in a virtual environment built for its requirements (engine.runtimes._envs),
+or, without requirements, with weir's own Python.
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pyarrow as pa
 
-from engine import codecs
-from engine.errors import CodecError, ModelLoadError, StepFailed
+from engine.definition import ModelRef
+from engine.errors import ModelLoadError
+from engine.runtimes._archive import is_archive, read_archive, unpack
+from engine.runtimes._envs import environment_python
+from engine.runtimes._step_module import MISSING_ENTRY, call, has_entry
+from engine.runtimes._step_process import StepProcess
 from engine.runtimes.base import Runtime, RuntimeOptions, Signature
 
-ENTRY_POINTS = ("process_data", "wallaroo_json")
+ENV_ROOT = Path(tempfile.gettempdir()) / "weir-envs"
+"""Where steps' environments go when the options name no place (RuntimeOptions.env_root)."""
 
 
 def _import(path: Path, module_name: str) -> ModuleType:
@@ -38,64 +50,61 @@ def _import(path: Path, module_name: str) -> ModuleType:
         loader.exec_module(module)
     except Exception as exc:
         raise ModelLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
-    if not any(callable(getattr(module, name, None)) for name in ENTRY_POINTS):
-        raise ModelLoadError(
-            f"{path.name} defines neither process_data(input_data) nor wallaroo_json(data); "
-            "define process_data taking and returning a dict of numpy arrays"
-        )
+    if not has_entry(module):
+        raise ModelLoadError(f"{path.name} {MISSING_ENTRY}")
     return module
 
 
 class PythonRuntime(Runtime):
-    """A user's pre/post-processing module."""
+    """A user's pre/post-processing module: in process (`.py`), or in its own (`.zip`)."""
 
     kind = "python"
     _module: ModuleType | None = None
+    _process: StepProcess | None = None
 
     @classmethod
     def inspect(cls, path: Path) -> Signature:
-        _import(path, f"weir_inspect_{abs(hash(path))}")
+        if is_archive(path):
+            read_archive(path)  # not imported here: its packages may not be installed yet
+        else:
+            _import(path, f"weir_inspect_{abs(hash(path))}")
         return Signature(inputs=[], outputs=[])
 
     def _load(self, path: Path, options: RuntimeOptions) -> None:
+        if is_archive(path):
+            self._process = _step_process(self.ref, path, options)
+            return
         module_name = f"weir_step_{self.ref.name.replace('-', '_')}_{self.ref.sha[:12]}"
         self._module = _import(path, module_name)
         sys.modules[module_name] = self._module
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self._process is not None:
+            return self._process.predict(batch)
         assert self._module is not None, "load() first"
-        try:
-            if callable(getattr(self._module, "process_data", None)):
-                result = self._module.process_data(codecs.batch_to_arrays(batch))
-                return _to_batch(self.name, result, batch.num_rows)
-            result = self._module.wallaroo_json(codecs.batch_to_pandas(batch))
-            return _to_batch(self.name, _from_tensor_fields(result), batch.num_rows)
-        except StepFailed:
-            raise
-        except Exception as exc:
-            raise StepFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
+        return call(self._module, self.name, batch)
 
     def unload(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
         if self._module is not None:
             sys.modules.pop(self._module.__name__, None)
             self._module = None
 
 
-def _from_tensor_fields(result: Any) -> Any:
-    """The guide's dict form: {'tensor_fields': ['model_input'], 'model_input': [...]}."""
-    if isinstance(result, dict) and "tensor_fields" in result:
-        return {name: result[name] for name in result["tensor_fields"]}
-    return result
-
-
-def _to_batch(step: str, result: Any, n_rows: int) -> pa.RecordBatch:
-    try:
-        batch = codecs.to_record_batch(result)
-    except CodecError as exc:
-        raise StepFailed(step, f"the step returned something weir cannot read: {exc}") from exc
-    if batch.num_rows != n_rows:
-        raise StepFailed(
-            step, f"the step returned {batch.num_rows} rows for {n_rows} input rows; "
-            "return one output row per input row"
-        )
-    return batch
+def _step_process(ref: ModelRef, path: Path, options: RuntimeOptions) -> StepProcess:
+    """An archived step's process, started in its environment (built first if needed)."""
+    root = options.env_root or ENV_ROOT
+    step = read_archive(path)
+    step_dir = unpack(path, ref.sha, root)
+    python = Path(sys.executable)
+    if step.requirements:
+        requirements = step.requirements
+        if step.needs_pandas:
+            requirements += "\npandas"
+        python = environment_python(requirements, root=root, wheel_dir=options.wheel_dir,
+                                    step=ref.name, progress=options.progress)
+    process = StepProcess(python, step_dir, step.module, ref.name, root)
+    process.start()
+    return process

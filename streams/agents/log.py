@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ from engine.steps import ROW as MESSAGE_ROW
 from streams.admin import end_offsets, probe_consumer
 from streams.clients import check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
+from streams.log_policy import LogPolicy
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.messages import Envelope, default_request_id
 from streams.settings import WorkerSettings
@@ -63,6 +64,8 @@ ROW = "row"
 META_ERROR = "metadata.error"
 META_TRACEPARENT = "metadata.traceparent"
 """The W3C traceparent its request came with (streams.trace), where it had one."""
+Policies = Callable[[str, str], LogPolicy]
+"""The log policy of a (workspace, pipeline)."""
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 FLUSH_ROWS = 200_000
@@ -186,11 +189,12 @@ class LogAgent:
     """
 
     def __init__(self, settings: WorkerSettings, topics: TopicMap, store: LogStore,
-                 group_id: str = "weir.log-agent") -> None:
+                 group_id: str = "weir.log-agent", *, policies: Policies | None = None) -> None:
         self.settings = settings
         self.topics = topics
         self.store = store
         self.group_id = group_id
+        self.policies = policies or (lambda workspace, pipeline: LogPolicy())
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # no group: finds end offsets for sync()
         self._probe_lock = asyncio.Lock()
@@ -321,7 +325,13 @@ class LogAgent:
         for (workspace, pipeline), results in buffer.results.items():
             buffer.batches[(workspace, pipeline)] += result_rows(results)
         for (workspace, pipeline), batches in buffer.batches.items():
-            self._append(workspace, pipeline, batches)
+            self._append(workspace, pipeline, self._kept(workspace, pipeline, batches))
+
+    def _kept(self, workspace: str, pipeline: str,
+              batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """The rows as the pipeline's log policy keeps them (streams.log_policy)."""
+        policy = self.policies(workspace, pipeline)
+        return [policy.apply(batch) for batch in batches]
 
     def _logged(self, topic: str) -> tuple[TopicRole | None, dict[str, str] | None]:
         """Which logged role `topic` has, and its placeholders (None, None if neither)."""

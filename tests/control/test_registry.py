@@ -10,9 +10,10 @@ from aiokafka import TopicPartition
 
 from control.embedded import Service
 from control.errors import EntityNotFoundError
-from control.records import Deployment, ModelVersion
+from control.records import Deployment, DeploymentConfig, ModelVersion
 from control.registry import Registry
 from engine.definition import ModelStep, PipelineSpec
+from streams.log_policy import LogPolicy
 from streams.status import WorkerStatus
 
 
@@ -58,6 +59,15 @@ def test_versions_newest_first_and_unchanged_steps_reuse_the_version(registry: R
     assert [v.version for v in registry.versions("default", "p")] == [v2.version, v1.version]
     assert registry.get_version("default", "p").version == v2.version
     assert registry.get_version("default", "p", v1.version).definition == a
+
+
+def test_a_pipelines_log_policy_is_its_deployments(registry: Registry) -> None:
+    assert registry.log_policy("default", "p") == LogPolicy()  # not deployed: the default
+    policy = LogPolicy(max_row_bytes=1000, exclude=["png"])
+    registry.set_deployment(Deployment(workspace="default", pipeline="p", version="v",
+                                       config=DeploymentConfig(log_policy=policy)))
+    assert registry.log_policy("default", "p") == policy
+    assert registry.log_policy("default", "other") == LogPolicy()
 
 
 def test_deployments_are_listed_and_removed(registry: Registry) -> None:

@@ -23,6 +23,7 @@ from engine.codecs import (
     batch_to_arrays,
     batch_to_pandas,
     column_to_ndarray,
+    column_values,
     decode,
     encode,
     ndarray_to_column,
@@ -166,19 +167,69 @@ def test_sliced_list_column_uses_only_its_rows() -> None:
 
 @pytest.mark.parametrize("values, lengths", [
     ([[1, 2, 3], [1, 2, 3, 4]], "lengths 3 and 4"),
-    ([[[1, 2], [3, 4]], [[1, 2], [3]]], "lengths 1 and 2"),
     ([[[1, 2]], [[1, 2], [3, 4]]], "lengths 1 and 2"),
     ([[], [1]], "lengths 0 and 1"),
-], ids=["depth1", "depth2", "depth1-nested", "empty-row"])
-def test_ragged_lists_raise(values: list, lengths: str) -> None:
-    with pytest.raises(CodecError, match=rf"rows of column 'x' have {lengths}; every row must"):
+], ids=["depth1", "depth1-nested", "empty-row"])
+def test_ragged_lists_raise_as_one_tensor(values: list, lengths: str) -> None:
+    with pytest.raises(CodecError, match=rf"the codec refused column 'x': rows of column 'x' "
+                                         rf"have {lengths}; every row must"):
         column_to_ndarray(pa.array(values), name="x")
+
+
+@pytest.mark.parametrize("values, shapes", [
+    ([[1, 2, 3], [4]], [(3,), (1,)]),
+    ([[], [1, 2]], [(0,), (2,)]),
+    ([[[1, 2]], [[3, 4], [5, 6]]], [(1, 2), (2, 2)]),
+], ids=["depth1", "empty-row", "rows-of-vectors"])
+def test_ragged_lists_come_as_one_array_per_row(values: list, shapes: list) -> None:
+    rows = column_values(pa.array(values), name="x")
+    assert isinstance(rows, list)
+    assert [row.shape for row in rows] == shapes
+    for row, expected in zip(rows, values):
+        np.testing.assert_array_equal(row, np.array(expected).reshape(row.shape))
+
+
+def test_ragged_rows_of_a_sliced_column_and_a_uniform_column_as_one_array() -> None:
+    rows = column_values(pa.array([[9], [1, 2, 3], [4]], pa.list_(pa.uint8())).slice(1))
+    assert [row.tolist() for row in rows] == [[1, 2, 3], [4]]
+    assert all(row.dtype == np.uint8 for row in rows)
+    uniform = column_values(pa.array([[1, 2], [3, 4]]))
+    assert isinstance(uniform, np.ndarray) and uniform.shape == (2, 2)
+
+
+def test_rows_ragged_within_a_row_raise() -> None:
+    with pytest.raises(CodecError, match="the codec refused column 'x': its rows hold lists of "
+                                         "lengths 1 and 2 below the first level"):
+        column_values(pa.array([[[1, 2], [3, 4]], [[1, 2], [3]]]), name="x")
+
+
+@pytest.mark.parametrize("rows, kind", [
+    ([np.arange(3, dtype=np.uint8), np.arange(1, dtype=np.uint8)], pa.list_(pa.uint8())),
+    ([np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32)],
+     pa.list_(pa.list_(pa.float32(), 3))),
+    ([np.zeros(0, np.int64), np.arange(2)], pa.list_(pa.int64())),
+], ids=["bytes", "rows-of-vectors", "empty-row"])
+def test_one_array_per_row_round_trips_through_arrow(rows: list, kind: pa.DataType) -> None:
+    batch = batch_from_arrays({"v": rows})
+    assert batch.schema.field("v").type == kind
+    back = batch_to_arrays(decode(encode(batch, ARROW_STREAM), ARROW_STREAM), ragged=True)["v"]
+    if isinstance(back, np.ndarray):  # rows of one shape come back as one array
+        back = list(back)
+    assert len(back) == len(rows)
+    for got, want in zip(back, rows):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_one_array_per_row_must_share_dtype_and_trailing_shape() -> None:
+    with pytest.raises(CodecError, match="column 'v' is one array per row, but they differ"):
+        batch_from_arrays({"v": [np.zeros((2, 3)), np.zeros((2, 4))]})
 
 
 def test_ragged_json_rows_raise_when_made_arrays() -> None:
     batch = decode(b'[{"x": [1, 2]}, {"x": [1, 2, 3]}]', PANDAS_RECORDS)
     with pytest.raises(CodecError, match="rows of column 'x' have lengths 2 and 3"):
         batch_to_arrays(batch)
+    assert [row.tolist() for row in batch_to_arrays(batch, ragged=True)["x"]] == [[1, 2], [1, 2, 3]]
 
 
 @pytest.mark.parametrize("column, what", [

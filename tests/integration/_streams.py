@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +181,43 @@ def worker_warnings(home: str, limit: int = 30) -> str:
                 lines.append(f"{path.stem}: {line[:300]}")
     return "\n".join(lines[-limit:]) or "(none)"
 
+
+class Reply(NamedTuple):
+    headers: dict[str, bytes]
+    batch: pa.RecordBatch
+
+
+async def kafka_round_trip(bootstrap: str, topics: dict[str, str],
+                           messages: list[tuple[str, bytes]]) -> dict[str, Reply]:
+    """Bare aiokafka: produce to the input topic, read answers off the result topic."""
+    consumer = AIOKafkaConsumer(topics["output"], bootstrap_servers=bootstrap,
+                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        ids = {}
+        for content_type, value in messages:
+            request_id = uuid.uuid4().hex
+            ids[request_id] = content_type
+            await producer.send_and_wait(topics["input"], value, key=request_id.encode(), headers=[
+                (CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())])
+        answers: dict[str, Reply] = {}
+        deadline = time.monotonic() + 30
+        while len(answers) < len(ids) and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                for msg in msgs:
+                    headers = dict(msg.headers)
+                    request_id = headers[REQUEST_ID].decode()
+                    if request_id in ids:
+                        answers[request_id] = Reply(
+                            headers, codecs.decode(msg.value, codecs.ARROW_STREAM))
+        return answers
+    finally:
+        await producer.stop()
+        await consumer.stop()

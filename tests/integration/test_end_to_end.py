@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,7 +13,7 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from control.errors import InferenceError, NotDeployedError
@@ -24,16 +22,12 @@ from control.sdk.pipeline import Pipeline
 from engine import codecs
 from engine.errors import CodecError
 from streams.clients import topic_partitions
-from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
+from streams.messages import ERROR
+from tests.integration._streams import kafka_round_trip
 
 pytestmark = pytest.mark.slow
 
 X = np.random.default_rng(7).random((6, 10), dtype=np.float32)
-
-
-class Reply(NamedTuple):
-    headers: dict[str, bytes]
-    batch: pa.RecordBatch
 
 
 def expected(model: Path, x: np.ndarray) -> np.ndarray:
@@ -105,49 +99,13 @@ def test_http_arrow_file_in_and_out(stack: dict[str, Any], pipeline: Pipeline) -
     assert codecs.decode(response.content, codecs.ARROW_FILE).num_rows == len(X)
 
 
-async def _kafka_round_trip(bootstrap: str, topics: dict[str, str],
-                            messages: list[tuple[str, bytes]]) -> dict[str, Reply]:
-    """Bare aiokafka: produce to the input topic, read answers off the result topic."""
-    consumer = AIOKafkaConsumer(topics["output"], bootstrap_servers=bootstrap,
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await producer.start()
-    try:
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
-        ids = {}
-        for content_type, value in messages:
-            request_id = uuid.uuid4().hex
-            ids[request_id] = content_type
-            await producer.send_and_wait(topics["input"], value, key=request_id.encode(), headers=[
-                (CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())])
-        answers: dict[str, Reply] = {}
-        deadline = time.monotonic() + 30
-        while len(answers) < len(ids) and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=200)).values():
-                for msg in msgs:
-                    headers = dict(msg.headers)
-                    request_id = headers[REQUEST_ID].decode()
-                    if request_id in ids:
-                        answers[request_id] = Reply(
-                            headers, codecs.decode(msg.value, codecs.ARROW_STREAM))
-        return answers
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
 def test_bare_kafka_producer_and_consumer(stack: dict[str, Any], pipeline: Pipeline,
                                           diabetes_onnx: Path) -> None:
     topics = pipeline.topics()
     assert set(topics) >= {"input", "output", "logs"}
     arrow = codecs.encode(codecs.batch_from_arrays({"tensor": X}), codecs.ARROW_STREAM)
     records = json.dumps([{"tensor": row.tolist()} for row in X[:3]]).encode()
-    answers = asyncio.run(_kafka_round_trip(stack["kafka_bootstrap"], topics,
+    answers = asyncio.run(kafka_round_trip(stack["kafka_bootstrap"], topics,
                                             [(codecs.ARROW_STREAM, arrow),
                                              (codecs.PANDAS_RECORDS, records)]))
     assert sorted(a.batch.num_rows for a in answers.values()) == [3, len(X)]
@@ -165,7 +123,7 @@ def test_a_failed_kafka_request_is_answered_with_its_input_and_logged(
         stack: dict[str, Any], pipeline: Pipeline) -> None:
     topics = pipeline.topics()
     misshaped = codecs.encode(codecs.batch_from_arrays({"tensor": X[:2, :3]}), codecs.ARROW_STREAM)
-    answers = asyncio.run(_kafka_round_trip(stack["kafka_bootstrap"], topics,
+    answers = asyncio.run(kafka_round_trip(stack["kafka_bootstrap"], topics,
                                             [(codecs.ARROW_STREAM, misshaped)]))
     ((request_id, (headers, carried)),) = answers.items()
     assert b"dimension 1 is 3, must be 10" in headers[ERROR]

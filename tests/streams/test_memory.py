@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -83,3 +86,16 @@ def test_resident_size_follows_what_this_process_touches() -> None:
     assert block[-1] == 1
     assert 16 * MiB < before < 16 * GiB
     assert during - before > 48 * MiB
+
+
+def test_a_child_process_counts_toward_the_workers_memory() -> None:
+    before = rss_bytes()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                              "block = b'x' * (160 * 2**20)\nprint('ready', flush=True)\n"
+                              "time.sleep(60)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        assert rss_bytes() - before > 150 * 2**20  # what a Python step's own process holds
+    finally:
+        child.kill()
+        child.wait()

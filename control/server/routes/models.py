@@ -21,7 +21,8 @@ from engine.runtimes import get_runtime
 
 router = APIRouter()
 
-_BY_SUFFIX: dict[str, RuntimeName] = {".onnx": "onnx", ".py": "python"}
+_BY_SUFFIX: dict[str, RuntimeName] = {".onnx": "onnx", ".py": "python", ".zip": "python"}
+"""A `.zip` is a Python step with its modules and requirements (engine.runtimes._archive)."""
 
 
 def _inspect(state: ServerState, model: ModelVersion) -> ModelVersion:
@@ -50,8 +51,8 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
                              "the upload was corrupted; upload again")
     chosen = runtime or _BY_SUFFIX.get(Path(filename).suffix)
     if chosen is None:
-        raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name it .onnx or .py, "
-                             "or pass runtime")
+        raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name it .onnx, .py or "
+                             ".zip (a Python step with its requirements.txt), or pass runtime")
     get_runtime(chosen)  # unknown names fail here with the valid list
     state.registry.get_workspace(workspace)
     sha = state.artifacts.put(body)

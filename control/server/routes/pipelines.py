@@ -15,6 +15,7 @@ from engine.definition import (
     ModelRef, ModelStep, PipelineSpec, RandomSplitStep, ShadowStep, SplitArm, Step, Validation,
 )
 from engine.split import normalise
+from engine.steps import check_output_map
 from engine.pipeline import compile_validations
 
 router = APIRouter()
@@ -81,6 +82,7 @@ class ModelChoice(BaseModel):
 class ModelStepBody(BaseModel):
     kind: Literal["model"] = "model"
     model: ModelChoice
+    outputs: dict[str, str] = {}
 
 
 class ArmBody(BaseModel):
@@ -125,7 +127,9 @@ def _resolve(state: ServerState, workspace: str, body: VersionBody) -> PipelineS
         if isinstance(body, ShadowStepBody):
             return ShadowStep(champion=ref(body.champion),
                               challengers=[ref(c) for c in body.challengers])
-        return ModelStep(model=ref(body.model))
+        model_step = ModelStep(model=ref(body.model), outputs=body.outputs)
+        check_output_map(model_step)
+        return model_step
 
     spec = PipelineSpec(steps=[step(s) for s in body.steps], validations=body.validations)
     compile_validations(spec)
