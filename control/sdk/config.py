@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from control.errors import ConfigError
 from control.records import DeploymentConfig
+
+_RULES = {
+    "replicas": "a whole number of worker processes from 1 to 64",
+    "cpus": "a number of CPUs above 0, e.g. 0.5 or 2",
+    "memory": "a size as Kubernetes writes it, e.g. '512Mi', '1Gi' or '2G'",
+    "gpus": "a whole number of GPUs, 0 or more",
+}
 
 
 class DeploymentConfigBuilder:
-    """Builds a DeploymentConfig step by step.
+    """Builds a DeploymentConfig step by step; each value is checked as it is set.
 
     Example: `DeploymentConfigBuilder().replica_count(2).cpus(1).memory("1Gi").build()`
     """
@@ -14,21 +24,25 @@ class DeploymentConfigBuilder:
     def __init__(self) -> None:
         self._values: dict[str, object] = {}
 
-    def replica_count(self, count: int) -> DeploymentConfigBuilder:
-        self._values["replicas"] = count
+    def _set(self, field: str, setter: str, value: object) -> DeploymentConfigBuilder:
+        try:
+            DeploymentConfig.model_validate({field: value})
+        except ValidationError:
+            raise ConfigError(f"{setter}({value!r}) is not valid: give {_RULES[field]}") from None
+        self._values[field] = value
         return self
+
+    def replica_count(self, count: int) -> DeploymentConfigBuilder:
+        return self._set("replicas", "replica_count", count)
 
     def cpus(self, cpus: float) -> DeploymentConfigBuilder:
-        self._values["cpus"] = cpus
-        return self
+        return self._set("cpus", "cpus", cpus)
 
     def memory(self, memory: str) -> DeploymentConfigBuilder:
-        self._values["memory"] = memory
-        return self
+        return self._set("memory", "memory", memory)
 
     def gpus(self, gpus: int) -> DeploymentConfigBuilder:
-        self._values["gpus"] = gpus
-        return self
+        return self._set("gpus", "gpus", gpus)
 
     def build(self) -> DeploymentConfig:
-        return DeploymentConfig(**self._values)  # type: ignore[arg-type]
+        return DeploymentConfig.model_validate(self._values)

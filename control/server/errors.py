@@ -10,6 +10,7 @@ from engine import errors as ee
 
 STATUS: dict[type[ee.WeirError], int] = {
     ce.InvalidNameError: 400,
+    ce.ConfigError: 400,
     ee.CodecError: 400,
     ee.InputMismatch: 400,
     ee.ExpressionError: 400,
@@ -20,6 +21,7 @@ STATUS: dict[type[ee.WeirError], int] = {
     ce.EntityNotFoundError: 404,
     ce.NotDeployedError: 409,
     ce.LimitError: 409,
+    ce.InUseError: 409,
     ce.DeploymentError: 409,
     ce.PayloadTooLarge: 413,
     ce.InferenceError: 422,
