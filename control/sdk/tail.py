@@ -7,6 +7,8 @@ with the request id in `request_id` (error replies as a row per request with `er
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,24 +30,36 @@ LATE = timedelta(minutes=1)
 def follow_results(bootstrap: str | None, topic: str, *, ready: Callable[[], None] = lambda: None,
                    poll_ms: int = 500) -> Iterator[pa.RecordBatch]:
     """The answers on `topic` from now on, each as it arrives. `ready` is called once the
-    consumer sits at the topic's end (anything sent after that is seen)."""
+    consumer sits at the topic's end (anything sent after that is seen). Ends, after the
+    consumer has stopped, with KeyboardInterrupt on Ctrl-C."""
     if not bootstrap:
         raise StackError("following a result topic needs the Kafka bootstrap servers: run it "
                          "where `weir up` runs, or set WEIR_KAFKA_BOOTSTRAP")
     loop = asyncio.new_event_loop()
-    consumer = loop.run_until_complete(_at_end(bootstrap, topic))
+    interrupted = []
+    # Ctrl-C while the consumer runs would be raised inside its tasks and leave them broken:
+    # in the main thread, take it as a request to stop after the current poll instead.
+    trap = threading.current_thread() is threading.main_thread()
+    if trap:
+        loop.add_signal_handler(signal.SIGINT, lambda: interrupted.append(True))
     try:
-        ready()
-        while True:
-            records = loop.run_until_complete(consumer.getmany(timeout_ms=poll_ms))
-            for messages in records.values():
-                for message in messages:
-                    batch = _answer(Envelope.parse(message.headers), message.value or b"")
-                    if batch is not None:
-                        yield batch
+        consumer = loop.run_until_complete(_at_end(bootstrap, topic))
+        try:
+            ready()
+            while not interrupted:
+                records = loop.run_until_complete(consumer.getmany(timeout_ms=poll_ms))
+                for messages in records.values():
+                    for message in messages:
+                        batch = _answer(Envelope.parse(message.headers), message.value or b"")
+                        if batch is not None:
+                            yield batch
+        finally:
+            loop.run_until_complete(consumer.stop())
     finally:
-        loop.run_until_complete(consumer.stop())
+        if trap:
+            loop.remove_signal_handler(signal.SIGINT)
         loop.close()
+    raise KeyboardInterrupt
 
 
 async def _at_end(bootstrap: str, topic: str) -> AIOKafkaConsumer:

@@ -75,9 +75,12 @@ def get_pipeline(name: str, request: Request, workspace: str = "default") -> Pip
 
 
 @router.delete("/pipelines/{name}")
-def delete_pipeline(name: str, request: Request, workspace: str = "default") -> dict[str, str]:
+async def delete_pipeline(name: str, request: Request, workspace: str = "default"
+                          ) -> dict[str, str]:
     """Delete an undeployed pipeline, its versions and its logs (409 while deployed)."""
     state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    await state.log_agent.sync(workspace, name)  # rows answered so far land now, not later
     removal.delete_pipeline(state.registry, state.log_store, workspace, name)
     return {"deleted": name}
 
