@@ -71,6 +71,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, wide: bool 
             column.min_width = max([len(str(r.get(name) or "")) for r in rows] + [len(name)])
         else:
             column.overflow = "fold"
+            column.min_width = len(name)  # headers stay whole too
     for row in rows:
         grid.add_row(*(Text(cell(row.get(c), c, wide=wide)) for c in columns))
     (Console(width=max(out.width, 400), highlight=False) if wide else out).print(grid)
