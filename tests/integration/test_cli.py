@@ -17,6 +17,7 @@ import pytest
 
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
+from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,9 @@ def weir(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def deployed(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
     """`cli-diabetes` deployed, and `cli-diabetes2` built beside it (names alike)."""
-    model = client.upload_model("cli-diabetes", diabetes_onnx).configure("onnx")
-    client.build_pipeline("cli-diabetes2").add_model_step(model).create_version()
-    pipeline = client.build_pipeline("cli-diabetes").add_model_step(model)
-    try:
-        yield pipeline.deploy(quiet=True)
-    finally:
-        pipeline.undeploy()
+    client.build_pipeline("cli-diabetes2")
+    with one_model_pipeline(client, "cli-diabetes", diabetes_onnx) as pipeline:
+        yield pipeline
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from streams.messages import CONTENT_TYPE, REQUEST_ID
+from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -111,12 +112,8 @@ def kcat(pytestconfig: pytest.Config, stack: dict[str, Any]) -> Kcat:
 
 @pytest.fixture(scope="module")
 def pipeline(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
-    model = client.upload_model("kc-diabetes", diabetes_onnx).configure("onnx")
-    pipeline = client.build_pipeline("kc-diabetes").add_model_step(model)
-    try:
-        yield pipeline.deploy(quiet=True)
-    finally:
-        pipeline.undeploy()
+    with one_model_pipeline(client, "kc-diabetes", diabetes_onnx) as deployed:
+        yield deployed
 
 
 def expected(model: Path, x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
+from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +39,9 @@ def deployed(client: Client, diabetes_onnx: Path, tmp_path_factory: pytest.TempP
     """An ONNX pipeline (FP32 in and out) and a Python one (INT64 and BYTES in and out)."""
     words = tmp_path_factory.mktemp("oip") / "words.py"
     words.write_text(WORDS)
-    onnx_model = client.upload_model("oip-diabetes", diabetes_onnx).configure("onnx")
-    python_model = client.upload_model("oip-words", words).configure("python")
-    pipelines = {"onnx": client.build_pipeline("oip-onnx").add_model_step(onnx_model),
-                 "python": client.build_pipeline("oip-python").add_model_step(python_model)}
-    try:
-        for pipeline in pipelines.values():
-            pipeline.deploy(quiet=True)
-        yield pipelines
-    finally:
-        for pipeline in pipelines.values():
-            pipeline.undeploy()
+    with one_model_pipeline(client, "oip-onnx", diabetes_onnx) as onnx, \
+            one_model_pipeline(client, "oip-python", words, "python") as python:
+        yield {"onnx": onnx, "python": python}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from control.errors import InferenceError
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
+from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +23,8 @@ X = np.random.default_rng(31).random((4, 10), dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def pipeline(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
-    model = client.upload_model("sdk-diabetes", diabetes_onnx).configure("onnx")
-    pipeline = client.build_pipeline("sdk-diabetes").add_model_step(model)
-    try:
-        yield pipeline.deploy(quiet=True)
-    finally:
-        pipeline.undeploy()
+    with one_model_pipeline(client, "sdk-diabetes", diabetes_onnx) as deployed:
+        yield deployed
 
 
 def test_list_pipelines_is_one_request(client: Client, pipeline: Pipeline) -> None:
