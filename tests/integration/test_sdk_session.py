@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -67,3 +68,10 @@ def test_logs_have_the_columns_of_the_rows_asked_for(pipeline: Pipeline) -> None
     assert "row" in newest.columns and "metadata.row" not in newest.columns
     both = pipeline.logs(limit=2 * len(X))
     assert {"in.tensor", "in.feature0"} <= set(both.columns)
+
+
+def test_no_docs_page_that_needs_a_cdn_but_the_schema(stack: dict[str, Any]) -> None:
+    url = stack["server_url"]
+    assert httpx.get(f"{url}/docs").status_code == 404
+    assert httpx.get(f"{url}/redoc").status_code == 404
+    assert "/pipelines/{name}" in httpx.get(f"{url}/openapi.json").json()["paths"]
