@@ -116,17 +116,15 @@ def request_to_batch(request: InferenceRequest, binary: bytes = b"") -> pa.Recor
         if tensor.datatype not in DATATYPES:
             raise CodecError(f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
                              f"{', '.join(DATATYPES)}")
-        size = (tensor.parameters or {}).get(BINARY_SIZE)
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
-                raise CodecError(f"input {tensor.name!r} claims {size!r} bytes of binary data "
-                                 f"but {len(binary) - offset} are left")
+        size, left = (tensor.parameters or {}).get(BINARY_SIZE), len(binary) - offset
+        if size is None:
+            array = _from_json(tensor)
+        elif isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= left:
             array = _from_binary(tensor, binary[offset:offset + size])
             offset += size
-        elif tensor.data is None:
-            raise CodecError(f"input {tensor.name!r} has neither data nor {BINARY_SIZE}")
         else:
-            array = _from_json(tensor)
+            raise CodecError(f"input {tensor.name!r} claims {size!r} bytes of binary data "
+                             f"but {left} are left")
         count = int(np.prod(tensor.shape))
         if array.size != count:
             raise CodecError(f"input {tensor.name!r} has {array.size} values but shape "
@@ -135,11 +133,14 @@ def request_to_batch(request: InferenceRequest, binary: bytes = b"") -> pa.Recor
     if not arrays:
         raise CodecError("an inference request needs at least one input tensor")
     if offset != len(binary):
-        raise CodecError(f"the body has {len(binary) - offset} bytes of binary data no input claims")
+        raise CodecError(f"the body has {len(binary) - offset} bytes of binary data that no "
+                         "input claims")
     return codecs.batch_from_arrays(arrays)
 
 
 def _from_json(tensor: Tensor) -> np.ndarray:
+    if tensor.data is None:
+        raise CodecError(f"input {tensor.name!r} has neither data nor {BINARY_SIZE}")
     data = np.asarray(tensor.data, dtype=object).reshape(-1)  # nested lists: row-major, flat
     if any(isinstance(value, list) for value in data):
         raise CodecError(f"input {tensor.name!r} has nested lists of different lengths; "

@@ -216,7 +216,8 @@ class Pipeline(LogsMixin):
         once the server has undone it: until then the new version may briefly show Error)."""
         out = sys.stderr
         if not quiet:
-            out.write(f"Waiting for deployment - this will take up to {limit:.0f}s ")
+            out.write(f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
+                      "then undone, which takes a little longer) ")
         deadline = time.monotonic() + limit
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -274,12 +275,14 @@ class Pipeline(LogsMixin):
 
         `data` is a pandas DataFrame, a pyarrow Table/RecordBatch, a list of row
         dicts, a dict of columns, or a numpy array with rows first (sent as the column
-        `tensor`). A column per input of the first model, named as the model names it; or,
-        for a model with one input, one column named `tensor` holding each row's tensor as
-        a list, or one plain column per feature (stacked in order). A pyarrow input gets a pyarrow.Table back; a
-        dict of columns gets the guide's `[InferenceResult({...})]` (check_failures
-        as `{'False': {'expr': ...}}`, outputs, shadow_data); anything else a
-        DataFrame with time, in.*, out.*, check_failures, anomaly.* and metadata.*.
+        `tensor`). It holds a column per input of the first model, named as the model
+        names it; or, for a model with one input, one column named `tensor` holding each
+        row's tensor as a list, or one plain column per feature (stacked in order).
+
+        A pyarrow input gets a pyarrow.Table back; a dict of columns gets the guide's
+        `[InferenceResult({...})]` (check_failures as `{'False': {'expr': ...}}`, outputs,
+        shadow_data); anything else a DataFrame with time, in.*, out.*, check_failures,
+        anomaly.* and metadata.*.
         """
         batch = codecs.to_record_batch(data)
         response = self._session.request(

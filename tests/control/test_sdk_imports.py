@@ -1,4 +1,4 @@
-"""control/__init__.py loads the SDK lazily; the SDK's objects import the session, not the Client."""
+"""control/__init__.py loads the SDK lazily; SDK objects import the session, not the Client."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def test_model_metadata_has_the_protocols_shape(triton: InferenceServerClient,
         "inputs": [{"name": "float_input", "datatype": "FP32", "shape": [-1, 10]}],
         "outputs": [{"name": "variable", "datatype": "FP32", "shape": [-1, 1]}],
     }
-    with pytest.raises(InferenceServerException, match="pipeline 'oip-nowhere' not found") as missing:
+    with pytest.raises(InferenceServerException,
+                       match="pipeline 'oip-nowhere' not found") as missing:
         triton.get_model_metadata("oip-nowhere", headers=dict(auth))
     assert missing.value.status() == "404"
 
@@ -105,7 +106,8 @@ def test_fp32_infer_answers_the_models_output_by_its_name(
     tensor = InferInput("float_input", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X, binary_data=binary)
     outputs = None if binary else [InferRequestedOutput("variable", binary_data=False)]
-    result = triton.infer("oip-onnx", [tensor], outputs=outputs, request_id="r-1", headers=dict(auth))
+    result = triton.infer("oip-onnx", [tensor], outputs=outputs, request_id="r-1",
+                          headers=dict(auth))
     np.testing.assert_allclose(result.as_numpy("variable"), expected(diabetes_onnx, X), rtol=1e-5)
     response = result.get_response()
     assert [o["name"] for o in response["outputs"]] == ["variable"]

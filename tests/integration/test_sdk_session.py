@@ -29,8 +29,9 @@ def pipeline(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
 
 
 def test_list_pipelines_is_one_request(client: Client, pipeline: Pipeline) -> None:
+    model = client.get_model("sdk-diabetes")
     for name in ("sdk-more-1", "sdk-more-2"):
-        client.build_pipeline(name).add_model_step(client.get_model("sdk-diabetes")).create_version()
+        client.build_pipeline(name).add_model_step(model).create_version()
     sent: list[str] = []
 
     def count(request: httpx.Request) -> None:
