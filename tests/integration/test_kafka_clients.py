@@ -69,7 +69,8 @@ class Kcat(NamedTuple):
                               timeout=WAIT_S, check=True).stdout
 
 
-def _librdkafka_for(path: str, bootstrap: str, config: pytest.Config) -> dict[str, str]:
+def _librdkafka_for(path: str, bootstrap: str, config: pytest.Config, libs: Path
+                    ) -> dict[str, str]:
     """kcat's environment: as it is where kcat can talk to the broker; else with the newer
     librdkafka that confluent-kafka ships (Debian 12's librdkafka 2.0.2 cannot read the
     embedded Tansu broker's ApiVersions answer: "Read underflow"; 2.16 can)."""
@@ -84,10 +85,7 @@ def _librdkafka_for(path: str, bootstrap: str, config: pytest.Config) -> dict[st
         "confluent_kafka.libs/librdkafka*.so*"))
     if not bundled:
         return env
-    libs = Path(config.cache.mkdir("kcat-librdkafka"))
-    link = libs / "librdkafka.so.1"
-    link.unlink(missing_ok=True)
-    link.symlink_to(bundled[0])
+    (libs / "librdkafka.so.1").symlink_to(bundled[0])
     with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         print("\nkcat's librdkafka cannot read this broker's ApiVersions answer; running kcat "
               f"with confluent-kafka's ({bundled[0].name})", flush=True)
@@ -95,7 +93,8 @@ def _librdkafka_for(path: str, bootstrap: str, config: pytest.Config) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def kcat(pytestconfig: pytest.Config, stack: dict[str, Any]) -> Kcat:
+def kcat(pytestconfig: pytest.Config, stack: dict[str, Any],
+         tmp_path_factory: pytest.TempPathFactory) -> Kcat:
     """kcat, installed if missing; skipped with the reason where it cannot be installed
     (failed under CI=true, where every client must be proven)."""
     found = shutil.which("kcat")
@@ -107,7 +106,8 @@ def kcat(pytestconfig: pytest.Config, stack: dict[str, Any]) -> Kcat:
             if os.environ.get("CI") == "true":
                 pytest.fail(message)
             pytest.skip(message)
-    return Kcat(found, _librdkafka_for(found, stack["kafka_bootstrap"], pytestconfig))
+    return Kcat(found, _librdkafka_for(found, stack["kafka_bootstrap"], pytestconfig,
+                                       tmp_path_factory.mktemp("kcat-librdkafka")))
 
 
 @pytest.fixture(scope="module")
