@@ -118,7 +118,7 @@ def test_bad_tensors_say_what_is_wrong(tensor: Tensor, message: str) -> None:
 
 def test_unclaimed_binary_data_is_refused() -> None:
     request = InferenceRequest(inputs=[Tensor(name="t", shape=[1], datatype="FP32", data=[1])])
-    with pytest.raises(CodecError, match="4 bytes of binary data no input claims"):
+    with pytest.raises(CodecError, match="4 bytes of binary data that no input claims"):
         request_to_batch(request, b"\0" * 4)
 
 
