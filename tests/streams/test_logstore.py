@@ -374,3 +374,14 @@ def test_appends_during_compaction_are_kept(store: LogStore) -> None:
     store.compact(WS, PIPE)
     assert store.count(WS, PIPE) == 2000
     assert store.query(WS, PIPE, limit=None).num_rows == 2000
+
+
+def test_delete_removes_a_pipelines_rows_and_leaves_the_others(store: LogStore) -> None:
+    store.append(WS, PIPE, rows(5))
+    store.append(WS, "other", rows(3))
+    store.delete(WS, PIPE)
+    assert store.query(WS, PIPE).num_rows == 0
+    assert store.pipelines() == [(WS, "other")]
+    assert sorted(keys(store.query(WS, "other"))) == keys(rows(3))
+    store.append(WS, PIPE, rows(2))  # the name is usable afresh
+    assert store.query(WS, PIPE).num_rows == 2
