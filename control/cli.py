@@ -117,7 +117,7 @@ def models_delete(name: str) -> None:
 
 
 # -- pipelines ------------------------------------------------------------------------
-LIST_COLUMNS = ["name", "deployed", "steps", "versions", "last_updated"]
+PIPELINE_COLUMNS = ["name", "deployed", "steps", "versions", "last_updated"]
 
 
 @pipelines_app.command("list")
@@ -128,7 +128,7 @@ def pipelines_list(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
         print_json(infos)
         return
     table(infos, ["name", "created", "last_updated", "deployed", "deployed_version", "tags",
-                  "versions", "steps", "published"] if wide else LIST_COLUMNS, wide=wide)
+                  "versions", "steps", "published"] if wide else PIPELINE_COLUMNS, wide=wide)
 
 
 @pipelines_app.command("show")
@@ -140,7 +140,7 @@ def pipelines_show(name: str, json_out: JsonOpt = False) -> None:
         print_json(info)
     else:
         for key in ("name", "deployed", "deployed_version", "steps", "versions", "topics", "url"):
-            out.print(f"[bold]{key}[/bold]: {info.get(key)}")
+            out.print(f"[bold]{key}[/bold]: {escape(str(info.get(key)))}")
 
 
 @pipelines_app.command("status")
@@ -153,7 +153,8 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
         out.print(f"[bold]{name}[/bold]: {status['status']}")
         for engine in status.get("engines", []):
             where = f" (remote, on {engine['ip']})" if engine.get("remote") else ""
-            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}")
+            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}",
+                      markup=False)
 
 
 @pipelines_app.command("versions")
