@@ -34,3 +34,7 @@ class ArtifactStore:
 
     def exists(self, sha: str) -> bool:
         return self.path(sha).exists()
+
+    def delete(self, sha: str) -> None:
+        """Remove a file no model version refers to any more (absent: nothing to do)."""
+        self.path(sha).unlink(missing_ok=True)

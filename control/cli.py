@@ -12,22 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from control._cli_output import err, out, print_json, row_line, row_columns, rows_table, table
 from engine.errors import WeirError
 
 app = typer.Typer(help="weir: serve ML pipelines on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-pipelines_app = typer.Typer(help="Pipelines: list, show, deploy, undeploy, status.",
+pipelines_app = typer.Typer(help="Pipelines: list, show, deploy, undeploy, status, delete.",
                             no_args_is_help=True)
-models_app = typer.Typer(help="Models: upload and list.", no_args_is_help=True)
+models_app = typer.Typer(help="Models: upload, list and delete.", no_args_is_help=True)
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every field, in full.")]
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
 
 
 def _client() -> Any:
@@ -40,18 +40,6 @@ def _settings() -> Any:
     from control.settings import Settings
 
     return Settings.discover()
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(", ".join(map(str, v)) if isinstance(v, list) else str(v)
-                        for v in (row.get(c, "") for c in columns)))
-    out.print(table)
 
 
 # -- the stack ------------------------------------------------------------------------
@@ -106,48 +94,61 @@ def demo() -> None:
 
 # -- models ---------------------------------------------------------------------------
 @models_app.command("upload")
-def models_upload(name: str, path: Path, runtime: Annotated[str | None, typer.Option(help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
+def models_upload(name: str, path: ExistingFile,
+                  runtime: Annotated[str | None, typer.Option(
+                      "--runtime", help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
                   json_out: JsonOpt = False) -> None:
     """Upload a model file as a new version of NAME."""
     model = _client().upload_model(name, path, runtime=runtime)
     if json_out:
-        _print_json(model._record)
+        print_json(model.to_dict())
     else:
         err.print(f"uploaded {model.name} version {model.version} (sha256 {model.sha})")
 
 
 @models_app.command("list")
-def models_list(json_out: JsonOpt = False) -> None:
+def models_list(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """List models (newest version of each)."""
-    records = [m._record for m in _client().list_models()]
+    records = [m.to_dict() for m in _client().list_models()]
     if json_out:
-        _print_json(records)
-    else:
-        _table(records, ["name", "version", "runtime", "sha", "created"])
+        print_json(records)
+        return
+    columns = ["name", "version", "runtime", "created"]
+    table(records, [*columns, "sha", "file_name", "tags"] if wide else columns, wide=wide)
+
+
+@models_app.command("delete")
+def models_delete(name: str) -> None:
+    """Delete every version of model NAME (refused while a pipeline uses it)."""
+    _client().delete_model(name)
+    err.print(f"model {name} deleted")
 
 
 # -- pipelines ------------------------------------------------------------------------
+PIPELINE_COLUMNS = ["name", "deployed", "steps", "versions", "last_updated"]
+
+
 @pipelines_app.command("list")
-def pipelines_list(json_out: JsonOpt = False) -> None:
+def pipelines_list(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """List pipelines in the workspace."""
-    infos = [p._info for p in _client().list_pipelines()]
+    infos = [p.to_dict() for p in _client().list_pipelines()]
     if json_out:
-        _print_json(infos)
-    else:
-        _table(infos, ["name", "created", "last_updated", "deployed", "tags", "versions",
-                       "steps", "published"])
+        print_json(infos)
+        return
+    table(infos, ["name", "created", "last_updated", "deployed", "deployed_version", "tags",
+                  "versions", "steps", "published"] if wide else PIPELINE_COLUMNS, wide=wide)
 
 
 @pipelines_app.command("show")
 def pipelines_show(name: str, json_out: JsonOpt = False) -> None:
     """Show one pipeline, with its topics."""
     pipeline = _client().get_pipeline(name)
-    info = {**pipeline._info, "topics": pipeline.topics(), "url": pipeline.url()}
+    info = {**pipeline.to_dict(), "topics": pipeline.topics(), "url": pipeline.url()}
     if json_out:
-        _print_json(info)
+        print_json(info)
     else:
         for key in ("name", "deployed", "deployed_version", "steps", "versions", "topics", "url"):
-            out.print(f"[bold]{key}[/bold]: {info.get(key)}")
+            out.print(f"[bold]{key}[/bold]: {escape(str(info.get(key)))}")
 
 
 @pipelines_app.command("status")
@@ -155,23 +156,24 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
     """Show a pipeline's deployment status."""
     status = _client().get_pipeline(name).status()
     if json_out:
-        _print_json(status)
+        print_json(status)
     else:
         out.print(f"[bold]{name}[/bold]: {status['status']}")
         for engine in status.get("engines", []):
             where = f" (remote, on {engine['ip']})" if engine.get("remote") else ""
-            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}")
+            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}",
+                      markup=False)
 
 
 @pipelines_app.command("versions")
-def pipelines_versions(name: str, json_out: JsonOpt = False) -> None:
+def pipelines_versions(name: str, wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """List a pipeline's versions, newest first."""
-    versions = _client().get_pipeline(name).versions()
-    rows = [v._row() for v in versions]
+    rows = [v.to_dict() for v in _client().get_pipeline(name).versions()]
     if json_out:
-        _print_json(rows)
-    else:
-        _table(rows, list(rows[0]) if rows else ["version"])
+        print_json(rows)
+        return
+    columns = ["version", "creation_time", "deployed", "steps"]
+    table(rows, [*columns, "last_updated_time", "tags"] if wide else columns, wide=wide)
 
 
 @pipelines_app.command("deploy")
@@ -184,7 +186,7 @@ def pipelines_deploy(name: str, version: Annotated[str | None, typer.Option(help
     config = DeploymentConfigBuilder().replica_count(replicas).build()
     pipeline = _client().get_pipeline(name, version=version).deploy(config, quiet=json_out)
     if json_out:
-        _print_json(pipeline.status())
+        print_json(pipeline.status())
 
 
 @pipelines_app.command("undeploy")
@@ -194,47 +196,86 @@ def pipelines_undeploy(name: str) -> None:
     err.print(f"{name} undeployed")
 
 
+@pipelines_app.command("delete")
+def pipelines_delete(name: str) -> None:
+    """Delete pipeline NAME, its versions and its logs (undeploy it first)."""
+    _client().delete_pipeline(name)
+    err.print(f"pipeline {name} deleted")
+
+
 # -- data -----------------------------------------------------------------------------
 @app.command()
-def infer(pipeline: str, file: Path, json_out: JsonOpt = False) -> None:
+def infer(pipeline: str, file: ExistingFile, wide: WideOpt = False,
+          json_out: JsonOpt = False) -> None:
     """Send FILE (.json pandas records, or .arrow) through PIPELINE and print the result."""
     import pyarrow as pa
 
     result = _client().get_pipeline(pipeline).infer_from_file(file)
-    table = result if isinstance(result, pa.Table) else pa.Table.from_pandas(result, preserve_index=False)
+    rows = result if isinstance(result, pa.Table) else pa.Table.from_pandas(
+        result, preserve_index=False)
     if json_out:
-        _print_json(table.to_pylist())
+        print_json(rows.to_pylist())
     else:
-        out.print(table.to_pandas().to_string())
+        rows_table(rows, wide=wide)
 
 
 @app.command("import")
-def import_bundle(bundle: Path, json_out: JsonOpt = False) -> None:
+def import_bundle(bundle: ExistingFile, json_out: JsonOpt = False) -> None:
     """Import a bundle written by pipeline.publish() and deploy it."""
     deployment = _client().import_bundle(bundle)
     if json_out:
-        _print_json(deployment)
+        print_json(deployment)
     else:
         err.print(f"imported {deployment['pipeline']} version {deployment['version']}; deploying")
 
 
 @app.command()
 def logs(pipeline: str, limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
-         valid: Annotated[bool | None, typer.Option(help="Only valid (true) or failing (false) rows.")] = None,
-         json_out: JsonOpt = False) -> None:
+         valid: Annotated[bool | None, typer.Option(
+             "--valid/--invalid", help="Only rows that passed (--valid) or failed (--invalid) "
+             "their checks.")] = None,
+         wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """Print a pipeline's newest log rows."""
-    table = _client().get_pipeline(pipeline).logs(limit=limit, valid=valid, arrow=True)
+    rows = _client().get_pipeline(pipeline).logs(limit=limit, valid=valid, arrow=True)
     if json_out:
-        _print_json(table.to_pylist())
+        print_json(rows.to_pylist())
     else:
-        out.print(table.to_pandas().to_string())
+        rows_table(rows, wide=wide)
+
+
+@app.command()
+def tail(pipeline: str,
+         log_rows: Annotated[bool, typer.Option(
+             "--logs", help="Follow the pipeline's log rows instead of its result topic.")] = False,
+         json_out: Annotated[bool, typer.Option(
+             "--json", help="One JSON object per row.")] = False) -> None:
+    """Follow PIPELINE's answers on its result topic as they arrive (or its log rows with
+    --logs), like `kcat -C` or `kubectl logs -f`; Ctrl-C stops."""
+    source = "log rows" if log_rows else "result topic"
+    following = _client().get_pipeline(pipeline).tail(
+        logs=log_rows, ready=lambda: err.print(f"following {pipeline}'s {source} "
+                                               "(Ctrl-C to stop)"))
+    try:
+        for rows in following:
+            for row in rows.to_pylist():
+                if json_out:
+                    sys.stdout.write(json.dumps(row, default=str) + "\n")
+                else:
+                    out.print(row_line(row, row_columns(rows.schema.names, wide=False)
+                                       + (["error"] if "error" in row else [])),
+                              markup=False, soft_wrap=True)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        following.close()
 
 
 def main() -> None:
     try:
         app()
     except WeirError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)
 
 

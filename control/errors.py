@@ -46,6 +46,14 @@ class LimitError(WeirError):
         )
 
 
+class ConfigError(WeirError):
+    """A deployment setting is unusable (`DeploymentConfigBuilder`)."""
+
+
+class InUseError(WeirError):
+    """A pipeline or model cannot be deleted while it is deployed or used."""
+
+
 class DeploymentError(WeirError):
     """A deployment could not be started or stopped."""
 

@@ -102,6 +102,21 @@ class Registry:
         names = sorted(self.redis.smembers(f"{self._ws(ws)}:models"))
         return [self.model_versions(ws, n)[-1] for n in names]
 
+    def delete_model(self, ws: str, name: str) -> list[ModelVersion]:
+        """Forget every version of a model; returns them (their files are the caller's)."""
+        versions = self.model_versions(ws, name)
+        if not versions:
+            raise EntityNotFoundError("model", name, f"nothing to delete in workspace {ws!r}")
+        self.redis.delete(f"{self._ws(ws)}:model:{name}")
+        self.redis.srem(f"{self._ws(ws)}:models", name)
+        return versions
+
+    def shas_in_use(self) -> set[str]:
+        """The sha256 of every model version of every workspace."""
+        return {model.sha for ws in self.list_workspaces() for name in
+                self.redis.smembers(f"{self._ws(ws.name)}:models")
+                for model in self.model_versions(ws.name, name)}
+
     # -- pipelines --------------------------------------------------------------
     def get_or_create_pipeline(self, ws: str, name: str) -> Pipeline:
         record = Pipeline(workspace=ws, name=name)
@@ -124,6 +139,20 @@ class Registry:
     def list_pipelines(self, ws: str) -> list[Pipeline]:
         names = sorted(self.redis.smembers(f"{self._ws(ws)}:pipelines"))
         return [self.get_pipeline(ws, n) for n in names]
+
+    def delete_pipeline(self, ws: str, name: str) -> None:
+        """Forget a pipeline, its versions and its workers' heartbeats (not deployed: the
+        caller checks)."""
+        self.get_pipeline(ws, name)
+        key = self._pipeline(ws, name)
+        self.redis.delete(key, f"{key}:versions", f"{key}:workers", f"{key}:stop")
+        self.redis.srem(f"{self._ws(ws)}:pipelines", name)
+
+    def pipelines_using(self, ws: str, model: str) -> list[str]:
+        """The pipelines of which some version runs a version of `model`."""
+        return [p.name for p in self.list_pipelines(ws)
+                if any(ref.name == model for v in self.versions(ws, p.name)
+                       for ref in v.definition.models())]
 
     # -- versions ---------------------------------------------------------------
     def add_version(self, ws: str, pipeline: str, spec: PipelineSpec) -> PipelineVersion:

@@ -33,6 +33,10 @@ ARROW_FILE: Final = "application/vnd.apache.arrow.file"
 PANDAS_RECORDS: Final = "application/json; format=pandas-records"
 """JSON list of row objects, as ``DataFrame.to_json(orient="records")`` writes."""
 
+TENSOR_COLUMN: Final = "tensor"
+"""A pipeline input's one column may carry this name whatever the first model calls its input
+(the guide's `in.tensor`); a numpy array given as input becomes a column of this name."""
+
 ContentType = Literal[
     "application/vnd.apache.arrow.stream",
     "application/vnd.apache.arrow.file",
@@ -409,10 +413,15 @@ def to_record_batch(data: Any) -> pa.RecordBatch:
     """Turn any supported table-like value into one record batch.
 
     Accepts a ``pa.RecordBatch``, a ``pa.Table``, a pandas DataFrame, a list of row
-    dicts, or a dict of columns (lists or numpy arrays).
+    dicts, a dict of columns (lists or numpy arrays), or a numpy array with rows first
+    (one column, named ``TENSOR_COLUMN``).
     """
     if isinstance(data, pa.RecordBatch):
         return data
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            raise CodecError("a numpy array needs a first axis of rows; got a scalar")
+        return batch_from_arrays({TENSOR_COLUMN: data})
     if isinstance(data, pa.Table):
         return _combine(data.to_batches(), data.schema)
     pandas = sys.modules.get("pandas")
@@ -424,7 +433,8 @@ def to_record_batch(data: Any) -> pa.RecordBatch:
         return _from_columns(data)
     raise CodecError(
         f"cannot make a record batch from {type(data).__name__}: pass a pyarrow "
-        "RecordBatch or Table, a pandas DataFrame, a list of row dicts or a dict of columns"
+        "RecordBatch or Table, a pandas DataFrame, a list of row dicts, a dict of columns "
+        "or a numpy array with rows first"
     )
 
 
@@ -483,7 +493,7 @@ def _from_columns(columns: Mapping[str, Any]) -> pa.RecordBatch:
 
 def _encode_json(batch: pa.RecordBatch) -> bytes:
     """Write a batch as strict pandas-records JSON."""
-    columns = [_json_values(column) for column in batch.columns]
+    columns = [json_values(column) for column in batch.columns]
     if columns:
         rows: list[dict[str, Any]] = [
             dict(zip(batch.schema.names, row)) for row in zip(*columns)
@@ -498,7 +508,7 @@ def _encode_json(batch: pa.RecordBatch) -> bytes:
         ) from exc
 
 
-def _json_values(column: pa.Array) -> list[Any]:
+def json_values(column: pa.Array) -> list[Any]:
     """One column as plain Python values that ``json.dumps`` accepts."""
     if pa.types.is_floating(column.type):
         return pc.if_else(pc.is_finite(column), column, None).to_pylist()

@@ -265,7 +265,8 @@ def load_pipeline(
     checks = compile_validations(spec)
     referenced = set().union(*(expressions.models_referenced(e) for _, e in checks))
     rng = np.random.default_rng(seed)
-    steps = [make_runner(step, runtimes, referenced, rng) for step in spec.steps]
+    steps = [make_runner(step, runtimes, referenced, rng, first=index == 0)
+             for index, step in enumerate(spec.steps)]
     return CompiledPipeline(version, spec, steps, runtimes, checks)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from engine.codecs import TENSOR_COLUMN
 from engine.definition import ModelRef, ModelStep, RandomSplitStep, ShadowStep, Step
 from engine.errors import InputMismatch, StepFailed, WeirError
 from engine.runtimes.base import Runtime
@@ -64,15 +65,42 @@ def concat_in_order(parts: Sequence[pa.RecordBatch], rows: Sequence[np.ndarray],
     return merged.take(pa.array(order)).to_batches()[0]
 
 
+def check_input_names(ref: ModelRef, batch: pa.RecordBatch) -> None:
+    """Refuse a pipeline input whose one column (or one tensor column beside scalar fields)
+    is named neither after the first model's one input nor `tensor`: a runtime would feed it
+    to the model whatever its name, and a misspelt column would be answered silently.
+
+    Between steps any name goes (a step's outputs are named by its model). Models with
+    several inputs are matched by name in the runtime; unnamed scalar feature columns
+    stacked into one input keep their names.
+    """
+    if len(ref.inputs) != 1:
+        return
+    spec, names = ref.inputs[0], batch.schema.names
+    if spec.name in names:
+        return
+    tensors = [n for n, t in zip(names, batch.schema.types) if pa.types.is_nested(t)]
+    lone = names if len(names) == 1 else tensors if len(tensors) == 1 else []
+    if lone and lone[0] != TENSOR_COLUMN:
+        raise InputMismatch(
+            f"model {ref.name!r} reads its input {spec.name!r} ({spec.dtype}{spec.shape}) but the "
+            f"data's column is named {lone[0]!r}: name it {spec.name!r} or {TENSOR_COLUMN!r}")
+
+
 class _Chain:
     """Models run one after another, recording what validations need."""
 
-    def __init__(self, refs: Sequence[ModelRef], runtimes: Runtimes, checked: set[str]) -> None:
+    def __init__(self, refs: Sequence[ModelRef], runtimes: Runtimes, checked: set[str], *,
+                 first: bool = False) -> None:
         self.refs = list(refs)
         self.runtimes = [runtimes[(r.name, r.version)] for r in refs]
         self.checked = checked
+        self.first = first
+        """The chain takes the pipeline's input: check its column names."""
 
     def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        if self.first and self.refs:
+            check_input_names(self.refs[0], working)
         extras = empty(working.num_rows)
         for ref, runtime in zip(self.refs, self.runtimes):
             out = _predict(ref, runtime, working)
@@ -137,9 +165,10 @@ def rename_outputs(label: str, out: pa.RecordBatch, renames: dict[str, str]) -> 
 class StepRunner:
     """Runs one model step; the base of the split and shadow runners."""
 
-    def __init__(self, step: Step, runtimes: Runtimes, checked: set[str]) -> None:
+    def __init__(self, step: Step, runtimes: Runtimes, checked: set[str], *,
+                 first: bool = False) -> None:
         self.step = step
-        self._chain = _Chain(step.models()[:1], runtimes, checked)
+        self._chain = _Chain(step.models()[:1], runtimes, checked, first=first)
         self._renames: dict[str, str] = {}
         if isinstance(step, ModelStep):
             check_output_map(step)
@@ -166,9 +195,9 @@ class SplitRunner(StepRunner):
     step: RandomSplitStep
 
     def __init__(self, step: RandomSplitStep, runtimes: Runtimes, checked: set[str],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, *, first: bool = False) -> None:
         self.step = step
-        self._arms = [_Chain(arm.models, runtimes, checked) for arm in step.arms]
+        self._arms = [_Chain(arm.models, runtimes, checked, first=first) for arm in step.arms]
         self._weights = [arm.weight for arm in step.arms]
         self._rng = rng
         self._labels = [json.dumps([{"name": m.name, "version": m.version, "sha": m.sha}
@@ -208,10 +237,12 @@ class ShadowRunner(StepRunner):
 
     step: ShadowStep
 
-    def __init__(self, step: ShadowStep, runtimes: Runtimes, checked: set[str]) -> None:
+    def __init__(self, step: ShadowStep, runtimes: Runtimes, checked: set[str], *,
+                 first: bool = False) -> None:
         self.step = step
-        self._champion = _Chain([step.champion], runtimes, checked)
-        self._challengers = [_Chain([c], runtimes, checked) for c in step.challengers]
+        self._champion = _Chain([step.champion], runtimes, checked, first=first)
+        self._challengers = [_Chain([c], runtimes, checked, first=first)
+                             for c in step.challengers]
 
     @property
     def last_model(self) -> ModelRef:
@@ -240,10 +271,11 @@ class ShadowRunner(StepRunner):
 
 
 def make_runner(step: Step, runtimes: Runtimes, checked: set[str],
-                rng: np.random.Generator) -> StepRunner:
+                rng: np.random.Generator, *, first: bool = False) -> StepRunner:
+    """The runner of `step`; `first`: it takes the pipeline's input (see check_input_names)."""
     if isinstance(step, RandomSplitStep):
-        return SplitRunner(step, runtimes, checked, rng)
+        return SplitRunner(step, runtimes, checked, rng, first=first)
     if isinstance(step, ShadowStep):
-        return ShadowRunner(step, runtimes, checked)
+        return ShadowRunner(step, runtimes, checked, first=first)
     assert isinstance(step, ModelStep)
-    return StepRunner(step, runtimes, checked)
+    return StepRunner(step, runtimes, checked, first=first)

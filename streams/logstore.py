@@ -261,6 +261,16 @@ class LogStore:
             rows_after = sum(self._catalog.meta(f).num_rows for f in after)
         return CompactionReport(len(before), len(after), rows_before, rows_after)
 
+    def delete(self, workspace: str, pipeline: str) -> None:
+        """Delete every log row of a pipeline: its files and its directory."""
+        pipeline_dir = self._pipeline_dir(workspace, pipeline)
+        with self._lock(pipeline_dir), deletion_guard(pipeline_dir, exclusive=True):
+            for file in self._files(pipeline_dir):
+                self._catalog.forget(file)
+            for partition in list_partitions(pipeline_dir):
+                shutil.rmtree(partition.path.parent, ignore_errors=True)  # its date directory
+        shutil.rmtree(pipeline_dir, ignore_errors=True)
+
     def pipelines(self) -> list[tuple[str, str]]:
         """The (workspace, pipeline) pairs that have at least one stored log file."""
         return [

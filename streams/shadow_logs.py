@@ -27,12 +27,17 @@ def shadow_pipeline(pipeline: str, challenger: str) -> str:
     return pipeline + SHADOW_INFIX + challenger
 
 
+def shadow_stores(store: LogStore, workspace: str, pipeline: str) -> list[str]:
+    """The log-store names holding a pipeline's challengers' rows."""
+    prefix = pipeline + SHADOW_INFIX
+    return [name for ws, name in store.pipelines() if ws == workspace and name.startswith(prefix)]
+
+
 def read_shadows(store: LogStore, workspace: str, pipeline: str, *,
                  start: datetime | None = None, end: datetime | None = None) -> pa.Table:
     """Every challenger's rows of a pipeline (in `[start, end)` when given), in one table."""
-    prefix = pipeline + SHADOW_INFIX
     tables = [store.query(workspace, name, limit=None, start=start, end=end)
-              for ws, name in store.pipelines() if ws == workspace and name.startswith(prefix)]
+              for name in shadow_stores(store, workspace, pipeline)]
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")

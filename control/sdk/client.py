@@ -10,6 +10,7 @@ from control.names import check_name
 from control.registry import DEFAULT_WORKSPACE
 from control.sdk._display import Listing
 from control.sdk._http import Api
+from control.sdk._session import Session
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
 from control.sdk.tags import Tag
@@ -47,34 +48,31 @@ class Client:
 
     def __init__(self, server_url: str | None = None, token: str | None = None, *,
                  workspace: str = DEFAULT_WORKSPACE, settings: Settings | None = None) -> None:
-        self._settings = settings or Settings.discover()
+        settings = settings or Settings.discover()
         if server_url or token:
-            self._settings = self._settings.model_copy(
+            settings = settings.model_copy(
                 update={k: v for k, v in (("server_url", server_url), ("token", token)) if v})
-        self._api = Api.from_settings(self._settings)
-        self._workspace = workspace
-
-    def _params(self) -> dict[str, str]:
-        return {"workspace": self._workspace}
+        self._session = Session(Api.from_settings(settings), settings, workspace)
 
     # -- workspaces -----------------------------------------------------------------
     def create_workspace(self, name: str) -> Workspace:
         """Create a workspace (or return the existing one of that name)."""
         check_name(name, "workspace name")
-        return Workspace(self._api.json("POST", "/workspaces", json={"name": name}))
+        return Workspace(self._session.api.json("POST", "/workspaces", json={"name": name}))
 
     def list_workspaces(self) -> list[Workspace]:
-        return [Workspace(r) for r in self._api.json("GET", "/workspaces")]
+        return [Workspace(r) for r in self._session.api.json("GET", "/workspaces")]
 
     def set_current_workspace(self, workspace: Workspace | str) -> Workspace:
         """Pipelines and models are created in, and listed from, the current workspace."""
         name = workspace.name if isinstance(workspace, Workspace) else workspace
-        found = Workspace(self._api.json("GET", f"/workspaces/{check_name(name, 'workspace name')}"))
-        self._workspace = found.name
+        found = Workspace(self._session.api.json(
+            "GET", f"/workspaces/{check_name(name, 'workspace name')}"))
+        self._session.workspace = found.name
         return found
 
     def get_current_workspace(self) -> Workspace:
-        return Workspace(self._api.json("GET", f"/workspaces/{self._workspace}"))
+        return Workspace(self._session.api.json("GET", f"/workspaces/{self._session.workspace}"))
 
     # -- models -------------------------------------------------------------------
     def upload_model(self, name: str, path: str | Path, *, runtime: str | None = None) -> Model:
@@ -88,57 +86,63 @@ class Client:
         """
         check_name(name, "model name")
         data = Path(path).read_bytes()
-        params = {**self._params(), "filename": Path(path).name}
-        if runtime:
-            params["runtime"] = runtime
-        record = self._api.json("POST", f"/models/{name}", params=params, content=data,
-                                headers={"x-content-sha256": hashlib.sha256(data).hexdigest(),
-                                         "content-type": "application/octet-stream"})
-        return Model(self, record)
+        record = self._session.json(
+            "POST", f"/models/{name}", params={"filename": Path(path).name, "runtime": runtime},
+            content=data, headers={"x-content-sha256": hashlib.sha256(data).hexdigest(),
+                                   "content-type": "application/octet-stream"})
+        return Model(self._session, record)
 
     def get_model(self, name: str, version: str | None = None) -> Model:
         """A model version (the newest by default)."""
-        params = self._params() | ({"version": version} if version else {})
-        return Model(self, self._api.json("GET", f"/models/{name}", params=params))
+        return Model(self._session, self._session.json("GET", f"/models/{name}",
+                                                       params={"version": version}))
 
     def list_models(self) -> list[Model]:
         """The newest version of each model in the workspace (displays as a table)."""
-        models = [Model(self, r) for r in self._api.json("GET", "/models", params=self._params())]
-        return Listing(models, lambda m: {k: m._record.get(k) for k in
+        models = [Model(self._session, r) for r in self._session.json("GET", "/models")]
+        return Listing(models, lambda m: {k: m.to_dict().get(k) for k in
                                           ("name", "version", "runtime", "sha", "created", "tags")})
 
     # -- pipelines ------------------------------------------------------------------
     def build_pipeline(self, name: str) -> Pipeline:
         """A new pipeline, or the existing one of that name in the workspace."""
         check_name(name, "pipeline name")
-        info = self._api.json("POST", "/pipelines", params=self._params(), json={"name": name})
-        return Pipeline(self, info)
+        info = self._session.json("POST", "/pipelines", json={"name": name})
+        return Pipeline(self._session, info)
 
     def get_pipeline(self, name: str, version: str | None = None) -> Pipeline:
         """A pipeline, its steps from its newest version (or from `version`)."""
-        info = self._api.json("GET", f"/pipelines/{name}", params=self._params())
+        info = self._session.json("GET", f"/pipelines/{name}")
         if version is not None:
-            record = self._api.json("GET", f"/pipelines/{name}/versions/{version}",
-                                    params=self._params())
+            record = self._session.json("GET", f"/pipelines/{name}/versions/{version}")
             info = {**info, "definition": record["definition"]}
-        return Pipeline(self, info)
+        return Pipeline(self._session, info)
 
     def list_pipelines(self) -> list[Pipeline]:
-        """Pipelines in the workspace (displays as the guide's table)."""
-        pipelines = [Pipeline(self, info)
-                     for info in self._api.json("GET", "/pipelines", params=self._params())]
+        """Pipelines in the workspace (displays as the guide's table); one request."""
+        pipelines = [Pipeline(self._session, info)
+                     for info in self._session.json("GET", "/pipelines")]
         return Listing(pipelines, lambda p: p._row())
+
+    def delete_pipeline(self, name: str) -> None:
+        """Delete an undeployed pipeline, its versions and its logs (see Pipeline.delete)."""
+        self._session.json("DELETE", f"/pipelines/{name}")
+
+    def delete_model(self, name: str) -> None:
+        """Delete every version of a model, and its files; refused (`InUseError`) while a
+        version of some pipeline runs it: delete those pipelines first."""
+        self._session.json("DELETE", f"/models/{name}")
 
     def import_bundle(self, path: str | Path) -> dict[str, Any]:
         """Register and deploy a bundle written by `pipeline.publish()` (files checked by sha256)."""
-        result: dict[str, Any] = self._api.json("POST", "/import", params=self._params(),
-                                                content=Path(path).read_bytes())
+        result: dict[str, Any] = self._session.json("POST", "/import",
+                                                    content=Path(path).read_bytes())
         return result
 
     # -- tags -----------------------------------------------------------------------
     def create_tag(self, text: str) -> Tag:
-        self._api.json("POST", "/tags", params=self._params(), json={"tag": text})
-        return Tag(self, text)
+        self._session.json("POST", "/tags", json={"tag": text})
+        return Tag(self._session, text)
 
     def list_tags(self) -> list[Tag]:
-        return [Tag(self, t) for t in self._api.json("GET", "/tags", params=self._params())]
+        return [Tag(self._session, t) for t in self._session.json("GET", "/tags")]

@@ -16,7 +16,7 @@ from engine import codecs
 if TYPE_CHECKING:
     import pandas as pd
 
-    from control.sdk.client import Client
+    from control.sdk._session import Session
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -33,9 +33,9 @@ def parse_size(text: str | int) -> int:
 
 
 class LogsMixin:
-    """Log reading for Pipeline (needs `_client`, `name` and `_path`)."""
+    """Log reading for Pipeline (needs `_session`, `name` and `_path`)."""
 
-    _client: Client
+    _session: Session
     name: str
 
     def _path(self, suffix: str = "") -> str: ...
@@ -44,7 +44,7 @@ class LogsMixin:
                     dataset: list[str] | None, exclude: list[str] | None) -> dict[str, Any]:
         if (start is None) != (end is None):
             raise ValueError("a time range needs both start_datetime and end_datetime")
-        params: dict[str, Any] = {**self._client._params()}
+        params: dict[str, Any] = {}
         if start is not None and end is not None:
             params.update(start=start.isoformat(), end=end.isoformat())
         if valid is not None:
@@ -67,7 +67,7 @@ class LogsMixin:
         """
         params = self._log_params(start_datetime, end_datetime, valid, dataset, dataset_exclude)
         params.update(limit=str(limit), format="arrow")
-        response = self._client._api.request("GET", self._path("/logs"), params=params)
+        response = self._session.request("GET", self._path("/logs"), params=params)
         table = pa.Table.from_batches([codecs.decode(response.content, codecs.ARROW_FILE)])
         return table if arrow else table.to_pandas()
 
@@ -76,13 +76,9 @@ class LogsMixin:
         """Per model of a split or shadow: rows served, mean and p99 latency, check-failure
         rate, mean and spread of each numeric output; for challengers, how often and by how
         much they differ from the champion on the same rows."""
-        params: dict[str, Any] = {**self._client._params()}
-        if start is not None:
-            params["start"] = start.isoformat()
-        if end is not None:
-            params["end"] = end.isoformat()
-        result: dict[str, Any] = self._client._api.json("GET", self._path("/experiment"),
-                                                        params=params)
+        params = {"start": start and start.isoformat(), "end": end and end.isoformat()}
+        result: dict[str, Any] = self._session.json("GET", self._path("/experiment"),
+                                                    params=params)
         return result
 
     def export_logs(self, directory: str | Path = "logs", file_prefix: str | None = None,
@@ -95,7 +91,7 @@ class LogsMixin:
         limit = parse_size(data_size_limit)
         params = self._log_params(start_datetime, end_datetime, valid, dataset, dataset_exclude)
         writer = _FileSplitter(Path(directory), file_prefix or self.name, limit, arrow)
-        with self._client._api.stream("GET", self._path("/logs/export"), params=params) as response, \
+        with self._session.stream("GET", self._path("/logs/export"), params=params) as response, \
                 Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"exporting {self.name} logs",
                                 total=int(response.headers.get("x-total-rows", 0)) or None)

@@ -8,15 +8,20 @@ from engine.definition import RuntimeName, TensorSpec
 from engine.expressions import FieldRefs, model_refs
 
 if TYPE_CHECKING:
-    from control.sdk.client import Client
+    from control.sdk._session import Session
 
 
 class Model:
     """One model version: name, version UUID, sha256, runtime, inputs and outputs."""
 
-    def __init__(self, client: Client, record: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(self, session: Session, record: dict[str, Any]) -> None:
+        self._session = session
         self._record = record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model version as the server describes it (name, version, sha, runtime, inputs,
+        outputs, and for an uploaded version its file, size, created and tags)."""
+        return dict(self._record)
 
     @property
     def name(self) -> str:
@@ -57,10 +62,9 @@ class Model:
 
         Example: `wl.upload_model("pre", "./preprocess.py").configure("python")`
         """
-        record = self._client._api.json(
-            "POST", f"/models/{self.name}/configure", params=self._client._params(),
-            json={"runtime": runtime, "version": self.version})
-        return Model(self._client, record)
+        record = self._session.json("POST", f"/models/{self.name}/configure",
+                                    json={"runtime": runtime, "version": self.version})
+        return Model(self._session, record)
 
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…, runtime={self.runtime!r})"

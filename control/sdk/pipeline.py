@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,12 +26,13 @@ from control.sdk.steps import (
     model_step,
     step_body,
 )
+from control.sdk.tail import follow_logs, follow_results, log_reader
 from control.sdk.versions import PipelineVersion
 from engine import codecs, expressions
 from engine.errors import CodecError
 
 if TYPE_CHECKING:
-    from control.sdk.client import Client
+    from control.sdk._session import Session
 
 DataFormat = Literal["pandas-records", "arrow"]
 LIST_FIELDS = ("name", "created", "last_updated", "deployed", "tags", "versions", "steps",
@@ -58,11 +59,11 @@ class Pipeline(LogsMixin):
         p.infer(df)
     """
 
-    def __init__(self, client: Client, info: dict[str, Any]) -> None:
-        self._client = client
+    def __init__(self, session: Session, info: dict[str, Any]) -> None:
+        self._session = session
         self._info = info
         definition = info.get("definition") or {}
-        self._steps: list[LocalStep] = [from_definition(client, s)
+        self._steps: list[LocalStep] = [from_definition(session, s)
                                         for s in definition.get("steps", [])]
         self._validations: dict[str, expressions.Expression] = {
             v["name"]: expressions.from_json(v["expression"])
@@ -77,8 +78,7 @@ class Pipeline(LogsMixin):
         return f"/pipelines/{self.name}{suffix}"
 
     def _call(self, method: str, suffix: str = "", **kwargs: Any) -> Any:
-        params = {**self._client._params(), **kwargs.pop("params", {})}
-        return self._client._api.json(method, self._path(suffix), params=params, **kwargs)
+        return self._session.json(method, self._path(suffix), **kwargs)
 
     def _refresh(self) -> None:
         self._info = self._call("GET")
@@ -198,7 +198,7 @@ class Pipeline(LogsMixin):
         redeploy = "version" in was  # the status of a deployed pipeline names its version
         body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
         self._call("POST", "/deploy", json=body)
-        limit = timeout_s or self._client._settings.deploy_timeout_s
+        limit = timeout_s or self._session.settings.deploy_timeout_s
         started = time.monotonic()
         status = self._wait_running(version, limit, quiet, redeploy=redeploy)
         if _deployed(status, version):
@@ -226,7 +226,8 @@ class Pipeline(LogsMixin):
         once the server has undone it: until then the new version may briefly show Error)."""
         out = sys.stderr
         if not quiet:
-            out.write(f"Waiting for deployment - this will take up to {limit:.0f}s ")
+            out.write(f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
+                      "then undone, which takes a little longer) ")
         deadline = time.monotonic() + limit
         status: dict[str, Any] = {}
         shown: set[str] = set()
@@ -253,6 +254,11 @@ class Pipeline(LogsMixin):
         self._info = self._call("POST", "/undeploy")
         return self
 
+    def delete(self) -> None:
+        """Delete the pipeline, its versions and its logs (undeploy it first; its Kafka topics
+        are kept). `EntityNotFoundError` if it does not exist, `InUseError` while deployed."""
+        self._call("DELETE")
+
     def status(self) -> dict[str, Any]:
         """The guide's status dict, built from worker heartbeats."""
         result: dict[str, Any] = self._call("GET", "/status")
@@ -265,13 +271,12 @@ class Pipeline(LogsMixin):
 
     def url(self) -> str:
         """The HTTP inference endpoint."""
-        return f"{self._client._api.server_url}{self._path()}"
+        return f"{self._session.server_url}{self._path()}"
 
     def publish(self, path: str | Path | None = None) -> Path:
         """Write the deployed version as a self-contained bundle (definition, model files,
         sha manifest) that `weir import BUNDLE` deploys on another stack."""
-        response = self._client._api.request("POST", self._path("/publish"),
-                                             params=self._client._params())
+        response = self._session.request("POST", self._path("/publish"))
         target = Path(path or f"{self.name}.weir")
         target.write_bytes(response.content)
         self._refresh()
@@ -282,15 +287,19 @@ class Pipeline(LogsMixin):
         """Run rows through the deployed pipeline.
 
         `data` is a pandas DataFrame, a pyarrow Table/RecordBatch, a list of row
-        dicts or a dict of columns. A pyarrow input gets a pyarrow.Table back; a
-        dict of columns gets the guide's `[InferenceResult({...})]` (check_failures
-        as `{'False': {'expr': ...}}`, outputs, shadow_data); anything else a
-        DataFrame with time, in.*, out.*, check_failures, anomaly.* and metadata.*.
+        dicts, a dict of columns, or a numpy array with rows first (sent as the column
+        `tensor`). It holds a column per input of the first model, named as the model
+        names it; or, for a model with one input, one column named `tensor` holding each
+        row's tensor as a list, or one plain column per feature (stacked in order).
+
+        A pyarrow input gets a pyarrow.Table back; a dict of columns gets the guide's
+        `[InferenceResult({...})]` (check_failures as `{'False': {'expr': ...}}`, outputs,
+        shadow_data); anything else a DataFrame with time, in.*, out.*, check_failures,
+        anomaly.* and metadata.*.
         """
         batch = codecs.to_record_batch(data)
-        params = {} if timeout is None else {"timeout": str(timeout)}
-        response = self._client._api.request(
-            "POST", self._path(), params={**self._client._params(), **params},
+        response = self._session.request(
+            "POST", self._path(), params={"timeout": timeout},
             content=codecs.encode(batch, codecs.ARROW_FILE),
             headers={"content-type": codecs.ARROW_FILE})
         result = codecs.decode(response.content, codecs.ARROW_FILE)
@@ -303,6 +312,20 @@ class Pipeline(LogsMixin):
             return [to_inference_result(pa.Table.from_batches([result]), self.name,
                                         self._validations, default)]
         return codecs.batch_to_pandas(result)
+
+    def tail(self, *, logs: bool = False, ready: Callable[[], None] = lambda: None
+             ) -> Iterator[pa.RecordBatch | pa.Table]:
+        """Follow the pipeline until the generator is closed: each answer on its result topic
+        from now on, as it arrives (as `kcat -C` would; needs the Kafka bootstrap servers of
+        `weir up` or WEIR_KAFKA_BOOTSTRAP); or with `logs=True` its new log rows, oldest
+        first. Rows carry their `request_id`. `ready` is called once following has begun.
+
+        Example: `for rows in pipeline.tail(): print(rows.to_pylist())`
+        """
+        if logs:
+            return follow_logs(log_reader(self.logs, limit=1000), ready=ready)
+        return follow_results(self._session.settings.kafka_bootstrap,
+                                   self.topics()["output"], ready=ready)
 
     def infer_from_file(self, path: str | Path, *, data_format: DataFormat | None = None,
                         timeout: float | None = None) -> Any:
@@ -319,6 +342,11 @@ class Pipeline(LogsMixin):
                           codecs.batch_to_pandas(batch), timeout=timeout)
 
     # -- display ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The pipeline as the server describes it: the guide's listing fields, its workspace,
+        deployed version and newest definition."""
+        return dict(self._info)
+
     def _row(self) -> dict[str, Any]:
         row = {f: self._info.get(f) for f in LIST_FIELDS}
         row["steps"] = [m.name for m in self._steps]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Union
 from control.sdk.model import Model
 
 if TYPE_CHECKING:
-    from control.sdk.client import Client
+    from control.sdk._session import Session
 
 Arm = Union[Model, Sequence[Model]]
 """One side of a split: a model, or a chain of models (e.g. pre-processing then a model)."""
@@ -114,10 +114,11 @@ def step_body(step: LocalStep) -> dict[str, Any]:
     return step.body()
 
 
-def from_definition(client: Client, step: dict[str, Any]) -> LocalStep:
-    """A stored step (engine.definition JSON) back as a local step."""
+def from_definition(session: Session, step: dict[str, Any]) -> LocalStep:
+    """A stored step (engine.definition JSON) back as a local step; its model references are
+    complete (name, version, sha, runtime, signature), so this asks the server nothing."""
     def model(ref: dict[str, Any]) -> Model:
-        return client.get_model(ref["name"], ref["version"])
+        return Model(session, ref)
 
     if step["kind"] == "random_split":
         return RandomSplit([(arm["weight"], [model(m) for m in arm["models"]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from control.sdk.client import Client
+    from control.sdk._session import Session
     from control.sdk.model import Model
     from control.sdk.pipeline import Pipeline
 
@@ -17,13 +17,13 @@ def _name(target: object) -> str:
 class Tag:
     """Example: `wl.create_tag("prod").add_to_pipeline(pipeline)`."""
 
-    def __init__(self, client: Client, tag: str) -> None:
-        self._client = client
+    def __init__(self, session: Session, tag: str) -> None:
+        self._session = session
         self.tag = tag
 
     def _set(self, kind: str, target: object, remove: bool) -> None:
-        self._client._api.json("POST", f"/tags/{self.tag}/{kind}/{_name(target)}",
-                               params={**self._client._params(), "remove": str(remove).lower()})
+        self._session.json("POST", f"/tags/{self.tag}/{kind}/{_name(target)}",
+                           params={"remove": str(remove).lower()})
 
     def add_to_pipeline(self, pipeline: Pipeline | str) -> Tag:
         self._set("pipelines", pipeline, remove=False)

@@ -60,11 +60,12 @@ class PipelineVersion:
         """
         return self._pipeline._deploy_version(self.version, config, quiet=quiet)
 
-    def _row(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The guide's fields of the version."""
         return {f: getattr(self, f)() if f == "name" else getattr(self, f) for f in FIELDS}
 
     def __repr__(self) -> str:
-        return text_table([self._row()], vertical=True)
+        return text_table([self.to_dict()], vertical=True)
 
     def _repr_html_(self) -> str:
-        return html_table([self._row()], vertical=True)
+        return html_table([self.to_dict()], vertical=True)

@@ -70,7 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
             await state.log_agent.stop()
             await state.gateway.stop()
 
-    app = FastAPI(title="weir", lifespan=lifespan)
+    # No /docs or /redoc: their pages load scripts from a public CDN, blank offline. The
+    # schema stays at /openapi.json; the README lists the routes.
+    app = FastAPI(title="weir", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(WeirError, weir_error_handler)
     app.include_router(health.router)
     app.include_router(console.page)

@@ -11,6 +11,7 @@ from streams import errors as se
 
 STATUS: dict[type[ee.WeirError], int] = {
     ce.InvalidNameError: 400,
+    ce.ConfigError: 400,
     ee.CodecError: 400,
     ee.InputMismatch: 400,
     ee.ExpressionError: 400,
@@ -21,6 +22,7 @@ STATUS: dict[type[ee.WeirError], int] = {
     ce.EntityNotFoundError: 404,
     ce.NotDeployedError: 409,
     ce.LimitError: 409,
+    ce.InUseError: 409,
     ce.DeploymentError: 409,
     ce.PayloadTooLarge: 413,
     ce.InferenceError: 422,
@@ -43,9 +45,16 @@ def status_for(exc: ee.WeirError) -> int:
     return 500
 
 
+OIP_PREFIX = "/v2"
+
+
 async def weir_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """`{"error": class name, "message": ...}` (the SDK raises the class again); the Open
+    Inference Protocol's routes answer `{"error": message}`, as its clients read it."""
     assert isinstance(exc, ee.WeirError)
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status,
-                        headers=headers)
+    path = request.url.path
+    body = ({"error": str(exc)} if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+            else {"error": type(exc).__name__, "message": str(exc)})
+    return JSONResponse(body, status_code=status, headers=headers)

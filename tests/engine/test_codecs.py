@@ -17,6 +17,7 @@ from engine.codecs import (
     ARROW_FILE,
     ARROW_STREAM,
     PANDAS_RECORDS,
+    TENSOR_COLUMN,
     ContentType,
     batch_from_arrays,
     batch_from_pandas,
@@ -455,10 +456,19 @@ def test_to_record_batch(data: object) -> None:
     assert batch.to_pydict() == EXPECTED.to_pydict()
 
 
-@pytest.mark.parametrize("data", [42, "a", None, (1, 2), np.arange(3)])
+@pytest.mark.parametrize("data", [42, "a", None, (1, 2)])
 def test_to_record_batch_names_accepted_kinds(data: object) -> None:
     with pytest.raises(CodecError, match="pass a pyarrow RecordBatch or Table, a pandas DataFrame"):
         to_record_batch(data)
+
+
+def test_a_numpy_array_is_one_tensor_column_with_rows_first() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    batch = to_record_batch(x)
+    assert batch.schema.names == [TENSOR_COLUMN]
+    assert column_to_ndarray(batch.column(0)).tolist() == x.tolist()
+    with pytest.raises(CodecError, match="needs a first axis of rows"):
+        to_record_batch(np.array(1.0))
 
 
 def test_to_record_batch_rejects_rows_that_are_not_dicts() -> None:

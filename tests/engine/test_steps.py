@@ -19,6 +19,7 @@ from engine.definition import (
     ShadowStep,
     SplitArm,
 )
+from engine.errors import InputMismatch
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 
@@ -159,3 +160,59 @@ def test_parts_of_the_wrong_kind_of_step_are_refused(refs: dict[str, tuple[Model
         pipeline.choose_arms(0, message)
     with pytest.raises(TypeError, match="not a shadow"):
         pipeline.run_champion(0, message)
+
+
+# -- the pipeline's input, matched to the first model by name -----------------------------
+RENAME = """
+def process_data(input_data):
+    return {"features": input_data["tensor"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def signed(refs: dict[str, tuple[ModelRef, Path]], tmp_path_factory: pytest.TempPathFactory
+           ) -> dict[str, tuple[ModelRef, Path]]:
+    """The refs with the signatures an upload records (the ONNX models' input is float_input)."""
+    from engine.runtimes.onnx import OnnxRuntime
+
+    rename = tmp_path_factory.mktemp("rename") / "rename.py"
+    rename.write_text(RENAME)
+    out = {"rename": (ModelRef(name="rename", version="1", sha=sha256_file(rename),
+                               runtime="python"), rename)}
+    for name in ("a", "b"):
+        ref, path = refs[name]
+        signature = OnnxRuntime.inspect(path)
+        out[name] = (ref.model_copy(update={"inputs": signature.inputs,
+                                            "outputs": signature.outputs}), path)
+    return out
+
+
+@pytest.mark.parametrize("columns", [
+    {"float_input": X[:4]}, {"tensor": X[:4]}, {"tensor": X[:4], "customer": np.arange(4)},
+    {f"feature{i}": X[:4, i] for i in range(10)},
+], ids=["input-name", "tensor", "tensor-beside-a-key", "feature-columns"])
+def test_the_first_model_takes_its_input_by_name_as_tensor_or_as_features(
+        signed: dict[str, tuple[ModelRef, Path]], columns: dict[str, np.ndarray]) -> None:
+    result = _load(signed, ModelStep(model=signed["a"][0])).run(codecs.batch_from_arrays(columns))
+    assert result.num_rows == 4
+
+
+@pytest.mark.parametrize("kind", ["model", "split", "shadow"])
+def test_a_misnamed_input_column_is_refused_not_answered(
+        signed: dict[str, tuple[ModelRef, Path]], kind: str) -> None:
+    a, b = signed["a"][0], signed["b"][0]
+    step = {"model": ModelStep(model=a), "shadow": ShadowStep(champion=a, challengers=[b]),
+            "split": RandomSplitStep(arms=[SplitArm(weight=1, models=[a])])}[kind]
+    with pytest.raises(InputMismatch, match=r"model 'a' reads its input 'float_input' "
+                       r"\(float32\[None, 10\]\) but the data's column is named 'tensr': "
+                       r"name it 'float_input' or 'tensor'"):
+        _load(signed, step).run(codecs.batch_from_arrays({"tensr": X[:4]}))
+
+
+def test_later_steps_take_their_input_under_any_name(
+        signed: dict[str, tuple[ModelRef, Path]]) -> None:
+    pipeline = _load(signed, ModelStep(model=signed["rename"][0]), ModelStep(model=signed["a"][0]))
+    result = pipeline.run(codecs.batch_from_arrays({"tensor": X[:4]}))
+    assert result.column("out.variable").to_pylist() == _load(
+        signed, ModelStep(model=signed["a"][0])).run(
+        codecs.batch_from_arrays({"tensor": X[:4]})).column("out.variable").to_pylist()

@@ -85,7 +85,7 @@ def test_every_invalid_name_is_refused(client: Client, files: dict[str, Path], n
 
 def test_the_server_refuses_invalid_names_too(client: Client) -> None:
     with pytest.raises(InvalidNameError, match="'Bad.Name'"):
-        client._api.json("POST", "/pipelines", json={"name": "Bad.Name"})
+        client._session.json("POST", "/pipelines", json={"name": "Bad.Name"})
 
 
 def test_build_pipeline_returns_the_existing_pipeline(client: Client) -> None:

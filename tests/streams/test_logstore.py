@@ -386,3 +386,14 @@ def test_usage_counts_stored_rows_and_bytes_and_columns_are_listed(store: LogSto
     assert stored == 40
     assert size == sum(p.stat().st_size for p in (tmp_path / WS / PIPE).rglob("*.parquet"))
     assert {"out.a", "out.b", "in.tensor"} <= set(store.column_names(WS, PIPE))
+
+
+def test_delete_removes_a_pipelines_rows_and_leaves_the_others(store: LogStore) -> None:
+    store.append(WS, PIPE, rows(5))
+    store.append(WS, "other", rows(3))
+    store.delete(WS, PIPE)
+    assert store.query(WS, PIPE).num_rows == 0
+    assert store.pipelines() == [(WS, "other")]
+    assert sorted(keys(store.query(WS, "other"))) == keys(rows(3))
+    store.append(WS, PIPE, rows(2))  # the name is usable afresh
+    assert store.query(WS, PIPE).num_rows == 2

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 from fastapi import APIRouter, Request, Response
 
-from control.errors import PayloadTooLarge
-from control.server.state import get_state
+from control.errors import NotDeployedError, PayloadTooLarge
+from control.server.state import ServerState, get_state
 from engine import codecs
 from streams.trace import trace_headers
 
 router = APIRouter()
 
 
-@router.post("/pipelines/{name}")
-async def infer(name: str, request: Request, workspace: str = "default",
-                timeout: float | None = None) -> Response:
-    """Send rows (pandas-records JSON or Arrow) through a deployed pipeline."""
-    state = get_state(request)
+async def read_body(state: ServerState, request: Request) -> bytes:
+    """The request body, refused (413) over `Settings.max_payload_bytes`."""
     declared = int(request.headers.get("content-length") or 0)
     limit = state.settings.max_payload_bytes
     if declared > limit:
@@ -25,9 +23,33 @@ async def infer(name: str, request: Request, workspace: str = "default",
     body = await request.body()
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is over {limit} bytes: split the rows")
+    return body
+
+
+async def infer_rows(state: ServerState, workspace: str, name: str, batch: pa.RecordBatch,
+                     timeout: float | None = None, *,
+                     trace: dict[str, bytes] | None = None) -> pa.RecordBatch:
+    """`Gateway.infer`, with a pipeline that does not exist answered as not found (404), not
+    as not deployed (409); the registry is asked only when the gateway found no deployment."""
+    try:
+        return await state.gateway.infer(workspace, name, batch, timeout, trace=trace)
+    except NotDeployedError:
+        state.registry.get_pipeline(workspace, name)
+        raise
+
+
+@router.post("/pipelines/{name}")
+async def infer(name: str, request: Request, workspace: str = "default",
+                timeout: float | None = None) -> Response:
+    """Send rows through a deployed pipeline; the answer comes in the request's format.
+
+    Body: pandas-records JSON (`[{"tensor": [...]}, ...]`, content type `application/json`)
+    or an Arrow IPC file or stream (`application/vnd.apache.arrow.file` / `.stream`).
+    """
+    state = get_state(request)
+    body = await read_body(state, request)
     content_type = codecs.normalize_content_type(request.headers.get("content-type"),
                                                  default=codecs.PANDAS_RECORDS)
-    batch = codecs.decode(body, content_type)
-    result = await state.gateway.infer(workspace, name, batch, timeout,
-                                       trace=trace_headers(request.headers))
+    result = await infer_rows(state, workspace, name, codecs.decode(body, content_type), timeout,
+                              trace=trace_headers(request.headers))
     return Response(codecs.encode(result, content_type), media_type=content_type)

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from control.server.state import ServerState, get_state
 from engine import codecs
+from engine.pipeline import META_ROW
 from engine.experiments import experiment_summary
 from streams.logstore import LogQueryError
 from streams.shadow_logs import attach_shadows, read_shadows
@@ -49,6 +50,17 @@ def select_columns(names: list[str], dataset: list[str] | None,
                                 f"or a column of {', '.join(names)}")
     keep = [n for n in names if dataset is None or chosen(n, dataset)]
     return [n for n in keep if not (exclude and chosen(n, exclude))]
+
+
+def present_columns(table: pa.Table) -> pa.Table:
+    """The columns the rows have: without those null in every row (a column of another
+    version's schema, or of an input field these requests did not send) and without
+    `metadata.row`, which repeats `row`. With no rows, every column stays."""
+    if table.num_rows == 0:
+        return table
+    keep = [name for name, column in zip(table.column_names, table.columns)
+            if name != META_ROW and column.null_count < table.num_rows]
+    return table.select(keep)
 
 
 def _cursor(table: pa.Table) -> str | None:
@@ -114,13 +126,15 @@ async def logs(name: str, request: Request, workspace: str = "default",
                dataset: list[str] | None = Query(None), dataset_exclude: list[str] | None = Query(None),
                cursor: str | None = None,
                format: Literal["json", "arrow"] = "json") -> Response:
-    """Newest first; sees every inference answered before the call. The `x-next-cursor`
-    header (absent on the last page) fetches the next, older page."""
+    """Newest first; sees every inference answered before the call. A full page carries an
+    `x-next-cursor` header: pass its value back as `cursor` (with the same filters) for the
+    next, older page; the last page has none. Columns are those the page's rows have."""
     state = get_state(request)
     table = await query_logs(state, workspace, name, limit=limit, start=start, end=end,
                              valid=valid, cursor=cursor)
     next_cursor = _cursor(table) if table.num_rows == limit and limit else None
-    table = table.select(select_columns(table.schema.names, dataset, dataset_exclude))
+    table = present_columns(
+        table.select(select_columns(table.schema.names, dataset, dataset_exclude)))
     body, content_type = _encode(table, format)
     headers = {"x-next-cursor": next_cursor} if next_cursor else {}
     return Response(body, media_type=content_type, headers=headers)

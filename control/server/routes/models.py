@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from control import removal
 from control.errors import PayloadTooLarge
 from control.names import check_name
 from control.records import ModelVersion
@@ -51,8 +52,10 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
                              "the upload was corrupted; upload again")
     chosen = runtime or _BY_SUFFIX.get(Path(filename).suffix)
     if chosen is None:
-        raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name it .onnx, .py or "
-                             ".zip (a Python step with its requirements.txt), or pass runtime")
+        raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name the file .onnx, "
+                             ".py or .zip (a Python step with its requirements.txt), or give "
+                             "the runtime (--runtime onnx|python in the CLI, runtime='onnx' in "
+                             "the SDK)")
     get_runtime(chosen)  # unknown names fail here with the valid list
     state.registry.get_workspace(workspace)
     sha = state.artifacts.put(body)
@@ -88,6 +91,14 @@ def list_models(request: Request, workspace: str = "default") -> list[ModelVersi
 def get_model(name: str, request: Request, version: str | None = None,
               workspace: str = "default") -> ModelVersion:
     return get_state(request).registry.get_model(workspace, name, version)
+
+
+@router.delete("/models/{name}")
+def delete_model(name: str, request: Request, workspace: str = "default") -> dict[str, object]:
+    """Delete every version of a model that no pipeline runs (409 if one does)."""
+    state = get_state(request)
+    count = removal.delete_model(state.registry, state.artifacts, workspace, name)
+    return {"deleted": name, "versions": count}
 
 
 @router.get("/models/{name}/versions")

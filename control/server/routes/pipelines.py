@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from control import removal
 from control.names import check_name
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
@@ -72,6 +73,17 @@ def list_pipelines(request: Request, workspace: str = "default") -> list[Pipelin
 def get_pipeline(name: str, request: Request, workspace: str = "default") -> PipelineInfo:
     state = get_state(request)
     return pipeline_info(state, state.registry.get_pipeline(workspace, name))
+
+
+@router.delete("/pipelines/{name}")
+async def delete_pipeline(name: str, request: Request, workspace: str = "default"
+                          ) -> dict[str, str]:
+    """Delete an undeployed pipeline, its versions and its logs (409 while deployed)."""
+    state = get_state(request)
+    state.registry.get_pipeline(workspace, name)
+    await state.log_agent.sync(workspace, name)  # rows answered so far land now, not later
+    removal.delete_pipeline(state.registry, state.log_store, workspace, name)
+    return {"deleted": name}
 
 
 class ModelChoice(BaseModel):
