@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -82,7 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics):
         app.include_router(module.router)
     # The last added runs first: the counting (refusals too), the token check, the body limit.
-    uploads = [(method, route.path_regex) for route in app.routes if isinstance(route, Route)
+    uploads = [(method, route.path_regex)
+               for route in (*models.router.routes, *bundles.router.routes)
+               if isinstance(route, Route)
                and route.endpoint in (models.upload_model, bundles.import_bundle)
                for method in route.methods or ()]
     app.add_middleware(BodyLimit, limit=settings.max_payload_bytes,
@@ -123,7 +127,17 @@ def serve(settings: Settings) -> None:
     """Run the server in this process until SIGINT/SIGTERM."""
     import uvicorn
 
+    _temp_under_home(settings)
     app = create_app(settings)
     tune_gc()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port,
                 log_level="warning", access_log=False)
+
+
+def _temp_under_home(settings: Settings) -> None:
+    """Temporary files of the server and of the workers it starts (they inherit TMPDIR) go
+    under WEIR_HOME: ours, and the libraries' (onnxruntime writes a `.ses` file there)."""
+    temp = settings.run_dir / "tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(temp)
+    tempfile.tempdir = None  # read TMPDIR again
