@@ -7,6 +7,7 @@ row axis and row-major flat `data`; each becomes one column. A response's
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -44,22 +45,36 @@ class InferenceResponse(BaseModel):
 def request_to_batch(request: InferenceRequest) -> pa.RecordBatch:
     arrays = {}
     for tensor in request.inputs:
-        if not tensor.shape:
-            raise CodecError(f"input {tensor.name!r} needs a shape whose first axis is the rows")
-        if tensor.datatype == "BYTES":
-            array = np.array(tensor.data, dtype=object)
-        elif tensor.datatype in _TO_NUMPY:
-            array = np.asarray(tensor.data, dtype=_TO_NUMPY[tensor.datatype])
-        else:
-            raise CodecError(f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
-                             f"{', '.join([*_TO_NUMPY, 'BYTES'])}")
-        if array.size != int(np.prod(tensor.shape)):
-            raise CodecError(f"input {tensor.name!r} has {array.size} values but shape "
-                             f"{tensor.shape} needs {int(np.prod(tensor.shape))}")
-        arrays[tensor.name] = array.reshape(tensor.shape)
+        arrays[tensor.name] = _tensor_array(tensor)
     if not arrays:
         raise CodecError("an inference request needs at least one input tensor")
     return codecs.batch_from_arrays(arrays)
+
+
+def _tensor_array(tensor: Tensor) -> np.ndarray:
+    """One input tensor as an array of its shape (rows first), or CodecError saying why not."""
+    if not tensor.shape or any(dim < 0 for dim in tensor.shape):
+        raise CodecError(f"input {tensor.name!r} needs a shape of non-negative sizes whose first "
+                         f"axis is the rows, got {tensor.shape}")
+    if tensor.datatype != "BYTES" and tensor.datatype not in _TO_NUMPY:
+        raise CodecError(f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
+                         f"{', '.join([*_TO_NUMPY, 'BYTES'])}")
+    dtype = object if tensor.datatype == "BYTES" else _TO_NUMPY[tensor.datatype]
+    try:
+        with np.errstate(over="raise", invalid="raise"):  # 1e300 as FP16 is an error, not inf
+            array = np.array(tensor.data, dtype=dtype)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise CodecError(f"input {tensor.name!r}: its data are not {tensor.datatype} values in a "
+                         f"flat list ({exc})") from exc
+    needed = math.prod(tensor.shape)  # exact: numpy's product of huge sizes would wrap
+    if array.ndim != 1 or array.size != needed:
+        raise CodecError(f"input {tensor.name!r} has {array.size} values but shape "
+                         f"{tensor.shape} needs {needed}: send the data flat, row-major")
+    try:
+        return array.reshape(tensor.shape)
+    except (ValueError, OverflowError) as exc:  # [0, 2**40, 2**40]: no values, yet too big
+        raise CodecError(f"input {tensor.name!r} has an impossible shape {tensor.shape}: {exc}"
+                         ) from exc
 
 
 def batch_to_outputs(batch: pa.RecordBatch) -> list[Tensor]:
