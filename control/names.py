@@ -11,7 +11,8 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FILE_NAME_MAX = 255
 FILE_NAME_RULE = ("a file name must be 1-255 bytes (UTF-8) with no '/', '\\\\' or control "
                   "characters, and not '.' or '..'")
-VERSION_RULE = "a version is 1-128 ASCII letters, digits, '.', '_' or '-', starting with one of the first two"
+VERSION_RULE = ("a version is 1-128 ASCII letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit")
 
 
 def check_name(name: str, kind: str = "name") -> str:
@@ -26,9 +27,13 @@ def check_file_name(name: str) -> str:
     in control characters), else raise InvalidNameError."""
     if (not isinstance(name, str) or name in (".", "..")
             or not 0 < len(name.encode("utf-8", "surrogatepass")) <= _FILE_NAME_MAX
-            or "/" in name or "\\" in name or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name)):
+            or "/" in name or "\\" in name or any(_is_control(char) for char in name)):
         raise InvalidNameError(str(name), "file name", FILE_NAME_RULE)
     return name
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 32 or 127 <= ord(char) < 160
 
 
 def check_version(version: str, kind: str = "version") -> str:

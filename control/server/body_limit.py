@@ -55,7 +55,8 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     over = True
-                    raise PayloadTooLarge(f"request body is over the {limit}-byte limit ({setting})")
+                    raise PayloadTooLarge(
+                        f"request body is over the {limit}-byte limit ({setting})")
             return message
 
         async def unless_over(message: Message) -> None:

@@ -25,7 +25,8 @@ def _all_weir_errors() -> list[type[WeirError]]:
         cls = todo.pop()
         found.append(cls)
         todo += cls.__subclasses__()
-    return [cls for cls in found if cls.__module__.split(".")[0] in ("engine", "streams", "control")]
+    ours = ("engine", "streams", "control")
+    return [cls for cls in found if cls.__module__.split(".")[0] in ours]
 
 
 ERRORS = _all_weir_errors()
