@@ -87,6 +87,7 @@ class Token:
     def install(cls, home: Path, token: str) -> Token:
         """Write `token` as the one the server requires (at server start)."""
         path = token_file(home)
+        home.mkdir(parents=True, exist_ok=True)
         check_private(path)
         write_private(path, token)
         return cls(path)
