@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+
+from engine.errors import ModelLoadError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactStore:
@@ -15,19 +20,35 @@ class ArtifactStore:
         self.root = root
 
     def path(self, sha: str) -> Path:
+        if not _SHA256.fullmatch(sha):  # it names a file: never let it name one elsewhere
+            raise ModelLoadError(f"not a sha256 (64 lowercase hex digits): {sha[:80]!r}")
         return self.root / "sha256" / sha[:2] / sha
 
     def put(self, data: bytes) -> str:
         """Store `data` and return its sha256 (idempotent)."""
         sha = hashlib.sha256(data).hexdigest()
-        target = self.path(sha)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent)
+        if not self.exists(sha):
+            fd, tmp = tempfile.mkstemp(dir=self.incoming())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, target)
+            self.adopt(Path(tmp), sha)
         return sha
+
+    def incoming(self) -> Path:
+        """Where files being received are written before `adopt` (the store's file system)."""
+        path = self.root / "incoming"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def adopt(self, received: Path, sha: str) -> None:
+        """Move a fully received file, whose sha256 is `sha`, to its place (or drop it if the
+        store has it already)."""
+        target = self.path(sha)
+        if target.exists():
+            received.unlink()
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(received, target)
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()

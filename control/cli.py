@@ -271,6 +271,22 @@ def tail(pipeline: str,
         following.close()
 
 
+# -- the token ------------------------------------------------------------------------
+token_app = typer.Typer(help="The server's bearer token.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("rotate")
+def token_rotate() -> None:
+    """Issue a new bearer token: the server requires it at once and refuses the old one;
+    workers keep running. stack.json gets it (printed nowhere); clients made before
+    must be made again."""
+    from control.credentials import rotate
+
+    rotate(_settings())
+    err.print("token rotated: the new one is in stack.json (and WEIR_HOME/token)")
+
+
 def main() -> None:
     try:
         app()

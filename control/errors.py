@@ -15,15 +15,15 @@ class StackError(WeirError):
 
 
 class InvalidNameError(WeirError):
-    """A pipeline, model or workspace name breaks the DNS-label rule."""
+    """A name breaks its rule (pipelines, models, workspaces: DNS labels; files, versions)."""
 
     RULE = (
         "names must be lowercase ASCII letters, digits and '-', start and end "
         "with a letter or digit, and be at most 63 characters"
     )
 
-    def __init__(self, name: str, kind: str = "name") -> None:
-        super().__init__(f"invalid {kind} {name!r}: {self.RULE}")
+    def __init__(self, name: str, kind: str = "name", rule: str = RULE) -> None:
+        super().__init__(f"invalid {kind} {name!r}: {rule}")
         self.name = name
 
 
@@ -87,3 +87,7 @@ class PayloadTooLarge(WeirError):
 
 class Overloaded(WeirError):
     """The gateway has too many requests in flight; retry shortly."""
+
+
+class PolicyError(WeirError):
+    """The server's settings forbid what was asked (e.g. Python steps, WEIR_ALLOW_PYTHON_STEPS)."""

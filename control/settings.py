@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     without a package index (unset: from the index pip reaches). Workers pass it on in
     `RuntimeOptions.wheel_dir`; environments are cached in `envs_dir`."""
 
+    max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    """Largest model file or bundle the server accepts (413 over it)."""
+
+    allow_python_steps: bool = True
+    """Whether uploaded Python steps may run. They run as code in the server (checked at
+    upload) and in the workers; set false where uploaded code must not run: Python uploads,
+    and deploys or imports of versions with Python steps, are then refused (403)."""
+
     @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE

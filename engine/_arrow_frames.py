@@ -67,7 +67,7 @@ def layout(data: bytes) -> Layout | None:
             if kind == DICTIONARY_BATCH:
                 header_end = pos
         return Layout(header_end, size, batches) if pos == size else None
-    except struct.error:
+    except (struct.error, IndexError):  # lengths or offsets that point past the payload
         return None
 
 
@@ -78,7 +78,7 @@ def message_at(data: bytes, pos: int) -> tuple[int, int]:
         if marker != -1 or meta_len <= 0:
             return 0, pos
         kind, body_len = message_header(data, pos + 8)
-    except struct.error:
+    except (struct.error, IndexError):
         return 0, pos
     return kind, pos + 8 + meta_len + body_len
 

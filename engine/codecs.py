@@ -364,12 +364,17 @@ def ndarray_to_column(array: np.ndarray) -> pa.Array:
     array = np.asarray(array)
     if array.ndim == 0:
         raise CodecError("a column needs at least one dimension (rows); got a scalar")
-    column = pa.array(np.ascontiguousarray(array).reshape(-1))
-    for depth in range(array.ndim - 1, 0, -1):
-        rows = math.prod(array.shape[:depth])
-        column = pa.Array.from_buffers(
-            pa.list_(column.type, array.shape[depth]), rows, [None], children=[column]
-        )
+    try:
+        column = pa.array(np.ascontiguousarray(array).reshape(-1))
+        for depth in range(array.ndim - 1, 0, -1):
+            rows = math.prod(array.shape[:depth])
+            column = pa.Array.from_buffers(
+                pa.list_(column.type, array.shape[depth]), rows, [None], children=[column]
+            )
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+        raise CodecError(f"cannot make a column of an array of shape {array.shape} and dtype "
+                         f"{array.dtype} ({exc}): use numbers, bools or strings of one type, "
+                         "and dimensions Arrow can hold") from exc
     return column
 
 

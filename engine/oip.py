@@ -14,6 +14,7 @@ values (OIP parameters hold only scalars).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -111,8 +112,9 @@ def request_to_batch(request: InferenceRequest, binary: bytes = b"") -> pa.Recor
     """One column per input tensor (first axis = rows)."""
     arrays, offset = {}, 0
     for tensor in request.inputs:
-        if not tensor.shape:
-            raise CodecError(f"input {tensor.name!r} needs a shape whose first axis is the rows")
+        if not tensor.shape or any(dim < 0 for dim in tensor.shape):
+            raise CodecError(f"input {tensor.name!r} needs a shape of non-negative sizes whose "
+                             f"first axis is the rows, got {tensor.shape}")
         if tensor.datatype not in DATATYPES:
             raise CodecError(f"input {tensor.name!r} has datatype {tensor.datatype!r}; use one of "
                              f"{', '.join(DATATYPES)}")
@@ -125,11 +127,15 @@ def request_to_batch(request: InferenceRequest, binary: bytes = b"") -> pa.Recor
         else:
             raise CodecError(f"input {tensor.name!r} claims {size!r} bytes of binary data "
                              f"but {left} are left")
-        count = int(np.prod(tensor.shape))
+        count = math.prod(tensor.shape)  # exact: numpy's product of huge sizes would wrap
         if array.size != count:
             raise CodecError(f"input {tensor.name!r} has {array.size} values but shape "
-                             f"{tensor.shape} needs {count}")
-        arrays[tensor.name] = array.reshape(tensor.shape)
+                             f"{tensor.shape} needs {count}: send the data flat, row-major")
+        try:
+            arrays[tensor.name] = array.reshape(tensor.shape)
+        except (ValueError, OverflowError) as exc:  # [0, 2**40, 2**40]: no values, too big
+            raise CodecError(f"input {tensor.name!r} has an impossible shape {tensor.shape}: "
+                             f"{exc}") from exc
     if not arrays:
         raise CodecError("an inference request needs at least one input tensor")
     if offset != len(binary):
@@ -148,8 +154,9 @@ def _from_json(tensor: Tensor) -> np.ndarray:
     if tensor.datatype == "BYTES":
         return data
     try:
-        return data.astype(_TO_NUMPY[tensor.datatype])
-    except (TypeError, ValueError) as exc:
+        with np.errstate(over="raise", invalid="raise"):  # 1e300 as FP16 is an error, not inf
+            return data.astype(_TO_NUMPY[tensor.datatype])
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise CodecError(f"input {tensor.name!r} holds values that are not "
                          f"{tensor.datatype} ({exc})") from None
 

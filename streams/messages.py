@@ -79,8 +79,8 @@ class Envelope:
             request_id=text(REQUEST_ID) or default_request_id,
             content_type=text(CONTENT_TYPE) or ARROW_STREAM,
             version=text(VERSION),
-            started_ns=int(text(STARTED_NS) or 0),
-            error=json.loads(text(ERROR)) if ERROR in ours else None,
+            started_ns=_positive_int(text(STARTED_NS)),
+            error=_error(text(ERROR)) if ERROR in ours else None,
             shadow=text(SHADOW) or None,
             reply_shadows=ours.get(REPLY_SHADOWS) == b"1",
             redelivered=ours.get(REDELIVERED) == b"1",
@@ -113,6 +113,28 @@ class Envelope:
         copy = object.__new__(Envelope)
         copy.__dict__.update(self.__dict__, **changes)
         return copy
+
+
+def _positive_int(text: str) -> int:
+    """A header's number; 0 (unset) for one that is not a positive integer. Anyone who can
+    produce to an input topic sets headers: one that cannot be read is ignored, never raised
+    (a worker that raised on it would crash on the same record after every restart)."""
+    try:
+        return max(int(text), 0) if text else 0
+    except ValueError:
+        return 0
+
+
+def _error(text: str) -> dict[str, str] | None:
+    """An error reply's reason; None (not an error reply) for a header that is not a JSON
+    object of strings, which weir never writes."""
+    try:
+        found = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        return None
+    return found
 
 
 _OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS,

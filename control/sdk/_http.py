@@ -9,16 +9,9 @@ from typing import Any
 import httpx
 
 from control import errors as control_errors
+from control.error_status import BY_NAME
 from control.settings import Settings
-from engine import errors as engine_errors
 from engine.errors import WeirError
-
-_ERRORS: dict[str, type[WeirError]] = {
-    name: cls
-    for module in (engine_errors, control_errors)
-    for name, cls in vars(module).items()
-    if isinstance(cls, type) and issubclass(cls, WeirError)
-}
 
 
 def _error(status: int, body: Any) -> WeirError:
@@ -26,7 +19,7 @@ def _error(status: int, body: Any) -> WeirError:
     message = body.get("message") if isinstance(body, dict) else None
     if message is None:
         message = f"server answered HTTP {status}: {body}"
-    cls = _ERRORS.get(name or "", WeirError)
+    cls = BY_NAME.get(name or "", WeirError)
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.status_code = status  # type: ignore[attr-defined]

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from control.artifacts import ArtifactStore
+from control.credentials import Token, check_private
 from control.deployer import Deployer
+from control.errors import PolicyError
 from control.gateway import Gateway
 from control.registry import DEFAULT_WORKSPACE, Registry
-from control.server.errors import weir_error_handler
+from control.server.auth import RequireToken
+from control.server.body_limit import BodyLimit
+from control.server.errors import http_error_handler, invalid_request_handler, weir_error_handler
 from control.server.routes import (
     bundles, console, health, inference, logs, metrics, models, oip, pipelines, workspaces,
 )
-from control.server.state import ServerState, require_token
+from control.server.state import ServerState
 from control.settings import Settings
+from control.trust import check_definition
 from engine.errors import WeirError
 from streams.agents.log import LogAgent
 from streams.gc_tuning import tune_gc
@@ -38,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_private(settings.stack_file)
+        token = Token.install(settings.home, settings.token or "")
         registry = Registry(settings.redis_url or "")
         registry.ensure_workspace(DEFAULT_WORKSPACE)
         topics = TopicMap.load()
@@ -51,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             gateway=Gateway(settings, registry, topics), log_store=store,
             log_agent=LogAgent(settings.worker_settings(), topics, store,
                                policies=registry.log_policy),
-            lag=GroupLag(settings.worker_settings()),
+            lag=GroupLag(settings.worker_settings()), token=token,
         )
         app.state.weir = state
         await state.gateway.start()
@@ -74,14 +86,25 @@ def create_app(settings: Settings) -> FastAPI:
     # schema stays at /openapi.json; the README lists the routes.
     app = FastAPI(title="weir", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(WeirError, weir_error_handler)
+    app.add_exception_handler(RequestValidationError, invalid_request_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     app.include_router(health.router)
     app.include_router(console.page)
     app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
-    app.state.http_metrics = metrics.HttpMetrics()
-    app.middleware("http")(app.state.http_metrics.count)
     for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics,
                    console):
-        app.include_router(module.router, dependencies=[Depends(require_token)])
+        app.include_router(module.router)
+    # The last added runs first: the counting (refusals too), the token check, the body limit.
+    uploads = [(method, route.path_regex)
+               for route in (*models.router.routes, *bundles.router.routes)
+               if isinstance(route, Route)
+               and route.endpoint in (models.upload_model, bundles.import_bundle)
+               for method in route.methods or ()]
+    app.add_middleware(BodyLimit, limit=settings.max_payload_bytes,
+                       upload_limit=settings.max_upload_bytes, uploads=uploads)
+    app.add_middleware(RequireToken)
+    app.state.http_metrics = metrics.HttpMetrics()
+    app.middleware("http")(app.state.http_metrics.count)
     return app
 
 
@@ -93,6 +116,11 @@ async def _resume(state: ServerState) -> None:
         state.registry.delete_deployment(deployment.workspace, deployment.pipeline)
         state.registry.forget_workers(deployment.workspace, deployment.pipeline,
                                       deployment.worker_ids)
+        try:
+            check_definition(state.settings, version.definition)
+        except PolicyError as exc:
+            log.error("not resuming %s/%s: %s", deployment.workspace, deployment.pipeline, exc)
+            continue
         await state.deployer.deploy(version, deployment.config)
 
 
@@ -111,7 +139,17 @@ def serve(settings: Settings) -> None:
     """Run the server in this process until SIGINT/SIGTERM."""
     import uvicorn
 
+    _temp_under_home(settings)
     app = create_app(settings)
     tune_gc()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port,
                 log_level="warning", access_log=False)
+
+
+def _temp_under_home(settings: Settings) -> None:
+    """Temporary files of the server and of the workers it starts (they inherit TMPDIR) go
+    under WEIR_HOME: ours, and the libraries' (onnxruntime writes a `.ses` file there)."""
+    temp = settings.run_dir / "tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(temp)
+    tempfile.tempdir = None  # read TMPDIR again

@@ -1,60 +1,63 @@
-"""The one table from error classes to HTTP status codes, and back."""
+"""The server's error answers: a JSON body naming what was wrong, with the status it calls for.
+
+weir's own errors get the status `control.error_status` lists; a request FastAPI
+cannot parse (422) and an unknown route or method (404, 405) get the same body shape,
+`{"error": ..., "message": ...}`, so every 4xx says what was wrong in `message`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
-from control import errors as ce
-from engine import errors as ee
-from streams import errors as se
-
-STATUS: dict[type[ee.WeirError], int] = {
-    ce.InvalidNameError: 400,
-    ce.ConfigError: 400,
-    ee.CodecError: 400,
-    ee.InputMismatch: 400,
-    ee.ExpressionError: 400,
-    ee.UnknownRuntime: 400,
-    ee.ModelLoadError: 400,
-    ee.SplitError: 400,
-    ce.AuthError: 401,
-    ce.EntityNotFoundError: 404,
-    ce.NotDeployedError: 409,
-    ce.LimitError: 409,
-    ce.InUseError: 409,
-    ce.DeploymentError: 409,
-    ce.PayloadTooLarge: 413,
-    ce.InferenceError: 422,
-    ee.StepFailed: 422,
-    ce.Overloaded: 503,
-    ce.InferenceTimeoutError: 504,
-    ce.WaitForDeployError: 504,
-    ce.StackError: 503,
-    se.KafkaUnreachable: 503,
-}
-
-# For the SDK: the class a server's error body names.
-BY_NAME: dict[str, type[ee.WeirError]] = {cls.__name__: cls for cls in STATUS}
-
-
-def status_for(exc: ee.WeirError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500
+from control.error_status import status_for
+from engine.errors import WeirError
 
 
 OIP_PREFIX = "/v2"
 
 
-async def weir_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """`{"error": class name, "message": ...}` (the SDK raises the class again); the Open
-    Inference Protocol's routes answer `{"error": message}`, as its clients read it."""
-    assert isinstance(exc, ee.WeirError)
+def error_response(exc: WeirError, path: str = "") -> JSONResponse:
+    """`{"error": <class name>, "message": <what was wrong and how to fix it>}`; the Open
+    Inference Protocol's routes answer `{"error": <message>}`, as its clients read it."""
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    path = request.url.path
     body = ({"error": str(exc)} if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
             else {"error": type(exc).__name__, "message": str(exc)})
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def weir_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WeirError)
+    return error_response(exc, request.url.path)
+
+
+async def invalid_request_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A path, query, header or body FastAPI could not read: each problem, where it is."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [_problem(error) for error in exc.errors()]
+    return JSONResponse({"error": "InvalidRequest",
+                         "message": "invalid request: " + "; ".join(problems),
+                         "detail": [{key: error.get(key) for key in ("loc", "msg", "type")}
+                                    for error in jsonable_encoder(exc.errors())]},
+                        status_code=422)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (unknown route, wrong method) in weir's body shape."""
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 404:
+        message += " (no such route: see /docs for the API)"
+    return JSONResponse({"error": "HTTPError", "message": message}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+def _problem(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}"

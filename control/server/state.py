@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from control.artifacts import ArtifactStore
+from control.credentials import Token
 from control.deployer import Deployer
-from control.errors import AuthError
 from control.gateway import Gateway
 from control.registry import Registry
 from control.settings import Settings
@@ -30,18 +29,10 @@ class ServerState:
     log_store: LogStore
     log_agent: LogAgent
     lag: GroupLag
+    token: Token
 
 
 def get_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.weir
     return state
 
-
-def require_token(request: Request) -> None:
-    """Every route but the health checks depends on this."""
-    expected = get_state(request).settings.token
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token, expected):
-        raise AuthError("missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                        "(the token is in stack.json under WEIR_HOME)")

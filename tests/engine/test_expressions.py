@@ -296,7 +296,16 @@ def test_never_evaluates_text(tmp_path: pytest.TempPathFactory) -> None:
     assert not marker.exists()
 
 
-def test_fuzz_corpus_only_raises_expression_error() -> None:
+def _refused_with_a_reason(error: ExpressionError, text: str | None = None) -> None:
+    """A refusal says what was wrong; a column, where given, lies inside the text."""
+    assert str(error).strip()
+    column = getattr(error, "col_offset", None)
+    if text is not None and column is not None:
+        assert 0 <= column <= len(text), (text, column)
+        assert f"at column {column}" in str(error)
+
+
+def test_fuzz_corpus_is_parsed_exactly_or_refused_with_a_reason() -> None:
     rng = random.Random(20240601)
     tokens = ["m", "a-b", ".outputs", ".inputs", "[", "]", "(", ")", "0", "1", "-2.5", "1e5", "'x'", '"y"',
               "<", "<=", ">", ">=", "==", "!=", "+", "-", "*", "/", "&", "|", "~", "abs", ".one_of", ",",
@@ -306,20 +315,24 @@ def test_fuzz_corpus_only_raises_expression_error() -> None:
     cases += ["".join(rng.choice(tokens) for _ in range(rng.randint(1, 20))) for _ in range(200)]
     cases += ["".join(chr(rng.randint(0, 0x2FF)) for _ in range(rng.randint(0, 30))) for _ in range(100)]
     cases += [to_text(e)[:cut] for e in CORPUS for cut in (3, 10, 17)]
-    parsed = 0
+    parsed = refused = 0
     for text in cases:
         try:
             expr = parse(text)
-        except ExpressionError:
+        except ExpressionError as error:
+            _refused_with_a_reason(error, text)
+            refused += 1
             continue
         parsed += 1
         assert _canon(parse(to_text(expr))) == _canon(expr), text
-    assert parsed > 10  # the corpus reaches the valid side of the grammar too
+        assert from_json(json.loads(json.dumps(expr.to_json()))).same_as(expr), text
+    assert parsed > 10 and refused > 100  # the corpus reaches both sides of the grammar
 
 
-def test_fuzz_json_mutations_only_raise_expression_error() -> None:
+def test_fuzz_json_mutations_are_rebuilt_exactly_or_refused_with_a_reason() -> None:
     rng = random.Random(7)
     junk = [None, 1.5, -1, True, "x", "neg", "<", [], {}, [1], {"type": "literal"}, float("nan"), "ABC"]
+    rebuilt = refused = 0
     for _ in range(300):
         data = json.loads(json.dumps(rng.choice(CORPUS).to_json()))
         node = data
@@ -330,9 +343,14 @@ def test_fuzz_json_mutations_only_raise_expression_error() -> None:
             node = rng.choice(kids)
         node[rng.choice([*node, "extra"])] = rng.choice(junk)
         try:
-            from_json(data)
-        except ExpressionError:
-            pass
+            expr = from_json(data)
+        except ExpressionError as error:
+            _refused_with_a_reason(error)
+            refused += 1
+            continue
+        rebuilt += 1
+        assert expr.to_json() == data  # accepted means it was a well-formed tree, kept as is
+    assert rebuilt and refused > 100
 
 
 # --- from_json strictness --------------------------------------------------------------------------

@@ -45,3 +45,14 @@ def test_replace_changes_a_copy_and_refuses_unknown_fields() -> None:
     assert changed.extra == {"k": b"v"}
     with pytest.raises(TypeError, match="versoin"):
         env.replace(versoin="v9")
+
+
+@pytest.mark.parametrize("headers", [
+    [("weir-started-ns", b"abc")], [("weir-started-ns", b"9" * 5000)],
+    [("weir-started-ns", b"-5")], [("weir-error", b"{not json")], [("weir-error", b"[1, 2]")],
+    [("weir-error", b'{"type": 1}')], [("weir-error", b"[" * 100_000)],
+])
+def test_headers_weir_never_writes_are_ignored_not_raised(
+        headers: list[tuple[str, bytes]]) -> None:
+    env = Envelope.parse([("weir-request-id", b"r1"), *headers])
+    assert env.request_id == "r1" and env.started_ns == 0 and env.error is None

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from control.bundle import read_bundle, write_bundle
-from control.errors import DeploymentError, PayloadTooLarge
+from control.errors import DeploymentError
 from control.records import Deployment, DeploymentConfig, ModelVersion
 from control.server.state import get_state
+from control.trust import check_definition
+from engine.pipeline import compile_validations
 
 router = APIRouter()
 
@@ -29,11 +31,13 @@ def publish(name: str, request: Request, workspace: str = "default") -> Response
 async def import_bundle(request: Request, workspace: str = "default") -> Deployment:
     """Register a bundle's models (checked by sha256) and pipeline version, then deploy it."""
     state = get_state(request)
-    body = await request.body()
-    if len(body) > state.settings.max_payload_bytes:
-        raise PayloadTooLarge(f"bundle is over {state.settings.max_payload_bytes} bytes")
-    bundle = read_bundle(body)
+    body = await request.body()  # at most WEIR_MAX_UPLOAD_BYTES: the body limit sees to it
+    bundle = read_bundle(body, state.settings.max_upload_bytes)
     state.registry.get_workspace(workspace)
+    check_definition(state.settings, bundle.definition)
+    compile_validations(bundle.definition)
+    if not bundle.definition.steps:
+        raise DeploymentError("the bundle's pipeline has no steps: publish a version with steps")
     for ref in bundle.definition.models():
         known = {m.version for m in state.registry.model_versions(workspace, ref.name)}
         if ref.version not in known:
@@ -43,6 +47,4 @@ async def import_bundle(request: Request, workspace: str = "default") -> Deploym
         state.artifacts.put(bundle.files[ref.sha])
     state.registry.get_or_create_pipeline(workspace, bundle.pipeline)
     version = state.registry.add_version(workspace, bundle.pipeline, bundle.definition)
-    if not version.definition.steps:
-        raise DeploymentError("the bundle's pipeline has no steps")
     return await state.deployer.deploy(version, DeploymentConfig())

@@ -22,5 +22,7 @@ def readyz(request: Request) -> JSONResponse:
     try:
         ok = get_state(request).registry.ping()
     except Exception as exc:  # any Redis failure means not ready
-        return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        # Unauthenticated: name the failure, not the addresses inside its message.
+        return JSONResponse({"status": "not ready", "reason": f"Redis: {type(exc).__name__}"},
+                            status_code=503)
     return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

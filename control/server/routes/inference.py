@@ -5,25 +5,12 @@ from __future__ import annotations
 import pyarrow as pa
 from fastapi import APIRouter, Request, Response
 
-from control.errors import NotDeployedError, PayloadTooLarge
+from control.errors import NotDeployedError
 from control.server.state import ServerState, get_state
 from engine import codecs
 from streams.trace import trace_headers
 
 router = APIRouter()
-
-
-async def read_body(state: ServerState, request: Request) -> bytes:
-    """The request body, refused (413) over `Settings.max_payload_bytes`."""
-    declared = int(request.headers.get("content-length") or 0)
-    limit = state.settings.max_payload_bytes
-    if declared > limit:
-        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} "
-                              "(WEIR_MAX_PAYLOAD_BYTES): split the rows into several requests")
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is over {limit} bytes: split the rows")
-    return body
 
 
 async def infer_rows(state: ServerState, workspace: str, name: str, batch: pa.RecordBatch,
@@ -47,7 +34,7 @@ async def infer(name: str, request: Request, workspace: str = "default",
     or an Arrow IPC file or stream (`application/vnd.apache.arrow.file` / `.stream`).
     """
     state = get_state(request)
-    body = await read_body(state, request)
+    body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     content_type = codecs.normalize_content_type(request.headers.get("content-type"),
                                                  default=codecs.PANDAS_RECORDS)
     result = await infer_rows(state, workspace, name, codecs.decode(body, content_type), timeout,

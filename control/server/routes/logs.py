@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -159,8 +161,12 @@ async def export(name: str, request: Request, workspace: str = "default",
             payload = codecs.encode(batch, codecs.ARROW_STREAM)
             yield len(payload).to_bytes(8, "big") + payload
 
-    return StreamingResponse(chunks(), media_type=EXPORT_CONTENT_TYPE,
-                             headers={"x-total-rows": str(total)})
+    frames = chunks()
+    # A query the store refuses raises here, while the answer can still be a 400: once the
+    # response has started, an error can only cut it short.
+    first = await asyncio.to_thread(next, frames, None)
+    return StreamingResponse(itertools.chain([] if first is None else [first], frames),
+                             media_type=EXPORT_CONTENT_TYPE, headers={"x-total-rows": str(total)})
 
 
 @router.get("/pipelines/{name}/experiment")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -12,10 +13,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from control import removal
-from control.errors import PayloadTooLarge
-from control.names import check_name
+from control.artifacts import ArtifactStore
+from control.names import check_file_name, check_name
 from control.records import ModelVersion
 from control.server.state import ServerState, get_state
+from control.trust import check_runtime
 from engine.definition import RuntimeName
 from engine.errors import ModelLoadError
 from engine.runtimes import get_runtime
@@ -27,13 +29,36 @@ _BY_SUFFIX: dict[str, RuntimeName] = {".onnx": "onnx", ".py": "python", ".zip": 
 
 
 def _inspect(state: ServerState, model: ModelVersion) -> ModelVersion:
-    """Load the stored file with its runtime to check it and read its signature."""
+    """Load the stored file with its runtime to check it and read its signature.
+
+    A Python step is imported, so this runs its module-level code in the server: see
+    README "Security" (WEIR_ALLOW_PYTHON_STEPS=false refuses Python steps before this).
+    """
     runtime = get_runtime(model.runtime)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / model.file_name
+    state.settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=state.settings.run_dir) as tmp:
+        path = Path(tmp) / check_file_name(model.file_name)
         path.write_bytes(state.artifacts.get(model.sha))
         signature = runtime.inspect(path)
     return model.model_copy(update={"inputs": signature.inputs, "outputs": signature.outputs})
+
+
+async def _receive(request: Request, artifacts: ArtifactStore) -> tuple[Path, str, int]:
+    """Write the request body to the store's incoming folder as it arrives (the body limit
+    stops it at WEIR_MAX_UPLOAD_BYTES); returns the file, its sha256 and its size."""
+    digest, size = hashlib.sha256(), 0
+    fd, name = tempfile.mkstemp(dir=artifacts.incoming())
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                file.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest(), size
 
 
 @router.post("/models/{name}")
@@ -42,14 +67,7 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
     """Upload a model file (the raw request body); a new version each time."""
     state = get_state(request)
     check_name(name, "model name")
-    body = await request.body()
-    if len(body) > state.settings.max_payload_bytes:
-        raise PayloadTooLarge(f"model file is {len(body)} bytes; the limit is "
-                              f"{state.settings.max_payload_bytes} (WEIR_MAX_PAYLOAD_BYTES)")
-    claimed = request.headers.get("x-content-sha256")
-    if claimed and claimed != hashlib.sha256(body).hexdigest():
-        raise ModelLoadError("the uploaded bytes do not match the x-content-sha256 header: "
-                             "the upload was corrupted; upload again")
+    check_file_name(filename)
     chosen = runtime or _BY_SUFFIX.get(Path(filename).suffix)
     if chosen is None:
         raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name the file .onnx, "
@@ -57,10 +75,18 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
                              "the runtime (--runtime onnx|python in the CLI, runtime='onnx' in "
                              "the SDK)")
     get_runtime(chosen)  # unknown names fail here with the valid list
+    check_runtime(state.settings, chosen, name)
     state.registry.get_workspace(workspace)
-    sha = state.artifacts.put(body)
+    received, sha, size = await _receive(request, state.artifacts)
+    claimed = request.headers.get("x-content-sha256")
+    if not size or (claimed and claimed != sha):
+        received.unlink()
+        raise ModelLoadError("the model file is empty: upload the file itself" if not size else
+                             "the uploaded bytes do not match the x-content-sha256 header: "
+                             "the upload was corrupted; upload again")
+    state.artifacts.adopt(received, sha)
     model = ModelVersion(name=name, version=str(uuid.uuid4()), sha=sha, runtime=chosen,
-                         workspace=workspace, file_name=Path(filename).name, size=len(body))
+                         workspace=workspace, file_name=filename, size=size)
     model = await asyncio.to_thread(_inspect, state, model)
     return state.registry.add_model(model)
 
@@ -76,6 +102,7 @@ async def configure_model(name: str, body: ConfigureBody, request: Request,
     """Set a model version's runtime, checking the file loads with it."""
     state = get_state(request)
     model = state.registry.get_model(workspace, name, body.version)
+    check_runtime(state.settings, body.runtime, name)
     if model.runtime != body.runtime:
         model = await asyncio.to_thread(_inspect, state, model.model_copy(update={"runtime": body.runtime}))
         state.registry.update_model(model)

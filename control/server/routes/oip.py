@@ -14,9 +14,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from control.errors import EntityNotFoundError, NotDeployedError
-from control.server.routes.inference import infer_rows, read_body
+from control.server.routes.inference import infer_rows
 from control.server.state import ServerState, get_state
 from engine import oip
+from streams.trace import trace_headers
 
 router = APIRouter(prefix="/v2")
 
@@ -75,7 +76,7 @@ async def infer(name: str, request: Request, version: str | None = None,
     outputs by name, the rest of each result row is in `parameters`. Binary tensor data
     (Triton's extension, tritonclient's default) is read and, when asked for, written."""
     state = get_state(request)
-    body = await read_body(state, request)
+    body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     parsed, binary = oip.read_request(body, request.headers.get(oip.HEADER_LENGTH))
     if version is not None:
         deployed = _deployed_version(state, workspace, name)
@@ -86,7 +87,8 @@ async def infer(name: str, request: Request, version: str | None = None,
             raise EntityNotFoundError("deployed version", f"{name}@{version}",
                                       f"version {deployed} is deployed; infer on it, or deploy "
                                       "this one")
-    result = await infer_rows(state, workspace, name, oip.request_to_batch(parsed, binary))
+    result = await infer_rows(state, workspace, name, oip.request_to_batch(parsed, binary),
+                              trace=trace_headers(request.headers))
     content, header_length = oip.response_body(parsed, result, name)
     if header_length is None:
         return Response(content, media_type="application/json")

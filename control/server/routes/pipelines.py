@@ -12,6 +12,7 @@ from control import removal
 from control.names import check_name
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
+from control.trust import check_definition
 from engine.definition import (
     ModelRef, ModelStep, PipelineSpec, RandomSplitStep, ShadowStep, SplitArm, Step, Validation,
 )
@@ -200,6 +201,7 @@ async def deploy(name: str, body: DeployBody, request: Request,
     """Start workers for a version (the newest by default); poll status for Running."""
     state = get_state(request)
     version = state.registry.get_version(workspace, name, body.version)
+    check_definition(state.settings, version.definition)
     return await state.deployer.deploy(version, body.config)
 
 
