@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from control._cli_output import err, out, print_json, row_line, row_columns, rows_table, table
+from control._cli_output import (
+    err,
+    out,
+    print_json,
+    row_columns,
+    row_line,
+    rows_table,
+    table,
+)
 from engine.errors import WeirError
 
 app = typer.Typer(help="weir: serve ML pipelines on Kafka.", no_args_is_help=True,

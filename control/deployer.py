@@ -279,9 +279,15 @@ class Deployer:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
         new = swap.new
         key = (new.workspace, new.pipeline)
-        deadline = asyncio.get_running_loop().time() + self.settings.deploy_timeout_s
+        limit = self.settings.deploy_timeout_s
+        deadline = asyncio.get_running_loop().time() + limit
         failure: str | None = None
-        while self._overall(new, self._workers(new)) != "Running":
+        said: set[str | None] = set()
+        while self._overall(new, workers := self._workers(new)) != "Running":
+            reasons = {w.reason for w in workers if w.status == "Starting"}
+            if reasons - said:  # loading makes progress (a step's environment builds)
+                deadline = max(deadline, asyncio.get_running_loop().time() + limit)
+                said |= reasons
             failure = self._failure(new)
             if failure is None and asyncio.get_running_loop().time() > deadline:
                 failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s"
@@ -472,6 +478,7 @@ class Deployer:
                "WEIR_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
                "WEIR_REDIS_URL": self.settings.redis_url or "",
                "WEIR_EXACTLY_ONCE": str(self._exactly_once).lower()}
+        env.pop("WEIR_TOKEN", None)  # workers never use it, and a Python step could read it
         with open(logs / f"worker-{worker_id}.log", "ab") as out:
             return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env,

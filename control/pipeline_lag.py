@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from streams.stages import WorkerRole
 
 from control.records import PipelineVersion
 from engine.definition import ShadowStep
 from streams.lag import GroupLag
-from streams.stages import WorkerRole
 from streams.topics import TopicMap, TopicSpec
 from streams.worker import WorkerSpec
 

@@ -15,7 +15,12 @@ from aiokafka import TopicPartition
 
 from control.errors import EntityNotFoundError
 from control.records import (
-    Deployment, ModelVersion, Pipeline, PipelineVersion, Workspace, now,
+    Deployment,
+    ModelVersion,
+    Pipeline,
+    PipelineVersion,
+    Workspace,
+    now,
 )
 from engine.definition import PipelineSpec
 from streams.log_policy import LogPolicy

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -128,3 +130,12 @@ class Settings(BaseSettings):
     def envs_dir(self) -> Path:
         """Python steps' virtual environments, one per requirements hash."""
         return self.home / "envs"
+
+
+def use_temp_under_home(settings: Settings) -> None:
+    """Temporary files of this process and of the workers it starts (they inherit TMPDIR) go
+    under WEIR_HOME: ours, and the libraries' (onnxruntime writes a `.ses` file there)."""
+    temp = settings.run_dir / "tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(temp)
+    tempfile.tempdir = None  # read TMPDIR again

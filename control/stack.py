@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from control.apache_kafka.broker import start_kafka
+from control.credentials import check_private, redact_url, write_private
 from control.embedded import (
     Service,
     free_port,
@@ -64,11 +65,7 @@ def is_running(stack: dict[str, Any]) -> bool:
 
 
 def _write_stack(settings: Settings, stack: dict[str, Any]) -> None:
-    tmp = settings.stack_file.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(stack, f, indent=2)
-    os.replace(tmp, settings.stack_file)
+    write_private(settings.stack_file, json.dumps(stack, indent=2))
 
 
 def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -81,6 +78,8 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise StackError(f"another `weir up` is starting in {settings.home}") from None
+    if settings.stack_file.exists():
+        check_private(settings.stack_file)
     existing = read_stack(settings)
     if existing and is_running(existing):
         say(f"weir is already running in {settings.home} at {existing['server_url']}")
@@ -129,7 +128,7 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
         for proc in reversed(started):
             stop_process(proc)
         raise
-    say(f"weir is up at {stack['server_url']} (kafka {kafka}, redis {redis_url}); "
+    say(f"weir is up at {stack['server_url']} (kafka {kafka}, redis {redact_url(redis_url)}); "
         f"stack file {settings.stack_file}")
     if detach:
         return stack

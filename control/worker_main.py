@@ -17,7 +17,7 @@ import sys
 from control.artifacts import ArtifactStore
 from control.deployer import new_worker_id
 from control.registry import Registry
-from control.settings import Settings
+from control.settings import Settings, use_temp_under_home
 from engine.runtimes.base import RuntimeOptions
 from streams.admin import resolved
 from streams.memory import parse_memory
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(ours).setLevel(logging.INFO)
 
     settings = Settings.discover()
+    use_temp_under_home(settings)
     if not settings.redis_url:
         print("weir worker: no Redis: run `weir up` or set WEIR_REDIS_URL", file=sys.stderr)
         return 2
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         worker_id=args.worker_id or new_worker_id(version, args.role, args.replica,
                                                   suffix=_host_tag(),
                                                   sidekick=args.sidekick_step),
-        options=RuntimeOptions(threads=args.threads, device=args.device),
+        options=RuntimeOptions(threads=args.threads, device=args.device,
+                               env_root=settings.envs_dir, wheel_dir=settings.wheel_dir),
         memory_limit_bytes=args.memory, role=args.role, deployment=args.deployment,
         sidekicks=frozenset(args.sidekicks), sidekick_step=args.sidekick_step,
     )

@@ -19,6 +19,7 @@ a time, so one bad message fails alone; where a message failed is kept
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +41,20 @@ DETERMINISTIC: tuple[type[Exception], ...] = (CodecError, InputMismatch, InputTo
 
 Fanout = tuple[int, pa.RecordBatch]
 """(the index of a shadow step, the message its champion ran on): the challengers' input."""
-Transform = Callable[[pa.RecordBatch, list[Fanout]], pa.RecordBatch]
+StepObserver = Callable[[int, int, int, float], None]
+"""Called after each step of a span ran a micro-batch: (step index, messages, rows, seconds)."""
+
+
+@dataclass
+class Pass:
+    """One micro-batch's way through a stage's transform: how many messages it holds, and
+    the fan-outs it reached."""
+
+    messages: int
+    fanouts: list[Fanout] = field(default_factory=list)
+
+
+Transform = Callable[[pa.RecordBatch, Pass], pa.RecordBatch]
 """Message in, message out (one row out per row in); appends the span's fan-outs."""
 Finish = Callable[[pa.RecordBatch, Started], pa.RecordBatch]
 """(message, its request's start in ns, or each row's) -> the rows that end the path."""
@@ -54,19 +68,24 @@ class StepFailure(Exception):
         self.index, self.cause = index, cause
 
 
-def span(pipeline: CompiledPipeline, start: int, stop: int) -> Transform:
-    """Steps `start`..`stop - 1` of `pipeline`, fused into one transform."""
+def span(pipeline: CompiledPipeline, start: int, stop: int,
+         observe: StepObserver | None = None) -> Transform:
+    """Steps `start`..`stop - 1` of `pipeline`, fused into one transform (each step's time
+    and rows told to `observe`)."""
 
-    def run(message: pa.RecordBatch, fanouts: list[Fanout]) -> pa.RecordBatch:
+    def run(message: pa.RecordBatch, batch: Pass) -> pa.RecordBatch:
         for index in range(start, stop):
+            began = time.perf_counter()
             try:
                 if isinstance(pipeline.steps[index], ShadowRunner):
-                    fanouts.append((index, message))
+                    batch.fanouts.append((index, message))
                     message = pipeline.run_champion(index, message)
                 else:
                     message = pipeline.run_step(index, message)
             except Exception as exc:
                 raise StepFailure(index, exc) from exc
+            if observe is not None:
+                observe(index, batch.messages, message.num_rows, time.perf_counter() - began)
         return message
 
     return run
@@ -232,21 +251,22 @@ class StageCompute:
         """Run one work alone (a first try, or a retry)."""
         assert work.batch is not None
         work.attempts += 1
-        fanouts: list[Fanout] = []
+        batch = Pass(messages=1)
         try:
             work.output = (self._compute(work.batch, [work.started_ns], [work.batch.num_rows],
-                                         fanouts), 0)
+                                         batch), 0)
             work.error, work.failed_step, work.partial = None, None, []
         except StepFailure as failure:
             work.output, work.error, work.failed_step = None, failure.cause, failure.index
-            work.partial = fanouts
+            work.partial = batch.fanouts
         except Exception as exc:  # finishing the rows (validations) failed
-            work.output, work.error, work.failed_step, work.partial = None, exc, None, fanouts
+            work.output, work.error, work.failed_step = None, exc, None
+            work.partial = batch.fanouts
 
     def _run_merged(self, members: list[Work]) -> bool:
         try:
             results = self._compute(joined(members), [w.started_ns for w in members],
-                                    [w.rows for w in members], [])
+                                    [w.rows for w in members], Pass(messages=len(members)))
         except Exception as exc:
             log.debug("micro-batch of %d messages failed (%s); running them one by one",
                       len(members), exc)
@@ -257,13 +277,13 @@ class StageCompute:
         return True
 
     def _compute(self, batch: pa.RecordBatch, started_ns: list[int], rows: list[int],
-                 fanouts: list[Fanout]) -> Results:
-        out = self.transform(batch, fanouts)
+                 one: Pass) -> Results:
+        out = self.transform(batch, one)
         if self.finish is not None:
             starts = started_ns[0] if len(started_ns) == 1 else np.repeat(
                 np.asarray(started_ns, np.int64), rows)
             out = self.finish(out, starts)
-        return Results(out, rows, fanouts)
+        return Results(out, rows, one.fanouts)
 
 
 def pieces_of(batch: pa.RecordBatch, rows: Sequence[int]) -> list[Decoded]:

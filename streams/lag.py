@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.admin import end_offsets, probe_consumer
+from streams.admin import admin_client, end_offsets, probe_consumer, records_after
 from streams.settings import WorkerSettings
+
+MARKERS_AT_MOST = 2
+"""A lag this small may be transaction markers only (Apache Kafka: a group commits the offset
+after its last record, and a commit marker takes the next offset): `unread` reads to be sure."""
 
 
 class GroupLag:
@@ -27,7 +30,7 @@ class GroupLag:
     """
 
     def __init__(self, settings: WorkerSettings) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self._admin = admin_client(settings)
         self._probe = probe_consumer(settings)
         self._lock = asyncio.Lock()  # the probe consumer is assigned and sought per call
 
@@ -53,3 +56,16 @@ class GroupLag:
             start = max(done.offset, 0) if done is not None else 0
             lag[tp] = max(ends.get(tp, 0) - start, 0)
         return lag
+
+    async def unread(self, groups: dict[str, list[TopicPartition]]) -> int:
+        """How many records each group has still to read in its partitions: the lag, with
+        transaction markers past a group's commit not counted (a drain waits for 0)."""
+        left = 0
+        for group, tps in groups.items():
+            for tp, lag in (await self.read(group, tps)).items():
+                if 0 < lag <= MARKERS_AT_MOST:
+                    async with self._lock:
+                        end = (await end_offsets(self._probe, [tp]))[tp]
+                        lag = await records_after(self._probe, tp, end - lag, end)
+                left += lag
+        return left

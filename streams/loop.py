@@ -59,6 +59,7 @@ from streams.clients import (
 from streams.commits import Offsets
 from streams.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from streams.messages import Outgoing
+from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
 
@@ -107,12 +108,14 @@ class StageLoop:
     def __init__(self, stages: Sequence[Stage], settings: WorkerSettings, *, group_id: str,
                  client_id: str, counters: StepCounters, exactly_once: bool = False,
                  on_assigned: OnAssigned | None = None,
-                 claims: PartitionClaims | None = None) -> None:
+                 claims: PartitionClaims | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
         self._stages = {stage.source: stage for stage in stages}
         if len(self._stages) != len(stages):
             raise ValueError("two stages read the same topic")
         self._settings = settings
         self._counters = counters
+        self._metrics = metrics
         self._on_assigned = on_assigned
         self._group_id = group_id
         self._exactly_once = exactly_once
@@ -277,7 +280,7 @@ class StageLoop:
             chunk = stage.chunk(incoming, done)
             await self._call(topic, stage.run, chunk)
             await self._retry(stage, chunk)
-            await self._send(chunk, stage.outgoing(chunk, self._counters))
+            await self._send(chunk, stage.outgoing(chunk, self._counters, self._metrics))
             await self._delivery.commit_if_due(idle=False)  # a long fetch commits as it goes
             done += len(chunk)
         return True
@@ -290,6 +293,8 @@ class StageLoop:
         for item in chunk:
             while item.work.retryable and item.work.attempts < s.max_attempts:
                 self._counters.retried += 1
+                if self._metrics is not None:
+                    self._metrics.retried(stage.last_step)
                 await asyncio.sleep(s.retry_backoff_ms * item.work.attempts / 1000)
                 await self._call(stage.source, stage.run_one, item, is_chunk=False)
 

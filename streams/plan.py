@@ -26,6 +26,7 @@ from engine.definition import PipelineSpec, ShadowStep
 from engine.pipeline import CompiledPipeline
 from engine.steps import ShadowRunner
 from streams.compute import StageCompute, finisher, span
+from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.sinks import Forward, ShadowAnswer
 from streams.stage import Stage
@@ -87,10 +88,11 @@ class Layout:
 
 
 def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMap,
-                  role: WorkerRole, settings: WorkerSettings,
-                  sidekick: int | None = None) -> list[Stage]:
-    """The stages a worker of `role` runs (a sidekick worker: for step `sidekick`)."""
-    build = _Builder(pipeline, layout, topic_map, settings)
+                  role: WorkerRole, settings: WorkerSettings, sidekick: int | None = None,
+                  metrics: WorkerMetrics | None = None) -> list[Stage]:
+    """The stages a worker of `role` runs (a sidekick worker: for step `sidekick`); each
+    step's micro-batches are counted in `metrics`."""
+    build = _Builder(pipeline, layout, topic_map, settings, metrics)
     if role == "main":
         return [build.span(start, stop)
                 for start, stop in layout.spans(len(pipeline.steps))]
@@ -101,12 +103,23 @@ def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMa
             if isinstance(runner, ShadowRunner) for stage in build.challengers(index, runner)]
 
 
+def step_name(index: int) -> str:
+    """A step's name in metrics and logs."""
+    return f"step-{index}"
+
+
 @dataclass
 class _Builder:
     pipeline: CompiledPipeline
     layout: Layout
     topic_map: TopicMap
     settings: WorkerSettings
+    metrics: WorkerMetrics | None = None
+
+    def _observe(self, index: int, messages: int, rows: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.received(step_name(index), records=messages, rows=rows)
+            self.metrics.batch(step_name(index), rows=rows, seconds=seconds)
 
     def _topic(self, index: int) -> str:
         """The topic feeding step `index`, or the result topic past the last step."""
@@ -132,7 +145,7 @@ class _Builder:
         """Steps `start`..`stop - 1`, fused, from their topic to the next."""
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
         ends = stop == len(self.pipeline.steps)
-        compute = StageCompute(span(self.pipeline, start, stop),
+        compute = StageCompute(span(self.pipeline, start, stop, self._observe),
                                finish=finisher(self.pipeline) if ends else None,
                                starts=start == 0, max_batch_rows=self.settings.max_batch_rows,
                                max_bytes=self.settings.max_message_bytes)
@@ -142,8 +155,9 @@ class _Builder:
                        dead_letter=m.dead_letter(ws, p).name,
                        max_bytes=self.settings.max_message_bytes,
                        next=self._topic(stop), challengers=challengers)
-        name = f"steps-{start}-{stop - 1}" if stop - start > 1 else f"step-{start}"
-        return Stage(name, self._topic(start), compute, sink, self.pipeline.version)
+        name = f"steps-{start}-{stop - 1}" if stop - start > 1 else step_name(start)
+        return Stage(name, self._topic(start), compute, sink, self.pipeline.version,
+                     last_step=step_name(stop - 1))
 
     def challengers(self, index: int, runner: ShadowRunner) -> list[Stage]:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
@@ -151,7 +165,7 @@ class _Builder:
         for c, (ref, source) in enumerate(zip(runner.challengers,
                                               self._challenger_topics(index))):
             compute = StageCompute(
-                lambda message, _fanouts, c=c: self.pipeline.run_challenger(index, c, message),
+                lambda message, _pass, c=c: self.pipeline.run_challenger(index, c, message),
                 finish=lambda message, started, c=c: self.pipeline.finish_shadow(
                     index, c, message, started_ns=started),
                 max_batch_rows=self.settings.max_batch_rows)
@@ -159,6 +173,7 @@ class _Builder:
                                 output=m.output(ws, p).name, dead_letter=m.dead_letter(ws, p).name,
                                 max_bytes=self.settings.max_message_bytes,
                                 logs=m.logs(ws, p).name, challenger=ref.name)
-            stages.append(Stage(f"step-{index}-shadow-{c}", source, compute, sink,
-                                self.pipeline.version))
+            name = f"{step_name(index)}-shadow-{c}"
+            stages.append(Stage(name, source, compute, sink, self.pipeline.version,
+                                last_step=name))
         return stages

@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from engine import codecs
 from streams.compute import StageCompute, Work
 from streams.messages import Envelope, Outgoing, default_request_id
+from streams.metrics import WorkerMetrics
 from streams.sinks import Sink
 
 
@@ -67,6 +68,13 @@ class Stage:
     sink: Sink
     version: str
     """The pipeline version, stamped on requests where they enter."""
+    last_step: str = ""
+    """The name its answers and failures are counted under in metrics (its last step's)."""
+
+    @property
+    def answers(self) -> bool:
+        """Whether it ends the path: what it sends on is the request's answer."""
+        return getattr(self.sink, "next", None) == self.sink.output
 
     def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
         """Decode records of the stage's topic (an unreadable one gets its error)."""
@@ -105,28 +113,39 @@ class Stage:
         """Try one failed message again."""
         self.compute.run_one(item.work)
 
-    def outgoing(self, chunk: Sequence[Incoming], counters: StepCounters) -> list[list[Outgoing]]:
+    def outgoing(self, chunk: Sequence[Incoming], counters: StepCounters,
+                 metrics: WorkerMetrics | None = None) -> list[list[Outgoing]]:
         """What to send for each message of a computed chunk, in order: its results, or its
-        error reply and dead-letter copy."""
+        error reply and dead-letter copy (counted in `counters` and `metrics`)."""
         out: list[list[Outgoing]] = []
+        now_ns = time.time_ns()
         for item in chunk:
             record, env, work = item.record, item.env, item.work
             sent = self.sink.send(record, env, work) if work.error is None else None
             if sent is not None:
                 counters.processed += 1
                 out.append(sent)
+                if metrics is not None:
+                    latency = ((now_ns - env.started_ns) / 1e9
+                               if self.answers and env.started_ns else None)
+                    metrics.answered(self.last_step, rows=work.rows, latency_s=latency)
             else:
                 counters.failed += 1
                 out.append(self.sink.fail(record, env, work))
+                if metrics is not None:
+                    metrics.failed(self.last_step, rows=work.rows,
+                                   dead_lettered=any(o.topic == self.sink.dead_letter
+                                                     for o in out[-1]))
         return out
 
     def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:
         """The record's headers (stamped where the request enters) and its value's type."""
         env = Envelope.parse(record.headers, default_request_id=default_request_id(record))
         content_type = env.content_type
-        if self.compute.starts:
+        if self.compute.starts:  # headers only weir writes are not believed from a producer
             env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
-                              started_ns=env.started_ns or _timestamp_ns(record))
+                              started_ns=env.started_ns or _timestamp_ns(record),
+                              error=None, shadow=None, redelivered=False)
         return env, content_type
 
 

@@ -26,11 +26,13 @@ again) stops at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,11 +43,12 @@ from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
-from streams.admin import admin_client, end_offsets, probe_consumer, records_after
 from streams.claims import PartitionClaims
 from streams.gc_tuning import tune_gc
+from streams.lag import GroupLag
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
+from streams.metrics import WorkerMetrics
 from streams.plan import Layout, WorkerRole, worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
@@ -62,6 +65,8 @@ EXIT_OVER_MEMORY = 3
 EXIT_DRAIN_INCOMPLETE = 4
 """Exit code of a stopped worker whose drain gave up: its version's topics still hold records."""
 DRAIN_POLL_S = 0.05
+LOADING_BEAT_S = 0.5
+"""How often a loading worker reports its progress (a Python step's environment building)."""
 
 
 @dataclass(frozen=True)
@@ -119,11 +124,13 @@ class Worker:
         self.state: WorkerState = "Starting"
         self.reason: str | None = None
         self.counters = StepCounters()
+        self.metrics = WorkerMetrics()
         self.pipeline: CompiledPipeline | None = None
         self.loop: StageLoop | None = None
         self._draining = False
         self._drain_incomplete = False
         self._backlog: int | None = None  # what its drain waits for, as last read
+        self._last_loading_beat = float("-inf")
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -138,22 +145,41 @@ class Worker:
                                 status="Running" if self.state == "Running" else self.state)
                     for r in refs],
             processed=self.counters.processed, failed=self.counters.failed,
-            backlog=self._backlog, time=datetime.now(UTC),
+            backlog=self._backlog, metrics=self.metrics.snapshot(), time=datetime.now(UTC),
         )
 
     def build(self) -> StageLoop:
-        """Load the models (checked by sha) and wire one stage per agent."""
+        """Load the models (checked by sha), saying how loading goes in heartbeats (a Python
+        step's environment may take minutes to build), and wire the stages."""
         spec = self.spec
-        self.pipeline = load_pipeline(spec.version, spec.definition, self.artifact_path, spec.options)
+        options = dataclasses.replace(spec.options, progress=self._loading)
+        try:
+            self.pipeline = load_pipeline(spec.version, spec.definition, self.artifact_path,
+                                          options)
+        finally:
+            self.reason = None
         stages = worker_stages(self.pipeline, spec.layout, self.topic_map, spec.role,
-                               self.settings, spec.sidekick_step)
+                               self.settings, spec.sidekick_step, self.metrics)
         if not stages:
             raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
         self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,
                               client_id=spec.worker_id, counters=self.counters,
                               exactly_once=bool(self.settings.exactly_once),
-                              on_assigned=self._assigned, claims=self.claims)
+                              on_assigned=self._assigned, claims=self.claims,
+                              metrics=self.metrics)
         return self.loop
+
+    def _loading(self, text: str) -> None:
+        """A line about loading: shown in `status()` while Starting (the heartbeat thread
+        starts only after loading, so this beats itself, at most every LOADING_BEAT_S)."""
+        self.reason = text
+        now = time.monotonic()
+        if now - self._last_loading_beat >= LOADING_BEAT_S:
+            self._last_loading_beat = now
+            try:
+                self.heartbeat.beat(self.status())
+            except Exception:  # Redis briefly away: the next line says it again
+                log.exception("heartbeat of %s failed", self.spec.worker_id)
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         if self.state == "Starting":  # the group has formed: this worker takes its share
@@ -250,7 +276,7 @@ class Worker:
         """Return once drained; TimeoutError after `drain_timeout_s` without progress (no
         record finished here, no change in what the groups have left in the topics)."""
         drained = self._drained()
-        offsets = _Offsets(self.settings) if drained else None
+        offsets = GroupLag(self.settings) if drained else None
         if offsets is not None:
             await offsets.start()
         stall = Stall(self.settings.drain_timeout_s)
@@ -259,7 +285,7 @@ class Worker:
             while not stall.seen((self.counters.finished, left)):
                 if not loop.in_flight:
                     try:
-                        left = self._backlog = 0 if offsets is None else await offsets.left(
+                        left = self._backlog = 0 if offsets is None else await offsets.unread(
                             drained)
                     except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
                         log.warning("worker %s: reading the group's offsets failed: %s",
@@ -342,34 +368,3 @@ class Worker:
             self._stop.set()
 
 
-class _Offsets:
-    """Consumer groups' committed offsets and the partitions' end offsets, from the broker."""
-
-    def __init__(self, settings: WorkerSettings) -> None:
-        self._admin = admin_client(settings)
-        self._consumer = probe_consumer(settings)
-
-    async def start(self) -> None:
-        await self._admin.start()
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-        await self._admin.close()
-
-    async def left(self, drained: dict[str, list[TopicPartition]]) -> int:
-        """How many records now in the partitions each group reads it has not committed.
-
-        Past a group's commit there may be only transaction markers (a reader commits the
-        offset after its last record, and a marker takes the next offset): those are no
-        records left, so a partition that looks unread is read to be sure."""
-        left = 0
-        for group, tps in drained.items():
-            committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
-            ends = await end_offsets(self._consumer, tps)
-            for tp in tps:
-                done = committed.get(tp)
-                start = max(done.offset if done is not None else 0, 0)
-                if ends.get(tp, 0) > start:
-                    left += await records_after(self._consumer, tp, start, ends[tp])
-        return left

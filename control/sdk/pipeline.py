@@ -238,11 +238,13 @@ class Pipeline(LogsMixin):
                 and status.get("status") == "Error")
             if failed or _deployed(status, version):
                 break
+            notes = _loading_notes(status, version) - shown
+            if notes:  # loading makes progress (a step's environment builds): keep waiting
+                deadline = max(deadline, time.monotonic() + limit)
             if not quiet:
-                notes = _loading_notes(status, version) - shown
                 out.write("".join(f"\n  {note} " for note in sorted(notes)) or ".")
-                shown |= notes
                 out.flush()
+            shown |= notes
             time.sleep(0.25)
         running = _deployed(status, version)
         if not quiet:

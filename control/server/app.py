@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -24,12 +22,25 @@ from control.gateway import Gateway
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.auth import RequireToken
 from control.server.body_limit import BodyLimit
-from control.server.errors import http_error_handler, invalid_request_handler, weir_error_handler
+from control.server.errors import (
+    http_error_handler,
+    invalid_request_handler,
+    weir_error_handler,
+)
 from control.server.routes import (
-    bundles, console, health, inference, logs, metrics, models, oip, pipelines, workspaces,
+    bundles,
+    console,
+    health,
+    inference,
+    logs,
+    metrics,
+    models,
+    oip,
+    pipelines,
+    workspaces,
 )
 from control.server.state import ServerState
-from control.settings import Settings
+from control.settings import Settings, use_temp_under_home
 from control.trust import check_definition
 from engine.errors import WeirError
 from streams.agents.log import LogAgent
@@ -139,17 +150,8 @@ def serve(settings: Settings) -> None:
     """Run the server in this process until SIGINT/SIGTERM."""
     import uvicorn
 
-    _temp_under_home(settings)
+    use_temp_under_home(settings)
     app = create_app(settings)
     tune_gc()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port,
                 log_level="warning", access_log=False)
-
-
-def _temp_under_home(settings: Settings) -> None:
-    """Temporary files of the server and of the workers it starts (they inherit TMPDIR) go
-    under WEIR_HOME: ours, and the libraries' (onnxruntime writes a `.ses` file there)."""
-    temp = settings.run_dir / "tmp"
-    temp.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(temp)
-    tempfile.tempdir = None  # read TMPDIR again

@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 from control.error_status import status_for
 from engine.errors import WeirError
 
-
 OIP_PREFIX = "/v2"
 
 

@@ -17,8 +17,8 @@ from fastapi.responses import StreamingResponse
 
 from control.server.state import ServerState, get_state
 from engine import codecs
-from engine.pipeline import META_ROW
 from engine.experiments import experiment_summary
+from engine.pipeline import META_ROW
 from streams.logstore import LogQueryError
 from streams.shadow_logs import attach_shadows, read_shadows
 

@@ -69,7 +69,7 @@ async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
     for deployment in state.registry.list_deployments():
         ws, name = deployment.workspace, deployment.pipeline
         found = PipelineFacts(ws, name, state.registry.workers(ws, name),
-                              restarts=_restarts(state, ws, name))
+                              restarts=state.deployer.restarts(ws, name))
         try:
             version = state.registry.get_version(ws, name, deployment.version)
             found.lag = await pipeline_lag(state.lag, state.topics, version)
@@ -77,14 +77,6 @@ async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
             log.warning("could not read the consumer lag of %s/%s: %s", ws, name, exc)
         facts.append(found)
     return facts
-
-
-def _restarts(state: ServerState, ws: str, name: str) -> dict[str, int]:
-    """Restarts of the workers this server started for a pipeline.
-
-    Reads the deployer's own records: to become `Deployer.restarts(ws, name)` there."""
-    return {w.worker_id: w.restarts for w in state.deployer._local.values()  # noqa: SLF001
-            if (w.workspace, w.pipeline) == (ws, name)}
 
 
 def _store_usage(state: ServerState) -> list[StoreUsage]:

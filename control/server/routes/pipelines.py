@@ -14,11 +14,18 @@ from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVers
 from control.server.state import ServerState, get_state
 from control.trust import check_definition
 from engine.definition import (
-    ModelRef, ModelStep, PipelineSpec, RandomSplitStep, ShadowStep, SplitArm, Step, Validation,
+    ModelRef,
+    ModelStep,
+    PipelineSpec,
+    RandomSplitStep,
+    ShadowStep,
+    SplitArm,
+    Step,
+    Validation,
 )
+from engine.pipeline import compile_validations
 from engine.split import normalise
 from engine.steps import check_output_map
-from engine.pipeline import compile_validations
 
 router = APIRouter()
 
