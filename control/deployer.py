@@ -611,6 +611,11 @@ class Deployer:
             return None
         return beat.reason
 
+    def restarts(self, ws: str, name: str) -> dict[str, int]:
+        """How often this server restarted each of a pipeline's workers that died."""
+        return {w.worker_id: w.restarts for w in self._local.values()
+                if (w.workspace, w.pipeline) == (ws, name)}
+
     # -- status -------------------------------------------------------------------
     def _workers(self, deployment: Deployment) -> list[WorkerStatus]:
         """Each worker's status; a local process that died or restarted is not Running."""

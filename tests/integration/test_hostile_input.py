@@ -196,11 +196,6 @@ def test_bad_records_are_answered_and_dead_lettered_good_ones_answered_no_restar
     _check_stream(stack, pipeline, "hostile", UNREADABLE_HEADERS)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a producer's weir-error, weir-shadow and weir-redelivered headers on the input topic are "
-    "kept: the answer comes back as a forged error, a challenger's or a repeat; the worker "
-    "should drop weir's own headers where a request enters (streams/agents/step.py "
-    "_envelope, the lead's file)"))
 def test_weir_headers_a_producer_forged_are_not_believed(
         stack: dict[str, Any], pipeline: Pipeline) -> None:
     _check_stream(stack, pipeline, "forged", FORGED_HEADERS)

@@ -85,9 +85,6 @@ def test_metrics_need_the_token_and_cover_the_pipeline(stack: dict[str, Any],
     assert _mine(families["weir_request_seconds"], le="+Inf")
 
 
-@pytest.mark.xfail(strict=True, reason="the worker loop does not record WorkerMetrics yet: "
-                   "the lead's rewrite of streams/loop.py and streams/worker.py wires it; "
-                   "then remove this mark")
 def test_workers_count_rows_per_step(stack: dict[str, Any], observed: Pipeline) -> None:
     before = sum(s.value for s in _mine(_scrape(stack)["weir_step_rows_in"]))
     observed.infer(ROWS)
