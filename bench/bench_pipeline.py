@@ -164,9 +164,9 @@ def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float
 
 def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
                min_msgs: int = 64) -> dict[str, float]:
-    """What a worker's stages compute per message, in process with no Kafka: each stage's
-    decode, merged compute, encode and sink, on the records the previous stage sent.
-    Worker CPU minus this is what the Kafka clients and the loop cost."""
+    """What a worker's stage computes per message, in process with no Kafka: decode, the
+    fused steps' merged compute, encode and sink. Worker CPU minus this is what the Kafka
+    clients and the loop cost."""
     import hashlib
 
     from aiokafka.structs import ConsumerRecord
@@ -174,8 +174,8 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
     from engine.definition import ModelRef, ModelStep, PipelineSpec
     from engine.pipeline import load_pipeline
     from engine.runtimes.base import RuntimeOptions
-    from streams.agents.step import StepCounters
-    from streams.stages import version_stages
+    from streams.plan import Layout, worker_stages
+    from streams.stage import StepCounters
     from streams.topics import TopicMap
 
     refs = [ModelRef(name=f"m{i}", version=f"v{i}", sha=hashlib.sha256(p.read_bytes()).hexdigest(),
@@ -184,7 +184,8 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
     spec = PipelineSpec(steps=[ModelStep(model=ref) for ref in refs])
     pipeline = load_pipeline("bench", spec, lambda ref: files[ref.name], RuntimeOptions(threads=threads))
     settings = WorkerSettings()
-    stages = version_stages(pipeline, "bench", "stages", TopicMap.load(), "main", settings)
+    stages = worker_stages(pipeline, Layout("bench", "stages", "d1"), TopicMap.load(), "main",
+                           settings)
     counters = StepCounters()
 
     def record(topic: str, offset: int, value: bytes | None,
@@ -198,7 +199,9 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
         for stage in stages:
             sent, done, incoming = [], 0, stage.receive(records)
             while done < len(incoming):
-                chunk, out = stage.process(incoming, done, counters, settings)
+                chunk = stage.chunk(incoming, done)
+                stage.run(chunk)
+                out = stage.outgoing(chunk, counters)
                 done += len(chunk)
                 sent += [o for sent_for_one in out for o in sent_for_one]
             records = [record(o.topic, i, o.value, o.headers) for i, o in enumerate(sent)]

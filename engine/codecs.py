@@ -123,6 +123,7 @@ def decode(payload: bytes, content_type: str, *, dictionaries: bool = False) -> 
             batches = [file.get_batch(i) for i in range(file.num_record_batches)]
             batch = _combine(batches, file.schema)
         batch.validate(full=True)
+        _ = batch.schema.names  # names that are not UTF-8 fail here, not in a later caller
     except _ARROW_ERRORS as exc:
         hint = ""
         if kind == ARROW_STREAM and payload.startswith(b"ARROW1"):
@@ -196,6 +197,7 @@ def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | Cod
         # Dictionaries decoded after combining: once per column, not once per payload.
         batch = without_dictionaries(_combine(table.to_batches(), table.schema))
         batch.validate(full=True)
+        _ = batch.schema.names  # names that are not UTF-8 fail here, not in a later caller
     except _ARROW_ERRORS:
         return _each_alone(run)
     if len(batches) != sum(at.record_batches for _, at in run):

@@ -116,7 +116,7 @@ class OrderedCommits:
         merged, self._carried = self._carried, {}
         while self._queue and all(_delivered(f) for f in self._queue[0][0]):
             merged.update(self._queue.popleft()[1])
-        if not merged:  # only records run early, committed when read back (streams.handoff)
+        if not merged:  # nothing of its own to commit (a real consumer refuses an empty commit)
             return
         self._last = asyncio.get_running_loop().time()
         try:

@@ -95,7 +95,7 @@ def batch_histogram() -> Histogram:
 
 
 class StepMetrics(BaseModel):
-    """What one stage of a worker did (streams.stages names the stages)."""
+    """What one stage of a worker did (streams.plan names the steps)."""
 
     records_in: int = 0
     rows_in: int = 0

@@ -2,7 +2,7 @@
 WorkerMetrics), consumer lag, restarts, the log store and the server's HTTP requests.
 
 Every worker series carries `workspace`, `pipeline`, `version`, `worker` and `role`
-labels, and step series a `step` label too (streams.stages names the steps): counters
+labels, and step series a `step` label too (streams.plan names the steps): counters
 restart from zero with a restarted worker, which Prometheus' `rate()` expects; sum
 them by pipeline or step for totals.
 """

@@ -128,10 +128,10 @@ async def test_sends_without_offsets_of_their_own_are_waited_for_but_commit_noth
     commits = OrderedCommits(broker.commit)
     task = await _started(commits)
     sent = _future()
-    commits.add([sent], {})  # a chunk of handed records (streams.handoff)
+    commits.add([sent], {})  # sends with no offsets of their own
     commits.add([_future(done=True)], {A: 4})
     await asyncio.sleep(0.05)
-    assert broker.commits == []  # still behind the handed chunk's send
+    assert broker.commits == []  # still behind the earlier send
     sent.set_result(None)
     await commits.flush()
     assert broker.commits == [{A: 4}]

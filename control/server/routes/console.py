@@ -96,4 +96,4 @@ async def lag(name: str, request: Request, workspace: str = "default") -> list[d
     if deployment is None:
         return []
     version = state.registry.get_version(workspace, name, deployment.version)
-    return [asdict(p) for p in await pipeline_lag(state.lag, state.topics, version)]
+    return [asdict(p) for p in await pipeline_lag(state.lag, state.topics, deployment, version)]

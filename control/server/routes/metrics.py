@@ -72,7 +72,7 @@ async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
                               restarts=state.deployer.restarts(ws, name))
         try:
             version = state.registry.get_version(ws, name, deployment.version)
-            found.lag = await pipeline_lag(state.lag, state.topics, version)
+            found.lag = await pipeline_lag(state.lag, state.topics, deployment, version)
         except Exception as exc:  # a busy or restarting broker: the other series still count
             log.warning("could not read the consumer lag of %s/%s: %s", ws, name, exc)
         facts.append(found)
