@@ -26,6 +26,7 @@ from engine.codecs import (
     column_to_ndarray,
     column_values,
     decode,
+    decode_many,
     encode,
     ndarray_to_column,
     normalize_content_type,
@@ -500,9 +501,9 @@ def test_repeated_text_is_small_on_the_wire_and_plain_when_decoded() -> None:
 
 
 def test_a_column_name_that_is_not_utf8_is_a_codec_error_alone_and_among_others() -> None:
-    good = codecs.encode(pa.RecordBatch.from_pydict({"abcdefgh": [1, 2]}), codecs.ARROW_STREAM)
+    good = encode(pa.RecordBatch.from_pydict({"abcdefgh": [1, 2]}), ARROW_STREAM)
     bad = good.replace(b"abcdefgh", b"abcdefg\xb5")  # found by tests/engine/test_codecs_fuzz.py
     with pytest.raises(CodecError, match="utf-8"):
-        codecs.decode(bad, codecs.ARROW_STREAM)
-    refused, decoded = codecs.decode_many([bad, good])
+        decode(bad, ARROW_STREAM)
+    refused, decoded = decode_many([bad, good])
     assert isinstance(refused, CodecError) and decoded.rows == [2]
