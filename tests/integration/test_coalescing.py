@@ -33,6 +33,12 @@ TIMES_TWO = """
 def process_data(input_data):
     return {"out": input_data["x"] * 2.0}
 """
+REFUSES_NEGATIVE = """
+def process_data(input_data):
+    if (input_data["x"] < 0).any():
+        raise ValueError("negative input")
+    return {"out": input_data["x"] * 2.0}
+"""
 TIMES_THREE = """
 def process_data(input_data):
     return {"out": input_data["x"] * 3.0}
@@ -55,8 +61,9 @@ def steps(coalescing_server: tuple[dict[str, Any], Client],
     root = tmp_path_factory.mktemp("coalesced-steps")
     (root / "two.py").write_text(TIMES_TWO)
     (root / "three.py").write_text(TIMES_THREE)
+    (root / "picky.py").write_text(REFUSES_NEGATIVE)
     return {name: client.upload_model(name, root / f"{name}.py").configure("python")
-            for name in ("two", "three")}
+            for name in ("two", "three", "picky")}
 
 
 def _requests() -> list[np.ndarray]:
@@ -64,16 +71,21 @@ def _requests() -> list[np.ndarray]:
     return [np.arange(k * 10, k * 10 + 1 + k % 5, dtype=np.float64) for k in range(REQUESTS_SENT)]
 
 
-async def _send_all(url: str, token: str, requests: list[np.ndarray]) -> list[pa.RecordBatch]:
+async def _post_all(url: str, token: str, requests: list[np.ndarray]) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": codecs.ARROW_FILE}
     async with httpx.AsyncClient(timeout=60) as http:
-        async def one(x: np.ndarray) -> pa.RecordBatch:
+        async def one(x: np.ndarray) -> httpx.Response:
             body = codecs.encode(codecs.batch_from_arrays({"x": x}), codecs.ARROW_FILE)
-            response = await http.post(url, content=body, headers=headers)
-            assert response.status_code == 200, response.text
-            return codecs.decode(response.content, codecs.ARROW_FILE)
+            return await http.post(url, content=body, headers=headers)
 
         return list(await asyncio.gather(*(one(x) for x in requests)))
+
+
+async def _send_all(url: str, token: str, requests: list[np.ndarray]) -> list[pa.RecordBatch]:
+    responses = await _post_all(url, token, requests)
+    for response in responses:
+        assert response.status_code == 200, response.text
+    return [codecs.decode(r.content, codecs.ARROW_FILE) for r in responses]
 
 
 async def _records_carrying_requests(bootstrap: str, topic: str) -> list[int]:
@@ -144,5 +156,28 @@ def test_a_split_pipeline_answers_coalesced_requests_in_input_order(
         used = {name for answer in answers
                 for name in answer.column("out._model_split").to_pylist()}
         assert any("two" in s for s in used) and any("three" in s for s in used)
+    finally:
+        pipeline.undeploy()
+
+
+def test_a_bad_request_coalesced_with_good_ones_fails_alone(
+        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]) -> None:
+    record, client = coalescing_server
+    pipeline = client.build_pipeline("co-picky").add_model_step(steps["picky"])
+    pipeline.deploy(quiet=True)
+    try:
+        sent = _requests()
+        bad = {3, 11}
+        for k in bad:
+            sent[k] = -sent[k] - 1.0
+        responses = asyncio.run(_post_all(pipeline.url(), record["token"], sent))
+        for k, (x, response) in enumerate(zip(sent, responses)):
+            if k in bad:
+                assert response.status_code == 422, response.text
+                assert "negative input" in response.json()["message"]
+            else:
+                assert response.status_code == 200, response.text
+                answer = codecs.decode(response.content, codecs.ARROW_FILE)
+                assert answer.column("out.out").to_pylist() == (x * 2.0).tolist()
     finally:
         pipeline.undeploy()
