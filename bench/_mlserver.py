@@ -108,7 +108,7 @@ def mlserver(venv: Path, joblib_path: Path, bootstrap: str, fetch_wait_ms: int,
         stop_process(proc, timeout=20)
 
 
-def _wait_ready(server: MLServer, timeout_s: float = 120.0) -> None:
+def _wait_ready(server: MLServer, timeout_s: float = 300.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:

@@ -190,8 +190,11 @@ def answers(system: System) -> list[float]:
 def same_answers(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Whether both systems gave the same answers on the check rows (float32 ONNX trees
     against scikit-learn's float64: equal to ~1e-5 relative)."""
-    weir = np.asarray(runs["weir"][0]["answers"])
-    mlserver = np.asarray(runs["mlserver"][0]["answers"])
+    checked = {name: next((r["answers"] for r in runs[name] if "answers" in r), None)
+               for name in SYSTEMS}
+    if checked["weir"] is None or checked["mlserver"] is None:
+        return {"rows": 0, "match": None, "max_abs_diff": None, "max_abs_answer": None}
+    weir, mlserver = np.asarray(checked["weir"]), np.asarray(checked["mlserver"])
     diff, scale = float(np.max(np.abs(weir - mlserver))), float(np.max(np.abs(mlserver)))
     return {"rows": len(weir), "max_abs_diff": round(diff, 6), "max_abs_answer": round(scale, 3),
             "match": diff <= 1e-4 * scale, "first_three": [round(float(v), 4) for v in weir[:3]]}
@@ -269,11 +272,15 @@ def run_broker(broker: Broker, args: argparse.Namespace, plan: Plan, venv: Path,
             console.print(f"{broker}, repetition {rep + 1}/{args.repetitions}: {name}")
             started = run_mlserver(broker, venv, joblib_path, args.fetch_wait_ms) \
                 if name == "mlserver" else run_weir(broker, onnx_path, args.fetch_wait_ms, env)
-            with started as system:
-                load = os.getloadavg()[0]
-                runs[name].append({**measure(system, plan, args),
-                                   "load_average_1m": [round(load, 2),
-                                                       round(os.getloadavg()[0], 2)]})
+            load = os.getloadavg()[0]
+            try:
+                with started as system:
+                    figures = measure(system, plan, args)
+            except Exception as exc:  # one failed start or run must not lose the others
+                console.print(f"[red]{name} failed in repetition {rep + 1}: {exc!r}[/]")
+                figures = {"error": repr(exc)}
+            runs[name].append({**figures, "load_average_1m": [round(load, 2),
+                                                                round(os.getloadavg()[0], 2)]})
     return {"runs": runs, "same_answers": same_answers(runs)}
 
 

@@ -97,11 +97,21 @@ class Gateway:
                                       if isinstance(step, ShadowStep) for c in step.challengers]
         return self._challengers[key]
 
-    def _admit(self, pipeline: str, capacity: Capacity, timeout: float) -> None:
+    def refuse_if_overloaded(self, workspace: str, pipeline: str,
+                             timeout_s: float | None = None) -> None:
+        """Raise Overloaded if a request for `pipeline` would be refused now: routes call it
+        before decoding a body, so that a refusal under load costs little. `infer` checks
+        again (and takes the request in)."""
+        self._admit(pipeline, self._capacity.get((workspace, pipeline)),
+                    timeout_s or self.settings.request_timeout_s)
+
+    def _admit(self, pipeline: str, capacity: Capacity | None, timeout: float) -> None:
         """Refuse (Overloaded) a request that cannot be answered in time, or one too many."""
         limit = self.settings.max_in_flight
         if self._in_flight >= limit:
             raise Overloaded(f"{limit} requests are in flight (WEIR_MAX_IN_FLIGHT); retry shortly")
+        if capacity is None:
+            return
         wait = capacity.expected_wait_s()
         if wait > timeout:
             raise Overloaded(
@@ -113,12 +123,12 @@ class Gateway:
     async def infer(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
                     timeout_s: float | None = None) -> pa.RecordBatch:
         """Run `batch` through the deployed pipeline; returns its result rows."""
+        timeout = timeout_s or self.settings.request_timeout_s
+        self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
         deployment = self.registry.get_deployment(workspace, pipeline)
         if deployment is None:
             raise NotDeployedError(pipeline)
-        timeout = timeout_s or self.settings.request_timeout_s
         capacity = self._capacity[(workspace, pipeline)]
-        self._admit(pipeline, capacity, timeout)
         challengers = self._shadow_challengers(workspace, pipeline, deployment.version)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="weir", lifespan=lifespan)
     app.add_exception_handler(WeirError, weir_error_handler)
     app.include_router(health.router)
-    app.middleware("http")(metrics.count_requests)
+    app.add_middleware(metrics.CountRequests)
     for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     return app

@@ -24,6 +24,7 @@ async def infer(name: str, request: Request, workspace: str = "default",
     body = await request.body()
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is over {limit} bytes: split the rows")
+    state.gateway.refuse_if_overloaded(workspace, name, timeout)
     content_type = codecs.normalize_content_type(request.headers.get("content-type"),
                                                  default=codecs.PANDAS_RECORDS)
     batch = codecs.decode(body, content_type)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.server.state import get_state
 
@@ -16,16 +16,36 @@ _REQUESTS: Counter[tuple[str, int]] = Counter()
 _SECONDS: Counter[str] = Counter()
 
 
-async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                         ) -> Response:
-    """HTTP middleware: requests and time spent, by route template and status."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    _REQUESTS[(path, response.status_code)] += 1
-    _SECONDS[path] += time.perf_counter() - started
-    return response
+class CountRequests:
+    """HTTP middleware: requests and time spent, by route template and status.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (`app.middleware("http")`)
+    runs every request's app in a task group of its own with memory streams between them,
+    one more layer for every inference, and for every refusal under load.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            _REQUESTS[(path, status)] += 1
+            _SECONDS[path] += time.perf_counter() - started
 
 
 def _labels(**values: object) -> str:
