@@ -30,8 +30,8 @@ class KafkaTarget:
 
     topic_in: str
     topic_out: str
-    request: Callable[[str, bytes], tuple[bytes | None, Headers]]
-    """(request id, value) -> (key, headers) of a request."""
+    request: Callable[[str], tuple[bytes | None, Headers]]
+    """request id -> (key, headers) of a request."""
     reply_id: Callable[[ConsumerRecord], str | None]
     failed: Callable[[ConsumerRecord], bool]
 
@@ -107,7 +107,7 @@ async def open_loop(bootstrap: str, target: KafkaTarget, values: list[bytes], ra
             out.send_lag_max_s = max(out.send_lag_max_s, time.perf_counter() - when)
             rid = f"{run}-{i}"
             due[rid] = when
-            key, headers = target.request(rid, b"")
+            key, headers = target.request(rid)
             await producer.send(target.topic_in, values[i % len(values)], key=key, headers=headers)
             out.sent += 1
         await producer.flush()

@@ -33,9 +33,9 @@ def _get(run: Run, *path: str) -> float | None:
 
 
 def _lost(run: Run) -> float | None:
-    parts = [_get(run, "kafka_1", "lost"), _get(run, "kafka_256", "lost"),
-             _get(run, "kafka_latency_1", "lost")]
-    return sum(p for p in parts if p is not None)
+    parts = [p for p in (_get(run, "kafka_1", "lost"), _get(run, "kafka_256", "lost"),
+                         _get(run, "kafka_latency_1", "lost")) if p is not None]
+    return sum(parts) if parts else None
 
 
 def _cpu(path: tuple[str, ...]) -> Callable[[Run], float | None]:
@@ -57,8 +57,8 @@ METRICS: list[tuple[str, Callable[[Run], float | None], tuple[str, float] | None
     ("Kafka 1-row msgs/s", lambda r: _get(r, "kafka_1", "msgs_per_s"), (">=", 3.0), None),
     ("Kafka 256-row rows/s", lambda r: _get(r, "kafka_256", "rows_per_s"), (">=", 3.0), None),
     ("Kafka lost replies (all runs)", _lost, None, ("<=", 0)),
-    ("Kafka failed replies", lambda r: (_get(r, "kafka_1", "failed") or 0)
-     + (_get(r, "kafka_256", "failed") or 0), None, ("<=", 0)),
+    ("Kafka failed replies", lambda r: None if "kafka_1" not in r else
+     (_get(r, "kafka_1", "failed") or 0) + (_get(r, "kafka_256", "failed") or 0), None, ("<=", 0)),
     ("Kafka 1-row p50 ms (50/s)", lambda r: _get(r, "kafka_latency_1", "p50_ms"), None, None),
     ("Kafka 1-row p99 ms (50/s)", lambda r: _get(r, "kafka_latency_1", "p99_ms"), None, None),
     ("HTTP 1-row sequential p50 ms", lambda r: _get(r, "http", "sequential_1", "p50_ms"),

@@ -125,7 +125,7 @@ def run_mlserver(broker: Broker, venv: Path, joblib_path: Path, fetch_wait_ms: i
         with ml.mlserver(venv, joblib_path, service.address, fetch_wait_ms, work) as server:
             target = kafka.KafkaTarget(
                 ml.TOPIC_IN, ml.TOPIC_OUT,
-                request=lambda rid, _: (rid.encode(), [(ml.MODEL_HEADER, ml.NAME.encode())]),
+                request=lambda rid: (rid.encode(), [(ml.MODEL_HEADER, ml.NAME.encode())]),
                 reply_id=lambda msg: msg.key.decode() if msg.key else None,
                 failed=lambda msg: False)  # MLServer answers errors with nothing
             yield System("mlserver", service.address, target, oip, server.infer_url,
@@ -145,7 +145,7 @@ def run_weir(broker: Broker, onnx_path: Path, fetch_wait_ms: int, env: dict[str,
         topics = stack.pipeline.topics()
         target = kafka.KafkaTarget(
             topics["input"], topics["output"],
-            request=lambda rid, _: (None, [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
+            request=lambda rid: (None, [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
                                            (REQUEST_ID, rid.encode())]),
             reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
             failed=lambda msg: _header(msg, ERROR) is not None)
@@ -276,6 +276,8 @@ def run_broker(broker: Broker, args: argparse.Namespace, plan: Plan, venv: Path,
             try:
                 with started as system:
                     figures = measure(system, plan, args)
+            except BrokerUnavailable:
+                raise
             except Exception as exc:  # one failed start or run must not lose the others
                 console.print(f"[red]{name} failed in repetition {rep + 1}: {exc!r}[/]")
                 figures = {"error": repr(exc)}
