@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 
@@ -36,6 +37,7 @@ from control.errors import (
     NotDeployedError,
     Overloaded,
 )
+from control.records import Deployment
 from control.registry import Registry
 from control.settings import Settings
 from engine import codecs
@@ -44,6 +46,12 @@ from streams.messages import Envelope
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
+
+DEPLOYMENT_TTL_S = 1.0
+"""How long the gateway reuses a pipeline's deployment record: the registry's Redis client
+is blocking, and under load a lookup per request held the event loop for as long as
+redis-server took to be scheduled. A redeploy or undeploy is seen within this long (not
+being deployed is never cached)."""
 
 
 class Gateway:
@@ -61,6 +69,7 @@ class Gateway:
         self._capacity: defaultdict[tuple[str, str], Capacity] = defaultdict(Capacity)
         self._coalescers: dict[tuple[str, bool], Coalescer] = {}
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
+        self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._worker.kafka_bootstrap,
@@ -87,6 +96,19 @@ class Gateway:
                 await replies.start()
                 self._replies[topic] = replies
             return self._replies[topic]
+
+    def _deployment(self, workspace: str, pipeline: str) -> Deployment:
+        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S)."""
+        now = time.monotonic()
+        cached = self._deployments.get((workspace, pipeline))
+        if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
+            return cached[1]
+        deployment = self.registry.get_deployment(workspace, pipeline)
+        if deployment is None:
+            self._deployments.pop((workspace, pipeline), None)
+            raise NotDeployedError(pipeline)
+        self._deployments[(workspace, pipeline)] = (now, deployment)
+        return deployment
 
     def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
         """The challengers of every shadow step of a version (cached: versions never change)."""
@@ -125,9 +147,7 @@ class Gateway:
         """Run `batch` through the deployed pipeline; returns its result rows."""
         timeout = timeout_s or self.settings.request_timeout_s
         self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
-        deployment = self.registry.get_deployment(workspace, pipeline)
-        if deployment is None:
-            raise NotDeployedError(pipeline)
+        deployment = self._deployment(workspace, pipeline)
         capacity = self._capacity[(workspace, pipeline)]
         challengers = self._shadow_challengers(workspace, pipeline, deployment.version)
         loop = asyncio.get_running_loop()

@@ -35,8 +35,9 @@ def get_state(request: Request) -> ServerState:
     return state
 
 
-def require_token(request: Request) -> None:
-    """Every route but the health checks depends on this."""
+async def require_token(request: Request) -> None:
+    """Every route but the health checks depends on this. (Async: FastAPI runs a plain
+    function dependency on a worker thread, a thread hop for every request.)"""
     expected = get_state(request).settings.token
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
