@@ -84,11 +84,6 @@ class Gateway:
         if self._producer:
             await self._producer.stop()
 
-    @property
-    def in_flight(self) -> int:
-        """Requests admitted and not yet answered."""
-        return self._in_flight
-
     async def _replies_for(self, topic: str) -> Replies:
         async with self._replies_lock:
             if topic not in self._replies:
