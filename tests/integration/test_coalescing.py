@@ -1,9 +1,8 @@
 """Coalesced HTTP requests on the real stack: one Kafka record serves many requests, and
 each request still gets its own rows, in input order, and its own rows in the logs.
 
-A second server (its own Redis, the session's broker) coalesces requests
-(WEIR_COALESCE_REQUESTS=1) and lets each record wait 300 ms for more, so concurrent
-requests share records.
+A stack of its own (broker, Redis, server) coalesces requests (WEIR_COALESCE_REQUESTS=1)
+and lets each record wait 300 ms for more, so concurrent requests share records.
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
+from control.settings import Settings
+from control.stack import down, up
 from engine import codecs
 from streams.messages import REQUESTS
-from tests.integration._servers import own_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,21 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def coalescing_server(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+def coalescing_server(tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[tuple[dict[str, Any], Client]]:
+    """A stack of its own, broker included: every weir server's log agent is in one
+    consumer group (`weir.log-agent`), so a second server on the session's broker could
+    have its pipelines' results read by the first server's agent, which does not log them."""
     home = tmp_path_factory.mktemp("weir-coalescing")
-    env = {"WEIR_COALESCE_REQUESTS": "1", "WEIR_COALESCE_LINGER_MS": "300"}
-    with own_server(stack, home, env) as server:
-        yield server
+    settings = Settings(home=home)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEIR_COALESCE_REQUESTS", "1")
+        patch.setenv("WEIR_COALESCE_LINGER_MS", "300")
+        record = up(settings, detach=True, say=lambda _: None)
+    try:
+        yield record, Client(settings=Settings.discover(home=home))
+    finally:
+        down(settings, say=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +128,7 @@ def _check_own_rows_in_order(sent: list[np.ndarray], answers: list[pa.RecordBatc
 
 
 def test_concurrent_requests_share_records_and_each_gets_its_own_rows(
-        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any],
-        stack: dict[str, Any]) -> None:
+        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]) -> None:
     record, client = coalescing_server
     pipeline: Pipeline = client.build_pipeline("co-two").add_model_step(steps["two"])
     pipeline.deploy(quiet=True)
@@ -128,7 +136,7 @@ def test_concurrent_requests_share_records_and_each_gets_its_own_rows(
         sent = _requests()
         answers = asyncio.run(_send_all(pipeline.url(), record["token"], sent))
         _check_own_rows_in_order(sent, answers, {2.0})
-        carried = asyncio.run(_records_carrying_requests(stack["kafka_bootstrap"],
+        carried = asyncio.run(_records_carrying_requests(record["kafka_bootstrap"],
                                                          pipeline.topics()["input"]))
         assert sum(carried) == REQUESTS_SENT and len(carried) < REQUESTS_SENT, carried
         # In the logs each request has its own id and its rows numbered from 0.
