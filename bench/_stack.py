@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control.settings import Settings
 from control.stack import down, up
+from streams.clients import topic_partitions
 from streams.messages import ERROR, REQUEST_ID
 
 FEATURES = 10
@@ -145,13 +146,7 @@ def new_producer(bootstrap: str, linger_ms: int = 0) -> AIOKafkaProducer:
 
 async def _assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> None:
     """Assign every partition of `topic` and resolve positions at its end, before producing."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    if not partitions:
-        raise RuntimeError(f"topic {topic!r} has no partitions yet")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    tps = await topic_partitions(consumer, topic)
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
     for tp in tps:

@@ -141,7 +141,7 @@ def _check_deadline(deadline: float, got: int, records: int) -> None:
 def measure_one(client: str, bootstrap: str, size: int, records: int) -> dict[str, Any]:
     """One client and record size on a topic of its own (run in a fresh process)."""
     topic = f"bench.client.{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topics(bootstrap, [TopicSpec(topic, PARTITIONS)]))
+    asyncio.run(ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [TopicSpec(topic, PARTITIONS)]))
     value = os.urandom(size)
     if client.startswith("confluent"):
         return _confluent(bootstrap, topic, value, records)

@@ -360,8 +360,8 @@ async def measure_echo(bootstrap: str, payloads: list[bytes], rows: int, budget:
     """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer,
     on topics of its own, named with `tag` (as each pipeline measurement has)."""
     source, target = (f"{name}.{rows}.{tag}" for name in ECHO_TOPICS)
-    await ensure_topics(bootstrap, [TopicSpec(source, ECHO_PARTITIONS),
-                                    TopicSpec(target, ECHO_PARTITIONS)])
+    await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap),
+                        [TopicSpec(source, ECHO_PARTITIONS), TopicSpec(target, ECHO_PARTITIONS)])
     echo = await Echo(bootstrap, source, target, fetch_wait_ms).start()
     try:
         return await measure(bootstrap, source, target, payloads, rows, budget, fetch_wait_ms,

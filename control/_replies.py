@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from engine import codecs
 from engine.errors import CodecError
 from engine.pipeline import META_ROW
 from engine.steps import concat_in_order
-from streams.clients import FetchPace
+from streams.clients import FetchPace, connection_options, topic_partitions
 from streams.messages import Envelope, Requests, request_rows
 from streams.settings import WorkerSettings
 
@@ -150,7 +150,7 @@ class Replies:
     def __init__(self, topic: str, settings: WorkerSettings) -> None:
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+            **connection_options(settings), enable_auto_commit=False,
             fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
         self._waiting: dict[str, Pending | Group] = {}
@@ -161,11 +161,7 @@ class Replies:
     async def start(self) -> None:
         await self._consumer.start()
         self._pace = FetchPace(self._consumer, self._settings)
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(self._consumer, self.topic)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, before any request is produced

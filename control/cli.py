@@ -56,11 +56,19 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 # -- the stack ------------------------------------------------------------------------
 @app.command()
-def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once everything answers.")] = False) -> None:
+def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once everything answers.")] = False,
+       broker: Annotated[str | None, typer.Option(
+           "--broker", help="Embedded broker: tansu (default, in memory) or kafka (Apache "
+           "Kafka; needs Java and Maven). Also WEIR_BROKER.")] = None) -> None:
     """Start the embedded broker, Redis and the weir server (Ctrl-C stops them)."""
     from control.stack import up as stack_up
 
-    stack_up(_settings(), detach=detach, say=err.print)
+    settings = _settings()
+    if broker is not None:
+        if broker not in ("tansu", "kafka"):
+            raise typer.BadParameter(f"{broker!r}: choose tansu or kafka", param_hint="--broker")
+        settings = settings.model_copy(update={"broker": broker})
+    stack_up(settings, detach=detach, say=err.print)
 
 
 @app.command()

@@ -49,14 +49,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from control.artifacts import ArtifactStore
 from control.errors import DeploymentError, LimitError
-from control.records import Deployment, DeploymentConfig, PipelineVersion
+from control.records import Deployment, DeploymentConfig, PipelineVersion, Resources
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
-from streams.admin import delete_topics, ensure_topics
+from streams.admin import (
+    check_connection,
+    delete_topics,
+    ensure_topics,
+    resolved,
+    topic_names,
+)
 from streams.memory import parse_memory
-from streams.stages import WorkerRole, has_shadows
+from streams.plan import SidekickError, WorkerRole, has_shadows, sidekick_steps
 from streams.stall import Stall
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
@@ -90,17 +98,22 @@ def _die_with_parent() -> None:
 
 
 def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int,
-                  suffix: str | None = None) -> str:
+                  suffix: str | None = None, sidekick: int | None = None) -> str:
     """A worker's id: `<pipeline>-<version>-<replica>-<suffix>` (random by default, no
-    dashes); a shadow worker's replica part is `shadow<replica>`."""
-    part = str(replica) if role == "main" else f"{role}{replica}"
+    dashes); a shadow worker's replica part is `shadow<replica>`, a sidekick worker's
+    `sidekick<step>x<replica>`."""
+    part = {"main": str(replica), "shadow": f"shadow{replica}",
+            "sidekick": f"sidekick{sidekick}x{replica}"}[role]
     return f"{version.pipeline}-{version.version[:8]}-{part}-{suffix or secrets.token_hex(2)}"
 
 
 def worker_role(worker_id: str) -> WorkerRole:
     """The role an id from `new_worker_id` names ("main" for any other id)."""
     parts = worker_id.rsplit("-", 2)
-    return "shadow" if len(parts) == 3 and parts[1].startswith("shadow") else "main"
+    part = parts[1] if len(parts) == 3 else ""
+    if part.startswith("shadow"):
+        return "shadow"
+    return "sidekick" if part.startswith("sidekick") else "main"
 
 
 @dataclass
@@ -111,7 +124,11 @@ class _Local:
     workspace: str
     pipeline: str
     version: str
+    deployment: str
+    """The id of the deployment it serves."""
     args: list[str]
+    env: dict[str, str]
+    """Environment variables of its own (a sidekick's `env`)."""
     proc: subprocess.Popen[bytes]
     replica: int = 0
     restarts: int = 0
@@ -163,8 +180,11 @@ class Deployer:
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
+        self._exactly_once = False
 
     async def start(self) -> None:
+        # Asked once here rather than by every worker it starts.
+        self._exactly_once = bool((await resolved(self.settings.worker_settings())).exactly_once)
         self._supervisor = asyncio.create_task(self._supervise(), name="deployer-supervisor")
 
     async def stop(self) -> None:
@@ -208,18 +228,20 @@ class Deployer:
                         "artifact store; upload the model again")
             if not version.definition.steps:
                 raise DeploymentError(f"pipeline {name!r} has no steps: add a model step first")
-            await ensure_topics(self.settings.worker_settings().kafka_bootstrap,
-                                self.topics.version_topics(ws, name, version.version,
-                                                           version.definition))
-            roles: list[WorkerRole] = ["main", "shadow"] if has_shadows(version.definition) \
-                else ["main"]
-            ids = []
-            for role in roles:
-                for replica in range(config.replicas):
-                    ids.append(new_worker_id(version, role, replica))
-                    self._spawn(version, config, replica, ids[-1])
+            try:
+                sidekicks = sidekick_steps(version.definition, config.sidekicks)
+            except SidekickError as exc:
+                raise DeploymentError(str(exc)) from exc
             deployment = Deployment(workspace=ws, pipeline=name, version=version.version,
-                                    config=config, worker_ids=ids)
+                                    config=config)
+            try:
+                await ensure_topics(self.settings.worker_settings(),
+                                    self.topics.deployment_topics(ws, name, deployment.id,
+                                                                  version.definition, sidekicks))
+            except (KafkaError, TimeoutError):
+                await check_connection(self.settings.worker_settings())  # says what is wrong
+                raise
+            deployment.worker_ids = self._spawn_all(version, deployment, sidekicks)
             self._failed.pop(key, None)
             superseded = self._swaps.pop(key, None)
             if superseded is not None and superseded.task is not None:
@@ -323,6 +345,25 @@ class Deployer:
         self._in_background(self._retire(new.workspace, new.pipeline, retire))
         return swap.previous
 
+    def _spawn_all(self, version: PipelineVersion, deployment: Deployment,
+                   sidekicks: dict[int, str]) -> list[str]:
+        """Start a deployment's workers: its main workers, shadow workers if it has shadow
+        steps, and each sidekick step's own; returns their ids."""
+        config, ids = deployment.config, []
+        roles: list[WorkerRole] = ["main", "shadow"] if has_shadows(version.definition) \
+            else ["main"]
+        for role in roles:
+            for replica in range(config.replicas):
+                ids.append(new_worker_id(version, role, replica))
+                self._spawn(version, deployment, config, replica, ids[-1], sidekicks)
+        for step, model in sorted(sidekicks.items()):
+            sidekick = config.sidekicks[model]
+            for replica in range(sidekick.replicas):
+                ids.append(new_worker_id(version, "sidekick", replica, sidekick=step))
+                self._spawn(version, deployment, sidekick, replica, ids[-1], sidekicks,
+                            sidekick=step, env=sidekick.env)
+        return ids
+
     def _in_background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._retiring.add(task)
@@ -332,16 +373,17 @@ class Deployer:
         """Stop workers: each drains its version's topics, then exits; then drop those topics.
 
         Main workers go first: until they have drained, they still fan rows
-        out to the shadow workers' topics. Remote workers get the same stop
+        out to the shadow workers' topics and send rows to their sidekicks (and
+        wait for the sidekicks' answers). Remote workers get the same stop
         request through the registry and are waited for by their heartbeats.
         """
         beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
         remote = {w for w in worker_ids if w not in self._local and w in beats
                   and beats[w].status in ("Starting", "Running", "Draining")}
-        versions = ({self._local[w].version for w in worker_ids if w in self._local}
-                    | {beats[w].version for w in remote})
+        deployments = ({self._local[w].deployment for w in worker_ids if w in self._local}
+                       | {beats[w].deployment for w in remote})
         exits: dict[str, int | None] = {}
-        for role in ("main", "shadow"):
+        for role in ("main", "shadow", "sidekick"):
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
@@ -351,34 +393,36 @@ class Deployer:
                 self.registry.forget_workers(ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
         if undrained:  # what is left in the topics is kept for whoever looks into it
-            log.warning("keeping the topics of %s/%s version(s) %s: workers %s did not finish "
-                        "draining", ws, name, ", ".join(sorted(versions)), undrained)
+            log.warning("keeping the topics of %s/%s deployment(s) %s: workers %s did not "
+                        "finish draining", ws, name, ", ".join(sorted(deployments)), undrained)
             return
-        for version in versions:
-            self._in_background(self._drop_version_topics(ws, name, version))
+        for deployment in deployments:
+            self._in_background(self._drop_deployment_topics(ws, name, deployment))
 
-    async def _drop_version_topics(self, ws: str, name: str, version: str) -> None:
-        """Delete a retired version's step topics, unless the version serves again or a
-        worker of it (here or remote) is still alive."""
+    async def _drop_deployment_topics(self, ws: str, name: str, deployment: str) -> None:
+        """Delete a retired deployment's own topics (boundary and challenger topics), unless
+        it serves again or a worker of it (here or remote) is still alive."""
         async with self._lock:
             key = (ws, name)
-            deployment = self.registry.get_deployment(ws, name)
+            current = self.registry.get_deployment(ws, name)
             swap = self._swaps.get(key)
-            in_use = {d.version for d in (deployment, swap and swap.new, swap and swap.previous)
+            in_use = {d.id for d in (current, swap and swap.new, swap and swap.previous)
                       if d is not None}
-            alive = any(b.version == version and b.status in ("Starting", "Running", "Draining")
+            alive = any(b.deployment == deployment
+                        and b.status in ("Starting", "Running", "Draining")
                         for b in self.registry.workers(ws, name))
-            if version in in_use or alive or any(
-                    local.version == version for local in self._local.values()
+            if deployment in in_use or alive or any(
+                    local.deployment == deployment for local in self._local.values()
                     if (local.workspace, local.pipeline) == key):
                 return
             try:
-                definition = self.registry.get_version(ws, name, version).definition
-                names = [t.name for t in self.topics.internal_topics(ws, name, version, definition)]
-                await delete_topics(self.settings.worker_settings().kafka_bootstrap, names)
+                settings = self.settings.worker_settings()
+                names = [t for t in await topic_names(settings)
+                         if self.topics.deployment_of(t) == (ws, name, deployment)]
+                await delete_topics(settings, names)
             except Exception:  # the topics stay; nothing else depends on it
-                log.exception("could not delete the topics of %s/%s version %s", ws, name,
-                              version)
+                log.exception("could not delete the topics of %s/%s deployment %s", ws, name,
+                              deployment)
 
     def _failure(self, deployment: Deployment) -> str | None:
         """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).
@@ -399,27 +443,35 @@ class Deployer:
         return None
 
     # -- processes --------------------------------------------------------------
-    def _spawn(self, version: PipelineVersion, config: DeploymentConfig, replica: int,
-               worker_id: str) -> None:
+    def _spawn(self, version: PipelineVersion, deployment: Deployment, resources: Resources,
+               replica: int, worker_id: str, sidekicks: dict[int, str], *,
+               sidekick: int | None = None, env: dict[str, str] | None = None) -> None:
         try:
-            parse_memory(config.memory)
+            parse_memory(resources.memory)
         except ValueError as exc:
             raise DeploymentError(str(exc)) from exc
         args = [sys.executable, "-m", "control.worker_main", version.pipeline, version.version,
                 "--workspace", version.workspace, "--replica", str(replica),
-                "--worker-id", worker_id, "--threads", str(max(1, math.ceil(config.cpus))),
-                "--device", "cuda" if config.gpus > 0 else "cpu", "--memory", config.memory,
-                "--role", worker_role(worker_id)]
+                "--worker-id", worker_id, "--threads", str(max(1, math.ceil(resources.cpus))),
+                "--device", "cuda" if resources.gpus > 0 else "cpu",
+                "--memory", resources.memory, "--role", worker_role(worker_id),
+                "--deployment", deployment.id,
+                "--sidekicks", ",".join(map(str, sorted(sidekicks)))]
+        if sidekick is not None:
+            args += ["--sidekick-step", str(sidekick)]
+        own_env = dict(env or {})
         self._local[worker_id] = _Local(worker_id, version.workspace, version.pipeline,
-                                        version.version, args, self._popen(worker_id, args),
-                                        replica)
+                                        version.version, deployment.id, args, own_env,
+                                        self._popen(worker_id, args, own_env), replica)
 
-    def _popen(self, worker_id: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _popen(self, worker_id: str, args: list[str],
+               own_env: dict[str, str]) -> subprocess.Popen[bytes]:
         logs = self.settings.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "WEIR_HOME": str(self.settings.home),
+        env = {**os.environ, **own_env, "WEIR_HOME": str(self.settings.home),
                "WEIR_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-               "WEIR_REDIS_URL": self.settings.redis_url or ""}
+               "WEIR_REDIS_URL": self.settings.redis_url or "",
+               "WEIR_EXACTLY_ONCE": str(self._exactly_once).lower()}
         with open(logs / f"worker-{worker_id}.log", "ab") as out:
             return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env,
@@ -462,7 +514,7 @@ class Deployer:
                     exits[w] = None
                 elif beat.status == "Stopped":
                     exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
-                elif stalls[w].seen(beat.processed + beat.failed):
+                elif stalls[w].seen((beat.processed + beat.failed, beat.backlog)):
                     log.warning("remote worker %s finished nothing for %.0fs while stopping; "
                                 "no longer waiting for it", w, limit)
                     exits[w] = None
@@ -470,13 +522,14 @@ class Deployer:
                 time.sleep(SWAP_POLL_S)
         return exits
 
-    def _finished(self, local: _Local) -> int | None:
-        """How many records a worker has finished, from its last heartbeat (None if unknown)."""
+    def _finished(self, local: _Local) -> tuple[int, int | None] | None:
+        """A stopping worker's progress, from its last heartbeat (None if unknown): how many
+        records it has finished, and what its drain still waits for (a sidekick's backlog)."""
         try:
             beat = self._last_beat(local)
         except Exception:  # noqa: BLE001 - Redis away: no news is no progress
             return None
-        return None if beat is None else beat.processed + beat.failed
+        return None if beat is None else (beat.processed + beat.failed, beat.backlog)
 
     def _last_beat(self, local: _Local) -> WorkerStatus | None:
         return next((b for b in self.registry.workers(local.workspace, local.pipeline)
@@ -527,7 +580,7 @@ class Deployer:
             local.restarts += 1
             local.restart_at = None
             local.started_at = now
-            local.proc = self._popen(local.worker_id, local.args)
+            local.proc = self._popen(local.worker_id, local.args, local.env)
 
     def _forget_gone_remote(self) -> None:
         """Drop the heartbeats of remote workers silent for over REMOTE_FORGET_S."""
@@ -614,7 +667,8 @@ class Deployer:
             worker_id=local.worker_id, workspace=deployment.workspace,
             pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
             pid=local.proc.pid, host=socket.gethostname(), status="Starting",
-            role=worker_role(local.worker_id), time=datetime.now(UTC))
+            role=worker_role(local.worker_id), deployment=local.deployment,
+            time=datetime.now(UTC))
 
     @staticmethod
     def _overall(deployment: Deployment, workers: list[WorkerStatus]) -> str:
@@ -657,8 +711,8 @@ class Deployer:
         } for w in [*workers, *remote]]
         return {
             "status": state, "details": details, "version": version, **extra,
-            "engines": engines,
+            "engines": [e for e in engines if e["role"] != "sidekick"],
             "engine_lbs": [{"ip": self.settings.http_host, "name": "weir-gateway",
                             "status": "Running", "reason": None, "details": []}],
-            "sidekicks": [],
+            "sidekicks": [e for e in engines if e["role"] == "sidekick"],
         }

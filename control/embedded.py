@@ -88,7 +88,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait()
 
 
-def _spawn(args: list[str], log: IO[bytes], detach: bool, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: IO[bytes], detach: bool, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         cwd=cwd, start_new_session=detach,
@@ -100,7 +100,7 @@ def start_broker(log_dir: Path, *, port: int | None = None, detach: bool = False
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     with open(log_dir / "tansu.log", "ab") as log:
-        proc = _spawn(
+        proc = spawn(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             log, detach,
@@ -114,7 +114,7 @@ def start_redis(data_dir: Path, *, port: int | None = None, detach: bool = False
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "redis.log", "ab") as log:
-        proc = _spawn(
+        proc = spawn(
             [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
             log, detach, cwd=data_dir,

@@ -36,13 +36,16 @@ from control.errors import (
     InferenceTimeoutError,
     NotDeployedError,
     Overloaded,
+    PayloadTooLarge,
 )
 from control.records import Deployment
 from control.registry import Registry
 from control.settings import Settings
 from engine import codecs
 from engine.definition import ShadowStep
+from streams.clients import connection_options
 from streams.messages import Envelope
+from streams.settings import RECORD_OVERHEAD_BYTES
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,9 @@ class Gateway:
         self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._worker.kafka_bootstrap,
-                                          linger_ms=0, max_request_size=self.settings.max_payload_bytes + 65536)
+        self._producer = AIOKafkaProducer(
+            **connection_options(self._worker), linger_ms=0,
+            max_request_size=self._worker.max_message_bytes + RECORD_OVERHEAD_BYTES)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -186,9 +190,11 @@ class Gateway:
                 self._coalescer(topic, replies, bool(challengers)).submit(waiting)
                 await asyncio.wait_for(waiting.sent, deadline - loop.time())
             else:
+                value = codecs.encode(batch, codecs.ARROW_STREAM)
+                _check_size(value, self._worker.max_message_bytes)
                 replies.expect(request_id, pending)
                 await self._producer.send_and_wait(
-                    topic, codecs.encode(batch, codecs.ARROW_STREAM),
+                    topic, value,
                     headers=Envelope(request_id, reply_shadows=bool(challengers)).headers())
             await asyncio.wait_for(pending.answered.wait(), deadline - loop.time())
             if pending.answer.error is None:
@@ -220,13 +226,31 @@ class Gateway:
 
     async def _send_record(self, topic: str, replies: Replies, reply_shadows: bool,
                            group: list[Waiting]) -> None:
-        """Produce `group`'s requests as one record (a lone request as itself)."""
+        """Produce `group`'s requests as one record (a lone request as itself); requests
+        too big together for one record go one by one."""
         assert self._producer is not None
+        limit = self._worker.max_message_bytes
+        if len(group) == 1:
+            value = codecs.encode(group[0].batch, codecs.ARROW_STREAM)
+        else:
+            value = codecs.encode(pa.concat_batches([w.batch for w in group]),
+                                  codecs.ARROW_STREAM)
+            if len(value) > limit:
+                for waiting in group:
+                    try:
+                        await self._send_record(topic, replies, reply_shadows, [waiting])
+                    except Exception as exc:  # that request's own error (e.g. too large)
+                        if not waiting.sent.done():
+                            waiting.sent.set_exception(exc)
+                    else:
+                        if not waiting.sent.done():
+                            waiting.sent.set_result(None)
+                return
+        _check_size(value, limit)
         if len(group) == 1:
             only = group[0]
             replies.expect(only.request_id, only.pending)
             env = Envelope(only.request_id, reply_shadows=reply_shadows)
-            value = codecs.encode(only.batch, codecs.ARROW_STREAM)
         else:
             record_id = uuid.uuid4().hex
             together = Group([(w.request_id, w.pending) for w in group])
@@ -234,6 +258,14 @@ class Gateway:
                 waiting.group, waiting.record_id = together, record_id
             replies.expect(record_id, together)
             env = Envelope(record_id, reply_shadows=reply_shadows, requests=together.requests)
-            value = codecs.encode(pa.concat_batches([w.batch for w in group]),
-                                  codecs.ARROW_STREAM)
         await self._producer.send_and_wait(topic, value, headers=env.headers())
+
+
+def _check_size(value: bytes, limit: int) -> None:
+    """Refuse a request whose record the broker would refuse (or weir's workers could not
+    answer): what was wrong and which setting to change."""
+    if len(value) > limit:
+        raise PayloadTooLarge(
+            f"the request is {len(value)} bytes as a Kafka record, over WEIR_MAX_MESSAGE_BYTES "
+            f"({limit}); send fewer rows per request, or raise WEIR_MAX_MESSAGE_BYTES and the "
+            "broker's message.max.bytes together")

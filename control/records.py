@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -32,17 +32,34 @@ class ModelVersion(ModelRef):
         return ModelRef(**self.model_dump(include=set(ModelRef.model_fields)))
 
 
-class DeploymentConfig(BaseModel):
-    """Resources of a deployment (built by `DeploymentConfigBuilder`)."""
+MEMORY_PATTERN = r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+
+
+class Resources(BaseModel):
+    """What each worker of a deployment (or of one of its sidekick steps) gets."""
 
     replicas: int = Field(1, ge=1, le=64)
     cpus: float = Field(1.0, gt=0)
     """Sets onnxruntime's thread count per worker (rounded up)."""
-    memory: str = Field("1Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    memory: str = Field("1Gi", pattern=MEMORY_PATTERN)
     """Resident memory per worker, as Kubernetes writes it ("512Mi", "1Gi"). Enforced by
     the worker itself (streams/memory.py): over it, a worker reports why and exits."""
     gpus: int = Field(0, ge=0)
     """More than 0 selects onnxruntime's CUDA execution provider."""
+
+
+class SidekickConfig(Resources):
+    """A step run in workers of its own (a sidekick), reached over a boundary topic."""
+
+    env: dict[str, str] = {}
+    """Environment variables of its workers."""
+
+
+class DeploymentConfig(Resources):
+    """Resources of a deployment (built by `DeploymentConfigBuilder`): its main workers',
+    and those of each model that runs as a sidekick step, by model name."""
+
+    sidekicks: dict[str, SidekickConfig] = {}
 
 
 class PipelineVersion(BaseModel):
@@ -63,15 +80,15 @@ class Pipeline(BaseModel):
     published: bool = False
 
 
-DeploymentState = Literal["Starting", "Running", "Error"]
-
-
 class Deployment(BaseModel):
     """A pipeline's deployment: which version runs, with which resources, on which workers."""
 
     workspace: str
     pipeline: str
     version: str
+    id: str = Field(default_factory=lambda: secrets.token_hex(4))
+    """Names the deployment's own topics (streams.topics `{deployment}`): a redeploy of the
+    same version gets new ones, so old and new workers never share them."""
     config: DeploymentConfig = DeploymentConfig()
     started: datetime = Field(default_factory=now)
     worker_ids: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +27,14 @@ class Settings(BaseSettings):
     """Data directory: stack.json, Redis's append-only file, artifacts, logs."""
 
     kafka_bootstrap: str | None = None
-    """Kafka bootstrap servers; unset means `weir up` starts the embedded Tansu broker."""
+    """Kafka bootstrap servers; unset means `weir up` starts an embedded broker (`broker`)."""
+
+    broker: Literal["tansu", "kafka"] = "tansu"
+    """The broker `weir up` starts when `kafka_bootstrap` is unset: Tansu (in memory, from a
+    Python wheel) or Apache Kafka (needs Java and Maven; data kept under `home`/kafka)."""
+
+    cache: Path = Path("~/.cache/weir").expanduser()
+    """Downloads kept between stacks: the embedded Apache Kafka broker's jars."""
 
     redis_url: str | None = None
     """Redis URL; unset means `weir up` starts an embedded redis-server."""

@@ -1,13 +1,15 @@
 """`weir up` / `weir down`: the local stack of broker, Redis and server.
 
-`up` starts what the settings do not point at elsewhere (Tansu unless
-WEIR_KAFKA_BOOTSTRAP is set, redis-server unless WEIR_REDIS_URL is set), then
+`up` starts what the settings do not point at elsewhere (a broker unless
+WEIR_KAFKA_BOOTSTRAP is set: Tansu, or Apache Kafka with WEIR_BROKER=kafka;
+redis-server unless WEIR_REDIS_URL is set), then
 the server, and writes WEIR_HOME/stack.json (owner-only) so the CLI and
 `Client()` find it. A second `up` on a running home says so and starts nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -21,9 +23,19 @@ from typing import Any
 
 import httpx
 
-from control.embedded import free_port, start_broker, start_redis, stop_process, wait_for_port
+from control.apache_kafka.broker import start_kafka
+from control.embedded import (
+    Service,
+    free_port,
+    start_broker,
+    start_redis,
+    stop_process,
+    wait_for_port,
+)
 from control.errors import StackError
 from control.settings import Settings
+from streams.admin import check_connection
+from streams.errors import KafkaUnreachable
 
 
 def read_stack(settings: Settings) -> dict[str, Any] | None:
@@ -78,10 +90,16 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
     try:
         kafka = settings.kafka_bootstrap
         if not kafka:
-            broker = start_broker(run_dir, detach=detach)
+            broker = _start_broker(settings, detach=detach, say=say)
             started.append(broker.proc)
             kafka = broker.address
             stack["pids"]["kafka"] = broker.proc.pid
+            stack["broker"] = settings.broker
+        else:  # someone else's broker: a wrong address or password fails now, clearly
+            try:
+                asyncio.run(check_connection(settings.worker_settings()))
+            except KafkaUnreachable as exc:
+                raise StackError(str(exc)) from exc
         redis_url = settings.redis_url
         if not redis_url:
             redis = start_redis(settings.home / "redis", detach=detach)
@@ -124,6 +142,14 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
     finally:
         down(settings, say=say)
     return stack
+
+
+def _start_broker(settings: Settings, *, detach: bool, say: Callable[[str], None]) -> Service:
+    """The embedded broker `settings.broker` names."""
+    if settings.broker == "kafka":
+        return start_kafka(settings.home / "kafka", settings.run_dir, settings.cache,
+                           detach=detach, say=say)
+    return start_broker(settings.run_dir, detach=detach)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -8,6 +8,7 @@ before loading) and heartbeats to the registry.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 import socket
@@ -18,7 +19,9 @@ from control.deployer import new_worker_id
 from control.registry import Registry
 from control.settings import Settings
 from engine.runtimes.base import RuntimeOptions
+from streams.admin import resolved
 from streams.memory import parse_memory
+from streams.plan import sidekick_steps
 from streams.topics import TopicMap
 from streams.worker import Worker, WorkerSpec
 
@@ -33,8 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--role", choices=["main", "shadow"], default="main",
-                        help="main: the answer path; shadow: only the shadow challengers")
+    parser.add_argument("--role", choices=["main", "shadow", "sidekick"], default="main",
+                        help="main: the answer path; shadow: only the shadow challengers; "
+                             "sidekick: one sidekick step (--sidekick-step)")
+    parser.add_argument("--deployment", default=None,
+                        help="the deployment's id (default: the deployed one's)")
+    parser.add_argument("--sidekicks", type=_steps, default=None,
+                        help="the steps that run as sidekicks, e.g. 1,3 (default: the "
+                             "deployed one's)")
+    parser.add_argument("--sidekick-step", type=int, default=None,
+                        help="the step a sidekick worker runs")
     parser.add_argument("--memory", type=_memory, default=None,
                         help='resident memory limit, e.g. "1Gi" or "512Mi" (default: none); '
                              "over it the worker reports why and exits")
@@ -63,16 +74,31 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     version = registry.get_version(args.workspace, args.pipeline, args.version)
+    if args.deployment is None or args.sidekicks is None:
+        if deployment is None or deployment.version != args.version:
+            print(f"weir worker: name the deployment of version {args.version} (--deployment, "
+                  "--sidekicks): it is not the deployed one", file=sys.stderr)
+            return 2
+        args.deployment = args.deployment or deployment.id
+        if args.sidekicks is None:
+            args.sidekicks = set(sidekick_steps(version.definition, deployment.config.sidekicks))
+    if args.role == "sidekick" and args.sidekick_step not in args.sidekicks:
+        print(f"weir worker: --sidekick-step must be one of the sidekick steps "
+              f"{sorted(args.sidekicks)}", file=sys.stderr)
+        return 2
     artifacts = ArtifactStore(settings.artifacts_dir)
     spec = WorkerSpec(
         workspace=args.workspace, pipeline=args.pipeline, version=args.version,
         definition=version.definition, replica=args.replica,
         worker_id=args.worker_id or new_worker_id(version, args.role, args.replica,
-                                                  suffix=_host_tag()),
+                                                  suffix=_host_tag(),
+                                                  sidekick=args.sidekick_step),
         options=RuntimeOptions(threads=args.threads, device=args.device),
-        memory_limit_bytes=args.memory, role=args.role,
+        memory_limit_bytes=args.memory, role=args.role, deployment=args.deployment,
+        sidekicks=frozenset(args.sidekicks), sidekick_step=args.sidekick_step,
     )
-    worker = Worker(spec, settings.worker_settings(), TopicMap.load(),
+    worker_settings = asyncio.run(resolved(settings.worker_settings()))
+    worker = Worker(spec, worker_settings, TopicMap.load(),
                     lambda ref: artifacts.path(ref.sha), registry, claims=registry)
     return worker.run()
 
@@ -80,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 def _host_tag() -> str:
     """This host's name without dashes: a stable, host-specific worker id suffix."""
     return re.sub(r"[^a-z0-9]", "", socket.gethostname().lower())[:16] or "host"
+
+
+def _steps(text: str) -> set[int]:
+    try:
+        return {int(part) for part in text.split(",") if part}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give step indexes, e.g. 1,3") from None
 
 
 def _memory(text: str) -> int:

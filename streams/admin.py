@@ -1,26 +1,35 @@
-"""Creating and deleting topics through the Kafka admin API, and where partitions end."""
+"""Asking the broker: creating and deleting topics, where partitions end, what it supports."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.settings import WorkerSettings
+from streams.clients import connection_options
+from streams.errors import KafkaUnreachable
+from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 from streams.topics import TopicSpec
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float = 15.0) -> None:
+def admin_client(settings: WorkerSettings, **options: int) -> AIOKafkaAdminClient:
+    """An admin client connected as every weir client is (start it; the caller closes it)."""
+    return AIOKafkaAdminClient(**connection_options(settings), **options)
+
+
+async def ensure_topics(settings: WorkerSettings, specs: Iterable[TopicSpec],
+                        timeout_s: float = 15.0) -> None:
     """Create every topic in `specs` that does not exist yet, with its partition count.
 
     Workers must never read auto-created topics: those get the broker's default
     partition count. Waits until the broker's metadata lists each topic.
     """
     specs = list({spec.name: spec for spec in specs}.values())
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = admin_client(settings, request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -47,9 +56,19 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: f
         await admin.close()
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+async def topic_names(settings: WorkerSettings) -> list[str]:
+    """Every topic the broker has."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: WorkerSettings, names: Iterable[str]) -> None:
     """Delete topics that exist; missing ones are ignored."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = admin_client(settings)
     await admin.start()
     try:
         present = set(await admin.list_topics())
@@ -61,8 +80,10 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
 
 
 def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
-    """A consumer of no group, for `end_offsets` (start it first; the caller owns it)."""
-    return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    """A consumer of no group, for `end_offsets` and `records_after` (start it first; the
+    caller owns it); it reads committed records only."""
+    return AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
+                            isolation_level="read_committed",
                             fetch_max_wait_ms=settings.fetch_wait_ms,
                             max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
 
@@ -75,7 +96,8 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
     partition's last record batch plus one, short of the end when that batch
     holds several records. So this reads from just before that answer: the
     batch comes back whole, and its last record (or the fetch's high
-    watermark) gives the end. `consumer` is one without a group that this call
+    watermark) gives the end. Apache Kafka's answer is right: there the read
+    returns the last record, or skips a transaction marker to the end. `consumer` is one without a group that this call
     may assign and seek (the caller serialises its use).
     """
     ends = dict(await consumer.end_offsets(tps))
@@ -93,4 +115,83 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
             if msgs and tp in pending:
                 ends[tp] = max(ends[tp], msgs[-1].offset + 1, consumer.highwater(tp) or 0)
                 del pending[tp]
+        for tp, end in list(pending.items()):  # Apache Kafka: its answer stands where a
+            position = await consumer.position(tp)  # transaction marker lies last, or records
+            stable = consumer.last_stable_offset(tp)  # of a transaction still open
+            if position >= end or (stable is not None and 0 <= stable < end
+                                   and position >= stable):
+                del pending[tp]
     return ends
+
+
+async def supports_transactions(settings: WorkerSettings, timeout_s: float = 15.0) -> bool:
+    """Whether the broker gives producer ids for transactions (Apache Kafka does; Tansu
+    refuses: tests/streams/test_broker_transactions.py). Asks once, with a probe id."""
+    producer = AIOKafkaProducer(**connection_options(settings),
+                                transactional_id=f"weir-probe-{uuid.uuid4().hex}",
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+        return True
+    except (KafkaError, TimeoutError):
+        return False
+    finally:
+        await producer.stop()
+
+
+async def resolved(settings: WorkerSettings) -> WorkerSettings:
+    """`settings` with what was left to the broker decided: exactly once where it supports
+    transactions; and there (Apache Kafka: a waiting fetch is answered as soon as data
+    arrives) long fetch waits, which cost no latency and little idle CPU, where none was
+    set."""
+    transactions = (settings.exactly_once if settings.exactly_once is not None
+                    else await supports_transactions(settings))
+    update: dict[str, object] = {"exactly_once": transactions}
+    if transactions:
+        update |= {name: WAKING_FETCH_WAIT_MS for name in FETCH_WAITS
+                   if name not in settings.model_fields_set}
+    return settings.model_copy(update=update)
+
+
+FETCH_WAITS = ("fetch_wait_ms", "busy_fetch_wait_ms", "idle_fetch_wait_ms")
+
+
+async def records_after(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int,
+                        timeout_s: float = 10.0) -> int:
+    """How many records of `tp` from offset `start` to `end` a reader still has to read: 0
+    when only transaction markers (or aborted records) lie between, at least 1 while a
+    transaction there is still open. `consumer` is one without a group (`probe_consumer`,
+    reading committed records only) that this call may assign and seek."""
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        fetched = await consumer.getmany(tp, timeout_ms=200)
+        found = sum(1 for r in fetched.get(tp, ()) if r.offset < end)
+        if found:
+            return found
+        if await consumer.position(tp) >= end:
+            return 0
+        stable = consumer.last_stable_offset(tp)
+        if stable is not None and stable < end and await consumer.position(tp) >= stable:
+            return 1  # an open transaction: its records are not readable yet
+    return 1
+
+
+async def check_connection(settings: WorkerSettings, timeout_s: float = 20.0) -> None:
+    """Connect and list topics as weir's clients will, or raise KafkaUnreachable saying what
+    was tried and which settings to check (a wrong password fails here, not as a hang)."""
+    s = settings
+    how = s.kafka_security_protocol
+    if how.startswith("SASL_"):
+        how += f", {s.kafka_sasl_mechanism} as {s.kafka_sasl_username!r}"
+    try:
+        admin = admin_client(settings, request_timeout_ms=int(timeout_s * 1000))
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+        raise KafkaUnreachable(
+            f"could not connect to Kafka at {s.kafka_bootstrap} ({how}): {exc or type(exc).__name__}; "
+            "check WEIR_KAFKA_BOOTSTRAP, WEIR_KAFKA_SECURITY_PROTOCOL, WEIR_KAFKA_SASL_* "
+            "(a wrong username or password fails authentication) and WEIR_KAFKA_SSL_CAFILE"
+        ) from exc
+    await admin.close()

@@ -19,6 +19,9 @@ metadata could say whether an owner left cleanly, but Tansu does not keep it
   either (a rebalance may take it first), so whoever reads them next marks
   them too.
 
+Only brokers without transactions need this (Tansu): with them, a worker runs
+exactly once (streams.delivery.ExactlyOnce) and a crash repeats nothing.
+
 So an answer without the mark is the first for its request; a marked one may
 repeat an earlier answer with the same request id (or be the first, for a
 record that arrived between the crash and the takeover). Consumers that must
@@ -27,10 +30,21 @@ not see a repeat drop a marked answer whose request id they have seen.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Protocol
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.admin import end_offsets, probe_consumer
+from streams.messages import REDELIVERED
+from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from streams.stage import Incoming
+
+log = logging.getLogger(__name__)
 
 
 class PartitionClaims(Protocol):
@@ -47,3 +61,97 @@ class PartitionClaims(Protocol):
         """`owner` leaves `partitions` with everything it ran committed. A partition another
         reader has claimed since stays claimed."""
         ...
+
+
+class RedeliveryMarks:
+    """A worker's side of the claims: claim its partitions when they are assigned, mark what
+    it reads that a dead reader may have run, release them once all it ran is committed.
+
+    Example:
+        marks = RedeliveryMarks(registry, "weir.ws.p", "p-v1-0.ab12", settings)
+        await marks.claim(assigned)            # in on_partitions_assigned
+        await marks.claimed.wait()             # before running what was fetched
+        marks.mark(incoming)                   # sets Envelope.redelivered where it may repeat
+        await marks.release(consumer, revoked) # once everything is committed
+    """
+
+    def __init__(self, claims: PartitionClaims, group_id: str, claimant: str,
+                 settings: WorkerSettings) -> None:
+        self._claims = claims
+        self._group_id = group_id
+        self._claimant = claimant  # this process, not a restart of it
+        self._settings = settings
+        self.claimed = asyncio.Event()
+        """Set once this assignment's partitions are claimed: aiokafka may fetch them before
+        it calls on_partitions_assigned, and nothing may run unmarked meanwhile."""
+        self._below: dict[TopicPartition, int] = {}
+        """Records below these offsets may have run already: their partition's last reader
+        never released it."""
+
+    async def claim(self, assigned: set[TopicPartition]) -> None:
+        """Claim `assigned`; in a partition its last reader never released, the records up
+        to its end now are to be marked redelivered."""
+        try:
+            await self._claim_and_find_ends(assigned)
+        finally:
+            self.claimed.set()
+
+    async def _claim_and_find_ends(self, assigned: set[TopicPartition]) -> None:
+        self._below = {}
+        if not assigned:
+            return
+        try:
+            left = await asyncio.to_thread(self._claims.claim_partitions, self._group_id,
+                                           self._claimant, assigned)
+        except Exception:  # unknown whether their last readers left cleanly: assume not
+            log.exception("could not claim partitions; marking what they hold redelivered")
+            left = set(assigned)
+        if not left:
+            return
+        try:
+            ends = await self._end_offsets(left)
+        except Exception:
+            log.exception("could not read the end offsets of %d partitions whose last reader "
+                          "never released them: repeats of their records are not marked",
+                          len(left))
+            return
+        self._below = {tp: end for tp, end in ends.items() if end > 0}
+        if self._below:
+            log.warning("left without a release (a worker died?): the records of %s may repeat "
+                        "answers and are marked %s",
+                        ", ".join(f"{tp.topic}[{tp.partition}] below offset {end}"
+                                  for tp, end in sorted(self._below.items())), REDELIVERED)
+
+    async def _end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where `partitions` end now, read by a consumer of no group (Tansu's own answer can
+        fall short: streams.admin.end_offsets)."""
+        probe = probe_consumer(self._settings)
+        await probe.start()
+        try:
+            return await end_offsets(probe, sorted(partitions))
+        finally:
+            await probe.stop()
+
+    def mark(self, incoming: Sequence[Incoming]) -> None:
+        """Mark the records a dead reader may have run already."""
+        if not self._below:
+            return
+        for item in incoming:
+            record = item.record
+            below = self._below.get(TopicPartition(record.topic, record.partition))
+            if below is not None and record.offset < below:
+                item.env = item.env.replace(redelivered=True)
+
+    async def release(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """Release `partitions`, once everything run from them is committed. One whose commit
+        is still short of the records to mark stays claimed: its next reader marks them too."""
+        if not partitions:
+            return
+        try:
+            for tp in partitions & self._below.keys():
+                if (await consumer.committed(tp) or 0) >= self._below[tp]:
+                    del self._below[tp]
+            await asyncio.to_thread(self._claims.release_partitions, self._group_id,
+                                    self._claimant, partitions - self._below.keys())
+        except Exception:  # their next readers mark what they read first as redelivered
+            log.exception("could not release %d partitions", len(partitions))

@@ -1,6 +1,9 @@
-"""A worker's Kafka clients: their options, the fetch wait, and two aiokafka workarounds.
+"""weir's Kafka clients: how they connect, their options, the fetch wait, and two aiokafka
+workarounds.
 
-Used by the worker loop (streams.loop), the log agent and the HTTP gateway's reply reader.
+Every client weir creates (the worker loop, the log agent, the HTTP gateway, admin and
+probe clients) connects with `connection_options`, so one set of settings reaches them
+all (security protocol, SASL, TLS).
 
 Example:
     consumer = AIOKafkaConsumer(**consumer_options(settings, group_id, client_id))
@@ -17,13 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+import aiokafka
+import aiokafka.errors as Errors
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import CoordinationType
+from aiokafka.helpers import create_ssl_context
+from aiokafka.producer.sender import TxnOffsetCommitHandler
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
 
 from streams.errors import FetcherDied
-from streams.settings import WorkerSettings
+from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +53,14 @@ BATCH_BYTES = 1024 * 1024
 
 class FetchPace:
     """A consumer's fetch wait: `busy_fetch_wait_ms` while it is busy (records flow, replies
-    are awaited), `fetch_wait_ms` once it was not for `busy_for_ms`.
+    are awaited), `fetch_wait_ms` once it was not for `busy_for_ms`, and
+    `idle_fetch_wait_ms` once it was not for `idle_after_s`.
 
     A broker that never answers a waiting fetch early (Tansu) makes every hop cost up to
-    the fetch wait, and a worker's own hops (step 0 to step 1) the whole of it: the fetch
-    that will carry step 1's input leaves just as step 0's arrives. A short wait while busy
-    takes that from ~5 ms to ~1 ms; falling back when idle keeps idle polling cheap.
+    the fetch wait. A short wait while busy keeps hops to ~1 ms; a longer one when idle
+    keeps idle polling cheap, and the first request after a long idle waits for at most
+    `idle_fetch_wait_ms`. Apache Kafka answers a waiting fetch as soon as data arrives, so
+    there all three are long (streams.admin.resolved) and cost no latency.
 
     Example:
         pace = FetchPace(consumer, settings)   # after consumer.start()
@@ -48,10 +70,10 @@ class FetchPace:
 
     def __init__(self, consumer: AIOKafkaConsumer, settings: WorkerSettings) -> None:
         self._fetcher = consumer._fetcher  # aiokafka reads its wait per request built
-        self._busy_ms = settings.busy_fetch_wait_ms
-        self._idle_ms = settings.fetch_wait_ms
-        self._busy_for_s = settings.busy_for_ms / 1000
-        self._last = float("-inf")
+        self._waits = ((settings.busy_for_ms / 1000, settings.busy_fetch_wait_ms),
+                       (settings.idle_after_s, settings.fetch_wait_ms))
+        self._idle_ms = settings.idle_fetch_wait_ms
+        self._last = time.monotonic()
 
     def saw(self, busy: bool) -> None:
         """Call after every fetch: whether there is work (it returned records, or replies
@@ -59,8 +81,9 @@ class FetchPace:
         now = time.monotonic()
         if busy:
             self._last = now
-        busy = now - self._last < self._busy_for_s
-        self._fetcher._fetch_max_wait_ms = self._busy_ms if busy else self._idle_ms
+        quiet = now - self._last
+        self._fetcher._fetch_max_wait_ms = next(
+            (wait for within, wait in self._waits if quiet < within), self._idle_ms)
 
 
 def check_fetcher(consumer: AIOKafkaConsumer) -> None:
@@ -94,11 +117,48 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         log.warning("stopping a Kafka consumer: %r", exc)
 
 
-def consumer_options(settings: WorkerSettings, group_id: str, client_id: str) -> dict[str, Any]:
-    """A worker's consumer: in the group, bounded fetches, our fetch wait, manual commits."""
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, waiting for its metadata (a started consumer that does not
+    subscribe to it knows nothing of it: Apache Kafka sends the metadata of named topics
+    only). UnknownTopicOrPartitionError if the topic does not appear within the consumer's
+    request timeout."""
+    partitions = await consumer._client._wait_on_metadata(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def connection_options(settings: WorkerSettings) -> dict[str, Any]:
+    """Where and how any Kafka client of weir connects: bootstrap servers, security protocol,
+    SASL credentials and the TLS context."""
+    s = settings
+    options: dict[str, Any] = {"bootstrap_servers": s.kafka_bootstrap,
+                               "security_protocol": s.kafka_security_protocol}
+    if s.kafka_security_protocol.startswith("SASL_"):
+        if not s.kafka_sasl_username or s.kafka_sasl_password is None:
+            raise ValueError(f"WEIR_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+                             "WEIR_KAFKA_SASL_USERNAME and WEIR_KAFKA_SASL_PASSWORD")
+        options |= {"sasl_mechanism": s.kafka_sasl_mechanism,
+                    "sasl_plain_username": s.kafka_sasl_username,
+                    "sasl_plain_password": s.kafka_sasl_password.get_secret_value()}
+    if s.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = _ssl_context(settings)
+    return options
+
+
+def _ssl_context(settings: WorkerSettings) -> ssl.SSLContext:
+    return create_ssl_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+        keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+
+
+def consumer_options(settings: WorkerSettings, group_id: str, client_id: str, *,
+                     exactly_once: bool = False) -> dict[str, Any]:
+    """A worker's consumer: in the group, bounded fetches, our fetch wait, manual commits;
+    exactly once, it reads only committed transactions."""
     s = settings
     return {
-        "bootstrap_servers": s.kafka_bootstrap, "group_id": group_id, "client_id": client_id,
+        **connection_options(settings), "group_id": group_id, "client_id": client_id,
+        "isolation_level": "read_committed" if exactly_once else "read_uncommitted",
         "enable_auto_commit": False, "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": s.fetch_wait_ms, "max_poll_records": s.max_poll_records,
         "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
@@ -108,14 +168,145 @@ def consumer_options(settings: WorkerSettings, group_id: str, client_id: str) ->
     }
 
 
-def producer_options(settings: WorkerSettings, client_id: str) -> dict[str, Any]:
-    """A worker's producer: every replica acknowledges; records up to `max_message_bytes`.
+def producer_options(settings: WorkerSettings, client_id: str, *,
+                     transactional_id: str | None = None) -> dict[str, Any]:
+    """A worker's producer: every replica acknowledges; values up to `max_message_bytes`;
+    with a `transactional_id`, it sends in transactions (streams.delivery.ExactlyOnce).
 
     Batches may grow to 1 MiB (aiokafka's default is 16 KiB): a request carries one batch
     per partition, so small batches split a fetch's answers for one partition over
     several requests, one after the other (measured: 8 one-row answers filled a batch,
     and throughput fell by half once answers kept their input's partition).
     """
-    return {"bootstrap_servers": settings.kafka_bootstrap, "client_id": client_id, "acks": "all",
-            "linger_ms": 0, "max_batch_size": BATCH_BYTES,
-            "max_request_size": settings.max_message_bytes}
+    options = {**connection_options(settings), "client_id": client_id, "acks": "all",
+               "linger_ms": 0, "max_batch_size": BATCH_BYTES,
+               "max_request_size": settings.max_message_bytes + RECORD_OVERHEAD_BYTES}
+    if transactional_id is not None:
+        options |= {"transactional_id": transactional_id,
+                    "transaction_timeout_ms": int(settings.transaction_timeout_s * 1000)}
+    return options
+
+
+# -- transactional offset commits that a rebalance fences (KIP-447) ---------------------------
+class _TxnOffsetCommitResponseV3(Response):  # type: ignore[misc]
+    API_KEY = 28
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("topics", CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(("partition_index", Int32), ("error_code", Int16),
+                                        ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("tags", TaggedFields))
+
+
+class _TxnOffsetCommitRequestV3(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 28
+    API_VERSION = 3
+    RESPONSE_TYPE = _TxnOffsetCommitResponseV3
+    SCHEMA = Schema(
+        ("transactional_id", CompactString("utf-8")),
+        ("group_id", CompactString("utf-8")),
+        ("producer_id", Int64),
+        ("producer_epoch", Int16),
+        ("generation_id", Int32),
+        ("member_id", CompactString("utf-8")),
+        ("group_instance_id", CompactString("utf-8")),
+        ("topics", CompactArray(
+            ("name", CompactString("utf-8")),
+            ("partitions", CompactArray(
+                ("partition_index", Int32), ("committed_offset", Int64),
+                ("committed_leader_epoch", Int32), ("committed_metadata", CompactString("utf-8")),
+                ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("tags", TaggedFields))
+
+
+class _TxnOffsetCommitRequest(Request[_TxnOffsetCommitRequestV3]):  # type: ignore[misc]
+    API_KEY = 28
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def build(self, request_struct_class: type[_TxnOffsetCommitRequestV3]
+              ) -> _TxnOffsetCommitRequestV3:
+        return request_struct_class(**self._fields)
+
+
+_FENCED = {22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID", 27: "REBALANCE_IN_PROGRESS",
+           82: "FENCED_INSTANCE_ID"}
+"""What the group coordinator answers a worker whose group generation has moved on."""
+
+
+class _FencedTxnOffsetCommit(TxnOffsetCommitHandler):  # type: ignore[misc]
+    """aiokafka's TxnOffsetCommit (v0) carries no consumer group generation, so the group
+    coordinator takes offsets from a worker that a rebalance already replaced. This one
+    sends v3, with the consumer's generation and member id: such a commit is refused, and
+    the worker's transaction aborts instead of committing a repeat."""
+
+    def __init__(self, sender: Any, offsets: Any, group_id: str,
+                 consumer: AIOKafkaConsumer) -> None:
+        super().__init__(sender, offsets, group_id)
+        self._group = consumer._coordinator
+
+    def create_request(self) -> _TxnOffsetCommitRequest:
+        txn = self._sender._txn_manager
+        topics: dict[str, list[tuple[Any, ...]]] = {}
+        for tp, offset in sorted(self._offsets.items()):
+            topics.setdefault(tp.topic, []).append(
+                (tp.partition, offset.offset, -1, offset.metadata, {}))
+        return _TxnOffsetCommitRequest({
+            "transactional_id": txn.transactional_id, "group_id": self._group_id,
+            "producer_id": txn.producer_id, "producer_epoch": txn.producer_epoch,
+            "generation_id": self._group.generation, "member_id": self._group.member_id,
+            "group_instance_id": self._group._group_instance_id,
+            "topics": [(topic, partitions, {}) for topic, partitions in topics.items()],
+            "tags": {}})
+
+    def handle_response(self, resp: Any) -> float | None:
+        for _topic, partitions, _ in resp.topics:
+            for _partition, code, _ in partitions:
+                if code in _FENCED:  # an abortable error: the loop aborts, the input reruns
+                    self._sender._txn_manager.error_transaction(Errors.CommitFailedError(
+                        f"the group {self._group_id!r} moved on (a rebalance): {_FENCED[code]}"))
+                    return None
+        as_v0 = SimpleNamespace(errors=[(topic, [(p, code) for p, code, _ in partitions])
+                                        for topic, partitions, _ in resp.topics])
+        return super().handle_response(as_v0)  # type: ignore[no-any-return]
+
+
+def fence_offset_commits(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Make `producer`'s transactional offset commits carry `consumer`'s group generation
+    (start both first)."""
+    sender = producer._sender
+
+    async def txn_offset_commit(offsets: Any, group_id: str) -> None:
+        if not offsets:
+            return
+        try:
+            node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
+        except Errors.GroupAuthorizationFailedError as exc:
+            sender._txn_manager.error_transaction(exc)
+            return
+        await _FencedTxnOffsetCommit(sender, offsets, group_id, consumer).do(node_id)
+
+    sender._do_txn_offset_commit = txn_offset_commit
+
+
+def check_aiokafka() -> None:
+    """Fail at start-up, not mid-stream, if aiokafka no longer has the methods this module
+    reaches into (pyproject.toml pins the versions it was tested with; the instance
+    attributes it uses are read as the clients start)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.producer.sender import Sender
+
+    wanted = {AIOKafkaClient: ("_wait_on_metadata",),
+              Sender: ("_do_txn_offset_commit", "_find_coordinator"),
+              TxnOffsetCommitHandler: ("create_request", "handle_response")}
+    missing = [f"{owner.__name__}.{name}" for owner, names in wanted.items() for name in names
+               if not hasattr(owner, name)]
+    if missing:
+        raise RuntimeError(f"aiokafka {aiokafka.__version__} lacks {missing}, which weir "
+                           "relies on: install the version pyproject.toml names")

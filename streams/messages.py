@@ -1,5 +1,5 @@
 """Kafka message headers: what travels beside each record batch; and a record as a stage
-sends it (Outgoing) or runs on it (Decoded).
+sends it (Outgoing) or has decoded it (Decoded).
 
 Values are Arrow IPC streams of one record batch (engine.codecs); the input
 topic also accepts pandas-records JSON, told apart by `content-type`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
-from engine.codecs import ARROW_STREAM, without_dictionaries
+from engine.codecs import ARROW_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,10 @@ SHADOW = "weir-shadow"
 REPLY_SHADOWS = "weir-reply-shadows"
 """Set on a request ("1") whose caller wants challengers' answers on the result topic too
 (the HTTP gateway does); without it the result topic carries only the champion's answers."""
-HANDED = "weir-handed"
-"""On a record between two stages of one worker that the worker also ran on at once
-(streams.handoff): which worker and hand-off, so the worker skips it when it reads it back.
-Never carried further (Envelope drops it)."""
 REDELIVERED = "weir-redelivered"
 """Set ("1") on a request that a worker may have run before it died (streams.claims), and on
-everything it leads to: its result may repeat an earlier answer with the same request id."""
+everything it leads to: its result may repeat an earlier answer with the same request id.
+Only on a broker without transactions (Tansu): with them, a crash repeats nothing."""
 
 REQUESTS = "weir-requests"
 """On a record that carries several requests one after another (the HTTP gateway coalesces
@@ -54,6 +51,9 @@ FAILED_AT = "weir-failed-at"
 """When the record was given up on, ns since the epoch."""
 SOURCE = "weir-source"
 """JSON [topic, partition, offset] of the record that failed."""
+VALUE_DROPPED = "weir-value-dropped"
+"""The size of a failed record's value, where the dead-letter copy leaves it out (it is over
+WEIR_MAX_MESSAGE_BYTES): read it from its source offset while the input topic keeps it."""
 
 RawHeaders = Iterable[tuple[str, bytes]]
 Requests = tuple[tuple[str, int], ...]
@@ -89,6 +89,11 @@ def _parse_requests(raw: bytes) -> Requests | None:
         log.warning("ignoring a malformed %s header: %.200r", REQUESTS, raw)
         return None
     return parsed if parsed and all(n >= 0 for _, n in parsed) else None
+
+
+def default_request_id(record: ConsumerRecord) -> str:
+    """The request id of a record sent without one, stable across redelivery."""
+    return f"{record.topic}-{record.partition}-{record.offset}"
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ class Envelope:
         return copy
 
 
-_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS, HANDED,
+_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS,
          REDELIVERED, REQUESTS}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
@@ -172,11 +177,6 @@ class Decoded(NamedTuple):
 
     batch: pa.RecordBatch
     source: tuple[pa.RecordBatch, int] | None = None
-
-    @classmethod
-    def of(cls, batch: pa.RecordBatch) -> Decoded:
-        """`batch` as decoding it once encoded gives it: dictionary columns plain."""
-        return cls(without_dictionaries(batch))
 
 
 @dataclass(frozen=True)
@@ -192,14 +192,9 @@ class Outgoing:
     a request keeps its lane from input to result, so each partition's answers come in
     its input's order, the same key stays on one partition, and a fetch's answers go
     out in few, big batches. None: by key (random without one)."""
-    decoded: Callable[[], Decoded] | None = None
-    """`value` as the next stage decodes it, from the batch it was encoded from: a record
-    handed to this worker's own next stage (streams.handoff) runs without being decoded
-    again. None: that stage decodes `value`."""
 
     @classmethod
     def answering(cls, record: ConsumerRecord, topic: str, value: bytes | None,
-                  headers: list[tuple[str, bytes]],
-                  decoded: Callable[[], Decoded] | None = None) -> Outgoing:
+                  headers: list[tuple[str, bytes]]) -> Outgoing:
         """A record that carries on from `record`: its key, and its partition's lane."""
-        return cls(topic, value, headers, record.key, record.partition, decoded)
+        return cls(topic, value, headers, record.key, record.partition)

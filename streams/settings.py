@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WAKING_FETCH_WAIT_MS = 500
+"""The fetch wait on a broker that answers a waiting fetch as soon as data arrives."""
+RECORD_OVERHEAD_BYTES = 16 * 1024
+"""What a record batch adds to the largest value weir sends (`max_message_bytes`): its
+header and the record's headers. The broker's `message.max.bytes` and a producer's request
+size are `max_message_bytes` plus this (control/apache_kafka/broker.properties)."""
 
 
 class WorkerSettings(BaseSettings):
@@ -18,16 +28,43 @@ class WorkerSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma separated."""
 
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = \
+        "PLAINTEXT"
+    """How every Kafka client weir creates connects (workers, gateway, log agent, admin)."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism, with `kafka_sasl_username` and `kafka_sasl_password`."""
+
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    kafka_ssl_cafile: Path | None = None
+    """CA certificates (PEM) to trust for the brokers' TLS; unset: the system's."""
+
+    kafka_ssl_certfile: Path | None = None
+    """Client certificate (PEM), for brokers that ask for one; with `kafka_ssl_keyfile`."""
+
+    kafka_ssl_keyfile: Path | None = None
+
     fetch_wait_ms: int = Field(5, ge=1, le=10_000)
-    """How long a consumer's fetch waits for data (a worker's, while idle: see
-    `busy_fetch_wait_ms`). Some brokers (Tansu) never answer a waiting fetch early,
-    so this bounds each hop's latency; raising it lowers idle CPU."""
+    """How long a consumer's fetch waits for data (a worker's, between `busy_for_ms` and
+    `idle_after_s` after its last record: streams.clients.FetchPace). Some brokers
+    (Tansu) never answer a waiting fetch early, so this bounds each hop's latency there;
+    on a broker with transactions (Apache Kafka), which answers as soon as data arrives,
+    the three fetch waits default to WAKING_FETCH_WAIT_MS (streams.admin.resolved)."""
 
     busy_fetch_wait_ms: int = Field(1, ge=1, le=10_000)
-    """A worker's fetch wait while records flow (streams.clients.FetchPace)."""
+    """A worker's fetch wait while records flow."""
 
     busy_for_ms: float = Field(100.0, ge=0)
     """How long after its last record a worker still counts as busy."""
+
+    idle_fetch_wait_ms: int = Field(100, ge=1, le=10_000)
+    """A worker's fetch wait once it has been idle for `idle_after_s`: idle polling costs
+    little, and the first request after a long idle waits for at most this long."""
+
+    idle_after_s: float = Field(2.0, ge=0)
+    """How long after its last record a worker counts as idle."""
 
     session_timeout_s: float = 6.0
     """Consumer-group session timeout: how soon a dead worker's partitions move."""
@@ -50,10 +87,21 @@ class WorkerSettings(BaseSettings):
     record delivered meanwhile. After a crash, up to this much work (plus what was in
     flight) is processed again; a rebalance or a stop commits at once."""
 
-    max_message_bytes: int = Field(128 * 1024 * 1024, ge=1024)
-    """Largest record a worker sends; a result over it is answered with an error
-    instead. Kafka brokers refuse records over their own `message.max.bytes`
-    (1 MB by default on Apache Kafka): raise that too for big messages."""
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest record value weir sends (an HTTP request's record, a result); a result
+    over it is answered with an error instead. The broker must take records of this
+    size plus RECORD_OVERHEAD_BYTES (`message.max.bytes`; Apache Kafka's own default is
+    1 MB): the embedded Apache Kafka and docker-compose.yml are set so."""
+
+    exactly_once: bool | None = None
+    """Commit each chunk's outputs and input offsets in one Kafka transaction. Unset:
+    wherever the broker supports transactions (Apache Kafka does; Tansu does not: there
+    weir delivers at least once and marks repeats)."""
+
+    transaction_timeout_s: float = Field(30.0, gt=0)
+    """How long a worker's transaction may stay open: the broker aborts one that is not
+    committed in time (a frozen worker's), so readers of `read_committed` wait at most this
+    long behind it. Longer than any chunk takes to run."""
 
     max_batch_rows: int = Field(4096, ge=1)
     """Micro-batching: messages smaller than this are merged up to this many rows

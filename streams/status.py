@@ -25,8 +25,11 @@ class WorkerStatus(BaseModel):
     pipeline: str
     version: str
     replica: int
-    role: Literal["main", "shadow"] = "main"
-    """Which stages it runs (streams.stages): the answer path, or shadow challengers."""
+    role: Literal["main", "shadow", "sidekick"] = "main"
+    """Which stages it runs (streams.plan): the answer path, shadow challengers, or a
+    sidekick step."""
+    deployment: str = ""
+    """The id of the deployment it serves (whose topics it reads)."""
     pid: int
     host: str
     status: WorkerState
@@ -34,6 +37,9 @@ class WorkerStatus(BaseModel):
     models: list[ModelStatus] = []
     processed: int = 0
     failed: int = 0
+    backlog: int | None = None
+    """While it drains: the records its deployment's topics still hold that lead back to it
+    (a sidekick's input, say); a drain that keeps lowering it makes progress."""
     time: datetime
 
 

@@ -7,16 +7,17 @@ This is the one module that formats a topic name; everything else asks a
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from engine.definition import PipelineSpec, RandomSplitStep, ShadowStep
+from engine.definition import PipelineSpec, ShadowStep
 
-TopicRole = Literal["input", "step", "split_arm", "challenger", "output", "logs", "dead_letter"]
-ROLES: tuple[TopicRole, ...] = ("input", "step", "split_arm", "challenger", "output", "logs",
+TopicRole = Literal["input", "boundary", "challenger", "output", "logs", "dead_letter"]
+ROLES: tuple[TopicRole, ...] = ("input", "boundary", "challenger", "output", "logs",
                                 "dead_letter")
 
 DEFAULT_TOPICS_FILE = Path(__file__).resolve().parent.parent / "topics.yaml"
@@ -89,25 +90,17 @@ class TopicMap:
     def input(self, workspace: str, pipeline: str) -> TopicSpec:
         return self.templates["input"].render(workspace=workspace, pipeline=pipeline)
 
-    def step(self, workspace: str, pipeline: str, version: str, index: int) -> TopicSpec:
-        """The topic feeding step `index` of a version; step 0 reads the input topic."""
-        if index == 0:
-            return self.input(workspace, pipeline)
-        return self.templates["step"].render(
-            workspace=workspace, pipeline=pipeline, version=version, index=index
-        )
+    def boundary(self, workspace: str, pipeline: str, deployment: str, index: int) -> TopicSpec:
+        """The input of step `index` of a deployment where its chain is cut (a sidekick
+        step, or the steps after one)."""
+        return self.templates["boundary"].render(
+            workspace=workspace, pipeline=pipeline, deployment=deployment, index=index)
 
-    def split_arm(self, workspace: str, pipeline: str, version: str, index: int,
-                  arm: int) -> TopicSpec:
-        """The rows that the split of step `index` sends to arm `arm`."""
-        return self.templates["split_arm"].render(
-            workspace=workspace, pipeline=pipeline, version=version, index=index, arm=arm)
-
-    def challenger(self, workspace: str, pipeline: str, version: str, index: int,
+    def challenger(self, workspace: str, pipeline: str, deployment: str, index: int,
                    challenger: int) -> TopicSpec:
         """The input of shadow step `index`, fanned out to challenger `challenger`."""
         return self.templates["challenger"].render(
-            workspace=workspace, pipeline=pipeline, version=version, index=index,
+            workspace=workspace, pipeline=pipeline, deployment=deployment, index=index,
             challenger=challenger)
 
     def output(self, workspace: str, pipeline: str) -> TopicSpec:
@@ -124,6 +117,14 @@ class TopicMap:
         match = self.templates[role].pattern().fullmatch(name)
         return match.groupdict() if match else None
 
+    def deployment_of(self, name: str) -> tuple[str, str, str] | None:
+        """(workspace, pipeline, deployment) of one deployment's own topic, else None."""
+        for role in ("boundary", "challenger"):
+            found = self.parse(role, name)
+            if found is not None:
+                return found["workspace"], found["pipeline"], found["deployment"]
+        return None
+
     def pattern(self, *roles: TopicRole) -> str:
         """A regex matching every topic of the given roles (for pattern subscriptions)."""
         # One regex may name a group once: the alternatives keep theirs unnamed.
@@ -139,24 +140,21 @@ class TopicMap:
             "dead_letter": self.dead_letter(workspace, pipeline),
         }
 
-    def internal_topics(self, workspace: str, pipeline: str, version: str,
-                        spec: PipelineSpec) -> list[TopicSpec]:
-        """The topics that belong to one version (drained and dropped with it): the step
-        topics, each split's arm topics and each shadow's challenger topics."""
-        topics = []
+    def internal_topics(self, workspace: str, pipeline: str, deployment: str,
+                        spec: PipelineSpec, sidekicks: Collection[int] = ()) -> list[TopicSpec]:
+        """The topics that belong to one deployment (drained and dropped with it): the
+        boundary topics around each sidekick step (`sidekicks`: their step indexes) and each
+        shadow's challenger topics."""
+        cuts = sorted({i for k in sidekicks for i in (k, k + 1) if 0 < i < len(spec.steps)})
+        topics = [self.boundary(workspace, pipeline, deployment, i) for i in cuts]
         for index, step in enumerate(spec.steps):
-            if index > 0:
-                topics.append(self.step(workspace, pipeline, version, index))
-            if isinstance(step, RandomSplitStep):
-                topics += [self.split_arm(workspace, pipeline, version, index, arm)
-                           for arm in range(len(step.arms))]
-            elif isinstance(step, ShadowStep):
-                topics += [self.challenger(workspace, pipeline, version, index, c)
+            if isinstance(step, ShadowStep):
+                topics += [self.challenger(workspace, pipeline, deployment, index, c)
                            for c in range(len(step.challengers))]
         return topics
 
-    def version_topics(self, workspace: str, pipeline: str, version: str,
-                       spec: PipelineSpec) -> list[TopicSpec]:
-        """Every topic a version needs: the stable ones plus its own."""
+    def deployment_topics(self, workspace: str, pipeline: str, deployment: str,
+                          spec: PipelineSpec, sidekicks: Collection[int] = ()) -> list[TopicSpec]:
+        """Every topic a deployment needs: the stable ones plus its own."""
         return [*self.pipeline_topics(workspace, pipeline).values(),
-                *self.internal_topics(workspace, pipeline, version, spec)]
+                *self.internal_topics(workspace, pipeline, deployment, spec, sidekicks)]

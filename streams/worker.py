@@ -1,18 +1,20 @@
 """The worker: one process running the stages of one pipeline version (streams.loop).
 
-A "main" worker runs every stage on the answer path; a version with shadow
-deploys also gets "shadow" workers, which run only its challengers
-(streams.stages). All versions' main workers share one consumer group, so the
-input topic's partitions are split between whatever workers are up: replicas
-scale out, and a new version's workers take over input as the old ones leave.
-Shadow workers have a group of their own. Each stage is its own agent, chained
-through the version's topics.
+A "main" worker runs the version's steps fused, from the input topic to the
+result; a version with shadow deploys also gets "shadow" workers, which run
+only its challengers, and a step given sidekick settings runs in "sidekick"
+workers of its own (streams.plan). All versions' main workers share one
+consumer group, so the input topic's partitions are split between whatever
+workers are up: replicas scale out, and a new version's workers take over
+input as the old ones leave. Shadow workers, and each sidekick step's workers,
+have a group of their own.
 
 Told to stop (SIGTERM, or a stop request seen in its heartbeat), a worker
 drains before it leaves: it pauses its input partitions (and keeps them paused
-across rebalances), finishes what it holds, waits until the group's committed
-offsets reach the end of every version topic it reads with nothing in
-flight, commits and exits. So a hot swap or an undeploy loses nothing and, as
+across rebalances), finishes what it holds, waits until its deployment's
+topics that lead back to it are read to their end by the groups that read
+them (a sidekick's input, the steps after it) with nothing in flight, commits
+and exits. So a hot swap or an undeploy loses nothing and, as
 each offset is committed only after what it produced is delivered, repeats
 nothing. A drain takes as long as it keeps finishing records; it is given up
 only when it stands still for `WorkerSettings.drain_timeout_s`. More SIGTERMs
@@ -33,21 +35,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from engine.runtimes.base import RuntimeOptions
-from streams.admin import end_offsets, probe_consumer
-from streams.agents.step import StepCounters
+from streams.admin import admin_client, end_offsets, probe_consumer, records_after
 from streams.claims import PartitionClaims
 from streams.gc_tuning import tune_gc
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
+from streams.plan import Layout, WorkerRole, worker_stages
 from streams.settings import WorkerSettings
-from streams.stages import WorkerRole, version_stages
+from streams.stage import StepCounters
 from streams.stall import Stall
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
@@ -77,12 +78,30 @@ class WorkerSpec:
     memory_limit_bytes: int | None = None
     """Resident memory the worker may use; over it, it reports why and exits."""
     role: WorkerRole = "main"
-    """Which stages it runs: the answer path ("main") or the shadow challengers ("shadow")."""
+    """Which stages it runs (streams.plan): the answer path ("main"), the shadow
+    challengers ("shadow") or one sidekick step ("sidekick")."""
+    deployment: str = ""
+    """The deployment's id: its boundary and challenger topics are its own."""
+    sidekicks: frozenset[int] = frozenset()
+    """The deployment's steps that run as sidekicks (their own workers)."""
+    sidekick_step: int | None = None
+    """The step a sidekick worker runs."""
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.workspace, self.pipeline, self.deployment, self.sidekicks)
 
     @property
     def group_id(self) -> str:
-        group = f"weir.{self.workspace}.{self.pipeline}"
-        return group if self.role == "main" else f"{group}.{self.role}"
+        return group_id(self.workspace, self.pipeline, self.role, self.sidekick_step)
+
+
+def group_id(workspace: str, pipeline: str, role: WorkerRole, sidekick: int | None = None) -> str:
+    """The consumer group of a pipeline's workers of `role` (and sidekick step)."""
+    group = f"weir.{workspace}.{pipeline}"
+    if role == "sidekick":
+        return f"{group}.sidekick{sidekick}"
+    return group if role == "main" else f"{group}.{role}"
 
 
 class Worker:
@@ -104,7 +123,7 @@ class Worker:
         self.loop: StageLoop | None = None
         self._draining = False
         self._drain_incomplete = False
-        self._drained_topics: list[str] = []
+        self._backlog: int | None = None  # what its drain waits for, as last read
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -113,26 +132,26 @@ class Worker:
         return WorkerStatus(
             worker_id=self.spec.worker_id, workspace=self.spec.workspace,
             pipeline=self.spec.pipeline, version=self.spec.version, replica=self.spec.replica,
-            role=self.spec.role,
+            role=self.spec.role, deployment=self.spec.deployment,
             pid=os.getpid(), host=socket.gethostname(), status=self.state, reason=self.reason,
             models=[ModelStatus(name=r.name, version=r.version, sha=r.sha,
                                 status="Running" if self.state == "Running" else self.state)
                     for r in refs],
             processed=self.counters.processed, failed=self.counters.failed,
-            time=datetime.now(UTC),
+            backlog=self._backlog, time=datetime.now(UTC),
         )
 
     def build(self) -> StageLoop:
         """Load the models (checked by sha) and wire one stage per agent."""
         spec = self.spec
         self.pipeline = load_pipeline(spec.version, spec.definition, self.artifact_path, spec.options)
-        stages = version_stages(self.pipeline, spec.workspace, spec.pipeline, self.topic_map,
-                                spec.role, self.settings)
+        stages = worker_stages(self.pipeline, spec.layout, self.topic_map, spec.role,
+                               self.settings, spec.sidekick_step)
         if not stages:
             raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
-        self._drained_topics = sorted({stage.source for stage in stages} - {self._input_topic()})
         self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,
                               client_id=spec.worker_id, counters=self.counters,
+                              exactly_once=bool(self.settings.exactly_once),
                               on_assigned=self._assigned, claims=self.claims)
         return self.loop
 
@@ -183,13 +202,29 @@ class Worker:
     def _input_topic(self) -> str:
         return self.topic_map.input(self.spec.workspace, self.spec.pipeline).name
 
-    def _step_partitions(self) -> list[TopicPartition]:
-        """The partitions of this worker's version topics (all but the input topic)."""
-        spec = self.spec
-        topics = self.topic_map.internal_topics(spec.workspace, spec.pipeline, spec.version,
-                                                spec.definition)
-        return [TopicPartition(t.name, p) for t in topics if t.name in self._drained_topics
-                for p in range(t.partitions)]
+    def _drained(self) -> dict[str, list[TopicPartition]]:
+        """What must be read to its end before this worker may leave, by consumer group: the
+        deployment's topics that lead back to it. A main worker's are the boundary topics
+        around each sidekick step (the sidekick's input read by its group, the next span's
+        by the main group); a sidekick's and a shadow worker's, the topics they read."""
+        spec, m = self.spec, self.topic_map
+        assert self.loop is not None
+        if spec.role != "main":
+            topics = {spec.group_id: [t for t in self.loop.topics if t != self._input_topic()]}
+        else:
+            topics = {}
+            for start, _ in spec.layout.spans(len(spec.definition.steps)):
+                if start > 0:
+                    topics.setdefault(spec.group_id, []).append(
+                        m.boundary(spec.workspace, spec.pipeline, spec.deployment, start).name)
+            for k in spec.sidekicks:
+                topics.setdefault(group_id(spec.workspace, spec.pipeline, "sidekick", k), []
+                                  ).append(m.boundary(spec.workspace, spec.pipeline,
+                                                      spec.deployment, k).name)
+        partitions = {t.name: t.partitions for t in m.internal_topics(
+            spec.workspace, spec.pipeline, spec.deployment, spec.definition, spec.sidekicks)}
+        return {group: [TopicPartition(t, p) for t in names for p in range(partitions[t])]
+                for group, names in topics.items() if names}
 
     async def drain(self) -> None:
         """Stop taking input, then wait (bounded) until this version's step topics are drained."""
@@ -213,18 +248,19 @@ class Worker:
 
     async def _wait_drained(self, loop: StageLoop) -> None:
         """Return once drained; TimeoutError after `drain_timeout_s` without progress (no
-        record finished here, no change in what the group has left in the step topics)."""
-        step_tps = self._step_partitions()
-        offsets = _Offsets(self.settings, self.spec.group_id) if step_tps else None
+        record finished here, no change in what the groups have left in the topics)."""
+        drained = self._drained()
+        offsets = _Offsets(self.settings) if drained else None
         if offsets is not None:
             await offsets.start()
         stall = Stall(self.settings.drain_timeout_s)
-        left: int | None = None  # records in the step topics the group has not committed
+        left: int | None = None  # records in those topics their groups have not committed
         try:
             while not stall.seen((self.counters.finished, left)):
                 if not loop.in_flight:
                     try:
-                        left = 0 if offsets is None else await offsets.left(step_tps)
+                        left = self._backlog = 0 if offsets is None else await offsets.left(
+                            drained)
                     except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
                         log.warning("worker %s: reading the group's offsets failed: %s",
                                     self.spec.worker_id, exc)
@@ -233,7 +269,7 @@ class Worker:
                 await asyncio.sleep(DRAIN_POLL_S)
             raise TimeoutError(
                 f"drain made no progress for {stall.still_s:.0f}s; "
-                f"{'some' if left is None else left} records in this version's step topics "
+                f"{'some' if left is None else left} records in this deployment's topics "
                 f"will not be answered (raise WEIR_DRAIN_TIMEOUT_S to wait longer)")
         finally:
             if offsets is not None:
@@ -307,11 +343,10 @@ class Worker:
 
 
 class _Offsets:
-    """The group's committed offsets and the partitions' end offsets, from the broker."""
+    """Consumer groups' committed offsets and the partitions' end offsets, from the broker."""
 
-    def __init__(self, settings: WorkerSettings, group_id: str) -> None:
-        self.group_id = group_id
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._admin = admin_client(settings)
         self._consumer = probe_consumer(settings)
 
     async def start(self) -> None:
@@ -322,13 +357,19 @@ class _Offsets:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def left(self, tps: list[TopicPartition]) -> int:
-        """How many records now in `tps` the group has not committed."""
-        committed = await self._admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-        ends = await end_offsets(self._consumer, tps)
-        left = 0
-        for tp in tps:
-            done = committed.get(tp)
-            left += max(ends.get(tp, 0) - max(done.offset if done is not None else 0, 0), 0)
-        return left
+    async def left(self, drained: dict[str, list[TopicPartition]]) -> int:
+        """How many records now in the partitions each group reads it has not committed.
 
+        Past a group's commit there may be only transaction markers (a reader commits the
+        offset after its last record, and a marker takes the next offset): those are no
+        records left, so a partition that looks unread is read to be sure."""
+        left = 0
+        for group, tps in drained.items():
+            committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+            ends = await end_offsets(self._consumer, tps)
+            for tp in tps:
+                done = committed.get(tp)
+                start = max(done.offset if done is not None else 0, 0)
+                if ends.get(tp, 0) > start:
+                    left += await records_after(self._consumer, tp, start, ends[tp])
+        return left

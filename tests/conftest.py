@@ -1,14 +1,51 @@
-"""Fixtures shared by every suite: example model files and real embedded services."""
+"""Fixtures shared by every suite: example model files and real embedded services.
+
+Every test that uses a broker runs on both embedded brokers, Tansu and Apache
+Kafka (the `broker` fixture is parametrized; `--broker tansu|kafka` picks one).
+Where Java or Maven is missing, the Kafka leg is skipped with that reason, except
+in CI (`CI=true`), where a skipped Kafka leg is a failure.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from control.apache_kafka.broker import start_kafka
 from control.demo.models import diabetes_regressor
 from control.embedded import Service, start_broker, start_redis
+from control.settings import Settings
+
+BROKERS = ("tansu", "kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--broker", choices=(*BROKERS, "both"), default="both",
+                     help="run the tests that need a broker on this embedded broker only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("broker")
+        kinds = BROKERS if chosen == "both" else (chosen,)
+        metafunc.parametrize("broker", kinds, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> str:
+    """Which embedded broker this leg of the suite runs on: "tansu" or "kafka"."""
+    kind: str = request.param
+    missing = [tool for tool in ("java", "mvn") if kind == "kafka" and not shutil.which(tool)]
+    if missing:
+        reason = f"the Apache Kafka leg needs {' and '.join(missing)} on PATH"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run both brokers")
+        pytest.skip(reason)
+    return kind
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +68,12 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]
 
 
 @pytest.fixture(scope="session")
-def kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A real Tansu broker on a free loopback port."""
-    service = start_broker(tmp_path_factory.mktemp("kafka"))
+def kafka_service(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A real broker of the leg's kind on a free loopback port."""
+    folder = tmp_path_factory.mktemp(f"broker-{broker}")
+    if broker == "kafka":
+        service = start_kafka(folder / "data", folder, Settings().cache, say=lambda _: None)
+    else:
+        service = start_broker(folder)
     yield service
     service.stop()

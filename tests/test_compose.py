@@ -50,3 +50,33 @@ def test_the_weir_variables_are_ones_weir_reads() -> None:
 
 def test_the_extra_worker_comes_back_after_a_redeploy_stops_it() -> None:
     assert COMPOSE["services"]["worker"]["restart"] in ("always", "unless-stopped")
+
+
+def test_kafka_has_the_embedded_brokers_settings() -> None:
+    from control.apache_kafka.broker import broker_settings
+
+    env = COMPOSE["services"]["kafka"]["environment"]
+    for key, value in broker_settings().items():
+        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
+
+
+def test_kafka_runs_the_embedded_brokers_version() -> None:
+    from control.apache_kafka.jars import kafka_version
+
+    assert COMPOSE["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
+
+
+def test_the_brokers_default_partitions_are_the_topic_maps() -> None:
+    from control.apache_kafka.broker import broker_settings
+
+    topics = yaml.safe_load((ROOT / "topics.yaml").read_text())
+    assert int(broker_settings()["num.partitions"]) == topics["defaults"]["partitions"]
+
+
+def test_the_broker_takes_every_record_weir_may_send() -> None:
+    from control.apache_kafka.broker import broker_settings
+    from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
+
+    limit = WorkerSettings.model_fields["max_message_bytes"].default + RECORD_OVERHEAD_BYTES
+    assert int(broker_settings()["message.max.bytes"]) == limit
+    assert int(broker_settings()["replica.fetch.max.bytes"]) >= limit

@@ -200,7 +200,8 @@ class Pipeline(LogsMixin):
         if not redeploy:
             self.undeploy()
         reasons = [*status.get("details", []),
-                   *(e["reason"] for e in status.get("engines", []) if e.get("reason"))]
+                   *(e["reason"] for e in [*status.get("engines", []),
+                                           *status.get("sidekicks", [])] if e.get("reason"))]
         waited = time.monotonic() - started
         why = (f"did not reach Running within {limit:.0f}s" if waited >= limit
                else f"failed after {waited:.1f}s")

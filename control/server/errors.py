@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from control import errors as ce
 from engine import errors as ee
+from streams import errors as se
 
 STATUS: dict[type[ee.WeirError], int] = {
     ce.InvalidNameError: 400,
@@ -28,6 +29,7 @@ STATUS: dict[type[ee.WeirError], int] = {
     ce.InferenceTimeoutError: 504,
     ce.WaitForDeployError: 504,
     ce.StackError: 503,
+    se.KafkaUnreachable: 503,
 }
 
 # For the SDK: the class a server's error body names.

@@ -47,10 +47,10 @@ from engine.pipeline import (
 )
 from engine.steps import ROW as MESSAGE_ROW
 from streams.admin import end_offsets, probe_consumer
+from streams.clients import check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
-from streams.clients import check_fetcher, stop_consumer
-from streams.messages import Envelope, Requests, request_rows
+from streams.messages import Envelope, Requests, default_request_id, request_rows
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
@@ -226,7 +226,7 @@ class LogAgent:
         """A consumer in the log agent's group, subscribed to every logged topic."""
         s = self.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group_id,
+            **connection_options(s), group_id=self.group_id, isolation_level="read_committed",
             enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=max(s.fetch_wait_ms, 50), max_poll_records=5000,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
@@ -314,7 +314,7 @@ class LogAgent:
                 continue
             for msg in msgs:
                 env = Envelope.parse(msg.headers,
-                                     default_request_id=f"{tp.topic}-{tp.partition}-{msg.offset}")
+                                     default_request_id=default_request_id(msg))
                 if role == "output" and env.shadow is not None:
                     continue  # a challenger's answer for the caller: logged from the log topic
                 workspace, pipeline = names["workspace"], pipeline_of(names, env)

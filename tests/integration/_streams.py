@@ -14,6 +14,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import codecs
+from streams.clients import topic_partitions
 from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 
 
@@ -73,24 +74,23 @@ class Answer:
 
 
 class Reader:
-    """Reads a topic from its beginning in the background, keeping records of one prefix."""
+    """Reads a topic from its beginning in the background, keeping records of one prefix:
+    only committed ones, as a consumer that must see each answer once reads them (on a
+    broker without transactions, that is every record)."""
 
     def __init__(self, bootstrap: str, topic: str, prefix: str) -> None:
         self.topic = topic
         self.prefix = prefix + "-"
         self.answers: dict[str, list[Answer]] = defaultdict(list)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", fetch_max_wait_ms=20)
+                                          auto_offset_reset="earliest", fetch_max_wait_ms=20,
+                                          isolation_level="read_committed")
         self._task: asyncio.Task[None] | None = None
         self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        while not partitions:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(self.topic)
-        self._tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._tps = await topic_partitions(self._consumer, self.topic)
         self._consumer.assign(self._tps)
         await self._consumer.seek_to_beginning(*self._tps)
         self._task = asyncio.create_task(self._run())

@@ -14,15 +14,16 @@ from control.stack import down, up
 
 
 @pytest.fixture(scope="session")
-def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("weir-home")
+def stack_home(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp(f"weir-home-{broker}")
 
 
 @pytest.fixture(scope="session")
-def stack(stack_home: Path) -> Iterator[dict[str, Any]]:
-    """`weir up --detach` on free ports in a temporary WEIR_HOME; `weir down` after the session."""
+def stack(broker: str, stack_home: Path) -> Iterator[dict[str, Any]]:
+    """`weir up --detach` on free ports in a temporary WEIR_HOME, with the leg's broker;
+    `weir down` after the session."""
     # Compact logs often, so tests see the background compaction at work.
-    settings = Settings(home=stack_home, log_compact_every_s=2)
+    settings = Settings(home=stack_home, broker=broker, log_compact_every_s=2)
     record = up(settings, detach=True, say=lambda _: None)
     yield record
     down(settings, say=lambda _: None)

@@ -46,13 +46,14 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def coalescing_server(tmp_path_factory: pytest.TempPathFactory
+def coalescing_server(broker: str, tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[tuple[dict[str, Any], Client]]:
-    """A stack of its own, broker included: every weir server's log agent is in one
-    consumer group (`weir.log-agent`), so a second server on the session's broker could
-    have its pipelines' results read by the first server's agent, which does not log them."""
+    """A stack of its own, with a broker of the leg's kind: every weir server's log agent
+    is in one consumer group (`weir.log-agent`), so a second server on the session's
+    broker could have its pipelines' results read by the first server's agent, which
+    does not log them."""
     home = tmp_path_factory.mktemp("weir-coalescing")
-    settings = Settings(home=home)
+    settings = Settings(home=home, broker=broker)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WEIR_COALESCE_REQUESTS", "1")
         patch.setenv("WEIR_COALESCE_LINGER_MS", "300")

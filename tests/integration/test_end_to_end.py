@@ -15,13 +15,14 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control.errors import InferenceError, NotDeployedError
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from engine.errors import CodecError
+from streams.clients import topic_partitions
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 
 pytestmark = pytest.mark.slow
@@ -183,8 +184,7 @@ async def _records_in(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        assert tps, f"no topic {topic}"
+        tps = await topic_partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps)

@@ -1,11 +1,12 @@
-"""A hot swap whose old version has a long backlog: the drain takes as long as it needs.
+"""A hot swap whose old deployment has a long backlog: the drain takes as long as it needs.
 
 A second server (its own Redis, the session's broker) runs with
-WEIR_DRAIN_TIMEOUT_S=6. A pipeline's second step takes a quarter of a second
-per message, so a burst of 100 messages leaves ~15 s of work in the version's
-step topic. Redeploying then must not cut the old version's drain short at
-6 s (it keeps finishing records): every message is answered, once, by the
-old version. Once drained, a retired version's step topics are deleted.
+WEIR_DRAIN_TIMEOUT_S=6. A pipeline's second step runs as a sidekick and takes
+a quarter of a second per message, so a burst of 100 messages leaves ~15 s of
+work in the sidekick's topic. Redeploying then must not cut the old
+deployment's drain short at 6 s (it keeps finishing records): every message
+is answered, once, and the backlog by the old version. Once drained, a
+retired deployment's topics are deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from control.sdk.client import Client
+from control.sdk.config import DeploymentConfigBuilder
 from engine import codecs
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
@@ -67,8 +69,9 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
     slow = client.upload_model("drain-slow", tmp_path / "slow.py").configure("python")
     slow_too = client.upload_model("drain-slow-2", tmp_path / "slow.py").configure("python")
     pipeline = client.build_pipeline("long-drain").add_model_step(fast).add_model_step(slow)
-    pipeline.deploy(quiet=True)
+    pipeline.deploy(DeploymentConfigBuilder().sidekick_cpus(slow, 1).build(), quiet=True)
     old_version = pipeline.status()["version"]
+    [old_topic] = _sidekick_topics(record)
     topics = pipeline.topics()
     sent = Sent()
 
@@ -80,8 +83,8 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
                           per_second=1000.0, sent=sent,
                           values={n: _message(n) for n in range(MESSAGES)})
             await asyncio.sleep(2)  # the fast first step has passed the burst on
-            await asyncio.to_thread(
-                lambda: pipeline.replace_with_model_step(1, slow_too).deploy(quiet=True))
+            await asyncio.to_thread(lambda: pipeline.replace_with_model_step(1, slow_too).deploy(
+                DeploymentConfigBuilder().sidekick_cpus(slow_too, 1).build(), quiet=True))
             missing = await reader.wait_for(set(sent.where), timeout_s=90)
             assert not missing, (f"{len(missing)} never answered; the workers said:\n"
                                  + worker_warnings(record["home"]))
@@ -93,13 +96,12 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
 
     try:
         answers = asyncio.run(scenario())
-        new_version = pipeline.status()["version"]
-        # The old version drained cleanly: its step topic goes; the new one's stays.
-        assert _gone(record, step_topic(old_version)), "the drained version's topic is still there"
-        assert not _gone(record, step_topic(new_version), wait_s=0)
+        # The old deployment drained cleanly: its sidekick's topic goes; the new one's stays.
+        assert _gone(record, old_topic), "the drained deployment's topic is still there"
+        [new_topic] = _sidekick_topics(record)
     finally:
         pipeline.undeploy()
-    assert _gone(record, step_topic(new_version)), "an undeployed version's topic is still there"
+    assert _gone(record, new_topic), "an undeployed deployment's topic is still there"
     assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
     by_version = {a.env.version for (a,) in answers.values()}
     assert old_version in by_version, "the backlog was not answered by the version it entered"
@@ -107,8 +109,21 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
         assert answer.batch is not None and answer.batch.num_rows == ROWS, rid
 
 
-def step_topic(version: str) -> str:
-    return TopicMap.load().step("default", "long-drain", version, 1).name
+def _sidekick_topics(record: dict[str, Any]) -> list[str]:
+    """The topics feeding the sidekick step of each deployment of the pipeline there is."""
+
+    async def listed() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=record["kafka_bootstrap"])
+        await admin.start()
+        try:
+            topics = TopicMap.load()
+            return [t for t in await admin.list_topics()
+                    if (topics.parse("boundary", t) or {}).get("pipeline") == "long-drain"
+                    and t.endswith(".s1")]
+        finally:
+            await admin.close()
+
+    return asyncio.run(listed())
 
 
 def _gone(record: dict[str, Any], topic: str, wait_s: float = 30.0) -> bool:

@@ -149,12 +149,16 @@ def test_redeploying_a_split_with_new_weights_loses_no_row(
         answers = asyncio.run(send_and_collect(
             bootstrap, topics, prefix, 3000, per_second=250, sent=sent,
             meanwhile=redeploy_with_new_weights, settle_s=2))
+        after = Sent()  # and once the redeploy is done, more records, for the new weights
+        answers |= asyncio.run(send_and_collect(bootstrap, topics, f"{prefix}-after", 100,
+                                                per_second=250, sent=after))
         repeated = {rid: len(a) for rid, a in answers.items() if len(a) != 1}
         assert not repeated, f"answered more than once: {dict(list(repeated.items())[:5])}"
         assert not [rid for rid, (a,) in answers.items() if is_error(a)]
         versions = {a.batch.column("metadata.pipeline_version")[0].as_py()
                     for (a,) in answers.values()}
         assert len(versions) == 2, "both the old and the new weights answered"
+        sent.where |= after.where
         logs = pipeline.logs(limit=100_000)
         ours = logs[logs["request_id"].str.startswith(prefix + "-")]
         assert sorted(ours["request_id"]) == sorted(sent.where)

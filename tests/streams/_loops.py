@@ -1,5 +1,6 @@
 """Workers' loops of a three-step version on the real broker, for tests of streams.loop:
-a pass-through Python step, a scaling one that fails on negative rows, the diabetes model."""
+a pass-through Python step, a scaling one that fails on negative rows, the diabetes model
+(fused in one stage, unless a layout cuts the chain around a sidekick step)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
-from streams.agents.step import StepCounters
 from streams.claims import PartitionClaims
 from streams.loop import StageLoop
 from streams.messages import Envelope
+from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
-from streams.stages import version_stages
+from streams.stage import StepCounters
 from streams.topics import TopicMap
 
 TOPICS = TopicMap.load()
@@ -53,14 +54,30 @@ def three_steps(tmp_path: Path, diabetes_onnx: Path) -> tuple[CompiledPipeline, 
 
 
 async def loops(bootstrap: str, name: str, tmp_path: Path, diabetes_onnx: Path,
-                count: int = 1, claims: PartitionClaims | None = None) -> list[StageLoop]:
+                count: int = 1, claims: PartitionClaims | None = None,
+                exactly_once: bool = False) -> list[StageLoop]:
     """`count` workers' loops of a three-step version (in one group), its topics created."""
     pipeline, spec = three_steps(tmp_path, diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap=bootstrap)
-    await ensure_topics(bootstrap, TOPICS.version_topics("ws", name, "v1", spec))
-    stages = version_stages(pipeline, "ws", name, TOPICS, "main", settings)
+    layout = Layout("ws", name, "d1")
+    await ensure_topics(settings, TOPICS.deployment_topics("ws", name, "d1", spec))
+    stages = worker_stages(pipeline, layout, TOPICS, "main", settings)
     return [StageLoop(stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}",
-                      counters=StepCounters(), claims=claims) for i in range(count)]
+                      counters=StepCounters(), claims=claims, exactly_once=exactly_once)
+            for i in range(count)]
+
+
+async def run_until(loop: StageLoop, until: asyncio.Future[object]) -> None:
+    """Start `loop`, run it until `until` is done, stop it cleanly and close it."""
+    await loop.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    try:
+        await until
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    finally:
+        await loop.close()
 
 
 async def send_rows(producer: AIOKafkaProducer, topic: str, x: np.ndarray, partitions: int,

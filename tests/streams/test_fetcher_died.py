@@ -20,14 +20,14 @@ from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
 from streams.agents.log import LogAgent
-from streams.agents.step import StepCounters
+from streams.clients import check_fetcher, stop_consumer
 from streams.errors import FetcherDied
 from streams.logstore import LogStore
-from streams.clients import check_fetcher, stop_consumer
 from streams.loop import StageLoop
 from streams.messages import Envelope
+from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
-from streams.stages import version_stages
+from streams.stage import StepCounters
 from streams.topics import TopicMap
 
 TOPICS = TopicMap.load()
@@ -101,7 +101,7 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
     bootstrap = kafka_service.address
     output = TOPICS.output("ws", "fetcher-died")
     topic = output.name
-    await ensure_topics(bootstrap, [output])
+    await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [output])
     store = LogStore(tmp_path / "logs")
     agent = LogAgent(WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store,
                      group_id="fetcher-died-logs")
@@ -125,9 +125,10 @@ async def test_a_worker_loop_whose_fetch_task_died_fails_so_the_worker_is_restar
         kafka_service: Service, diabetes_onnx: Path) -> None:
     pipeline = _pipeline(diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
-    stages = version_stages(pipeline, "ws", "fetcher-died-worker", TOPICS, "main", settings)
-    await ensure_topics(kafka_service.address, [TOPICS.input("ws", "fetcher-died-worker"),
-                                                TOPICS.output("ws", "fetcher-died-worker")])
+    stages = worker_stages(pipeline, Layout("ws", "fetcher-died-worker", "d1"), TOPICS, "main",
+                           settings)
+    await ensure_topics(settings, [TOPICS.input("ws", "fetcher-died-worker"),
+                                   TOPICS.output("ws", "fetcher-died-worker")])
     loop = StageLoop(stages, settings, group_id="fetcher-died-worker", client_id="w",
                      counters=StepCounters())
     await loop.start()

@@ -12,10 +12,10 @@ import pytest
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.step import StepCounters
 from streams.loop import CLIENT_TURNS, SLOW_S, StageLoop
+from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
-from streams.stages import version_stages
+from streams.stage import StepCounters
 from streams.topics import TopicMap
 
 
@@ -25,7 +25,7 @@ def loop(diabetes_onnx: Path) -> StageLoop:
     pipeline = load_pipeline("v1", PipelineSpec(steps=[ModelStep(model=ref)]),
                              lambda _: diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
-    stages = version_stages(pipeline, "ws", "p", TopicMap.load(), "main", settings)
+    stages = worker_stages(pipeline, Layout("ws", "p", "d1"), TopicMap.load(), "main", settings)
     return StageLoop(stages, settings, group_id="g", client_id="c", counters=StepCounters())
 
 

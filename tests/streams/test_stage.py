@@ -1,4 +1,4 @@
-"""A stage without Kafka (streams/agents/step.py `Stage`, streams/agents/sinks.py): records in,
+"""A stage without Kafka (streams/stage.py, streams/compute.py, streams/sinks.py): records in,
 chunks run, the records to send out."""
 
 from __future__ import annotations
@@ -8,21 +8,27 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
+from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.errors import CodecError
-from engine.definition import ModelRef, ModelStep, PipelineSpec, RandomSplitStep, SplitArm
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.step import Results, Stage, StepCounters
-from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID, SOURCE, Envelope, Outgoing
+from streams.messages import (
+    CONTENT_TYPE,
+    ERROR,
+    REQUEST_ID,
+    SOURCE,
+    VALUE_DROPPED,
+    Envelope,
+    Outgoing,
+)
+from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
-from streams.stages import version_stages
+from streams.stage import Incoming, Stage, StepCounters
 from streams.topics import TopicMap
-from tests.streams._loops import three_steps
 
 SETTINGS = WorkerSettings(max_batch_rows=256, retry_backoff_ms=0)
 TOPICS = TopicMap.load()
@@ -35,7 +41,7 @@ def pipeline(diabetes_onnx: Path) -> CompiledPipeline:
 
 
 def _stage(pipeline: CompiledPipeline, settings: WorkerSettings = SETTINGS) -> Stage:
-    (stage,) = version_stages(pipeline, "ws", "p", TOPICS, "main", settings)
+    (stage,) = worker_stages(pipeline, Layout("ws", "p", "d1"), TOPICS, "main", settings)
     return stage
 
 
@@ -48,12 +54,23 @@ def _record(offset: int, rows: int = 1, value: bytes | None = None) -> ConsumerR
                           0, len(value), headers)
 
 
+def run_chunk(stage: Stage, chunk: list[Incoming], counters: StepCounters,
+              attempts: int = 1) -> list[list[Outgoing]]:
+    """What the worker's loop does with a chunk, without its pauses between tries."""
+    stage.run(chunk)
+    for item in chunk:
+        while item.work.retryable and item.work.attempts < attempts:
+            stage.run_one(item)
+    return stage.outgoing(chunk, counters)
+
+
 def _run_all(stage: Stage, records: list[ConsumerRecord]) -> tuple[list[int], list[Outgoing]]:
     sizes, sent, done = [], [], 0
     counters = StepCounters()
     incoming = stage.receive(records)
     while done < len(incoming):
-        chunk, out = stage.process(incoming, done, counters, SETTINGS)
+        chunk = stage.chunk(incoming, done)
+        out = run_chunk(stage, chunk, counters)
         sizes.append(len(chunk))
         sent += [o for sent_for_one in out for o in sent_for_one]
         done += len(chunk)
@@ -101,7 +118,8 @@ def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
     records = [_record(0), _record(1, value=b"not arrow"), _record(2)]
     counters = StepCounters()
     stage = _stage(pipeline)
-    chunk, sent_each = stage.process(stage.receive(records), 0, counters, SETTINGS)
+    chunk = stage.chunk(stage.receive(records), 0)
+    sent_each = run_chunk(stage, chunk, counters)
     sent = [o for sent_for_one in sent_each for o in sent_for_one]
     assert [len(s) for s in sent_each] == [1, 2, 1]  # the failed one: error reply, dead letter
     assert len(chunk) == 3 and (counters.processed, counters.failed) == (2, 1)
@@ -109,20 +127,24 @@ def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
     reply, dead = sent[1], sent[2]
     error = json.loads(dict(reply.headers)[ERROR])
     assert error["type"] == "CodecError" and error["attempts"] == "1"
+    assert error["step"] == "decoding the input"  # no step ran: the codec refused it
     assert dead.value == b"not arrow"
     assert json.loads(dict(dead.headers)[SOURCE]) == ["ws.p.in", 2, 1]
 
 
 def test_a_result_over_the_record_limit_is_answered_with_an_error(
         pipeline: CompiledPipeline) -> None:
-    stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
+    record = _record(0, rows=200)
+    limit = len(record.value or b"") + 2000  # the input fits; its result, which carries it, not
+    stage = _stage(pipeline, WorkerSettings(max_message_bytes=limit))
     counters = StepCounters()
-    _, [sent] = stage.process(stage.receive([_record(0, rows=200)]), 0, counters, SETTINGS)
+    [sent] = run_chunk(stage, stage.chunk(stage.receive([record]), 0), counters)
     assert counters.failed == 1
     error = json.loads(dict(sent[0].headers)[ERROR])
     assert error["type"] == "RecordTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
-    assert sent[0].value == b""  # its input is too big to carry back as well
-    assert sent[1].topic == "ws.p.dlq"
+    carried = codecs.decode(sent[0].value or b"", codecs.ARROW_STREAM)
+    assert carried.num_rows == 200 and "in.tensor" in carried.schema.names  # for the logs
+    assert sent[1].topic == "ws.p.dlq" and sent[1].value == record.value
 
 
 def test_if_decoding_together_breaks_each_record_is_decoded_alone(
@@ -139,64 +161,18 @@ def test_if_decoding_together_breaks_each_record_is_decoded_alone(
     assert incoming[0].work.batch.column("_meta.row").to_pylist() == [0, 1]
 
 
-@pytest.mark.parametrize("shape", ["three steps", "a step, then an A/B split"])
-def test_a_handed_record_runs_on_the_batch_it_was_encoded_from_with_the_same_answer(
-        shape: str, diabetes_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, spec = three_steps(tmp_path, diabetes_onnx)
-    if shape != "three steps":  # pass, scale, then diabetes or diabetes again
-        diabetes = spec.steps[2].model  # type: ignore[union-attr]
-        spec = PipelineSpec(steps=[*spec.steps[:2], RandomSplitStep(arms=[
-            SplitArm(weight=1, models=[diabetes]), SplitArm(weight=1, models=[diabetes])])])
-    files = {ref.sha: path for ref, path in zip(
-        spec.models(), [tmp_path / "pass.py", tmp_path / "scale.py", diabetes_onnx, diabetes_onnx])}
-    inputs = [_record(i, rows=1 + i % 3) for i in range(6)]
-    output = TOPICS.output("ws", "p").name
-
-    def through(use_ready: bool) -> list[Outgoing]:
-        """The inputs through every stage, in process; each stage's records as it sent them."""
-        pipeline = load_pipeline("v1", spec, lambda ref: files[ref.sha], seed=0)  # same draws
-        stages = version_stages(pipeline, "ws", "p", TOPICS, "main", SETTINGS)
-        queued: dict[str, list[Outgoing]] = {stages[0].source: []}
-        answers: list[Outgoing] = []
-        for stage in stages:  # in order: each reads only what stages before it sent
-            sent = queued.pop(stage.source, [])
-            records = [dataclasses.replace(r, topic=o.topic, value=o.value, headers=o.headers)
-                       for r, o in zip(inputs, sent)] if sent else inputs
-            ready = [o.decoded() for o in sent if o.decoded] \
-                if use_ready and sent and all(o.decoded for o in sent) else None  # as the loop
-            incoming, counters = stage.receive(records, ready), StepCounters()
-            chunk, out = stage.process(incoming, 0, counters, SETTINGS)
-            assert len(chunk) == len(records) and counters.failed == 0
-            for o in (o for for_one in out for o in for_one):
-                (answers if o.topic == output else queued.setdefault(o.topic, [])).append(o)
-        return answers
-
-    decodes: list[int] = []
-    decode_many = codecs.decode_many
-    monkeypatch.setattr(codecs, "decode_many", lambda values: decodes.append(len(values))
-                        or decode_many(values))
-    decoded_each_time = through(use_ready=False)
-    assert len(decodes) == (3 if shape == "three steps" else 5)  # every stage decodes
-    decodes.clear()
-    from_batches = through(use_ready=True)
-    assert decodes == [6]  # the input only: the later stages ran on the batches
-
-    def answer(o: Outgoing) -> pa.RecordBatch:  # all but the time it took
-        return codecs.decode(o.value, codecs.ARROW_STREAM).drop_columns(["metadata.elapsed_ns"])
-
-    assert len(from_batches) == len(decoded_each_time) >= len(inputs)
-    assert [answer(o) for o in from_batches] == [answer(o) for o in decoded_each_time]
-    assert [o.headers for o in from_batches] == [o.headers for o in decoded_each_time]
 
 
-def test_a_result_decoded_from_its_batch_equals_the_decoded_bytes() -> None:
-    x = np.arange(12, dtype=np.float32).reshape(6, 2)
-    batch = codecs.batch_from_arrays({"tensor": x}).append_column(
-        "model", codecs.repeated("m:1", 6))  # a dictionary column, as results carry
-    results = Results(batch, [1, 3, 2])
-    for index in range(3):
-        ready = results.decoded(index)
-        assert ready.batch.equals(codecs.decode(results.encoded(index), codecs.ARROW_STREAM))
-        assert ready.batch.schema.equals(
-            codecs.decode(results.encoded(index), codecs.ARROW_STREAM).schema,
-            check_metadata=True)
+def test_an_input_record_over_the_limit_is_answered_and_dead_lettered_without_its_value(
+        pipeline: CompiledPipeline) -> None:
+    stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
+    counters = StepCounters()
+    big, small = _record(0, rows=200), _record(1)
+    [refused, answered] = run_chunk(stage, stage.chunk(stage.receive([big, small]), 0), counters)
+    assert (counters.processed, counters.failed) == (1, 1)
+    reply, dead = refused
+    error = json.loads(dict(reply.headers)[ERROR])
+    assert error["type"] == "InputTooLarge" and "WEIR_MAX_MESSAGE_BYTES" in error["message"]
+    assert dead.topic == "ws.p.dlq" and dead.value == b""
+    assert int(dict(dead.headers)[VALUE_DROPPED]) == len(big.value or b"")
+    assert answered[0].topic == "ws.p.out"

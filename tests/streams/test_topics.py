@@ -27,9 +27,11 @@ def test_stable_topics_do_not_depend_on_version(topics: TopicMap) -> None:
     assert topics.dead_letter("ws", "p").name == "ws.p.dlq"
 
 
-def test_step_zero_reads_the_input_topic(topics: TopicMap) -> None:
-    assert topics.step("ws", "p", "v1", 0) == topics.input("ws", "p")
-    assert topics.step("ws", "p", "v1", 2).name == "ws.p.v1.s2"
+def test_boundary_topics_belong_to_one_deployment(topics: TopicMap) -> None:
+    assert topics.boundary("ws", "p", "d1", 2).name == "ws.p.d1.s2"
+    assert topics.deployment_of("ws.p.d1.s2") == ("ws", "p", "d1")
+    assert topics.deployment_of("ws.p.d1.s2.shadow0") == ("ws", "p", "d1")
+    assert topics.deployment_of("ws.p.out") is None
 
 
 def test_partitions_and_configs_come_from_the_file(topics: TopicMap) -> None:
@@ -42,31 +44,33 @@ def _ref(name: str) -> ModelRef:
     return ModelRef(name=name, version="1", sha="0" * 64, runtime="onnx")
 
 
-def test_version_topics_list_every_topic_once(topics: TopicMap) -> None:
+def test_a_fused_chain_has_no_topics_between_its_steps(topics: TopicMap) -> None:
     spec = PipelineSpec(steps=[ModelStep(model=_ref("a")), ModelStep(model=_ref("b")),
                                ModelStep(model=_ref("c"))])
-    names = [t.name for t in topics.version_topics("ws", "p", "v1", spec)]
-    assert names == ["ws.p.in", "ws.p.out", "ws.p.logs", "ws.p.dlq", "ws.p.v1.s1", "ws.p.v1.s2"]
+    names = [t.name for t in topics.deployment_topics("ws", "p", "d1", spec)]
+    assert names == ["ws.p.in", "ws.p.out", "ws.p.logs", "ws.p.dlq"]
 
 
-def test_splits_and_shadows_get_a_topic_per_arm_and_challenger(topics: TopicMap) -> None:
+def test_sidekicks_cut_the_chain_and_shadows_get_a_topic_per_challenger(
+        topics: TopicMap) -> None:
     split = RandomSplitStep(arms=[SplitArm(weight=1, models=[_ref("a")]),
                                   SplitArm(weight=2, models=[_ref("b")])])
     shadow = ShadowStep(champion=_ref("a"), challengers=[_ref("b"), _ref("c")])
     spec = PipelineSpec(steps=[split, ModelStep(model=_ref("d")), shadow])
-    names = [t.name for t in topics.internal_topics("ws", "p", "v1", spec)]
-    assert names == ["ws.p.v1.s0.arm0", "ws.p.v1.s0.arm1", "ws.p.v1.s1", "ws.p.v1.s2",
-                     "ws.p.v1.s2.shadow0", "ws.p.v1.s2.shadow1"]
-    assert topics.parse("split_arm", "ws.p.v1.s0.arm1") == {
-        "workspace": "ws", "pipeline": "p", "version": "v1", "index": "0", "arm": "1"}
-    assert topics.parse("step", "ws.p.v1.s2.shadow1") is None
+    names = [t.name for t in topics.internal_topics("ws", "p", "d1", spec, sidekicks={1})]
+    assert names == ["ws.p.d1.s1", "ws.p.d1.s2", "ws.p.d1.s2.shadow0", "ws.p.d1.s2.shadow1"]
+    assert topics.parse("challenger", "ws.p.d1.s2.shadow1") == {
+        "workspace": "ws", "pipeline": "p", "deployment": "d1", "index": "2", "challenger": "1"}
+    assert topics.parse("boundary", "ws.p.d1.s2.shadow1") is None
+    last = [t.name for t in topics.internal_topics("ws", "p", "d1", spec, sidekicks={2})]
+    assert last[0] == "ws.p.d1.s2"  # the last step's output is the result topic
 
 
 @pytest.mark.parametrize(("name", "expected"), [
     ("default.houses.logs", {"workspace": "default", "pipeline": "houses"}),
     ("team-a.p-2.logs", {"workspace": "team-a", "pipeline": "p-2"}),
     ("default.houses.out", None),
-    ("default.houses.v1.s1", None),
+    ("default.houses.d1.s1", None),
 ])
 def test_parse_reverses_names(topics: TopicMap, name: str, expected: dict[str, str] | None) -> None:
     assert topics.parse("logs", name) == expected

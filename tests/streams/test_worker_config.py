@@ -9,7 +9,7 @@ import pytest
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.runtimes.base import sha256_file
 from streams.clients import consumer_options, producer_options
-from streams.settings import WorkerSettings
+from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
 from streams.worker import Worker, WorkerSpec
@@ -45,7 +45,9 @@ def test_consumers_fetch_a_bounded_amount_with_our_fetch_wait(worker: Worker) ->
 def test_producers_wait_for_every_replica_and_allow_big_results(worker: Worker) -> None:
     options = producer_options(worker.settings, worker.spec.worker_id)
     assert options["acks"] == "all"
-    assert options["max_request_size"] == worker.settings.max_message_bytes
+    # the largest value weir sends, with its record's overhead, fits in one request
+    assert options["max_request_size"] == (worker.settings.max_message_bytes
+                                           + RECORD_OVERHEAD_BYTES)
     assert options["max_batch_size"] >= 1024 * 1024  # a fetch's answers per partition: one batch
 
 

@@ -1,8 +1,9 @@
-"""streams/agents/step.py without a broker: micro-batch planning, merge/split, and StepCompute.
+"""streams/compute.py and streams/batching.py without a broker: micro-batch planning,
+merge/split, and StageCompute.
 
-StepCompute runs a real two-step pipeline (a Python step, then the diabetes
-ONNX model); the Python step writes each batch size it sees to a file, so the
-tests can tell merged runs from one-by-one runs.
+StageCompute runs a real two-step pipeline fused (a Python step, then the
+diabetes ONNX model); the Python step writes each batch size it sees to a
+file, so the tests can tell merged runs from one-by-one runs.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.errors import CodecError, InputMismatch, StepFailed
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
-from streams.agents.batching import merge, plan_micro_batches, split
-from streams.agents.step import StepCompute, Work, joined
+from streams.batching import merge, plan_micro_batches, split
+from streams.compute import StageCompute, Work, finisher, joined, span
 
 X = np.random.default_rng(3).random((200, 10), dtype=np.float32)
 POISON = -999.0
@@ -60,16 +61,20 @@ def rows(x: np.ndarray) -> pa.RecordBatch:
     return codecs.batch_from_arrays({"tensor": x})
 
 
+def both_steps(pipeline: CompiledPipeline) -> StageCompute:
+    """Both steps fused, from the input to the result rows."""
+    return StageCompute(span(pipeline, 0, 2), finish=finisher(pipeline), starts=True,
+                        max_batch_rows=256)
+
+
 def through_both_steps(pipeline: CompiledPipeline, inputs: list[pa.RecordBatch],
                        started: list[int] | None = None) -> list[Work]:
-    first, last = StepCompute.for_step(pipeline, 0, 256), StepCompute.for_step(pipeline, 1, 256)
+    compute = both_steps(pipeline)
     started = started or [0] * len(inputs)
-    works = [Work(first.decode(codecs.encode(b, codecs.ARROW_STREAM), codecs.ARROW_STREAM), s)
+    works = [Work(compute.decode(codecs.encode(b, codecs.ARROW_STREAM), codecs.ARROW_STREAM), s)
              for b, s in zip(inputs, started)]
-    first.run(works)
-    out = [Work(w.result, w.started_ns) if w.error is None else w for w in works]
-    last.run(out)
-    return out
+    compute.run(works)
+    return works
 
 
 # -- planning ------------------------------------------------------------------
@@ -119,7 +124,7 @@ def test_neighbours_decoded_together_join_as_a_slice_others_as_a_copy() -> None:
     assert gap.column(0).values.buffers()[1].address != values.address
 
 
-# -- StepCompute ---------------------------------------------------------------------
+# -- StageCompute --------------------------------------------------------------------
 def test_200_single_row_messages_run_vectorised_and_keep_their_own_answers(
         pipeline: CompiledPipeline, sizes: Path) -> None:
     works = through_both_steps(pipeline, [rows(X[i:i + 1]) for i in range(200)])
@@ -157,18 +162,19 @@ def test_one_poisoned_message_does_not_fail_its_micro_batch(pipeline: CompiledPi
     works = through_both_steps(pipeline, [rows(poisoned[i:i + 1]) for i in range(10)])
     assert [w.error is None for w in works] == [i != 4 for i in range(10)]
     assert isinstance(works[4].error, StepFailed) and "poison row" in str(works[4].error)
-    assert works[4].retryable
+    assert works[4].failed_step == 0 and works[4].retryable
     assert seen(sizes)[0] == 10 and seen(sizes)[1:] == [1] * 10  # merged, then one by one
 
 
 def test_a_misshaped_message_fails_alone_and_is_not_retried(pipeline: CompiledPipeline) -> None:
-    compute = StepCompute.for_step(pipeline, 1, 256)
+    compute = StageCompute(span(pipeline, 1, 2), finish=finisher(pipeline), max_batch_rows=256)
     good = pipeline.run_step(0, pipeline.start(rows(X[:2])))
     bad = pipeline.start(pa.RecordBatch.from_pydict({"float_input": [[1.0, 2.0, 3.0]]}))
     works = [Work(good, 0), Work(bad, 0), Work(good, 0)]
     compute.run(works)
     assert [w.error is None for w in works] == [True, False, True]
     assert isinstance(works[1].error, InputMismatch) and not works[1].retryable
+    assert works[1].failed_step == 1
 
 
 def test_messages_of_different_schemas_run_in_separate_batches(pipeline: CompiledPipeline,
@@ -181,7 +187,7 @@ def test_messages_of_different_schemas_run_in_separate_batches(pipeline: Compile
 
 
 def test_unreadable_records_are_codec_errors(pipeline: CompiledPipeline) -> None:
-    compute = StepCompute.for_step(pipeline, 0, 256)
+    compute = both_steps(pipeline)
     with pytest.raises(CodecError):
         compute.decode(b"\x00not arrow", codecs.ARROW_STREAM)
     with pytest.raises(CodecError):

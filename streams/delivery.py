@@ -1,0 +1,179 @@
+"""How a worker's outputs and its input offsets reach Kafka: at least once, or exactly once.
+
+The worker's loop (streams.loop) sends what each chunk produced and then says
+which input offsets the chunk finished. Two ways to make that safe:
+
+- `AtLeastOnce` (a broker without transactions: Tansu): records are sent as
+  they come; a chunk's offsets are committed once everything it sent is
+  delivered, in order (streams.commits). A crash repeats what ran since the
+  last commit; streams.claims marks those repeats.
+- `ExactlyOnce` (a broker with transactions: Apache Kafka): a transaction holds
+  every record sent and the offsets of the chunks that sent them, and commits
+  them together (consume-transform-produce, as Kafka Streams' exactly-once does),
+  at most every `commit_interval_ms` while records flow and at once when the
+  worker runs out of them. A crash aborts the open transaction: its records are
+  never seen by consumers that read `read_committed`, and its input is run again
+  from the last commit. The transactional id belongs to the worker (a restarted
+  worker fences its dead predecessor at once), and the offsets are committed
+  with the consumer's group generation (streams.clients.txn_offset_commit), so
+  a worker that lost its partitions in a rebalance cannot commit them.
+
+Example:
+    delivery = ExactlyOnce(producer, consumer, group_id, interval_s=0.1)
+    await delivery.send(topic, value, key=None, partition=0, headers=[])
+    delivery.done({TopicPartition("in", 0): 42})
+    await delivery.commit_if_due(idle=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.commits import Offsets, OrderedCommits
+from streams.errors import DeliveryFailed
+
+log = logging.getLogger(__name__)
+
+
+class Delivery(Protocol):
+    """What the loop needs of either way."""
+
+    @property
+    def pending(self) -> bool:
+        """Records sent or offsets finished that are not committed yet."""
+        ...
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
+                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        """Queue one record (raises the producer's error if it refuses it at once)."""
+        ...
+
+    def done(self, offsets: Offsets) -> None:
+        """Every record below `offsets` is finished: what it produced was sent before this."""
+        ...
+
+    async def commit_if_due(self, *, idle: bool) -> None:
+        """Commit if it is time (`idle`: no records are waiting, so commit now)."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything sent so far is delivered and committed."""
+        ...
+
+    async def run(self) -> None:
+        """Background work until cancelled; raises DeliveryFailed when a send failed."""
+        ...
+
+
+class AtLeastOnce:
+    """Records sent as they come; offsets committed in order once delivered."""
+
+    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, *,
+                 interval_s: float) -> None:
+        self._producer = producer
+        self._commits = OrderedCommits(consumer.commit, interval_s=interval_s)
+        self._sent: list[asyncio.Future[Any]] = []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._sent) or bool(self._commits.pending)
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
+                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        self._sent.append(await self._producer.send(topic, value, key=key, partition=partition,
+                                                    headers=list(headers)))
+
+    def done(self, offsets: Offsets) -> None:
+        sent, self._sent = self._sent, []
+        self._commits.add(sent, offsets)
+
+    async def commit_if_due(self, *, idle: bool) -> None:
+        """Commits run in the background (`run`), at their own interval."""
+
+    async def flush(self) -> None:
+        await self._commits.flush()
+
+    async def run(self) -> None:
+        await self._commits.run()
+
+
+class ExactlyOnce:
+    """A chunk's records and input offsets committed in one Kafka transaction."""
+
+    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, group_id: str,
+                 *, interval_s: float) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._group_id = group_id
+        self._interval_s = interval_s
+        self._sent: list[asyncio.Future[Any]] = []
+        self._offsets: Offsets = {}
+        self._began: float | None = None  # loop time the open transaction began
+        self._lock = asyncio.Lock()  # a commit and new sends never overlap
+
+    @property
+    def pending(self) -> bool:
+        return self._began is not None
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
+                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        async with self._lock:
+            await self._begin()
+            self._sent.append(await self._producer.send(
+                topic, value, key=key, partition=partition, headers=list(headers)))
+
+    def done(self, offsets: Offsets) -> None:
+        self._offsets.update(offsets)
+
+    async def commit_if_due(self, *, idle: bool) -> None:
+        if not self._offsets and self._began is None:
+            return
+        age = 0.0 if self._began is None else asyncio.get_running_loop().time() - self._began
+        if idle or age >= self._interval_s:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._offsets and self._began is None:
+                return
+            await self._begin()
+            try:
+                results = await asyncio.gather(*self._sent, return_exceptions=True)
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise DeliveryFailed(f"a record could not be delivered: {failed!r}") \
+                        from failed
+                if self._offsets:
+                    await self._producer.send_offsets_to_transaction(self._offsets,
+                                                                     self._group_id)
+                await self._producer.commit_transaction()
+            except BaseException as exc:
+                await self._abort(exc)
+                if isinstance(exc, DeliveryFailed | asyncio.CancelledError):
+                    raise
+                raise DeliveryFailed(f"the transaction could not commit: {exc!r}") from exc
+            finally:
+                self._sent, self._offsets, self._began = [], {}, None
+
+    async def run(self) -> None:
+        """Nothing runs in the background: commits happen when the loop asks."""
+        await asyncio.Event().wait()
+
+    async def _begin(self) -> None:
+        if self._began is None:
+            await self._producer.begin_transaction()
+            self._began = asyncio.get_running_loop().time()
+
+    async def _abort(self, why: BaseException) -> None:
+        """Abort the open transaction (its records are never read committed); the input
+        since the last commit runs again, here after a restart or at the next owner."""
+        log.warning("aborting a transaction of %d records: %r", len(self._sent), why)
+        try:
+            await self._producer.abort_transaction()
+        except Exception as exc:  # fenced or broken: the process restarts
+            log.warning("could not abort the transaction: %r", exc)

@@ -1,0 +1,135 @@
+"""The stage: one topic read, a span of steps computed, each result handed to a sink.
+
+Every part of a worker is a stage (streams.plan): the main workers' spans of
+fused steps, a sidekick step, a shadow challenger. The worker's loop
+(streams.loop) hands a stage the records that arrived together; the stage
+decodes them, runs them a chunk at a time (streams.compute) and says what to
+send for each (streams.sinks). Blocking and Kafka-free: the loop decides what
+runs inline and what on its compute thread, and waits between retries.
+
+The stage that reads the pipeline's input topic decodes Arrow or
+pandas-records JSON and stamps the request id and pipeline version; a stage
+that ends a path turns messages into result (or challenger log) rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka.structs import ConsumerRecord
+
+from engine import codecs
+from streams.compute import StageCompute, Work
+from streams.messages import Envelope, Outgoing, default_request_id
+from streams.sinks import Sink
+
+
+@dataclass
+class StepCounters:
+    processed: int = 0
+    failed: int = 0
+    retried: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Messages done with, either way (what a draining worker's progress is measured by)."""
+        return self.processed + self.failed
+
+
+@dataclass
+class Incoming:
+    """A record a stage read, decoded: its headers and its work."""
+
+    record: ConsumerRecord
+    env: Envelope
+    work: Work
+
+
+@dataclass
+class Stage:
+    """One part of a worker: where it reads, what it computes, where results go.
+
+    Example:
+        incoming, done = stage.receive(records), 0
+        while done < len(incoming):
+            chunk = stage.chunk(incoming, done)
+            stage.run(chunk)              # then stage.run_one(item) for each retry
+            sent = stage.outgoing(chunk, counters)
+            done += len(chunk)
+    """
+
+    name: str
+    source: str
+    """The topic it reads."""
+    compute: StageCompute
+    sink: Sink
+    version: str
+    """The pipeline version, stamped on requests where they enter."""
+
+    def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
+        """Decode records of the stage's topic (an unreadable one gets its error)."""
+        envs = [self._envelope(record) for record in records]
+        decoded = self.compute.decode_many(
+            [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
+        incoming = []
+        for record, (env, _), message in zip(records, envs, decoded, strict=True):
+            if isinstance(message, Exception):
+                work = Work(None, env.started_ns, error=message, attempts=1)
+            else:
+                work = Work(message.batch, env.started_ns, source=message.source)
+            incoming.append(Incoming(record, env, work))
+        return incoming
+
+    def chunk(self, incoming: Sequence[Incoming], start: int) -> list[Incoming]:
+        """The next chunk of `incoming` from index `start`: the messages that reach
+        `max_batch_rows` rows (so one large message alone). The unit the loop runs, sends
+        and commits, so a slow model's progress shows and a rebalance waits for one chunk
+        at most."""
+        limit = self.compute.max_batch_rows
+        chunk: list[Incoming] = []
+        rows = 0
+        for item in incoming[start:start + limit]:
+            chunk.append(item)
+            rows += max(item.work.rows, 1)
+            if rows >= limit:
+                break
+        return chunk
+
+    def run(self, chunk: Sequence[Incoming]) -> None:
+        """Compute a chunk's first tries (small messages merged)."""
+        self.compute.run([item.work for item in chunk])
+
+    def run_one(self, item: Incoming) -> None:
+        """Try one failed message again."""
+        self.compute.run_one(item.work)
+
+    def outgoing(self, chunk: Sequence[Incoming], counters: StepCounters) -> list[list[Outgoing]]:
+        """What to send for each message of a computed chunk, in order: its results, or its
+        error reply and dead-letter copy."""
+        out: list[list[Outgoing]] = []
+        for item in chunk:
+            record, env, work = item.record, item.env, item.work
+            sent = self.sink.send(record, env, work) if work.error is None else None
+            if sent is not None:
+                counters.processed += 1
+                out.append(sent)
+            else:
+                counters.failed += 1
+                out.append(self.sink.fail(record, env, work))
+        return out
+
+    def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:
+        """The record's headers (stamped where the request enters) and its value's type."""
+        env = Envelope.parse(record.headers, default_request_id=default_request_id(record))
+        content_type = env.content_type
+        if self.compute.starts:
+            env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
+                              started_ns=env.started_ns or _timestamp_ns(record))
+        return env, content_type
+
+
+def _timestamp_ns(record: ConsumerRecord) -> int:
+    """The record's Kafka timestamp (ms) in ns."""
+    return int(record.timestamp) * 1_000_000 if record.timestamp else time.time_ns()

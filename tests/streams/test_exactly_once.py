@@ -1,0 +1,145 @@
+"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/clients.py
+fence_offset_commits), on the real broker: each chunk's answers and input offsets commit
+together, a worker restarted after a crash fences its predecessor's open transaction, and
+a worker a rebalance replaced cannot commit offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from control.embedded import Service
+from streams.admin import ensure_topics
+from streams.clients import fence_offset_commits
+from streams.loop import StageLoop
+from streams.messages import Envelope
+from streams.settings import WorkerSettings
+from streams.topics import TopicSpec
+from tests.streams._loops import TOPICS, loops, run_until, send_rows
+
+
+@pytest.fixture
+def kafka_only(broker: str) -> None:
+    if broker != "kafka":
+        pytest.skip("transactions: Apache Kafka only (Tansu refuses them: "
+                    "test_broker_transactions.py)")
+
+
+async def _committed_answers(bootstrap: str, topic: str, count: int,
+                             timeout_s: float = 30.0) -> list[Envelope]:
+    """The answers on `topic` a read_committed reader sees, once `count` came (or time ran
+    out), and a little after, so a repeat would be seen too."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
+    await consumer.start()
+    answers: list[Envelope] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        quiet_until = None
+        while asyncio.get_running_loop().time() < deadline:
+            fetched = await consumer.getmany(timeout_ms=200)
+            answers += [Envelope.parse(r.headers) for batch in fetched.values() for r in batch]
+            if len(answers) >= count and quiet_until is None:
+                quiet_until = asyncio.get_running_loop().time() + 1.0
+            if quiet_until is not None and asyncio.get_running_loop().time() > quiet_until:
+                break
+    finally:
+        await consumer.stop()
+    return answers
+
+
+async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The group's committed offset, once no transaction's offsets are pending (the
+    coordinator marks them committed just after the transaction commits)."""
+    for _ in range(50):
+        offset = await consumer.committed(tp)
+        if offset is not None:
+            return offset
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def _vanish(loop: StageLoop) -> None:
+    """Cut a loop's connections as a killed process would: its group membership lapses
+    after the session timeout, its open transaction stays open on the broker."""
+    assert loop._consumer is not None and loop._producer is not None
+    loop._consumer._coordinator._heartbeat_task.cancel()
+    await loop._consumer._client.close()
+    await loop._producer.client.close()
+
+
+async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_runs_once(
+        kafka_only: None, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    """A worker runs half the input and commits; then it takes more and "dies" with its
+    transaction open (its process is gone: nothing is flushed, nothing aborted). Its
+    restart (same transactional id) fences it: what the dead one sent is never read
+    committed, and every request is answered exactly once."""
+    bootstrap, name = kafka_service.address, "eos-crash"
+    output, source = TOPICS.output("ws", name).name, TOPICS.input("ws", name).name
+    x = np.random.default_rng(5).random((40, 10), dtype=np.float32)
+    [first] = await loops(bootstrap, name, tmp_path, diabetes_onnx, exactly_once=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await send_rows(producer, source, x[:20], partitions=4)
+        await run_until(first, asyncio.ensure_future(
+            _committed_answers(bootstrap, output, 20)))
+        [dead] = await loops(bootstrap, name, tmp_path, diabetes_onnx, exactly_once=True)
+        await dead.start()
+        stop = asyncio.Event()
+        running = asyncio.create_task(dead.run(stop))
+        await send_rows(producer, source, x[20:], partitions=4, first=20)
+        while dead._counters.processed < 5:  # it is running the second half, uncommitted...
+            await asyncio.sleep(0.01)
+        running.cancel()  # ...when it dies: no flush, no abort, no goodbye to the group
+        await asyncio.gather(running, return_exceptions=True)
+        await _vanish(dead)
+        [restarted] = await loops(bootstrap, name, tmp_path, diabetes_onnx, exactly_once=True)
+        await run_until(restarted, asyncio.ensure_future(
+            _committed_answers(bootstrap, output, 40, timeout_s=60)))
+    finally:
+        await producer.stop()
+    answers = await _committed_answers(bootstrap, output, 40, timeout_s=10)
+    assert sorted(a.request_id for a in answers) == sorted(f"r{i}" for i in range(40))
+    assert not any(a.redelivered for a in answers)  # nothing to mark: there are no repeats
+
+
+async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
+        kafka_only: None, kafka_service: Service) -> None:
+    """KIP-447: the transactional offset commit carries the consumer's group generation; a
+    stale one is refused and the transaction aborts, its records never read committed."""
+    bootstrap = kafka_service.address
+    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    topic = TopicSpec("ws.eos-fence.in", 1)
+    await ensure_topics(settings, [topic, TopicSpec("ws.eos-fence.out", 1)])
+    tp = TopicPartition(topic.name, 0)
+    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id="eos-fence",
+                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="eos-fence-1")
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        fence_offset_commits(producer, consumer)
+        async with producer.transaction():  # the current generation: accepted
+            await producer.send("ws.eos-fence.out", b"kept")
+            await producer.send_offsets_to_transaction({tp: 7}, "eos-fence")
+        assert await _committed(consumer, tp) == 7
+        consumer._coordinator.generation -= 1  # as if a rebalance had replaced this worker
+        await producer.begin_transaction()
+        await producer.send("ws.eos-fence.out", b"never seen")
+        with pytest.raises(KafkaError, match="ILLEGAL_GENERATION"):
+            await producer.send_offsets_to_transaction({tp: 9}, "eos-fence")
+        await producer.abort_transaction()
+        assert await _committed(consumer, tp) == 7
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    seen = await _committed_answers(bootstrap, "ws.eos-fence.out", 1, timeout_s=5)
+    assert len(seen) == 1  # "kept"; the aborted record is not read committed
