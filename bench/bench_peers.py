@@ -61,6 +61,7 @@ from bench._weir import weir_stack
 from engine import codecs
 from streams.admin import ensure_topics
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
+from streams.settings import WorkerSettings
 from streams.topics import TopicSpec
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -125,8 +126,8 @@ def run_mlserver(broker: Broker, venv: Path, joblib_path: Path, fetch_wait_ms: i
     work = Path(tempfile.mkdtemp(prefix="weir-peer-mlserver-"))
     service = start_broker(broker, work / "broker")
     try:
-        asyncio.run(ensure_topics(service.address, [TopicSpec(ml.TOPIC_IN, 1),
-                                                    TopicSpec(ml.TOPIC_OUT, 1)]))
+        asyncio.run(ensure_topics(WorkerSettings(kafka_bootstrap=service.address),
+                                  [TopicSpec(ml.TOPIC_IN, 1), TopicSpec(ml.TOPIC_OUT, 1)]))
         with ml.mlserver(venv, joblib_path, service.address, fetch_wait_ms, work) as server:
             target = kafka.KafkaTarget(
                 ml.TOPIC_IN, ml.TOPIC_OUT,
