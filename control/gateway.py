@@ -1,30 +1,36 @@
 """The inference gateway: one service layer under every HTTP way in.
 
-`Gateway.infer` produces a request onto the pipeline's input topic and waits
-for the answer on its result topic, matched by request id (strays, repeats and
-other callers' answers are ignored). A split answers a request in parts (one
-per arm that got rows), so the answer is complete when every row index
-(`metadata.row`) has come back; the rows are returned in input order. For a
-shadow-deployed pipeline the request asks for the challengers' answers too,
-and waits for them, after the champion's, for at most `Settings.shadow_wait_s`;
-they come back as `out_<challenger>.<field>` columns (`out_<challenger>.error`
-where a challenger failed). Both `POST /pipelines/<name>` and the OIP v2 route
-call it. At most `Settings.max_in_flight` requests wait at once; one more is
-refused at once with `Overloaded` (HTTP 503 with Retry-After), so a flood
-costs no memory.
+`Gateway.infer` produces a request onto the pipeline's input topic and waits for the
+answer on its result topic, matched by request id (control._replies: a split's parts are
+gathered and returned in input order; repeats and other callers' answers are ignored).
+For a shadow-deployed pipeline the request asks for the challengers' answers too, and
+waits for them, after the champion's, for at most `Settings.shadow_wait_s`; they come back
+as `out_<challenger>.<field>` columns (`out_<challenger>.error` where a challenger failed).
+Both `POST /pipelines/<name>` and the OIP v2 route call it.
+
+Under load:
+- With `Settings.coalesce_requests`, concurrent requests for one pipeline go as one record
+  (control._coalesce), its replies split back per request; a coalesced record answered
+  with an error is sent again request by request, so one bad request fails alone.
+- A request is refused at once with `Overloaded` (HTTP 503 with Retry-After) when the
+  pipeline, at the rate it has been measured to answer, could not answer it within its
+  deadline (control._admission), or when `Settings.max_in_flight` requests are in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from dataclasses import dataclass, field
+from collections import defaultdict
 
-import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from control._admission import Capacity
+from control._coalesce import Coalescer, Waiting
+from control._replies import Group, Pending, Replies
 from control.errors import (
     InferenceError,
     InferenceTimeoutError,
@@ -32,152 +38,23 @@ from control.errors import (
     Overloaded,
     PayloadTooLarge,
 )
+from control.records import Deployment
 from control.registry import Registry
 from control.settings import Settings
 from engine import codecs
 from engine.definition import ShadowStep
-from engine.errors import CodecError
-from engine.pipeline import META_ROW
-from engine.steps import concat_in_order
-from streams.clients import FetchPace, connection_options, topic_partitions
+from streams.clients import connection_options
 from streams.messages import Envelope
-from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
+from streams.settings import RECORD_OVERHEAD_BYTES
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class _Parts:
-    """The pieces of one answer (the champion's, or one challenger's), deduplicated by row."""
-
-    rows: int
-    batches: list[pa.RecordBatch] = field(default_factory=list)
-    seen: set[int] = field(default_factory=set)
-    error: Envelope | None = None
-    complete: bool = False
-
-    def add(self, env: Envelope, value: bytes) -> None:
-        if self.complete:
-            return
-        if env.error is not None:
-            self.error, self.complete = env, True
-            return
-        try:
-            batch = codecs.decode(value, codecs.ARROW_STREAM)
-        except CodecError as exc:
-            log.error("unreadable reply to request %s: %s", env.request_id, exc)
-            return
-        index = (batch.column(META_ROW).to_pylist() if META_ROW in batch.schema.names
-                 else list(range(batch.num_rows)))
-        if index and self.seen.issuperset(index):
-            return  # a repeat (a record processed again after a crash)
-        self.batches.append(batch)
-        self.seen.update(index)
-        self.complete = len(self.seen) >= self.rows
-
-    def table(self) -> pa.RecordBatch:
-        """The rows in input order."""
-        order = [b.column(META_ROW).to_numpy(zero_copy_only=False)
-                 if META_ROW in b.schema.names else np.arange(b.num_rows) for b in self.batches]
-        return concat_in_order(self.batches, order, self.rows)
-
-
-class _Pending:
-    """One request waiting for its answer and, where wanted, its challengers' answers."""
-
-    def __init__(self, rows: int, challengers: list[str]) -> None:
-        self.answer = _Parts(rows)
-        self.shadows = {name: _Parts(rows) for name in challengers}
-        self.answered = asyncio.Event()
-        self.shadowed = asyncio.Event()
-        if not challengers:
-            self.shadowed.set()
-
-    def add(self, env: Envelope, value: bytes) -> None:
-        parts = self.answer if env.shadow is None else self.shadows.get(env.shadow)
-        if parts is None:
-            return
-        parts.add(env, value)
-        if self.answer.complete:
-            self.answered.set()
-        if all(p.complete for p in self.shadows.values()):
-            self.shadowed.set()
-
-    def result(self) -> pa.RecordBatch:
-        """The champion's rows, with each challenger's `out_<name>.*` beside them."""
-        rows = self.answer.table()
-        if not self.shadows or META_ROW not in rows.schema.names:
-            return rows
-        champion_rows = rows.column(META_ROW).to_pylist()
-        for name, parts in self.shadows.items():
-            prefix = f"out_{name}."
-            if parts.error is not None:
-                text = (parts.error.error or {}).get("message", "failed")
-                rows = rows.append_column(prefix + "error", pa.array([text] * rows.num_rows))
-                continue
-            if not parts.batches:
-                continue
-            shadow = parts.table()
-            position = {r: j for j, r in enumerate(shadow.column(META_ROW).to_pylist())}
-            take = pa.array([position.get(r) for r in champion_rows], pa.int64())  # null: none
-            for column in shadow.schema.names:
-                if column.startswith(prefix) and column not in rows.schema.names:
-                    rows = rows.append_column(column, shadow.column(column).take(take))
-        return rows
-
-
-class _Replies:
-    """Reads one result topic from its end and hands replies to waiting requests."""
-
-    def __init__(self, topic: str, settings: WorkerSettings) -> None:
-        self.topic = topic
-        self._consumer = AIOKafkaConsumer(
-            **connection_options(settings), enable_auto_commit=False,
-            fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
-            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
-        self._waiting: dict[str, _Pending] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._settings = settings
-        self._pace: FetchPace | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._pace = FetchPace(self._consumer, self._settings)
-        tps = await topic_partitions(self._consumer, self.topic)
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve positions now, before any request is produced
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._run(), name=f"replies-{self.topic}")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-
-    def expect(self, request_id: str, rows: int, challengers: list[str]) -> _Pending:
-        pending = _Pending(rows, challengers)
-        self._waiting[request_id] = pending
-        if self._pace is not None:
-            self._pace.saw(True)  # the next fetch waits briefly
-        return pending
-
-    def forget(self, request_id: str) -> None:
-        self._waiting.pop(request_id, None)
-
-    async def _run(self) -> None:
-        while True:
-            records = await self._consumer.getmany(timeout_ms=1000)
-            if self._pace is not None:
-                self._pace.saw(bool(self._waiting))
-            for msgs in records.values():
-                for msg in msgs:
-                    env = Envelope.parse(msg.headers)
-                    pending = self._waiting.get(env.request_id)
-                    if pending is not None:
-                        pending.add(env, msg.value or b"")
+DEPLOYMENT_TTL_S = 1.0
+"""How long the gateway reuses a pipeline's deployment record: the registry's Redis client
+is blocking, and under load a lookup per request held the event loop for as long as
+redis-server took to be scheduled. A redeploy or undeploy is seen within this long (not
+being deployed is never cached)."""
 
 
 class Gateway:
@@ -189,10 +66,13 @@ class Gateway:
         self.topics = topics
         self._worker = settings.worker_settings()
         self._producer: AIOKafkaProducer | None = None
-        self._replies: dict[str, _Replies] = {}
+        self._replies: dict[str, Replies] = {}
         self._replies_lock = asyncio.Lock()
-        self._in_flight = asyncio.Semaphore(settings.max_in_flight)
+        self._in_flight = 0
+        self._capacity: defaultdict[tuple[str, str], Capacity] = defaultdict(Capacity)
+        self._coalescers: dict[tuple[str, bool], Coalescer] = {}
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
+        self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -201,18 +81,33 @@ class Gateway:
         await self._producer.start()
 
     async def stop(self) -> None:
+        for coalescer in self._coalescers.values():
+            await coalescer.stop()
         for replies in self._replies.values():
             await replies.stop()
         if self._producer:
             await self._producer.stop()
 
-    async def _replies_for(self, topic: str) -> _Replies:
+    async def _replies_for(self, topic: str) -> Replies:
         async with self._replies_lock:
             if topic not in self._replies:
-                replies = _Replies(topic, self._worker)
+                replies = Replies(topic, self._worker)
                 await replies.start()
                 self._replies[topic] = replies
             return self._replies[topic]
+
+    def _deployment(self, workspace: str, pipeline: str) -> Deployment:
+        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S)."""
+        now = time.monotonic()
+        cached = self._deployments.get((workspace, pipeline))
+        if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
+            return cached[1]
+        deployment = self.registry.get_deployment(workspace, pipeline)
+        if deployment is None:
+            self._deployments.pop((workspace, pipeline), None)
+            raise NotDeployedError(pipeline)
+        self._deployments[(workspace, pipeline)] = (now, deployment)
+        return deployment
 
     def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
         """The challengers of every shadow step of a version (cached: versions never change)."""
@@ -223,45 +118,57 @@ class Gateway:
                                       if isinstance(step, ShadowStep) for c in step.challengers]
         return self._challengers[key]
 
+    def refuse_if_overloaded(self, workspace: str, pipeline: str,
+                             timeout_s: float | None = None) -> None:
+        """Raise Overloaded if a request for `pipeline` would be refused now: routes call it
+        before decoding a body, so that a refusal under load costs little. `infer` checks
+        again (and takes the request in)."""
+        self._admit(pipeline, self._capacity.get((workspace, pipeline)),
+                    timeout_s or self.settings.request_timeout_s)
+
+    def _admit(self, pipeline: str, capacity: Capacity | None, timeout: float) -> None:
+        """Refuse (Overloaded) a request that cannot be answered in time, or one too many."""
+        limit = self.settings.max_in_flight
+        if self._in_flight >= limit:
+            raise Overloaded(f"{limit} requests are in flight (WEIR_MAX_IN_FLIGHT); retry shortly")
+        if capacity is None:
+            return
+        wait = capacity.expected_wait_s()
+        if wait > timeout:
+            raise Overloaded(
+                f"pipeline {pipeline!r} answers about {capacity.rate():.0f} requests/s and has "
+                f"{capacity.in_flight} in flight: a new request would wait ~{wait:.2g}s, past "
+                f"its deadline of {timeout:g}s; retry shortly, send fewer requests at once, "
+                "or give it a longer deadline (?timeout=)")
+
     async def infer(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
                     timeout_s: float | None = None, *,
                     trace: dict[str, bytes] | None = None) -> pa.RecordBatch:
         """Run `batch` through the deployed pipeline; returns its result rows. `trace`: the
         caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
-        its log rows."""
-        deployment = self.registry.get_deployment(workspace, pipeline)
-        if deployment is None:
-            raise NotDeployedError(pipeline)
-        if self._in_flight.locked():
-            raise Overloaded(f"{self.settings.max_in_flight} requests are in flight; retry shortly")
-        assert self._producer is not None, "start() first"
+        its log rows (a request coalesced with others goes without it)."""
+        timeout = timeout_s or self.settings.request_timeout_s
+        self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
+        deployment = self._deployment(workspace, pipeline)
+        capacity = self._capacity[(workspace, pipeline)]
         challengers = self._shadow_challengers(workspace, pipeline, deployment.version)
         loop = asyncio.get_running_loop()
-        async with self._in_flight:
-            replies = await self._replies_for(self.topics.output(workspace, pipeline).name)
-            request_id = uuid.uuid4().hex
-            pending = replies.expect(request_id, batch.num_rows, challengers)
-            env = Envelope(request_id=request_id, content_type=codecs.ARROW_STREAM,
-                           reply_shadows=bool(challengers), extra=trace or {})
-            timeout = timeout_s or self.settings.request_timeout_s
-            deadline = loop.time() + timeout
-            value = codecs.encode(batch, codecs.ARROW_STREAM)
-            _check_size(value, self._worker.max_message_bytes)
-            try:
-                await self._producer.send_and_wait(
-                    self.topics.input(workspace, pipeline).name, value, headers=env.headers())
-                await asyncio.wait_for(pending.answered.wait(), timeout)
-                if pending.answer.error is None:
-                    wait = min(self.settings.shadow_wait_s, max(deadline - loop.time(), 0))
-                    await asyncio.wait_for(pending.shadowed.wait(), wait)
-            except TimeoutError:
-                if not pending.answered.is_set():
-                    raise InferenceTimeoutError(
-                        f"pipeline {pipeline!r} did not answer within {timeout:.0f}s; check "
-                        "pipeline.status() and the worker logs, or raise the timeout") from None
-                log.info("request %s: challengers did not all answer in time", request_id)
-            finally:
-                replies.forget(request_id)
+        deadline = loop.time() + timeout
+        self._in_flight += 1
+        capacity.started()
+        answered = False
+        try:
+            pending, shared = await self._ask(workspace, pipeline, batch, challengers, deadline,
+                                              self.settings.coalesce_requests and not trace,
+                                              trace)
+            if pending.answer.error is not None and shared and deadline > loop.time():
+                log.info("a coalesced record failed; sending its requests one by one")
+                pending, _ = await self._ask(workspace, pipeline, batch, challengers, deadline,
+                                             False, trace)
+            answered = True
+        finally:
+            self._in_flight -= 1
+            capacity.finished(answered)
         failed = pending.answer.error
         if failed is not None:
             error = failed.error or {}
@@ -269,6 +176,94 @@ class Gateway:
                 f"pipeline {pipeline!r} failed in step {error.get('step')!r}: "
                 f"{error.get('message')}")
         return pending.result()
+
+    async def _ask(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
+                   challengers: list[str], deadline: float, coalesce: bool,
+                   trace: dict[str, bytes] | None = None) -> tuple[Pending, bool]:
+        """Send one request and wait for its answer (and its challengers', briefly); returns
+        it and whether it went in a record with other requests."""
+        assert self._producer is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        replies = await self._replies_for(self.topics.output(workspace, pipeline).name)
+        topic = self.topics.input(workspace, pipeline).name
+        request_id = uuid.uuid4().hex
+        pending = Pending(batch.num_rows, challengers, deadline - loop.time())
+        waiting = Waiting(request_id, batch, pending)
+        try:
+            if coalesce:
+                self._coalescer(topic, replies, bool(challengers)).submit(waiting)
+                await asyncio.wait_for(waiting.sent, deadline - loop.time())
+            else:
+                value = codecs.encode(batch, codecs.ARROW_STREAM)
+                _check_size(value, self._worker.max_message_bytes)
+                replies.expect(request_id, pending)
+                await self._producer.send_and_wait(
+                    topic, value,
+                    headers=Envelope(request_id, reply_shadows=bool(challengers),
+                                     extra=trace or {}).headers())
+            await asyncio.wait_for(pending.answered.wait(), deadline - loop.time())
+            if pending.answer.error is None:
+                wait = min(self.settings.shadow_wait_s, max(deadline - loop.time(), 0))
+                await asyncio.wait_for(pending.shadowed.wait(), wait)
+        except TimeoutError:
+            if not pending.answered.is_set():
+                raise InferenceTimeoutError(
+                    f"pipeline {pipeline!r} did not answer within its deadline of "
+                    f"{pending.timeout_s:g}s; check "
+                    "pipeline.status() and the worker logs, or raise the timeout") from None
+            log.info("request %s: challengers did not all answer in time", request_id)
+        finally:
+            if waiting.group is None:
+                replies.forget(request_id)
+            elif waiting.group.leave():
+                replies.forget(waiting.record_id)
+        shared = waiting.group is not None and len(waiting.group.members) > 1
+        return pending, shared
+
+    def _coalescer(self, topic: str, replies: Replies, reply_shadows: bool) -> Coalescer:
+        key = (topic, reply_shadows)
+        if key not in self._coalescers:
+            async def send(group: list[Waiting]) -> None:
+                await self._send_record(topic, replies, reply_shadows, group)
+            self._coalescers[key] = Coalescer(send, self.settings.coalesce_max_rows,
+                                              self.settings.coalesce_linger_ms / 1000)
+        return self._coalescers[key]
+
+    async def _send_record(self, topic: str, replies: Replies, reply_shadows: bool,
+                           group: list[Waiting]) -> None:
+        """Produce `group`'s requests as one record (a lone request as itself); requests
+        too big together for one record go one by one."""
+        assert self._producer is not None
+        limit = self._worker.max_message_bytes
+        if len(group) == 1:
+            value = codecs.encode(group[0].batch, codecs.ARROW_STREAM)
+        else:
+            value = codecs.encode(pa.concat_batches([w.batch for w in group]),
+                                  codecs.ARROW_STREAM)
+            if len(value) > limit:
+                for waiting in group:
+                    try:
+                        await self._send_record(topic, replies, reply_shadows, [waiting])
+                    except Exception as exc:  # that request's own error (e.g. too large)
+                        if not waiting.sent.done():
+                            waiting.sent.set_exception(exc)
+                    else:
+                        if not waiting.sent.done():
+                            waiting.sent.set_result(None)
+                return
+        _check_size(value, limit)
+        if len(group) == 1:
+            only = group[0]
+            replies.expect(only.request_id, only.pending)
+            env = Envelope(only.request_id, reply_shadows=reply_shadows)
+        else:
+            record_id = uuid.uuid4().hex
+            together = Group([(w.request_id, w.pending) for w in group])
+            for waiting in group:
+                waiting.group, waiting.record_id = together, record_id
+            replies.expect(record_id, together)
+            env = Envelope(record_id, reply_shadows=reply_shadows, requests=together.requests)
+        await self._producer.send_and_wait(topic, value, headers=env.headers())
 
 
 def _check_size(value: bytes, limit: int) -> None:

@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     upload) and in the workers; set false where uploaded code must not run: Python uploads,
     and deploys or imports of versions with Python steps, are then refused (403)."""
 
+    coalesce_requests: bool = False
+    """Concurrent HTTP inferences for one pipeline go to Kafka as one record (its replies
+    split back per request; control._coalesce): one produce and one reply fetch serve many
+    requests. Each request keeps its own request id and row numbers in the logs."""
+
+    coalesce_max_rows: int = Field(4096, ge=1)
+    """Most rows one coalesced record carries (a larger request goes alone)."""
+
+    coalesce_linger_ms: float = Field(0.0, ge=0)
+    """How long a coalesced record waits for more requests before it is sent. 0: it takes
+    those that queued while the previous record was being produced (none at low load)."""
+
     @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE

@@ -8,14 +8,18 @@ topic also accepts pandas-records JSON, told apart by `content-type`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from engine.codecs import ARROW_STREAM
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "content-type"
 REQUEST_ID = "weir-request-id"
@@ -33,6 +37,15 @@ REDELIVERED = "weir-redelivered"
 everything it leads to: its result may repeat an earlier answer with the same request id.
 Only on a broker without transactions (Tansu): with them, a crash repeats nothing."""
 
+REQUESTS = "weir-requests"
+"""On a record that carries several requests one after another (the HTTP gateway coalesces
+concurrent ones): JSON [[request id, rows], ...] in the order of their rows. Workers run
+such a record as one request (its own `weir-request-id`) and carry this header onto what
+it leads to: results, error replies, log rows, dead letters. `metadata.row` counts rows
+through the whole record (so a split's parts still say where each row belongs), and
+`request_rows` turns it back into each row's own request and index in it, as the log
+agent and the gateway do."""
+
 # Dead-letter records carry these beside the failed record's own headers.
 FAILED_AT = "weir-failed-at"
 """When the record was given up on, ns since the epoch."""
@@ -43,6 +56,39 @@ VALUE_DROPPED = "weir-value-dropped"
 WEIR_MAX_MESSAGE_BYTES): read it from its source offset while the input topic keeps it."""
 
 RawHeaders = Iterable[tuple[str, bytes]]
+Requests = tuple[tuple[str, int], ...]
+"""The requests a coalesced record carries: (request id, rows), in row order."""
+
+
+def request_rows(requests: Requests, rows: Sequence[int] | np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """For rows of a coalesced record, given their `metadata.row` (counted through the whole
+    record): which of `requests` each row belongs to (its index there), and the row's index
+    in that request.
+
+    Example:
+        request_rows((("a", 2), ("b", 3)), [0, 1, 2, 4])  # ([0, 0, 1, 1], [0, 1, 0, 2])
+    """
+    counts = np.fromiter((n for _, n in requests), np.int64, len(requests))
+    ends = np.cumsum(counts)
+    index = np.asarray(rows, np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    if index.size and (index.min() < 0 or index.max() >= total):
+        raise ValueError(f"row {int(index.max()) if index.max() >= total else int(index.min())} "
+                         f"is outside the {total} rows the record's {REQUESTS} header lists")
+    which = np.searchsorted(ends, index, side="right")
+    return which, index - (ends - counts)[which]
+
+
+def _parse_requests(raw: bytes) -> Requests | None:
+    """The REQUESTS header, or None where it is not a list of [request id, rows >= 0] (the
+    record is then one request, as if the header were absent)."""
+    try:
+        parsed = tuple((str(rid), int(n)) for rid, n in json.loads(raw))
+    except (ValueError, TypeError):
+        log.warning("ignoring a malformed %s header: %.200r", REQUESTS, raw)
+        return None
+    return parsed if parsed and all(n >= 0 for _, n in parsed) else None
 
 
 def default_request_id(record: ConsumerRecord) -> str:
@@ -62,6 +108,8 @@ class Envelope:
     shadow: str | None = None
     reply_shadows: bool = False
     redelivered: bool = False
+    requests: Requests | None = None
+    """Set on a record that carries several requests (REQUESTS)."""
     extra: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +132,7 @@ class Envelope:
             shadow=text(SHADOW) or None,
             reply_shadows=ours.get(REPLY_SHADOWS) == b"1",
             redelivered=ours.get(REDELIVERED) == b"1",
+            requests=_parse_requests(ours[REQUESTS]) if REQUESTS in ours else None,
             extra=extra,
         )
 
@@ -102,6 +151,8 @@ class Envelope:
             out.append((REPLY_SHADOWS, b"1"))
         if self.redelivered:
             out.append((REDELIVERED, b"1"))
+        if self.requests is not None:
+            out.append((REQUESTS, json.dumps(self.requests, separators=(",", ":")).encode()))
         return out + list(self.extra.items())
 
     def replace(self, **changes: object) -> Envelope:
@@ -138,7 +189,7 @@ def _error(text: str) -> dict[str, str] | None:
 
 
 _OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS,
-         REDELIVERED}
+         REDELIVERED, REQUESTS}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
 

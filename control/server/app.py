@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
                        upload_limit=settings.max_upload_bytes, uploads=uploads)
     app.add_middleware(RequireToken)
     app.state.http_metrics = metrics.HttpMetrics()
-    app.middleware("http")(app.state.http_metrics.count)
+    app.add_middleware(app.state.http_metrics.middleware)
     return app
 
 

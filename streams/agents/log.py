@@ -51,7 +51,7 @@ from streams.clients import check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
-from streams.messages import Envelope, default_request_id
+from streams.messages import Envelope, Requests, default_request_id, request_rows
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
@@ -79,24 +79,37 @@ POLL_BUSY_MS = 20
 """How long a fetch waits while rows are gathered: how soon a sync() is served."""
 
 
-def with_row_ids(batch: pa.RecordBatch, request_id: str,
+def with_row_ids(batch: pa.RecordBatch, request_id: str | Requests,
                  rows: pa.Array | None = None) -> pa.RecordBatch:
     """Add the (request_id, row) columns that identify each log row.
 
     A row's index is its index in the request: `rows`, else the batch's
     `metadata.row` (a split answers a request in parts), else its position.
+    `request_id` is the requests a coalesced record carries where it carries
+    several (streams.messages.REQUESTS): each row then gets its own.
     """
     n = batch.num_rows
     if rows is None and META_ROW in batch.schema.names:
         rows = batch.column(META_ROW)
-    batch = batch.append_column(REQUEST_ID, pa.array([request_id] * n, pa.string()))
     rows = pa.array(range(n), pa.int32()) if rows is None else rows.cast(pa.int32())
-    return batch.append_column(ROW, rows)
+    ids, rows = _row_ids(request_id, rows)
+    return batch.append_column(REQUEST_ID, ids).append_column(ROW, rows)
 
 
-def result_rows(results: Sequence[tuple[bytes, str, str | None]]) -> list[pa.RecordBatch]:
-    """Result messages (Arrow stream values, each with its request id and traceparent) as
-    log rows.
+def _row_ids(request_id: str | Requests, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(request id, index in the request) of each row of one message, given the rows' index
+    in the message."""
+    if isinstance(request_id, str):
+        return pa.array([request_id] * len(rows), pa.string()), rows
+    which, local = request_rows(request_id, rows.to_numpy(zero_copy_only=False))
+    ids = pa.array([rid for rid, _ in request_id], pa.string()).take(pa.array(which))
+    return ids, pa.array(local.astype(np.int32))
+
+
+def result_rows(results: Sequence[tuple[bytes, str | Requests, str | None]]
+                ) -> list[pa.RecordBatch]:
+    """Result messages (Arrow stream values, each with its request id, or the requests a
+    coalesced record carries, and its traceparent) as log rows.
 
     The rows `with_row_ids` gives for each decoded message, but decoded and converted
     in bulk: consecutive messages of one schema are read as one stream and their id
@@ -112,9 +125,8 @@ def result_rows(results: Sequence[tuple[bytes, str, str | None]]) -> list[pa.Rec
             at += 1
             continue
         counts = np.asarray(run.rows)
+        owners = [request_id for _, request_id, _ in results[at:at + len(counts)]]
         each = pa.array(np.repeat(np.arange(len(counts)), counts))
-        ids = pa.array([request_id for _, request_id, _ in results[at:at + len(counts)]],
-                       pa.string()).take(each)
         traces = [trace for _, _, trace in results[at:at + len(counts)]]
         at += len(counts)
         if META_ROW in run.batch.schema.names:
@@ -122,6 +134,14 @@ def result_rows(results: Sequence[tuple[bytes, str, str | None]]) -> list[pa.Rec
         else:  # each message's rows numbered from 0
             starts = np.repeat(np.cumsum(counts) - counts, counts)
             rows = pa.array((np.arange(counts.sum()) - starts).astype(np.int32))
+        if all(isinstance(owner, str) for owner in owners):
+            ids = pa.array(owners, pa.string()).take(each)
+        else:  # coalesced records: each row's own request
+            firsts = np.cumsum(counts) - counts
+            pairs = [_row_ids(owner, rows.slice(first, count))
+                     for owner, first, count in zip(owners, firsts, counts)]
+            ids = pa.concat_arrays([i for i, _ in pairs])
+            rows = pa.concat_arrays([r for _, r in pairs])
         batch = run.batch.append_column(REQUEST_ID, ids).append_column(ROW, rows)
         if any(traces):
             batch = batch.append_column(META_TRACEPARENT, pa.array(traces, pa.string()).take(each))
@@ -167,7 +187,7 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
     trace = traceparent_of(env.extra)
     if trace is not None:
         columns[META_TRACEPARENT] = pa.array([trace] * n, pa.string())
-    return with_row_ids(pa.RecordBatch.from_pydict(columns), env.request_id, rows)
+    return with_row_ids(pa.RecordBatch.from_pydict(columns), env.requests or env.request_id, rows)
 
 
 def _no_check_failures(n: int) -> pa.Array:
@@ -318,7 +338,8 @@ class LogAgent:
                 if env.error is not None:
                     self._buffer.add(workspace, pipeline, error_rows(env, msg.value, msg.timestamp))
                 elif msg.value:
-                    self._buffer.add_result(workspace, pipeline, msg.value, env.request_id,
+                    self._buffer.add_result(workspace, pipeline, msg.value,
+                                            env.requests or env.request_id,
                                             traceparent_of(env.extra))
 
     def _write(self, buffer: _Buffer) -> None:
@@ -408,7 +429,7 @@ class _Buffer:
 
     def __init__(self) -> None:
         self.batches: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
-        self.results: dict[tuple[str, str], list[tuple[bytes, str, str | None]]] = \
+        self.results: dict[tuple[str, str], list[tuple[bytes, str | Requests, str | None]]] = \
             defaultdict(list)
         """Result messages (with their request ids and traceparents), made log rows in bulk
         when written."""
@@ -429,8 +450,8 @@ class _Buffer:
         self.batches[(workspace, pipeline)].append(batch)
         self.rows += batch.num_rows
 
-    def add_result(self, workspace: str, pipeline: str, value: bytes, request_id: str,
-                   traceparent: str | None) -> None:
+    def add_result(self, workspace: str, pipeline: str, value: bytes,
+                   request_id: str | Requests, traceparent: str | None) -> None:
         self.results[(workspace, pipeline)].append((value, request_id, traceparent))
         self.result_bytes += len(value)
 

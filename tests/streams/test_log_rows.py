@@ -108,3 +108,28 @@ def test_rows_of_traced_requests_carry_their_traceparent() -> None:
     failed = Envelope(request_id="d", error={"type": "E", "step": "s", "message": "m"},
                       extra={"traceparent": trace.encode()})
     assert error_rows(failed, None, 0).column(META_TRACEPARENT).to_pylist() == [trace]
+
+
+def test_a_coalesced_records_rows_are_logged_under_each_requests_own_id_and_row() -> None:
+    def part(rows: list[int]) -> bytes:
+        return codecs.encode(pa.RecordBatch.from_pydict({
+            "out.y": [float(r) for r in rows], "metadata.row": pa.array(rows, pa.int32())}),
+            codecs.ARROW_STREAM)
+
+    requests = (("a", 2), ("b", 1), ("c", 2))
+    # A split answers the record in two parts; a plain result sits between them.
+    results = [(part([0, 3, 4]), requests, None), (part([0]), "alone", None),
+               (part([1, 2]), requests, None)]
+    rows = [row for batch in result_rows(results) for row in batch.to_pylist()]
+    assert [(r["request_id"], r["row"], r["out.y"]) for r in rows] == [
+        ("a", 0, 0.0), ("c", 0, 3.0), ("c", 1, 4.0), ("alone", 0, 0.0),
+        ("a", 1, 1.0), ("b", 0, 2.0)]
+
+
+def test_a_failed_coalesced_record_logs_each_requests_rows_as_its_own() -> None:
+    carried = pa.RecordBatch.from_pydict({"in.x": [1.0, 2.0, 3.0]})
+    env = Envelope(request_id="whole", version="v1", error=ERROR,
+                   requests=(("a", 1), ("b", 2)))
+    batch = error_rows(env, codecs.encode(carried, codecs.ARROW_STREAM), time_ms=5)
+    assert list(zip(batch.column("request_id").to_pylist(), batch.column("row").to_pylist())
+                ) == [("a", 0), ("b", 0), ("b", 1)]

@@ -9,8 +9,10 @@ from streams.messages import (
     ERROR,
     REPLY_SHADOWS,
     REQUEST_ID,
+    REQUESTS,
     STARTED_NS,
     Envelope,
+    request_rows,
 )
 
 
@@ -56,3 +58,33 @@ def test_headers_weir_never_writes_are_ignored_not_raised(
         headers: list[tuple[str, bytes]]) -> None:
     env = Envelope.parse([("weir-request-id", b"r1"), *headers])
     assert env.request_id == "r1" and env.started_ns == 0 and env.error is None
+
+
+def test_a_coalesced_records_requests_round_trip_and_other_headers_stay_apart() -> None:
+    env = Envelope("whole", requests=(("a", 2), ("b", 0), ("c", 3)), extra={"mine": b"1"})
+    back = Envelope.parse(env.headers())
+    assert back == env
+    assert back.requests == (("a", 2), ("b", 0), ("c", 3))
+    assert Envelope.parse(Envelope("alone").headers()).requests is None
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"{}", b"[[\"a\"]]", b"[]", b"[[\"a\", -1]]"])
+def test_a_malformed_requests_header_leaves_the_record_one_request(raw: bytes) -> None:
+    env = Envelope.parse([(REQUEST_ID, b"r"), (REQUESTS, raw)])
+    assert env.request_id == "r" and env.requests is None
+
+
+def test_request_rows_gives_each_rows_own_request_and_index_in_it() -> None:
+    requests = (("a", 2), ("b", 0), ("c", 3))
+    which, local = request_rows(requests, [0, 1, 2, 3, 4])
+    assert which.tolist() == [0, 0, 2, 2, 2] and local.tolist() == [0, 1, 0, 1, 2]
+    # A split's part: some rows, in any order.
+    which, local = request_rows(requests, [4, 1])
+    assert which.tolist() == [2, 0] and local.tolist() == [2, 1]
+    which, local = request_rows(requests, [])
+    assert which.tolist() == [] and local.tolist() == []
+
+
+def test_request_rows_refuses_a_row_the_header_does_not_list() -> None:
+    with pytest.raises(ValueError, match="row 5 is outside the 5 rows"):
+        request_rows((("a", 2), ("c", 3)), [0, 5])

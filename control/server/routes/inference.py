@@ -34,6 +34,7 @@ async def infer(name: str, request: Request, workspace: str = "default",
     or an Arrow IPC file or stream (`application/vnd.apache.arrow.file` / `.stream`).
     """
     state = get_state(request)
+    state.gateway.refuse_if_overloaded(workspace, name, timeout)  # before reading the body
     body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     content_type = codecs.normalize_content_type(request.headers.get("content-type"),
                                                  default=codecs.PANDAS_RECORDS)

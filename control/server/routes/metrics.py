@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.pipeline_lag import pipeline_lag
 from control.server.exposition import PipelineFacts, StoreUsage, WeirCollector, buckets
@@ -36,20 +37,38 @@ class HttpMetrics:
         self.requests: Counter[tuple[str, str, str, int]] = Counter()
         self.seconds: dict[tuple[str, str], Histogram] = {}
 
-    async def count(self, request: Request,
-                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """HTTP middleware."""
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        pipeline = str(request.scope.get("path_params", {}).get("name", ""))
-        self.requests[(request.method, path, pipeline, response.status_code)] += 1
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """A plain ASGI middleware that counts every request (refusals too). Not Starlette's
+        `BaseHTTPMiddleware`: that runs each request's app in a task group of its own with
+        memory streams between them, one more layer for every inference."""
+
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started, status = time.perf_counter(), 500
+
+            async def sending(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                self.observe(scope, status, time.perf_counter() - started)
+
+        return counted
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        path = getattr(scope.get("route"), "path", "unmatched")
+        pipeline = str(scope.get("path_params", {}).get("name", ""))
+        self.requests[(scope.get("method", ""), path, pipeline, status)] += 1
         key = (path, pipeline)
         if key not in self.seconds:
             self.seconds[key] = latency_histogram()
-        self.seconds[key].observe(time.perf_counter() - started)
-        return response
+        self.seconds[key].observe(seconds)
 
     def families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("weir_http_requests", "HTTP requests answered",

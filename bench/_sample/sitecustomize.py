@@ -1,0 +1,17 @@
+"""Bench-only: where a weir process's main thread spends its time, sampled (not weir code).
+
+Put this folder on PYTHONPATH with WEIR_BENCH_SAMPLE_DIR set: every Python process started
+with it (the server, and the workers it starts) samples its main thread every ~0.5 ms and,
+at exit, writes `<dir>/<pid>.json`: seconds by (asyncio task's coroutine, innermost package),
+each sample weighted by the time since the last. "idle" is the event loop waiting in select.
+"""
+
+import os
+
+if os.environ.get("WEIR_BENCH_SAMPLE_DIR"):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from _sample_main import install  # noqa: E402  (bench/_sample_main.py)
+
+    install(os.environ["WEIR_BENCH_SAMPLE_DIR"])

@@ -1,0 +1,76 @@
+"""weir for the HTTP and peer benches: a fresh stack on a broker of the bench's choosing,
+the diabetes pipeline deployed on it, and the processes whose CPU counts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._brokers import Broker, start_broker
+from control.sdk.client import Client
+from control.sdk.pipeline import Pipeline
+from control.settings import Settings
+from control.stack import down, up
+
+SAMPLE_SHIM = Path(__file__).resolve().parent / "_sample"
+
+
+@dataclass
+class WeirStack:
+    """A running weir stack with one pipeline deployed."""
+
+    home: Path
+    record: dict[str, Any]
+    pipeline: Pipeline
+    pids: dict[str, list[int]]
+
+    @property
+    def token(self) -> str:
+        return str(self.record["token"])
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self.record["kafka_bootstrap"])
+
+
+@contextmanager
+def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
+               env: dict[str, str] | None = None, sample_dir: Path | None = None
+               ) -> Iterator[WeirStack]:
+    """A fresh broker, Redis and weir server (new WEIR_HOME) with `model` deployed as a
+    one-step pipeline; `env` (WEIR_* settings) reaches the server and its workers;
+    `sample_dir` turns on the bench's sampling profiler in them. Always torn down."""
+    home = Path(tempfile.mkdtemp(prefix="weir-bench-"))
+    settings = Settings(home=home)
+    saved = dict(os.environ)
+    service = start_broker(broker, home / "broker")
+    try:
+        os.environ.update(env or {})
+        if sample_dir is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(SAMPLE_SHIM), saved.get("PYTHONPATH")]))
+            os.environ["WEIR_BENCH_SAMPLE_DIR"] = str(sample_dir)
+        settings = Settings(home=home, kafka_bootstrap=service.address)
+        record = up(settings, detach=True, say=lambda _: None)
+        try:
+            client = Client(settings=Settings.discover(home=home))
+            step = client.upload_model(name, model).configure("onnx")
+            pipeline = client.build_pipeline(name).add_model_step(step).deploy(quiet=True)
+            workers = [int(e["pid"]) for e in pipeline.status()["engines"]]
+            pids = {"server": [record["pids"]["server"]], "worker": workers,
+                    "broker": [service.proc.pid]}
+            yield WeirStack(home, record, pipeline, pids)
+            pipeline.undeploy()
+        finally:
+            down(settings, say=lambda _: None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        service.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""Admission: whether the gateway can answer one more request for a pipeline in time.
+
+Each pipeline's capacity is measured, not configured: the answers it gave per second of
+busy time (time with at least one request in flight), both decayed with a half-life so
+the figure follows the pipeline's speed. A new request would wait about (in flight + 1)
+/ that rate; one whose deadline is shorter is refused at once (HTTP 503, Retry-After)
+instead of queueing behind work it cannot overtake. Until a pipeline has answered,
+nothing is refused on this ground (the gateway's `max_in_flight` still bounds memory).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+HALF_LIFE_S = 2.0
+"""How fast old measurements fade: a pipeline that slows down (or speeds up) is seen
+within a few seconds."""
+
+
+class Capacity:
+    """One pipeline's requests in flight and its measured answers per busy second.
+
+    Example:
+        capacity = Capacity()
+        if capacity.expected_wait_s() > deadline_s: refuse
+        capacity.started(); ...; capacity.finished(answered=True)
+    """
+
+    def __init__(self, half_life_s: float = HALF_LIFE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.in_flight = 0
+        self._half_life_s = half_life_s
+        self._clock = clock
+        self._answers = 0.0
+        self._busy_s = 0.0
+        self._last = clock()
+
+    def _advance(self) -> None:
+        now = self._clock()
+        elapsed = now - self._last
+        if elapsed > 0:
+            decay = 0.5 ** (elapsed / self._half_life_s)
+            self._answers *= decay
+            self._busy_s = self._busy_s * decay + (elapsed if self.in_flight else 0.0)
+        self._last = now
+
+    def rate(self) -> float | None:
+        """Answers per busy second, or None before the first answer."""
+        self._advance()
+        if self._answers <= 0 or self._busy_s <= 0:
+            return None
+        return self._answers / self._busy_s
+
+    def expected_wait_s(self) -> float:
+        """About how long a request admitted now would wait for its answer (0: unknown)."""
+        rate = self.rate()
+        return 0.0 if rate is None else (self.in_flight + 1) / rate
+
+    def started(self) -> None:
+        self._advance()
+        self.in_flight += 1
+
+    def finished(self, answered: bool) -> None:
+        """A request left: `answered` (its answer or its error came back) counts towards the
+        rate; one that timed out or was cancelled does not."""
+        self._advance()
+        self.in_flight -= 1
+        if answered:
+            self._answers += 1

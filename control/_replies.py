@@ -1,0 +1,207 @@
+"""The gateway's replies: each request's answer gathered from its pipeline's result topic.
+
+A split answers a request in parts (one per arm that got rows), so an answer is complete
+when every row index (`metadata.row`) has come back; repeats (a record processed again
+after a crash) are dropped by row. A coalesced record (streams.messages.REQUESTS) carries
+several requests: its replies are cut back into each request's rows (`Group`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer
+
+from engine import codecs
+from engine.errors import CodecError
+from engine.pipeline import META_ROW
+from engine.steps import concat_in_order
+from streams.clients import FetchPace, connection_options, topic_partitions
+from streams.messages import Envelope, Requests, request_rows
+from streams.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """The pieces of one answer (the champion's, or one challenger's), deduplicated by row."""
+
+    rows: int
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
+    error: Envelope | None = None
+    complete: bool = False
+
+    def add(self, env: Envelope, batch: pa.RecordBatch | None) -> None:
+        if self.complete:
+            return
+        if env.error is not None:
+            self.error, self.complete = env, True
+            return
+        if batch is None:
+            return
+        index = (batch.column(META_ROW).to_pylist() if META_ROW in batch.schema.names
+                 else list(range(batch.num_rows)))
+        if index and self.seen.issuperset(index):
+            return  # a repeat (a record processed again after a crash)
+        self.batches.append(batch)
+        self.seen.update(index)
+        self.complete = len(self.seen) >= self.rows
+
+    def table(self) -> pa.RecordBatch:
+        """The rows in input order."""
+        order = [b.column(META_ROW).to_numpy(zero_copy_only=False)
+                 if META_ROW in b.schema.names else np.arange(b.num_rows) for b in self.batches]
+        return concat_in_order(self.batches, order, self.rows)
+
+
+class Pending:
+    """One request waiting for its answer and, where wanted, its challengers' answers."""
+
+    def __init__(self, rows: int, challengers: list[str], timeout_s: float = 0.0) -> None:
+        self.timeout_s = timeout_s
+        """How long it may wait, from when it was sent (for error messages)."""
+        self.answer = Parts(rows)
+        self.shadows = {name: Parts(rows) for name in challengers}
+        self.answered = asyncio.Event()
+        self.shadowed = asyncio.Event()
+        if not challengers:
+            self.shadowed.set()
+
+    def add(self, env: Envelope, batch: pa.RecordBatch | None) -> None:
+        parts = self.answer if env.shadow is None else self.shadows.get(env.shadow)
+        if parts is None:
+            return
+        parts.add(env, batch)
+        if self.answer.complete:
+            self.answered.set()
+        if all(p.complete for p in self.shadows.values()):
+            self.shadowed.set()
+
+    def result(self) -> pa.RecordBatch:
+        """The champion's rows, with each challenger's `out_<name>.*` beside them."""
+        rows = self.answer.table()
+        if not self.shadows or META_ROW not in rows.schema.names:
+            return rows
+        champion_rows = rows.column(META_ROW).to_pylist()
+        for name, parts in self.shadows.items():
+            prefix = f"out_{name}."
+            if parts.error is not None:
+                text = (parts.error.error or {}).get("message", "failed")
+                rows = rows.append_column(prefix + "error", pa.array([text] * rows.num_rows))
+                continue
+            if not parts.batches:
+                continue
+            shadow = parts.table()
+            position = {r: j for j, r in enumerate(shadow.column(META_ROW).to_pylist())}
+            take = pa.array([position.get(r) for r in champion_rows], pa.int64())  # null: none
+            for column in shadow.schema.names:
+                if column.startswith(prefix) and column not in rows.schema.names:
+                    rows = rows.append_column(column, shadow.column(column).take(take))
+        return rows
+
+
+class Group:
+    """The requests one coalesced record carries, in row order: its replies (whole, or a
+    split's parts) are cut into each request's rows, numbered from 0 in that request."""
+
+    def __init__(self, members: list[tuple[str, Pending]]) -> None:
+        self.members = members
+        self.requests: Requests = tuple((rid, p.answer.rows) for rid, p in members)
+        self._staying = len(members)
+
+    def leave(self) -> bool:
+        """A member is done waiting; True once all are (its record's replies can be let go)."""
+        self._staying -= 1
+        return self._staying == 0
+
+    def add(self, env: Envelope, batch: pa.RecordBatch | None) -> None:
+        if env.error is not None or batch is None:
+            for _, pending in self.members:
+                pending.add(env, None)
+            return
+        if META_ROW not in batch.schema.names:
+            log.error("a reply to coalesced record %s has no %s column; dropped",
+                      env.request_id, META_ROW)
+            return
+        which, local = request_rows(self.requests, batch.column(META_ROW).to_numpy(
+            zero_copy_only=False))
+        order = np.argsort(which, kind="stable")
+        at = batch.schema.get_field_index(META_ROW)
+        grouped = batch.take(pa.array(order)).set_column(
+            at, META_ROW, pa.array(local[order].astype(np.int32)))
+        counts = np.bincount(which, minlength=len(self.members))
+        first = 0
+        for (_, pending), count in zip(self.members, counts.tolist()):
+            if count:
+                pending.add(env, grouped.slice(first, count))
+            first += count
+
+
+class Replies:
+    """Reads one result topic from its end and hands replies to waiting requests (strays,
+    repeats and other callers' answers are ignored)."""
+
+    def __init__(self, topic: str, settings: WorkerSettings) -> None:
+        self.topic = topic
+        self._consumer = AIOKafkaConsumer(
+            **connection_options(settings), enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
+        self._waiting: dict[str, Pending | Group] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._settings = settings
+        self._pace: FetchPace | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._pace = FetchPace(self._consumer, self._settings)
+        tps = await topic_partitions(self._consumer, self.topic)
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve positions now, before any request is produced
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run(), name=f"replies-{self.topic}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    def expect(self, request_id: str, target: Pending | Group) -> None:
+        """Hand replies with `request_id` to `target` until `forget`."""
+        self._waiting[request_id] = target
+        if self._pace is not None:
+            self._pace.saw(True)  # the next fetch waits briefly
+
+    def forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    async def _run(self) -> None:
+        while True:
+            records = await self._consumer.getmany(timeout_ms=1000)
+            if self._pace is not None:
+                self._pace.saw(bool(self._waiting))
+            for msgs in records.values():
+                for msg in msgs:
+                    env = Envelope.parse(msg.headers)
+                    target = self._waiting.get(env.request_id)
+                    if target is not None:
+                        target.add(env, _decoded(env, msg.value))
+
+
+def _decoded(env: Envelope, value: bytes | None) -> pa.RecordBatch | None:
+    """A reply's rows (None for an error reply, or an unreadable one)."""
+    if env.error is not None or not value:
+        return None
+    try:
+        return codecs.decode(value, codecs.ARROW_STREAM)
+    except CodecError as exc:
+        log.error("unreadable reply to request %s: %s", env.request_id, exc)
+        return None

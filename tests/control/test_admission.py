@@ -1,0 +1,80 @@
+"""control/_admission.py: a pipeline's measured answer rate bounds what the gateway admits."""
+
+from __future__ import annotations
+
+import pytest
+
+from control._admission import Capacity
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def answer_one_at_a_time(capacity: Capacity, clock: Clock, count: int, each_s: float) -> None:
+    for _ in range(count):
+        capacity.started()
+        clock.now += each_s
+        capacity.finished(answered=True)
+
+
+def admitted(capacity: Capacity, deadline_s: float) -> int:
+    """How many requests, arriving together, are let in."""
+    count = 0
+    while capacity.expected_wait_s() <= deadline_s:
+        capacity.started()
+        count += 1
+    return count
+
+
+def test_nothing_is_refused_before_the_pipeline_has_answered() -> None:
+    capacity = Capacity(clock=Clock())
+    assert capacity.rate() is None and capacity.expected_wait_s() == 0.0
+    capacity.started()
+    assert capacity.expected_wait_s() == 0.0
+
+
+def test_the_bound_is_the_measured_rate_times_the_deadline_exactly() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=1e12, clock=clock)
+    answer_one_at_a_time(capacity, clock, 10, 0.010)  # 100 answers per busy second
+    assert capacity.rate() == pytest.approx(100.0)
+    assert admitted(capacity, deadline_s=0.055) == 5
+    assert capacity.in_flight == 5
+
+
+def test_idle_time_does_not_lower_the_rate_and_concurrency_raises_it() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=1e12, clock=clock)
+    answer_one_at_a_time(capacity, clock, 10, 0.010)
+    clock.now += 60.0  # nothing in flight: not busy time
+    assert capacity.rate() == pytest.approx(100.0)
+    for _ in range(10):  # ten at once, all answered within 10 ms
+        capacity.started()
+    clock.now += 0.010
+    for _ in range(10):
+        capacity.finished(answered=True)
+    assert capacity.rate() == pytest.approx(20 / 0.11)
+
+
+def test_requests_that_time_out_count_as_busy_time_without_answers() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=1e12, clock=clock)
+    answer_one_at_a_time(capacity, clock, 10, 0.010)
+    capacity.started()
+    clock.now += 0.1
+    capacity.finished(answered=False)
+    assert capacity.rate() == pytest.approx(50.0)
+
+
+def test_the_rate_follows_a_pipeline_that_slowed_down() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=1.0, clock=clock)
+    answer_one_at_a_time(capacity, clock, 500, 0.002)  # 500/s for a second
+    answer_one_at_a_time(capacity, clock, 100, 0.100)  # then 10/s for ten seconds
+    rate = capacity.rate()
+    assert rate is not None and 10 <= rate < 11
