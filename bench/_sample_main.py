@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 INTERVAL_S = 0.0005
 WRAPPERS = {"anyio", "starlette"}
