@@ -25,7 +25,7 @@ from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from streams.messages import (
-    CONTENT_TYPE, ERROR, HANDED, REDELIVERED, REQUEST_ID, SHADOW, STARTED_NS, VERSION,
+    CONTENT_TYPE, ERROR, REDELIVERED, REQUEST_ID, REQUESTS, SHADOW, STARTED_NS, VERSION,
 )
 from tests.integration._streams import Reader, first_value, is_error, numbered_row
 
@@ -69,7 +69,7 @@ BAD: dict[str, Callable[[random.Random], tuple[bytes | None, str]]] = {
 
 UNREADABLE_HEADERS = [
     [(STARTED_NS, b"abc")], [(STARTED_NS, b"9" * 5000)], [(ERROR, b"{not json")],
-    [(ERROR, b"[1, 2]")], [(HANDED, b"123.abc.1")], [(VERSION, b"\xff\xfe")],
+    [(ERROR, b"[1, 2]")], [(REQUESTS, b'[["a", "x"]]')], [(VERSION, b"\xff\xfe")],
 ]
 """weir's own headers with values weir never writes, on good records: ignored, not raised
 (a worker that raised on one crashed on it again after every restart: no answers at all)."""
