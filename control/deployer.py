@@ -290,7 +290,9 @@ class Deployer:
                 said |= reasons
             failure = self._failure(new)
             if failure is None and asyncio.get_running_loop().time() > deadline:
-                failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s"
+                failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s" + "".join(
+                    f"; {w.worker_id} {w.status}{': ' + w.reason if w.reason else ''}"
+                    for w in workers if w.status != "Running")
             if failure is not None:
                 break
             await asyncio.sleep(SWAP_POLL_S)

@@ -20,6 +20,7 @@ from control.registry import Registry
 from control.settings import Settings, use_temp_under_home
 from engine.runtimes.base import RuntimeOptions
 from streams.admin import resolved
+from streams.membership import MemberRecord
 from streams.memory import parse_memory
 from streams.plan import sidekick_steps
 from streams.topics import TopicMap
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker_settings = asyncio.run(resolved(settings.worker_settings()))
     worker = Worker(spec, worker_settings, TopicMap.load(),
-                    lambda ref: artifacts.path(ref.sha), registry, claims=registry)
+                    lambda ref: artifacts.path(ref.sha), registry, claims=registry,
+                    members=MemberRecord(settings.run_dir / "members" / f"{spec.worker_id}.json"))
     return worker.run()
 
 

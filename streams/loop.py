@@ -29,6 +29,7 @@ rebalance, a second SIGTERM cutting a drain short).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -58,6 +59,13 @@ from streams.clients import (
 )
 from streams.commits import Offsets
 from streams.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from streams.membership import (
+    CHECK_EVERY_S,
+    STUCK_AFTER_SESSIONS,
+    GroupWatch,
+    MemberRecord,
+    leave_on_behalf,
+)
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
@@ -109,7 +117,8 @@ class StageLoop:
                  client_id: str, counters: StepCounters, exactly_once: bool = False,
                  on_assigned: OnAssigned | None = None,
                  claims: PartitionClaims | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None,
+                 members: MemberRecord | None = None) -> None:
         self._stages = {stage.source: stage for stage in stages}
         if len(self._stages) != len(stages):
             raise ValueError("two stages read the same topic")
@@ -118,6 +127,8 @@ class StageLoop:
         self._metrics = metrics
         self._on_assigned = on_assigned
         self._group_id = group_id
+        self._members = members
+        self._watch: GroupWatch | None = None
         self._exactly_once = exactly_once
         # Repeats are marked only where a crash can repeat work (at least once).
         self._marks = None if exactly_once or claims is None else RedeliveryMarks(
@@ -136,6 +147,7 @@ class StageLoop:
         self._idle.set()
         self._held: set[str] = set()
         self._fetched: Fetched = {}  # records not handled yet; a rebalance drops them
+        self._rebalances = 0  # fetches from before a rebalance are dropped: counted here
         self._revoking = False  # a rebalance waits: stop at the end of the chunk in hand
         self._quick: set[str] = set()  # stages that run inline (QUICK_S, SLOW_S)
         self._took: dict[str, float] = {}  # each stage's last chunk, wall time (s)
@@ -145,6 +157,12 @@ class StageLoop:
     def topics(self) -> list[str]:
         """The topics this loop reads."""
         return sorted(self._stages)
+
+    @property
+    def group_state(self) -> str:
+        """How the coordinator last described the consumer group ("Stable", "PreparingRebalance",
+        "CompletingRebalance", ..., "Unknown" before the first look or when it did not say)."""
+        return self._watch.state if self._watch is not None else "Unknown"
 
     @property
     def in_flight(self) -> bool:
@@ -158,6 +176,11 @@ class StageLoop:
         self._consumer = AIOKafkaConsumer(**self._consumer_options)
         await self._producer.start()
         await self._consumer.start()
+        previous = self._members.previous(self._group_id) if self._members else None
+        if previous is not None:  # this worker's last process died in the group
+            await leave_on_behalf(self._consumer, self._group_id, previous)
+        self._watch = GroupWatch(self._consumer, self._group_id,
+                                 STUCK_AFTER_SESSIONS * self._settings.session_timeout_s)
         if self._exactly_once:
             fence_offset_commits(self._producer, self._consumer)
         interval_s = self._settings.commit_interval_ms / 1000
@@ -172,15 +195,19 @@ class StageLoop:
         """Process until `stop` is set, then flush what is in flight.
 
         :raises DeliveryFailed: a record could not be sent (nothing after it is committed).
+        :raises GroupStuck: the consumer group did not settle (streams.membership).
         """
         assert self._delivery is not None and self._consumer is not None, "start() first"
+        assert self._watch is not None
         background = asyncio.create_task(self._delivery.run(), name="weir-delivery")
         try:
             while not stop.is_set():
                 if background.done():
                     background.result()  # raises why it stopped
+                await self._watch.check()
                 records = await self._fetch()
-                if records:
+                fetched_in = self._rebalances  # what a rebalance overtakes is read again
+                if records and await self._claimed(stop) and fetched_in == self._rebalances:
                     await self._handle(records)
                 await self._delivery.commit_if_due(idle=not records)
             await self.flush()
@@ -188,6 +215,20 @@ class StageLoop:
         finally:
             background.cancel()
             await asyncio.gather(background, return_exceptions=True)
+
+    async def _claimed(self, stop: asyncio.Event) -> bool:
+        """At least once, wait until the assignment is claimed (streams.claims): nothing runs
+        unmarked. The group is watched meanwhile; False if told to stop first."""
+        if self._marks is None:
+            return True
+        assert self._watch is not None
+        while not self._marks.claimed.is_set():
+            if stop.is_set():
+                return False
+            await self._watch.check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._marks.claimed.wait(), CHECK_EVERY_S)
+        return True
 
     async def flush(self) -> None:
         """Wait until everything processed so far is delivered and committed."""
@@ -206,6 +247,8 @@ class StageLoop:
         try:
             if self._consumer is not None:
                 await stop_consumer(self._consumer)
+                if self._members is not None:  # it left: nobody need leave for it
+                    self._members.forget(self._group_id)
         finally:
             if self._producer is not None:
                 await self._producer.stop()
@@ -242,14 +285,12 @@ class StageLoop:
         return records
 
     async def _handle(self, records: Fetched) -> None:
-        """Run a fetch, stage by stage, once the assignment is claimed (streams.claims). A
-        rebalance waits for the chunk in hand only; the rest of the fetch is dropped and read
-        again from the commit by the partitions' next owners."""
+        """Run a fetch, stage by stage. A rebalance waits for the chunk in hand only; the rest
+        of the fetch is dropped and read again from the commit by the partitions' next
+        owners (as is a fetch a rebalance overtook: `run`)."""
         assert self._consumer is not None
         self._idle.clear()
         try:
-            if self._marks is not None:
-                await self._marks.claimed.wait()
             assigned = self._consumer.assignment()
             by_stage: dict[str, list[ConsumerRecord]] = defaultdict(list)
             for tp, msgs in records.items():
@@ -380,6 +421,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         loop = self._loop
         loop._fetched = {}
+        loop._rebalances += 1
         loop._revoking = True
         # Logged, like the assignment, so a worker's log shows where a rebalance stalled.
         log.info("rebalance: handing over %d partitions", len(revoked))
@@ -396,6 +438,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         loop = self._loop
         loop._revoking = False
         log.info("rebalance: assigned %d partitions", len(assigned))
+        if loop._members is not None and loop._consumer is not None:
+            loop._members.remember(loop._group_id, loop._consumer._coordinator.member_id)
         if loop._marks is not None:
             await loop._marks.claim(assigned)
         loop._pause_held(assigned)

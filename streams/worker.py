@@ -48,6 +48,7 @@ from streams.gc_tuning import tune_gc
 from streams.lag import GroupLag
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
+from streams.membership import MemberRecord
 from streams.metrics import WorkerMetrics
 from streams.plan import Layout, WorkerRole, worker_stages
 from streams.settings import WorkerSettings
@@ -114,13 +115,15 @@ class Worker:
 
     def __init__(self, spec: WorkerSpec, settings: WorkerSettings, topics: TopicMap,
                  artifact_path: ArtifactPath, heartbeat: HeartbeatSink,
-                 claims: PartitionClaims | None = None) -> None:
+                 claims: PartitionClaims | None = None,
+                 members: MemberRecord | None = None) -> None:
         self.spec = spec
         self.settings = settings
         self.topic_map = topics
         self.artifact_path = artifact_path
         self.heartbeat = heartbeat
         self.claims = claims
+        self.members = members
         self.state: WorkerState = "Starting"
         self.reason: str | None = None
         self.counters = StepCounters()
@@ -140,7 +143,8 @@ class Worker:
             worker_id=self.spec.worker_id, workspace=self.spec.workspace,
             pipeline=self.spec.pipeline, version=self.spec.version, replica=self.spec.replica,
             role=self.spec.role, deployment=self.spec.deployment,
-            pid=os.getpid(), host=socket.gethostname(), status=self.state, reason=self.reason,
+            pid=os.getpid(), host=socket.gethostname(), status=self.state,
+            reason=self.reason or self._waiting_for(),
             models=[ModelStatus(name=r.name, version=r.version, sha=r.sha,
                                 status="Running" if self.state == "Running" else self.state)
                     for r in refs],
@@ -166,8 +170,17 @@ class Worker:
                               client_id=spec.worker_id, counters=self.counters,
                               exactly_once=bool(self.settings.exactly_once),
                               on_assigned=self._assigned, claims=self.claims,
-                              metrics=self.metrics)
+                              metrics=self.metrics, members=self.members)
         return self.loop
+
+    def _waiting_for(self) -> str | None:
+        """Why a loaded worker is not Running yet: its consumer group has not settled."""
+        if self.state != "Starting" or self.loop is None:
+            return None
+        state = self.loop.group_state
+        if state in ("Stable", "Unknown"):
+            return None
+        return f"waiting for partitions: consumer group {self.spec.group_id} is {state}"
 
     def _loading(self, text: str) -> None:
         """A line about loading: shown in `status()` while Starting (the heartbeat thread

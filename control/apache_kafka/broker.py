@@ -116,13 +116,15 @@ def server_properties(data_dir: Path, port: int, controller_port: int,
 
 
 def start_kafka(data_dir: Path, log_dir: Path, cache: Path, *, detach: bool = False,
-                say: Callable[[str], None] = print,
-                secure: SecureListener | None = None) -> Service:
-    """Start the broker (formatting `data_dir` the first time); returns once it answers."""
+                say: Callable[[str], None] = print, secure: SecureListener | None = None,
+                port: int | None = None, controller_port: int | None = None) -> Service:
+    """Start the broker (formatting `data_dir` the first time); returns once it answers.
+    Free loopback ports unless `port` and `controller_port` are given (a restart on the
+    ports its clients know)."""
     java = require_tool("java", "openjdk-17-jre-headless")
     libs = kafka_jars(cache, say=say)
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, controller_port = free_port(), free_port()
+    port, controller_port = port or free_port(), controller_port or free_port()
     config = data_dir / "server.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in
                               server_properties(data_dir, port, controller_port, secure).items()))

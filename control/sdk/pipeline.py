@@ -214,11 +214,15 @@ class Pipeline(LogsMixin):
         waited = time.monotonic() - started
         why = (f"did not reach Running within {limit:.0f}s" if waited >= limit
                else f"failed after {waited:.1f}s")
+        hint = ("Its workers loaded their models but were never given partitions: see the "
+                "worker logs under WEIR_HOME/run/logs" if any("waiting for partitions" in r
+                                                               for r in reasons)
+                else "Check that the models load (`weir models list`) and the worker logs "
+                     "under WEIR_HOME/run/logs")
         raise WaitForDeployError(
             f"pipeline {self.name!r} {why} "
             f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
-            "what this deploy started was undone. Check that the models load "
-            "(`weir models list`) and the worker logs under WEIR_HOME/run/logs")
+            f"what this deploy started was undone. {hint}")
 
     def _wait_running(self, version: str, limit: float, quiet: bool, *,
                       redeploy: bool = False) -> dict[str, Any]:
