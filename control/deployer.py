@@ -52,7 +52,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from control.artifacts import ArtifactStore
-from control.errors import DeploymentError, LimitError
+from control.errors import DeploymentError, LimitError, RegistryUnavailable
 from control.records import Deployment, DeploymentConfig, PipelineVersion, Resources
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
@@ -64,6 +64,7 @@ from streams.admin import (
     topic_names,
 )
 from streams.memory import parse_memory
+from streams.outage import Outage
 from streams.plan import SidekickError, WorkerRole, has_shadows, sidekick_steps
 from streams.stall import Stall
 from streams.status import WorkerStatus
@@ -181,6 +182,7 @@ class Deployer:
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._exactly_once = False
+        self._supervision_failing = Outage(log, "worker supervision (reading the registry)")
 
     async def start(self) -> None:
         # Asked once here rather than by every worker it starts.
@@ -549,14 +551,20 @@ class Deployer:
                    for w in deployment.worker_ids)
 
     async def _supervise(self) -> None:
-        """Restart local workers that died while a deployment still wants them."""
+        """Restart local workers that died while a deployment still wants them. With Redis
+        away, which workers are wanted is unknown: none is touched until it is back (they
+        serve on, whatever their heartbeats, which cannot be read either)."""
         while True:
             await asyncio.sleep(SUPERVISE_EVERY_S)
             try:
                 self._restart_dead()
                 self._forget_gone_remote()
-            except Exception:  # e.g. Redis briefly away: try again next round
+            except RegistryUnavailable as exc:  # said once; tried again each round
+                self._supervision_failing.failed(exc)
+            except Exception:
                 log.exception("worker supervision failed")
+            else:
+                self._supervision_failing.ok()
 
     def _restart_dead(self) -> None:
         wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}

@@ -39,6 +39,7 @@ STATUS: dict[type[ee.WeirError], int] = {
     ee.StepFailed: 422,
     ce.Overloaded: 503,
     ce.StackError: 503,
+    ce.RegistryUnavailable: 503,
     se.DeliveryFailed: 503,
     se.FetcherDied: 503,
     se.KafkaUnreachable: 503,

@@ -14,6 +14,21 @@ class StackError(WeirError):
     """The embedded stack could not start, or is not running."""
 
 
+class RegistryUnavailable(WeirError):
+    """Redis, which holds the registry, does not answer: what needs it waits until it is back.
+
+    Deployed pipelines keep serving meanwhile (workers run what they loaded; the gateway
+    answers from the deployments it looked up last)."""
+
+    def __init__(self, url: str, cause: str = "") -> None:
+        super().__init__(
+            f"Redis at {url} is unreachable" + (f" ({cause})" if cause else "")
+            + ": the registry (workspaces, models, pipelines, deployments) cannot be read or "
+            "changed until it is back, though deployed pipelines keep serving; start it again "
+            "(`weir up` restarts the embedded one) or check WEIR_REDIS_URL")
+        self.url = url
+
+
 class InvalidNameError(WeirError):
     """A name breaks its rule (pipelines, models, workspaces: DNS labels; files, versions)."""
 

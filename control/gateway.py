@@ -6,7 +6,9 @@ gathered and returned in input order; repeats and other callers' answers are ign
 For a shadow-deployed pipeline the request asks for the challengers' answers too, and
 waits for them, after the champion's, for at most `Settings.shadow_wait_s`; they come back
 as `out_<challenger>.<field>` columns (`out_<challenger>.error` where a challenger failed).
-Both `POST /pipelines/<name>` and the OIP v2 route call it.
+Both `POST /pipelines/<name>` and the OIP v2 route call it. It needs Redis only to find a
+pipeline's deployment: with Redis away, a pipeline it has answered for before is still
+answered (its workers keep serving), others get RegistryUnavailable (HTTP 503).
 
 Under load:
 - With `Settings.coalesce_requests`, concurrent requests for one pipeline go as one record
@@ -37,6 +39,7 @@ from control.errors import (
     NotDeployedError,
     Overloaded,
     PayloadTooLarge,
+    RegistryUnavailable,
 )
 from control.records import Deployment
 from control.registry import Registry
@@ -54,7 +57,7 @@ DEPLOYMENT_TTL_S = 1.0
 """How long the gateway reuses a pipeline's deployment record: the registry's Redis client
 is blocking, and under load a lookup per request held the event loop for as long as
 redis-server took to be scheduled. A redeploy or undeploy is seen within this long (not
-being deployed is never cached)."""
+being deployed is never cached). While Redis is away, the last deployment looked up serves on."""
 
 
 class Gateway:
@@ -97,12 +100,21 @@ class Gateway:
             return self._replies[topic]
 
     def _deployment(self, workspace: str, pipeline: str) -> Deployment:
-        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S)."""
+        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S; the last one
+        found while Redis is away)."""
         now = time.monotonic()
         cached = self._deployments.get((workspace, pipeline))
         if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
             return cached[1]
-        deployment = self.registry.get_deployment(workspace, pipeline)
+        try:
+            deployment = self.registry.get_deployment(workspace, pipeline)
+        except RegistryUnavailable:
+            if cached is None:
+                raise
+            # Redis is away: the workers run what they loaded, so answer with what was looked
+            # up last (and ask Redis again no sooner than DEPLOYMENT_TTL_S from now).
+            self._deployments[(workspace, pipeline)] = (now, cached[1])
+            return cached[1]
         if deployment is None:
             self._deployments.pop((workspace, pipeline), None)
             raise NotDeployedError(pipeline)

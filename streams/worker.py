@@ -21,6 +21,10 @@ only when it stands still for `WorkerSettings.drain_timeout_s`. More SIGTERMs
 while it drains change nothing (a stop request and the deployer's signal often
 come together; a worker that hangs is SIGKILLed); a second SIGINT (Ctrl-C
 again) stops at once.
+
+Heartbeats go to the registry (Redis). While it is away a worker serves on with
+what it loaded: a failed heartbeat is said once in its log and tried again each
+round, and it never stops or stalls the worker.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from streams.loop import StageLoop
 from streams.memory import MemoryWatch
 from streams.membership import MemberRecord
 from streams.metrics import WorkerMetrics
+from streams.outage import Outage
 from streams.plan import Layout, WorkerRole, worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
@@ -136,6 +141,7 @@ class Worker:
         self._last_loading_beat = float("-inf")
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+        self._beats_failing = Outage(log, f"heartbeats of worker {spec.worker_id}")
 
     def status(self) -> WorkerStatus:
         refs = self.spec.definition.models()
@@ -189,10 +195,7 @@ class Worker:
         now = time.monotonic()
         if now - self._last_loading_beat >= LOADING_BEAT_S:
             self._last_loading_beat = now
-            try:
-                self.heartbeat.beat(self.status())
-            except Exception:  # Redis briefly away: the next line says it again
-                log.exception("heartbeat of %s failed", self.spec.worker_id)
+            self._beat_now()  # if it fails, the next line says it again
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         if self.state == "Starting":  # the group has formed: this worker takes its share
@@ -200,7 +203,18 @@ class Worker:
             await self._beat()
 
     async def _beat(self) -> None:
-        await asyncio.to_thread(self.heartbeat.beat, self.status())
+        await asyncio.to_thread(self._beat_now)
+
+    def _beat_now(self, status: WorkerStatus | None = None) -> bool:
+        """Report `status` (now's by default); False if the registry is away (said once per
+        outage: the worker serves on, and the next beat tries again)."""
+        try:
+            self.heartbeat.beat(status or self.status())
+        except Exception as exc:  # e.g. Redis away
+            self._beats_failing.failed(exc)
+            return False
+        self._beats_failing.ok()
+        return True
 
     def _heartbeats(self, stopped: threading.Event) -> None:
         """Beat from a thread, so a long rebalance or model run cannot make the worker look dead."""
@@ -210,21 +224,24 @@ class Worker:
             over = memory.over()
             if over is not None:
                 self._exit_over_memory(over)
+            status = self.status()
+            if not self._beat_now(status) or stop_sent or self._draining:
+                continue
             try:
-                status = self.status()
-                self.heartbeat.beat(status)
-                if not (stop_sent or self._draining) and self.heartbeat.stop_requested(status):
-                    log.info("stop requested for %s", self.spec.worker_id)
-                    stop_sent = True
-                    os.kill(os.getpid(), signal.SIGTERM)  # the same way out as from outside
-            except Exception:  # e.g. Redis briefly away: beat again next time
-                log.exception("heartbeat of %s failed", self.spec.worker_id)
+                stop = self.heartbeat.stop_requested(status)
+            except Exception as exc:  # e.g. Redis away: ask again next time
+                self._beats_failing.failed(exc)
+                continue
+            if stop:
+                log.info("stop requested for %s", self.spec.worker_id)
+                stop_sent = True
+                os.kill(os.getpid(), signal.SIGTERM)  # the same way out as from outside
 
     def _cannot_start(self, reason: str) -> int:
         """Say why in a last heartbeat; returns the exit code that tells the deployer not to retry."""
         self.state, self.reason = "Error", reason
         log.error("worker %s cannot start: %s", self.spec.worker_id, reason)
-        self.heartbeat.beat(self.status())
+        self._beat_now()
         return EXIT_CANNOT_START
 
     def _exit_over_memory(self, reason: str) -> None:
@@ -325,7 +342,7 @@ class Worker:
         if over is not None:  # already over after loading its models
             return self._cannot_start(over)
         tune_gc()  # start-up is done (run() is a worker process's whole life)
-        self.heartbeat.beat(self.status())
+        self._beat_now()
         stopped = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,
                                  name="weir-heartbeat")
@@ -339,7 +356,7 @@ class Worker:
         if self._drain_incomplete:  # said in the last heartbeat too (remote workers have no exit
             # code the deployer can read)
             self.reason = "its drain gave up: its version's topics still hold records"
-        self.heartbeat.beat(self.status())
+        self._beat_now()
         if self.pipeline:
             self.pipeline.unload()
         if code == 0 and self._drain_incomplete:

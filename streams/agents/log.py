@@ -17,6 +17,11 @@ Records with the `weir-shadow` header are a shadow challenger's rows (or its
 failure); they go to the pipeline's shadow store (streams.shadow_logs). The
 copies of them that the result topic carries for callers who asked for
 challengers' answers are skipped.
+
+Each pipeline's rows are kept as its log policy says (read from the registry
+when its topics are assigned and at each write); while the policy cannot be
+read (Redis away), the last one read serves (else the default one, which bounds
+rows too), so logging goes on.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
 from streams.messages import Envelope, Requests, default_request_id, request_rows
+from streams.outage import Outage
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
@@ -65,7 +71,7 @@ META_ERROR = "metadata.error"
 META_TRACEPARENT = "metadata.traceparent"
 """The W3C traceparent its request came with (streams.trace), where it had one."""
 Policies = Callable[[str, str], LogPolicy]
-"""The log policy of a (workspace, pipeline)."""
+"""The log policy of a (workspace, pipeline); it may raise (Redis away)."""
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 FLUSH_ROWS = 200_000
@@ -215,6 +221,8 @@ class LogAgent:
         self.store = store
         self.group_id = group_id
         self.policies = policies or (lambda workspace, pipeline: LogPolicy())
+        self._known_policies: dict[tuple[str, str], LogPolicy] = {}
+        self._policies_failing = Outage(log, "reading log policies")
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # no group: finds end offsets for sync()
         self._probe_lock = asyncio.Lock()
@@ -351,8 +359,29 @@ class LogAgent:
     def _kept(self, workspace: str, pipeline: str,
               batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         """The rows as the pipeline's log policy keeps them (streams.log_policy)."""
-        policy = self.policies(workspace, pipeline)
+        policy = self._policy(workspace, pipeline)
         return [policy.apply(batch) for batch in batches]
+
+    def _policy(self, workspace: str, pipeline: str) -> LogPolicy:
+        """The pipeline's log policy, else (it cannot be read now) the last one read, else the
+        default one (which bounds rows' size too): logging goes on meanwhile."""
+        key = (workspace, pipeline)
+        try:
+            policy = self.policies(workspace, pipeline)
+        except Exception as exc:
+            self._policies_failing.failed(exc)
+            return self._known_policies.get(key) or LogPolicy()
+        self._policies_failing.ok()
+        self._known_policies[key] = policy
+        return policy
+
+    def _learn_policies(self, partitions: set[TopicPartition]) -> None:
+        """Read the log policies of the pipelines `partitions` hold rows of (new pipelines'
+        topics are assigned soon after their deploy), so that each is known should the
+        registry be away when their first rows are written; on a thread."""
+        named = (self._logged(tp.topic)[1] for tp in partitions)
+        for workspace, pipeline in sorted({(n["workspace"], n["pipeline"]) for n in named if n}):
+            self._policy(workspace, pipeline)
 
     def _logged(self, topic: str) -> tuple[TopicRole | None, dict[str, str] | None]:
         """Which logged role `topic` has, and its placeholders (None, None if neither)."""
@@ -474,7 +503,7 @@ class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._agent._flush()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
+        await asyncio.to_thread(self._agent._learn_policies, assigned)
 
 
 _KEPT = (*REQUIRED_SCHEMA.names, META_ERROR)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import redis
 from aiokafka import TopicPartition
 
-from control.embedded import Service
-from control.errors import EntityNotFoundError
+from control.embedded import Service, free_port, start_redis
+from control.errors import EntityNotFoundError, RegistryUnavailable
 from control.records import Deployment, DeploymentConfig, ModelVersion
-from control.registry import Registry
+from control.registry import REDIS_PROBE_S, Registry
 from engine.definition import ModelStep, PipelineSpec
 from streams.log_policy import LogPolicy
 from streams.status import WorkerStatus
@@ -114,3 +118,47 @@ def test_partition_claims_tell_a_new_reader_which_partitions_were_never_released
     registry.release_partitions("g", "w1", {b})  # a late release by w1 leaves w2's claim
     assert registry.claim_partitions("g", "w3", {b}) == {b}
     assert registry.claim_partitions("other-group", "w1", {a, b}) == set()
+
+
+def test_redis_away_is_registry_unavailable_named_without_its_password() -> None:
+    registry = Registry(f"redis://:secret@127.0.0.1:{free_port()}/0")
+    with pytest.raises(RegistryUnavailable, match=r"Redis at redis://:\*\*\*@127\.0\.0\.1:\d+/0 "
+                                                  r"is unreachable .*`weir up`") as caught:
+        registry.list_pipelines("default")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(RegistryUnavailable):
+        registry.claim_partitions("g", "o", {TopicPartition("t", 0)})
+
+
+def test_a_redis_that_does_not_answer_is_not_waited_for_again() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        registry = Registry(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        with pytest.raises(RegistryUnavailable, match="Timeout") as first:
+            registry.get_deployment("default", "p")
+        assert isinstance(first.value.__cause__, redis.TimeoutError)  # it did wait, once
+        with pytest.raises(RegistryUnavailable, match="Timeout") as second:
+            registry.workers("default", "p")
+        assert second.value.__cause__ is None  # refused at once: Redis is known to be away
+
+
+def test_the_same_registry_works_again_once_redis_is_back(tmp_path: Path) -> None:
+    redis_server = start_redis(tmp_path)
+    try:
+        registry = Registry(redis_server.address)
+        registry.get_or_create_pipeline("default", "p")
+        redis_server.stop()
+        with pytest.raises(RegistryUnavailable):
+            registry.get_pipeline("default", "p")
+        redis_server = start_redis(tmp_path, port=redis_server.port)
+        pipeline = None
+        for _ in range(100):  # its pings find it back within REDIS_PROBE_S
+            try:
+                pipeline = registry.get_pipeline("default", "p")
+                break
+            except RegistryUnavailable:
+                time.sleep(REDIS_PROBE_S / 5)
+        assert pipeline is not None and pipeline.name == "p"  # kept in its append-only file
+    finally:
+        redis_server.stop()

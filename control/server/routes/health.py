@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from control.errors import RegistryUnavailable
 from control.server.state import get_state
 
 router = APIRouter()
@@ -21,7 +22,10 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     try:
         ok = get_state(request).registry.ping()
-    except Exception as exc:  # any Redis failure means not ready
+    except RegistryUnavailable:  # the process lives (/healthz), but what needs Redis fails
+        return JSONResponse({"status": "not ready", "reason": "Redis is unreachable"},
+                            status_code=503)
+    except Exception as exc:  # any other Redis failure means not ready too
         # Unauthenticated: name the failure, not the addresses inside its message.
         return JSONResponse({"status": "not ready", "reason": f"Redis: {type(exc).__name__}"},
                             status_code=503)
