@@ -35,6 +35,7 @@ in the pipeline's own state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import math
@@ -281,23 +282,7 @@ class Deployer:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
         new = swap.new
         key = (new.workspace, new.pipeline)
-        limit = self.settings.deploy_timeout_s
-        deadline = asyncio.get_running_loop().time() + limit
-        failure: str | None = None
-        said: set[str | None] = set()
-        while self._overall(new, workers := self._workers(new)) != "Running":
-            reasons = {w.reason for w in workers if w.status == "Starting"}
-            if reasons - said:  # loading makes progress (a step's environment builds)
-                deadline = max(deadline, asyncio.get_running_loop().time() + limit)
-                said |= reasons
-            failure = self._failure(new)
-            if failure is None and asyncio.get_running_loop().time() > deadline:
-                failure = f"not Running within {self.settings.deploy_timeout_s:.0f}s" + "".join(
-                    f"; {w.worker_id} {w.status}{': ' + w.reason if w.reason else ''}"
-                    for w in workers if w.status != "Running")
-            if failure is not None:
-                break
-            await asyncio.sleep(SWAP_POLL_S)
+        failure = await self._wait_running(new)
         async with self._lock:
             if self._swaps.get(key) is not swap:
                 return  # superseded by a later deploy or an undeploy
@@ -313,12 +298,42 @@ class Deployer:
         # sent after deploy() returns is answered by the new version.
         deadline = (asyncio.get_running_loop().time()
                     + self.settings.worker_settings().drain_timeout_s)
-        while (not self._stopped_taking_input(new.workspace, new.pipeline, old)
-               and asyncio.get_running_loop().time() < deadline):
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(RegistryUnavailable):  # Redis away: ask again
+                if self._stopped_taking_input(new.workspace, new.pipeline, old):
+                    break
             await asyncio.sleep(SWAP_POLL_S)
         async with self._lock:
             if self._swaps.get(key) is swap:
                 del self._swaps[key]
+
+    async def _wait_running(self, new: Deployment) -> str | None:
+        """Wait until every worker of `new` runs; why it failed, if it did. While Redis is
+        away the heartbeats cannot be read: the wait goes on (its deadline too)."""
+        limit = self.settings.deploy_timeout_s
+        deadline = asyncio.get_running_loop().time() + limit
+        said: set[str | None] = set()
+        while True:
+            try:
+                workers = self._workers(new)
+                if self._overall(new, workers) == "Running":
+                    return None
+                failure = self._failure(new)
+            except RegistryUnavailable as exc:
+                workers, failure = [], None
+                if asyncio.get_running_loop().time() > deadline:
+                    return str(exc)
+            reasons = {w.reason for w in workers if w.status == "Starting"}
+            if reasons - said:  # loading makes progress (a step's environment builds)
+                deadline = max(deadline, asyncio.get_running_loop().time() + limit)
+                said |= reasons
+            if failure is None and asyncio.get_running_loop().time() > deadline:
+                failure = f"not Running within {limit:.0f}s" + "".join(
+                    f"; {w.worker_id} {w.status}{': ' + w.reason if w.reason else ''}"
+                    for w in workers if w.status != "Running")
+            if failure is not None:
+                return failure
+            await asyncio.sleep(SWAP_POLL_S)
 
     def _not_started_here(self, ws: str, name: str) -> list[WorkerStatus]:
         """The last heartbeats of a pipeline's workers that this server did not start
