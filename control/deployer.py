@@ -1,8 +1,11 @@
 """The deployer: starts, watches and stops the worker processes of deployed pipelines.
 
-Locally, workers are child processes of the server (they die with it); in
-docker-compose they are containers running `weir worker`. Either way their
-state comes from heartbeats in the registry.
+Locally, workers are processes the server starts in sessions of their own
+(control/worker_processes.py): they keep serving when the server dies, and a
+restarted server adopts those of its recorded deployments (`resume`) and stops
+those no deployment wants any more (`retire_strays`). In docker-compose they are
+containers running `weir worker`. Either way their state comes from heartbeats
+in the registry.
 
 A redeploy is a hot swap: the new version's workers start beside the old ones
 (same consumer group), and only once every new worker reports Running are the
@@ -36,27 +39,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import math
-import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from control import worker_processes
 from control.artifacts import ArtifactStore
 from control.errors import DeploymentError, LimitError, RegistryUnavailable
 from control.records import Deployment, DeploymentConfig, PipelineVersion, Resources
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
+from control.worker_processes import (
+    STOP_GRACE_S,
+    AdoptedProcess,
+    WorkerLaunch,
+    WorkerProcess,
+    WorkerRecord,
+)
 from streams.admin import (
     check_connection,
     delete_topics,
@@ -84,19 +92,9 @@ SWAP_POLL_S = 0.2
 LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
 """Exit codes of a stopped worker that left no record behind in its version's topics: it
 drained, or was stopped (by SIGTERM's default action) or failed before it read any."""
-STOP_GRACE_S = 15.0
-"""How long past its drain timeout a stopping worker may take before it is killed."""
 REMOTE_FORGET_S = 600.0
 """A remote worker silent this long is taken to be gone for good (its host removed):
 `status()` stops listing it. If it comes back it reports again."""
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: SIGTERM it when the server dies (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int,
@@ -118,21 +116,11 @@ def worker_role(worker_id: str) -> WorkerRole:
     return "sidekick" if part.startswith("sidekick") else "main"
 
 
-@dataclass
-class _Local:
-    """A worker process this server started."""
+@dataclass(kw_only=True)
+class _Local(WorkerLaunch):
+    """A local worker process: one this server started, or adopted after a restart."""
 
-    worker_id: str
-    workspace: str
-    pipeline: str
-    version: str
-    deployment: str
-    """The id of the deployment it serves."""
-    args: list[str]
-    env: dict[str, str]
-    """Environment variables of its own (a sidekick's `env`)."""
-    proc: subprocess.Popen[bytes]
-    replica: int = 0
+    proc: WorkerProcess
     restarts: int = 0
     last_exit: int | None = None
     last_reason: str | None = None
@@ -277,6 +265,47 @@ class Deployer:
             # on their own; a later deploy of the pipeline must not list them.
             self.registry.forget_workers(
                 ws, name, [b.worker_id for b in self._not_started_here(ws, name)])
+
+    async def resume(self, deployment: Deployment, version: PipelineVersion) -> None:
+        """Take a recorded deployment back after a server restart, or start it again.
+
+        If each of its workers has a record and one of them still runs (the
+        previous server died), the live ones are adopted as they are and the
+        dead ones restarted by the supervisor, with the same ids. Otherwise (a
+        stopping server stopped them) the version is deployed again, afresh.
+        """
+        ws, name = deployment.workspace, deployment.pipeline
+        mine = worker_processes.adoptable(self.settings, deployment.worker_ids, deployment.id)
+        if mine is not None:
+            async with self._lock:
+                for record in mine:
+                    self._local[record.worker_id] = self._adopt(record)
+            log.info("took back the workers of %s/%s: %s", ws, name,
+                     ", ".join(f"{r.worker_id} (pid {r.pid})" for r in mine))
+            return
+        self.registry.delete_deployment(ws, name)
+        self.registry.forget_workers(ws, name, deployment.worker_ids)
+        await self.deploy(version, deployment.config)
+
+    async def retire_strays(self) -> None:
+        """Stop the recorded workers no deployment wants (left by a server that died during a
+        hot swap, or of a deployment that cannot resume): each drains first, as on undeploy."""
+        wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
+        strays: dict[tuple[str, str], list[str]] = {}
+        async with self._lock:
+            for record in worker_processes.read_records(self.settings).values():
+                if record.worker_id in wanted or record.worker_id in self._local:
+                    continue
+                if not worker_processes.alive(record.pid, record.start_time):
+                    worker_processes.remove_record(self.settings, record.worker_id)
+                    continue
+                self._local[record.worker_id] = self._adopt(record)
+                strays.setdefault((record.launch.workspace, record.launch.pipeline),
+                                  []).append(record.worker_id)
+            for (ws, name), ids in strays.items():
+                log.warning("stopping workers of %s/%s no deployment wants: %s", ws, name,
+                            ", ".join(ids))
+                self._in_background(self._retire(ws, name, ids))
 
     async def _swap(self, swap: _Swap) -> None:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
@@ -487,21 +516,34 @@ class Deployer:
         own_env = dict(env or {})
         self._local[worker_id] = _Local(worker_id, version.workspace, version.pipeline,
                                         version.version, deployment.id, args, own_env,
-                                        self._popen(worker_id, args, own_env), replica)
+                                        replica, proc=self._popen(worker_id, args, own_env))
+        self._record(self._local[worker_id])
 
     def _popen(self, worker_id: str, args: list[str],
-               own_env: dict[str, str]) -> subprocess.Popen[bytes]:
-        logs = self.settings.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **own_env, "WEIR_HOME": str(self.settings.home),
-               "WEIR_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-               "WEIR_REDIS_URL": self.settings.redis_url or "",
-               "WEIR_EXACTLY_ONCE": str(self._exactly_once).lower()}
-        env.pop("WEIR_TOKEN", None)  # workers never use it, and a Python step could read it
-        with open(logs / f"worker-{worker_id}.log", "ab") as out:
-            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env,
-                                    preexec_fn=_die_with_parent)
+               own_env: dict[str, str]) -> WorkerProcess:
+        return worker_processes.spawn(self.settings, worker_id, args, own_env,
+                                      exactly_once=self._exactly_once)
+
+    def _record(self, local: _Local) -> None:
+        """Write the record of a (re)started local worker (a restarted server adopts it)."""
+        started = worker_processes.start_time(local.proc.pid)
+        if started is None:  # already gone (and reaped): the supervisor restarts it
+            return
+        launch = WorkerLaunch(**{f.name: getattr(local, f.name) for f in fields(WorkerLaunch)})
+        worker_processes.write_record(self.settings, WorkerRecord(
+            launch=launch, pid=local.proc.pid, start_time=started))
+
+    def _adopt(self, record: WorkerRecord) -> _Local:
+        """A worker a previous server started, as a `_Local` of this one."""
+        launch = record.launch
+
+        def last_word() -> WorkerStatus | None:
+            return self._beat(launch.workspace, launch.pipeline, launch.worker_id)
+
+        beat = last_word()
+        ran = beat is not None and beat.pid == record.pid and beat.status != "Starting"
+        proc = AdoptedProcess(record.pid, record.start_time, last_word, ran=ran)
+        return _Local(**vars(launch), proc=proc)
 
     def _terminate(self, worker_ids: list[str]) -> dict[str, int]:
         """SIGTERM the local workers, wait for them to drain and exit; kill any that hang.
@@ -511,20 +553,12 @@ class Deployer:
         drain timeout allows is killed. Returns each worker's exit code.
         """
         limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
-        stopping = [self._local.pop(w) for w in worker_ids if w in self._local]
-        for local in stopping:
-            if local.proc.poll() is None:
-                local.proc.send_signal(signal.SIGTERM)
-        stalls = {local.worker_id: Stall(limit) for local in stopping}
-        while alive := [local for local in stopping if local.proc.poll() is None]:
-            for local in alive:
-                if stalls[local.worker_id].seen(self._finished(local)):
-                    log.warning("worker pid %s finished nothing for %.0fs while stopping; "
-                                "killing it", local.proc.pid, limit)
-                    local.proc.kill()
-                    local.proc.wait()
-            time.sleep(SWAP_POLL_S)
-        return {local.worker_id: local.proc.returncode for local in stopping}
+        stopping = {w: self._local.pop(w) for w in worker_ids if w in self._local}
+        exits = worker_processes.terminate({w: local.proc for w, local in stopping.items()},
+                                           limit, lambda w: self._finished(stopping[w]))
+        for worker_id in stopping:
+            worker_processes.remove_record(self.settings, worker_id)
+        return exits
 
     def _await_remote(self, ws: str, name: str, worker_ids: list[str]) -> dict[str, int | None]:
         """Wait for remote workers told to stop to report Stopped; each one's exit code as far
@@ -558,8 +592,11 @@ class Deployer:
         return None if beat is None else (beat.processed + beat.failed, beat.backlog)
 
     def _last_beat(self, local: _Local) -> WorkerStatus | None:
-        return next((b for b in self.registry.workers(local.workspace, local.pipeline)
-                     if b.worker_id == local.worker_id), None)
+        return self._beat(local.workspace, local.pipeline, local.worker_id)
+
+    def _beat(self, ws: str, name: str, worker_id: str) -> WorkerStatus | None:
+        return next((b for b in self.registry.workers(ws, name) if b.worker_id == worker_id),
+                    None)
 
     def _all_alive(self, deployment: Deployment) -> bool:
         return all(w in self._local and self._local[w].proc.poll() is None
@@ -613,6 +650,7 @@ class Deployer:
             local.restart_at = None
             local.started_at = now
             local.proc = self._popen(local.worker_id, local.args, local.env)
+            self._record(local)
 
     def _forget_gone_remote(self) -> None:
         """Drop the heartbeats of remote workers silent for over REMOTE_FORGET_S."""

@@ -35,6 +35,7 @@ from control.embedded import (
 )
 from control.errors import StackError
 from control.settings import Settings
+from control.worker_processes import terminate_recorded
 from streams.admin import check_connection
 from streams.errors import KafkaUnreachable
 
@@ -170,7 +171,9 @@ def _wait_ready(server_url: str, server: subprocess.Popen[bytes], timeout: float
 
 
 def down(settings: Settings, *, say: Callable[[str], None] = print) -> bool:
-    """Stop what `up` started (server first, so it stops its workers). False if nothing ran."""
+    """Stop what `up` started (server first, so it stops its workers; then any worker a killed
+    server left running, while the broker and Redis are still there for it to drain).
+    False if nothing ran."""
     stack = read_stack(settings)
     if not stack:
         say(f"weir is not running in {settings.home}")
@@ -179,6 +182,10 @@ def down(settings: Settings, *, say: Callable[[str], None] = print) -> bool:
         pid = stack.get("pids", {}).get(role)
         if pid and process_alive(pid):
             _terminate_pid(pid)
+        if role == "server":
+            left = terminate_recorded(settings)
+            if left:
+                say(f"stopped {len(left)} worker(s) the server had left running")
     settings.stack_file.unlink(missing_ok=True)
     say("weir is down")
     return True

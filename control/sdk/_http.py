@@ -56,20 +56,29 @@ class Api:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise control_errors.StackError(
-                f"cannot reach the weir server at {self.server_url}: {exc}; is `weir up` running?"
-            ) from exc
+            raise self._not_answering(exc) from exc
         _raise_for_status(response)
         return response
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """A streamed response (for exports); errors are raised as for `request`."""
-        with self._http.stream(method, path, **kwargs) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_status(response)
-            yield response
+        """A streamed response (for exports); errors are raised as for `request`, a server
+        that goes away while the body is read too."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._not_answering(exc) from exc
+
+    def _not_answering(self, exc: httpx.TransportError) -> control_errors.StackError:
+        """A refused or dropped connection (the server is down, or died mid-request)."""
+        detail = str(exc).rstrip(".") or type(exc).__name__
+        return control_errors.StackError(
+            f"the weir server at {self.server_url} is not answering ({detail}); is it running? "
+            "Start it with `weir up`")
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()

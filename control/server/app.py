@@ -17,7 +17,6 @@ from starlette.routing import Route
 from control.artifacts import ArtifactStore
 from control.credentials import Token, check_private
 from control.deployer import Deployer
-from control.errors import PolicyError
 from control.gateway import Gateway
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.auth import RequireToken
@@ -120,19 +119,21 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _resume(state: ServerState) -> None:
-    """After a server restart, start workers again for recorded deployments."""
+    """After a server restart, take back the recorded deployments' workers (or start them
+    again), and stop the workers no deployment wants any more. A deployment that cannot
+    resume (a policy refuses it now, its model files are gone) is logged and dropped; the
+    server starts all the same."""
     for deployment in state.registry.list_deployments():
-        version = state.registry.get_version(deployment.workspace, deployment.pipeline,
-                                             deployment.version)
-        state.registry.delete_deployment(deployment.workspace, deployment.pipeline)
-        state.registry.forget_workers(deployment.workspace, deployment.pipeline,
-                                      deployment.worker_ids)
+        ws, name = deployment.workspace, deployment.pipeline
         try:
+            version = state.registry.get_version(ws, name, deployment.version)
             check_definition(state.settings, version.definition)
-        except PolicyError as exc:
-            log.error("not resuming %s/%s: %s", deployment.workspace, deployment.pipeline, exc)
-            continue
-        await state.deployer.deploy(version, deployment.config)
+            await state.deployer.resume(deployment, version)
+        except WeirError as exc:
+            log.error("not resuming %s/%s: %s", ws, name, exc)
+            state.registry.delete_deployment(ws, name)
+            state.registry.forget_workers(ws, name, deployment.worker_ids)
+    await state.deployer.retire_strays()
 
 
 async def _compact_forever(store: LogStore, every_s: float) -> None:
