@@ -69,14 +69,14 @@ class Fault:
 
 
 def schedule(seed: int, seconds: float, broker: Broker,
-             kinds: Sequence[str] = tuple(FAULTS)) -> list[Fault]:
-    """Bursts of one to three faults (of `kinds`) 0.5-3 s apart, a burst every 5-12 s, from
+             kinds: Sequence[str] = tuple(FAULTS), burst: int = 3) -> list[Fault]:
+    """Bursts of one to `burst` faults (of `kinds`) 0.5-3 s apart, a burst every 5-12 s, from
     `seed`."""
     rng = random.Random(seed)
     kinds = [k for k in kinds if broker == "kafka" or k != "restart_broker"]
     faults, t = [], 5.0
     while t < seconds:
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, burst)):
             faults.append(Fault(round(t, 1), rng.choice(kinds)))
             t += rng.uniform(0.5, 3.0)
         t += rng.uniform(5.0, 12.0)
@@ -302,10 +302,10 @@ def problems(report: dict[str, Any]) -> list[str]:
 
 
 def run_chaos(root: Path, broker: Broker, *, seed: int, seconds: float, rate: float = 100.0,
-              kinds: Sequence[str] = tuple(FAULTS)) -> dict[str, Any]:
-    """One chaos run in `root` (a fresh stack) with faults of `kinds`; the report, `problems`
-    included."""
-    faults = schedule(seed, seconds, broker, kinds)
+              kinds: Sequence[str] = tuple(FAULTS), burst: int = 3) -> dict[str, Any]:
+    """One chaos run in `root` (a fresh stack) with faults of `kinds`, up to `burst` close
+    together; the report, `problems` included."""
+    faults = schedule(seed, seconds, broker, kinds, burst)
     report: dict[str, Any] = {"broker": broker, "seed": seed, "seconds": seconds,
                               "rate": rate}
     stack = ChaosStack(root, broker)

@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="Kafka records a second")
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS),
                         help="the kinds of fault to apply (default: all)")
+    parser.add_argument("--isolated", action="store_true",
+                        help="one fault at a time, 5-12 s apart (e.g. to time the recovery "
+                             "from a worker kill: --faults kill_worker --isolated)")
     parser.add_argument("--keep", action="store_true",
                         help="keep each run's folder (WEIR_HOME, server and worker logs)")
     args = parser.parse_args()
@@ -60,7 +63,8 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="weir-chaos-"))
         try:
             reports.append(run_chaos(root, broker, seed=args.seed, seconds=args.minutes * 60,
-                                     rate=args.rate, kinds=args.faults))
+                                     rate=args.rate, kinds=args.faults,
+                                     burst=1 if args.isolated else 3))
         finally:
             if args.keep:
                 print(f"kept {root}")

@@ -82,12 +82,14 @@ from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE, EXIT_OVER_M
 
 log = logging.getLogger(__name__)
 
-SUPERVISE_EVERY_S = 1.0
+SUPERVISE_EVERY_S = 0.25
+"""How often dead local workers are looked for (a restart begins within this long)."""
 RESTART_BACKOFF_MAX_S = 30.0
 """A worker that keeps dying soon after it starts (e.g. a record that crashes it
 every time) is restarted after 0, 1, 2, 4 ... s, at most this long."""
 STABLE_AFTER_S = 60.0
-"""A worker that ran this long before it died is restarted at once again."""
+"""A worker that ran this long before it died, or answered records, is restarted at once
+again."""
 SWAP_POLL_S = 0.2
 LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
 """Exit codes of a stopped worker that left no record behind in its version's topics: it
@@ -634,7 +636,7 @@ class Deployer:
                 continue
             now = time.monotonic()
             if local.restart_at is None:  # just found dead: when to start it again
-                stable = now - local.started_at >= STABLE_AFTER_S
+                stable = now - local.started_at >= STABLE_AFTER_S or self._answered(local)
                 local.quick_deaths = 0 if stable else local.quick_deaths + 1
                 delay = (0.0 if local.quick_deaths <= 1
                          else min(2.0 ** (local.quick_deaths - 2), RESTART_BACKOFF_MAX_S))
@@ -651,6 +653,12 @@ class Deployer:
             local.started_at = now
             local.proc = self._popen(local.worker_id, local.args, local.env)
             self._record(local)
+
+    def _answered(self, local: _Local) -> bool:
+        """Whether the dead process finished records: one killed from outside, not one that
+        dies on the record it reads first (those wait longer each time)."""
+        beat = self._last_beat(local)
+        return beat is not None and beat.pid == local.proc.pid and beat.processed > 0
 
     def _forget_gone_remote(self) -> None:
         """Drop the heartbeats of remote workers silent for over REMOTE_FORGET_S."""

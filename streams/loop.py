@@ -60,11 +60,11 @@ from streams.clients import (
 from streams.commits import Offsets
 from streams.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from streams.membership import (
-    CHECK_EVERY_S,
     STUCK_AFTER_SESSIONS,
-    GroupWatch,
+    GroupStuck,
+    JoinWatch,
     MemberRecord,
-    leave_on_behalf,
+    rejoin_as,
 )
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
@@ -96,6 +96,12 @@ busy 0.92-0.94 of the time -> 0.96-0.97, rows/s 66.6k-68.2k -> 67.6k-74.9k). A l
 skips them: they put the sends and fetch request before its answer..."""
 CLIENT_TURNS = 3
 """...this many: the fetcher wakes, then starts its request, then it is written."""
+WATCH_EVERY_S = 1.0
+"""How often the group is watched (streams.membership) and the member id kept."""
+REVOKE_SHARE = 0.8
+"""A rebalance waits for the chunk in hand and its commit at most this share of the
+rebalance timeout: a member that does not rejoin in time holds up the whole group (on Tansu,
+for good). What it could not commit is read again by the partitions' next owners."""
 
 T = TypeVar("T")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
@@ -128,7 +134,8 @@ class StageLoop:
         self._on_assigned = on_assigned
         self._group_id = group_id
         self._members = members
-        self._watch: GroupWatch | None = None
+        self._watch = JoinWatch(group_id, STUCK_AFTER_SESSIONS * settings.session_timeout_s)
+        self._stuck: GroupStuck | None = None
         self._exactly_once = exactly_once
         # Repeats are marked only where a crash can repeat work (at least once).
         self._marks = None if exactly_once or claims is None else RedeliveryMarks(
@@ -159,10 +166,9 @@ class StageLoop:
         return sorted(self._stages)
 
     @property
-    def group_state(self) -> str:
-        """How the coordinator last described the consumer group ("Stable", "PreparingRebalance",
-        "CompletingRebalance", ..., "Unknown" before the first look or when it did not say)."""
-        return self._watch.state if self._watch is not None else "Unknown"
+    def joining_s(self) -> float | None:
+        """Seconds this worker has waited for its assignment (None: it has one)."""
+        return self._watch.waiting_s
 
     @property
     def in_flight(self) -> bool:
@@ -178,9 +184,9 @@ class StageLoop:
         await self._consumer.start()
         previous = self._members.previous(self._group_id) if self._members else None
         if previous is not None:  # this worker's last process died in the group
-            await leave_on_behalf(self._consumer, self._group_id, previous)
-        self._watch = GroupWatch(self._consumer, self._group_id,
-                                 STUCK_AFTER_SESSIONS * self._settings.session_timeout_s)
+            log.info("rejoining %s as %s, the member this worker's last process was",
+                     self._group_id, previous)
+            rejoin_as(self._consumer, previous)
         if self._exactly_once:
             fence_offset_commits(self._producer, self._consumer)
         interval_s = self._settings.commit_interval_ms / 1000
@@ -198,13 +204,14 @@ class StageLoop:
         :raises GroupStuck: the consumer group did not settle (streams.membership).
         """
         assert self._delivery is not None and self._consumer is not None, "start() first"
-        assert self._watch is not None
         background = asyncio.create_task(self._delivery.run(), name="weir-delivery")
+        running = asyncio.current_task()
+        assert running is not None
+        watchdog = asyncio.create_task(self._watch_group(running), name="weir-group-watch")
         try:
             while not stop.is_set():
                 if background.done():
                     background.result()  # raises why it stopped
-                await self._watch.check()
                 records = await self._fetch()
                 fetched_in = self._rebalances  # what a rebalance overtakes is read again
                 if records and await self._claimed(stop) and fetched_in == self._rebalances:
@@ -212,22 +219,44 @@ class StageLoop:
                 await self._delivery.commit_if_due(idle=not records)
             await self.flush()
             await self._hand_over(self._consumer.assignment())
+        except asyncio.CancelledError:
+            if self._stuck is not None:
+                raise self._stuck from None
+            raise
         finally:
-            background.cancel()
-            await asyncio.gather(background, return_exceptions=True)
+            for task in (background, watchdog):
+                task.cancel()
+            await asyncio.gather(background, watchdog, return_exceptions=True)
+
+    async def _watch_group(self, running: asyncio.Task[None]) -> None:
+        """Keep the member id (streams.membership) and cancel `running` (run()) if the group
+        never settles: it may be stuck anywhere, even in what the group waits for."""
+        assert self._consumer is not None
+        kept = None
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            member = self._consumer._coordinator.member_id
+            if self._members is not None and member and member != kept:
+                self._members.remember(self._group_id, member)
+                kept = member
+            try:
+                self._watch.check()
+            except GroupStuck as exc:
+                log.error("%s", exc)
+                self._stuck = exc
+                running.cancel()
+                return
 
     async def _claimed(self, stop: asyncio.Event) -> bool:
         """At least once, wait until the assignment is claimed (streams.claims): nothing runs
-        unmarked. The group is watched meanwhile; False if told to stop first."""
+        unmarked. False if told to stop first."""
         if self._marks is None:
             return True
-        assert self._watch is not None
         while not self._marks.claimed.is_set():
             if stop.is_set():
                 return False
-            await self._watch.check()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._marks.claimed.wait(), CHECK_EVERY_S)
+                await asyncio.wait_for(self._marks.claimed.wait(), POLL_MS / 1000)
         return True
 
     async def flush(self) -> None:
@@ -247,7 +276,7 @@ class StageLoop:
         try:
             if self._consumer is not None:
                 await stop_consumer(self._consumer)
-                if self._members is not None:  # it left: nobody need leave for it
+                if self._members is not None:  # it left: nobody may rejoin as it
                     self._members.forget(self._group_id)
         finally:
             if self._producer is not None:
@@ -423,20 +452,29 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         loop._fetched = {}
         loop._rebalances += 1
         loop._revoking = True
+        loop._watch.joining()
         # Logged, like the assignment, so a worker's log shows where a rebalance stalled.
         log.info("rebalance: handing over %d partitions", len(revoked))
+        limit_s = REVOKE_SHARE * loop._settings.rebalance_timeout_s
         try:
-            await loop.flush()
-            await loop._hand_over(revoked)
+            await asyncio.wait_for(self._finish(revoked), limit_s)
+        except TimeoutError:
+            log.warning("rebalance: the chunk in hand was not finished and committed within "
+                        "%.1fs; the next owners read it again from the last commit", limit_s)
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
         finally:  # nothing runs until the next assignment is claimed (everything is flushed)
             if loop._marks is not None:
                 loop._marks.claimed.clear()
 
+    async def _finish(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.flush()
+        await self._loop._hand_over(revoked)
+
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         loop = self._loop
         loop._revoking = False
+        loop._watch.joined()
         log.info("rebalance: assigned %d partitions", len(assigned))
         if loop._members is not None and loop._consumer is not None:
             loop._members.remember(loop._group_id, loop._consumer._coordinator.member_id)

@@ -183,10 +183,11 @@ class Worker:
         """Why a loaded worker is not Running yet: its consumer group has not settled."""
         if self.state != "Starting" or self.loop is None:
             return None
-        state = self.loop.group_state
-        if state in ("Stable", "Unknown"):
+        waiting = self.loop.joining_s
+        if waiting is None or waiting < self.settings.session_timeout_s:
             return None
-        return f"waiting for partitions: consumer group {self.spec.group_id} is {state}"
+        return (f"waiting for partitions: consumer group {self.spec.group_id} has not "
+                f"assigned any for {waiting:.0f}s")
 
     def _loading(self, text: str) -> None:
         """A line about loading: shown in `status()` while Starting (the heartbeat thread
