@@ -65,6 +65,7 @@ from streams.membership import (
     JoinWatch,
     MemberRecord,
     rejoin_as,
+    reset_group,
 )
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
@@ -243,6 +244,7 @@ class StageLoop:
                 self._watch.check()
             except GroupStuck as exc:
                 log.error("%s", exc)
+                await reset_group(self._settings, self._group_id, self.topics)
                 self._stuck = exc
                 running.cancel()
                 return

@@ -16,17 +16,28 @@ Tansu does not honour it.
 `JoinWatch` notices a group that never settles: a member that has waited for
 its assignment longer than `STUCK_AFTER_SESSIONS` session timeouts (whatever
 the cause, in the broker's coordinator or a member stuck in a rebalance
-callback) gives up, so its process starts over (streams.loop).
+callback) resets the group at the broker where it can (`reset_group`) and
+gives up, so its process starts over (streams.loop).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.protocol.admin import DeleteGroupsRequest
+
+from streams.clients import connection_options, topic_partitions
+from streams.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+GROUP_COORDINATOR = 0
+"""aiokafka's coordinator type of a consumer group (1: a transaction coordinator)."""
 
 STUCK_AFTER_SESSIONS = 4
 """A member without an assignment for this many session timeouts is stuck."""
@@ -116,3 +127,39 @@ class JoinWatch:
             raise GroupStuck(f"no assignment from consumer group {self._group} for "
                              f"{waiting:.0f}s (over {self._bound_s:.0f}s): the group never "
                              "settled; starting over with a fresh consumer")
+
+
+async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -> None:
+    """Delete a group that never settles at its coordinator, then commit its offsets of
+    `topics` again: its members start over in a fresh group where the old one stopped.
+
+    For Tansu, which kept a group whose rebalance never ended ("Unknown", with members
+    that no longer existed) until it restarted: joining it again, as a fresh consumer or as
+    the same member, never got an assignment. Apache Kafka refuses to delete a group with
+    members (NON_EMPTY_GROUP), and evicts members that do not rejoin in time, so nothing is
+    done there. Nobody commits in a group that never settles, so the offsets read before
+    the deletion are the group's last.
+    """
+    consumer = AIOKafkaConsumer(**connection_options(settings), group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+        client = consumer._client
+        coordinator = await client.coordinator_lookup(GROUP_COORDINATOR, group)
+        response = await client.send(coordinator, DeleteGroupsRequest([group]))
+        (_, code), = response.results
+        if code != 0:
+            log.warning("consumer group %s was not reset (error code %d)", group, code)
+            return
+        offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
+        if offsets:
+            consumer.assign(list(offsets))
+            await consumer.commit(offsets)
+        log.warning("reset consumer group %s at the broker, keeping its committed offsets of "
+                    "%d partitions", group, len(offsets))
+    except Exception:  # the restart tries again if the group is still stuck
+        log.exception("could not reset consumer group %s", group)
+    finally:
+        await consumer.stop()

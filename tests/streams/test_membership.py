@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.admin import DescribeGroupsRequest
 
 from control.embedded import Service
 from engine.definition import ModelRef, ModelStep, PipelineSpec
@@ -17,18 +18,19 @@ from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
 from streams.loop import StageLoop
-from streams.membership import GroupStuck, JoinWatch, MemberRecord
+from streams.membership import GroupStuck, JoinWatch, MemberRecord, reset_group
 from streams.messages import Envelope
 from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
+from streams.topics import TopicSpec
 from tests.streams._loops import TOPICS, read_all, send_rows
 
 SLOW = """
 import time
 def process_data(input_data):
     if (input_data["tensor"][:, 0] == 77).any():
-        time.sleep(12)
+        time.sleep(25)
     return {"tensor": input_data["tensor"]}
 """
 
@@ -67,11 +69,13 @@ def test_the_join_watch_raises_only_past_its_bound() -> None:
     assert watch.waiting_s is not None and watch.waiting_s < 0.2
 
 
+@pytest.mark.slow
 async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
         broker: str, kafka_service: Service, tmp_path: Path) -> None:
-    """A member runs a 12 s chunk when a second one joins: the rebalance waits for the chunk
-    only part of the rebalance timeout, so the group settles and the newcomer gets
-    partitions (Tansu never evicted the stuck member: nobody read that group again)."""
+    """A member runs a 25 s chunk when a second one joins: the rebalance waits for the chunk
+    only part of the rebalance timeout (5 s), so the group settles and the newcomer gets
+    partitions long before the chunk ends (Tansu never evicts a member that does not rejoin:
+    a member stuck there kept the whole group from settling)."""
     bootstrap, name = kafka_service.address, f"stuck-chunk-{broker}"
     step = tmp_path / "slow.py"
     step.write_text(SLOW)
@@ -98,9 +102,9 @@ async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
         await second.start()
         running.append(asyncio.create_task(second.run(stop)))
         joined = time.monotonic()
-        while not second._consumer.assignment() and time.monotonic() - joined < 30:
+        while not second._consumer.assignment() and time.monotonic() - joined < 15:
             await asyncio.sleep(0.1)
-        assert second._consumer.assignment(), "the group never settled"
+        assert second._consumer.assignment(), "the group waited for the chunk"
         await send_rows(producer, source, x[1:], partitions=4, first=1)
         expected, answered = {f"r{i}" for i in range(8)}, set()
         deadline = time.monotonic() + 60
@@ -114,3 +118,36 @@ async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
         await producer.stop()
         for loop in (first, second):
             await loop.close()
+
+
+async def test_resetting_a_group_keeps_its_committed_offsets(
+        broker: str, kafka_service: Service) -> None:
+    """Tansu deletes the group (members and all) and the offsets are committed again; Apache
+    Kafka refuses to delete a group with members, and nothing changes."""
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    topic, group = f"reset-{broker}", f"weir.reset-{broker}"
+    await ensure_topics(settings, [TopicSpec(topic, 2)])
+    member = AIOKafkaConsumer(bootstrap_servers=kafka_service.address, group_id=group,
+                              enable_auto_commit=False)
+    await member.start()
+    try:
+        member.subscribe([topic])
+        while len(member.assignment()) < 2:
+            await member.getmany(timeout_ms=100)
+        offsets = {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 4}
+        await member.commit(offsets)
+        await reset_group(settings, group, [topic])
+        coordinator = await member._client.coordinator_lookup(0, group)
+        (described,) = (await member._client.send(coordinator,
+                                                  DescribeGroupsRequest([group]))).groups
+    finally:
+        await member.stop()
+    members = described[5]
+    assert (members == []) == (broker == "tansu")
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_service.address, group_id=group,
+                             enable_auto_commit=False)
+    await probe.start()
+    try:
+        assert {tp: await probe.committed(tp) for tp in offsets} == offsets
+    finally:
+        await probe.stop()
