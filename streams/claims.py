@@ -87,12 +87,16 @@ class RedeliveryMarks:
         self._below: dict[TopicPartition, int] = {}
         """Records below these offsets may have run already: their partition's last reader
         never released it."""
+        self._claiming = asyncio.Lock()
+        """Held while a claim is made: a release waits for it (a worker told to stop while
+        its assignment was being claimed released everything before `_below` was known)."""
 
     async def claim(self, assigned: set[TopicPartition]) -> None:
         """Claim `assigned`; in a partition its last reader never released, the records up
         to its end now are to be marked redelivered."""
         try:
-            await self._claim_and_find_ends(assigned)
+            async with self._claiming:
+                await self._claim_and_find_ends(assigned)
         finally:
             self.claimed.set()
 
@@ -147,6 +151,10 @@ class RedeliveryMarks:
         is still short of the records to mark stays claimed: its next reader marks them too."""
         if not partitions:
             return
+        async with self._claiming:
+            await self._release(consumer, partitions)
+
+    async def _release(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         try:
             for tp in partitions & self._below.keys():
                 if (await consumer.committed(tp) or 0) >= self._below[tp]:
