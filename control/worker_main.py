@@ -15,9 +15,9 @@ import socket
 import sys
 
 from control.artifacts import ArtifactStore
-from control.deployer import new_worker_id
 from control.registry import Registry
 from control.settings import Settings, use_temp_under_home
+from control.worker_ids import new_worker_id
 from engine.runtimes.base import RuntimeOptions
 from streams.admin import resolved
 from streams.membership import MemberRecord

@@ -1,8 +1,8 @@
-"""control/deployer.py: a worker's id says which pipeline version and role it serves."""
+"""control/worker_ids.py: a worker's id says which pipeline version and role it serves."""
 
 from __future__ import annotations
 
-from control.deployer import new_worker_id, worker_role
+from control.worker_ids import new_worker_id, worker_role
 from control.records import PipelineVersion
 from engine.definition import PipelineSpec
 

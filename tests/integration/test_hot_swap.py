@@ -26,12 +26,12 @@ import pandas as pd
 import pytest
 
 from control.demo.models import diabetes_regressor
-from control.deployer import REMOTE_FORGET_S
 from control.errors import WaitForDeployError
 from control.registry import Registry
 from control.sdk.client import Client
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
+from control.supervision import REMOTE_FORGET_S
 from streams.status import WorkerStatus
 from tests.integration._streams import (
     Answer,

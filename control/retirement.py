@@ -1,0 +1,142 @@
+"""Retiring workers: each drains its version's topics and exits, then those topics go.
+
+Local workers get SIGTERM; remote ones (`weir worker` on other hosts, the
+compose `worker` service) a stop request in the registry, and are waited for by
+their heartbeats. Once every retired worker of a deployment drained cleanly (and
+none of it runs anywhere), the deployment's own topics are deleted; if a drain
+gave up they are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from control.local_workers import LocalWorkers
+from control.redeploys import Swap
+from control.registry import Registry
+from control.settings import Settings
+from control.worker_ids import worker_role
+from control.worker_processes import STOP_GRACE_S
+from streams.admin import delete_topics, topic_names
+from streams.stall import Stall
+from streams.topics import TopicMap
+from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE
+
+log = logging.getLogger(__name__)
+
+LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
+"""Exit codes of a stopped worker that left no record behind in its version's topics: it
+drained, or was stopped (by SIGTERM's default action) or failed before it read any."""
+REMOTE_STOP_POLL_S = 0.2
+"""How often the heartbeats of remote workers told to stop are read."""
+
+
+class Retirement:
+    """Stops the deployer's workers and drops their topics (it shares the deployer's state;
+    `lock` is the deployer's)."""
+
+    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap,
+                 local: LocalWorkers, swaps: dict[tuple[str, str], Swap],
+                 lock: asyncio.Lock) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.topics = topics
+        self._local = local
+        self._swaps = swaps
+        self._lock = lock
+        self._background: set[asyncio.Task[None]] = set()
+
+    def retire_in_background(self, ws: str, name: str, worker_ids: list[str]) -> None:
+        """`retire` the workers without waiting for it (`wait` does)."""
+        self._in_background(self.retire(ws, name, worker_ids))
+
+    async def wait(self) -> None:
+        """Wait for what runs in the background to end."""
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
+        """Stop workers: each drains its version's topics, then exits; then drop those topics.
+
+        Main workers go first: until they have drained, they still fan rows
+        out to the shadow workers' topics and send rows to their sidekicks (and
+        wait for the sidekicks' answers). Remote workers get the same stop
+        request through the registry and are waited for by their heartbeats.
+        """
+        beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+        remote = {w for w in worker_ids if w not in self._local and w in beats
+                  and beats[w].status in ("Starting", "Running", "Draining")}
+        deployments = ({self._local[w].deployment for w in worker_ids if w in self._local}
+                       | {beats[w].deployment for w in remote})
+        exits: dict[str, int | None] = {}
+        for role in ("main", "shadow", "sidekick"):
+            ids = [w for w in worker_ids if worker_role(w) == role]
+            if ids:
+                self.registry.request_stop(ws, name, ids)  # reaches remote workers too
+                exits.update(await asyncio.to_thread(self._local.terminate, ids))
+                exits.update(await asyncio.to_thread(
+                    self._await_remote, ws, name, [w for w in ids if w in remote]))
+                self.registry.forget_workers(ws, name, ids)
+        undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
+        if undrained:  # what is left in the topics is kept for whoever looks into it
+            log.warning("keeping the topics of %s/%s deployment(s) %s: workers %s did not "
+                        "finish draining", ws, name, ", ".join(sorted(deployments)), undrained)
+            return
+        for deployment in deployments:
+            self._in_background(self._drop_deployment_topics(ws, name, deployment))
+
+    async def _drop_deployment_topics(self, ws: str, name: str, deployment: str) -> None:
+        """Delete a retired deployment's own topics (boundary and challenger topics), unless
+        it serves again or a worker of it (here or remote) is still alive."""
+        async with self._lock:
+            key = (ws, name)
+            current = self.registry.get_deployment(ws, name)
+            swap = self._swaps.get(key)
+            in_use = {d.id for d in (current, swap and swap.new, swap and swap.previous)
+                      if d is not None}
+            alive = any(b.deployment == deployment
+                        and b.status in ("Starting", "Running", "Draining")
+                        for b in self.registry.workers(ws, name))
+            if deployment in in_use or alive or any(
+                    local.deployment == deployment for local in self._local.values()
+                    if (local.workspace, local.pipeline) == key):
+                return
+            try:
+                settings = self.settings.worker_settings()
+                names = [t for t in await topic_names(settings)
+                         if self.topics.deployment_of(t) == (ws, name, deployment)]
+                await delete_topics(settings, names)
+            except Exception:  # the topics stay; nothing else depends on it
+                log.exception("could not delete the topics of %s/%s deployment %s", ws, name,
+                              deployment)
+
+    def _await_remote(self, ws: str, name: str, worker_ids: list[str]) -> dict[str, int | None]:
+        """Wait for remote workers told to stop to report Stopped; each one's exit code as far
+        as its heartbeats tell (None: it went silent, or finished nothing for too long)."""
+        limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
+        stalls = {w: Stall(limit) for w in worker_ids}
+        exits: dict[str, int | None] = {}
+        while waiting := [w for w in worker_ids if w not in exits]:
+            beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+            for w in waiting:
+                beat = beats.get(w)
+                if beat is None or beat.status == "Error":  # gone, or its heartbeats stopped
+                    exits[w] = None
+                elif beat.status == "Stopped":
+                    exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
+                elif stalls[w].seen((beat.processed + beat.failed, beat.backlog)):
+                    log.warning("remote worker %s finished nothing for %.0fs while stopping; "
+                                "no longer waiting for it", w, limit)
+                    exits[w] = None
+            if len(exits) < len(worker_ids):
+                time.sleep(REMOTE_STOP_POLL_S)
+        return exits
