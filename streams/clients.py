@@ -126,6 +126,25 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
+def member_id(consumer: AIOKafkaConsumer) -> str:
+    """The member id the group coordinator gave `consumer` ("" before its first join)."""
+    return str(consumer._coordinator.member_id)
+
+
+def rejoin_as(consumer: AIOKafkaConsumer, member: str) -> None:
+    """Make a started consumer that has not subscribed yet join as `member` (streams.membership).
+    A coordinator that still counts it takes the rejoin as that member's (Apache Kafka
+    without a rebalance, if it was not the group's leader); one that has expired it answers
+    UNKNOWN_MEMBER_ID, and aiokafka joins afresh."""
+    consumer._coordinator.member_id = member
+
+
+async def ask_group_coordinator(consumer: AIOKafkaConsumer, group: str, request: Any) -> Any:
+    """Send `request` to `group`'s coordinator through `consumer`'s connections."""
+    coordinator = await consumer._client.coordinator_lookup(CoordinationType.GROUP, group)
+    return await consumer._client.send(coordinator, request)
+
+
 def connection_options(settings: WorkerSettings) -> dict[str, Any]:
     """Where and how any Kafka client of weir connects: bootstrap servers, security protocol,
     SASL credentials and the TLS context."""

@@ -16,7 +16,10 @@ and commits, so the next owner starts exactly where this one stopped: a hot
 swap or a replica joining repeats nothing. At least once, it then releases the
 partitions' claims; a new owner that finds one unreleased (its last reader
 died) marks what it may repeat (streams.claims). Exactly once needs no claims:
-a dead worker's open transaction is aborted.
+a dead worker's open transaction is aborted. The rebalance waits for the chunk
+at most REVOKE_SHARE of the rebalance timeout, and a worker left without an
+assignment for too long starts over (streams.membership): a group never waits
+on one member for good.
 
 Why not faust-streaming, which ran these agents before: on the same 2-core
 machine and broker, faust spent 2-4x this loop's CPU per message (its consumer
@@ -54,7 +57,9 @@ from streams.clients import (
     check_fetcher,
     consumer_options,
     fence_offset_commits,
+    member_id,
     producer_options,
+    rejoin_as,
     stop_consumer,
 )
 from streams.commits import Offsets
@@ -64,7 +69,6 @@ from streams.membership import (
     GroupStuck,
     JoinWatch,
     MemberRecord,
-    rejoin_as,
     reset_group,
 )
 from streams.messages import Outgoing
@@ -236,7 +240,7 @@ class StageLoop:
         kept = None
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            member = self._consumer._coordinator.member_id
+            member = member_id(self._consumer)
             if self._members is not None and member and member != kept:
                 self._members.remember(self._group_id, member)
                 kept = member
@@ -479,7 +483,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         loop._watch.joined()
         log.info("rebalance: assigned %d partitions", len(assigned))
         if loop._members is not None and loop._consumer is not None:
-            loop._members.remember(loop._group_id, loop._consumer._coordinator.member_id)
+            loop._members.remember(loop._group_id, member_id(loop._consumer))
         if loop._marks is not None:
             await loop._marks.claim(assigned)
         loop._pause_held(assigned)

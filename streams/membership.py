@@ -4,7 +4,7 @@ A worker killed by SIGKILL (or out of memory) never says it left: its group
 waits out the session timeout before the partitions move, and the restarted
 worker joins as a new member beside its dead self. So a worker keeps the
 member id the coordinator gave it in a file of its own (`MemberRecord`), and a
-restart with the same worker id rejoins as that member (`rejoin_as`). Measured
+restart with the same worker id rejoins as that member (streams.clients.rejoin_as). Measured
 with bare aiokafka consumers (two members, one killed and started again, from
 its start to its assignment): Tansu 4.2 s -> 3.1 s (Tansu answers every join
 after ~3 s; alone in its group the dead member cost 11.7 s), Apache Kafka
@@ -31,13 +31,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from streams.clients import connection_options, topic_partitions
+from streams.clients import ask_group_coordinator, connection_options, topic_partitions
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-GROUP_COORDINATOR = 0
-"""aiokafka's coordinator type of a consumer group (1: a transaction coordinator)."""
 
 STUCK_AFTER_SESSIONS = 4
 """A member without an assignment for this many session timeouts is stuck."""
@@ -80,14 +77,6 @@ class MemberRecord:
         part = self.path.with_suffix(".tmp")
         part.write_text(json.dumps(members))
         os.replace(part, self.path)
-
-
-def rejoin_as(consumer: AIOKafkaConsumer, member_id: str) -> None:
-    """Make a started consumer that has not subscribed yet join as `member_id` (the member a
-    dead process of this worker was). A coordinator that still counts it takes the rejoin
-    as that member's (Apache Kafka without a rebalance, if it was not the group's leader);
-    one that has expired it answers UNKNOWN_MEMBER_ID, and aiokafka joins afresh."""
-    consumer._coordinator.member_id = member_id
 
 
 class GroupStuck(Exception):
@@ -146,9 +135,7 @@ async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -
     try:
         partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
         committed = {tp: await consumer.committed(tp) for tp in partitions}
-        client = consumer._client
-        coordinator = await client.coordinator_lookup(GROUP_COORDINATOR, group)
-        response = await client.send(coordinator, DeleteGroupsRequest([group]))
+        response = await ask_group_coordinator(consumer, group, DeleteGroupsRequest([group]))
         (_, code), = response.results
         if code != 0:
             log.warning("consumer group %s was not reset (error code %d)", group, code)

@@ -17,6 +17,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
+from streams.clients import ask_group_coordinator
 from streams.loop import StageLoop
 from streams.membership import GroupStuck, JoinWatch, MemberRecord, reset_group
 from streams.messages import Envelope
@@ -137,9 +138,8 @@ async def test_resetting_a_group_keeps_its_committed_offsets(
         offsets = {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 4}
         await member.commit(offsets)
         await reset_group(settings, group, [topic])
-        coordinator = await member._client.coordinator_lookup(0, group)
-        (described,) = (await member._client.send(coordinator,
-                                                  DescribeGroupsRequest([group]))).groups
+        (described,) = (await ask_group_coordinator(member, group,
+                                                    DescribeGroupsRequest([group]))).groups
     finally:
         await member.stop()
     members = described[5]
