@@ -24,7 +24,7 @@ from bench._brokers import Broker
 from bench._chaos_load import Load
 from bench._chaos_stack import ChaosStack, resident_bytes, worker_pids
 from control.demo.models import diabetes_regressor
-from control.records import DeploymentConfig
+from control import DeploymentConfigBuilder
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
 from streams.admin import topic_names
@@ -44,14 +44,17 @@ FAULTS = {
     "step": "add a Python step before the model, or remove it",
     "shadow": "add a shadow challenger, or remove it",
     "config": "redeploy the same steps with another memory limit (config only)",
+    "sidekick": "run the Python step (adding it if missing) as a sidekick, or in the main "
+                "workers again",
     "kill_worker": "SIGKILL a main worker",
     "pause_worker": "SIGSTOP a worker for 1-6 s, then SIGCONT",
     "kill_shadow": "SIGKILL a shadow worker (a main one if none)",
+    "kill_sidekick": "SIGKILL a sidekick worker (a main one if none)",
     "kill_server": "SIGKILL `weir serve`, start it again 1-3 s later",
     "restart_redis": "stop Redis, start it again 1-4 s later",
     "restart_broker": "stop Apache Kafka, start it again (Kafka only)",
 }
-DEPLOYS = ("swap", "replicas", "step", "shadow", "config")
+DEPLOYS = ("swap", "replicas", "step", "shadow", "config", "sidekick")
 PRE_STEP = '''
 def process_data(input_data):
     return {"float_input": input_data["tensor"]}
@@ -91,6 +94,8 @@ class Shape:
     replicas: int = 2
     pre_step: bool = False
     shadow: bool = False
+    sidekick: bool = False
+    """The Python step runs as a sidekick (only while there is one)."""
     memory: str = "1Gi"
 
 
@@ -129,6 +134,9 @@ class Chaos:
                 s.pre_step = not s.pre_step
             elif kind == "shadow":
                 s.shadow = not s.shadow
+            elif kind == "sidekick":
+                s.sidekick = not s.sidekick
+                s.pre_step = s.pre_step or s.sidekick
             else:
                 s.memory = "1024Mi" if s.memory == "1Gi" else "1Gi"
             await asyncio.to_thread(self.deploy)
@@ -143,11 +151,15 @@ class Chaos:
         else:
             pipeline.add_model_step(champion)
         self.versions.add(pipeline.create_version().version)
-        pipeline.deploy(DeploymentConfig(replicas=s.replicas, memory=s.memory), quiet=True)
+        config = DeploymentConfigBuilder().replica_count(s.replicas).memory(s.memory)
+        if s.sidekick and s.pre_step:
+            config.sidekick_replica_count(self.models["pre"], 1)
+        pipeline.deploy(config.build(), quiet=True)
 
     async def _engine_pid(self, role: str) -> int:
         status = await asyncio.to_thread(self.pipeline.status)
-        engines = [e for e in status.get("engines", []) if e.get("pid") and e["role"] == role]
+        engines = [e for e in [*status.get("engines", []), *status.get("sidekicks", [])]
+                   if e.get("pid") and e["role"] == role]
         if not engines:
             raise LookupError(f"no {role} worker to hit (status {status.get('status')!r})")
         return int(self.rng.choice(engines)["pid"])
@@ -158,6 +170,12 @@ class Chaos:
     async def _kill_shadow(self) -> None:
         try:
             await self._kill_worker("shadow")
+        except LookupError:
+            await self._kill_worker("main")
+
+    async def _kill_sidekick(self) -> None:
+        try:
+            await self._kill_worker("sidekick")
         except LookupError:
             await self._kill_worker("main")
 

@@ -20,7 +20,7 @@ from control.sdk.client import Client
 
 pytestmark = pytest.mark.slow
 
-SEED = 29
+SEED = 6
 SECONDS = 60.0
 FRAME = pd.DataFrame({"tensor": [np.full(10, 0.1, dtype=np.float32).tolist()]})
 
