@@ -16,11 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from control.errors import StackError
 from engine import codecs
 from engine.errors import CodecError
+from streams.clients import topic_partitions
 from streams.messages import Envelope
 
 LATE = timedelta(minutes=1)
@@ -65,16 +67,15 @@ def follow_results(bootstrap: str | None, topic: str, *, ready: Callable[[], Non
 async def _at_end(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     """A started consumer of every partition of `topic`, at its end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="latest", fetch_max_wait_ms=100)
+                                auto_offset_reset="latest", fetch_max_wait_ms=100,
+                                request_timeout_ms=10_000)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()  # refreshes the metadata
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise StackError(f"topic {topic!r} does not exist yet: deploy the pipeline first")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        try:
+            tps = await topic_partitions(consumer, topic)
+        except UnknownTopicOrPartitionError:
+            raise StackError(f"topic {topic!r} does not exist yet: deploy the pipeline "
+                             "first") from None
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the positions now, so what is sent next is read

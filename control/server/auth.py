@@ -33,7 +33,7 @@ class RequireToken:
             return
         response = error_response(AuthError(
             "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the token is "
-            "in stack.json under WEIR_HOME; `weir token rotate` issues a new one)"))
+            "in stack.json under WEIR_HOME; `weir token rotate` issues a new one)"), path)
         response.headers["www-authenticate"] = "Bearer"
         await response(scope, receive, send)
 

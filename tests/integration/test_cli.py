@@ -82,6 +82,11 @@ def test_wide_shows_every_field_and_json_everything(env: dict[str, str], deploye
     assert len(rows) == len(X) and len(rows[0]["in.tensor"]) == 10
 
 
+def _unwrapped(text: str) -> str:
+    """CLI output without the line breaks it gets at the terminal's width."""
+    return " ".join(text.split())
+
+
 def test_errors_that_are_not_weirs_own_print_no_traceback(env: dict[str, str],
                                                           deployed: Pipeline,
                                                           tmp_path: Path) -> None:
@@ -92,11 +97,11 @@ def test_errors_that_are_not_weirs_own_print_no_traceback(env: dict[str, str],
     unknown = tmp_path / "model.bin"
     unknown.write_bytes(b"\0")
     guessed = weir(env, "models", "upload", "m", str(unknown))
-    assert guessed.returncode == 1 and "--runtime onnx|python" in guessed.stderr
+    assert guessed.returncode == 1 and "--runtime onnx|python" in _unwrapped(guessed.stderr)
     unreadable = tmp_path / "rows.json"
     unreadable.write_text("[{")
     bad = weir(env, "infer", "cli-diabetes", str(unreadable))
-    assert bad.returncode == 1 and "not valid JSON" in bad.stderr
+    assert bad.returncode == 1 and "not valid JSON" in _unwrapped(bad.stderr)
     for done in (missing, no_file, guessed, bad):
         assert "Traceback" not in done.stderr
 

@@ -157,7 +157,8 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         page.goto(f"{url}/#/infer/console-ab")
         page.fill("#infer-input", GOOD.head(2).to_json(orient="records"))
         page.click("#infer")
-        page.wait_for_selector("#infer-result table")
+        page.wait_for_selector("#infer-result table, #infer-result p.error")
+        assert page.locator("#infer-result table").count(), page.inner_text("#infer-result")
         assert len(_column(page, "out.variable", "#infer-result")) == 2
         shot("infer")
 

@@ -219,7 +219,8 @@ def test_names_with_paths_or_control_characters_are_refused(
     for name in ("a%2Fb", "a%0Ab", "..", "A"):
         response = server.request("POST", f"/models/{name}", params={"filename": "m.onnx"},
                                   content=diabetes_onnx.read_bytes())
-        assert response.status_code in (400, 404) and response.json()["message"], name
+        # ".." is resolved by the client: POST / is not a route (405)
+        assert response.status_code in (400, 404, 405) and response.json()["message"], name
     assert not server.written_outside()
 
 

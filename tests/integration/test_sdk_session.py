@@ -72,7 +72,7 @@ def test_logs_have_the_columns_of_the_rows_asked_for(pipeline: Pipeline) -> None
 
 
 def test_no_docs_page_that_needs_a_cdn_but_the_schema(stack: dict[str, Any]) -> None:
-    url = stack["server_url"]
-    assert httpx.get(f"{url}/docs").status_code == 404
-    assert httpx.get(f"{url}/redoc").status_code == 404
-    assert "/pipelines/{name}" in httpx.get(f"{url}/openapi.json").json()["paths"]
+    url, auth = stack["server_url"], {"Authorization": f"Bearer {stack['token']}"}
+    assert httpx.get(f"{url}/docs", headers=auth).status_code == 404
+    assert httpx.get(f"{url}/redoc", headers=auth).status_code == 404
+    assert "/pipelines/{name}" in httpx.get(f"{url}/openapi.json", headers=auth).json()["paths"]

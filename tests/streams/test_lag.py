@@ -14,7 +14,7 @@ from streams.topics import TopicSpec
 async def test_lag_is_records_past_the_commit_per_partition(kafka_service: Service) -> None:
     bootstrap, topic, group = kafka_service.address, "lag-test.in", "lag-test-group"
     settings = WorkerSettings(kafka_bootstrap=bootstrap)
-    await ensure_topics(bootstrap, [TopicSpec(topic, 3)])
+    await ensure_topics(settings, [TopicSpec(topic, 3)])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
