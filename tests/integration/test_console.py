@@ -155,6 +155,8 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         assert len(newest) == 25 and older and not set(older) & set(newest) - {newest[-1]}
 
         page.goto(f"{url}/#/infer/console-ab")
+        page.wait_for_selector("#infer-input")
+        page.wait_for_load_state("networkidle")  # the page is drawn once, not again after
         page.fill("#infer-input", GOOD.head(2).to_json(orient="records"))
         page.click("#infer")
         page.wait_for_selector("#infer-result table, #infer-result p.error")
