@@ -145,8 +145,17 @@ def start_kafka(data_dir: Path, log_dir: Path, cache: Path, *, detach: bool = Fa
     return Service("kafka", proc, port, f"127.0.0.1:{port}")
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka's own `Uuid.randomUuid` makes them: never starting with
+    '-', which the storage tool's argument parser would read as an option (1 in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format(java: str, classpath: str, config: Path, secure: SecureListener | None) -> None:
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     args = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={LOG4J}",
             "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config",
             str(config), *(secure.scram_credentials() if secure is not None else [])]

@@ -102,7 +102,8 @@ def _says_what_was_wrong(response: Any) -> bool:
         return False
     if not isinstance(body, dict) or not isinstance(body.get("error"), str):
         return False
-    if urlsplit(str(response.request.url)).path.startswith("/v2/"):  # the Open Inference Protocol's shape:
+    path = urlsplit(str(response.request.url)).path
+    if path == "/v2" or path.startswith("/v2/"):  # the Open Inference Protocol's shape:
         return bool(body["error"])  # {"error": "what was wrong"}
     return isinstance(body.get("message"), str) and bool(body["message"])
 
