@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from control.embedded import Service
 from control.settings import Settings
@@ -57,13 +58,18 @@ class OwnServer:
 
 
 @contextmanager
-def own_server(root: Path, kafka: Service, redis: Service, redis_db: int,
+def own_server(root: Path, kafka: Service, redis_service: Service, redis_db: int,
                **settings: Any) -> Iterator[OwnServer]:
-    """`weir up` (server only) on the session's broker and Redis database `redis_db`."""
+    """`weir up` (server only) on the session's broker and Redis database `redis_db`, emptied
+    first: the Redis is the session's, shared by both brokers' legs of a module, and a server
+    finding the other leg's deployments would try to resume them on its broker."""
     for part in ("home", "cwd", "tmp"):
         (root / part).mkdir()
-    chosen = Settings(home=root / "home", kafka_bootstrap=kafka.address,
-                      redis_url=redis.address.rsplit("/", 1)[0] + f"/{redis_db}", **settings)
+    redis_url = redis_service.address.rsplit("/", 1)[0] + f"/{redis_db}"
+    chosen = Settings(home=root / "home", kafka_bootstrap=kafka.address, redis_url=redis_url,
+                      **settings)
+    with redis.Redis.from_url(redis_url) as fresh:
+        fresh.flushdb()
     before, tmpdir = Path.cwd(), os.environ.get("TMPDIR")
     os.chdir(root / "cwd")
     os.environ["TMPDIR"] = str(root / "tmp")
