@@ -10,10 +10,11 @@ not start (`remote_beats`).
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 
 from control import worker_processes
@@ -31,6 +32,11 @@ from control.worker_processes import (
 )
 from streams.memory import parse_memory
 from streams.status import WorkerStatus
+
+log = logging.getLogger(__name__)
+
+DRAIN_RESTARTS = 3
+"""How often a worker that died while draining is started again to finish the drain."""
 
 
 @dataclass(kw_only=True)
@@ -142,17 +148,37 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         proc = AdoptedProcess(record.pid, record.start_time, last_word, ran=ran)
         self._workers[launch.worker_id] = LocalWorker(**vars(launch), proc=proc)
 
-    def terminate(self, worker_ids: list[str]) -> dict[str, int]:
+    def terminate(self, worker_ids: list[str],
+                  ended_drain: Callable[[int], bool] = lambda _: True) -> dict[str, int]:
         """SIGTERM the local workers, wait for them to drain and exit; kill any that hang.
 
         A worker drains for as long as it keeps finishing records (its heartbeat
         counts them), so only one whose count stands still longer than its own
-        drain timeout allows is killed. Returns each worker's exit code.
+        drain timeout allows is killed. One that died otherwise before it drained
+        (its exit code not `ended_drain`: a SIGKILL from outside, a crash) is started
+        again, up to DRAIN_RESTARTS times, to finish the drain: the stop request
+        its deployer left in the registry makes it drain as soon as it is up, and
+        what its deployment's topics hold is answered rather than kept unread.
+        Returns each worker's last exit code.
         """
         limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
         stopping = {w: self._workers.pop(w) for w in worker_ids if w in self._workers}
+        stalled: set[str] = set()
         exits = worker_processes.terminate({w: local.proc for w, local in stopping.items()},
-                                           limit, lambda w: self._finished(stopping[w]))
+                                           limit, lambda w: self._finished(stopping[w]),
+                                           stalled=stalled)
+        for _ in range(DRAIN_RESTARTS):
+            again = [w for w, code in exits.items()
+                     if w not in stalled and not ended_drain(code)]
+            if not again:
+                break
+            for worker_id in again:
+                log.warning("worker %s died while draining (exit code %s); starting it again "
+                            "to finish the drain", worker_id, exits[worker_id])
+                self.restart(stopping[worker_id])
+            exits.update(worker_processes.terminate(
+                {w: stopping[w].proc for w in again}, limit,
+                lambda w: self._finished(stopping[w]), signal_them=False, stalled=stalled))
         for worker_id in stopping:
             worker_processes.remove_record(self.settings, worker_id)
         return exits

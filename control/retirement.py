@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 LEFT_NOTHING = {0, -signal.SIGTERM, EXIT_CANNOT_START}
 """Exit codes of a stopped worker that left no record behind in its version's topics: it
 drained, or was stopped (by SIGTERM's default action) or failed before it read any."""
+ENDED_ITS_DRAIN = LEFT_NOTHING | {EXIT_DRAIN_INCOMPLETE}
+"""Exit codes of a stopping worker that is not started again to finish its drain: it left
+nothing, or gave the drain up itself (nothing moved for its drain timeout). One that died
+otherwise (SIGKILLed, crashed) is started again for it (LocalWorkers.terminate)."""
 REMOTE_STOP_POLL_S = 0.2
 """How often the heartbeats of remote workers told to stop are read."""
 
@@ -82,7 +86,8 @@ class Retirement:
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
-                exits.update(await asyncio.to_thread(self._local.terminate, ids))
+                exits.update(await asyncio.to_thread(
+                    self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__))
                 exits.update(await asyncio.to_thread(
                     self._await_remote, ws, name, [w for w in ids if w in remote]))
                 self.registry.forget_workers(ws, name, ids)

@@ -227,11 +227,13 @@ class AdoptedProcess:
 
 
 def terminate(procs: dict[str, WorkerProcess], limit_s: float,
-              progress: Callable[[str], object] = lambda _: None) -> dict[str, int]:
-    """SIGTERM the processes (by worker id), wait for them to exit, and kill any whose
-    `progress(worker_id)` has stood still for `limit_s`; returns each one's exit code."""
+              progress: Callable[[str], object] = lambda _: None, *, signal_them: bool = True,
+              stalled: set[str] | None = None) -> dict[str, int]:
+    """SIGTERM the processes (by worker id; not if `signal_them` is False: they were told
+    otherwise), wait for them to exit, and kill any whose `progress(worker_id)` has stood
+    still for `limit_s` (their ids added to `stalled`); returns each one's exit code."""
     for proc in procs.values():
-        if proc.poll() is None:
+        if signal_them and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     stalls = {worker_id: Stall(limit_s) for worker_id in procs}
     while alive_now := [w for w, proc in procs.items() if proc.poll() is None]:
@@ -242,6 +244,8 @@ def terminate(procs: dict[str, WorkerProcess], limit_s: float,
                             "killing it", proc.pid, limit_s)
                 proc.kill()
                 proc.wait()
+                if stalled is not None:
+                    stalled.add(worker_id)
         time.sleep(POLL_S)
     return {worker_id: proc.returncode for worker_id, proc in procs.items()
             if proc.returncode is not None}

@@ -9,6 +9,12 @@ settings in the deployment: its own workers, resources and replicas):
     step k         sidekick worker  boundary s<k> -> boundary s<k+1> (or the result topic)
     steps k+1..    main worker      boundary s<k+1> -> result topic
 
+Only the main workers read the input topic, even when step 0 is a sidekick: then
+their first span holds no step and forwards the input to boundary s0. The input's
+offsets are the main group's, which every version shares, so a swap between
+versions with and without sidekicks resumes where the other left off (a sidekick
+group reading the input would start from its own, stale or missing, offsets).
+
 A shadow step's champion runs in the span that holds the step, which fans the
 step's input out to one topic per challenger; "shadow" workers run the
 challengers, in processes of their own, so a slow or crashing challenger
@@ -76,13 +82,13 @@ class Layout:
     """The steps that run as sidekicks."""
 
     def spans(self, steps: int) -> list[tuple[int, int]]:
-        """The main workers' spans: (first step, the step after the last)."""
-        starts = [0, *(k + 1 for k in sorted(self.sidekicks))]
+        """The main workers' spans: (first step, the step after the last). The first starts
+        at 0 and reads the input topic; it holds no step (0, 0) when step 0 is a sidekick."""
         out = []
-        for start in starts:
-            if start >= steps or start in self.sidekicks:
+        for start in [0, *(k + 1 for k in sorted(self.sidekicks))]:
+            if start >= steps or (start in self.sidekicks and start > 0):
                 continue
-            stop = min([k for k in self.sidekicks if k > start] + [steps])
+            stop = min([k for k in self.sidekicks if k >= start] + [steps])
             out.append((start, stop))
         return out
 
@@ -101,6 +107,11 @@ def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMa
         return [build.span(sidekick, sidekick + 1)]
     return [stage for index, runner in enumerate(pipeline.steps)
             if isinstance(runner, ShadowRunner) for stage in build.challengers(index, runner)]
+
+
+FORWARD = "input"
+"""The name (in metrics and logs) of a main span of no step: the input forwarded to a
+first-step sidekick."""
 
 
 def step_name(index: int) -> str:
@@ -124,7 +135,7 @@ class _Builder:
     def _topic(self, index: int) -> str:
         """The topic feeding step `index`, or the result topic past the last step."""
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
-        if index == 0:
+        if index == 0 and 0 not in self.layout.sidekicks:
             return m.input(ws, p).name
         if index == len(self.pipeline.steps):
             return m.output(ws, p).name
@@ -142,12 +153,15 @@ class _Builder:
                      for c in range(len(runner.challengers)))
 
     def span(self, start: int, stop: int) -> Stage:
-        """Steps `start`..`stop - 1`, fused, from their topic to the next."""
+        """Steps `start`..`stop - 1`, fused, from their topic to the next (no step: the input
+        forwarded, decoded and checked, to a first-step sidekick)."""
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
         ends = stop == len(self.pipeline.steps)
+        source = m.input(ws, p).name if start == stop == 0 else self._topic(start)
         compute = StageCompute(span(self.pipeline, start, stop, self._observe),
                                finish=finisher(self.pipeline) if ends else None,
-                               starts=start == 0, max_batch_rows=self.settings.max_batch_rows,
+                               starts=source == m.input(ws, p).name,
+                               max_batch_rows=self.settings.max_batch_rows,
                                max_bytes=self.settings.max_message_bytes)
         challengers = {i: self._challenger_topics(i) for i in range(start, stop)
                        if isinstance(self.pipeline.steps[i], ShadowRunner)}
@@ -155,9 +169,10 @@ class _Builder:
                        dead_letter=m.dead_letter(ws, p).name,
                        max_bytes=self.settings.max_message_bytes,
                        next=self._topic(stop), challengers=challengers)
-        name = f"steps-{start}-{stop - 1}" if stop - start > 1 else step_name(start)
-        return Stage(name, self._topic(start), compute, sink, self.pipeline.version,
-                     last_step=step_name(stop - 1))
+        name = (FORWARD if start == stop else step_name(start) if stop - start == 1
+                else f"steps-{start}-{stop - 1}")
+        return Stage(name, source, compute, sink, self.pipeline.version,
+                     last_step=FORWARD if start == stop else step_name(stop - 1))
 
     def challengers(self, index: int, runner: ShadowRunner) -> list[Stage]:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline

@@ -145,7 +145,7 @@ class TopicMap:
         """The topics that belong to one deployment (drained and dropped with it): the
         boundary topics around each sidekick step (`sidekicks`: their step indexes) and each
         shadow's challenger topics."""
-        cuts = sorted({i for k in sidekicks for i in (k, k + 1) if 0 < i < len(spec.steps)})
+        cuts = sorted({i for k in sidekicks for i in (k, k + 1) if i < len(spec.steps)})
         topics = [self.boundary(workspace, pipeline, deployment, i) for i in cuts]
         for index, step in enumerate(spec.steps):
             if isinstance(step, ShadowStep):

@@ -6,12 +6,17 @@ a quarter of a second per message, so a burst of 100 messages leaves ~15 s of
 work in the sidekick's topic. Redeploying then must not cut the old
 deployment's drain short at 6 s (it keeps finishing records): every message
 is answered, once, and the backlog by the old version. Once drained, a
-retired deployment's topics are deleted.
+retired deployment's topics are deleted. If the old main worker is SIGKILLed
+while it drains, the server starts it again to finish the drain: every message
+is still answered (a repeat is allowed there: the killed worker's last sends
+were not committed), and the old deployment's topics still go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,18 +65,22 @@ def _message(n: int) -> bytes:
     return codecs.encode(codecs.batch_from_arrays({"tensor": tensor}), codecs.ARROW_STREAM)
 
 
+@pytest.mark.parametrize("kill_while_draining", [False, True], ids=["drained", "killed"])
 def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
-        drain_server: tuple[dict[str, Any], Client], tmp_path: Path) -> None:
+        drain_server: tuple[dict[str, Any], Client], tmp_path: Path,
+        kill_while_draining: bool) -> None:
     record, client = drain_server
     (tmp_path / "fast.py").write_text(FAST_STEP)
     (tmp_path / "slow.py").write_text(SLOW_STEP)
     fast = client.upload_model("drain-fast", tmp_path / "fast.py").configure("python")
     slow = client.upload_model("drain-slow", tmp_path / "slow.py").configure("python")
     slow_too = client.upload_model("drain-slow-2", tmp_path / "slow.py").configure("python")
-    pipeline = client.build_pipeline("long-drain").add_model_step(fast).add_model_step(slow)
+    name = "drain-killed" if kill_while_draining else "long-drain"
+    pipeline = client.build_pipeline(name).add_model_step(fast).add_model_step(slow)
     pipeline.deploy(DeploymentConfigBuilder().sidekick_cpus(slow, 1).build(), quiet=True)
     old_version = pipeline.status()["version"]
-    [old_topic] = _sidekick_topics(record)
+    [old_topic] = _sidekick_topics(record, name)
+    old_deployment = TopicMap.load().parse("boundary", old_topic)["deployment"]  # type: ignore[index]
     topics = pipeline.topics()
     sent = Sent()
 
@@ -85,6 +94,10 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
             await asyncio.sleep(2)  # the fast first step has passed the burst on
             await asyncio.to_thread(lambda: pipeline.replace_with_model_step(1, slow_too).deploy(
                 DeploymentConfigBuilder().sidekick_cpus(slow_too, 1).build(), quiet=True))
+            if kill_while_draining:  # the old deployment drains ~15 s of the sidekick's work
+                await asyncio.sleep(1)
+                [pid] = _main_workers(old_deployment)
+                os.kill(pid, signal.SIGKILL)
             missing = await reader.wait_for(set(sent.where), timeout_s=90)
             assert not missing, (f"{len(missing)} never answered; the workers said:\n"
                                  + worker_warnings(record["home"]))
@@ -98,18 +111,36 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
         answers = asyncio.run(scenario())
         # The old deployment drained cleanly: its sidekick's topic goes; the new one's stays.
         assert _gone(record, old_topic), "the drained deployment's topic is still there"
-        [new_topic] = _sidekick_topics(record)
+        [new_topic] = _sidekick_topics(record, name)
     finally:
         pipeline.undeploy()
     assert _gone(record, new_topic), "an undeployed deployment's topic is still there"
-    assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
-    by_version = {a.env.version for (a,) in answers.values()}
+    if kill_while_draining:
+        server_log = Path(record["home"], "run", "server.log").read_text()
+        assert "starting it again to finish the drain" in server_log, server_log[-2000:]
+    else:
+        assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
+    by_version = {a.env.version for a, *_ in answers.values()}
     assert old_version in by_version, "the backlog was not answered by the version it entered"
-    for rid, (answer,) in answers.items():
+    for rid, (answer, *_) in answers.items():
         assert answer.batch is not None and answer.batch.num_rows == ROWS, rid
 
 
-def _sidekick_topics(record: dict[str, Any]) -> list[str]:
+def _main_workers(deployment: str) -> list[int]:
+    """The pids of the main worker processes running `deployment`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if (b"control.worker_main" in args and deployment.encode() in args
+                and args[args.index(b"--role") + 1] == b"main"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _sidekick_topics(record: dict[str, Any], pipeline: str) -> list[str]:
     """The topics feeding the sidekick step of each deployment of the pipeline there is."""
 
     async def listed() -> list[str]:
@@ -118,7 +149,7 @@ def _sidekick_topics(record: dict[str, Any]) -> list[str]:
         try:
             topics = TopicMap.load()
             return [t for t in await admin.list_topics()
-                    if (topics.parse("boundary", t) or {}).get("pipeline") == "long-drain"
+                    if (topics.parse("boundary", t) or {}).get("pipeline") == pipeline
                     and t.endswith(".s1")]
         finally:
             await admin.close()

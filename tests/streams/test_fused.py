@@ -116,6 +116,32 @@ def test_a_sidekick_step_cuts_the_chain_and_the_answers_stay_the_same(
     assert [o.headers for o in cut] == [o.headers for o in fused]
 
 
+@pytest.mark.parametrize("sidekicks", [{0}, {0, 2}, {0, 1, 2}])
+def test_a_first_step_sidekick_reads_a_boundary_and_only_main_workers_read_the_input(
+        chain: tuple[CompiledPipeline, PipelineSpec], sidekicks: set[int]) -> None:
+    """The main group owns the input's offsets, shared by every version: a sidekick group
+    reading the input too would answer from its own offsets (every record again, in chaos
+    runs), so the main workers forward the input to the first step's sidekick."""
+    pipeline, spec = chain
+    layout = Layout("ws", "p", "d1", frozenset(sidekicks))
+    main = worker_stages(pipeline, layout, TOPICS, "main", SETTINGS)
+    sidekick = {k: worker_stages(pipeline, layout, TOPICS, "sidekick", SETTINGS, sidekick=k)
+                for k in sorted(sidekicks)}
+    assert main[0].source == "ws.p.in" and main[0].sink.next == "ws.p.d1.s0"  # type: ignore[attr-defined]
+    assert sidekick[0][0].source == "ws.p.d1.s0"
+    assert all(s.source != "ws.p.in" for stages in sidekick.values() for s in stages)
+    read = {s.source for s in main} | {s.source for st in sidekick.values() for s in st}
+    assert read - {"ws.p.in"} <= {t.name for t in TOPICS.internal_topics(
+        "ws", "p", "d1", spec, sidekicks)}
+    records = _inputs()
+    fused = _through(worker_stages(pipeline, Layout("ws", "p", "d1"), TOPICS, "main",
+                                   SETTINGS), records)
+    order = sorted([*main, *(s for st in sidekick.values() for s in st)],
+                   key=lambda s: (s.name != "input", s.source))
+    cut = _through(order, records)
+    assert [_answer(o) for o in cut] == [_answer(o) for o in fused]
+
+
 def test_a_failing_middle_step_is_named_in_the_error_reply(
         chain: tuple[CompiledPipeline, PipelineSpec]) -> None:
     pipeline, _ = chain
