@@ -25,6 +25,7 @@ from bench._chaos_load import Load
 from bench._chaos_stack import ChaosStack, resident_bytes, worker_pids
 from control.demo.models import diabetes_regressor
 from control import DeploymentConfigBuilder
+from control.errors import StackError
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
 from streams.admin import topic_names
@@ -35,6 +36,8 @@ SETTLE_S = 60.0
 """After the schedule, the pipeline is Running again within this long."""
 ANSWER_WAIT_S = 90.0
 """...and every accepted record is answered within this long after that."""
+SERVER_RESTART_S = 60.0
+"""How long a killed server is started again for (`weir up` refuses while the broker is away)."""
 MEMORY_LIMIT_BYTES = 1536 * 2**20
 """No server or worker process may grow past this (a leak shows long before)."""
 
@@ -193,7 +196,17 @@ class Chaos:
     async def _kill_server(self) -> None:
         await asyncio.to_thread(self.stack.kill_server)
         await asyncio.sleep(self.rng.uniform(1.0, 3.0))
-        await asyncio.to_thread(self.stack.start_server)
+        # As an operator (or systemd) would: `weir up` again until it starts. It refuses
+        # while the broker is away, e.g. restarted by a fault close by.
+        deadline = time.monotonic() + SERVER_RESTART_S
+        while True:
+            try:
+                await asyncio.to_thread(self.stack.start_server)
+                return
+            except StackError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
 
     async def _restart_redis(self) -> None:
         await asyncio.to_thread(self.stack.stop_redis)
