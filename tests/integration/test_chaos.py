@@ -1,7 +1,8 @@
 """Faults in combination under load (bench/_chaos.py): one fixed seed on each broker; and
 the issue's sequence of config-only redeploys.
 
-The chaos run's stack is its own (its broker, Redis and server are killed and restarted). A failure prints the report: replay its seed with
+The chaos run's stack is its own (its broker, Redis and server are killed and restarted).
+A failure prints the report: replay its seed with
 `bench/chaos.py --broker <broker> --seed <seed> --minutes 1 --keep`.
 """
 
@@ -14,23 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench._chaos import FAULTS, run_chaos
+from bench._chaos import run_chaos
 from control import DeploymentConfigBuilder, WaitForDeployError
 from control.sdk.client import Client
 
 pytestmark = pytest.mark.slow
 
-SEED = 29
+SEED = 6
+"""Its schedule mixes redeploys of every kind (a step moved to a sidekick among them),
+worker, shadow and server kills, a frozen worker, Redis restarted, and on Apache Kafka
+the broker restarted twice."""
 SECONDS = 60.0
-KINDS = [kind for kind in FAULTS if kind not in ("sidekick", "kill_sidekick")]
-"""Sidekick moves are left out here: with them (seed 6) 46 of ~7,000 records went
-unanswered on both brokers, not yet explained (issue #19)."""
 FRAME = pd.DataFrame({"tensor": [np.full(10, 0.1, dtype=np.float32).tolist()]})
 
 
 def test_the_stream_comes_back_after_faults_in_combination(broker: str, tmp_path: Path) -> None:
-    report = run_chaos(tmp_path, broker, seed=SEED, seconds=SECONDS,  # type: ignore[arg-type]
-                       kinds=KINDS)
+    report = run_chaos(tmp_path, broker, seed=SEED, seconds=SECONDS)  # type: ignore[arg-type]
     applied = {fault["kind"] for fault in report["faults"]}
     assert len(applied) >= 5, applied  # the seed's schedule mixes kinds of fault
     assert report["problems"] == [], json.dumps(report, indent=1, default=str)[:20_000]
