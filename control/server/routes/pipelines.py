@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from control import removal
 from control.names import check_name
+from control.pipeline_status import PipelineStatus
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
 from control.trust import check_definition
@@ -221,7 +222,7 @@ async def undeploy(name: str, request: Request, workspace: str = "default") -> P
 
 
 @router.get("/pipelines/{name}/status")
-def status(name: str, request: Request, workspace: str = "default") -> dict[str, Any]:
+def status(name: str, request: Request, workspace: str = "default") -> PipelineStatus:
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
     return state.deployer.status(workspace, name)
