@@ -19,6 +19,22 @@ import numpy as np
 import pyarrow as pa
 
 from engine import codecs, expressions
+from engine.columns import (
+    ANOMALY_COUNT,
+    ANOMALY_PREFIX,
+    CHECK_FAILURES,
+    IN_PREFIX,
+    META_ELAPSED,
+    META_MODEL,
+    META_ROW,
+    META_SHADOW,
+    META_VERSION,
+    OUT_MODEL_SPLIT,
+    OUT_PREFIX,
+    SHADOW_OUT_PREFIX,
+    TIME,
+    TIME_TYPE,
+)
 from engine.definition import ModelRef, PipelineSpec, Validation
 from engine.errors import ExpressionError, StepFailed
 from engine.runtimes import get_runtime
@@ -26,7 +42,6 @@ from engine.runtimes.base import Runtime, RuntimeOptions
 from engine.steps import (
     CARRIED_PREFIXES,
     CHECK_PREFIX,
-    IN_PREFIX,
     META_PREFIX,
     MODEL_SPLIT,
     ROW,
@@ -37,21 +52,6 @@ from engine.steps import (
     join,
     make_runner,
 )
-
-OUT_PREFIX = "out."
-ANOMALY_PREFIX = "anomaly."
-TIME = "time"
-TIME_TYPE = pa.timestamp("ms", tz="UTC")
-CHECK_FAILURES = "check_failures"
-ANOMALY_COUNT = "anomaly.count"
-META_VERSION = "metadata.pipeline_version"
-META_MODEL = "metadata.model"
-META_ELAPSED = "metadata.elapsed_ns"
-META_ROW = "metadata.row"
-"""Each result row's index in its request (a split can answer a request in several parts)."""
-OUT_MODEL_SPLIT = "out._model_split"
-META_SHADOW = "metadata.shadow"
-"""On a challenger's log rows: which challenger answered."""
 
 ArtifactPath = Callable[[ModelRef], Path]
 Started = int | np.ndarray
@@ -139,7 +139,7 @@ class CompiledPipeline:
         meta: dict[str, pa.Array] = {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(SHADOW_PREFIX):
-                names.append("out_" + name[len(SHADOW_PREFIX):])
+                names.append(SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):])
                 columns.append(column)
             elif name.startswith(META_PREFIX):
                 meta[name] = column
@@ -171,7 +171,7 @@ class CompiledPipeline:
             elif name.startswith(CHECK_PREFIX):
                 checked.append((name, column))
             elif name.startswith(SHADOW_PREFIX):
-                shadows.append(("out_" + name[len(SHADOW_PREFIX):], column))
+                shadows.append((SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):], column))
             elif name.startswith(META_PREFIX):
                 meta[name] = column
             else:

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from engine.codecs import TENSOR_COLUMN
+from engine.columns import IN_PREFIX
 from engine.definition import ModelRef, ModelStep, RandomSplitStep, ShadowStep, Step
 from engine.errors import InputMismatch, StepFailed, WeirError
 from engine.runtimes.base import Runtime
 from engine.split import choose_by_key, choose_weighted
 
-IN_PREFIX = "in."
 CHECK_PREFIX = "_v."
 SHADOW_PREFIX = "_s."
 META_PREFIX = "_meta."

@@ -17,8 +17,8 @@ from fastapi.responses import StreamingResponse
 
 from control.server.state import ServerState, get_state
 from engine import codecs
+from engine.columns import GROUPS, META_ROW, REQUEST_ID, ROW, TIME, group
 from engine.experiments import experiment_summary
-from engine.pipeline import META_ROW
 from streams.logstore import LogQueryError
 from streams.shadow_logs import attach_shadows, read_shadows
 
@@ -26,17 +26,6 @@ router = APIRouter()
 
 SHADOW_LAG = timedelta(minutes=5)
 EXPORT_CONTENT_TYPE = "application/x-weir-arrow-frames"
-GROUPS = ("time", "in", "out", "check_failures", "anomaly", "metadata")
-_KEYS = ("request_id", "row")
-
-
-def _group(column: str) -> str:
-    if column in ("time", "check_failures"):
-        return column
-    if column in _KEYS:
-        return "metadata"
-    head = column.split(".", 1)[0]
-    return "out" if head.startswith("out_") else head
 
 
 def select_columns(names: list[str], dataset: list[str] | None,
@@ -44,7 +33,7 @@ def select_columns(names: list[str], dataset: list[str] | None,
     """Columns chosen by group (`time`, `in`, `out`, `check_failures`, `anomaly`, `metadata`)
     or by exact name; shadow outputs (`out_<model>.*`) belong to `out`."""
     def chosen(column: str, picks: list[str]) -> bool:
-        return column in picks or _group(column) in picks
+        return column in picks or group(column) in picks
 
     for pick in [*(dataset or []), *(exclude or [])]:
         if pick not in GROUPS and pick not in names:
@@ -68,8 +57,8 @@ def present_columns(table: pa.Table) -> pa.Table:
 def _cursor(table: pa.Table) -> str | None:
     if table.num_rows == 0:
         return None
-    last = {k: table.column(k)[table.num_rows - 1].as_py() for k in ("time", *_KEYS)}
-    last["time"] = last["time"].isoformat()
+    last = {k: table.column(k)[table.num_rows - 1].as_py() for k in (TIME, REQUEST_ID, ROW)}
+    last[TIME] = last[TIME].isoformat()
     return base64.urlsafe_b64encode(json.dumps(last).encode()).decode()
 
 
@@ -77,14 +66,14 @@ def _after_cursor(table: pa.Table, cursor: str) -> pa.Table:
     """Rows that come after the cursor row in newest-first order (time desc, id asc, row asc)."""
     try:
         last = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        at = pa.scalar(datetime.fromisoformat(last["time"]), table.schema.field("time").type)
+        at = pa.scalar(datetime.fromisoformat(last[TIME]), table.schema.field(TIME).type)
     except (ValueError, KeyError, TypeError) as exc:
         raise LogQueryError("malformed cursor: pass back the next_cursor of the previous page") from exc
-    older = pc.less(table["time"], at)
-    same = pc.equal(table["time"], at)
-    later_id = pc.or_(pc.greater(table["request_id"], last["request_id"]),
-                      pc.and_(pc.equal(table["request_id"], last["request_id"]),
-                              pc.greater(table["row"], last["row"])))
+    older = pc.less(table[TIME], at)
+    same = pc.equal(table[TIME], at)
+    later_id = pc.or_(pc.greater(table[REQUEST_ID], last[REQUEST_ID]),
+                      pc.and_(pc.equal(table[REQUEST_ID], last[REQUEST_ID]),
+                              pc.greater(table[ROW], last[ROW])))
     return table.filter(pc.or_(older, pc.and_(same, later_id)))
 
 
@@ -108,7 +97,7 @@ def _shadows_near(state: ServerState, workspace: str, name: str, table: pa.Table
     """Challenger rows in the time span of `table` (challengers answer a little later)."""
     if table.num_rows == 0:
         return pa.table({})
-    times = table["time"]
+    times = table[TIME]
     start = pc.min(times).as_py() - SHADOW_LAG
     end = pc.max(times).as_py() + SHADOW_LAG
     return read_shadows(state.log_store, workspace, name, start=start, end=end)
