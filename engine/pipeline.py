@@ -4,8 +4,9 @@ Messages between steps carry the step's working columns plus carried columns
 (see engine.steps): the pipeline's input under `in.<field>`, the original row
 index, and what validations, splits and shadows add. A runtime only ever sees
 the working columns. `CompiledPipeline.run` runs every step in process, as
-tests and the benchmarks' baseline do; the stream layer runs `run_step` (or a
-split's or shadow's parts) in one agent per step and `finish` in the last.
+tests and the benchmarks' baseline do; the stream layer runs a span of steps with
+`run_step` (a shadow's champion with `run_champion`, its challengers apart with
+`run_challenger` and `finish_shadow`) and `finish` at the end of the path.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from engine.steps import (
     ROW,
     SHADOW_PREFIX,
     ShadowRunner,
-    SplitRunner,
     StepRunner,
     join,
     make_runner,
@@ -96,26 +96,12 @@ class CompiledPipeline:
         """Run step `index` on an inter-step message; returns the next message."""
         return _apply(self.steps[index].run, message)
 
-    # -- a split's and a shadow's parts, for the agents that run them apart -------------
-    def split_runner(self, index: int) -> SplitRunner:
-        runner = self.steps[index]
-        if not isinstance(runner, SplitRunner):
-            raise TypeError(f"step {index} is not a split")
-        return runner
-
+    # -- a shadow's parts: its challengers run apart, in workers of their own ------------
     def shadow_runner(self, index: int) -> ShadowRunner:
         runner = self.steps[index]
         if not isinstance(runner, ShadowRunner):
             raise TypeError(f"step {index} is not a shadow deploy")
         return runner
-
-    def choose_arms(self, index: int, message: pa.RecordBatch) -> np.ndarray:
-        """The arm of split step `index` that each row of `message` goes to."""
-        return self.split_runner(index).choose(split_carried(message)[0])
-
-    def run_arm(self, index: int, arm: int, message: pa.RecordBatch) -> pa.RecordBatch:
-        """Arm `arm` of split step `index` on its rows; returns the next message."""
-        return _apply(lambda working: self.split_runner(index).run_arm(arm, working), message)
 
     def run_champion(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """The champion of shadow step `index`; returns the next message."""

@@ -3,9 +3,9 @@
 A runner sees working columns only and returns (outputs, carried extras): the
 extras are columns the message carries past later steps (a checked model's
 inputs and outputs, split choices, shadow outputs), named with the carried
-prefixes below. Split and shadow steps also expose their parts
-(`choose`/`run_arm`, `run_champion`/`run_challenger`) so the stream layer can
-run them in separate agents, as the in-process `run` composes them.
+prefixes below. Shadow steps also expose their parts (`run_champion`/`run_challenger`)
+so the stream layer can run challengers in workers of their own, as the in-process
+`run` composes them.
 """
 
 from __future__ import annotations
