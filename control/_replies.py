@@ -93,7 +93,8 @@ class Pending:
             prefix = shadow_out_prefix(name)
             if parts.error is not None:
                 text = (parts.error.error or {}).get("message", "failed")
-                rows = rows.append_column(prefix + SHADOW_ERROR_FIELD, pa.array([text] * rows.num_rows))
+                rows = rows.append_column(prefix + SHADOW_ERROR_FIELD,
+                                          pa.array([text] * rows.num_rows))
                 continue
             if not parts.batches:
                 continue

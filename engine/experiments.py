@@ -62,7 +62,8 @@ def _latency_ms(table: pa.Table) -> dict[str, float | None]:
 
 def _model_of_row(table: pa.Table) -> list[str]:
     if OUT_MODEL_SPLIT in table.column_names:
-        return [json.loads(s)[-1]["name"] if s else "unknown" for s in table[OUT_MODEL_SPLIT].to_pylist()]
+        return [json.loads(s)[-1]["name"] if s else "unknown"
+                for s in table[OUT_MODEL_SPLIT].to_pylist()]
     return [m.split("@")[0] for m in table[META_MODEL].to_pylist()]
 
 

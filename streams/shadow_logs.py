@@ -68,5 +68,6 @@ def attach_shadows(primary: pa.Table, shadows: pa.Table) -> pa.Table:
             if name.startswith(prefix) and name not in primary.column_names:
                 primary = primary.append_column(name, rows[name].take(where))
         if META_ERROR in rows.column_names:
-            primary = primary.append_column(prefix + SHADOW_ERROR_FIELD, rows[META_ERROR].take(where))
+            primary = primary.append_column(prefix + SHADOW_ERROR_FIELD,
+                                            rows[META_ERROR].take(where))
     return primary

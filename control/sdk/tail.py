@@ -100,7 +100,8 @@ def _answer(env: Envelope, value: bytes) -> pa.RecordBatch | None:
         return pa.RecordBatch.from_pydict({REQUEST_ID: [env.request_id],
                                            "error": [f"unreadable answer: {exc}"]})
     ids = pa.array([env.request_id] * batch.num_rows, pa.string())
-    return pa.RecordBatch.from_arrays([ids, *batch.columns], names=[REQUEST_ID, *batch.schema.names])
+    return pa.RecordBatch.from_arrays([ids, *batch.columns],
+                                      names=[REQUEST_ID, *batch.schema.names])
 
 
 def follow_logs(read: Callable[[datetime, datetime], pa.Table], *,

@@ -78,7 +78,8 @@ def test_a_failed_redeploy_names_the_failed_version_while_the_old_one_serves() -
     status = status_of([beat("w0")], failed=("v2", "not Running within 30s"))
     body = status.model_dump()
     assert body["failed_version"] == "v2" and body["status"] == "Running"
-    assert body["details"] == ["version v2 failed (not Running within 30s); version v1 keeps serving"]
+    assert body["details"] == [
+        "version v2 failed (not Running within 30s); version v1 keeps serving"]
     assert status.failed("v2", redeploy=True) and status.runs("v1") and not status.runs("v2")
     assert "failed_version" not in status_of([beat("w0")]).model_dump()
 
@@ -88,7 +89,8 @@ def test_remote_workers_are_listed_but_not_counted() -> None:
     status = status_of([beat("w0")], remote=[dead])
     assert status.status == "Running"
     assert [(e.name, e.remote) for e in status.engines] == [("w0", False), ("far", True)]
-    assert status.details == ["worker far on 10.0.0.9 (not started by this server) is Error: killed"]
+    assert status.details == [
+        "worker far on 10.0.0.9 (not started by this server) is Error: killed"]
     assert status.reasons() == [*status.details, "killed"]
 
 
