@@ -12,6 +12,7 @@ from control.deployment_status import local_view
 from control.local_workers import LocalWorker
 from control.pipeline_status import PipelineStatus, not_deployed, pipeline_status
 from control.records import Deployment
+from streams.plan import WorkerRole
 from streams.status import ModelStatus, WorkerState, WorkerStatus
 from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 
@@ -19,7 +20,7 @@ MODEL = ModelStatus(name="ccfraud", version="v-model", sha="abc", status="Runnin
 
 
 def beat(worker_id: str, status: WorkerState = "Running", *, version: str = "v1",
-         role: str = "main", reason: str | None = None, pid: int = 100,
+         role: WorkerRole = "main", reason: str | None = None, pid: int = 100,
          host: str = "10.0.0.5") -> WorkerStatus:
     return WorkerStatus(worker_id=worker_id, workspace="default", pipeline="p", version=version,
                         replica=0, role=role, pid=pid, host=host, status=status, reason=reason,
