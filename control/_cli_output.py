@@ -18,6 +18,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from engine.columns import (
+    CHECK_FAILURES,
+    OUT_MODEL_SPLIT,
+    OUT_PREFIX,
+    REQUEST_ID,
+    ROW,
+    SHADOW_OUT_PREFIX,
+    TIME,
+)
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -25,12 +35,12 @@ ID_WIDTH = 8
 VALUES_SHOWN = 3
 """A tensor cell shows its first few values, then an ellipsis."""
 NAME_COLUMNS = frozenset({"name", "pipeline", "model"})
-ID_COLUMNS = frozenset({"version", "versions", "sha", "request_id", "deployed_version"})
+ID_COLUMNS = frozenset({"version", "versions", "sha", REQUEST_ID, "deployed_version"})
 LIST_COLUMNS = ID_COLUMNS | {"steps", "tags"}
 """Lists shown as `a, b`; tensors are shown as `[1.5, 2.5]`."""
-TIME_COLUMNS = frozenset({"time", "created", "last_updated", "creation_time",
+TIME_COLUMNS = frozenset({TIME, "created", "last_updated", "creation_time",
                           "last_updated_time"})
-ROW_COLUMNS = ("time", "request_id", "row")
+ROW_COLUMNS = (TIME, REQUEST_ID, ROW)
 """Besides the outputs and check failures, what a row table shows without --wide."""
 
 
@@ -83,8 +93,9 @@ def row_columns(names: Sequence[str], *, wide: bool) -> list[str]:
     if wide:
         return list(names)
     shown = [n for n in ROW_COLUMNS if n in names]
-    shown += [n for n in names if n.startswith("out") and n != "out._model_split"]
-    return shown + [n for n in ("check_failures",) if n in names]
+    shown += [n for n in names if n.startswith((OUT_PREFIX, SHADOW_OUT_PREFIX))
+              and n != OUT_MODEL_SPLIT]
+    return shown + [n for n in (CHECK_FAILURES,) if n in names]
 
 
 def rows_table(batch: pa.Table | pa.RecordBatch, *, wide: bool = False) -> None:

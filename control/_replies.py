@@ -17,8 +17,8 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer
 
 from engine import codecs
+from engine.columns import META_ROW, SHADOW_ERROR_FIELD, shadow_out_prefix
 from engine.errors import CodecError
-from engine.pipeline import META_ROW
 from engine.steps import concat_in_order
 from streams.clients import FetchPace, connection_options, topic_partitions
 from streams.messages import Envelope, Requests, request_rows
@@ -90,10 +90,11 @@ class Pending:
             return rows
         champion_rows = rows.column(META_ROW).to_pylist()
         for name, parts in self.shadows.items():
-            prefix = f"out_{name}."
+            prefix = shadow_out_prefix(name)
             if parts.error is not None:
                 text = (parts.error.error or {}).get("message", "failed")
-                rows = rows.append_column(prefix + "error", pa.array([text] * rows.num_rows))
+                rows = rows.append_column(prefix + SHADOW_ERROR_FIELD,
+                                          pa.array([text] * rows.num_rows))
                 continue
             if not parts.batches:
                 continue

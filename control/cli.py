@@ -23,6 +23,7 @@ from control._cli_output import (
     rows_table,
     table,
 )
+from control.pipeline_status import PipelineStatus
 from engine.errors import WeirError
 
 app = typer.Typer(help="weir: serve ML pipelines on Kafka.", no_args_is_help=True,
@@ -166,10 +167,11 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(status)
     else:
-        out.print(f"[bold]{name}[/bold]: {status['status']}")
-        for engine in status.get("engines", []):
-            where = f" (remote, on {engine['ip']})" if engine.get("remote") else ""
-            out.print(f"  {engine['name']}{where} {engine['status']} {engine.get('reason') or ''}",
+        shown = PipelineStatus.model_validate(status)
+        out.print(f"[bold]{name}[/bold]: {escape(shown.status)}")
+        for engine in shown.engines:
+            where = f" (remote, on {engine.ip})" if engine.remote else ""
+            out.print(f"  {engine.name}{where} {engine.status} {engine.reason or ''}",
                       markup=False)
 
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -35,6 +34,7 @@ from control.artifacts import ArtifactStore
 from control.deployment_status import DeploymentStatus
 from control.errors import DeploymentError, LimitError, RegistryUnavailable
 from control.local_workers import LocalWorkers
+from control.pipeline_status import PipelineStatus, overall
 from control.records import Deployment, DeploymentConfig, PipelineVersion
 from control.redeploys import FailedRedeploy, Swap
 from control.registry import HEARTBEAT_STALE_S, Registry
@@ -249,7 +249,7 @@ class Deployer:
         while True:
             try:
                 workers = self._status.workers(new)
-                if self._status.overall(new, workers) == "Running":
+                if overall(len(new.worker_ids), workers) == "Running":
                     return None
                 failure = self._failure(new)
             except RegistryUnavailable as exc:
@@ -340,6 +340,6 @@ class Deployer:
         return {w.worker_id: w.restarts for w in self._local.values()
                 if (w.workspace, w.pipeline) == (ws, name)}
 
-    def status(self, ws: str, name: str) -> dict[str, Any]:
+    def status(self, ws: str, name: str) -> PipelineStatus:
         """The guide's status shape, built from heartbeats."""
         return self._status.status(ws, name)

@@ -1,4 +1,5 @@
-"""A deployment's status, in the guide's shape, from its workers' heartbeats and processes.
+"""A deployment's status read from its workers' heartbeats and processes (its shape, and
+how it is built from them: control/pipeline_status.py).
 
 Until a restarted local worker's new process reports Running, it shows as not
 Running; one over its memory limit keeps its own reason ("memory limit
@@ -14,9 +15,8 @@ from __future__ import annotations
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any
-
 from control.local_workers import LocalWorker, LocalWorkers
+from control.pipeline_status import PipelineStatus, not_deployed, pipeline_status
 from control.records import Deployment
 from control.redeploys import FailedRedeploy, Swap
 from control.registry import Registry
@@ -47,32 +47,8 @@ class DeploymentStatus:
             status = found.get(worker_id)
             local = self._local.get(worker_id)
             if local is not None:
-                code = local.proc.poll()
-                if code is not None:
-                    said = status.reason if status is not None else None
-                    if code == EXIT_CANNOT_START and said:
-                        reason = said
-                    elif (code == EXIT_OVER_MEMORY and said and status is not None
-                          and status.pid == local.proc.pid and status.status == "Error"):
-                        reason = f"{said}; restarting"
-                    else:
-                        reason = f"process exited with {code}; " + (
-                            "it cannot start" if code == EXIT_CANNOT_START else "restarting")
-                    if local.restart_at is not None and local.quick_deaths > 1:
-                        wait = max(local.restart_at - time.monotonic(), 0.0)
-                        reason += (f" in {wait:.0f}s (it died {local.quick_deaths} times in a "
-                                   "row soon after starting; see its log)")
-                    status = (status or self._placeholder(deployment, local)).model_copy(
-                        update={"status": "Error", "reason": reason})
-                elif status is None or status.pid != local.proc.pid:
-                    # No heartbeat yet from this process (a restarted one's old heartbeat
-                    # may still say Running).
-                    status = self._placeholder(deployment, local).model_copy(
-                        update={"status": "Starting", "reason": self._restart_reason(local),
-                                "processed": status.processed if status else 0,
-                                "failed": status.failed if status else 0})
-                elif status.status == "Starting" and status.reason is None:
-                    status = status.model_copy(update={"reason": self._restart_reason(local)})
+                status = local_view(deployment, local, status, local.proc.poll(),
+                                    time.monotonic())
             if status is not None:
                 statuses.append(status)
         return statuses
@@ -87,66 +63,65 @@ class DeploymentStatus:
                 and (b.status in ("Starting", "Running", "Draining")
                      or (b.status == "Error" and b.version == deployment.version))]
 
-    @staticmethod
-    def _restart_reason(local: LocalWorker) -> str | None:
-        """Why a restarted worker is not Running yet: how its last process ended."""
-        if not local.restarts:
-            return None
-        said = f": {local.last_reason}" if local.last_reason else ""
-        return f"restarted after exit code {local.last_exit}{said}"
-
-    @staticmethod
-    def _placeholder(deployment: Deployment, local: LocalWorker) -> WorkerStatus:
-        return WorkerStatus(
-            worker_id=local.worker_id, workspace=deployment.workspace,
-            pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
-            pid=local.proc.pid, host=socket.gethostname(), status="Starting",
-            role=worker_role(local.worker_id), deployment=local.deployment,
-            time=datetime.now(UTC))
-
-    @staticmethod
-    def overall(deployment: Deployment, workers: list[WorkerStatus]) -> str:
-        """The deployment's state from its workers' statuses (one reading of them, so the
-        state and the engines `status()` shows always agree)."""
-        if any(w.status == "Error" for w in workers):
-            return "Error"
-        running = [w for w in workers if w.status == "Running"]
-        return "Running" if len(running) == len(deployment.worker_ids) else "Starting"
-
-    def status(self, ws: str, name: str) -> dict[str, Any]:
+    def status(self, ws: str, name: str) -> PipelineStatus:
         """The guide's status shape, built from heartbeats."""
         deployment = self.registry.get_deployment(ws, name)
         if deployment is None:
-            return {"status": f"Pipeline {name} is not deployed"}
-        workers = self.workers(deployment)
-        state, version, details = self.overall(deployment, workers), deployment.version, []
+            return not_deployed(name)
         swap = self._swaps.get((ws, name))
-        if state == "Running" and swap is not None and swap.new.version == deployment.version:
-            state = "Starting"
-            details = [f"waiting for version {swap.previous.version} to stop taking input"]
         failed = self._failed.get((ws, name))
-        extra: dict[str, Any] = {}
-        if failed is not None:  # the previous version serves on: say so, and what failed
-            extra["failed_version"] = failed.deployment.version
-            details = [(f"version {failed.deployment.version} failed ({failed.reason}); "
-                        f"version {deployment.version} keeps serving")]
-        remote = self._remote_workers(deployment)
-        remote_ids = {w.worker_id for w in remote}
-        details += [f"worker {w.worker_id} on {w.host} (not started by this server) is "
-                    f"{w.status}: {w.reason or 'see its log'}"
-                    for w in remote if w.version == deployment.version and w.status != "Running"]
-        engines = [{
-            "ip": w.host, "name": w.worker_id, "role": w.role,
-            "status": w.status, "reason": w.reason,
-            "details": [], "version": w.version, "pid": w.pid, "processed": w.processed,
-            "failed": w.failed, "remote": w.worker_id in remote_ids,
-            "pipeline_statuses": {"pipelines": [{"id": name, "status": w.status}]},
-            "model_statuses": {"models": [m.model_dump() for m in w.models]},
-        } for w in [*workers, *remote]]
-        return {
-            "status": state, "details": details, "version": version, **extra,
-            "engines": [e for e in engines if e["role"] != "sidekick"],
-            "engine_lbs": [{"ip": self.settings.http_host, "name": "weir-gateway",
-                            "status": "Running", "reason": None, "details": []}],
-            "sidekicks": [e for e in engines if e["role"] == "sidekick"],
-        }
+        return pipeline_status(
+            name, deployment.version, expected=len(deployment.worker_ids),
+            workers=self.workers(deployment), remote=self._remote_workers(deployment),
+            gateway_ip=self.settings.http_host,
+            handing_over_from=(swap.previous.version if swap is not None
+                               and swap.new.version == deployment.version else None),
+            failed=(failed.deployment.version, failed.reason) if failed is not None else None)
+
+
+def local_view(deployment: Deployment, local: LocalWorker, beat: WorkerStatus | None,
+               exit_code: int | None, now: float) -> WorkerStatus:
+    """A local worker's status from its last heartbeat and its process (`exit_code` if it
+    exited; `now` on time.monotonic's clock, for the restart delay)."""
+    if exit_code is not None:
+        said = beat.reason if beat is not None else None
+        if exit_code == EXIT_CANNOT_START and said:
+            reason = said
+        elif (exit_code == EXIT_OVER_MEMORY and said and beat is not None
+              and beat.pid == local.proc.pid and beat.status == "Error"):
+            reason = f"{said}; restarting"
+        else:
+            reason = f"process exited with {exit_code}; " + (
+                "it cannot start" if exit_code == EXIT_CANNOT_START else "restarting")
+        if local.restart_at is not None and local.quick_deaths > 1:
+            wait = max(local.restart_at - now, 0.0)
+            reason += (f" in {wait:.0f}s (it died {local.quick_deaths} times in a "
+                       "row soon after starting; see its log)")
+        return (beat or _placeholder(deployment, local)).model_copy(
+            update={"status": "Error", "reason": reason})
+    if beat is None or beat.pid != local.proc.pid:
+        # No heartbeat yet from this process (a restarted one's old heartbeat may still
+        # say Running).
+        return _placeholder(deployment, local).model_copy(
+            update={"status": "Starting", "reason": _restart_reason(local),
+                    "processed": beat.processed if beat else 0,
+                    "failed": beat.failed if beat else 0})
+    if beat.status == "Starting" and beat.reason is None:
+        return beat.model_copy(update={"reason": _restart_reason(local)})
+    return beat
+
+def _restart_reason(local: LocalWorker) -> str | None:
+    """Why a restarted worker is not Running yet: how its last process ended."""
+    if not local.restarts:
+        return None
+    said = f": {local.last_reason}" if local.last_reason else ""
+    return f"restarted after exit code {local.last_exit}{said}"
+
+
+def _placeholder(deployment: Deployment, local: LocalWorker) -> WorkerStatus:
+    return WorkerStatus(
+        worker_id=local.worker_id, workspace=deployment.workspace,
+        pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
+        pid=local.proc.pid, host=socket.gethostname(), status="Starting",
+        role=worker_role(local.worker_id), deployment=local.deployment,
+        time=datetime.now(UTC))

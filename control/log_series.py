@@ -16,8 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.pipeline import ANOMALY_COUNT, META_ELAPSED, TIME
-from streams.agents.log import META_ERROR
+from engine.columns import ANOMALY_COUNT, META_ELAPSED, META_ERROR, TIME
 from streams.logstore import LogStore
 
 COLUMNS = (TIME, META_ELAPSED, ANOMALY_COUNT, META_ERROR)

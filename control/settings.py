@@ -19,7 +19,8 @@ STACK_FILE = "stack.json"
 class Settings(BaseSettings):
     """Where the stack lives and how the server behaves.
 
-    Entry points build this once (`Settings.discover()`) and pass it down;
+    Entry points build this once (`Settings.discover()`) and pass it down, with the
+    stream layer's settings read from the environment at the same time (`worker`);
     tests construct it directly.
     """
 
@@ -106,6 +107,10 @@ class Settings(BaseSettings):
     """How long a coalesced record waits for more requests before it is sent. 0: it takes
     those that queued while the previous record was being produced (none at low load)."""
 
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, exclude=True)
+    """The stream layer's settings (fetch waits, group timeouts, Kafka security), from the
+    same `WEIR_*` variables; `worker_settings()` gives them this stack's Kafka."""
+
     @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE
@@ -122,9 +127,11 @@ class Settings(BaseSettings):
         return base.model_copy(update=known)
 
     def worker_settings(self) -> WorkerSettings:
+        """`worker` for this stack's Kafka (`kafka_bootstrap`, which the stack file may
+        have filled in); the environment is not read again."""
         if not self.kafka_bootstrap:
             raise ValueError("no Kafka bootstrap servers: run `weir up` or set WEIR_KAFKA_BOOTSTRAP")
-        return WorkerSettings(kafka_bootstrap=self.kafka_bootstrap)
+        return self.worker.model_copy(update={"kafka_bootstrap": self.kafka_bootstrap})
 
     @property
     def artifacts_dir(self) -> Path:

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ValidationError
 from control.credentials import write_private
 from control.registry import HEARTBEAT_STALE_S
 from control.settings import Settings
-from streams.settings import WorkerSettings
 from streams.stall import Stall
 from streams.status import WorkerStatus
 from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE, EXIT_OVER_MEMORY
@@ -260,7 +259,7 @@ def terminate_recorded(settings: Settings, *, keep: Collection[str] = ()) -> lis
         for r in records if alive(r.pid, r.start_time)}
     # The drain timeout the workers got from the environment (Redis may be gone: no
     # heartbeats are read here, the time limit alone).
-    terminate(procs, WorkerSettings().drain_timeout_s + STOP_GRACE_S)
+    terminate(procs, settings.worker.drain_timeout_s + STOP_GRACE_S)
     for record in records:
         remove_record(settings, record.worker_id)
     return [proc.pid for proc in procs.values()]

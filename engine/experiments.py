@@ -17,11 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import codecs
+from engine.columns import (
+    ANOMALY_COUNT,
+    META_ELAPSED,
+    META_ERROR,
+    META_MODEL,
+    META_SHADOW,
+    OUT_MODEL_SPLIT,
+    OUT_PREFIX,
+    SHADOW_ERROR_FIELD,
+    shadow_out_prefix,
+)
 from engine.errors import CodecError
-from engine.pipeline import META_SHADOW
-
-OUT = "out."
-SPLIT = "out._model_split"
 
 
 def _numeric(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
@@ -38,7 +45,7 @@ def _numeric(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
 def _outputs(table: pa.Table, prefix: str) -> dict[str, dict[str, float]]:
     stats = {}
     for name in table.column_names:
-        if not name.startswith(prefix) or name == SPLIT:
+        if not name.startswith(prefix) or name == OUT_MODEL_SPLIT:
             continue
         values = _numeric(table[name].drop_null())
         if values is not None and values.size:
@@ -47,16 +54,17 @@ def _outputs(table: pa.Table, prefix: str) -> dict[str, dict[str, float]]:
 
 
 def _latency_ms(table: pa.Table) -> dict[str, float | None]:
-    if "metadata.elapsed_ns" not in table.column_names or table.num_rows == 0:
+    if META_ELAPSED not in table.column_names or table.num_rows == 0:
         return {"mean": None, "p99": None}
-    ms = table["metadata.elapsed_ns"].to_numpy().astype(np.float64) / 1e6
+    ms = table[META_ELAPSED].to_numpy().astype(np.float64) / 1e6
     return {"mean": float(ms.mean()), "p99": float(np.percentile(ms, 99))}
 
 
 def _model_of_row(table: pa.Table) -> list[str]:
-    if SPLIT in table.column_names:
-        return [json.loads(s)[-1]["name"] if s else "unknown" for s in table[SPLIT].to_pylist()]
-    return [m.split("@")[0] for m in table["metadata.model"].to_pylist()]
+    if OUT_MODEL_SPLIT in table.column_names:
+        return [json.loads(s)[-1]["name"] if s else "unknown"
+                for s in table[OUT_MODEL_SPLIT].to_pylist()]
+    return [m.split("@")[0] for m in table[META_MODEL].to_pylist()]
 
 
 def _per_model(table: pa.Table) -> dict[str, Any]:
@@ -64,12 +72,12 @@ def _per_model(table: pa.Table) -> dict[str, Any]:
     result = {}
     for model in sorted(set(models)):
         rows = table.filter(pa.array([m == model for m in models]))
-        failed = rows["anomaly.count"].to_numpy() > 0 if "anomaly.count" in rows.column_names else []
+        failed = rows[ANOMALY_COUNT].to_numpy() > 0 if ANOMALY_COUNT in rows.column_names else []
         result[model] = {
             "rows": rows.num_rows, "share": rows.num_rows / table.num_rows,
             "latency_ms": _latency_ms(rows),
             "check_failure_rate": float(np.mean(failed)) if len(failed) else 0.0,
-            "outputs": _outputs(rows, OUT),
+            "outputs": _outputs(rows, OUT_PREFIX),
         }
     return result
 
@@ -77,15 +85,15 @@ def _per_model(table: pa.Table) -> dict[str, Any]:
 def _versus(primary: pa.Table, model: str) -> dict[str, dict[str, float]]:
     """How a challenger's outputs differ from the champion's on the rows both answered."""
     out = {}
-    prefix = f"out_{model}."
+    prefix = shadow_out_prefix(model)
     for name in primary.column_names:
-        if not name.startswith(prefix) or name == prefix + "error":
+        if not name.startswith(prefix) or name == prefix + SHADOW_ERROR_FIELD:
             continue
         field = name[len(prefix):]
-        if OUT + field not in primary.column_names:
+        if OUT_PREFIX + field not in primary.column_names:
             continue
-        both = primary.filter(pc.and_(pc.is_valid(primary[name]), pc.is_valid(primary[OUT + field])))
-        ours, theirs = _numeric(both[OUT + field]), _numeric(both[name])
+        both = primary.filter(pc.and_(pc.is_valid(primary[name]), pc.is_valid(primary[OUT_PREFIX + field])))
+        ours, theirs = _numeric(both[OUT_PREFIX + field]), _numeric(both[name])
         if ours is None or theirs is None or ours.shape != theirs.shape or not len(ours):
             continue
         diff = np.abs(theirs - ours).max(axis=1)
@@ -106,12 +114,12 @@ def experiment_summary(primary: pa.Table, shadows: pa.Table | None = None) -> di
         return summary
     for model in sorted(pc.unique(shadows[META_SHADOW]).drop_null().to_pylist()):
         rows = shadows.filter(pc.equal(shadows[META_SHADOW], model))
-        errors = rows["metadata.error"] if "metadata.error" in rows.column_names else None
+        errors = rows[META_ERROR] if META_ERROR in rows.column_names else None
         summary["shadows"][model] = {
             "rows": rows.num_rows,
             "errors": int(pc.sum(pc.is_valid(errors)).as_py() or 0) if errors is not None else 0,
             "latency_ms": _latency_ms(rows),
-            "outputs": _outputs(rows, f"out_{model}."),
+            "outputs": _outputs(rows, shadow_out_prefix(model)),
             "vs_champion": _versus(primary, model),
         }
     return summary

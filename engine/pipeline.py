@@ -4,8 +4,9 @@ Messages between steps carry the step's working columns plus carried columns
 (see engine.steps): the pipeline's input under `in.<field>`, the original row
 index, and what validations, splits and shadows add. A runtime only ever sees
 the working columns. `CompiledPipeline.run` runs every step in process, as
-tests and the benchmarks' baseline do; the stream layer runs `run_step` (or a
-split's or shadow's parts) in one agent per step and `finish` in the last.
+tests and the benchmarks' baseline do; the stream layer runs a span of steps with
+`run_step` (a shadow's champion with `run_champion`, its challengers apart with
+`run_challenger` and `finish_shadow`) and `finish` at the end of the path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ import numpy as np
 import pyarrow as pa
 
 from engine import codecs, expressions
+from engine.columns import (
+    ANOMALY_COUNT,
+    ANOMALY_PREFIX,
+    CHECK_FAILURES,
+    IN_PREFIX,
+    META_ELAPSED,
+    META_MODEL,
+    META_ROW,
+    META_SHADOW,
+    META_VERSION,
+    OUT_MODEL_SPLIT,
+    OUT_PREFIX,
+    SHADOW_OUT_PREFIX,
+    TIME,
+    TIME_TYPE,
+)
 from engine.definition import ModelRef, PipelineSpec, Validation
 from engine.errors import ExpressionError, StepFailed
 from engine.runtimes import get_runtime
@@ -26,32 +43,15 @@ from engine.runtimes.base import Runtime, RuntimeOptions
 from engine.steps import (
     CARRIED_PREFIXES,
     CHECK_PREFIX,
-    IN_PREFIX,
     META_PREFIX,
     MODEL_SPLIT,
     ROW,
     SHADOW_PREFIX,
     ShadowRunner,
-    SplitRunner,
     StepRunner,
     join,
     make_runner,
 )
-
-OUT_PREFIX = "out."
-ANOMALY_PREFIX = "anomaly."
-TIME = "time"
-TIME_TYPE = pa.timestamp("ms", tz="UTC")
-CHECK_FAILURES = "check_failures"
-ANOMALY_COUNT = "anomaly.count"
-META_VERSION = "metadata.pipeline_version"
-META_MODEL = "metadata.model"
-META_ELAPSED = "metadata.elapsed_ns"
-META_ROW = "metadata.row"
-"""Each result row's index in its request (a split can answer a request in several parts)."""
-OUT_MODEL_SPLIT = "out._model_split"
-META_SHADOW = "metadata.shadow"
-"""On a challenger's log rows: which challenger answered."""
 
 ArtifactPath = Callable[[ModelRef], Path]
 Started = int | np.ndarray
@@ -96,26 +96,12 @@ class CompiledPipeline:
         """Run step `index` on an inter-step message; returns the next message."""
         return _apply(self.steps[index].run, message)
 
-    # -- a split's and a shadow's parts, for the agents that run them apart -------------
-    def split_runner(self, index: int) -> SplitRunner:
-        runner = self.steps[index]
-        if not isinstance(runner, SplitRunner):
-            raise TypeError(f"step {index} is not a split")
-        return runner
-
+    # -- a shadow's parts: its challengers run apart, in workers of their own ------------
     def shadow_runner(self, index: int) -> ShadowRunner:
         runner = self.steps[index]
         if not isinstance(runner, ShadowRunner):
             raise TypeError(f"step {index} is not a shadow deploy")
         return runner
-
-    def choose_arms(self, index: int, message: pa.RecordBatch) -> np.ndarray:
-        """The arm of split step `index` that each row of `message` goes to."""
-        return self.split_runner(index).choose(split_carried(message)[0])
-
-    def run_arm(self, index: int, arm: int, message: pa.RecordBatch) -> pa.RecordBatch:
-        """Arm `arm` of split step `index` on its rows; returns the next message."""
-        return _apply(lambda working: self.split_runner(index).run_arm(arm, working), message)
 
     def run_champion(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """The champion of shadow step `index`; returns the next message."""
@@ -139,7 +125,7 @@ class CompiledPipeline:
         meta: dict[str, pa.Array] = {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(SHADOW_PREFIX):
-                names.append("out_" + name[len(SHADOW_PREFIX):])
+                names.append(SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):])
                 columns.append(column)
             elif name.startswith(META_PREFIX):
                 meta[name] = column
@@ -171,7 +157,7 @@ class CompiledPipeline:
             elif name.startswith(CHECK_PREFIX):
                 checked.append((name, column))
             elif name.startswith(SHADOW_PREFIX):
-                shadows.append(("out_" + name[len(SHADOW_PREFIX):], column))
+                shadows.append((SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):], column))
             elif name.startswith(META_PREFIX):
                 meta[name] = column
             else:

@@ -3,9 +3,9 @@
 A runner sees working columns only and returns (outputs, carried extras): the
 extras are columns the message carries past later steps (a checked model's
 inputs and outputs, split choices, shadow outputs), named with the carried
-prefixes below. Split and shadow steps also expose their parts
-(`choose`/`run_arm`, `run_champion`/`run_challenger`) so the stream layer can
-run them in separate agents, as the in-process `run` composes them.
+prefixes below. Shadow steps also expose their parts (`run_champion`/`run_challenger`)
+so the stream layer can run challengers in workers of their own, as the in-process
+`run` composes them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from engine.codecs import TENSOR_COLUMN
+from engine.columns import IN_PREFIX
 from engine.definition import ModelRef, ModelStep, RandomSplitStep, ShadowStep, Step
 from engine.errors import InputMismatch, StepFailed, WeirError
 from engine.runtimes.base import Runtime
 from engine.split import choose_by_key, choose_weighted
 
-IN_PREFIX = "in."
 CHECK_PREFIX = "_v."
 SHADOW_PREFIX = "_s."
 META_PREFIX = "_meta."

@@ -28,9 +28,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from engine.columns import ANOMALY_COUNT, REQUEST_ID, ROW, TIME, TIME_TYPE
+
 HOUR_MS = 3_600_000
-TIME, REQUEST_ID, ROW, ANOMALY_COUNT = "time", "request_id", "row", "anomaly.count"
-TIME_TYPE = pa.timestamp("ms", tz="UTC")
 _TMP_PREFIX = ".tmp-"
 _ROW_GROUP_ROWS = 65_536  # small enough that a time filter skips row groups inside a big file
 _PARQUET, _LOCAL = ds.ParquetFileFormat(), pafs.LocalFileSystem()

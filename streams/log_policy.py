@@ -14,10 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.steps import IN_PREFIX
-
-DROPPED = "metadata.dropped"
-"""On a log row: the input columns left out of it for its size (a list of names)."""
+from engine.columns import IN_PREFIX, META_DROPPED
 DEFAULT_MAX_ROW_BYTES = 64 * 1024
 """A tabular row is a few hundred bytes; a 224x224 RGB image alone is 150 KB."""
 
@@ -68,9 +65,9 @@ def _drop_largest_inputs(rows: pa.RecordBatch, limit: int) -> pa.RecordBatch:
                 pa.array(dropped[:, k]), pa.nulls(rows.num_rows, column.type), column))
     listed = pa.array([[inputs[k] for k in np.flatnonzero(row)] for row in dropped],
                       pa.list_(pa.string()))
-    if DROPPED in names:
-        return rows.set_column(names.index(DROPPED), DROPPED, listed)
-    return rows.append_column(DROPPED, listed)
+    if META_DROPPED in names:
+        return rows.set_column(names.index(META_DROPPED), META_DROPPED, listed)
+    return rows.append_column(META_DROPPED, listed)
 
 
 def row_bytes(column: pa.Array) -> np.ndarray:

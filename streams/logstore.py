@@ -40,14 +40,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import WeirError
-from streams._parquet_files import (
+from engine.columns import (
     ANOMALY_COUNT,
-    HOUR_MS,
+    CHECK_FAILURES,
+    META_ELAPSED,
+    META_MODEL,
+    META_VERSION,
     REQUEST_ID,
     ROW,
     TIME,
     TIME_TYPE,
+)
+from engine.errors import WeirError
+from streams._parquet_files import (
+    HOUR_MS,
     DataFile,
     FileCatalog,
     Partition,
@@ -72,10 +78,10 @@ REQUIRED_SCHEMA = pa.schema(
         (REQUEST_ID, pa.string()),
         (ROW, pa.int32()),
         (ANOMALY_COUNT, pa.int32()),
-        ("check_failures", pa.int32()),  # how many checks the row failed
-        ("metadata.pipeline_version", pa.string()),
-        ("metadata.elapsed_ns", pa.int64()),
-        ("metadata.model", pa.string()),
+        (CHECK_FAILURES, pa.int32()),  # how many checks the row failed
+        (META_VERSION, pa.string()),
+        (META_ELAPSED, pa.int64()),
+        (META_MODEL, pa.string()),
     ]
 )
 _KEYS_SCHEMA = pa.schema([REQUIRED_SCHEMA.field(REQUEST_ID), REQUIRED_SCHEMA.field(ROW)])
@@ -430,7 +436,7 @@ def _validated(table: pa.Table) -> pa.Table:
         )
     if not pa.types.is_timestamp(table.schema.field(TIME).type):
         raise LogSchemaError(
-            f"log column 'time' must be a timestamp, got {table.schema.field(TIME).type}"
+            f"log column {TIME!r} must be a timestamp, got {table.schema.field(TIME).type}"
         )
     for field in REQUIRED_SCHEMA:
         index = table.schema.get_field_index(field.name)

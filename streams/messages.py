@@ -91,11 +91,6 @@ def _parse_requests(raw: bytes) -> Requests | None:
     return parsed if parsed and all(n >= 0 for _, n in parsed) else None
 
 
-def default_request_id(record: ConsumerRecord) -> str:
-    """The request id of a record sent without one, stable across redelivery."""
-    return f"{record.topic}-{record.partition}-{record.offset}"
-
-
 @dataclass(frozen=True)
 class Envelope:
     """The headers weir reads and writes, decoded."""
@@ -111,6 +106,13 @@ class Envelope:
     requests: Requests | None = None
     """Set on a record that carries several requests (REQUESTS)."""
     extra: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: ConsumerRecord) -> Envelope:
+        """A consumed record's headers; one sent without a request id is named by where it
+        lies (topic-partition-offset), which a redelivery keeps."""
+        return cls.parse(record.headers,
+                         default_request_id=f"{record.topic}-{record.partition}-{record.offset}")
 
     @classmethod
     def parse(cls, headers: RawHeaders | None, *, default_request_id: str = "") -> Envelope:

@@ -15,11 +15,17 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.pipeline import META_SHADOW
+from engine.columns import (
+    META_ERROR,
+    META_SHADOW,
+    REQUEST_ID,
+    ROW,
+    SHADOW_ERROR_FIELD,
+    shadow_out_prefix,
+)
 from streams.logstore import LogStore
 
 SHADOW_INFIX = "~shadow~"
-SHADOW_ERROR = "metadata.error"
 
 
 def shadow_pipeline(pipeline: str, challenger: str) -> str:
@@ -44,7 +50,7 @@ def read_shadows(store: LogStore, workspace: str, pipeline: str, *,
 
 
 def _keys(table: pa.Table) -> pa.Array:
-    return pc.binary_join_element_wise(table["request_id"], pc.cast(table["row"], pa.string()), ":")
+    return pc.binary_join_element_wise(table[REQUEST_ID], pc.cast(table[ROW], pa.string()), ":")
 
 
 def attach_shadows(primary: pa.Table, shadows: pa.Table) -> pa.Table:
@@ -57,10 +63,11 @@ def attach_shadows(primary: pa.Table, shadows: pa.Table) -> pa.Table:
         rows = shadows.filter(pc.equal(shadows[META_SHADOW], model))
         rows = rows.take(pc.unique(pc.index_in(_keys(rows), _keys(rows))))  # first copy of each key
         where = pc.index_in(keys, value_set=_keys(rows))
-        prefix = f"out_{model}."
+        prefix = shadow_out_prefix(model)
         for name in rows.column_names:
             if name.startswith(prefix) and name not in primary.column_names:
                 primary = primary.append_column(name, rows[name].take(where))
-        if SHADOW_ERROR in rows.column_names:
-            primary = primary.append_column(prefix + "error", rows[SHADOW_ERROR].take(where))
+        if META_ERROR in rows.column_names:
+            primary = primary.append_column(prefix + SHADOW_ERROR_FIELD,
+                                            rows[META_ERROR].take(where))
     return primary

@@ -32,7 +32,8 @@ import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
-from engine.steps import IN_PREFIX, ROW
+from engine.columns import IN_PREFIX
+from engine.steps import ROW
 from streams.compute import Work
 from streams.errors import RecordTooLarge
 from streams.messages import FAILED_AT, SOURCE, VALUE_DROPPED, Envelope, Outgoing

@@ -22,7 +22,7 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from streams.compute import StageCompute, Work
-from streams.messages import Envelope, Outgoing, default_request_id
+from streams.messages import Envelope, Outgoing
 from streams.metrics import WorkerMetrics
 from streams.sinks import Sink
 
@@ -140,7 +140,7 @@ class Stage:
 
     def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:
         """The record's headers (stamped where the request enters) and its value's type."""
-        env = Envelope.parse(record.headers, default_request_id=default_request_id(record))
+        env = Envelope.of(record)
         content_type = env.content_type
         if self.compute.starts:  # headers only weir writes are not believed from a producer
             env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from control.errors import WaitForDeployError
+from control.pipeline_status import PipelineStatus
 from control.records import DeploymentConfig
 from control.sdk._display import html_table, text_table
 from control.sdk.logs import LogsMixin
@@ -194,23 +195,20 @@ class Pipeline(LogsMixin):
 
     def _deploy_version(self, version: str, config: DeploymentConfig | None, *,
                         timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
-        was = self.status()
-        redeploy = "version" in was  # the status of a deployed pipeline names its version
+        redeploy = self._status().deployed
         body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
         self._call("POST", "/deploy", json=body)
         limit = timeout_s or self._session.settings.deploy_timeout_s
         started = time.monotonic()
         status = self._wait_running(version, limit, quiet, redeploy=redeploy)
-        if _deployed(status, version):
+        if status.runs(version):
             self._refresh()
             return self
         # A failed redeploy is undone by the server (the old version keeps serving);
         # a failed first deploy is undone here.
         if not redeploy:
             self.undeploy()
-        reasons = [*status.get("details", []),
-                   *(e["reason"] for e in [*status.get("engines", []),
-                                           *status.get("sidekicks", [])] if e.get("reason"))]
+        reasons = status.reasons()
         waited = time.monotonic() - started
         why = (f"did not reach Running within {limit:.0f}s" if waited >= limit
                else f"failed after {waited:.1f}s")
@@ -221,11 +219,11 @@ class Pipeline(LogsMixin):
                      "under WEIR_HOME/run/logs")
         raise WaitForDeployError(
             f"pipeline {self.name!r} {why} "
-            f"(last status {status.get('status')!r}{': ' + '; '.join(reasons) if reasons else ''}); "
+            f"(last status {status.status!r}{': ' + '; '.join(reasons) if reasons else ''}); "
             f"what this deploy started was undone. {hint}")
 
     def _wait_running(self, version: str, limit: float, quiet: bool, *,
-                      redeploy: bool = False) -> dict[str, Any]:
+                      redeploy: bool = False) -> PipelineStatus:
         """Poll status until `version` runs or certainly failed (a redeploy has failed only
         once the server has undone it: until then the new version may briefly show Error)."""
         out = sys.stderr
@@ -233,16 +231,13 @@ class Pipeline(LogsMixin):
             out.write(f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
                       "then undone, which takes a little longer) ")
         deadline = time.monotonic() + limit
-        status: dict[str, Any] = {}
+        status = PipelineStatus(status="not asked yet")
         shown: set[str] = set()
         while time.monotonic() < deadline:
-            status = self.status()
-            failed = status.get("failed_version") == version or (
-                not redeploy and status.get("version") == version
-                and status.get("status") == "Error")
-            if failed or _deployed(status, version):
+            status = self._status()
+            if status.failed(version, redeploy=redeploy) or status.runs(version):
                 break
-            notes = _loading_notes(status, version) - shown
+            notes = status.starting_reasons(version) - shown
             if notes:  # loading makes progress (a step's environment builds): keep waiting
                 deadline = max(deadline, time.monotonic() + limit)
             if not quiet:
@@ -250,7 +245,7 @@ class Pipeline(LogsMixin):
                 out.flush()
             shown |= notes
             time.sleep(0.25)
-        running = _deployed(status, version)
+        running = status.runs(version)
         if not quiet:
             out.write(" ok\n" if running else " failed\n")
         return status
@@ -267,8 +262,10 @@ class Pipeline(LogsMixin):
 
     def status(self) -> dict[str, Any]:
         """The guide's status dict, built from worker heartbeats."""
-        result: dict[str, Any] = self._call("GET", "/status")
-        return result
+        return self._status().model_dump()
+
+    def _status(self) -> PipelineStatus:
+        return PipelineStatus.model_validate(self._call("GET", "/status"))
 
     def topics(self) -> dict[str, str]:
         """The pipeline's stable Kafka topics: input, output, logs, dead_letter."""
@@ -363,17 +360,3 @@ class Pipeline(LogsMixin):
 
     def _repr_html_(self) -> str:
         return html_table([self._row()], vertical=True)
-
-
-def _deployed(status: dict[str, Any], version: str) -> bool:
-    """`version` runs (and is not the version a failed redeploy left behind)."""
-    return (status.get("status") == "Running" and status.get("version") == version
-            and status.get("failed_version") != version)
-
-
-def _loading_notes(status: dict[str, Any], version: str) -> set[str]:
-    """What `version`'s starting workers say they are doing (e.g. installing a step's
-    requirements), from their heartbeats."""
-    return {engine["reason"] for engine in status.get("engines", [])
-            if engine.get("version", version) == version and engine.get("status") == "Starting"
-            and engine.get("reason")}

@@ -9,6 +9,16 @@ import numpy as np
 import pyarrow as pa
 
 from engine import codecs, expressions
+from engine.columns import (
+    ANOMALY_PREFIX,
+    IN_PREFIX,
+    META_ELAPSED,
+    OUT_MODEL_SPLIT,
+    OUT_PREFIX,
+    SHADOW_ERROR_FIELD,
+    SHADOW_OUT_PREFIX,
+    TIME,
+)
 from engine.errors import CodecError
 
 _TYPE_NAMES = {"f": "Float", "i": "Int", "u": "Int", "b": "Bool"}
@@ -44,25 +54,29 @@ def to_inference_result(table: pa.Table, pipeline: str, validations: dict[str, e
     names = table.column_names
     failures = []
     for name, expr in validations.items():
-        column = f"anomaly.{name}"
+        column = ANOMALY_PREFIX + name
         if column in names:
             rows = [i for i, failed in enumerate(table[column].to_pylist()) if failed]
             if rows:
                 failures.append({"False": {"expr": expressions.to_text(expr), "rows": rows}})
     model = default_model
-    if "out._model_split" in names and table.num_rows:
-        first = json.loads(table["out._model_split"][0].as_py())[-1]
+    if OUT_MODEL_SPLIT in names and table.num_rows:
+        first = json.loads(table[OUT_MODEL_SPLIT][0].as_py())[-1]
         model = (first["name"], first["version"])
     shadow: dict[str, list[dict[str, Any]]] = {}
     for name in names:
-        if name.startswith("out_") and "." in name and not name.endswith(".error"):
-            shadow.setdefault(name[4:].split(".", 1)[0], []).append(_tensor(table[name]))
+        if (name.startswith(SHADOW_OUT_PREFIX) and "." in name
+                and not name.endswith("." + SHADOW_ERROR_FIELD)):
+            challenger = name[len(SHADOW_OUT_PREFIX):].split(".", 1)[0]
+            shadow.setdefault(challenger, []).append(_tensor(table[name]))
     return InferenceResult(
         check_failures=failures,
-        elapsed=int(table["metadata.elapsed_ns"][0].as_py()) if table.num_rows else 0,
+        elapsed=int(table[META_ELAPSED][0].as_py()) if table.num_rows else 0,
         model_name=model[0], model_version=model[1],
-        original_data={n[3:]: table[n].to_pylist() for n in names if n.startswith("in.")},
-        outputs=[_tensor(table[n]) for n in names if n.startswith("out.") and n != "out._model_split"],
+        original_data={n[len(IN_PREFIX):]: table[n].to_pylist()
+                       for n in names if n.startswith(IN_PREFIX)},
+        outputs=[_tensor(table[n]) for n in names
+                 if n.startswith(OUT_PREFIX) and n != OUT_MODEL_SPLIT],
         pipeline_name=pipeline, shadow_data=shadow,
-        time=int(table["time"][0].value) if table.num_rows else 0,
+        time=int(table[TIME][0].value) if table.num_rows else 0,
     )

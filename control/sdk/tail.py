@@ -21,6 +21,7 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 
 from control.errors import StackError
 from engine import codecs
+from engine.columns import REQUEST_ID, ROW, TIME
 from engine.errors import CodecError
 from streams.clients import topic_partitions
 from streams.messages import Envelope
@@ -91,16 +92,16 @@ def _answer(env: Envelope, value: bytes) -> pa.RecordBatch | None:
     if env.shadow is not None:
         return None
     if env.error is not None:
-        return pa.RecordBatch.from_pydict({"request_id": [env.request_id],
+        return pa.RecordBatch.from_pydict({REQUEST_ID: [env.request_id],
                                            "error": [str(env.error.get("message"))]})
     try:
         batch = codecs.decode(value, env.content_type)
     except CodecError as exc:
-        return pa.RecordBatch.from_pydict({"request_id": [env.request_id],
+        return pa.RecordBatch.from_pydict({REQUEST_ID: [env.request_id],
                                            "error": [f"unreadable answer: {exc}"]})
     ids = pa.array([env.request_id] * batch.num_rows, pa.string())
-    return pa.RecordBatch.from_arrays([ids, *batch.columns], names=["request_id",
-                                                                   *batch.schema.names])
+    return pa.RecordBatch.from_arrays([ids, *batch.columns],
+                                      names=[REQUEST_ID, *batch.schema.names])
 
 
 def follow_logs(read: Callable[[datetime, datetime], pa.Table], *,
@@ -113,19 +114,17 @@ def follow_logs(read: Callable[[datetime, datetime], pa.Table], *,
     first = True
     while True:
         table = read(since, now() + LATE)
-        fresh = [i for i, key in enumerate(zip(table["request_id"].to_pylist(),
-                                                table["row"].to_pylist()))
+        fresh = [i for i, key in enumerate(zip(table[REQUEST_ID].to_pylist(),
+                                                table[ROW].to_pylist()))
                  if key not in seen] if table.num_rows else []
         for i in fresh:
-            seen[(table["request_id"][i].as_py(), table["row"][i].as_py())] = \
-                table["time"][i].as_py()
+            seen[(table[REQUEST_ID][i].as_py(), table[ROW][i].as_py())] = table[TIME][i].as_py()
         if first:  # the first read only marks what was logged before
             ready()
         elif fresh:
             rows = table.take(pa.array(fresh))
-            yield rows.take(pc.sort_indices(rows, [("time", "ascending"),
-                                                   ("request_id", "ascending"),
-                                                   ("row", "ascending")]))
+            yield rows.take(pc.sort_indices(rows, [(TIME, "ascending"), (REQUEST_ID, "ascending"),
+                                                   (ROW, "ascending")]))
         first = False
         if seen:
             since = max(since, max(seen.values()) - LATE)

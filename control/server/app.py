@@ -18,6 +18,7 @@ from control.artifacts import ArtifactStore
 from control.credentials import Token, check_private
 from control.deployer import Deployer
 from control.gateway import Gateway
+from control.log_queries import LogQueries
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.auth import RequireToken
 from control.server.body_limit import BodyLimit
@@ -67,12 +68,13 @@ def create_app(settings: Settings) -> FastAPI:
         retention = (timedelta(hours=settings.log_retention_hours)
                      if settings.log_retention_hours else None)
         store = LogStore(settings.logs_dir, retention=retention, max_bytes=settings.log_max_bytes)
+        log_agent = LogAgent(settings.worker_settings(), topics, store,
+                             policies=registry.log_policy)
         state = ServerState(
             settings=settings, registry=registry, artifacts=artifacts, topics=topics,
             deployer=Deployer(settings, registry, topics, artifacts),
-            gateway=Gateway(settings, registry, topics), log_store=store,
-            log_agent=LogAgent(settings.worker_settings(), topics, store,
-                               policies=registry.log_policy),
+            gateway=Gateway(settings, registry, topics), log_store=store, log_agent=log_agent,
+            logs=LogQueries(registry, store, log_agent.sync),
             lag=GroupLag(settings.worker_settings()), token=token,
         )
         app.state.weir = state

@@ -10,6 +10,7 @@ from control.artifacts import ArtifactStore
 from control.credentials import Token
 from control.deployer import Deployer
 from control.gateway import Gateway
+from control.log_queries import LogQueries
 from control.registry import Registry
 from control.settings import Settings
 from streams.agents.log import LogAgent
@@ -28,6 +29,7 @@ class ServerState:
     gateway: Gateway
     log_store: LogStore
     log_agent: LogAgent
+    logs: LogQueries
     lag: GroupLag
     token: Token
 

@@ -40,15 +40,20 @@ from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
 from engine.errors import CodecError
-from engine.pipeline import (
+from engine.columns import (
     ANOMALY_COUNT,
     CHECK_FAILURES,
     META_ELAPSED,
+    META_ERROR,
     META_MODEL,
     META_ROW,
     META_SHADOW,
+    META_TRACEPARENT,
     META_VERSION,
+    REQUEST_ID,
+    ROW,
     TIME,
+    TIME_TYPE,
 )
 from engine.steps import ROW as MESSAGE_ROW
 from streams.admin import end_offsets, probe_consumer
@@ -56,7 +61,7 @@ from streams.clients import check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
 from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
-from streams.messages import Envelope, Requests, default_request_id, request_rows
+from streams.messages import Envelope, Requests, request_rows
 from streams.outage import Outage
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
@@ -65,11 +70,6 @@ from streams.trace import traceparent_of
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID = "request_id"
-ROW = "row"
-META_ERROR = "metadata.error"
-META_TRACEPARENT = "metadata.traceparent"
-"""The W3C traceparent its request came with (streams.trace), where it had one."""
 Policies = Callable[[str, str], LogPolicy]
 """The log policy of a (workspace, pipeline); it may raise (Redis away)."""
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
@@ -177,7 +177,7 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
     text = f"{error.get('type', 'Error')} in step {error.get('step', '?')!r}: {error.get('message', '')}"
     failed_ms = time_ms
     time_ms = env.started_ns // 1_000_000 if env.started_ns > 0 else time_ms
-    columns: dict[str, pa.Array] = {TIME: pa.array([time_ms] * n, pa.timestamp("ms", tz="UTC"))}
+    columns: dict[str, pa.Array] = {TIME: pa.array([time_ms] * n, TIME_TYPE)}
     if carried.num_rows:
         columns.update(zip(carried.schema.names, carried.columns, strict=True))
     columns.update({
@@ -338,8 +338,7 @@ class LogAgent:
             if names is None:
                 continue
             for msg in msgs:
-                env = Envelope.parse(msg.headers,
-                                     default_request_id=default_request_id(msg))
+                env = Envelope.of(msg)
                 if role == "output" and env.shadow is not None:
                     continue  # a challenger's answer for the caller: logged from the log topic
                 workspace, pipeline = names["workspace"], pipeline_of(names, env)

@@ -1,4 +1,4 @@
-"""control/sdk: a model step's output map, and the loading progress deploy() shows (no server)."""
+"""control/sdk: a model step's output map (no server)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from control.sdk.model import Model
-from control.sdk.pipeline import _loading_notes
 from control.sdk.steps import RenamedOutputs, model_step, step_body
 
 RECORD = {"name": "ocr", "version": "v2", "sha": "a" * 64, "runtime": "onnx",
@@ -33,12 +32,3 @@ def test_a_map_of_outputs_the_model_does_not_have_is_refused_at_once() -> None:
         model_step(_model(), {"softmax_11.tmp_0": "probs"})
     python_step = _model({**RECORD, "runtime": "python", "outputs": []})
     assert model_step(python_step, {"anything": "x"}).outputs == {"anything": "x"}  # known later
-
-
-def test_deploy_shows_what_the_new_versions_starting_workers_say() -> None:
-    status = {"engines": [
-        {"version": "new", "status": "Starting", "reason": "step 'pre': Collecting Pillow"},
-        {"version": "new", "status": "Running", "reason": None},
-        {"version": "old", "status": "Starting", "reason": "restarting"},
-    ]}
-    assert _loading_notes(status, "new") == {"step 'pre': Collecting Pillow"}

@@ -121,24 +121,7 @@ def test_shadow_keeps_the_champion_and_logs_challengers(refs: dict[str, tuple[Mo
     assert not any(n.startswith("out_fails.") for n in result.schema.names)
 
 
-# -- the parts the stream layer runs in separate agents --------------------------------
-def test_split_parts_answer_like_the_whole_split(refs: dict[str, tuple[ModelRef, Path]]) -> None:
-    pipeline = _load(refs, _split(refs, (1, 1), ("a", "b"), hash_key="customer"))
-    keys = [f"c{i}" for i in range(60)]
-    batch = pa.RecordBatch.from_arrays([codecs.ndarray_to_column(X[:60]), pa.array(keys)],
-                                       names=["tensor", "customer"])
-    message = pipeline.start(batch)
-    arms = pipeline.choose_arms(0, message)
-    assert set(arms.tolist()) == {0, 1}
-    parts = [pipeline.finish(pipeline.run_arm(0, arm, message.take(pa.array(np.flatnonzero(
-        arms == arm)))), started_ns=0) for arm in (0, 1)]
-    whole = pipeline.run(batch)
-    for part in parts:  # each part knows its rows' places in the request
-        rows = part.column("metadata.row").to_pylist()
-        assert part.column("out.variable").equals(whole.column("out.variable").take(pa.array(rows)))
-        assert set(_chosen(part)) == {_chosen(whole)[r] for r in rows}
-
-
+# -- the parts the stream layer runs apart --------------------------------
 def test_a_challengers_log_rows(refs: dict[str, tuple[ModelRef, Path]]) -> None:
     step = ShadowStep(champion=refs["a"][0], challengers=[refs["b"][0]])
     pipeline = _load(refs, step)
@@ -156,8 +139,6 @@ def test_a_challengers_log_rows(refs: dict[str, tuple[ModelRef, Path]]) -> None:
 def test_parts_of_the_wrong_kind_of_step_are_refused(refs: dict[str, tuple[ModelRef, Path]]) -> None:
     pipeline = _load(refs, ModelStep(model=refs["a"][0]))
     message = pipeline.start(codecs.batch_from_arrays({"tensor": X[:2]}))
-    with pytest.raises(TypeError, match="not a split"):
-        pipeline.choose_arms(0, message)
     with pytest.raises(TypeError, match="not a shadow"):
         pipeline.run_champion(0, message)
 

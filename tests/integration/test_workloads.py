@@ -24,7 +24,7 @@ from control.sdk.client import Client
 from control.sdk.config import DeploymentConfigBuilder
 from control.sdk.pipeline import Pipeline
 from engine import codecs
-from streams.log_policy import DROPPED
+from engine.columns import META_DROPPED
 from tests._png import png_bytes
 from tests.engine._steps import step_zip
 from tests.integration._streams import kafka_round_trip
@@ -142,7 +142,7 @@ def test_big_inputs_are_dropped_from_the_logs_and_excluded_ones_never_logged(
     ours = logs[logs["request_id"] == logs.loc[logs["in.png"].isna(), "request_id"].iloc[0]]
     ours = ours.sort_values("row")
     assert ours["in.png"].isna().tolist() == [True, False]
-    assert [list(d) for d in ours[DROPPED]] == [["in.png"], []]
+    assert [list(d) for d in ours[META_DROPPED]] == [["in.png"], []]
     assert list(ours["out.label"])[1] == _labels(WEIGHTS)[0]
 
 

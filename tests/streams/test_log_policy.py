@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streams.log_policy import DROPPED, LogPolicy, row_bytes
+from engine.columns import META_DROPPED
+from streams.log_policy import LogPolicy, row_bytes
 
 IMAGE = 150_528  # a 224x224 RGB image's bytes
 
@@ -38,7 +39,7 @@ def test_the_default_drops_an_image_and_names_it() -> None:
     kept = LogPolicy().apply(_rows(IMAGE, 2_000))
     assert kept.column("in.png").to_pylist() == [None, b"\x01" * 2_000]
     assert kept.column("in.caption").to_pylist() == ["x" * 100] * 2
-    assert kept.column(DROPPED).to_pylist() == [["in.png"], []]
+    assert kept.column(META_DROPPED).to_pylist() == [["in.png"], []]
     assert kept.column("out.label").to_pylist() == ["cat", "cat"]
     assert row_bytes(kept.column("in.png")).max() < 64 * 1024
 
@@ -46,17 +47,17 @@ def test_the_default_drops_an_image_and_names_it() -> None:
 def test_the_largest_inputs_go_first_and_only_as_many_as_needed() -> None:
     rows = _rows(1_000).append_column("in.audio", pa.array([b"\x00" * 3_000]))
     kept = LogPolicy(max_row_bytes=2_000).apply(rows)
-    assert kept.column(DROPPED).to_pylist() == [["in.audio"]]
+    assert kept.column(META_DROPPED).to_pylist() == [["in.audio"]]
     assert kept.column("in.png").to_pylist() == [b"\x01" * 1_000]
     both = LogPolicy(max_row_bytes=500).apply(rows)
-    assert both.column(DROPPED).to_pylist() == [["in.png", "in.audio"]]  # in column order
+    assert both.column(META_DROPPED).to_pylist() == [["in.png", "in.audio"]]  # in column order
     assert both.column("in.caption").to_pylist() == ["x" * 100]
 
 
 def test_outputs_are_kept_even_when_dropping_every_input_is_not_enough() -> None:
     rows = _rows(10).append_column("out.mask", pa.array([b"\x00" * 5_000]))
     kept = LogPolicy(max_row_bytes=1_000).apply(rows)
-    assert kept.column(DROPPED).to_pylist() == [["in.png", "in.caption"]]
+    assert kept.column(META_DROPPED).to_pylist() == [["in.png", "in.caption"]]
     assert kept.column("out.mask").to_pylist() == [b"\x00" * 5_000]
 
 
@@ -64,7 +65,7 @@ def test_outputs_are_kept_even_when_dropping_every_input_is_not_enough() -> None
 def test_excluded_inputs_are_never_logged(name: str) -> None:
     kept = LogPolicy(exclude=[name]).apply(_rows(IMAGE))
     assert "in.png" not in kept.schema.names
-    assert DROPPED not in kept.schema.names  # what is left fits
+    assert META_DROPPED not in kept.schema.names  # what is left fits
     assert kept.column("in.caption").to_pylist() == ["x" * 100]
 
 
@@ -83,5 +84,5 @@ def test_a_ragged_input_column_counts_each_rows_own_length() -> None:
         "in.samples": pa.array([np.zeros(n, np.float32) for n in (10, 40_000)],
                                pa.list_(pa.float32()))})
     kept = LogPolicy(max_row_bytes=1_000).apply(rows)
-    assert kept.column(DROPPED).to_pylist() == [[], ["in.samples"]]
+    assert kept.column(META_DROPPED).to_pylist() == [[], ["in.samples"]]
     assert kept.column("in.samples").null_count == 1

@@ -7,9 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
-from streams.agents.log import (
-    META_ERROR, META_TRACEPARENT, error_rows, result_rows, with_row_ids,
-)
+from engine.columns import META_ERROR, META_TRACEPARENT
+from streams.agents.log import error_rows, result_rows, with_row_ids
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.shadow_logs import read_shadows, shadow_pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from streams.messages import (
     CONTENT_TYPE,
@@ -27,6 +28,17 @@ def test_missing_or_empty_headers_get_defaults() -> None:
     assert (env.request_id, env.started_ns, env.error, env.shadow) == ("t-0-5", 0, None, None)
     assert env.content_type == "application/vnd.apache.arrow.stream"
     assert not Envelope.parse(None).reply_shadows
+
+
+def test_a_consumed_record_without_a_request_id_is_named_by_its_position() -> None:
+    def record(headers: list[tuple[str, bytes]]) -> ConsumerRecord:
+        return ConsumerRecord(topic="default.p.in", partition=2, offset=41, timestamp=0,
+                              timestamp_type=0, key=None, value=b"", checksum=None,
+                              serialized_key_size=0, serialized_value_size=0, headers=headers)
+
+    assert Envelope.of(record([])).request_id == "default.p.in-2-41"
+    assert Envelope.of(record([(REQUEST_ID, b"")])).request_id == "default.p.in-2-41"
+    assert Envelope.of(record([(REQUEST_ID, b"mine")])).request_id == "mine"
 
 
 def test_the_last_of_repeated_headers_wins() -> None:

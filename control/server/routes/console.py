@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from control.log_series import recent_series
 from control.pipeline_lag import pipeline_lag
+from control.pipeline_status import Engine
 from control.server.state import get_state
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -35,14 +36,6 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-class Engine(BaseModel):
-    name: str
-    role: str
-    status: str
-    version: str
-    remote: bool
-
-
 class PipelineRow(BaseModel):
     """One pipeline as the console's list shows it."""
 
@@ -53,7 +46,7 @@ class PipelineRow(BaseModel):
     deployed_version: str | None
     replicas: int | None
     engines: list[Engine]
-    sidekicks: list[dict[str, Any]]
+    sidekicks: list[Engine]
 
 
 @router.get("/console/pipelines")
@@ -66,12 +59,10 @@ def pipelines(request: Request, workspace: str = "default") -> list[PipelineRow]
         status = state.deployer.status(workspace, pipeline.name)
         rows.append(PipelineRow(
             name=pipeline.name, created=pipeline.created, last_updated=pipeline.last_updated,
-            status=status["status"] if deployment else "Not deployed",
+            status=status.status if deployment else "Not deployed",
             deployed_version=deployment.version if deployment else None,
             replicas=deployment.config.replicas if deployment else None,
-            engines=[Engine(**{k: e[k] for k in Engine.model_fields})
-                     for e in status.get("engines", [])],
-            sidekicks=status.get("sidekicks", [])))
+            engines=status.engines, sidekicks=status.sidekicks))
     return rows
 
 

@@ -56,7 +56,7 @@ def model_ready(name: str, request: Request, version: str | None = None,
     """200 when the pipeline (at `version`, if given) is deployed and Running, else 400."""
     state = get_state(request)
     deployed = _deployed_version(state, workspace, name)
-    status = state.deployer.status(workspace, name).get("status")
+    status = state.deployer.status(workspace, name).status
     if deployed is None:
         reason = f"pipeline {name!r} is not deployed"
     elif version is not None and version != deployed:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from control import removal
 from control.names import check_name
+from control.pipeline_specs import VersionBody, resolve
+from control.pipeline_status import PipelineStatus
 from control.records import Deployment, DeploymentConfig, Pipeline, PipelineVersion
 from control.server.state import ServerState, get_state
 from control.trust import check_definition
-from engine.definition import (
-    ModelRef,
-    ModelStep,
-    PipelineSpec,
-    RandomSplitStep,
-    ShadowStep,
-    SplitArm,
-    Step,
-    Validation,
-)
-from engine.pipeline import compile_validations
-from engine.split import normalise
-from engine.steps import check_output_map
+from engine.definition import PipelineSpec
 
 router = APIRouter()
 
@@ -94,68 +83,6 @@ async def delete_pipeline(name: str, request: Request, workspace: str = "default
     return {"deleted": name}
 
 
-class ModelChoice(BaseModel):
-    name: str
-    version: str | None = None
-
-
-class ModelStepBody(BaseModel):
-    kind: Literal["model"] = "model"
-    model: ModelChoice
-    outputs: dict[str, str] = {}
-
-
-class ArmBody(BaseModel):
-    weight: float
-    models: list[ModelChoice]
-
-
-class SplitStepBody(BaseModel):
-    kind: Literal["random_split"]
-    arms: list[ArmBody]
-    hash_key: str | None = None
-
-
-class ShadowStepBody(BaseModel):
-    kind: Literal["shadow"]
-    champion: ModelChoice
-    challengers: list[ModelChoice]
-
-
-StepBody = Annotated[ModelStepBody | SplitStepBody | ShadowStepBody, Field(discriminator="kind")]
-
-
-class VersionBody(BaseModel):
-    steps: list[StepBody]
-    validations: list[Validation] = []
-
-
-def _resolve(state: ServerState, workspace: str, body: VersionBody) -> PipelineSpec:
-    """Turn model names into full references from the registry (the client never sets a sha).
-
-    Validations are checked here too, so a reference to a model the pipeline
-    does not run is refused before anything is deployed.
-    """
-    def ref(choice: ModelChoice) -> ModelRef:
-        return state.registry.get_model(workspace, choice.name, choice.version).ref()
-
-    def step(body: StepBody) -> Step:
-        if isinstance(body, SplitStepBody):
-            normalise([arm.weight for arm in body.arms])  # SplitError for bad weights
-            return RandomSplitStep(hash_key=body.hash_key, arms=[
-                SplitArm(weight=arm.weight, models=[ref(m) for m in arm.models]) for arm in body.arms])
-        if isinstance(body, ShadowStepBody):
-            return ShadowStep(champion=ref(body.champion),
-                              challengers=[ref(c) for c in body.challengers])
-        model_step = ModelStep(model=ref(body.model), outputs=body.outputs)
-        check_output_map(model_step)
-        return model_step
-
-    spec = PipelineSpec(steps=[step(s) for s in body.steps], validations=body.validations)
-    compile_validations(spec)
-    return spec
-
-
 class VersionInfo(PipelineVersion):
     """A version as `pipeline.versions()` shows it."""
 
@@ -179,7 +106,7 @@ def create_version(name: str, body: VersionBody, request: Request,
     """Store the steps as a version (the newest one again if nothing changed)."""
     state = get_state(request)
     return _version_info(state, state.registry.add_version(workspace, name,
-                                                           _resolve(state, workspace, body)))
+                                                           resolve(state.registry, workspace, body)))
 
 
 @router.get("/pipelines/{name}/versions")
@@ -221,7 +148,7 @@ async def undeploy(name: str, request: Request, workspace: str = "default") -> P
 
 
 @router.get("/pipelines/{name}/status")
-def status(name: str, request: Request, workspace: str = "default") -> dict[str, Any]:
+def status(name: str, request: Request, workspace: str = "default") -> PipelineStatus:
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
     return state.deployer.status(workspace, name)

@@ -1,10 +1,10 @@
-"""control/server/routes/logs.py: a page of logs has the columns its rows have."""
+"""control/log_queries.py: a page of logs has the columns its rows have."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from control.server.routes.logs import present_columns
+from control.log_queries import present_columns
 
 
 def test_columns_null_in_every_row_and_metadata_row_go() -> None:
