@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from engine import codecs
 from engine.definition import PipelineSpec, RandomSplitStep, ShadowStep, TensorSpec
 from engine.errors import CodecError
-from engine.pipeline import IN_PREFIX, META_VERSION, OUT_MODEL_SPLIT, OUT_PREFIX
+from engine.pipeline import META_VERSION, OUT_MODEL_SPLIT, OUT_PREFIX
+from engine.steps import IN_PREFIX
 
 _TO_NUMPY = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
              "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",

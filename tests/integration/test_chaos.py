@@ -1,7 +1,8 @@
 """Faults in combination under load (bench/_chaos.py): one fixed seed on each broker; and
 the issue's sequence of config-only redeploys.
 
-The chaos run's stack is its own (its broker, Redis and server are killed and restarted). A failure prints the report: replay its seed with
+The chaos run's stack is its own (its broker, Redis and server are killed and restarted).
+A failure prints the report: replay its seed with
 `bench/chaos.py --broker <broker> --seed <seed> --minutes 1 --keep`.
 """
 
