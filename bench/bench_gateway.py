@@ -114,7 +114,7 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
             stack, sample_dir, lambda: sequential(url, headers, bodies))}
         for rate in args.rates:
             body = arrow_body(1)
-            out[f"open_{rate}"] = measured(stack, sample_dir, lambda r=rate: open_loop(
+            out[f"open_{rate}"] = measured(stack, sample_dir, lambda r=rate, body=body: open_loop(
                 f"{url}?timeout={args.deadline_s}", headers, body, r, args.seconds,
                 args.connections, args.deadline_s + 5))
     return out

@@ -682,7 +682,8 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         echo.add_column(col, justify="right")
     for c in configs:
         e = c["echo"]
-        echo.add_row(*_config_cells(c), _n(e["throughput"]["rows_per_s"], 0), _n(e["throughput"]["msgs_per_s"], 0),
+        echo.add_row(*_config_cells(c), _n(e["throughput"]["rows_per_s"], 0),
+                     _n(e["throughput"]["msgs_per_s"], 0),
                      _n(e["latency"]["p50_ms"], 2), _n(e["latency"]["p99_ms"], 2))
     console.print(echo)
     targets = Table(title="targets")

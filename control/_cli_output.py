@@ -56,7 +56,7 @@ def cell(value: Any, column: str = "", *, wide: bool = False) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, datetime):
         return value.isoformat(" ", "milliseconds" if wide else "seconds").replace("+00:00", "Z")
     if isinstance(value, float):

@@ -53,7 +53,8 @@ def _settings() -> Any:
 
 # -- the stack ------------------------------------------------------------------------
 @app.command()
-def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once everything answers.")] = False,
+def up(detach: Annotated[bool, typer.Option(
+           "--detach", "-d", help="Return once everything answers.")] = False,
        broker: Annotated[str | None, typer.Option(
            "--broker", help="Embedded broker: tansu (default, in memory) or kafka (Apache "
            "Kafka; needs Java and Maven). Also WEIR_BROKER.")] = None) -> None:
@@ -105,7 +106,8 @@ def demo() -> None:
 @models_app.command("upload")
 def models_upload(name: str, path: ExistingFile,
                   runtime: Annotated[str | None, typer.Option(
-                      "--runtime", help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
+                      "--runtime",
+                      help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
                   json_out: JsonOpt = False) -> None:
     """Upload a model file as a new version of NAME."""
     model = _client().upload_model(name, path, runtime=runtime)
@@ -187,7 +189,9 @@ def pipelines_versions(name: str, wide: WideOpt = False, json_out: JsonOpt = Fal
 
 
 @pipelines_app.command("deploy")
-def pipelines_deploy(name: str, version: Annotated[str | None, typer.Option(help="Version to deploy (default: newest).")] = None,
+def pipelines_deploy(name: str,
+                     version: Annotated[str | None, typer.Option(
+                         help="Version to deploy (default: newest).")] = None,
                      replicas: Annotated[int, typer.Option(help="Worker processes.")] = 1,
                      json_out: JsonOpt = False) -> None:
     """Deploy a pipeline version and wait until it runs."""

@@ -40,7 +40,10 @@ def bucket_series(table: pa.Table, start_ms: int, buckets: int,
               if META_ERROR in table.column_names else np.zeros(len(at), bool))
     order = np.argsort(at, kind="stable")
     edges = np.searchsorted(at[order], np.arange(buckets + 1))
-    p50, p99, error_rate, check_rate = [], [], [], []
+    p50: list[float | None] = []
+    p99: list[float | None] = []
+    error_rate: list[float | None] = []
+    check_rate: list[float | None] = []
     for i in range(buckets):
         picked = order[edges[i]:edges[i + 1]]
         if not len(picked):
@@ -58,7 +61,8 @@ def bucket_series(table: pa.Table, start_ms: int, buckets: int,
 def _column(table: pa.Table, name: str, inside: np.ndarray, fill: int) -> np.ndarray:
     if name not in table.column_names:
         return np.zeros(int(inside.sum()), np.int64)
-    return table[name].fill_null(fill).to_numpy()[inside]
+    values: np.ndarray = table[name].fill_null(fill).to_numpy()[inside]
+    return values
 
 
 def recent_series(store: LogStore, workspace: str, pipeline: str, *, minutes: float,

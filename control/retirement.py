@@ -106,8 +106,8 @@ class Retirement:
             key = (ws, name)
             current = self.registry.get_deployment(ws, name)
             swap = self._swaps.get(key)
-            in_use = {d.id for d in (current, swap and swap.new, swap and swap.previous)
-                      if d is not None}
+            pair = (swap.new, swap.previous) if swap else ()
+            in_use = {d.id for d in (current, *pair) if d is not None}
             alive = any(b.deployment == deployment
                         and b.status in ("Starting", "Running", "Draining")
                         for b in self.registry.workers(ws, name))

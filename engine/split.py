@@ -23,7 +23,7 @@ def normalise(weights: Sequence[float]) -> np.ndarray:
         raise SplitError("a split needs at least one model")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise SplitError(f"split weights must be positive numbers, got {list(weights)}")
-    bounds = np.cumsum(values) / values.sum()
+    bounds: np.ndarray = np.cumsum(values) / values.sum()
     bounds[-1] = 1.0
     return bounds
 

@@ -157,7 +157,7 @@ def remove_stale_temps(partition: Partition, older_than_s: float) -> None:
 def _is_text(kind: pa.DataType) -> bool:
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def unique_rows(table: pa.Table) -> pa.Table:

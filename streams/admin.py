@@ -97,8 +97,9 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
     holds several records. So this reads from just before that answer: the
     batch comes back whole, and its last record (or the fetch's high
     watermark) gives the end. Apache Kafka's answer is right: there the read
-    returns the last record, or skips a transaction marker to the end. `consumer` is one without a group that this call
-    may assign and seek (the caller serialises its use).
+    returns the last record, or skips a transaction marker to the end.
+    `consumer` is one without a group that this call may assign and seek
+    (the caller serialises its use).
     """
     ends = dict(await consumer.end_offsets(tps))
     pending = {tp: end for tp, end in ends.items() if end > 0}
@@ -182,7 +183,7 @@ async def check_connection(settings: WorkerSettings, timeout_s: float = 20.0) ->
     """Connect and list topics as weir's clients will, or raise KafkaUnreachable saying what
     was tried and which settings to check (a wrong password fails here, not as a hang)."""
     s = settings
-    how = s.kafka_security_protocol
+    how: str = s.kafka_security_protocol
     if how.startswith("SASL_"):
         how += f", {s.kafka_sasl_mechanism} as {s.kafka_sasl_username!r}"
     try:

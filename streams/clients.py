@@ -164,10 +164,11 @@ def connection_options(settings: WorkerSettings) -> dict[str, Any]:
 
 
 def _ssl_context(settings: WorkerSettings) -> ssl.SSLContext:
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
         keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    return context
 
 
 def consumer_options(settings: WorkerSettings, group_id: str, client_id: str, *,

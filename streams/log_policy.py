@@ -46,7 +46,7 @@ class LogPolicy(BaseModel):
 def _drop_largest_inputs(rows: pa.RecordBatch, limit: int) -> pa.RecordBatch:
     names = rows.schema.names
     sizes = {name: row_bytes(column) for name, column in zip(names, rows.columns)}
-    over = sum(sizes.values()) - limit  # > 0 in rows that must shrink
+    over = sum(sizes.values(), np.zeros(rows.num_rows, np.int64)) - limit  # > 0: must shrink
     inputs = [n for n in names if n.startswith(IN_PREFIX)]
     if not inputs or not (over > 0).any():
         return rows
@@ -88,4 +88,5 @@ def row_bytes(column: pa.Array) -> np.ndarray:
                         max(kind.bit_width // 8, 1)).astype(np.int64)
     else:  # structs, maps and the like: their share of the column's bytes
         return np.full(n, column.nbytes // max(n, 1), np.int64)
-    return pc.fill_null(sizes, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    filled: np.ndarray = pc.fill_null(sizes, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return filled

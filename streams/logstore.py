@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -232,7 +233,7 @@ class LogStore:
         def batches() -> Iterator[pa.RecordBatch]:
             for partition in list_partitions(pipeline_dir):
                 if overlaps(partition.start_ms, partition.end_ms, span):
-                    table = self._retrying(lambda: read(partition)).select(out.names)
+                    table = self._retrying(partial(read, partition)).select(out.names)
                     yield from table.combine_chunks().to_batches(batch_rows)
 
         return batches()
@@ -292,11 +293,11 @@ class LogStore:
         def distinct(partition: Partition) -> int:
             with deletion_guard(pipeline_dir, exclusive=False):
                 keys = self._catalog.read(list_files(partition), _KEYS_SCHEMA)
-            return keys.group_by([REQUEST_ID, ROW]).aggregate([]).num_rows
+            return int(keys.group_by([REQUEST_ID, ROW]).aggregate([]).num_rows)
 
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
         partitions = list_partitions(pipeline_dir)
-        return sum(self._retrying(lambda: distinct(p)) for p in partitions)
+        return sum(self._retrying(partial(distinct, p)) for p in partitions)
 
     def usage(self, workspace: str, pipeline: str) -> tuple[int, int]:
         """Rows and bytes stored for a pipeline (a repeat counts until compaction drops it)."""

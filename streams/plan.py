@@ -179,9 +179,10 @@ class _Builder:
         stages = []
         for c, (ref, source) in enumerate(zip(runner.challengers,
                                               self._challenger_topics(index))):
-            compute = StageCompute(
-                lambda message, _pass, c=c: self.pipeline.run_challenger(index, c, message),
-                finish=lambda message, started, c=c: self.pipeline.finish_shadow(
+            compute = StageCompute(  # c=c binds this challenger (mypy infers no defaults)
+                lambda message, _pass, c=c: self.pipeline.run_challenger(  # type: ignore[misc]
+                    index, c, message),
+                finish=lambda message, started, c=c: self.pipeline.finish_shadow(  # type: ignore[misc]
                     index, c, message, started_ns=started),
                 max_batch_rows=self.settings.max_batch_rows)
             sink = ShadowAnswer(labels={index: (runner.label, ref.label())},

@@ -66,7 +66,8 @@ def main() -> int:
             client = Client(settings=Settings.discover(home=Path(home)))
             model_path = diabetes_regressor(Path(home) / "diabetes.onnx")
             model = client.upload_model("diabetes", model_path).configure("onnx")
-            console.print(f"uploaded [bold]{model.name}[/bold] version {model.version} sha256 {model.sha[:16]}…")
+            console.print(f"uploaded [bold]{model.name}[/bold] version {model.version}"
+                          f" sha256 {model.sha[:16]}…")
 
             pipeline = client.build_pipeline("diabetes-demo").add_model_step(model)
             started = time.perf_counter()
@@ -88,7 +89,8 @@ def main() -> int:
 
             console.rule("pipeline.logs()")
             logs = pipeline.logs(limit=8)
-            console.print(logs[["time", "out.variable", "check_failures", "metadata.pipeline_version"]].to_string())
+            columns = ["time", "out.variable", "check_failures", "metadata.pipeline_version"]
+            console.print(logs[columns].to_string())
             pipeline.undeploy()
         finally:
             down(settings, say=console.print)

@@ -36,9 +36,12 @@ class LogsMixin:
     """Log reading for Pipeline (needs `_session`, `name` and `_path`)."""
 
     _session: Session
-    name: str
 
-    def _path(self, suffix: str = "") -> str: ...
+    if TYPE_CHECKING:  # Pipeline's
+        @property
+        def name(self) -> str: ...
+
+        def _path(self, suffix: str = "") -> str: ...
 
     def _log_params(self, start: datetime | None, end: datetime | None, valid: bool | None,
                     dataset: list[str] | None, exclude: list[str] | None) -> dict[str, Any]:

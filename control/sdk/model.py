@@ -67,4 +67,5 @@ class Model:
         return Model(self._session, record)
 
     def __repr__(self) -> str:
-        return f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…, runtime={self.runtime!r})"
+        return (f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…,"
+                f" runtime={self.runtime!r})")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from control.sdk.model import Model
 
 if TYPE_CHECKING:
     from control.sdk._session import Session
 
-Arm = Union[Model, Sequence[Model]]
+Arm = Model | Sequence[Model]
 """One side of a split: a model, or a chain of models (e.g. pre-processing then a model)."""
 
 
@@ -100,7 +100,7 @@ class RenamedOutputs:
         return f"{self.model.name}(outputs {self.outputs})"
 
 
-LocalStep = Union[Model, RenamedOutputs, RandomSplit, ShadowDeploy]
+LocalStep = Model | RenamedOutputs | RandomSplit | ShadowDeploy
 
 
 def model_step(model: Model, outputs: Mapping[str, str] | None) -> Model | RenamedOutputs:

@@ -94,7 +94,7 @@ def _lookup(var: Variable, tensors: Tensors) -> np.ndarray:
         available = ", ".join(f"{i}: {field!r}" for i, field in enumerate(names)) or "none"
         require(isinstance(key, str) and key in group, f"{name}: model {var.model!r} has no "
                 f"{var.kind} field {var.field!r}; available: {available}")
-        array = np.asarray(group[key])
+        array = np.asarray(group[key])  # type: ignore[index]  # a str: required above
     else:
         require(isinstance(group, Sequence) and not isinstance(group, str)
                 and isinstance(var.field, int) and var.field < len(group),
@@ -107,4 +107,5 @@ def _lookup(var: Variable, tensors: Tensors) -> np.ndarray:
     for dimension, (position, size) in enumerate(zip(var.index, array.shape[1:])):
         require(position < size, f"{name}: index {position} is out of range for per-row "
                 f"dimension {dimension} of size {size} (shape {array.shape})")
-    return array[(slice(None), *var.index)]
+    rows_then_index: tuple[slice | int, ...] = (slice(None), *var.index)
+    return array[rows_then_index]

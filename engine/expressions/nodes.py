@@ -133,7 +133,7 @@ def lift(value: object, literal_only: bool = False) -> Expression:
     """`value` as a node: an expression as it is, a number, bool or string as a Literal."""
     value = value.item() if isinstance(value, np.generic) else value
     if isinstance(value, Literal if literal_only else Expression):
-        return value  # type: ignore[return-value]
+        return value
     wanted = "a number, bool or string" + ("" if literal_only else ", or another expression")
     require(type(value) in _SCALARS,
             f"cannot use {type(value).__name__} {value!r:.40} in an expression: use {wanted}")

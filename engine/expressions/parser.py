@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
 from engine.errors import ExpressionError
 from engine.expressions.nodes import (
-    KINDS, MAX_DEPTH, MODEL_NAME, BinaryOp, Expression, Function, Literal, UnaryOp, Variable,
-    fail, is_index, require,
+    KINDS, MAX_DEPTH, MODEL_NAME, BinaryOp, Expression, Function, Literal, UnaryOp, UnaryOpName,
+    Variable, fail, is_index, require,
 )
 
 MAX_TEXT = 4000
@@ -114,7 +115,7 @@ class _Walker:
         if isinstance(node, ast.Constant):
             self.need(type(node.value) in (bool, int, float, str), node,
                       f"constant {type(node.value).__name__} is not allowed")
-            return Literal(node.value)
+            return Literal(node.value)  # type: ignore[arg-type]  # need() checked its type
         self.need(not isinstance(node, ast.BoolOp), node,
                   "'and'/'or' are not allowed: use & and | with parentheses")
         self.need(not isinstance(node, ast.Name), node,
@@ -124,6 +125,7 @@ class _Walker:
              self.base + self.column(node))
 
     def binary(self, node: ast.Compare | ast.BinOp, depth: int) -> Expression:
+        ops: list[ast.cmpop] | list[ast.operator]
         if isinstance(node, ast.Compare):
             ops, left, rights = node.ops, node.left, node.comparators
         else:
@@ -141,8 +143,9 @@ class _Walker:
         operand = node.operand
         if (isinstance(node.op, ast.USub) and isinstance(operand, ast.Constant)
                 and type(operand.value) in (int, float)):
-            return Literal(-operand.value)  # a negative number, not a negation
-        op = "neg" if isinstance(node.op, ast.USub) else "not"
+            # A negative number, not a negation (the value is an int or float: checked above).
+            return Literal(-operand.value)  # type: ignore[operator, arg-type]
+        op: UnaryOpName = "neg" if isinstance(node.op, ast.USub) else "not"
         return UnaryOp(op, self.expression(operand, depth))
 
     def call(self, node: ast.Call, depth: int) -> Expression:
@@ -185,7 +188,7 @@ class _Walker:
         self.need(isinstance(node.value, ast.Name) and at in self.models, node,
                   f".{node.attr} must follow a model name matching {MODEL_NAME.pattern}")
         self.need(subscripts, node, f"pick a field: {node.attr}[0] or {node.attr}[\"name\"]")
-        keys = []
+        keys: list[Any] = []  # ints, or a str first: need() checks each
         for position, subscript in enumerate(subscripts):
             constant = isinstance(subscript, ast.Constant)
             value = subscript.value if constant else None  # type: ignore[attr-defined]
@@ -195,5 +198,5 @@ class _Walker:
                       f"{' or a field name' if position == 0 else ''}, found {found}")
             keys.append(value)
         self.used.add(at)
-        return Variable(self.models[at], node.attr, keys[0],  # type: ignore[arg-type]
-                        tuple(keys[1:]))
+        return Variable(self.models[at], node.attr,  # type: ignore[arg-type]  # in KINDS: checked
+                        keys[0], tuple(keys[1:]))

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import traceback
-from typing import BinaryIO
+from typing import IO
 
 import pyarrow as pa
 
@@ -46,20 +46,20 @@ def widen_pipe(fd: int) -> None:
         pass
 
 
-def send_batch(out: BinaryIO, batch: pa.RecordBatch) -> None:
+def send_batch(out: IO[bytes], batch: pa.RecordBatch) -> None:
     out.write(BATCH)
     with pa.ipc.new_stream(out, batch.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_batch(batch)
     out.flush()
 
 
-def send(out: BinaryIO, kind: bytes, payload: bytes = b"") -> None:
+def send(out: IO[bytes], kind: bytes, payload: bytes = b"") -> None:
     """A ready or error message."""
     out.write(kind + len(payload).to_bytes(_LENGTH, "big") + payload)
     out.flush()
 
 
-def receive(source: BinaryIO) -> tuple[bytes, pa.RecordBatch | bytes] | None:
+def receive(source: IO[bytes]) -> tuple[bytes, pa.RecordBatch | bytes] | None:
     """The next message: its kind and its batch (or payload); None once the other side
     closed the pipe (it exited)."""
     kind = source.read(1)

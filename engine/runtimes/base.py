@@ -105,5 +105,5 @@ class Runtime(ABC):
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Run the model on every row of `batch`; returns one output row per input row."""
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - a hook with nothing to release by default
         """Release what `load` acquired. Subclasses may override."""

@@ -89,7 +89,9 @@ class OnnxRuntime(Runtime):
         if any(isinstance(values, list) for _, _, values in matched):
             outputs = self._run_by_shape(matched, batch.num_rows)
         else:
-            outputs = self._run({spec.name: _feed(spec, values) for spec, _, values in matched},
+            # No value is a list here (checked above).
+            outputs = self._run({spec.name: _feed(spec, values)  # type: ignore[arg-type]
+                                 for spec, _, values in matched},
                                 batch.num_rows)
         return codecs.batch_from_arrays(dict(zip(self._output_names, outputs, strict=True)))
 

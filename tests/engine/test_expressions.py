@@ -70,7 +70,8 @@ def test_housing_guide_example_flags_high_price() -> None:
 
 
 def test_builder_produces_variables() -> None:
-    assert h_out[0].to_json() == {"type": "variable", "model": HOUSING, "kind": "outputs", "field": 0, "index": []}
+    assert h_out[0].to_json() == {"type": "variable", "model": HOUSING, "kind": "outputs", "field": 0,
+                                  "index": []}
     assert h_out["dense_1"][0].same_as(Variable(HOUSING, "outputs", "dense_1", (0,)))
     assert h_in[1][2][3].same_as(Variable(HOUSING, "inputs", 1, (2, 3)))
     assert m_out[np.int64(1)][np.int32(2)].same_as(Variable("m", "outputs", 1, (2,)))
@@ -109,9 +110,10 @@ OPERATORS = [
     ("ror", lambda: False | FLAG, "False | m.outputs[\"flag\"]", [True, False, True]),
     ("not", lambda: ~(A < 2), "~(m.outputs[0][0] < 2)", [False, True, True]),
     ("one_of", lambda: A.one_of(1, 3), "m.outputs[0][0].one_of(1, 3)", [True, False, True]),
-    ("one_of_str", lambda: m_out["label"].one_of("cat", "cow"), "m.outputs[\"label\"].one_of(\"cat\", \"cow\")",
-     [True, False, True]),
-    ("precedence", lambda: (A - (B - 1)) * 2, "(m.outputs[0][0] - (m.outputs[0][1] - 1)) * 2", [-2.0, 2.0, 6.0]),
+    ("one_of_str", lambda: m_out["label"].one_of("cat", "cow"),
+     "m.outputs[\"label\"].one_of(\"cat\", \"cow\")", [True, False, True]),
+    ("precedence", lambda: (A - (B - 1)) * 2, "(m.outputs[0][0] - (m.outputs[0][1] - 1)) * 2",
+     [-2.0, 2.0, 6.0]),
     ("seq_tensor", lambda: model_refs("n-2")[1][0] >= -20, "n-2.outputs[0] >= -20", [True, True, True]),
     ("mixed", lambda: abs(-A + 1) / 2 <= 0.5, "abs(-m.outputs[0][0] + 1) / 2 <= 0.5", [True, True, False]),
 ]
@@ -153,7 +155,7 @@ CORPUS = [
     (A - B) - 1,
     A / (B * 2),
     -(A + B) < 0,
-    -(-A),
+    -(-A),  # noqa: B002 - the parser must keep a double negation
     ~~FLAG,
     (A < B) == (B < A),
     abs(A - B).one_of(0, 1.5, -2, True, "x"),
@@ -360,7 +362,8 @@ GOOD_LIT = {"type": "literal", "value": 1.0}
 
 
 @pytest.mark.parametrize("data, words", [
-    ({"type": "attribute", "name": "x"}, "unknown expression node type 'attribute': allowed are variable, literal"),
+    ({"type": "attribute", "name": "x"},
+     "unknown expression node type 'attribute': allowed are variable, literal"),
     ({"kind": "literal", "value": 1}, "unknown expression node type None"),
     ({"type": "binary", "op": "**", "left": GOOD_VAR, "right": GOOD_LIT}, "found '**'"),
     ({"type": "binary", "op": "and", "left": GOOD_VAR, "right": GOOD_LIT}, "must be one of < <= > >="),
@@ -455,11 +458,14 @@ def test_builder_rejects(build, words: str) -> None:
 
 
 @pytest.mark.parametrize("expr, words", [
-    (model_refs("ghost")[1][0][0] < 1, "ghost.outputs[0][0]: model 'ghost' is not in this batch; available models: 'm', 'n-2'"),
+    (model_refs("ghost")[1][0][0] < 1,
+     "ghost.outputs[0][0]: model 'ghost' is not in this batch; available models: 'm', 'n-2'"),
     (m_out["nope"][0] < 1, "has no outputs field 'nope'; available: 0: 'pair', 1: 'flag', 2: 'label'"),
     (m_out[7][0] < 1, "has no outputs field 7"),
-    (m_in[0][0][0] < 1, "m.inputs[0][0][0]: tensor of shape (3, 1) (rows first) has 1 per-row dimension(s), cannot apply 2"),
-    (m_out["flag"][0], "m.outputs[\"flag\"][0]: tensor of shape (3,) (rows first) has 0 per-row dimension(s)"),
+    (m_in[0][0][0] < 1,
+     "m.inputs[0][0][0]: tensor of shape (3, 1) (rows first) has 1 per-row dimension(s), cannot apply 2"),
+    (m_out["flag"][0],
+     "m.outputs[\"flag\"][0]: tensor of shape (3,) (rows first) has 0 per-row dimension(s)"),
     (m_out[0][2] < 1, "index 2 is out of range for per-row dimension 0 of size 2 (shape (3, 2))"),
     (model_refs("n-2")[1]["x"] < 1, "its outputs are 1 unnamed tensors, use a position"),
     ((A + 1) & FLAG, "needs true/false (compare first"),
@@ -475,7 +481,8 @@ def test_evaluation_errors_are_clear(expr: Expression, words: str) -> None:
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("expr, shape", [(A + 1, "float64 of shape (3,)"), (m_out[0] < 1, "bool of shape (3, 2)"),
+@pytest.mark.parametrize("expr, shape", [(A + 1, "float64 of shape (3,)"),
+                                         (m_out[0] < 1, "bool of shape (3, 2)"),
                                          (Literal(True), "bool of shape ()")])
 def test_check_requires_one_bool_per_row(expr: Expression, shape: str) -> None:
     assert evaluate(expr, _tensors()) is not None
@@ -500,7 +507,8 @@ def test_division_by_zero_and_nan_are_silent_and_fail_comparisons() -> None:
 def test_evaluation_is_vectorised_over_many_rows() -> None:
     n = 200_000
     values = np.arange(n, dtype=np.float64).reshape(n, 1)
-    result = check((model_refs("m")[1][0][0] >= 10) & (model_refs("m")[1][0][0] < 20), {"m": {"outputs": {"y": values}}})
+    y = model_refs("m")[1][0][0]
+    result = check((y >= 10) & (y < 20), {"m": {"outputs": {"y": values}}})
     assert result.shape == (n,) and int(result.sum()) == 10
 
 

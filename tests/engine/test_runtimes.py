@@ -181,7 +181,11 @@ def test_bad_modules_are_rejected_at_inspect(tmp_path: Path, source: str, messag
 def test_copy_of_file_with_same_bytes_loads(tmp_path: Path, diabetes_onnx: Path) -> None:
     copy = tmp_path / "copy.onnx"
     shutil.copy(diabetes_onnx, copy)
-    OnnxRuntime(_ref(diabetes_onnx)).load(copy)  # same sha, different path: fine
+    runtime = OnnxRuntime(_ref(diabetes_onnx))
+    runtime.load(copy)  # same sha, different path: fine
+    out = runtime.predict(codecs.batch_from_arrays({"float_input": X}))
+    np.testing.assert_allclose(codecs.column_to_ndarray(out.column("variable")),
+                               _expected(diabetes_onnx, X), rtol=1e-5)
 
 
 def test_python_step_loads_from_an_artifact_path_without_suffix(tmp_path: Path) -> None:
@@ -190,4 +194,4 @@ def test_python_step_loads_from_an_artifact_path_without_suffix(tmp_path: Path) 
     runtime = PythonRuntime(_ref(path, "python", "pre"))
     runtime.load(path)
     out = runtime.predict(codecs.batch_from_arrays({"tensor": X}))
-    assert out.num_rows == len(X)
+    np.testing.assert_allclose(codecs.column_to_ndarray(out.column("tensor")), X * 2)

@@ -107,7 +107,8 @@ def test_split_of_chains_inside_a_longer_pipeline(refs: dict[str, tuple[ModelRef
     pipeline = _load(refs, ModelStep(model=double), arms)
     result = pipeline.run(codecs.batch_from_arrays({"tensor": X[:50] / 4}))
     assert result.num_rows == 50
-    assert {s[-1]["name"] for s in map(json.loads, result.column("out._model_split").to_pylist())} == {"a", "b"}
+    splits = map(json.loads, result.column("out._model_split").to_pylist())
+    assert {s[-1]["name"] for s in splits} == {"a", "b"}
 
 
 def test_shadow_keeps_the_champion_and_logs_challengers(refs: dict[str, tuple[ModelRef, Path]]) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from control.settings import Settings
 from control.stack import down, up
 from engine import codecs
 from engine.errors import ModelLoadError
+from tests.integration._deployed import deployed
 
 pytestmark = pytest.mark.slow
 
@@ -143,44 +145,60 @@ def test_pre_model_post_pipeline(client: Client, models: dict[str, Any], files: 
 
     pipeline = (client.build_pipeline("mgmt-demand").add_model_step(models["pre"])
                 .add_model_step(models["a"]).add_model_step(models["post"]))
-    pipeline.deploy(quiet=True)
-    result = pipeline.infer(FRAME)
-    expected = ort.InferenceSession(str(files["a"])).run(None, {"float_input": X * 2.0})[0][:, 0]
-    np.testing.assert_allclose(result["out.price"], expected, rtol=1e-5)
-    assert list(result["out.expensive"]) == list(expected > 150.0)
-    assert _models_running(pipeline) == ["preprocess", "house-a", "postprocess"]
-    pipeline.undeploy()
+    with deployed(pipeline):
+        result = pipeline.infer(FRAME)
+        expected = ort.InferenceSession(str(files["a"])).run(
+            None, {"float_input": X * 2.0})[0][:, 0]
+        np.testing.assert_allclose(result["out.price"], expected, rtol=1e-5)
+        assert list(result["out.expensive"]) == list(expected > 150.0)
+        assert _models_running(pipeline) == ["preprocess", "house-a", "postprocess"]
 
 
 def test_hot_replace_redeploy_and_deploy_a_previous_version(client: Client,
                                                             models: dict[str, Any]) -> None:
-    pipeline = client.build_pipeline("mgmt-swap").add_model_step(models["a"]).deploy(quiet=True)
-    before = pipeline.infer(FRAME)["out.variable"]
-    pipeline.replace_with_model_step(0, models["b"]).deploy(quiet=True)
-    assert _models_running(pipeline) == ["house-b"]
-    after = pipeline.infer(FRAME)
-    assert set(after["metadata.model"].str.split("@").str[0]) == {"house-b"}
-    assert not np.allclose(np.stack(before), np.stack(after["out.variable"]))
+    with deployed(client.build_pipeline("mgmt-swap").add_model_step(models["a"])) as pipeline:
+        before = pipeline.infer(FRAME)["out.variable"]
+        pipeline.replace_with_model_step(0, models["b"]).deploy(quiet=True)
+        assert _models_running(pipeline) == ["house-b"]
+        after = pipeline.infer(FRAME)
+        assert set(after["metadata.model"].str.split("@").str[0]) == {"house-b"}
+        assert not np.allclose(np.stack(before), np.stack(after["out.variable"]))
 
-    old = pipeline.versions()[1]
-    assert old.steps == ["house-a"] and not old.deployed
-    old.deploy("mgmt-swap", old.model_configs(), quiet=True)
-    assert _models_running(pipeline) == ["house-a"]
-    assert pipeline.versions()[1].deployed
-    again = client.get_pipeline("mgmt-swap", version=old.version)
-    assert [m.name for m in again.steps()] == ["house-a"]
-    pipeline.undeploy()
+        old = pipeline.versions()[1]
+        assert old.steps == ["house-a"] and not old.deployed
+        old.deploy("mgmt-swap", old.model_configs(), quiet=True)
+        assert _models_running(pipeline) == ["house-a"]
+        assert pipeline.versions()[1].deployed
+        again = client.get_pipeline("mgmt-swap", version=old.version)
+        assert [m.name for m in again.steps()] == ["house-a"]
 
 
 def test_replicas_share_the_work(client: Client, models: dict[str, Any]) -> None:
+    """Requests go to random partitions; with 24 of them, each replica's partitions get some
+    (all on one replica's half: a chance of 2 in 2**24)."""
     config = DeploymentConfigBuilder().replica_count(2).cpus(1).memory("512Mi").build()
     pipeline = client.build_pipeline("mgmt-replicas").add_model_step(models["a"])
-    pipeline.deploy(config, quiet=True)
-    engines = pipeline.status()["engines"]
-    assert len(engines) == 2 and {e["status"] for e in engines} == {"Running"}
-    for _ in range(6):
-        assert len(pipeline.infer(FRAME)) == len(X)
-    pipeline.undeploy()
+    with deployed(pipeline, config):
+        engines = pipeline.status()["engines"]
+        assert len(engines) == 2 and {e["status"] for e in engines} == {"Running"}
+        for _ in range(REQUESTS):
+            assert len(pipeline.infer(FRAME)) == len(X)
+        processed = _processed_once_reported(pipeline, REQUESTS)
+        assert len(processed) == 2 and all(n > 0 for n in processed.values()), processed
+
+
+REQUESTS = 24
+
+
+def _processed_once_reported(pipeline: Any, requests: int, wait_s: float = 30.0
+                             ) -> dict[str, int]:
+    """Messages each worker answered, once their heartbeats account for all `requests`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        processed = {e["name"]: e["processed"] for e in pipeline.status()["engines"]}
+        if sum(processed.values()) >= requests or time.monotonic() > deadline:
+            return processed
+        time.sleep(0.2)
 
 
 def test_a_deploy_that_cannot_start_is_undone(client: Client, models: dict[str, Any]) -> None:
@@ -195,7 +213,11 @@ def test_a_deploy_that_cannot_start_is_undone(client: Client, models: dict[str, 
 
 
 def test_infer_from_file_json_and_arrow(client: Client, models: dict[str, Any], tmp_path: Path) -> None:
-    pipeline = client.build_pipeline("mgmt-files").add_model_step(models["a"]).deploy(quiet=True)
+    with deployed(client.build_pipeline("mgmt-files").add_model_step(models["a"])) as pipeline:
+        _infer_from_files(pipeline, tmp_path)
+
+
+def _infer_from_files(pipeline: Any, tmp_path: Path) -> None:
     as_json = tmp_path / "data.json"
     as_json.write_text(json.dumps([{"tensor": row.tolist()} for row in X]))
     as_arrow = tmp_path / "data.arrow"
@@ -210,7 +232,6 @@ def test_infer_from_file_json_and_arrow(client: Client, models: dict[str, Any], 
     assert pipeline.infer_from_file(odd, data_format="arrow").num_rows == len(X)
     assert pipeline.url().endswith("/pipelines/mgmt-files")
     assert pipeline._deployment._url() == pipeline.url()
-    pipeline.undeploy()
 
 
 def test_workspaces_scope_pipelines_and_models(client: Client, files: dict[str, Path],
@@ -246,18 +267,19 @@ def test_tags_show_in_listings(client: Client, models: dict[str, Any]) -> None:
 
 def test_publish_and_import_a_bundle(client: Client, models: dict[str, Any], tmp_path: Path,
                                      stack_home: Path) -> None:
-    pipeline = client.build_pipeline("mgmt-publish").add_model_step(models["a"]).deploy(quiet=True)
-    bundle = pipeline.publish(tmp_path / "bundle.weir")
-    assert client.get_pipeline("mgmt-publish")._info["published"] is True
-    pipeline.undeploy()
+    with deployed(client.build_pipeline("mgmt-publish").add_model_step(models["a"])) as pipeline:
+        bundle = pipeline.publish(tmp_path / "bundle.weir")
+        assert client.get_pipeline("mgmt-publish")._info["published"] is True
     elsewhere = Client(settings=Settings.discover(home=stack_home))
     elsewhere.set_current_workspace(elsewhere.create_workspace("imported"))
     deployment = elsewhere.import_bundle(bundle)
     assert deployment["pipeline"] == "mgmt-publish"
     imported = elsewhere.get_pipeline("mgmt-publish")
-    imported._wait_running(deployment["version"], 60, quiet=True)
-    assert len(imported.infer(FRAME)) == len(X)
-    imported.undeploy()
+    try:
+        imported._wait_running(deployment["version"], 60, quiet=True)
+        assert len(imported.infer(FRAME)) == len(X)
+    finally:
+        imported.undeploy()
 
 
 def test_cli_json_output_and_exit_codes(stack_home: Path, client: Client) -> None:

@@ -171,19 +171,28 @@ def test_logs_right_after_inference_see_it(housing: Pipeline) -> None:
 
 def test_background_compaction_merges_files_and_keeps_every_row(housing: Pipeline,
                                                                  stack_home: Path) -> None:
+    """Each inference's rows land in a file; the files seen then are merged into one per hour
+    (the merged file is new: it holds rows written after every file seen before it)."""
     import time
 
+    root = stack_home / "logstore" / "default" / "anomaly-housing-pipeline"
+    seen: set[Path] = set()
     for _ in range(4):
         housing.infer(_rows(3)[0])
+        housing.logs(limit=1)  # the rows are in the store
+        seen |= set(root.glob("date=*/hour=*/*.parquet"))
     before = housing.logs(limit=100_000)
-    root = stack_home / "logstore" / "default" / "anomaly-housing-pipeline"
+    assert seen, f"no log files under {root}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while True:
         hours = [p for p in root.glob("date=*/hour=*") if p.is_dir()]
-        if hours and all(len(list(h.glob("*.parquet"))) == 1 for h in hours):
+        merged = all(len(list(h.glob("*.parquet"))) == 1 for h in hours)
+        if (hours and merged) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert all(len(list(h.glob("*.parquet"))) == 1 for h in hours)
+    assert hours and merged, {h.name: len(list(h.glob("*.parquet"))) for h in hours}
+    after_files = set(root.glob("date=*/hour=*/*.parquet"))
+    assert seen - after_files and len(after_files) < len(seen), (seen, after_files)
     after = housing.logs(limit=100_000)
     assert sorted(zip(after["request_id"], after["row"])) == sorted(zip(before["request_id"], before["row"]))
 
