@@ -75,14 +75,16 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
     def before_deploy(pids: dict[str, list[int]]) -> None:
         out["no_pipeline"] = idle_cpu(pids, args.settle, args.seconds)
 
-    with weir_stack(broker, model, env=env, before_deploy=before_deploy) as stack:  # type: ignore[arg-type]
+    with weir_stack(broker, model, env=env,  # type: ignore[arg-type]
+                    before_deploy=before_deploy) as stack:
         url = stack.pipeline.url()
         headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM}
         warm = latencies_ms(url, headers, args.warm + 5)[5:]  # the first few warm things up
         rounds = []
         for _ in range(args.rounds):
             cpu = idle_cpu(stack.pids, args.settle, args.seconds)
-            rounds.append({"cpu_percent": cpu, "first_request_ms": latencies_ms(url, headers, 1)[0]})
+            first = latencies_ms(url, headers, 1)[0]
+            rounds.append({"cpu_percent": cpu, "first_request_ms": first})
     out.update(
         idle=rounds, warm_ms=warm, warm_p50_ms=round(statistics.median(warm), 2),
         first_after_idle_ms=[r["first_request_ms"] for r in rounds],
