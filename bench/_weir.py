@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +41,13 @@ class WeirStack:
 
 @contextmanager
 def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
-               env: dict[str, str] | None = None, sample_dir: Path | None = None
+               env: dict[str, str] | None = None, sample_dir: Path | None = None,
+               before_deploy: Callable[[dict[str, list[int]]], None] | None = None
                ) -> Iterator[WeirStack]:
     """A fresh broker, Redis and weir server (new WEIR_HOME) with `model` deployed as a
     one-step pipeline; `env` (WEIR_* settings) reaches the server and its workers;
-    `sample_dir` turns on the bench's sampling profiler in them. Always torn down."""
+    `sample_dir` turns on the bench's sampling profiler in them; `before_deploy` is called
+    with the stack's processes before anything is deployed. Always torn down."""
     home = Path(tempfile.mkdtemp(prefix="weir-bench-"))
     settings = Settings(home=home)
     saved = dict(os.environ)
@@ -59,12 +61,14 @@ def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
         settings = Settings(home=home, kafka_bootstrap=service.address)
         record = up(settings, detach=True, say=lambda _: None)
         try:
+            pids = {"server": [record["pids"]["server"]], "redis": [record["pids"]["redis"]],
+                    "broker": [service.proc.pid]}
+            if before_deploy is not None:
+                before_deploy(pids)
             client = Client(settings=Settings.discover(home=home))
             step = client.upload_model(name, model).configure("onnx")
             pipeline = client.build_pipeline(name).add_model_step(step).deploy(quiet=True)
-            workers = [int(e["pid"]) for e in pipeline.status()["engines"]]
-            pids = {"server": [record["pids"]["server"]], "worker": workers,
-                    "broker": [service.proc.pid]}
+            pids["worker"] = [int(e["pid"]) for e in pipeline.status()["engines"]]
             yield WeirStack(home, record, pipeline, pids)
             pipeline.undeploy()
         finally:

@@ -48,7 +48,7 @@ from engine import codecs
 from engine.definition import ShadowStep
 from streams.clients import connection_options
 from streams.messages import Envelope
-from streams.settings import RECORD_OVERHEAD_BYTES
+from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 from streams.topics import TopicMap
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,14 @@ being deployed is never cached). While Redis is away, the last deployment looked
 class Gateway:
     """Sends batches through deployed pipelines and returns their result rows."""
 
-    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap) -> None:
+    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap,
+                 worker: WorkerSettings) -> None:
+        """`worker`: the Kafka clients' settings, resolved for the broker
+        (streams.admin.resolved)."""
         self.settings = settings
         self.registry = registry
         self.topics = topics
-        self._worker = settings.worker_settings()
+        self._worker = worker
         self._producer: AIOKafkaProducer | None = None
         self._replies: dict[str, Replies] = {}
         self._replies_lock = asyncio.Lock()

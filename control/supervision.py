@@ -36,6 +36,8 @@ again."""
 REMOTE_FORGET_S = 600.0
 """A remote worker silent this long is taken to be gone for good (its host removed):
 `status()` stops listing it. If it comes back it reports again."""
+FORGET_EVERY_S = 10.0
+"""How often remote workers' heartbeats are looked over for those silent too long."""
 
 
 class Supervisor:
@@ -51,12 +53,22 @@ class Supervisor:
     async def run(self) -> None:
         """Restart local workers that died while a deployment still wants them. With Redis
         away, which workers are wanted is unknown: none is touched until it is back (they
-        serve on, whatever their heartbeats, which cannot be read either)."""
+        serve on, whatever their heartbeats, which cannot be read either).
+
+        While every local worker runs, the registry is not read (an idle server's rounds
+        cost next to nothing), but to forget remote workers every FORGET_EVERY_S."""
+        forget_at = 0.0
         while True:
             await asyncio.sleep(SUPERVISE_EVERY_S)
+            dead = any(local.proc.poll() is not None for local in self._local.values())
+            if not dead and time.monotonic() < forget_at:
+                continue
             try:
-                self._restart_dead()
-                self._forget_gone_remote()
+                if dead:
+                    self._restart_dead()
+                if time.monotonic() >= forget_at:
+                    self._forget_gone_remote()
+                    forget_at = time.monotonic() + FORGET_EVERY_S
             except RegistryUnavailable as exc:  # said once; tried again each round
                 self._failing.failed(exc)
             except Exception:

@@ -43,6 +43,7 @@ from control.server.state import ServerState
 from control.settings import Settings, use_temp_under_home
 from control.trust import check_definition
 from engine.errors import WeirError
+from streams.admin import resolved
 from streams.agents.log import LogAgent
 from streams.gc_tuning import tune_gc
 from streams.lag import GroupLag
@@ -68,14 +69,14 @@ def create_app(settings: Settings) -> FastAPI:
         retention = (timedelta(hours=settings.log_retention_hours)
                      if settings.log_retention_hours else None)
         store = LogStore(settings.logs_dir, retention=retention, max_bytes=settings.log_max_bytes)
-        log_agent = LogAgent(settings.worker_settings(), topics, store,
-                             policies=registry.log_policy)
+        worker = await resolved(settings.worker_settings())  # the broker's fetch waits
+        log_agent = LogAgent(worker, topics, store, policies=registry.log_policy)
         state = ServerState(
             settings=settings, registry=registry, artifacts=artifacts, topics=topics,
             deployer=Deployer(settings, registry, topics, artifacts),
-            gateway=Gateway(settings, registry, topics), log_store=store, log_agent=log_agent,
-            logs=LogQueries(registry, store, log_agent.sync),
-            lag=GroupLag(settings.worker_settings()), token=token,
+            gateway=Gateway(settings, registry, topics, worker), log_store=store,
+            log_agent=log_agent, logs=LogQueries(registry, store, log_agent.sync),
+            lag=GroupLag(worker), token=token,
         )
         app.state.weir = state
         await state.gateway.start()
