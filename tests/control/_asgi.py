@@ -49,13 +49,14 @@ async def in_process(redis: Service, home: Path) -> AsyncIterator[InProcess]:
     registry.ensure_workspace(DEFAULT_WORKSPACE)
     topics, artifacts = TopicMap.load(), ArtifactStore(settings.artifacts_dir)
     store = LogStore(settings.logs_dir)
+    worker = settings.worker_settings()
     state = ServerState(
         settings=settings, registry=registry, artifacts=artifacts, topics=topics,
         deployer=Deployer(settings, registry, topics, artifacts),
-        gateway=Gateway(settings, registry, topics), log_store=store,
-        log_agent=LogAgent(settings.worker_settings(), topics, store),
+        gateway=Gateway(settings, registry, topics, worker), log_store=store,
+        log_agent=LogAgent(worker, topics, store),
         logs=LogQueries(registry, store, _nothing_to_sync),
-        lag=GroupLag(settings.worker_settings()), token=Token.install(home, TOKEN))
+        lag=GroupLag(worker), token=Token.install(home, TOKEN))
     app = create_app(settings)
     app.state.weir = state
     transport = httpx.ASGITransport(app=app)
