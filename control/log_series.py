@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.pipeline import ANOMALY_COUNT, META_ELAPSED, TIME
-from streams.agents.log import META_ERROR
+from streams.agents.log_rows import META_ERROR
 from streams.logstore import LogStore
 
 COLUMNS = (TIME, META_ELAPSED, ANOMALY_COUNT, META_ERROR)

@@ -1,4 +1,4 @@
-"""streams/agents/log.py: the log rows of a failed request, stored like any other rows."""
+"""streams/agents/log_rows.py: the log rows of a failed request, stored like any other rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
-from streams.agents.log import (
+from streams.agents.log_rows import (
     META_ERROR, META_TRACEPARENT, error_rows, result_rows, with_row_ids,
 )
 from streams.logstore import LogStore
