@@ -22,6 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.answers import ResultFormat
 from engine.definition import PipelineSpec, ShadowStep
 from engine.pipeline import CompiledPipeline
 from engine.steps import ShadowRunner
@@ -89,10 +90,12 @@ class Layout:
 
 def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMap,
                   role: WorkerRole, settings: WorkerSettings, sidekick: int | None = None,
-                  metrics: WorkerMetrics | None = None) -> list[Stage]:
+                  metrics: WorkerMetrics | None = None,
+                  result_format: ResultFormat = "request") -> list[Stage]:
     """The stages a worker of `role` runs (a sidekick worker: for step `sidekick`); each
-    step's micro-batches are counted in `metrics`."""
-    build = _Builder(pipeline, layout, topic_map, settings, metrics)
+    step's micro-batches are counted in `metrics`, and requests are answered as
+    `result_format` says (engine.answers)."""
+    build = _Builder(pipeline, layout, topic_map, settings, metrics, result_format)
     if role == "main":
         return [build.span(start, stop)
                 for start, stop in layout.spans(len(pipeline.steps))]
@@ -115,6 +118,7 @@ class _Builder:
     topic_map: TopicMap
     settings: WorkerSettings
     metrics: WorkerMetrics | None = None
+    result_format: ResultFormat = "request"
 
     def _observe(self, index: int, messages: int, rows: int, seconds: float) -> None:
         if self.metrics is not None:
@@ -157,7 +161,7 @@ class _Builder:
                        next=self._topic(stop), challengers=challengers)
         name = f"steps-{start}-{stop - 1}" if stop - start > 1 else step_name(start)
         return Stage(name, self._topic(start), compute, sink, self.pipeline.version,
-                     last_step=step_name(stop - 1))
+                     last_step=step_name(stop - 1), result_format=self.result_format)
 
     def challengers(self, index: int, runner: ShadowRunner) -> list[Stage]:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline

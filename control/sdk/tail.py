@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from control.errors import StackError
-from engine import codecs
+from engine.answers import decode_answer
 from engine.errors import CodecError
 from streams.clients import topic_partitions
 from streams.messages import Envelope
@@ -94,7 +94,7 @@ def _answer(env: Envelope, value: bytes) -> pa.RecordBatch | None:
         return pa.RecordBatch.from_pydict({"request_id": [env.request_id],
                                            "error": [str(env.error.get("message"))]})
     try:
-        batch = codecs.decode(value, env.content_type)
+        batch = decode_answer(value, env.content_type, env.base64_columns)
     except CodecError as exc:
         return pa.RecordBatch.from_pydict({"request_id": [env.request_id],
                                            "error": [f"unreadable answer: {exc}"]})

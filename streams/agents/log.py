@@ -6,7 +6,9 @@ challengers' rows. It runs in the server, subscribed by pattern to every
 result and log topic, and commits offsets only after rows are on disk (at
 least once; the store deduplicates on request id and row). `sync()` gives
 read-your-writes: a query waits until what those topics held when it was
-asked for is in the store.
+asked for is in the store. A JSON request's answers are JSON (engine.answers):
+read back with the result columns' own types, they give the rows an Arrow
+answer would, as far as JSON can say them.
 
 A request that failed (an error record: `weir-error` header, value holding the
 request's `in.*` columns or nothing) is logged too, one row per input row (one
@@ -37,8 +39,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer
-from streams.agents.log_rows import META_ERROR, error_rows, result_rows
+from streams.agents.log_rows import META_ERROR, error_rows, json_result_rows, result_rows
 from streams.clients import check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
@@ -208,6 +211,10 @@ class LogAgent:
                 workspace, pipeline = names["workspace"], pipeline_of(names, env)
                 if env.error is not None:
                     self._buffer.add(workspace, pipeline, error_rows(env, msg.value, msg.timestamp))
+                elif msg.value and env.content_type != ARROW_STREAM:  # a JSON request's
+                    rows = json_result_rows(env, msg.value)
+                    if rows is not None:
+                        self._buffer.add(workspace, pipeline, rows)
                 elif msg.value:
                     self._buffer.add_result(workspace, pipeline, msg.value,
                                             env.requests or env.request_id,

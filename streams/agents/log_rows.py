@@ -1,8 +1,9 @@
 """Log rows: a pipeline's answers and failed requests as the rows the log store keeps.
 
 Each row is identified by its request id and its index in the request
-(`with_row_ids`); result messages are made rows in bulk (`result_rows`), and a
-failed request's error reply gives one row per input row (`error_rows`).
+(`with_row_ids`); Arrow result messages are made rows in bulk (`result_rows`),
+JSON ones (the answers of JSON requests) one at a time (`json_result_rows`), and
+a failed request's error reply gives one row per input row (`error_rows`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import codecs
+from engine.answers import decode_answer
 from engine.errors import CodecError
 from engine.pipeline import (
     ANOMALY_COUNT,
@@ -108,6 +110,22 @@ def result_rows(results: Sequence[tuple[bytes, str | Requests, str | None]]
     return out
 
 
+def json_result_rows(env: Envelope, value: bytes) -> pa.RecordBatch | None:
+    """A JSON result message as log rows: those `result_rows` gives its Arrow form, as far
+    as JSON can say them (engine.answers); None (logged) if it cannot be read."""
+    try:
+        batch = decode_answer(value, env.content_type, env.base64_columns)
+    except CodecError as exc:
+        log.error("skipping the unreadable result of request %s: %s", env.request_id, exc)
+        return None
+    batch = with_row_ids(batch, env.requests or env.request_id)
+    trace = traceparent_of(env.extra)
+    if trace is not None:
+        batch = batch.append_column(META_TRACEPARENT, pa.array([trace] * batch.num_rows,
+                                                               pa.string()))
+    return batch
+
+
 def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBatch:
     """The log rows of a failed request: its `in.*` columns when known, and the error.
 
@@ -116,7 +134,7 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
     carried: pa.RecordBatch | None = None
     if value:
         try:
-            carried = codecs.decode(value, codecs.ARROW_STREAM)
+            carried = decode_answer(value, env.content_type, env.base64_columns)
         except CodecError:
             carried = None
     if carried is None or carried.num_rows == 0:
