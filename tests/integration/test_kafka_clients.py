@@ -1,9 +1,8 @@
 """Kafka clients users already have, talking to a pipeline's topics on the real stack:
 `kcat` from a shell (Debian's package, installed here if missing) and confluent-kafka.
 
-Answers are decoded by their `content-type` header: today the result topic carries Arrow
-IPC streams whatever the request's format (answering a JSON request in JSON is the worker's
-part of issue #22, not done here); either way these tests read what comes back.
+Answers are decoded by their `content-type` header: a JSON request's answer is JSON, an
+Arrow one's Arrow (what each format gives is tested in test_json_answers.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,143 @@
+"""Answers in the request's own format, on the real stack: JSON rows produced with a plain
+Kafka client (confluent-kafka, as a user's service would) come back as JSON that
+`json.loads` reads, Arrow as Arrow, both logged alike; a deployment's
+`result_format("arrow")` answers JSON requests in Arrow."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from control.sdk.client import Client
+from control.sdk.config import DeploymentConfigBuilder
+from control.sdk.pipeline import Pipeline
+from engine import codecs
+from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
+from tests.integration._deployed import one_model_pipeline
+
+pytestmark = pytest.mark.slow
+
+X = np.random.default_rng(29).random((5, 10), dtype=np.float32)
+WAIT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def by_request(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
+    with one_model_pipeline(client, "ja-request", diabetes_onnx) as deployed:
+        yield deployed
+
+
+@pytest.fixture(scope="module")
+def arrow_only(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
+    config = DeploymentConfigBuilder().result_format("arrow").build()
+    with one_model_pipeline(client, "ja-arrow", diabetes_onnx, config=config) as deployed:
+        yield deployed
+
+
+def _expected(model: Path) -> list[float]:
+    return ort.InferenceSession(str(model)).run(None, {"float_input": X})[0].ravel().tolist()
+
+
+def _json_rows(x: np.ndarray) -> bytes:
+    return json.dumps([{"tensor": row.tolist()} for row in x]).encode()
+
+
+def _arrow(x: np.ndarray) -> bytes:
+    return codecs.encode(codecs.batch_from_arrays({"float_input": x}), codecs.ARROW_STREAM)
+
+
+def _ask(bootstrap: str, pipeline: Pipeline, sent: dict[str, tuple[str, bytes]]
+         ) -> dict[str, tuple[dict[str, bytes], bytes]]:
+    """Produce each (content type, value) under its request id to the pipeline's input topic;
+    returns each request's answer: its headers and value, as a consumer reads them."""
+    topics = pipeline.topics()
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for request_id, (content_type, value) in sent.items():
+        producer.produce(topics["input"], value=value, key=b"service",
+                         headers=[(CONTENT_TYPE, content_type.encode()),
+                                  (REQUEST_ID, request_id.encode())])
+    assert producer.flush(WAIT_S) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ja-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topics["output"]])
+    got: dict[str, tuple[dict[str, bytes], bytes]] = {}
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while got.keys() != sent.keys() and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error() is not None:
+                continue
+            headers = dict(message.headers() or [])
+            request_id = headers.get(REQUEST_ID, b"").decode()
+            if request_id in sent:
+                got[request_id] = (headers, message.value() or b"")
+    finally:
+        consumer.close()
+    assert got.keys() == sent.keys(), f"unanswered within {WAIT_S:.0f}s: {sent.keys() - got}"
+    return got
+
+
+def test_json_requests_get_json_answers_and_arrow_ones_arrow_and_both_are_logged(
+        stack: dict[str, Any], by_request: Pipeline, diabetes_onnx: Path) -> None:
+    ids = {kind: f"ja-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("json", "arrow", "bad")}
+    answers = _ask(stack["kafka_bootstrap"], by_request, {
+        ids["json"]: ("application/json", _json_rows(X)),
+        ids["arrow"]: (codecs.ARROW_STREAM, _arrow(X)),
+        ids["bad"]: ("application/json", _json_rows(X[:, :3])),  # the model takes 10 values
+    })
+    expected = _expected(diabetes_onnx)
+
+    headers, value = answers[ids["json"]]
+    assert headers[CONTENT_TYPE].decode() == codecs.PANDAS_RECORDS
+    rows = json.loads(value)  # what a user's tools read: plain JSON rows
+    assert [row["metadata.row"] for row in rows] == [0, 1, 2, 3, 4]
+    assert [v for row in rows for v in row["out.variable"]] == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose([row["in.tensor"] for row in rows], X, rtol=1e-6)
+    assert {row["metadata.pipeline_version"] for row in rows} != {""}
+
+    headers, value = answers[ids["arrow"]]
+    assert headers[CONTENT_TYPE].decode() == codecs.ARROW_STREAM
+    batch = codecs.decode(value, codecs.ARROW_STREAM)
+    assert codecs.column_to_ndarray(batch.column("out.variable")).ravel().tolist() == \
+        pytest.approx(expected, rel=1e-5)
+
+    headers, value = answers[ids["bad"]]  # an error reply, in the request's format too
+    assert ERROR in headers and headers[CONTENT_TYPE].decode() == codecs.PANDAS_RECORDS
+    np.testing.assert_allclose([row["in.tensor"] for row in json.loads(value)], X[:, :3],
+                               rtol=1e-6)
+
+    logs: pa.Table = by_request.logs(limit=1000, arrow=True)  # type: ignore[assignment]
+    logged = {rid: [r for r in logs.to_pylist() if r["request_id"] == rid]
+              for rid in ids.values()}
+    json_rows, arrow_rows = logged[ids["json"]], logged[ids["arrow"]]
+    assert sorted(r["row"] for r in json_rows) == sorted(r["row"] for r in arrow_rows) == \
+        [0, 1, 2, 3, 4]
+    for rows_of in (json_rows, arrow_rows):
+        by_row = sorted(rows_of, key=lambda r: r["row"])
+        assert [v for r in by_row for v in r["out.variable"]] == pytest.approx(expected,
+                                                                               rel=1e-5)
+        assert all(r["time"] is not None and r["metadata.model"] for r in by_row)
+    assert len(logged[ids["bad"]]) == 5
+    assert all(r["anomaly.count"] == 1 and r["metadata.error"] for r in logged[ids["bad"]])
+
+
+def test_a_deployment_that_answers_in_arrow_answers_json_requests_in_arrow(
+        stack: dict[str, Any], arrow_only: Pipeline, diabetes_onnx: Path) -> None:
+    request_id = f"ja-forced-{uuid.uuid4().hex[:8]}"
+    answers = _ask(stack["kafka_bootstrap"], arrow_only,
+                   {request_id: ("application/json", _json_rows(X))})
+    headers, value = answers[request_id]
+    assert headers[CONTENT_TYPE].decode() == codecs.ARROW_STREAM
+    batch = codecs.decode(value, codecs.ARROW_STREAM)
+    assert codecs.column_to_ndarray(batch.column("out.variable")).ravel().tolist() == \
+        pytest.approx(_expected(diabetes_onnx), rel=1e-5)
