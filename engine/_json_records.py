@@ -3,7 +3,7 @@
 
 Strict JSON both ways: NaN and infinities are written as null, times as ISO text,
 durations as seconds, decimals as numbers. Binary values have no JSON form: `encode`
-refuses them, while `encode_answer` (the answers of JSON requests) writes them as
+refuses them, while `encode_answers` (the answers of JSON requests) writes them as
 base64 text and names their columns, so a reader can turn them back into bytes.
 """
 
@@ -13,7 +13,7 @@ import base64
 import datetime
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -60,42 +60,55 @@ def encode(batch: pa.RecordBatch) -> bytes:
 
     :raises CodecError: a column holds values JSON has no form for (binary).
     """
-    return _dumps(batch, [json_values(column) for column in batch.columns])
+    return _dumps(batch.schema, [json_values(column) for column in batch.columns],
+                  batch.num_rows)
 
 
 class Answer(NamedTuple):
-    """An answer written as JSON (`encode_answer`)."""
+    """An answer written as JSON (`encode_answers`)."""
 
     value: bytes
     base64_columns: tuple[str, ...]
     """The columns whose binary values are written as base64 text."""
 
 
-def encode_answer(batch: pa.RecordBatch) -> Answer:
-    """Write a batch as pandas-records JSON, binary values as base64 text (their columns
-    named in the answer).
+def encode_answers(batch: pa.RecordBatch, rows: Sequence[int]) -> list[Answer | CodecError]:
+    """Consecutive pieces of `batch`, of `rows` rows each, as pandas-records JSON each,
+    binary values as base64 text (their columns named in the answer). The columns are
+    turned into Python values once for all pieces (per piece, that was most of a one-row
+    answer's cost).
 
-    :raises CodecError: a column holds values JSON has no form for, naming it.
+    Returns each piece's answer, or the CodecError that names a column of it JSON has
+    no form for.
     """
     named = tuple(name for name, field in zip(batch.schema.names, batch.schema)
                   if _holds(field.type, _BINARY))
     columns = [json_values(column, binary=_base64 if name in named else None)
                for name, column in zip(batch.schema.names, batch.columns)]
-    return Answer(_dumps(batch, columns), named)
+    out: list[Answer | CodecError] = []
+    at = 0
+    for n in rows:
+        try:
+            value = _dumps(batch.schema, [values[at:at + n] for values in columns], n)
+        except CodecError as exc:
+            out.append(exc)
+        else:
+            out.append(Answer(value, named))
+        at += n
+    return out
 
 
-def _dumps(batch: pa.RecordBatch, columns: list[list[Any]]) -> bytes:
+def _dumps(schema: pa.Schema, columns: list[list[Any]], n: int) -> bytes:
+    """`n` rows of `columns` (one list of plain values per field of `schema`) as JSON."""
     if columns:
-        rows: list[dict[str, Any]] = [
-            dict(zip(batch.schema.names, row)) for row in zip(*columns)
-        ]
+        rows: list[dict[str, Any]] = [dict(zip(schema.names, row)) for row in zip(*columns)]
     else:
-        rows = [{} for _ in range(batch.num_rows)]
+        rows = [{} for _ in range(n)]
     try:
         return json.dumps(rows, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         refused = next((f"column {name!r} ({field.type})" for name, field, values
-                        in zip(batch.schema.names, batch.schema, columns)
+                        in zip(schema.names, schema, columns)
                         if not _dumps_ok(values)), "a column")
         raise CodecError(
             f"cannot write {refused} as JSON ({exc}); cast it to string first"

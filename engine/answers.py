@@ -62,14 +62,23 @@ def encode_answer(batch: pa.RecordBatch, content_type: ContentType) -> EncodedAn
 
     :raises CodecError: a column holds values JSON has no form for, naming it.
     """
-    if content_type == PANDAS_RECORDS:
-        try:
-            value, named = _json_records.encode_answer(batch)
-        except CodecError as exc:
-            raise CodecError(f"the answer cannot be JSON: {exc}; or have the pipeline answer in "
-                             "Arrow (DeploymentConfigBuilder().result_format('arrow'))") from exc
-        return EncodedAnswer(value, named)
-    return EncodedAnswer(codecs.encode(batch, content_type))
+    if content_type != PANDAS_RECORDS:
+        return EncodedAnswer(codecs.encode(batch, content_type))
+    [found] = encode_json_answers(batch, [batch.num_rows])
+    if isinstance(found, CodecError):
+        raise found
+    return found
+
+
+def encode_json_answers(batch: pa.RecordBatch, rows: Sequence[int]
+                        ) -> list[EncodedAnswer | CodecError]:
+    """Consecutive pieces of `batch`, of `rows` rows each, as JSON answers (the columns
+    converted once for all); a piece JSON cannot hold gets the CodecError that says why and
+    what to do instead."""
+    return [EncodedAnswer(*found) if not isinstance(found, CodecError) else CodecError(
+        f"the answer cannot be JSON: {found}; or have the pipeline answer in Arrow "
+        "(DeploymentConfigBuilder().result_format('arrow'))")
+        for found in _json_records.encode_answers(batch, rows)]
 
 
 def decode_answer(value: bytes, content_type: str,

@@ -71,27 +71,27 @@ def _within(work: Work, limit: int, encode: Callable[[], bytes]) -> bytes | None
 
 def _answer(work: Work, env: Envelope, limit: int) -> tuple[bytes | None, Envelope]:
     """The work's result as its request's answer, and the headers that say its content type;
-    None (with `work.error` set) if it cannot be encoded or is over `limit` bytes."""
-    if env.reply_type == codecs.ARROW_STREAM:  # written with its micro-batch's other results
+    None (with `work.error` set) if it cannot be encoded or is over `limit` bytes. Either
+    kind is written with its micro-batch's other results."""
+    if env.reply_type != codecs.PANDAS_RECORDS:
         return _result_value(work, limit), env
-    result = work.result
-    assert result is not None, "no result"
     try:
-        value, env = _as_reply(result, env)
+        answer = work.json_answer()
     except Exception as exc:
         work.error = exc
         return None, env
-    return _within(work, limit, lambda: value), env
+    return _within(work, limit, lambda: answer.value), env.replace(
+        content_type=codecs.PANDAS_RECORDS, base64_columns=answer.base64_columns)
 
 
 def _as_reply(batch: pa.RecordBatch, env: Envelope) -> tuple[bytes, Envelope]:
     """`batch` in the content type `env`'s request is answered in, and `env` with the
     headers that say so."""
-    if env.reply_type == codecs.ARROW_STREAM:
+    if env.reply_type != codecs.PANDAS_RECORDS:
         return codecs.encode(batch, codecs.ARROW_STREAM), env
-    kind = codecs.normalize_content_type(env.reply_type)
-    answer = encode_answer(batch, kind)
-    return answer.value, env.replace(content_type=kind, base64_columns=answer.base64_columns)
+    answer = encode_answer(batch, codecs.PANDAS_RECORDS)
+    return answer.value, env.replace(content_type=codecs.PANDAS_RECORDS,
+                                     base64_columns=answer.base64_columns)
 
 
 def carried_input(batch: pa.RecordBatch | None, limit: int,

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.answers import decode_answer, encode_answer, reply_type
+from engine.answers import decode_answer, encode_answer, encode_json_answers, reply_type
 from engine.codecs import ARROW_FILE, ARROW_STREAM, PANDAS_RECORDS, decode
 from engine.errors import CodecError
 
@@ -97,3 +97,21 @@ def test_a_json_answer_that_does_not_read_back_says_which_column() -> None:
         decode_answer(b'[{"raw": "not base64!"}]', PANDAS_RECORDS, ["raw"])
     with pytest.raises(CodecError, match="column 'time'"):
         decode_answer(b'[{"time": "yesterday"}]', PANDAS_RECORDS)
+
+
+def test_pieces_written_together_are_what_each_gives_alone() -> None:
+    batch = pa.record_batch({"x": pa.array([0.5, float("nan"), 2.0, 3.0, 4.0], pa.float32()),
+                             "raw": pa.array([b"a", b"b", None, b"d", b"e"]),
+                             "i": pa.array(range(5), pa.int32())})
+    rows = [2, 0, 1, 2]
+    together = encode_json_answers(batch, rows)
+    starts = [0, 2, 2, 3]
+    assert together == [encode_answer(batch.slice(at, n), PANDAS_RECORDS)
+                        for at, n in zip(starts, rows)]
+    assert json.loads(together[1].value) == []  # type: ignore[union-attr]
+
+
+def test_pieces_json_cannot_hold_get_their_error_in_place() -> None:
+    ids = pa.array([b"0123456789abcdef"] * 2, pa.binary(16)).cast(pa.uuid())
+    found = encode_json_answers(pa.record_batch({"id": ids}), [1, 1])
+    assert all(isinstance(f, CodecError) and "result_format('arrow')" in str(f) for f in found)
