@@ -1,15 +1,16 @@
-"""What a stage's answer path costs per row, in process: this checkout against a baseline
-revision, on Arrow and JSON requests.
+"""What a stage's answer path costs per row, in process: a revision (`--now`, default HEAD)
+against a baseline revision, on Arrow and JSON requests.
 
 The input stage of a one-step pipeline (the cheap diabetes regressor) runs records as a
 worker's loop hands them over, with no broker: decode, the model, the result rows, the
 answers encoded and their records built (`Stage.receive`, `chunk`, `run`, `outgoing`).
-Each tree (this checkout, and `--baseline` exported with `git archive`) runs in a process
-of its own, in turns, `--rounds` times; each workload's rows per CPU second (the process's
+Each tree (`--now` and `--baseline`, both exported with `git archive`: a working tree
+measured against an export ran ~14% slower per row in an A/A run, the same code) runs in a
+process of its own, in turns (each first every other round), `--rounds` times; each workload's rows per CPU second (the process's
 CPU time: other load on the machine moves it far less than wall time) is the best of a
-round's repeats, and the ratio is this checkout's median over the baseline's. Workloads: 1-row and
-256-row Arrow requests (answered in Arrow by both trees), and 1-row JSON requests (the
-baseline answers them in Arrow, this checkout in JSON).
+round's repeats, and the ratio is `--now`'s median over the baseline's. Workloads: 1-row and
+256-row Arrow requests (answered in Arrow by both trees), and 1-row JSON requests (a
+baseline before answers in the request's format answers them in Arrow, not JSON).
 
 Prints a table and saves ``<out>/answers-<UTC timestamp>.json``.
 
@@ -92,6 +93,7 @@ def _export(rev: str, into: Path) -> Path:
     """The tree of `rev`, written under `into` (git archive: the repository is untouched)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
                              capture_output=True).stdout
+    into.mkdir()
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -107,20 +109,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="main", help="the revision to compare with")
+    parser.add_argument("--now", default="HEAD", help="the revision measured")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload and round")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    revs = {which: subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+            for which, rev in (("baseline", args.baseline), ("now", args.now))}
     figures: dict[str, dict[str, list[float]]] = {"baseline": {}, "now": {}}
     with tempfile.TemporaryDirectory() as folder:
-        trees = {"baseline": _export(rev, Path(folder)), "now": ROOT}
-        for _ in range(args.rounds):
-            for which, tree in trees.items():  # in turns: the machine's drift hits both
+        trees = {which: _export(rev, Path(folder) / which) for which, rev in revs.items()}
+        for turn in range(args.rounds):  # in turns, each first every other round: the
+            order = list(trees.items())    # machine's drift hits both alike
+            for which, tree in order[::-1] if turn % 2 else order:
                 for name, rows_s in _round(tree, args.seconds).items():
                     figures[which].setdefault(name, []).append(rows_s)
-    result: dict[str, Any] = {"baseline": rev, "rounds": args.rounds, "workloads": {}}
+    result: dict[str, Any] = {**revs, "rounds": args.rounds, "workloads": {}}
     print(f"{'rows per CPU s':<16} {'baseline':>12} {'now':>12} {'now/baseline':>13}")
     for name in WORKLOADS:
         before = statistics.median(figures["baseline"][name])
