@@ -6,15 +6,17 @@ worker's loop hands them over, with no broker: decode, the model, the result row
 answers encoded and their records built (`Stage.receive`, `chunk`, `run`, `outgoing`).
 Each tree (`--now` and `--baseline`, both exported with `git archive`: a working tree
 measured against an export ran ~14% slower per row in an A/A run, the same code) runs in a
-process of its own, in turns (each first every other round), `--rounds` times; each workload's rows per CPU second (the process's
-CPU time: other load on the machine moves it far less than wall time) is the best of a
-round's repeats, and the ratio is `--now`'s median over the baseline's. Workloads: 1-row and
-256-row Arrow requests (answered in Arrow by both trees), and 1-row JSON requests (a
-baseline before answers in the request's format answers them in Arrow, not JSON).
+process of its own, in turns (each first every other round), `--rounds` times; each
+workload's rows per CPU second (the process's CPU time: other load on the machine moves it
+less than wall time) is the best of a round's repeats, and the ratio is `--now`'s median
+over the baseline's. Workloads: 1-row and 256-row Arrow requests (answered in Arrow by both
+trees), and 1-row JSON requests (a baseline from before answers in the request's format
+answers them in Arrow). Run `--baseline X --now X` first to see how far the machine's noise
+moves the ratio.
 
 Prints a table and saves ``<out>/answers-<UTC timestamp>.json``.
 
-    .venv/bin/python bench/bench_answers.py --baseline main
+    .venv/bin/python bench/bench_answers.py --baseline main --now HEAD
 """
 
 from __future__ import annotations
