@@ -1,7 +1,8 @@
 """Answers in the request's own format, on the real stack: JSON rows produced with a plain
 Kafka client (confluent-kafka, as a user's service would) come back as JSON that
 `json.loads` reads, Arrow as Arrow, both logged alike; a deployment's
-`result_format("arrow")` answers JSON requests in Arrow."""
+`result_format("arrow")` answers JSON requests in Arrow, and `result_format("json")` Arrow
+requests in JSON while HTTP requests still get their answers."""
 
 from __future__ import annotations
 
@@ -141,3 +142,27 @@ def test_a_deployment_that_answers_in_arrow_answers_json_requests_in_arrow(
     batch = codecs.decode(value, codecs.ARROW_STREAM)
     assert codecs.column_to_ndarray(batch.column("out.variable")).ravel().tolist() == \
         pytest.approx(_expected(diabetes_onnx), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def json_only(client: Client, diabetes_onnx: Path) -> Iterator[Pipeline]:
+    config = DeploymentConfigBuilder().result_format("json").build()
+    with one_model_pipeline(client, "ja-json", diabetes_onnx, config=config) as deployed:
+        yield deployed
+
+
+def test_a_deployment_that_answers_in_json_answers_arrow_and_http_requests_still_work(
+        stack: dict[str, Any], json_only: Pipeline, diabetes_onnx: Path) -> None:
+    request_id = f"ja-json-{uuid.uuid4().hex[:8]}"
+    answers = _ask(stack["kafka_bootstrap"], json_only,
+                   {request_id: (codecs.ARROW_STREAM, _arrow(X))})
+    headers, value = answers[request_id]
+    assert headers[CONTENT_TYPE].decode() == codecs.PANDAS_RECORDS
+    expected = _expected(diabetes_onnx)
+    assert [v for row in json.loads(value) for v in row["out.variable"]] == pytest.approx(
+        expected, rel=1e-5)
+    # The HTTP gateway sends Arrow and reads the JSON answer back in its result types.
+    result = json_only.infer(pa.table({"tensor": pa.array(X.tolist())}))
+    assert result.column("time").type == pa.timestamp("ms", tz="UTC")
+    assert codecs.column_to_ndarray(result.column("out.variable")).ravel().tolist() == \
+        pytest.approx(expected, rel=1e-5)
