@@ -7,7 +7,6 @@ requests in JSON while HTTP requests still get their answers."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,13 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, Producer
 
 from control.sdk.client import Client
 from control.sdk.config import DeploymentConfigBuilder
 from control.sdk.pipeline import Pipeline
 from engine import codecs
-from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
+from streams.messages import CONTENT_TYPE, ERROR
+from tests.integration._confluent import Answer, confluent_round_trip
 from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
@@ -58,34 +57,8 @@ def _arrow(x: np.ndarray) -> bytes:
 
 
 def _ask(bootstrap: str, pipeline: Pipeline, sent: dict[str, tuple[str, bytes]]
-         ) -> dict[str, tuple[dict[str, bytes], bytes]]:
-    """Produce each (content type, value) under its request id to the pipeline's input topic;
-    returns each request's answer: its headers and value, as a consumer reads them."""
-    topics = pipeline.topics()
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for request_id, (content_type, value) in sent.items():
-        producer.produce(topics["input"], value=value, key=b"service",
-                         headers=[(CONTENT_TYPE, content_type.encode()),
-                                  (REQUEST_ID, request_id.encode())])
-    assert producer.flush(WAIT_S) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ja-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topics["output"]])
-    got: dict[str, tuple[dict[str, bytes], bytes]] = {}
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while got.keys() != sent.keys() and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error() is not None:
-                continue
-            headers = dict(message.headers() or [])
-            request_id = headers.get(REQUEST_ID, b"").decode()
-            if request_id in sent:
-                got[request_id] = (headers, message.value() or b"")
-    finally:
-        consumer.close()
-    assert got.keys() == sent.keys(), f"unanswered within {WAIT_S:.0f}s: {sent.keys() - got}"
-    return got
+         ) -> dict[str, Answer]:
+    return confluent_round_trip(bootstrap, pipeline.topics(), sent, WAIT_S)
 
 
 def test_json_requests_get_json_answers_and_arrow_ones_arrow_and_both_are_logged(
