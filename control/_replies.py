@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer
 
-from engine import codecs
 from engine.columns import META_ROW, SHADOW_ERROR_FIELD, shadow_out_prefix
+from engine.answers import decode_answer
 from engine.errors import CodecError
 from engine.steps import concat_in_order
 from streams.clients import FetchPace, connection_options, topic_partitions
@@ -202,7 +202,7 @@ def _decoded(env: Envelope, value: bytes | None) -> pa.RecordBatch | None:
     if env.error is not None or not value:
         return None
     try:
-        return codecs.decode(value, codecs.ARROW_STREAM)
+        return decode_answer(value, env.content_type, env.base64_columns)
     except CodecError as exc:
         log.error("unreadable reply to request %s: %s", env.request_id, exc)
         return None

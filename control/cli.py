@@ -193,11 +193,15 @@ def pipelines_deploy(name: str,
                      version: Annotated[str | None, typer.Option(
                          help="Version to deploy (default: newest).")] = None,
                      replicas: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+                     result_format: Annotated[str, typer.Option(
+                         help="Answers on the result topic: request (each in its request's "
+                              "format), arrow or json.")] = "request",
                      json_out: JsonOpt = False) -> None:
     """Deploy a pipeline version and wait until it runs."""
     from control.sdk.config import DeploymentConfigBuilder
 
-    config = DeploymentConfigBuilder().replica_count(replicas).build()
+    builder = DeploymentConfigBuilder().replica_count(replicas)
+    config = builder.result_format(result_format).build()  # type: ignore[arg-type]
     pipeline = _client().get_pipeline(name, version=version).deploy(config, quiet=json_out)
     if json_out:
         print_json(pipeline.status())

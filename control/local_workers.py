@@ -105,6 +105,7 @@ class LocalWorkers(Mapping[str, LocalWorker]):
                 "--device", "cuda" if resources.gpus > 0 else "cpu",
                 "--memory", resources.memory, "--role", worker_role(worker_id),
                 "--deployment", deployment.id,
+                "--result-format", deployment.config.result_format,
                 "--sidekicks", ",".join(map(str, sorted(sidekicks)))]
         if sidekick is not None:
             args += ["--sidekick-step", str(sidekick)]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from engine.answers import ResultFormat
 from engine.definition import ModelRef, PipelineSpec
 from streams.log_policy import LogPolicy
 
@@ -64,6 +65,9 @@ class DeploymentConfig(Resources):
     log_policy: LogPolicy = LogPolicy()
     """What the pipeline's log rows keep: by default a row over 64 KiB loses its largest
     inputs (named in `metadata.dropped`), so image and audio pipelines' logs stay small."""
+    result_format: ResultFormat = "request"
+    """What answers on the result topic are written in: each request's own format ("request":
+    JSON for a JSON request, else Arrow), or always "arrow" or "json" (engine.answers)."""
 
 
 class PipelineVersion(BaseModel):

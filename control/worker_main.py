@@ -18,6 +18,7 @@ from control.artifacts import ArtifactStore
 from control.registry import Registry
 from control.settings import Settings, use_temp_under_home
 from control.worker_ids import new_worker_id
+from engine.answers import RESULT_FORMATS
 from engine.runtimes.base import RuntimeOptions
 from streams.admin import resolved
 from streams.membership import MemberRecord
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                              "deployed one's)")
     parser.add_argument("--sidekick-step", type=int, default=None,
                         help="the step a sidekick worker runs")
+    parser.add_argument("--result-format", choices=RESULT_FORMATS, default=None,
+                        help="what answers are written in: each request's own format, or "
+                             "always arrow or json (default: the deployed one's, else request)")
     parser.add_argument("--memory", type=_memory, default=None,
                         help='resident memory limit, e.g. "1Gi" or "512Mi" (default: none); '
                              "over it the worker reports why and exits")
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         args.deployment = args.deployment or deployment.id
         if args.sidekicks is None:
             args.sidekicks = set(sidekick_steps(version.definition, deployment.config.sidekicks))
+        args.result_format = args.result_format or deployment.config.result_format
     if args.role == "sidekick" and args.sidekick_step not in args.sidekicks:
         print(f"weir worker: --sidekick-step must be one of the sidekick steps "
               f"{sorted(args.sidekicks)}", file=sys.stderr)
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                env_root=settings.envs_dir, wheel_dir=settings.wheel_dir),
         memory_limit_bytes=args.memory, role=args.role, deployment=args.deployment,
         sidekicks=frozenset(args.sidekicks), sidekick_step=args.sidekick_step,
+        result_format=args.result_format or "request",
     )
     worker_settings = asyncio.run(resolved(settings.worker_settings()))
     worker = Worker(spec, worker_settings, TopicMap.load(),

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import codecs
+from engine.answers import EncodedAnswer, encode_json_answers
 from engine.errors import CodecError, InputMismatch
 from engine.pipeline import CompiledPipeline, Started
 from engine.steps import ShadowRunner
@@ -101,6 +102,7 @@ class Results:
         self._batch, self._rows = batch, rows
         self._fanouts = [(index, split(message, rows)) for index, message in fanouts]
         self._encoded: list[bytes] | None = None
+        self._json: list[EncodedAnswer | CodecError] | None = None
 
     def encoded(self, index: int) -> bytes:
         """Piece `index` as an Arrow stream; every piece is written on the first call."""
@@ -112,6 +114,19 @@ class Results:
         if self._encoded:
             return self._encoded[index]
         return codecs.encode(self.pieces[index], codecs.ARROW_STREAM)
+
+    def json_answer(self, index: int) -> EncodedAnswer:
+        """Piece `index` as a JSON answer; every piece is written on the first call (most of
+        a JSON answer's cost is turning the columns into Python values: once for all).
+
+        :raises CodecError: the piece holds values JSON has no form for.
+        """
+        if self._json is None:
+            self._json = encode_json_answers(self._batch, self._rows)
+        found = self._json[index]
+        if isinstance(found, CodecError):
+            raise found
+        return found
 
     def fanouts(self, index: int) -> list[Fanout]:
         """Message `index`'s fan-outs."""
@@ -144,6 +159,11 @@ class Work:
         """The result as an Arrow stream (written with its micro-batch's other results)."""
         assert self.output is not None, "no result"
         return self.output[0].encoded(self.output[1])
+
+    def json_answer(self) -> EncodedAnswer:
+        """The result as a JSON answer (written with its micro-batch's other results)."""
+        assert self.output is not None, "no result"
+        return self.output[0].json_answer(self.output[1])
 
     def fanouts(self) -> list[Fanout]:
         """The challengers' inputs this message reached (also when a later step failed)."""

@@ -2,7 +2,8 @@
 sends it (Outgoing) or has decoded it (Decoded).
 
 Values are Arrow IPC streams of one record batch (engine.codecs); the input
-topic also accepts pandas-records JSON, told apart by `content-type`.
+topic also accepts pandas-records JSON, told apart by `content-type`, and a JSON
+request's answer on the result topic is JSON too (engine.answers, `REPLY_TYPE`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ VALUE_DROPPED = "weir-value-dropped"
 """The size of a failed record's value, where the dead-letter copy leaves it out (it is over
 WEIR_MAX_MESSAGE_BYTES): read it from its source offset while the input topic keeps it."""
 
+REPLY_TYPE = "weir-reply-type"
+"""The content type a request's answer (and error reply) is written in, where that is not
+Arrow: stamped where the request enters (engine.answers.reply_type), carried to the stage
+that answers."""
+BASE64 = "weir-base64"
+"""On a JSON answer: JSON list of the columns whose binary values are written as base64 text."""
+
 RawHeaders = Iterable[tuple[str, bytes]]
 Requests = tuple[tuple[str, int], ...]
 """The requests a coalesced record carries: (request id, rows), in row order."""
@@ -105,6 +113,8 @@ class Envelope:
     redelivered: bool = False
     requests: Requests | None = None
     """Set on a record that carries several requests (REQUESTS)."""
+    reply_type: str = ARROW_STREAM
+    base64_columns: tuple[str, ...] = ()
     extra: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
@@ -135,6 +145,8 @@ class Envelope:
             reply_shadows=ours.get(REPLY_SHADOWS) == b"1",
             redelivered=ours.get(REDELIVERED) == b"1",
             requests=_parse_requests(ours[REQUESTS]) if REQUESTS in ours else None,
+            reply_type=text(REPLY_TYPE) or ARROW_STREAM,
+            base64_columns=_names(ours[BASE64]) if BASE64 in ours else (),
             extra=extra,
         )
 
@@ -155,6 +167,10 @@ class Envelope:
             out.append((REDELIVERED, b"1"))
         if self.requests is not None:
             out.append((REQUESTS, json.dumps(self.requests, separators=(",", ":")).encode()))
+        if self.reply_type != ARROW_STREAM:
+            out.append((REPLY_TYPE, self.reply_type.encode()))
+        if self.base64_columns:
+            out.append((BASE64, json.dumps(self.base64_columns).encode()))
         return out + list(self.extra.items())
 
     def replace(self, **changes: object) -> Envelope:
@@ -190,8 +206,19 @@ def _error(text: str) -> dict[str, str] | None:
     return found
 
 
+def _names(raw: bytes) -> tuple[str, ...]:
+    """The BASE64 header's column names; none where it is not a JSON list of strings."""
+    try:
+        found = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ()
+    if not isinstance(found, list) or not all(isinstance(n, str) for n in found):
+        return ()
+    return tuple(found)
+
+
 _OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS,
-         REDELIVERED, REQUESTS}
+         REDELIVERED, REQUESTS, REPLY_TYPE, BASE64}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
 

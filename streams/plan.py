@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.answers import ResultFormat
 from engine.definition import PipelineSpec, ShadowStep
 from engine.pipeline import CompiledPipeline
 from engine.steps import ShadowRunner
@@ -95,10 +96,12 @@ class Layout:
 
 def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMap,
                   role: WorkerRole, settings: WorkerSettings, sidekick: int | None = None,
-                  metrics: WorkerMetrics | None = None) -> list[Stage]:
+                  metrics: WorkerMetrics | None = None,
+                  result_format: ResultFormat = "request") -> list[Stage]:
     """The stages a worker of `role` runs (a sidekick worker: for step `sidekick`); each
-    step's micro-batches are counted in `metrics`."""
-    build = _Builder(pipeline, layout, topic_map, settings, metrics)
+    step's micro-batches are counted in `metrics`, and requests are answered as
+    `result_format` says (engine.answers)."""
+    build = _Builder(pipeline, layout, topic_map, settings, metrics, result_format)
     if role == "main":
         return [build.span(start, stop)
                 for start, stop in layout.spans(len(pipeline.steps))]
@@ -126,6 +129,7 @@ class _Builder:
     topic_map: TopicMap
     settings: WorkerSettings
     metrics: WorkerMetrics | None = None
+    result_format: ResultFormat = "request"
 
     def _observe(self, index: int, messages: int, rows: int, seconds: float) -> None:
         if self.metrics is not None:
@@ -172,7 +176,8 @@ class _Builder:
         name = (FORWARD if start == stop else step_name(start) if stop - start == 1
                 else f"steps-{start}-{stop - 1}")
         return Stage(name, source, compute, sink, self.pipeline.version,
-                     last_step=FORWARD if start == stop else step_name(stop - 1))
+                     last_step=FORWARD if start == stop else step_name(stop - 1),
+                     result_format=self.result_format)
 
     def challengers(self, index: int, runner: ShadowRunner) -> list[Stage]:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline

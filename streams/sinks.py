@@ -10,8 +10,14 @@ the next span (a sidekick step's input, or the steps after it); then the input
 of each shadow step it passed goes to one topic per challenger. A message that
 failed on the answer path becomes an error reply on the result topic (its
 value: the failed message's `in.*` columns) and a dead-letter record. The log
-store reads its rows off the result topic (streams.log_agent), so an answer
+store reads its rows off the result topic (streams.agents.log), so an answer
 crosses the broker once.
+
+Answers and error replies on the result topic are written in the content type
+stamped on the request where it entered (`Envelope.reply_type`: JSON for a
+JSON request, engine.answers); what goes between stages, to challengers and to
+the dead-letter topic keeps its own format. An answer that cannot be JSON
+fails as a message does: an error reply saying why, and a dead letter.
 
 Shadow challengers (`ShadowAnswer`) write their rows to the log topic, marked
 with the `weir-shadow` header, and to the result topic only for requests that
@@ -32,6 +38,7 @@ import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
+from engine.answers import encode_answer
 from engine.columns import IN_PREFIX
 from engine.steps import ROW
 from streams.compute import Work
@@ -63,17 +70,47 @@ def _within(work: Work, limit: int, encode: Callable[[], bytes]) -> bytes | None
     return value
 
 
-def carried_input(batch: pa.RecordBatch | None, limit: int) -> bytes:
-    """A failed message's `in.*` columns and row indexes, for its error rows in the log
-    (empty when the input was unreadable, or too big to send)."""
-    if batch is None:
-        return b""
-    kept = [n for n in batch.schema.names if n.startswith(IN_PREFIX) or n == ROW]
+def _answer(work: Work, env: Envelope, limit: int) -> tuple[bytes | None, Envelope]:
+    """The work's result as its request's answer, and the headers that say its content type;
+    None (with `work.error` set) if it cannot be encoded or is over `limit` bytes. Either
+    kind is written with its micro-batch's other results."""
+    if env.reply_type != codecs.PANDAS_RECORDS:
+        return _result_value(work, limit), env
     try:
-        value = codecs.encode(batch.select(kept), codecs.ARROW_STREAM)
-    except Exception:
-        return b""
-    return value if len(value) <= limit else b""
+        answer = work.json_answer()
+    except Exception as exc:
+        work.error = exc
+        return None, env
+    return _within(work, limit, lambda: answer.value), env.replace(
+        content_type=codecs.PANDAS_RECORDS, base64_columns=answer.base64_columns)
+
+
+def _as_reply(batch: pa.RecordBatch, env: Envelope) -> tuple[bytes, Envelope]:
+    """`batch` in the content type `env`'s request is answered in, and `env` with the
+    headers that say so."""
+    if env.reply_type != codecs.PANDAS_RECORDS:
+        return codecs.encode(batch, codecs.ARROW_STREAM), env
+    answer = encode_answer(batch, codecs.PANDAS_RECORDS)
+    return answer.value, env.replace(content_type=codecs.PANDAS_RECORDS,
+                                     base64_columns=answer.base64_columns)
+
+
+def carried_input(batch: pa.RecordBatch | None, limit: int,
+                  reply: Envelope) -> tuple[bytes, Envelope]:
+    """A failed message's `in.*` columns and row indexes, for its error rows in the log
+    (empty when the input was unreadable, or too big to send), in the content type
+    `reply`'s request is answered in (Arrow where that fails); and `reply` with the
+    headers that say which."""
+    if batch is None:
+        return b"", reply
+    kept = batch.select([n for n in batch.schema.names if n.startswith(IN_PREFIX) or n == ROW])
+    for env in (reply, reply.replace(reply_type=codecs.ARROW_STREAM)):
+        try:
+            value, env = _as_reply(kept, env)
+        except Exception:
+            continue
+        return (value if len(value) <= limit else b""), env
+    return b"", reply
 
 
 Sent = list[Outgoing] | None
@@ -100,6 +137,7 @@ class Sink:
     def fail(self, record: ConsumerRecord, env: Envelope, work: Work) -> list[Outgoing]:
         """Error reply to the caller (and the log store), the record to the dead-letter topic."""
         failed = env.replace(error=self.error(env, work))
+        carried, reply = carried_input(work.batch, self.max_bytes, failed)
         dead = failed.replace(extra={
             **env.extra, FAILED_AT: str(time.time_ns()).encode(),
             SOURCE: json.dumps([record.topic, record.partition, record.offset]).encode(),
@@ -108,8 +146,7 @@ class Sink:
         if value is not None and len(value) > self.max_bytes:  # the broker would refuse it
             dead = dead.replace(extra={**dead.extra, VALUE_DROPPED: str(len(value)).encode()})
             value = b""
-        carried = carried_input(work.batch, self.max_bytes)
-        return [Outgoing.answering(record, self.output, carried, failed.headers()),
+        return [Outgoing.answering(record, self.output, carried, reply.headers()),
                 Outgoing.answering(record, self.dead_letter, value, dead.headers())]
 
     def error(self, env: Envelope, work: Work) -> dict[str, str]:
@@ -140,10 +177,13 @@ class Forward(Sink):
     """The challengers' topics of each shadow step the stage runs, by step index."""
 
     def send(self, record: ConsumerRecord, env: Envelope, work: Work) -> Sent:
-        value = _result_value(work, self.max_bytes)
+        if self.next == self.output:
+            value, sent = _answer(work, env, self.max_bytes)
+        else:
+            value, sent = _result_value(work, self.max_bytes), env
         if value is None:
             return None
-        return [Outgoing.answering(record, self.next, value, env.headers()),
+        return [Outgoing.answering(record, self.next, value, sent.headers()),
                 *self._fan_out(record, env, work)]
 
     def fail(self, record: ConsumerRecord, env: Envelope, work: Work) -> list[Outgoing]:
@@ -178,8 +218,10 @@ class ShadowAnswer(Sink):
         return self._to_log(record, env.replace(shadow=self.challenger), value)
 
     def fail(self, record: ConsumerRecord, env: Envelope, work: Work) -> list[Outgoing]:
-        failed = env.replace(shadow=self.challenger, error=self.error(env, work))
-        return self._to_log(record, failed, carried_input(work.batch, self.max_bytes))
+        failed = env.replace(shadow=self.challenger, error=self.error(env, work),
+                             reply_type=codecs.ARROW_STREAM)  # a challenger's rows stay Arrow
+        carried, failed = carried_input(work.batch, self.max_bytes, failed)
+        return self._to_log(record, failed, carried)
 
     def _to_log(self, record: ConsumerRecord, env: Envelope, value: bytes) -> list[Outgoing]:
         headers = env.headers()

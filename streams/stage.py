@@ -8,8 +8,9 @@ send for each (streams.sinks). Blocking and Kafka-free: the loop decides what
 runs inline and what on its compute thread, and waits between retries.
 
 The stage that reads the pipeline's input topic decodes Arrow or
-pandas-records JSON and stamps the request id and pipeline version; a stage
-that ends a path turns messages into result (or challenger log) rows.
+pandas-records JSON and stamps the request id, the pipeline version and the
+content type its answer is written in (engine.answers); a stage that ends a
+path turns messages into result (or challenger log) rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
+from engine.answers import ResultFormat, reply_type
+from engine.errors import CodecError
 from streams.compute import StageCompute, Work
 from streams.messages import Envelope, Outgoing
 from streams.metrics import WorkerMetrics
@@ -70,6 +73,8 @@ class Stage:
     """The pipeline version, stamped on requests where they enter."""
     last_step: str = ""
     """The name its answers and failures are counted under in metrics (its last step's)."""
+    result_format: ResultFormat = "request"
+    """What the answers of the requests it reads (if it reads the input topic) are written in."""
 
     @property
     def answers(self) -> bool:
@@ -145,8 +150,17 @@ class Stage:
         if self.compute.starts:  # headers only weir writes are not believed from a producer
             env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
                               started_ns=env.started_ns or _timestamp_ns(record),
-                              error=None, shadow=None, redelivered=False)
+                              error=None, shadow=None, redelivered=False,
+                              reply_type=self._reply_type(content_type), base64_columns=())
         return env, content_type
+
+    def _reply_type(self, content_type: str) -> str:
+        """What a request of `content_type` is answered in (one of no known type as Arrow's)."""
+        try:
+            request = codecs.normalize_content_type(content_type)
+        except CodecError:
+            request = codecs.ARROW_STREAM
+        return reply_type(self.result_format, request)
 
 
 def _timestamp_ns(record: ConsumerRecord) -> int:

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from engine.answers import ResultFormat
 from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
@@ -97,6 +98,8 @@ class WorkerSpec:
     """The deployment's steps that run as sidekicks (their own workers)."""
     sidekick_step: int | None = None
     """The step a sidekick worker runs."""
+    result_format: ResultFormat = "request"
+    """What requests are answered in: each one's own format, or always Arrow or JSON."""
 
     @property
     def layout(self) -> Layout:
@@ -169,7 +172,8 @@ class Worker:
         finally:
             self.reason = None
         stages = worker_stages(self.pipeline, spec.layout, self.topic_map, spec.role,
-                               self.settings, spec.sidekick_step, self.metrics)
+                               self.settings, spec.sidekick_step, self.metrics,
+                               spec.result_format)
         if not stages:
             raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
         self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,

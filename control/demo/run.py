@@ -24,7 +24,8 @@ from control.sdk.client import Client
 from control.settings import Settings
 from control.stack import down, up
 from engine import codecs
-from streams.messages import CONTENT_TYPE, REQUEST_ID
+from engine.answers import decode_answer
+from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 
 console = Console()
 
@@ -49,8 +50,10 @@ async def kafka_round_trip(bootstrap: str, topics: dict[str, str], rows: list[di
         while time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
                 for msg in msgs:
-                    if dict(msg.headers).get(REQUEST_ID) == request_id.encode():
-                        return codecs.batch_to_pandas(codecs.decode(msg.value, codecs.ARROW_STREAM))
+                    env = Envelope.parse(msg.headers)
+                    if env.request_id == request_id:  # a JSON request: a JSON answer
+                        return codecs.batch_to_pandas(decode_answer(
+                            msg.value, env.content_type, env.base64_columns))
         raise TimeoutError("no answer on the result topic within 30 s")
     finally:
         await producer.stop()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from control.errors import ConfigError
 from control.records import DeploymentConfig, SidekickConfig
+from engine.answers import ResultFormat
 from streams.log_policy import DEFAULT_MAX_ROW_BYTES, LogPolicy
 
 _RULES = {
@@ -17,6 +18,7 @@ _RULES = {
     "memory": "a size as Kubernetes writes it, e.g. '512Mi', '1Gi' or '2G'",
     "gpus": "a whole number of GPUs, 0 or more",
     "env": "a mapping of environment variable names to string values",
+    "result_format": "'request' (each answer in its request's format), 'arrow' or 'json'",
 }
 
 
@@ -51,6 +53,13 @@ class DeploymentConfigBuilder:
 
     def gpus(self, gpus: int) -> DeploymentConfigBuilder:
         return self._set(self._values, DeploymentConfig, "gpus", "gpus", gpus)
+
+    def result_format(self, result_format: ResultFormat) -> DeploymentConfigBuilder:
+        """What answers on the result topic are written in: "request" (the default: a JSON
+        request gets a JSON answer, an Arrow one Arrow), or "arrow" or "json" for every
+        request."""
+        return self._set(self._values, DeploymentConfig, "result_format", "result_format",
+                         result_format)
 
     def sidekick_replica_count(self, model: _Named | str, count: int) -> DeploymentConfigBuilder:
         """How many workers run `model`'s sidekick step (default 1)."""

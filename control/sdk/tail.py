@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from control.errors import StackError
-from engine import codecs
 from engine.columns import REQUEST_ID, ROW, TIME
+from engine.answers import decode_answer
 from engine.errors import CodecError
 from streams.clients import topic_partitions
 from streams.messages import Envelope
@@ -95,7 +95,7 @@ def _answer(env: Envelope, value: bytes) -> pa.RecordBatch | None:
         return pa.RecordBatch.from_pydict({REQUEST_ID: [env.request_id],
                                            "error": [str(env.error.get("message"))]})
     try:
-        batch = codecs.decode(value, env.content_type)
+        batch = decode_answer(value, env.content_type, env.base64_columns)
     except CodecError as exc:
         return pa.RecordBatch.from_pydict({REQUEST_ID: [env.request_id],
                                            "error": [f"unreadable answer: {exc}"]})

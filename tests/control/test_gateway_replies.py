@@ -1,11 +1,14 @@
 """control/_replies.py without a broker: answers in parts, repeats, challengers' answers, and
-the replies of coalesced records split back per request."""
+the replies of coalesced records split back per request; and JSON replies read back."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from control._replies import Group, Pending
+from control._replies import Group, Pending, _decoded
+from control.sdk.tail import _answer
+from engine.answers import encode_answer
+from engine.codecs import PANDAS_RECORDS
 from streams.messages import Envelope
 
 
@@ -73,3 +76,13 @@ def test_an_error_reply_to_a_coalesced_record_reaches_every_request_in_it() -> N
     assert a.answered.is_set() and b.answered.is_set()
     assert a.answer.error is not None and b.answer.error is not None
     assert not group.leave() and group.leave()  # the last to leave lets the record go
+
+
+def test_a_json_reply_reads_as_its_arrow_form_for_the_gateway_and_weir_tail() -> None:
+    part = _part([0, 1]).append_column("in.raw", pa.array([b"\x00", b"\xff"]))
+    value, named = encode_answer(part, PANDAS_RECORDS)
+    env = Envelope("r1", content_type=PANDAS_RECORDS, base64_columns=named)
+    assert _decoded(env, value) == part  # a pipeline deployed with result_format("json")
+    tailed = _answer(env, value)
+    assert tailed is not None and tailed.column("in.raw").to_pylist() == [b"\x00", b"\xff"]
+    assert tailed.column("request_id").to_pylist() == ["r1", "r1"]

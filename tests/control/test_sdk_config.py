@@ -22,3 +22,14 @@ def test_good_values_build_a_config() -> None:
 def test_a_bad_value_is_refused_with_what_to_give(call: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         call(DeploymentConfigBuilder())  # type: ignore[operator]
+
+
+def test_answers_are_in_the_requests_format_unless_the_config_names_one() -> None:
+    assert DeploymentConfigBuilder().build().result_format == "request"
+    for result_format in ("arrow", "json", "request"):
+        builder = DeploymentConfigBuilder().result_format(result_format)  # type: ignore[arg-type]
+        assert builder.build().result_format == result_format
+    with pytest.raises(ConfigError, match=r"result_format\('xml'\) is not valid: give 'request' "
+                                          r"\(each answer in its request's format\), 'arrow' or "
+                                          r"'json'"):
+        DeploymentConfigBuilder().result_format("xml")  # type: ignore[arg-type]

@@ -14,9 +14,10 @@ from engine.definition import RuntimeName
 
 
 @contextmanager
-def one_model_pipeline(client: Client, name: str, model: Path,
-                       runtime: RuntimeName = "onnx") -> Iterator[Pipeline]:
-    """Pipeline `name` running model `name` uploaded from `model`, deployed while in use."""
+def one_model_pipeline(client: Client, name: str, model: Path, runtime: RuntimeName = "onnx",
+                       config: DeploymentConfig | None = None) -> Iterator[Pipeline]:
+    """Pipeline `name` running model `name` uploaded from `model`, deployed (with `config`)
+    while in use."""
     uploaded = client.upload_model(name, model).configure(runtime)
     with deployed(client.build_pipeline(name).add_model_step(uploaded)) as pipeline:
         yield pipeline

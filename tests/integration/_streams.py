@@ -16,6 +16,7 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import codecs
+from engine.answers import decode_answer
 from streams.clients import topic_partitions
 from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 
@@ -105,8 +106,8 @@ class Reader:
                     if not env.request_id.startswith(self.prefix):
                         continue
                     batch = None
-                    if env.error is None and msg.value:
-                        batch = codecs.decode(msg.value, codecs.ARROW_STREAM)
+                    if env.error is None and msg.value:  # JSON for a JSON request
+                        batch = decode_answer(msg.value, env.content_type, env.base64_columns)
                     self.answers[env.request_id].append(Answer(env, batch, msg.partition))
 
     async def wait_for(self, ids: set[str], timeout_s: float) -> set[str]:
@@ -212,11 +213,10 @@ async def kafka_round_trip(bootstrap: str, topics: dict[str, str],
         while len(answers) < len(ids) and time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=200)).values():
                 for msg in msgs:
-                    headers = dict(msg.headers)
-                    request_id = headers[REQUEST_ID].decode()
-                    if request_id in ids:
-                        answers[request_id] = Reply(
-                            headers, codecs.decode(msg.value, codecs.ARROW_STREAM))
+                    headers, env = dict(msg.headers), Envelope.parse(msg.headers)
+                    if env.request_id in ids:  # JSON for a JSON request, else Arrow
+                        answers[env.request_id] = Reply(headers, decode_answer(
+                            msg.value, env.content_type, env.base64_columns))
         return answers
     finally:
         await producer.stop()

@@ -1,9 +1,8 @@
 """Kafka clients users already have, talking to a pipeline's topics on the real stack:
 `kcat` from a shell (Debian's package, installed here if missing) and confluent-kafka.
 
-Answers are decoded by their `content-type` header: today the result topic carries Arrow
-IPC streams whatever the request's format (answering a JSON request in JSON is the worker's
-part of issue #22, not done here); either way these tests read what comes back.
+Answers are decoded by their `content-type` header: a JSON request's answer is JSON, an
+Arrow one's Arrow (what each format gives is tested in test_json_answers.py).
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, Producer
 
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from streams.messages import CONTENT_TYPE, REQUEST_ID
+from tests.integration._confluent import confluent_round_trip
 from tests.integration._deployed import one_model_pipeline
 
 pytestmark = pytest.mark.slow
@@ -181,29 +180,8 @@ def test_confluent_kafka_produces_arrow_and_json_and_consumes_the_answers(
                 codecs.batch_from_arrays({"float_input": X}), codecs.ARROW_STREAM)),
             f"ck-json-{uuid.uuid4().hex[:8]}": ("application/json", json.dumps(
                 [{"tensor": row.tolist()} for row in X]).encode())}
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for request_id, (content_type, value) in sent.items():
-        producer.produce(topics["input"], value=value, key=b"service",
-                         headers=[(CONTENT_TYPE, content_type.encode()),
-                                  (REQUEST_ID, request_id.encode())])
-    assert producer.flush(WAIT_S) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ck-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topics["output"]])
-    got: dict[str, pa.RecordBatch] = {}
-    try:
-        def all_answered() -> pa.RecordBatch | None:
-            message = consumer.poll(1.0)
-            if message is not None and message.error() is None:
-                headers = dict(message.headers() or [])
-                request_id = headers.get(REQUEST_ID, b"").decode()
-                if request_id in sent:
-                    got[request_id] = answer(headers, message.value())
-            return next(iter(got.values())) if got.keys() == sent.keys() else None
-
-        wait_for(all_answered)
-    finally:
-        consumer.close()
-    for batch in got.values():
+    got = confluent_round_trip(bootstrap, topics, sent, WAIT_S)
+    for headers, value in got.values():
+        batch = answer(headers, value)
         np.testing.assert_allclose(codecs.column_to_ndarray(batch.column("out.variable")),
                                    expected(diabetes_onnx, X), rtol=1e-5)

@@ -142,6 +142,29 @@ def test_a_first_step_sidekick_reads_a_boundary_and_only_main_workers_read_the_i
     assert [_answer(o) for o in cut] == [_answer(o) for o in fused]
 
 
+def test_a_json_answer_crosses_a_sidekick_in_arrow_and_is_written_json_at_the_end(
+        chain: tuple[CompiledPipeline, PipelineSpec]) -> None:
+    pipeline, _ = chain
+    layout = Layout("ws", "p", "d1", frozenset({1}))
+    main = worker_stages(pipeline, layout, TOPICS, "main", SETTINGS, result_format="json")
+    sidekick = worker_stages(pipeline, layout, TOPICS, "sidekick", SETTINGS, sidekick=1)
+    records = _inputs(3)
+    boundary = _through([main[0]], records)
+    assert {o.topic for o in boundary} == {"ws.p.d1.s1"}
+    for o in boundary:  # between stages: Arrow, with the answer's type carried along
+        env = Envelope.parse(o.headers)
+        assert (env.content_type, env.reply_type) == (codecs.ARROW_STREAM, codecs.PANDAS_RECORDS)
+        codecs.decode(o.value or b"", codecs.ARROW_STREAM)
+    cut = _through([main[0], *sidekick, main[1]], records)
+    fused = _through(worker_stages(pipeline, Layout("ws", "p", "d1"), TOPICS, "main",
+                                   SETTINGS), records)
+    for json_answer, arrow_answer in zip(cut, fused):
+        assert Envelope.parse(json_answer.headers).content_type == codecs.PANDAS_RECORDS
+        rows = json.loads(json_answer.value or b"")
+        expected = _answer(arrow_answer).column("out.variable").to_pylist()
+        assert [row["out.variable"] for row in rows] == expected  # float32 values, exactly
+
+
 def test_a_failing_middle_step_is_named_in_the_error_reply(
         chain: tuple[CompiledPipeline, PipelineSpec]) -> None:
     pipeline, _ = chain
@@ -189,7 +212,8 @@ def test_a_shadow_step_fans_its_input_out_and_only_the_champion_answers(
     challenger = diabetes.model_copy(update={"name": "challenger"})
     shadow = ShadowStep(champion=diabetes, challengers=[challenger])
     pipeline = _last_step_as(shadow, spec, tmp_path, diabetes_onnx)
-    stages = worker_stages(pipeline, Layout("ws", "p", "d1"), TOPICS, "main", SETTINGS)
+    stages = worker_stages(pipeline, Layout("ws", "p", "d1"), TOPICS, "main", SETTINGS,
+                           result_format="json")  # answers only: challengers' input stays Arrow
     records = _inputs(3)
     sent = _through(stages, records)
     challenger_topic = TOPICS.challenger("ws", "p", "d1", 2, 0).name

@@ -1,4 +1,4 @@
-"""streams/agents/log.py: the log rows of a failed request, stored like any other rows."""
+"""streams/agents/log_rows.py: the log rows of a failed request, stored like any other rows."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import codecs
+from engine.answers import encode_answer
 from engine.columns import META_ERROR, META_TRACEPARENT
-from streams.agents.log import error_rows, result_rows, with_row_ids
+from streams.agents.log_rows import error_rows, json_result_rows, result_rows, with_row_ids
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.shadow_logs import read_shadows, shadow_pipeline
@@ -132,3 +133,55 @@ def test_a_failed_coalesced_record_logs_each_requests_rows_as_its_own() -> None:
     batch = error_rows(env, codecs.encode(carried, codecs.ARROW_STREAM), time_ms=5)
     assert list(zip(batch.column("request_id").to_pylist(), batch.column("row").to_pylist())
                 ) == [("a", 0), ("b", 0), ("b", 1)]
+
+
+def _result(n: int) -> pa.RecordBatch:
+    """Result rows as `CompiledPipeline.finish` writes them."""
+    return pa.RecordBatch.from_pydict({
+        "time": pa.array([1_700_000_000_123] * n).view(pa.timestamp("ms", tz="UTC")),
+        "in.x": pa.array([[float(i), 0.5] for i in range(n)], pa.list_(pa.float32(), 2)),
+        "in.raw": pa.array([bytes([i, 255]) for i in range(n)]),
+        "out.y": pa.array([0.25 * i for i in range(n)], pa.float32()),
+        "check_failures": pa.array([0] * n, pa.int32()),
+        "anomaly.count": pa.array([0] * n, pa.int32()),
+        "anomaly.positive": pa.array([False] * n),
+        "metadata.pipeline_version": codecs.repeated("v1", n),
+        "metadata.model": codecs.repeated("m@1", n),
+        "metadata.elapsed_ns": pa.array([12_345] * n, pa.int64()),
+        "metadata.row": pa.array(range(n), pa.int32()),
+    })
+
+
+def test_a_json_answer_is_logged_as_the_rows_its_arrow_form_gives(tmp_path: Path) -> None:
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    result = _result(3)
+    [arrow] = result_rows([(codecs.encode(result, codecs.ARROW_STREAM), "a", trace)])
+    value, named = encode_answer(result, codecs.PANDAS_RECORDS)
+    env = Envelope(request_id="a", content_type=codecs.PANDAS_RECORDS, base64_columns=named,
+                   extra={"traceparent": trace.encode()})
+    from_json = json_result_rows(env, value)
+    assert from_json is not None
+    assert from_json.schema.names == arrow.schema.names
+    # JSON has one kind of number: float32 comes back float64, list sizes unfixed.
+    widened = {"in.x": pa.list_(pa.float64()), "out.y": pa.float64()}
+    assert {f.name: widened.get(f.name, f.type) for f in arrow.schema} == \
+        {f.name: f.type for f in from_json.schema}
+    assert from_json.to_pylist() == arrow.to_pylist()
+    store = LogStore(tmp_path)  # and the store takes both
+    store.append("ws", "p", arrow)
+    store.append("ws", "p", from_json)
+
+
+def test_a_json_error_reply_logs_its_carried_input() -> None:
+    carried = pa.RecordBatch.from_pydict({"in.x": [1.0, 2.0], "in.raw": [b"\x00", b"\x01"]})
+    value, named = encode_answer(carried, codecs.PANDAS_RECORDS)
+    env = Envelope(request_id="r1", version="v1", error=ERROR,
+                   content_type=codecs.PANDAS_RECORDS, base64_columns=named)
+    batch = error_rows(env, value, time_ms=5)
+    assert batch.column("in.x").to_pylist() == [1.0, 2.0]
+    assert batch.column("in.raw").to_pylist() == [b"\x00", b"\x01"]
+
+
+def test_an_unreadable_json_answer_is_skipped() -> None:
+    env = Envelope(request_id="a", content_type=codecs.PANDAS_RECORDS)
+    assert json_result_rows(env, b"[{") is None

@@ -6,9 +6,11 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from streams.messages import (
+    BASE64,
     CONTENT_TYPE,
     ERROR,
     REPLY_SHADOWS,
+    REPLY_TYPE,
     REQUEST_ID,
     REQUESTS,
     STARTED_NS,
@@ -65,11 +67,23 @@ def test_replace_changes_a_copy_and_refuses_unknown_fields() -> None:
     [("weir-started-ns", b"abc")], [("weir-started-ns", b"9" * 5000)],
     [("weir-started-ns", b"-5")], [("weir-error", b"{not json")], [("weir-error", b"[1, 2]")],
     [("weir-error", b'{"type": 1}')], [("weir-error", b"[" * 100_000)],
+    [("weir-base64", b"{not json")], [("weir-base64", b'"raw"')], [("weir-base64", b"[1]")],
 ])
 def test_headers_weir_never_writes_are_ignored_not_raised(
         headers: list[tuple[str, bytes]]) -> None:
     env = Envelope.parse([("weir-request-id", b"r1"), *headers])
     assert env.request_id == "r1" and env.started_ns == 0 and env.error is None
+    assert env.base64_columns == ()
+
+
+def test_a_json_answers_headers_round_trip_and_arrow_ones_stay_as_they_were() -> None:
+    env = Envelope("r1", content_type="application/json; format=pandas-records",
+                   reply_type="application/json; format=pandas-records",
+                   base64_columns=("in.raw", "out.png"))
+    assert Envelope.parse(env.headers()) == env
+    assert dict(env.headers())[BASE64] == b'["in.raw", "out.png"]'
+    assert REPLY_TYPE not in dict(Envelope("r2").headers())  # Arrow: no more headers than before
+    assert BASE64 not in dict(Envelope("r2").headers())
 
 
 def test_a_coalesced_records_requests_round_trip_and_other_headers_stay_apart() -> None:

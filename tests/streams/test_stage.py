@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from aiokafka.structs import ConsumerRecord
 
 from engine import codecs
+from engine.answers import ResultFormat, decode_answer
 from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.errors import CodecError
 from engine.pipeline import CompiledPipeline, load_pipeline
@@ -104,9 +106,15 @@ def test_a_fetch_of_arrow_and_json_requests_answers_each_with_its_own_rows(
         (CONTENT_TYPE, b"application/json"), (REQUEST_ID, b"r2")))
     records = [_record(0, rows=2), _record(1), json_record, _record(3, rows=4)]
     _, sent = _run_all(_stage(pipeline), records)
-    answers = {Envelope.parse(o.headers).request_id: codecs.decode(o.value or b"",
-                                                                   codecs.ARROW_STREAM)
-               for o in sent}
+    envs = {Envelope.parse(o.headers).request_id: Envelope.parse(o.headers) for o in sent}
+    # Each answered in its request's own format, though they ran as one micro-batch.
+    assert {rid: env.content_type for rid, env in envs.items()} == {
+        "r0": codecs.ARROW_STREAM, "r1": codecs.ARROW_STREAM, "r2": codecs.PANDAS_RECORDS,
+        "r3": codecs.ARROW_STREAM}
+    assert json.loads(next(o.value or b"" for o in sent if envs["r2"].headers() == o.headers)
+                      )[2]["metadata.row"] == 2
+    answers = {Envelope.parse(o.headers).request_id: decode_answer(
+        o.value or b"", Envelope.parse(o.headers).content_type) for o in sent}
     assert {rid: a.column("metadata.row").to_pylist() for rid, a in answers.items()} == {
         "r0": [0, 1], "r1": [0], "r2": [0, 1, 2], "r3": [0, 1, 2, 3]}
     assert answers["r2"].column("in.tensor").to_pylist() == [[0.5] * 10] * 3
@@ -176,3 +184,70 @@ def test_an_input_record_over_the_limit_is_answered_and_dead_lettered_without_it
     assert dead.topic == "ws.p.dlq" and dead.value == b""
     assert int(dict(dead.headers)[VALUE_DROPPED]) == len(big.value or b"")
     assert answered[0].topic == "ws.p.out"
+
+
+def _json_record(offset: int, rows: list[dict[str, object]]) -> ConsumerRecord:
+    return dataclasses.replace(_record(offset, value=json.dumps(rows).encode()), headers=(
+        (CONTENT_TYPE, codecs.PANDAS_RECORDS.encode()), (REQUEST_ID, f"r{offset}".encode())))
+
+
+@pytest.mark.parametrize(("result_format", "arrow_in", "json_in"), [
+    ("request", codecs.ARROW_STREAM, codecs.PANDAS_RECORDS),
+    ("arrow", codecs.ARROW_STREAM, codecs.ARROW_STREAM),
+    ("json", codecs.PANDAS_RECORDS, codecs.PANDAS_RECORDS),
+])
+def test_the_deployments_result_format_decides_what_answers_are_written_in(
+        pipeline: CompiledPipeline, result_format: ResultFormat, arrow_in: str,
+        json_in: str) -> None:
+    stage = dataclasses.replace(_stage(pipeline), result_format=result_format)
+    _, sent = _run_all(stage, [_record(0), _json_record(1, [{"tensor": [0.5] * 10}])])
+    envs = [Envelope.parse(o.headers) for o in sent]
+    assert [env.content_type for env in envs] == [arrow_in, json_in]
+    for outgoing, env in zip(sent, envs):
+        answer = decode_answer(outgoing.value or b"", env.content_type)
+        assert answer.column("metadata.row").to_pylist() == [0]
+        assert answer.column("out.variable").type.value_type == (
+            pa.float32() if env.content_type == codecs.ARROW_STREAM else pa.float64())
+
+
+def test_a_json_answer_writes_binary_as_base64_and_names_those_columns(
+        pipeline: CompiledPipeline) -> None:
+    batch = pa.record_batch({"tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)),
+                             "raw": pa.array([b"\x00\xff"])})
+    record = _record(0, value=codecs.encode(batch, codecs.ARROW_STREAM))
+    stage = dataclasses.replace(_stage(pipeline), result_format="json")
+    _, [sent] = _run_all(stage, [record])
+    env = Envelope.parse(sent.headers)
+    assert env.base64_columns == ("in.raw",)
+    assert json.loads(sent.value or b"")[0]["in.raw"] == "AP8="
+    assert decode_answer(sent.value or b"", env.content_type, env.base64_columns
+                         ).column("in.raw").to_pylist() == [b"\x00\xff"]
+
+
+def test_an_answer_json_cannot_hold_is_an_error_reply_and_a_dead_letter(
+        pipeline: CompiledPipeline) -> None:
+    ids = pa.array([b"0123456789abcdef"], pa.binary(16)).cast(pa.uuid())
+    batch = pa.record_batch({"tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)),
+                             "id": ids})
+    record = _record(0, value=codecs.encode(batch, codecs.ARROW_STREAM))
+    stage = dataclasses.replace(_stage(pipeline), result_format="json")
+    counters = StepCounters()
+    [sent] = run_chunk(stage, stage.chunk(stage.receive([record]), 0), counters)
+    assert counters.failed == 1 and [o.topic for o in sent] == ["ws.p.out", "ws.p.dlq"]
+    error = json.loads(dict(sent[0].headers)[ERROR])
+    assert error["type"] == "CodecError"
+    assert "column 'in.id' (extension<arrow.uuid>)" in error["message"]
+    assert "result_format('arrow')" in error["message"]
+    assert sent[1].value == record.value  # the dead letter: the record as it came
+
+
+def test_a_failed_json_request_gets_its_error_reply_in_json(pipeline: CompiledPipeline) -> None:
+    record = _json_record(0, [{"tensor": [0.5] * 3}])  # the model takes 10 values a row
+    counters = StepCounters()
+    stage = _stage(pipeline)
+    [sent] = run_chunk(stage, stage.chunk(stage.receive([record]), 0), counters)
+    reply, dead = sent
+    env = Envelope.parse(reply.headers)
+    assert env.error is not None and env.content_type == codecs.PANDAS_RECORDS
+    assert json.loads(reply.value or b"") == [{"in.tensor": [0.5] * 3, "_meta.row": 0}]
+    assert dead.topic == "ws.p.dlq" and dead.value == record.value
