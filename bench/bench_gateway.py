@@ -49,7 +49,7 @@ PARTS = (
                                                    "fastapi", "control/server")),
     ("gateway (request, produce, replies)", ("control/gateway",)),
     ("Kafka client tasks (aiokafka)", ("aiokafka",)),
-    ("log agent (result rows, log store)", ("streams/agents", "streams/logstore")),
+    ("log agent (result rows, log store)", ("streams/log_agent", "streams/log_rows", "streams/logstore")),
     ("event loop", ("event loop", "asyncio")),
 )
 """How the sampled server time is split: by the task's outermost coroutine's package."""

@@ -49,7 +49,8 @@ def encode(batch: pa.RecordBatch, kind: ContentType) -> bytes:
     new_writer = pa.ipc.new_stream if kind == ARROW_STREAM else pa.ipc.new_file
     with new_writer(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    written: bytes = sink.getvalue().to_pybytes()
+    return written
 
 
 class DecodedRun(NamedTuple):

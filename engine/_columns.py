@@ -67,7 +67,8 @@ def column_values(column: pa.Array | pa.ChunkedArray, *,
         shape.append(size)
     if values.null_count and any(is_type(values.type) for is_type in _NUMERIC):
         raise CodecError(f"column {name!r} has null values; fill or drop them")
-    return values.to_numpy(zero_copy_only=False).reshape(shape)
+    array: np.ndarray = values.to_numpy(zero_copy_only=False).reshape(shape)
+    return array
 
 
 def _ragged_rows(items: pa.Array, lengths: np.ndarray, name: str) -> list[np.ndarray]:
@@ -147,7 +148,7 @@ def from_columns(columns: Mapping[str, Any]) -> pa.RecordBatch:
     arrays: list[pa.Array] = []
     for name, values in columns.items():
         if isinstance(values, (np.ndarray, np.generic)):
-            arrays.append(ndarray_to_column(values))
+            arrays.append(ndarray_to_column(np.asarray(values)))
             continue
         if isinstance(values, list) and values and all(isinstance(v, np.ndarray) for v in values):
             arrays.append(rows_to_column(values, name=str(name)))

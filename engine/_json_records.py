@@ -127,8 +127,10 @@ def json_values(column: pa.Array, *,
                 binary: Callable[[bytes], str] | None = None) -> list[Any]:
     """One column as plain Python values that ``json.dumps`` accepts (binary values only
     when `binary` turns them into text)."""
+    values: list[Any]
     if pa.types.is_floating(column.type):
-        return pc.if_else(pc.is_finite(column), column, None).to_pylist()
+        values = pc.if_else(pc.is_finite(column), column, None).to_pylist()
+        return values
     values = column.to_pylist()
     if any(is_type(column.type) for is_type in _JSON_NATIVE):
         return values

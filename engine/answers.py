@@ -20,7 +20,7 @@ import pyarrow as pa
 from engine import _json_records, codecs
 from engine.content_types import ARROW_STREAM, PANDAS_RECORDS, ContentType
 from engine.errors import CodecError
-from engine.pipeline import (
+from engine.columns import (
     ANOMALY_COUNT,
     CHECK_FAILURES,
     META_ELAPSED,

@@ -2,7 +2,7 @@
 
 These pydantic models are the one wire form of a pipeline definition: the
 registry stores them, the HTTP API returns them, and a worker builds its
-agents from them.
+stages from them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ the next span (a sidekick step's input, or the steps after it); then the input
 of each shadow step it passed goes to one topic per challenger. A message that
 failed on the answer path becomes an error reply on the result topic (its
 value: the failed message's `in.*` columns) and a dead-letter record. The log
-store reads its rows off the result topic (streams.agents.log), so an answer
+store reads its rows off the result topic (streams.log_agent), so an answer
 crosses the broker once.
 
 Answers and error replies on the result topic are written in the content type

@@ -44,7 +44,7 @@ from control.settings import Settings, use_temp_under_home
 from control.trust import check_definition
 from engine.errors import WeirError
 from streams.admin import resolved
-from streams.agents.log import LogAgent
+from streams.log_agent import LogAgent
 from streams.gc_tuning import tune_gc
 from streams.lag import GroupLag
 from streams.logstore import LogStore

@@ -13,7 +13,7 @@ from control.gateway import Gateway
 from control.log_queries import LogQueries
 from control.registry import Registry
 from control.settings import Settings
-from streams.agents.log import LogAgent
+from streams.log_agent import LogAgent
 from streams.lag import GroupLag
 from streams.logstore import LogStore
 from streams.topics import TopicMap

@@ -67,7 +67,7 @@ def verify_sha(path: Path, expected: str) -> None:
 class Runtime(ABC):
     """Loads one model version and runs it on record batches.
 
-    Runtimes are synchronous; agents schedule them. Subclasses implement
+    Runtimes are synchronous; the worker's stages schedule them. Subclasses implement
     `inspect`, `_load` and `predict`; `load` verifies the sha256 first.
     """
 

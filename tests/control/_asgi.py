@@ -23,7 +23,7 @@ from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.app import create_app
 from control.server.state import ServerState
 from control.settings import Settings
-from streams.agents.log import LogAgent
+from streams.log_agent import LogAgent
 from streams.lag import GroupLag
 from streams.logstore import LogStore
 from streams.topics import TopicMap

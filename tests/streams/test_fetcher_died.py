@@ -19,7 +19,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import CompiledPipeline, load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
-from streams.agents.log import LogAgent
+from streams.log_agent import LogAgent
 from streams.clients import check_fetcher, stop_consumer
 from streams.errors import FetcherDied
 from streams.logstore import LogStore

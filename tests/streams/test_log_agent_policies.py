@@ -1,4 +1,4 @@
-"""streams/agents/log.py: rows are kept by the last log policy read while none can be read."""
+"""streams/log_agent.py: rows are kept by the last log policy read while none can be read."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.errors import WeirError
-from streams.agents.log import LogAgent
+from streams.log_agent import LogAgent
 from streams.log_policy import LogPolicy
 from streams.logstore import LogStore
 from streams.settings import WorkerSettings

@@ -1,8 +1,8 @@
-"""streams/agents/log.py without a broker: the log agent's fetch waits."""
+"""streams/log_agent.py without a broker: the log agent's fetch waits."""
 
 from __future__ import annotations
 
-from streams.agents.log import LEAST_FETCH_WAITS_MS, paced
+from streams.log_agent import LEAST_FETCH_WAITS_MS, paced
 from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 
 WAITS = ("busy_fetch_wait_ms", "fetch_wait_ms", "idle_fetch_wait_ms")

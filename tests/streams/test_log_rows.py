@@ -1,4 +1,4 @@
-"""streams/agents/log_rows.py: the log rows of a failed request, stored like any other rows."""
+"""streams/log_rows.py: the log rows of a failed request, stored like any other rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 from engine import codecs
 from engine.answers import encode_answer
 from engine.columns import META_ERROR, META_TRACEPARENT
-from streams.agents.log_rows import error_rows, json_result_rows, result_rows, with_row_ids
+from streams.log_rows import error_rows, json_result_rows, result_rows, with_row_ids
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.shadow_logs import read_shadows, shadow_pipeline

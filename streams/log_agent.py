@@ -42,7 +42,7 @@ from aiokafka.structs import ConsumerRecord
 from engine.columns import META_ERROR
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer
-from streams.agents.log_rows import error_rows, json_result_rows, result_rows
+from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
