@@ -50,8 +50,9 @@ def chain_model(path: Path, variant: int) -> Path:
     """A tiny ONNX model [None,10] -> `float_input` [None,10] (so the next step's input matches by name).
 
     variant 0: MatMul by the 10x10 identity, then Add 0; variant 1: Mul by 1, then Identity.
-    Its input is named `x`: ONNX forbids a node output that reuses a graph input's name, and a
-    step with one input fed one column matches it whatever the column is called.
+    Its input is named `x`: ONNX forbids a node output that reuses a graph input's name.
+    Between steps a one-input model takes the one column whatever it is called; a pipeline's
+    input column must be named after the first model's input or `tensor`.
     """
     from onnx import TensorProto, helper, numpy_helper
 

@@ -116,7 +116,9 @@ def make_batches(x: np.ndarray, rows: int, count: int) -> list[np.ndarray]:
 
 
 def encode(batch: np.ndarray) -> bytes:
-    return codecs.encode(codecs.batch_from_arrays({"float_input": batch}), codecs.ARROW_STREAM)
+    """A request: one `tensor` column, which a pipeline's first model takes whatever its one
+    input is called (the diabetes model's `float_input`, the chain models' `x`)."""
+    return codecs.encode(codecs.batch_from_arrays({"tensor": batch}), codecs.ARROW_STREAM)
 
 
 def headers(request_id: str) -> list[tuple[str, bytes]]:
@@ -721,7 +723,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about a minute)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to save the JSON figures")
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default=None,
+                        help="the embedded broker each fresh stack starts (default: WEIR_BROKER, "
+                             "else tansu)")
     args = parser.parse_args(argv)
+    if args.broker:
+        os.environ["WEIR_BROKER"] = args.broker  # read by each stack's Settings
     budget = QUICK if args.quick else FULL
     started = time.perf_counter()
     load_before = os.getloadavg()
