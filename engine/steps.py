@@ -225,10 +225,13 @@ class SplitRunner(StepRunner):
     def run(self, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         chosen = self.choose(working)
         rows = [np.flatnonzero(chosen == arm) for arm in range(len(self._arms))]
-        parts = [self.run_arm(arm, working.take(pa.array(r))) for arm, r in enumerate(rows)]
+        # An arm that drew no row does not run: a model fed an empty batch got a 0x0 tensor
+        # where it takes [None, 10], and the whole request failed.
+        used = [(arm, r) for arm, r in enumerate(rows) if len(r)] or [(0, rows[0])]
+        parts = [self.run_arm(arm, working.take(pa.array(r))) for arm, r in used]
         n = working.num_rows
-        out = concat_in_order([p[0] for p in parts], rows, n)
-        extras = concat_in_order([p[1] for p in parts], rows, n)
+        out = concat_in_order([p[0] for p in parts], [r for _, r in used], n)
+        extras = concat_in_order([p[1] for p in parts], [r for _, r in used], n)
         return out, extras
 
 

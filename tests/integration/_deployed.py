@@ -19,7 +19,7 @@ def one_model_pipeline(client: Client, name: str, model: Path, runtime: RuntimeN
     """Pipeline `name` running model `name` uploaded from `model`, deployed (with `config`)
     while in use."""
     uploaded = client.upload_model(name, model).configure(runtime)
-    with deployed(client.build_pipeline(name).add_model_step(uploaded)) as pipeline:
+    with deployed(client.build_pipeline(name).add_model_step(uploaded), config) as pipeline:
         yield pipeline
 
 
