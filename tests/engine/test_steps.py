@@ -93,8 +93,8 @@ def test_a_split_arm_that_draws_no_row_does_not_fail_the_request(
         refs: dict[str, tuple[ModelRef, Path]], rows: int) -> None:
     """A request of a few rows often leaves an arm without one (2:1 weights, 2 rows: 5 times
     in 9); that arm's model once got a 0x0 tensor and failed the whole request."""
+    paths = {ref.sha: path for ref, path in refs.values()}
     for seed in range(8):  # several draws, so that some leave an arm empty
-        paths = {ref.sha: path for ref, path in refs.values()}
         pipeline = load_pipeline("v1", PipelineSpec(steps=[_split(refs, (2, 1), ("a", "b"))]),
                                  lambda r: paths[r.sha], seed=seed)
         as_json_gives = pa.RecordBatch.from_pydict({"tensor": X[:rows].tolist()})  # list<double>
