@@ -189,7 +189,19 @@ def run(broker: Broker, budget: Budget, load: float, env: dict[str, str],
     results["ratios"] = {kind: round(results[kind]["rows_per_s"]
                                      / results["raw_onnxruntime"]["rows_per_s"], 3)
                          for kind in TARGETS}
+    model_ms = (raw_before["ms_per_batch"] + raw_after["ms_per_batch"]) / 2
+    for kind in TARGETS:
+        results[kind]["ceilings"] = ceilings(results[kind]["cpu_ms_per_msg"], model_ms)
     return results
+
+
+def ceilings(cpu_ms_per_msg: dict[str, float], model_ms: float) -> dict[str, float]:
+    """The best ratio to raw onnxruntime the measured CPU allows: the worker alone on a core
+    of its own (the model's ms per batch over the worker's CPU ms per message), and every
+    process's CPU spread over all the machine's cores."""
+    total = sum(cpu_ms_per_msg.values())
+    return {"worker_alone": round(model_ms / max(cpu_ms_per_msg["worker"], 1e-9), 3),
+            "all_cores": round(model_ms * (os.cpu_count() or 1) / max(total, 1e-9), 3)}
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -213,7 +225,8 @@ def show(results: dict[str, Any]) -> None:
                   f"{raw['after']['rows_per_s']:,.0f} rows/s")
     for kind in ("one_step", "three_step", "one_step_sampled"):
         if kind in results:
-            console.print(f"CPU ms per message, {kind}: {results[kind]['cpu_ms_per_msg']}")
+            console.print(f"CPU ms per message, {kind}: {results[kind]['cpu_ms_per_msg']}; "
+                          f"ceilings {results[kind].get('ceilings', '')}")
     parts = results["parts"]
     console.print(f"bytes: request {parts['request_bytes']:,}, answer {parts['answer_bytes']:,} "
                   f"(without the carried in.* inputs {parts['answer_bytes_without_inputs']:,})")
