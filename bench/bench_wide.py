@@ -15,13 +15,15 @@ one `tensor` column. Measured, in order:
 - where the 1-step pipeline's time goes, per message: in process, the worker's stage
   path without Kafka (decode, run, finish, encode, sink), each codec part, the log agent's
   ingest of the answers; the Kafka client (aiokafka as a worker runs it) sending and
-  fetching one request-sized and one answer-sized record; and, with `--sample`, the
-  worker's main thread sampled during a second load run (bench/_sample_main.py).
+  fetching one request-sized and one answer-sized record; with `--sample`, the worker's
+  main thread sampled during a second load run, and with `--profile` its functions under
+  cProfile during a third (bench/_sample_main.py).
 
 Prints a table with the ratios and the targets and saves ``<out>/wide-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_wide.py --quick
-    .venv/bin/python bench/bench_wide.py --broker kafka --sample
+    .venv/bin/python bench/bench_wide.py --sample --profile
+    .venv/bin/python bench/bench_wide.py --broker kafka
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ from bench import _kafka_load as kafka
 from bench import _wide as wide
 from bench._brokers import BROKERS, Broker, start_broker
 from bench._results import RESULTS, finish
-from bench._sample_main import difference, snapshot
+from bench._sample_main import difference, snapshot, top
 from bench._stack import CpuMeter
-from bench._weir import WeirStack, weir_stack
+from bench._weir import SAMPLE_SHIM, WeirStack, weir_stack
 from bench.bench_kafka_client import measure_one
 from bench.bench_pipeline import raw_onnxruntime, stage_path
 from engine import codecs
@@ -152,9 +154,27 @@ def client_costs(broker: Broker, sizes: dict[str, int], records: int) -> dict[st
         service.stop()
 
 
+def profiled(broker: Broker, paths: dict[str, Path], values: list[bytes], rate: float,
+             budget: Budget, env: dict[str, str]) -> dict[str, Any]:
+    """The 1-step pipeline with its worker under cProfile (a shorter load: cProfile slows
+    it), and the worker's functions with the most time of their own, ms per message."""
+    folder = Path(tempfile.mkdtemp(prefix="weir-cprofile-"))
+    shorter = Budget(**{**asdict(budget), "seconds": min(budget.seconds, 2.0)})
+    figures = pipeline_run(broker, paths, ["mlp"], values, rate, shorter,
+                           {**env, "PYTHONPATH": str(SAMPLE_SHIM),
+                            "WEIR_BENCH_CPROFILE_DIR": str(folder)})
+    deadline = time.monotonic() + 30
+    while not (dumps := list(folder.glob("*.prof"))) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker writes it as it exits
+    if dumps:
+        figures["worker_cprofile_ms_per_msg"] = top(
+            dumps[0], max(figures["replies"] + budget.warmup_msgs, 1))
+    return figures
+
+
 # -- the run --------------------------------------------------------------------------------
 def run(broker: Broker, budget: Budget, load: float, env: dict[str, str],
-        sample: bool) -> dict[str, Any]:
+        sample: bool, profile: bool) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="weir-bench-wide-"))
     paths = wide.write_models(root)
     wide_batches, narrow_batches = wide.batches(wide.FEATURES), wide.batches(wide.NARROW, seed=1)
@@ -182,6 +202,10 @@ def run(broker: Broker, budget: Budget, load: float, env: dict[str, str],
         results["one_step_sampled"] = pipeline_run(
             broker, paths, steps["one_step"], requests["one_step"], rate, budget, env,
             Path(tempfile.mkdtemp(prefix="weir-sample-")))
+    if profile:
+        console.print("one_step again, its worker under cProfile ...")
+        results["one_step_cprofile"] = profiled(broker, paths, requests["one_step"], rate,
+                                                budget, env)
     raw_after = raw_onnxruntime([paths["mlp"]], wide_batches, budget.raw_s, threads=1)
     results["raw_onnxruntime"] = {
         "rows_per_s": round((raw_before["rows_per_s"] + raw_after["rows_per_s"]) / 2, 1),
@@ -237,6 +261,11 @@ def show(results: dict[str, Any]) -> None:
     for label, figures in results["kafka_client"].items():
         console.print(f"aiokafka, one {label}-sized record ({figures['bytes']:,} bytes), us of "
                       f"CPU: send {figures['send']}, fetch {figures['fetch']}")
+    if "one_step_cprofile" in results:
+        console.print("the worker under cProfile, ms per message (own, with callees):")
+        for function, own, cumulative in results["one_step_cprofile"].get(
+                "worker_cprofile_ms_per_msg", []):
+            console.print(f"  {own:8.3f} {cumulative:8.3f}  {function}", markup=False)
     if "one_step_sampled" in results:
         console.print("the worker's main thread, sampled, ms per message (task, package):")
         for task, package, ms in results["one_step_sampled"].get("worker_sampled_ms_per_msg", []):
@@ -253,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="offered rows/s as a multiple of raw onnxruntime's (default 1.0)")
     parser.add_argument("--sample", action="store_true",
                         help="also run the 1-step pipeline with its worker's main thread sampled")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run the 1-step pipeline with its worker under cProfile")
     parser.add_argument("--env", nargs="*", default=[], metavar="WEIR_X=VALUE",
                         help="settings for the stack's server and workers")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to save the JSON figures")
@@ -262,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = Budget(**{**asdict(budget), "seconds": args.seconds})
     env = dict(item.split("=", 1) for item in args.env)
     started, load_before = time.perf_counter(), os.getloadavg()
-    results = run(args.broker, budget, args.load, env, args.sample)
+    results = run(args.broker, budget, args.load, env, args.sample, args.profile)
     results.update(quick=args.quick, budget=asdict(budget))
     show(results)
     path = finish("wide", results, args.out, started, load_before)
