@@ -123,16 +123,35 @@ def difference(after: dict[tuple[str, str], float], before: dict[tuple[str, str]
 
 
 def profile(directory: str) -> None:
-    """Run this process's main thread under cProfile from now on; `<directory>/<pid>.prof`
-    at exit."""
-    profiler = cProfile.Profile()
-    profiler.enable()
+    """On SIGUSR2, run this process's main thread under cProfile, timed by its CPU time (not
+    counting waits for a CPU or in select); on the next, stop and write
+    `<directory>/<pid>.prof` (so a bench profiles one phase: `profiled_phase`)."""
+    profiler = cProfile.Profile(time.thread_time)
+    running = [False]
 
-    def dump() -> None:
-        profiler.disable()
-        profiler.dump_stats(str(Path(directory) / f"{os.getpid()}.prof"))
+    def toggle(*_: object) -> None:
+        if running[0]:
+            profiler.disable()
+            profiler.dump_stats(str(Path(directory) / f"{os.getpid()}.prof"))
+        else:
+            profiler.enable()
+        running[0] = not running[0]
 
-    atexit.register(dump)
+    signal.signal(signal.SIGUSR2, toggle)
+
+
+def profiled_phase(directory: Path, pid: int, run: Any, timeout_s: float = 30.0) -> tuple[Any, Path]:
+    """`run()` with process `pid` (installed with `profile`) under cProfile; its result and
+    the profile's path."""
+    os.kill(pid, signal.SIGUSR2)
+    result = run()
+    os.kill(pid, signal.SIGUSR2)
+    path = directory / f"{pid}.prof"
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the write finish
+    return result, path
 
 
 def top(path: Path, per: int, most: int = 20) -> list[list[Any]]:

@@ -47,7 +47,7 @@ from bench import _kafka_load as kafka
 from bench import _wide as wide
 from bench._brokers import BROKERS, Broker, start_broker
 from bench._results import RESULTS, finish
-from bench._sample_main import difference, snapshot, top
+from bench._sample_main import difference, profiled_phase, snapshot, top
 from bench._stack import CpuMeter
 from bench._weir import SAMPLE_SHIM, WeirStack, weir_stack
 from bench.bench_kafka_client import measure_one
@@ -99,10 +99,12 @@ def target(stack: WeirStack) -> kafka.KafkaTarget:
 
 
 def measure(stack: WeirStack, values: list[bytes], rate: float, budget: Budget,
-            fetch_wait_ms: int, sample_dir: Path | None) -> dict[str, Any]:
+            fetch_wait_ms: int, sample_dir: Path | None = None,
+            profile_dir: Path | None = None) -> dict[str, Any]:
     """A warm-up (every message answered, none failed), then `rate` messages/s open loop:
-    rows/s answered, CPU ms per answered message by process, and the worker's sampled
-    main thread (ms per message by task and package) if `sample_dir`."""
+    rows/s answered, CPU ms per answered message by process, and the worker's sampled main
+    thread (ms per message by task and package) with `sample_dir`, or its functions under
+    cProfile with `profile_dir`."""
     aim = target(stack)
     warm = asyncio.run(kafka.open_loop(stack.bootstrap, aim, values, 20.0,
                                        budget.warmup_msgs / 20.0, 60.0, fetch_wait_ms))
@@ -113,8 +115,12 @@ def measure(stack: WeirStack, values: list[bytes], rate: float, budget: Budget,
     [worker] = stack.pids["worker"]
     before = snapshot(sample_dir, worker) if sample_dir else {}
     meter = CpuMeter(pids).start()
-    outcome = asyncio.run(kafka.open_loop(stack.bootstrap, aim, values, rate, budget.seconds,
-                                          budget.drain_s, fetch_wait_ms))
+
+    def load() -> kafka.KafkaOutcome:
+        return asyncio.run(kafka.open_loop(stack.bootstrap, aim, values, rate, budget.seconds,
+                                           budget.drain_s, fetch_wait_ms))
+
+    outcome, dump = profiled_phase(profile_dir, worker, load) if profile_dir else (load(), None)
     cpu = meter.stop()
     answered = max(len(outcome.latency_s), 1)
     out: dict[str, Any] = {
@@ -123,21 +129,27 @@ def measure(stack: WeirStack, values: list[bytes], rate: float, budget: Budget,
         "cpu_s": cpu}
     if sample_dir:
         spent = difference(snapshot(sample_dir, worker), before)
-        top = sorted(spent.items(), key=lambda kv: -kv[1])[:12]
+        most = sorted(spent.items(), key=lambda kv: -kv[1])[:12]
         out["worker_sampled_ms_per_msg"] = [[task, package, round(s * 1e3 / answered, 3)]
-                                            for (task, package), s in top]
+                                            for (task, package), s in most]
+    if dump is not None and dump.exists():
+        out["worker_cprofile_ms_per_msg"] = top(dump, answered)
     return out
 
 
 def pipeline_run(broker: Broker, paths: dict[str, Path], steps: list[str], values: list[bytes],
-                 rate: float, budget: Budget, env: dict[str, str],
-                 sample_dir: Path | None = None) -> dict[str, Any]:
+                 rate: float, budget: Budget, env: dict[str, str], *,
+                 sample_dir: Path | None = None, profile_dir: Path | None = None
+                 ) -> dict[str, Any]:
     """`steps` deployed on a fresh stack and measured (see `measure`)."""
     chain = [(name.replace("_", "-"), paths[name]) for name in steps]
+    if profile_dir is not None:
+        env = {**env, "PYTHONPATH": str(SAMPLE_SHIM), "WEIR_BENCH_CPROFILE_DIR": str(profile_dir)}
     with weir_stack(broker, paths["mlp"], name=f"wide-{len(steps)}", env=env,
                     sample_dir=sample_dir, steps=chain) as stack:
         started = time.perf_counter()
-        figures = measure(stack, values, rate, budget, FETCH_WAIT_MS[broker], sample_dir)
+        figures = measure(stack, values, rate, budget, FETCH_WAIT_MS[broker], sample_dir,
+                          profile_dir)
         figures["measured_s"] = round(time.perf_counter() - started, 1)
         return figures
 
@@ -152,24 +164,6 @@ def client_costs(broker: Broker, sizes: dict[str, int], records: int) -> dict[st
                 for label, size in sizes.items()}
     finally:
         service.stop()
-
-
-def profiled(broker: Broker, paths: dict[str, Path], values: list[bytes], rate: float,
-             budget: Budget, env: dict[str, str]) -> dict[str, Any]:
-    """The 1-step pipeline with its worker under cProfile (a shorter load: cProfile slows
-    it), and the worker's functions with the most time of their own, ms per message."""
-    folder = Path(tempfile.mkdtemp(prefix="weir-cprofile-"))
-    shorter = Budget(**{**asdict(budget), "seconds": min(budget.seconds, 2.0)})
-    figures = pipeline_run(broker, paths, ["mlp"], values, rate, shorter,
-                           {**env, "PYTHONPATH": str(SAMPLE_SHIM),
-                            "WEIR_BENCH_CPROFILE_DIR": str(folder)})
-    deadline = time.monotonic() + 30
-    while not (dumps := list(folder.glob("*.prof"))) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the worker writes it as it exits
-    if dumps:
-        figures["worker_cprofile_ms_per_msg"] = top(
-            dumps[0], max(figures["replies"] + budget.warmup_msgs, 1))
-    return figures
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -201,11 +195,13 @@ def run(broker: Broker, budget: Budget, load: float, env: dict[str, str],
         console.print("one_step again, its worker sampled ...")
         results["one_step_sampled"] = pipeline_run(
             broker, paths, steps["one_step"], requests["one_step"], rate, budget, env,
-            Path(tempfile.mkdtemp(prefix="weir-sample-")))
+            sample_dir=Path(tempfile.mkdtemp(prefix="weir-sample-")))
     if profile:
         console.print("one_step again, its worker under cProfile ...")
-        results["one_step_cprofile"] = profiled(broker, paths, requests["one_step"], rate,
-                                                budget, env)
+        shorter = Budget(**{**asdict(budget), "seconds": min(budget.seconds, 2.0)})
+        results["one_step_cprofile"] = pipeline_run(  # shorter: cProfile slows the worker
+            broker, paths, steps["one_step"], requests["one_step"], rate, shorter, env,
+            profile_dir=Path(tempfile.mkdtemp(prefix="weir-cprofile-")))
     raw_after = raw_onnxruntime([paths["mlp"]], wide_batches, budget.raw_s, threads=1)
     results["raw_onnxruntime"] = {
         "rows_per_s": round((raw_before["rows_per_s"] + raw_after["rows_per_s"]) / 2, 1),

@@ -4,8 +4,8 @@ Put this folder on PYTHONPATH with WEIR_BENCH_SAMPLE_DIR set: every Python proce
 with it (the server, and the workers it starts) samples its main thread every ~0.5 ms and,
 at exit, writes `<dir>/<pid>.json`: seconds by (asyncio task's coroutine, innermost package),
 each sample weighted by the time since the last. "idle" is the event loop waiting in select.
-With WEIR_BENCH_CPROFILE_DIR set instead, weir's workers (only) run under cProfile and write
-`<dir>/<pid>.prof` at exit.
+With WEIR_BENCH_CPROFILE_DIR set instead, weir's workers (only) run under cProfile between
+two SIGUSR2s and then write `<dir>/<pid>.prof`.
 """
 
 import os
