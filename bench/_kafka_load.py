@@ -43,6 +43,7 @@ class KafkaOutcome:
     failed: int = 0
     strays: int = 0
     first_send: float = 0.0
+    last_send: float = 0.0
     last_reply: float = 0.0
     send_lag_max_s: float = 0.0
     """How far behind its schedule the client itself fell (it must stay small)."""
@@ -53,6 +54,7 @@ class KafkaOutcome:
         out: dict[str, float | int] = {
             "sent": self.sent, "replies": got, "lost": self.sent - got - self.failed,
             "failed": self.failed, "msgs_per_s": round(got / span, 1),
+            "sent_per_s": round(self.sent / max(self.last_send - self.first_send, 1e-9), 1),
             "rows_per_s": round(got * rows / span, 1),
             "client_send_lag_max_ms": round(self.send_lag_max_s * 1000, 1)}
         if got:
@@ -111,6 +113,7 @@ async def open_loop(bootstrap: str, target: KafkaTarget, values: list[bytes], ra
             await producer.send(target.topic_in, values[i % len(values)], key=key, headers=headers)
             out.sent += 1
         await producer.flush()
+        out.last_send = time.perf_counter()
         deadline = time.perf_counter() + drain_s
         while len(out.latency_s) + out.failed < out.sent and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)

@@ -1,13 +1,16 @@
-"""A sampling profiler of a process's main thread, by asyncio task and package (bench only).
+"""A sampling profiler of a process's main thread, by asyncio task and package, and cProfile
+for a worker's functions (bench only).
 
-Installed in weir's processes by `bench/_sample/sitecustomize.py`; read back with `load`.
+Installed in weir's processes by `bench/_sample/sitecustomize.py`.
 """
 
 from __future__ import annotations
 
 import atexit
+import cProfile
 import json
 import os
+import pstats
 import signal
 import sys
 import threading
@@ -15,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 INTERVAL_S = 0.0005
 WRAPPERS = {"anyio", "starlette"}
@@ -116,3 +120,45 @@ def difference(after: dict[tuple[str, str], float], before: dict[tuple[str, str]
                ) -> dict[tuple[str, str], float]:
     """Seconds spent between two snapshots."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def profile(directory: str) -> None:
+    """On SIGUSR2, run this process's main thread under cProfile, timed by its CPU time (not
+    counting waits for a CPU or in select); on the next, stop and write
+    `<directory>/<pid>.prof` (so a bench profiles one phase: `profiled_phase`)."""
+    profiler = cProfile.Profile(time.thread_time)
+    running = [False]
+
+    def toggle(*_: object) -> None:
+        if running[0]:
+            profiler.disable()
+            profiler.dump_stats(str(Path(directory) / f"{os.getpid()}.prof"))
+        else:
+            profiler.enable()
+        running[0] = not running[0]
+
+    signal.signal(signal.SIGUSR2, toggle)
+
+
+def profiled_phase(directory: Path, pid: int, run: Any, timeout_s: float = 30.0) -> tuple[Any, Path]:
+    """`run()` with process `pid` (installed with `profile`) under cProfile; its result and
+    the profile's path."""
+    os.kill(pid, signal.SIGUSR2)
+    result = run()
+    os.kill(pid, signal.SIGUSR2)
+    path = directory / f"{pid}.prof"
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the write finish
+    return result, path
+
+
+def top(path: Path, per: int, most: int = 20) -> list[list[Any]]:
+    """The `most` functions of a cProfile dump with the most time of their own: [function,
+    own ms, ms including what it called], each per one of `per` units of work."""
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:most]
+    return [[f"{Path(file).name}:{line}({name})", round(own * 1e3 / per, 3),
+             round(cumulative * 1e3 / per, 3)]
+            for (file, line, name), (_, _, own, cumulative, _) in rows]

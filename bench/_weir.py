@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +42,11 @@ class WeirStack:
 @contextmanager
 def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
                env: dict[str, str] | None = None, sample_dir: Path | None = None,
-               before_deploy: Callable[[dict[str, list[int]]], None] | None = None
-               ) -> Iterator[WeirStack]:
+               before_deploy: Callable[[dict[str, list[int]]], None] | None = None,
+               steps: Sequence[tuple[str, Path]] = ()) -> Iterator[WeirStack]:
     """A fresh broker, Redis and weir server (new WEIR_HOME) with `model` deployed as a
-    one-step pipeline; `env` (WEIR_* settings) reaches the server and its workers;
+    one-step pipeline (or `steps`, (name, file) in order: `.onnx` files as ONNX models,
+    others as Python steps); `env` (WEIR_* settings) reaches the server and its workers;
     `sample_dir` turns on the bench's sampling profiler in them; `before_deploy` is called
     with the stack's processes before anything is deployed. Always torn down."""
     home = Path(tempfile.mkdtemp(prefix="weir-bench-"))
@@ -66,8 +67,11 @@ def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
             if before_deploy is not None:
                 before_deploy(pids)
             client = Client(settings=Settings.discover(home=home))
-            step = client.upload_model(name, model).configure("onnx")
-            pipeline = client.build_pipeline(name).add_model_step(step).deploy(quiet=True)
+            builder = client.build_pipeline(name)
+            for step, path in steps or [(name, model)]:
+                runtime = "onnx" if path.suffix == ".onnx" else "python"
+                builder.add_model_step(client.upload_model(step, path).configure(runtime))
+            pipeline = builder.deploy(quiet=True)
             pids["worker"] = [int(e["pid"]) for e in pipeline.status()["engines"]]
             yield WeirStack(home, record, pipeline, pids)
             pipeline.undeploy()

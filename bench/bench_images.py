@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._images import MODEL_OUTPUT, SIDE, cnn, photos, write_steps
-from bench._results import RESULTS, save
+from bench._results import RESULTS, finish
 from bench._stack import CpuMeter, Replies, cpu_seconds, fresh_stack, new_producer
 from control.sdk.client import Client
 from control.sdk.config import DeploymentConfigBuilder
@@ -399,12 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()
     results = run(args.broker, budget)
-    results.update(ratios=ratios(results), quick=args.quick, budget=asdict(budget),
-                   elapsed_s=round(time.perf_counter() - started, 1),
-                   machine={"cpu_count": os.cpu_count(), "loadavg_before": load_before,
-                            "loadavg_after": os.getloadavg(), "python": platform.python_version()})
+    results.update(ratios=ratios(results), quick=args.quick, budget=asdict(budget))
     show(results)
-    path = save("images", results, args.out)
+    path = finish("images", results, args.out, started, load_before)
     console.print(f"saved {path} ({results['elapsed_s']} s)")
     return 0
 

@@ -99,9 +99,10 @@ class LocalWorkers(Mapping[str, LocalWorker]):
             parse_memory(resources.memory)
         except ValueError as exc:
             raise DeploymentError(str(exc)) from exc
+        threads = max(1, math.ceil(resources.cpus))
         args = [sys.executable, "-m", "control.worker_main", version.pipeline, version.version,
                 "--workspace", version.workspace, "--replica", str(replica),
-                "--worker-id", worker_id, "--threads", str(max(1, math.ceil(resources.cpus))),
+                "--worker-id", worker_id, "--threads", str(threads),
                 "--device", "cuda" if resources.gpus > 0 else "cpu",
                 "--memory", resources.memory, "--role", worker_role(worker_id),
                 "--deployment", deployment.id,
@@ -109,7 +110,7 @@ class LocalWorkers(Mapping[str, LocalWorker]):
                 "--sidekicks", ",".join(map(str, sorted(sidekicks)))]
         if sidekick is not None:
             args += ["--sidekick-step", str(sidekick)]
-        own_env = dict(env or {})
+        own_env = {**worker_processes.thread_limits(threads), **(env or {})}
         self._workers[worker_id] = LocalWorker(
             worker_id, version.workspace, version.pipeline, version.version, deployment.id,
             args, own_env, replica, proc=self._popen(worker_id, args, own_env))

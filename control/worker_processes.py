@@ -113,6 +113,18 @@ def alive(pid: int, started: int) -> bool:
     return pid > 0 and start_time(pid) == started
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""What numpy's BLAS (OpenBLAS or MKL) and OpenMP libraries read, once, for their threads."""
+
+
+def thread_limits(threads: int) -> dict[str, str]:
+    """The environment that gives a worker's numeric libraries as many threads as its
+    onnxruntime gets (its deployment's cpus). Left alone, numpy's OpenBLAS starts a thread
+    per core and wakes them for small products too: a Python step's 256 x 10 @ 10 x 512
+    took 2.7 ms of CPU on a 2-core machine, 0.07 ms on one thread."""
+    return dict.fromkeys(THREAD_VARIABLES, str(threads))
+
+
 def spawn(settings: Settings, worker_id: str, args: list[str], own_env: dict[str, str], *,
           exactly_once: bool) -> subprocess.Popen[bytes]:
     """Start a worker process in a session of its own (it outlives the server), logging to

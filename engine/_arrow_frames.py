@@ -71,7 +71,7 @@ def layout(data: bytes) -> Layout | None:
         return None
 
 
-def message_at(data: bytes, pos: int) -> tuple[int, int]:
+def message_at(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """(kind, end) of the message that starts at `pos`; kind 0 if none can be read there."""
     try:
         marker, meta_len = _PREFIX.unpack_from(data, pos)
@@ -83,7 +83,7 @@ def message_at(data: bytes, pos: int) -> tuple[int, int]:
     return kind, pos + 8 + meta_len + body_len
 
 
-def message_header(data: bytes, at: int) -> tuple[int, int]:
+def message_header(data: bytes | memoryview, at: int) -> tuple[int, int]:
     """(header_type, bodyLength) of the flatbuffer Message table whose buffer starts at `at`."""
     table = at + _U32.unpack_from(data, at)[0]
     vtable = table - _I32.unpack_from(data, table)[0]

@@ -149,7 +149,10 @@ def encode_many(batch: pa.RecordBatch, rows: Sequence[int]) -> list[bytes]:
             writer.write_batch(batch.slice(offset, n))
             bounds.append((before, sink.tell()))
             offset += n
-    data = sink.getvalue().to_pybytes()
+    # A view of the written stream, and each piece joined from views of it in one copy:
+    # copying the stream out and slicing bytes copied every piece three times more (0.5 MB
+    # answers of wide rows: ~1 ms of CPU each, against ~0.2).
+    data = memoryview(sink.getvalue())
     first = bounds[0][0]  # the first piece holds the schema and dictionaries too
     kind, end = frames.message_at(data, first)
     while kind in (frames.SCHEMA, frames.DICTIONARY_BATCH):
@@ -159,7 +162,7 @@ def encode_many(batch: pa.RecordBatch, rows: Sequence[int]) -> list[bytes]:
     if any(frames.message_at(data, start) != (frames.RECORD_BATCH, end) for start, end in pieces):
         raise CodecError("pieces of one batch were not written as one record batch each")
     header = data[:first]
-    return [header + data[start:end] + frames.END_OF_STREAM for start, end in pieces]
+    return [b"".join((header, data[start:end], frames.END_OF_STREAM)) for start, end in pieces]
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,6 +4,8 @@ Put this folder on PYTHONPATH with WEIR_BENCH_SAMPLE_DIR set: every Python proce
 with it (the server, and the workers it starts) samples its main thread every ~0.5 ms and,
 at exit, writes `<dir>/<pid>.json`: seconds by (asyncio task's coroutine, innermost package),
 each sample weighted by the time since the last. "idle" is the event loop waiting in select.
+With WEIR_BENCH_CPROFILE_DIR set instead, weir's workers (only) run under cProfile between
+two SIGUSR2s and then write `<dir>/<pid>.prof`.
 """
 
 import os
@@ -15,3 +17,11 @@ if os.environ.get("WEIR_BENCH_SAMPLE_DIR"):
     from _sample_main import install  # noqa: E402  (bench/_sample_main.py)
 
     install(os.environ["WEIR_BENCH_SAMPLE_DIR"])
+elif os.environ.get("WEIR_BENCH_CPROFILE_DIR"):
+    import sys
+
+    if "control.worker_main" in sys.orig_argv:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from _sample_main import profile  # noqa: E402
+
+        profile(os.environ["WEIR_BENCH_CPROFILE_DIR"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from control.settings import Settings
 from control.worker_processes import (
     EXIT_UNKNOWN,
+    THREAD_VARIABLES,
     AdoptedProcess,
     WorkerLaunch,
     WorkerRecord,
@@ -24,6 +26,7 @@ from control.worker_processes import (
     records_dir,
     start_time,
     terminate_recorded,
+    thread_limits,
     write_record,
 )
 from streams.status import WorkerStatus
@@ -147,3 +150,15 @@ def _beat(status: str, pid: int = 7, reason: str | None = None,
 def test_the_exit_code_of_a_worker_not_our_child_comes_from_its_last_word(
         beat: dict[str, Any] | None, ran: bool, code: int) -> None:
     assert exit_code_from(None if beat is None else _beat(**beat), 7, ran=ran) == code
+
+
+def test_a_workers_numeric_libraries_get_the_threads_its_onnxruntime_gets() -> None:
+    """numpy's BLAS in the worker's environment starts as many threads as asked (one per
+    core without the limits: a Python step's small products then cost ~40x the CPU)."""
+    pytest.importorskip("threadpoolctl")
+    code = ("import numpy, threadpoolctl; "
+            "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}))")
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, **thread_limits(1)},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[1]"

@@ -21,7 +21,14 @@ IMAGE = 150_528  # a 224x224 RGB image's bytes
     (pa.array([1, None, 3], pa.int32()), [4, 0, 4]),
     (pa.array([True, False]), [1, 1]),
     (pa.DictionaryArray.from_arrays(pa.array([0, 0]), pa.array(["abc"])), [3, 3]),
-], ids=["binary", "string", "list", "nested", "sliced-fixed", "int32", "bool", "dictionary"])
+    (pa.array([[1.0, None], [3.0], []], pa.list_(pa.float32())), [4, 4, 0]),
+    (pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 2,
+                                       mask=pa.array([False, True, False])), [8, 0, 8]),
+    (pa.array([[True, False, True]], pa.list_(pa.bool_())), [3]),
+    (pa.array([["ab", "c"], None], pa.list_(pa.string())), [3, 0]),
+    (pa.array(list(np.ones((3, 512), np.float32)), pa.list_(pa.float32(), 512)), [2048] * 3),
+], ids=["binary", "string", "list", "nested", "sliced-fixed", "int32", "bool", "dictionary",
+        "list-null-values", "fixed-null-row", "list-bools", "list-strings", "wide-tensor"])
 def test_row_bytes(column: pa.Array, sizes: list[int]) -> None:
     assert row_bytes(column).tolist() == sizes
 
