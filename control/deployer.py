@@ -193,7 +193,8 @@ class Deployer:
 
     async def retire_strays(self) -> None:
         """Stop the recorded workers no deployment wants (left by a server that died during a
-        hot swap, or of a deployment that cannot resume): each drains first, as on undeploy."""
+        hot swap, or of a deployment that cannot resume): each drains first, as on undeploy.
+        Then delete the read-out topics of deployments nothing runs any more."""
         wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
         strays: dict[tuple[str, str], list[str]] = {}
         async with self._lock:
@@ -210,6 +211,7 @@ class Deployer:
                 log.warning("stopping workers of %s/%s no deployment wants: %s", ws, name,
                             ", ".join(ids))
                 self._retirement.retire_in_background(ws, name, ids)
+        await self._retirement.drop_leftover_topics()
 
     async def _swap(self, swap: Swap) -> None:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""

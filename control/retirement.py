@@ -4,7 +4,8 @@ Local workers get SIGTERM; remote ones (`weir worker` on other hosts, the
 compose `worker` service) a stop request in the registry, and are waited for by
 their heartbeats. Once every retired worker of a deployment drained cleanly (and
 none of it runs anywhere), the deployment's own topics are deleted; if a drain
-gave up they are kept.
+gave up they are kept. A server killed before it deleted them leaves them to the
+next one, which deletes those whose records were all read (`drop_leftover_topics`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from control.registry import Registry
 from control.settings import Settings
 from control.worker_ids import worker_role
 from control.worker_processes import STOP_GRACE_S
+from aiokafka import TopicPartition
+
 from streams.admin import delete_topics, topic_names
+from streams.lag import GroupLag
 from streams.stall import Stall
 from streams.topics import TopicMap
-from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE
+from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE, group_id
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +103,24 @@ class Retirement:
         for deployment in deployments:
             self._in_background(self._drop_deployment_topics(ws, name, deployment))
 
-    async def _drop_deployment_topics(self, ws: str, name: str, deployment: str) -> None:
+    async def drop_leftover_topics(self) -> None:
+        """Delete the own topics of deployments that nothing serves any more and whose records
+        were all read: left by a server killed after their workers drained and before it
+        deleted them. Topics holding unread records are kept, as after a drain that gave up."""
+        owners: dict[tuple[str, str, str], list[str]] = {}
+        for topic in await topic_names(self.settings.worker_settings()):
+            owner = self.topics.deployment_of(topic)
+            if owner is not None:
+                owners.setdefault(owner, []).append(topic)
+        for (ws, name, deployment), names in owners.items():
+            self._in_background(
+                self._drop_deployment_topics(ws, name, deployment, only_if_read=names))
+
+    async def _drop_deployment_topics(self, ws: str, name: str, deployment: str,
+                                      only_if_read: list[str] | None = None) -> None:
         """Delete a retired deployment's own topics (boundary and challenger topics), unless
-        it serves again or a worker of it (here or remote) is still alive."""
+        it serves again or a worker of it (here or remote) is still alive, or (`only_if_read`:
+        those topics) a record in them is unread."""
         async with self._lock:
             key = (ws, name)
             current = self.registry.get_deployment(ws, name)
@@ -117,12 +136,51 @@ class Retirement:
                 return
             try:
                 settings = self.settings.worker_settings()
+                if only_if_read is not None:
+                    unread = await self._unread(ws, name, only_if_read)
+                    if unread:
+                        log.warning("keeping the topics of %s/%s deployment %s that no worker "
+                                    "runs: %s hold unread records", ws, name, deployment,
+                                    ", ".join(unread))
+                        return
                 names = [t for t in await topic_names(settings)
                          if self.topics.deployment_of(t) == (ws, name, deployment)]
                 await delete_topics(settings, names)
             except Exception:  # the topics stay; nothing else depends on it
                 log.exception("could not delete the topics of %s/%s deployment %s", ws, name,
                               deployment)
+
+    async def _unread(self, ws: str, name: str, topics: list[str]) -> list[str]:
+        """Those of a deployment's own topics that hold records their reader has not read.
+
+        The deployment's record is gone, so its layout is too: a boundary topic `s<i>` was
+        read by sidekick step i's group or by the main group (whichever ran step i), a
+        challenger topic by the shadow group. A group that never read a topic has its whole
+        length to read, so a topic counts as read when one of its candidates read it all."""
+        lag = GroupLag(self.settings.worker_settings())
+        await lag.start()
+        try:
+            unread = []
+            for topic in topics:
+                boundary = self.topics.parse("boundary", topic)
+                if boundary is not None:
+                    readers = [group_id(ws, name, "main"),
+                               group_id(ws, name, "sidekick", int(boundary["index"]))]
+                    spec = self.topics.boundary(ws, name, boundary["deployment"],
+                                                int(boundary["index"]))
+                else:
+                    challenger = self.topics.parse("challenger", topic)
+                    assert challenger is not None, topic
+                    readers = [group_id(ws, name, "shadow")]
+                    spec = self.topics.challenger(
+                        ws, name, challenger["deployment"], int(challenger["index"]),
+                        int(challenger["challenger"]))
+                tps = [TopicPartition(topic, p) for p in range(spec.partitions)]
+                if all([await lag.unread({group: tps}) for group in readers]):
+                    unread.append(topic)
+            return unread
+        finally:
+            await lag.stop()
 
     def _await_remote(self, ws: str, name: str, worker_ids: list[str]) -> dict[str, int | None]:
         """Wait for remote workers told to stop to report Stopped; each one's exit code as far
