@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -79,12 +80,18 @@ async def delete_topics(settings: WorkerSettings, names: Iterable[str]) -> None:
         await admin.close()
 
 
+PROBE_FETCH_WAIT_MS = 10
+"""A probe's fetches ask for records known to be there, or for the end: a long wait (Apache
+Kafka's resolved 500 ms) made each `end_offsets` call wait it out, a log query 1.5 s."""
+
+
 def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
     """A consumer of no group, for `end_offsets` and `records_after` (start it first; the
-    caller owns it); it reads committed records only."""
+    caller owns it); it reads committed records only. Each call leaves it assigned nothing,
+    so it fetches only while one runs."""
     return AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
                             isolation_level="read_committed",
-                            fetch_max_wait_ms=settings.fetch_wait_ms,
+                            fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
                             max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
 
 
@@ -105,24 +112,35 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
     pending = {tp: end for tp, end in ends.items() if end > 0}
     if not pending:
         return ends
-    consumer.assign(list(pending))
-    for tp, end in pending.items():
-        consumer.seek(tp, end - 1)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while pending:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"could not read the last records of {sorted(pending)}")
-        for tp, msgs in (await consumer.getmany(*pending, timeout_ms=200)).items():
-            if msgs and tp in pending:
-                ends[tp] = max(ends[tp], msgs[-1].offset + 1, consumer.highwater(tp) or 0)
-                del pending[tp]
-        for tp, end in list(pending.items()):  # Apache Kafka: its answer stands where a
-            position = await consumer.position(tp)  # transaction marker lies last, or records
-            stable = consumer.last_stable_offset(tp)  # of a transaction still open
-            if position >= end or (stable is not None and 0 <= stable < end
-                                   and position >= stable):
-                del pending[tp]
+    with _assigned(consumer, list(pending)):
+        for tp, end in pending.items():
+            consumer.seek(tp, end - 1)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while pending:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"could not read the last records of {sorted(pending)}")
+            for tp, msgs in (await consumer.getmany(*pending, timeout_ms=200)).items():
+                if msgs and tp in pending:
+                    ends[tp] = max(ends[tp], msgs[-1].offset + 1, consumer.highwater(tp) or 0)
+                    del pending[tp]
+            for tp, end in list(pending.items()):  # Apache Kafka: its answer stands where a
+                position = await consumer.position(tp)  # transaction marker lies last, or
+                stable = consumer.last_stable_offset(tp)  # records of a transaction still open
+                if position >= end or (stable is not None and 0 <= stable < end
+                                       and position >= stable):
+                    del pending[tp]
     return ends
+
+
+@contextmanager
+def _assigned(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> Iterator[None]:
+    """`tps` assigned to a probe consumer while the block runs: unassigned, it fetches nothing
+    in the background between calls."""
+    consumer.assign(tps)
+    try:
+        yield
+    finally:
+        consumer.unsubscribe()
 
 
 async def supports_transactions(settings: WorkerSettings, timeout_s: float = 15.0) -> bool:
@@ -163,19 +181,19 @@ async def records_after(consumer: AIOKafkaConsumer, tp: TopicPartition, start: i
     when only transaction markers (or aborted records) lie between, at least 1 while a
     transaction there is still open. `consumer` is one without a group (`probe_consumer`,
     reading committed records only) that this call may assign and seek."""
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        fetched = await consumer.getmany(tp, timeout_ms=200)
-        found = sum(1 for r in fetched.get(tp, ()) if r.offset < end)
-        if found:
-            return found
-        if await consumer.position(tp) >= end:
-            return 0
-        stable = consumer.last_stable_offset(tp)
-        if stable is not None and stable < end and await consumer.position(tp) >= stable:
-            return 1  # an open transaction: its records are not readable yet
+    with _assigned(consumer, [tp]):
+        consumer.seek(tp, start)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            fetched = await consumer.getmany(tp, timeout_ms=200)
+            found = sum(1 for r in fetched.get(tp, ()) if r.offset < end)
+            if found:
+                return found
+            if await consumer.position(tp) >= end:
+                return 0
+            stable = consumer.last_stable_offset(tp)
+            if stable is not None and stable < end and await consumer.position(tp) >= stable:
+                return 1  # an open transaction: its records are not readable yet
     return 1
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from streams.admin import admin_client, end_offsets, probe_consumer, records_after
 from streams.settings import WorkerSettings
@@ -17,6 +19,9 @@ from streams.settings import WorkerSettings
 MARKERS_AT_MOST = 2
 """A lag this small may be transaction markers only (Apache Kafka: a group commits the offset
 after its last record, and a commit marker takes the next offset): `unread` reads to be sure."""
+
+RETRY_S = 0.2
+"""How soon a question the broker answered with a retriable error is asked again."""
 
 
 class GroupLag:
@@ -48,7 +53,7 @@ class GroupLag:
         if not tps:
             return {}
         async with self._lock:
-            committed = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+            committed = await self._committed(group, tps, timeout_s)
             ends = await end_offsets(self._probe, tps, timeout_s)
         lag = {}
         for tp in tps:
@@ -56,6 +61,21 @@ class GroupLag:
             start = max(done.offset, 0) if done is not None else 0
             lag[tp] = max(ends.get(tp, 0) - start, 0)
         return lag
+
+    async def _committed(self, group: str, tps: list[TopicPartition],
+                         timeout_s: float) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's commits, asked again while the broker says to (a fresh Apache Kafka
+        broker has no group coordinator until its offsets topic is made)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                offsets: dict[TopicPartition, OffsetAndMetadata] = \
+                    await self._admin.list_consumer_group_offsets(group, partitions=tps)
+                return offsets
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(RETRY_S)
 
     async def unread(self, groups: dict[str, list[TopicPartition]]) -> int:
         """How many records each group has still to read in its partitions: the lag, with

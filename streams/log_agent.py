@@ -41,7 +41,8 @@ from aiokafka.structs import ConsumerRecord
 
 from engine.columns import META_ERROR
 from engine.content_types import ARROW_STREAM
-from streams.admin import end_offsets, probe_consumer
+from streams.admin import end_offsets, probe_consumer, records_after
+from streams.lag import MARKERS_AT_MOST
 from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
@@ -318,6 +319,7 @@ class LogAgent:
                 return False
         pending = {tp: end for tp, end in ends.items() if end > 0}
         deadline = asyncio.get_running_loop().time() + timeout_s
+        looked: dict[TopicPartition, int] = {}  # how far past `done` was read for records
         self._syncs += 1  # the gathered rows are written at once
         try:
             while pending:
@@ -327,6 +329,11 @@ class LogAgent:
                     done = self._done.get(tp, 0)
                     if done < end:
                         done = max(done, await self._consumer.committed(tp) or 0)
+                    if done < end <= done + MARKERS_AT_MOST and looked.get(tp) != done:
+                        looked[tp] = done  # Apache Kafka: what lies past it may be markers only
+                        async with self._probe_lock:
+                            if not await records_after(self._probe, tp, done, end):
+                                done = end
                     if done >= end:
                         del pending[tp]
                 if pending:

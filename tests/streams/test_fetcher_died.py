@@ -8,16 +8,11 @@ import asyncio
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from control.embedded import Service
-from engine import codecs
-from engine.definition import ModelRef, ModelStep, PipelineSpec
-from engine.pipeline import CompiledPipeline, load_pipeline
-from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
 from streams.log_agent import LogAgent
 from streams.clients import check_fetcher, stop_consumer
@@ -29,6 +24,7 @@ from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
 from streams.topics import TopicMap
+from tests.streams._answers import answers, diabetes_pipeline
 
 TOPICS = TopicMap.load()
 
@@ -58,22 +54,6 @@ async def test_check_fetcher_raises_once_the_fetch_task_has_died(
     finally:
         await stop_consumer(consumer)
         assert consumer._closed
-
-
-def _pipeline(diabetes_onnx: Path) -> CompiledPipeline:
-    ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
-    return load_pipeline("v1", PipelineSpec(steps=[ModelStep(model=ref)]), lambda _: diabetes_onnx)
-
-
-def _results(diabetes_onnx: Path, first: int, count: int) -> list[tuple[str, bytes]]:
-    """`count` one-row result messages as a pipeline's last step sends them."""
-    pipeline = _pipeline(diabetes_onnx)
-    x = np.random.default_rng(0).random((count, 10), dtype=np.float32)
-    out = []
-    for i in range(count):
-        result = pipeline.run(codecs.batch_from_arrays({"tensor": x[i:i + 1]}))
-        out.append((f"r{first + i}", codecs.encode(result, codecs.ARROW_STREAM)))
-    return out
 
 
 async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]]) -> None:
@@ -107,12 +87,12 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
                      group_id="fetcher-died-logs")
     await agent.start()
     try:
-        await _send(bootstrap, topic, _results(diabetes_onnx, 0, 20))
+        await _send(bootstrap, topic, answers(diabetes_onnx, 0, 20))
         assert await _logged(store, "fetcher-died", 20) == 20
         first = agent._consumer
         assert first is not None
         _kill_fetch_task(first)
-        await _send(bootstrap, topic, _results(diabetes_onnx, 20, 20))
+        await _send(bootstrap, topic, answers(diabetes_onnx, 20, 20))
         assert await _logged(store, "fetcher-died", 40) == 40
         assert agent._consumer is not first  # replaced, not left returning nothing
         ids = store.query("ws", "fetcher-died", limit=None).column("request_id").to_pylist()
@@ -123,7 +103,7 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
 
 async def test_a_worker_loop_whose_fetch_task_died_fails_so_the_worker_is_restarted(
         kafka_service: Service, diabetes_onnx: Path) -> None:
-    pipeline = _pipeline(diabetes_onnx)
+    pipeline = diabetes_pipeline(diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     stages = worker_stages(pipeline, Layout("ws", "fetcher-died-worker", "d1"), TOPICS, "main",
                            settings)

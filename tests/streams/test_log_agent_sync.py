@@ -1,0 +1,60 @@
+"""The log agent's `sync()` on a real broker: read-your-writes, with transaction markers too.
+
+On Apache Kafka the workers' answers are sent in transactions, and each commit leaves a
+marker after the answers: the partition's end is one past the last answer. `sync()` must
+see that nothing but markers is left, rather than wait out its timeout (it did: every
+log query on Kafka took its 10 s and could answer before the rows were stored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from control.embedded import Service
+from streams.admin import ensure_topics
+from streams.log_agent import LogAgent
+from streams.logstore import LogStore
+from streams.messages import Envelope
+from streams.settings import WorkerSettings
+from streams.topics import TopicMap
+from tests.streams._answers import answers
+
+TOPICS = TopicMap.load()
+
+
+async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]], *,
+                transactional: bool) -> None:
+    """Answers as a worker sends them: in one transaction where the broker has them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
+                                transactional_id="sync-markers" if transactional else None)
+    await producer.start()
+    try:
+        if transactional:
+            await producer.begin_transaction()
+        for request_id, value in results:
+            headers = Envelope(request_id=request_id, version="v1").headers()
+            await producer.send_and_wait(topic, value, headers=headers, partition=0)
+        if transactional:
+            await producer.commit_transaction()
+    finally:
+        await producer.stop()
+
+
+async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
+        broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    output = TOPICS.output("ws", "sync-markers")
+    await ensure_topics(settings, [output])
+    store = LogStore(tmp_path / "logs")
+    agent = LogAgent(settings, TOPICS, store, group_id="sync-markers-logs")
+    await agent.start()
+    try:
+        results = answers(diabetes_onnx, 0, 5)
+        await _send(kafka_service.address, output.name, results, transactional=broker == "kafka")
+        assert await agent.sync("ws", "sync-markers", timeout_s=8.0)
+        stored = store.query("ws", "sync-markers", limit=None).column("request_id").to_pylist()
+        assert sorted(stored) == [request_id for request_id, _ in results]
+    finally:
+        await agent.stop()
