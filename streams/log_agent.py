@@ -46,7 +46,8 @@ from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
 from streams.log_policy import LogPolicy
-from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
+from streams.log_schema import REQUIRED_SCHEMA, LogSchemaError
+from streams.logstore import LogStore
 from streams.messages import Envelope, Requests
 from streams.outage import Outage
 from streams.settings import WorkerSettings
