@@ -10,7 +10,7 @@ from __future__ import annotations
 from control import errors as ce
 from engine import errors as ee
 from streams import errors as se
-from streams import logstore as ls
+from streams import log_schema as ls
 
 STATUS: dict[type[ee.WeirError], int] = {
     ee.WeirError: 500,

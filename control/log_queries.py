@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from control.registry import Registry
 from engine.columns import GROUPS, META_ROW, REQUEST_ID, ROW, TIME, group
 from engine.experiments import experiment_summary
-from streams.logstore import LogQueryError, LogStore
+from streams.log_schema import LogQueryError
+from streams.logstore import LogStore
 from streams.shadow_logs import attach_shadows, read_shadows
 
 SHADOW_LAG = timedelta(minutes=5)

@@ -11,7 +11,7 @@ from engine.definition import ShadowStep
 from streams.lag import GroupLag
 from streams.plan import Layout, sidekick_steps
 from streams.topics import TopicMap
-from streams.worker import group_id
+from streams.worker_spec import group_id
 
 
 @dataclass(frozen=True)

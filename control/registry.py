@@ -63,9 +63,13 @@ class _Redis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.check()
         try:
-            return super().execute_command(*args, **options)
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # untyped in redis-py
         except _UNREACHABLE as exc:
             raise self.went_away(exc) from exc
+
+    def members(self, key: str) -> list[str]:
+        """The members of the set at `key`, sorted (text: the client decodes replies)."""
+        return sorted(m if isinstance(m, str) else m.decode() for m in self.smembers(key))
 
     def check(self) -> None:
         """Raise RegistryUnavailable at once while Redis is taken to be away."""
@@ -85,7 +89,7 @@ class _Redis(redis.Redis):
         while True:
             time.sleep(REDIS_PROBE_S)
             try:
-                super().execute_command("PING")
+                super().execute_command("PING")  # type: ignore[no-untyped-call]  # as above
             except _UNREACHABLE as exc:
                 self._away = str(exc)
                 continue
@@ -98,9 +102,11 @@ class Registry:
     """Typed access to the control plane's state in Redis."""
 
     def __init__(self, url: str) -> None:
-        self.redis = _Redis.from_url(url, decode_responses=True,
-                                     socket_connect_timeout=REDIS_TIMEOUT_S,
-                                     socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        client = _Redis.from_url(url, decode_responses=True,
+                                 socket_connect_timeout=REDIS_TIMEOUT_S,
+                                 socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        assert isinstance(client, _Redis)  # from_url builds `cls`; redis-py types it as Redis
+        self.redis = client
         self.redis.shown_url = redact_url(url)
         self._release = self.redis.register_script(_RELEASE)
 
@@ -125,7 +131,7 @@ class Registry:
         return Workspace.model_validate_json(self.redis.get(key) or record.model_dump_json())
 
     def list_workspaces(self) -> list[Workspace]:
-        names = sorted(self.redis.smembers("weir:workspaces"))
+        names = self.redis.members("weir:workspaces")
         raw = [self.redis.get(f"{self._ws(n)}:record") for n in names]
         return [Workspace.model_validate_json(r) for r in raw if r]
 
@@ -169,7 +175,7 @@ class Registry:
 
     def list_models(self, ws: str) -> list[ModelVersion]:
         """The newest version of each model in the workspace."""
-        names = sorted(self.redis.smembers(f"{self._ws(ws)}:models"))
+        names = self.redis.members(f"{self._ws(ws)}:models")
         return [self.model_versions(ws, n)[-1] for n in names]
 
     def delete_model(self, ws: str, name: str) -> list[ModelVersion]:
@@ -184,7 +190,7 @@ class Registry:
     def shas_in_use(self) -> set[str]:
         """The sha256 of every model version of every workspace."""
         return {model.sha for ws in self.list_workspaces() for name in
-                self.redis.smembers(f"{self._ws(ws.name)}:models")
+                self.redis.members(f"{self._ws(ws.name)}:models")
                 for model in self.model_versions(ws.name, name)}
 
     # -- pipelines --------------------------------------------------------------
@@ -207,7 +213,7 @@ class Registry:
         return pipeline
 
     def list_pipelines(self, ws: str) -> list[Pipeline]:
-        names = sorted(self.redis.smembers(f"{self._ws(ws)}:pipelines"))
+        names = self.redis.members(f"{self._ws(ws)}:pipelines")
         return [self.get_pipeline(ws, n) for n in names]
 
     def delete_pipeline(self, ws: str, name: str) -> None:
@@ -260,7 +266,7 @@ class Registry:
         return tag
 
     def list_tags(self, ws: str) -> list[str]:
-        return sorted(self.redis.smembers(f"{self._ws(ws)}:tags"))
+        return self.redis.members(f"{self._ws(ws)}:tags")
 
     def _require_tag(self, ws: str, tag: str) -> None:
         if not self.redis.sismember(f"{self._ws(ws)}:tags", tag):
@@ -304,7 +310,7 @@ class Registry:
 
     def list_deployments(self) -> list[Deployment]:
         found = []
-        for entry in sorted(self.redis.smembers("weir:deployments")):
+        for entry in self.redis.members("weir:deployments"):
             ws, _, name = entry.partition("/")
             deployment = self.get_deployment(ws, name)
             if deployment:

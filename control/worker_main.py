@@ -25,7 +25,8 @@ from streams.membership import MemberRecord
 from streams.memory import parse_memory
 from streams.plan import sidekick_steps
 from streams.topics import TopicMap
-from streams.worker import Worker, WorkerSpec
+from streams.worker import Worker
+from streams.worker_spec import WorkerSpec
 
 
 def main(argv: list[str] | None = None) -> int:

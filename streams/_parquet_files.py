@@ -12,6 +12,7 @@ import fcntl
 import functools
 import operator
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,6 +92,11 @@ def list_partitions(pipeline_dir: Path) -> list[Partition]:
             ).replace(tzinfo=UTC)
             partitions.append(Partition(Path(hour_entry.path), to_ms(start)))
     return sorted(partitions, key=lambda p: p.start_ms)
+
+
+def pipeline_files(pipeline_dir: Path) -> list[DataFile]:
+    """Every data file of a pipeline, oldest hour first."""
+    return [f for p in list_partitions(pipeline_dir) for f in list_files(p)]
 
 
 def list_files(partition: Partition) -> list[DataFile]:
@@ -250,6 +256,18 @@ def subdirs(path: Path) -> list[str]:
         return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
     except FileNotFoundError:
         return []
+
+
+class PathLocks:
+    """One thread lock per directory: appends and compaction that change it take it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Path, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def of(self, path: Path) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(path, threading.Lock())
 
 
 class FileMeta(NamedTuple):

@@ -20,10 +20,10 @@ failure); they go to the pipeline's shadow store (streams.shadow_logs). The
 copies of them that the result topic carries for callers who asked for
 challengers' answers are skipped.
 
-Each pipeline's rows are kept as its log policy says (read from the registry
-when its topics are assigned and at each write); while the policy cannot be
-read (Redis away), the last one read serves (else the default one, which bounds
-rows too), so logging goes on.
+Each pipeline's rows are kept as its log policy says (streams.log_writer; read
+from the registry when its topics are assigned and at each write); while the
+policy cannot be read (Redis away), the last one read serves (else the default
+one, which bounds rows too), so logging goes on.
 """
 
 from __future__ import annotations
@@ -32,24 +32,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
 
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from engine.columns import META_ERROR
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer, records_after
 from streams.lag import MARKERS_AT_MOST
 from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
-from streams.log_policy import LogPolicy
-from streams.logstore import REQUIRED_SCHEMA, LogSchemaError, LogStore
+from streams.log_writer import LogWriter, Policies
+from streams.logstore import LogStore
 from streams.messages import Envelope, Requests
-from streams.outage import Outage
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
@@ -57,8 +54,6 @@ from streams.trace import traceparent_of
 
 log = logging.getLogger(__name__)
 
-Policies = Callable[[str, str], LogPolicy]
-"""The log policy of a (workspace, pipeline); it may raise (Redis away)."""
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 FLUSH_ROWS = 200_000
@@ -96,11 +91,8 @@ class LogAgent:
                  group_id: str = "weir.log-agent", *, policies: Policies | None = None) -> None:
         self.settings = settings
         self.topics = topics
-        self.store = store
         self.group_id = group_id
-        self.policies = policies or (lambda workspace, pipeline: LogPolicy())
-        self._known_policies: dict[tuple[str, str], LogPolicy] = {}
-        self._policies_failing = Outage(log, "reading log policies")
+        self.writer = LogWriter(store, policies)
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # no group: finds end offsets for sync()
         self._probe_lock = asyncio.Lock()
@@ -239,35 +231,14 @@ class LogAgent:
     def _write(self, buffer: _Buffer) -> None:
         for (workspace, pipeline), results in buffer.results.items():
             buffer.batches[(workspace, pipeline)] += result_rows(results)
-        for (workspace, pipeline), batches in buffer.batches.items():
-            self._append(workspace, pipeline, self._kept(workspace, pipeline, batches))
-
-    def _kept(self, workspace: str, pipeline: str,
-              batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-        """The rows as the pipeline's log policy keeps them (streams.log_policy)."""
-        policy = self._policy(workspace, pipeline)
-        return [policy.apply(batch) for batch in batches]
-
-    def _policy(self, workspace: str, pipeline: str) -> LogPolicy:
-        """The pipeline's log policy, else (it cannot be read now) the last one read, else the
-        default one (which bounds rows' size too): logging goes on meanwhile."""
-        key = (workspace, pipeline)
-        try:
-            policy = self.policies(workspace, pipeline)
-        except Exception as exc:
-            self._policies_failing.failed(exc)
-            return self._known_policies.get(key) or LogPolicy()
-        self._policies_failing.ok()
-        self._known_policies[key] = policy
-        return policy
+        self.writer.write(buffer.batches)
 
     def _learn_policies(self, partitions: set[TopicPartition]) -> None:
         """Read the log policies of the pipelines `partitions` hold rows of (new pipelines'
         topics are assigned soon after their deploy), so that each is known should the
         registry be away when their first rows are written; on a thread."""
         named = (self._logged(tp.topic)[1] for tp in partitions)
-        for workspace, pipeline in sorted({(n["workspace"], n["pipeline"]) for n in named if n}):
-            self._policy(workspace, pipeline)
+        self.writer.learn((n["workspace"], n["pipeline"]) for n in named if n)
 
     def _logged(self, topic: str) -> tuple[TopicRole | None, dict[str, str] | None]:
         """Which logged role `topic` has, and its placeholders (None, None if neither)."""
@@ -276,27 +247,6 @@ class LogAgent:
             if names is not None:
                 return role, names
         return None, None
-
-    def _append(self, workspace: str, pipeline: str, batches: list[pa.RecordBatch]) -> None:
-        """Store the rows; rows whose columns clash with the store keep only the required ones."""
-        try:
-            table = pa.Table.from_batches(batches) if _same_schema(batches) else pa.concat_tables(
-                [pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
-            self.store.append(workspace, pipeline, table)
-            return
-        except (LogSchemaError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            if len(batches) > 1:  # find the rows at fault: store the others whole
-                for batch in batches:
-                    self._append(workspace, pipeline, [batch])
-                return
-            log.error("log rows of %s/%s clash with the store (%s); keeping only %s", workspace,
-                      pipeline, exc, ", ".join(_KEPT))
-        batch = batches[0]
-        kept = [n for n in _KEPT if n in batch.schema.names]
-        try:
-            self.store.append(workspace, pipeline, batch.select(kept))
-        except LogSchemaError as exc:
-            log.error("dropping log rows of %s/%s: %s", workspace, pipeline, exc)
 
     async def sync(self, workspace: str, pipeline: str, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the pipeline's result and log topics now is in the store.
@@ -398,14 +348,7 @@ class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
         await asyncio.to_thread(self._agent._learn_policies, assigned)
 
 
-_KEPT = (*REQUIRED_SCHEMA.names, META_ERROR)
-
-
 def pipeline_of(names: dict[str, str], env: Envelope) -> str:
     """The log store pipeline a record's rows go to: a challenger's are kept apart."""
     return names["pipeline"] if env.shadow is None else shadow_pipeline(names["pipeline"], env.shadow)
 
-
-def _same_schema(batches: list[pa.RecordBatch]) -> bool:
-    first = batches[0].schema
-    return all(b.schema.equals(first) for b in batches[1:])

@@ -33,7 +33,7 @@ from engine.columns import (
     TIME_TYPE,
 )
 from engine.steps import ROW as MESSAGE_ROW
-from streams.logstore import REQUIRED_SCHEMA
+from streams.log_schema import REQUIRED_SCHEMA
 from streams.messages import Envelope, Requests, request_rows
 from streams.trace import traceparent_of
 

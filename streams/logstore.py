@@ -3,7 +3,8 @@
 Layout: ``<root>/<workspace>/<pipeline>/date=YYYY-MM-DD/hour=HH/<min ms>_<max ms>_<uuid>.parquet``
 (see ``streams._parquet_files``). ``append`` writes one zstd file per hour a batch touches;
 ``compact`` merges an hour's small files into files of about ``target_file_rows`` and applies
-retention. Files are immutable: only ever created whole (temp name, then rename) or deleted.
+retention (``streams.log_compaction``). Files are immutable: only ever created whole (temp name,
+then rename) or deleted.
 
 Rules a reader can rely on:
 
@@ -11,7 +12,7 @@ Rules a reader can rely on:
   more than once (identical copies, hence with the same ``time`` and hour); reads return it once.
 - ``query`` returns newest first, ``iter_batches`` oldest first; ties on ``time`` are broken by
   ``request_id`` then ``row``, both ascending.
-- Schema: a pipeline's columns are the union of its files' columns, unified with
+- Schema (``streams.log_schema``): a pipeline's columns are the union of its files' columns, unified with
   ``pa.unify_schemas(..., promote_options="permissive")``. A column missing from older (or newer)
   files comes back as nulls for their rows; numbers widen (int32 -> int64, int -> double).
   ``append`` refuses a batch whose column types cannot be unified with what is stored (``out.a``
@@ -26,13 +27,9 @@ mid-read; should one vanish anyway (deleted by hand), the reader lists again and
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -41,76 +38,38 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.columns import (
-    ANOMALY_COUNT,
-    CHECK_FAILURES,
-    META_ELAPSED,
-    META_MODEL,
-    META_VERSION,
-    REQUEST_ID,
-    ROW,
-    TIME,
-    TIME_TYPE,
-)
-from engine.errors import WeirError
+from engine.columns import REQUEST_ID, ROW, TIME
 from streams._parquet_files import (
     HOUR_MS,
     DataFile,
     FileCatalog,
     Partition,
+    PathLocks,
     deletion_guard,
     file_size,
     list_files,
     list_partitions,
     overlaps,
     partition_path,
-    remove_stale_temps,
+    pipeline_files,
     row_filter,
     subdirs,
-    to_ms,
     unique_rows,
     unique_sorted,
-    without_keys_of,
 )
-
-REQUIRED_SCHEMA = pa.schema(
-    [
-        (TIME, TIME_TYPE),
-        (REQUEST_ID, pa.string()),
-        (ROW, pa.int32()),
-        (ANOMALY_COUNT, pa.int32()),
-        (CHECK_FAILURES, pa.int32()),  # how many checks the row failed
-        (META_VERSION, pa.string()),
-        (META_ELAPSED, pa.int64()),
-        (META_MODEL, pa.string()),
-    ]
+from streams.log_compaction import CompactionReport, Compactor
+from streams.log_schema import (
+    KEYS_SCHEMA,
+    LogQueryError,
+    LogStoreError,
+    check_compatible,
+    projection,
+    stored_schema,
+    time_span,
+    validated,
 )
-_KEYS_SCHEMA = pa.schema([REQUIRED_SCHEMA.field(REQUEST_ID), REQUIRED_SCHEMA.field(ROW)])
-_STALE_TEMP_S = 3600.0  # a temp file this old belongs to a writer that crashed
 
 T = TypeVar("T")
-
-
-class LogStoreError(WeirError):
-    """The log store was given an invalid workspace or pipeline name."""
-
-
-class LogSchemaError(LogStoreError):
-    """A batch for ``append`` lacks a required column or clashes with stored column types."""
-
-
-class LogQueryError(LogStoreError):
-    """A log query asked for something impossible (one-sided range, unknown column, ...)."""
-
-
-@dataclass(frozen=True)
-class CompactionReport:
-    """Files and stored rows (duplicates included) of one pipeline before and after ``compact``."""
-
-    files_before: int
-    files_after: int
-    rows_before: int
-    rows_after: int
 
 
 class LogStore:
@@ -137,12 +96,15 @@ class LogStore:
         target_file_rows: int = 250_000,
     ) -> None:
         self._root = Path(root)
-        self._retention = retention
-        self._max_bytes = max_bytes
-        self._target_rows = target_file_rows
-        self._locks: dict[Path, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._locks = PathLocks()
         self._catalog = FileCatalog()
+        self._compactor = Compactor(
+            self._catalog,
+            self._locks,
+            retention=retention,
+            max_bytes=max_bytes,
+            target_rows=target_file_rows,
+        )
         self._accepted: dict[Path, pa.Schema] = {}  # the last batch schema append checked
 
     def append(self, workspace: str, pipeline: str, batch: pa.RecordBatch | pa.Table) -> None:
@@ -153,11 +115,11 @@ class LogStore:
             type cannot be unified with the type stored earlier.
         """
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
-        table = _validated(pa.table(batch))
+        table = validated(pa.table(batch))
         if table.num_rows == 0:
             return
         if self._accepted.get(pipeline_dir) != table.schema:
-            self._check_compatible(pipeline_dir, table.schema)
+            check_compatible(self._schema(pipeline_files(pipeline_dir)), table.schema, pipeline_dir)
             self._accepted[pipeline_dir] = table.schema
         table = unique_rows(table)
         hours = table.column(TIME).cast(pa.int64()).to_numpy() // HOUR_MS
@@ -168,7 +130,7 @@ class LogStore:
         bounds = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), table.num_rows]
         for lo, hi in zip(bounds, bounds[1:]):
             directory = partition_path(pipeline_dir, int(hours[lo]) * HOUR_MS)
-            with self._lock(directory):
+            with self._locks.of(directory):
                 directory.mkdir(parents=True, exist_ok=True)
                 self._catalog.write(directory, table.slice(lo, hi - lo))
 
@@ -193,12 +155,12 @@ class LogStore:
         """
         if limit is not None and limit < 0:
             raise LogQueryError(f"limit must be zero or more, got {limit}")
-        span = _span(start, end)
+        span = time_span(start, end)
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
 
         def read() -> pa.Table:
             with deletion_guard(pipeline_dir, exclusive=False):
-                return self._query(self._files(pipeline_dir), limit, span, valid, columns)
+                return self._query(pipeline_files(pipeline_dir), limit, span, valid, columns)
 
         return self._retrying(read)
 
@@ -217,9 +179,9 @@ class LogStore:
 
         Parameters as for ``query``; batches hold at most ``batch_rows`` rows.
         """
-        span = _span(start, end)
+        span = time_span(start, end)
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
-        out, read_schema = _projection(self._schema(self._files(pipeline_dir)), columns)
+        out, read_schema = projection(self._schema(pipeline_files(pipeline_dir)), columns)
         expr = row_filter(span, valid)
 
         def read(partition: Partition) -> pa.Table:
@@ -244,35 +206,13 @@ class LogStore:
         New files are written before the files they replace are deleted, so a crash leaves at
         worst duplicates, which readers drop and the next compaction removes.
         """
-        pipeline_dir = self._pipeline_dir(workspace, pipeline)
-        with self._lock(pipeline_dir):  # one compaction of a pipeline at a time
-            before = self._files(pipeline_dir)
-            rows_before = sum(self._catalog.meta(f).num_rows for f in before)
-            partitions = list_partitions(pipeline_dir)
-            if self._retention is not None:
-                cutoff = to_ms(datetime.now(UTC) - self._retention)
-                for partition in [p for p in partitions if p.end_ms <= cutoff]:
-                    self._drop(partition)
-                partitions = [p for p in partitions if p.end_ms > cutoff]
-            for partition in partitions:
-                self._merge(partition)
-            if self._max_bytes is not None:
-                sizes = [sum(file_size(f) for f in list_files(p)) for p in partitions]
-                total = sum(sizes)
-                for partition, size in zip(partitions, sizes):  # oldest first
-                    if total <= self._max_bytes:
-                        break
-                    self._drop(partition)
-                    total -= size
-            after = self._files(pipeline_dir)
-            rows_after = sum(self._catalog.meta(f).num_rows for f in after)
-        return CompactionReport(len(before), len(after), rows_before, rows_after)
+        return self._compactor.compact(self._pipeline_dir(workspace, pipeline))
 
     def delete(self, workspace: str, pipeline: str) -> None:
         """Delete every log row of a pipeline: its files and its directory."""
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
-        with self._lock(pipeline_dir), deletion_guard(pipeline_dir, exclusive=True):
-            for file in self._files(pipeline_dir):
+        with self._locks.of(pipeline_dir), deletion_guard(pipeline_dir, exclusive=True):
+            for file in pipeline_files(pipeline_dir):
                 self._catalog.forget(file)
             for partition in list_partitions(pipeline_dir):
                 shutil.rmtree(partition.path.parent, ignore_errors=True)  # its date directory
@@ -292,7 +232,7 @@ class LogStore:
 
         def distinct(partition: Partition) -> int:
             with deletion_guard(pipeline_dir, exclusive=False):
-                keys = self._catalog.read(list_files(partition), _KEYS_SCHEMA)
+                keys = self._catalog.read(list_files(partition), KEYS_SCHEMA)
             return int(keys.group_by([REQUEST_ID, ROW]).aggregate([]).num_rows)
 
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
@@ -304,7 +244,7 @@ class LogStore:
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
 
         def read() -> tuple[int, int]:
-            files = self._files(pipeline_dir)
+            files = pipeline_files(pipeline_dir)
             return (sum(self._catalog.meta(f).num_rows for f in files),
                     sum(file_size(f) for f in files))
 
@@ -313,7 +253,7 @@ class LogStore:
     def column_names(self, workspace: str, pipeline: str) -> list[str]:
         """Every column the pipeline's logs ever had (the required ones if it has none)."""
         pipeline_dir = self._pipeline_dir(workspace, pipeline)
-        return self._retrying(lambda: self._schema(self._files(pipeline_dir)).names)
+        return self._retrying(lambda: self._schema(pipeline_files(pipeline_dir)).names)
 
     def _query(
         self,
@@ -323,7 +263,7 @@ class LogStore:
         valid: bool | None,
         columns: Sequence[str] | None,
     ) -> pa.Table:
-        out, read_schema = _projection(self._schema(files), columns)
+        out, read_schema = projection(self._schema(files), columns)
         expr = row_filter(span, valid)
         pending = [f for f in files if limit != 0 and overlaps(f.min_ms, f.max_ms + 1, span)]
         pending.sort(key=lambda f: (f.max_ms, f.min_ms), reverse=True)
@@ -347,63 +287,8 @@ class LogStore:
                 oldest_kept = found.column(TIME)[limit - 1].cast(pa.int64()).as_py()
         return found.select(out.names)
 
-    def _merge(self, partition: Partition) -> None:
-        with self._lock(partition.path):
-            remove_stale_temps(partition, _STALE_TEMP_S)
-            files = list_files(partition)
-            small = [f for f in files if self._catalog.meta(f).num_rows < self._target_rows // 2]
-            big = [f for f in files if f not in small]
-            if len(small) < 2 and not (small and big):
-                return
-            merged = self._catalog.read(small, self._schema(small))
-            merged = unique_sorted(merged, newest_first=False)
-            if big:
-                merged = without_keys_of(merged, self._catalog.read(big, _KEYS_SCHEMA))
-            if len(small) == 1 and merged.num_rows == self._catalog.meta(small[0]).num_rows:
-                return  # a lone small file with nothing to drop: rewriting it gains nothing
-            if merged.num_rows:
-                files_needed = math.ceil(merged.num_rows / self._target_rows)
-                per_file = math.ceil(merged.num_rows / files_needed)
-                for lo in range(0, merged.num_rows, per_file):
-                    self._catalog.write(partition.path, merged.slice(lo, per_file))
-            with deletion_guard(partition.path.parent.parent, exclusive=True):
-                for file in small:
-                    os.remove(file.path)
-                    self._catalog.forget(file)
-
-    def _drop(self, partition: Partition) -> None:
-        pipeline_dir = partition.path.parent.parent
-        with self._lock(partition.path), deletion_guard(pipeline_dir, exclusive=True):
-            for file in list_files(partition):
-                self._catalog.forget(file)
-            shutil.rmtree(partition.path, ignore_errors=True)
-            try:
-                os.rmdir(partition.path.parent)  # the date directory, once its last hour is gone
-            except OSError:
-                pass
-
-    def _files(self, pipeline_dir: Path) -> list[DataFile]:
-        return [f for p in list_partitions(pipeline_dir) for f in list_files(p)]
-
     def _schema(self, files: list[DataFile]) -> pa.Schema:
-        try:
-            return self._catalog.unified_schema(files, REQUIRED_SCHEMA)
-        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-            raise LogQueryError(
-                f"stored logs have clashing column types ({exc}); delete the files of the "
-                "version that logged the clashing column"
-            ) from exc
-
-    def _check_compatible(self, pipeline_dir: Path, schema: pa.Schema) -> None:
-        try:
-            pa.unify_schemas(
-                [self._schema(self._files(pipeline_dir)), schema], promote_options="permissive"
-            )
-        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-            raise LogSchemaError(
-                f"logs in {pipeline_dir} cannot take this batch: {exc}. A column changed to a "
-                "type the stored logs cannot be unified with; log it under a new name"
-            ) from exc
+        return stored_schema(self._catalog, files)
 
     def _pipeline_dir(self, workspace: str, pipeline: str) -> Path:
         for name in (workspace, pipeline):
@@ -414,10 +299,6 @@ class LogStore:
                 )
         return self._root / workspace / pipeline
 
-    def _lock(self, path: Path) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(path, threading.Lock())
-
     @staticmethod
     def _retrying(read: Callable[[], T]) -> T:
         """Run ``read``, once more if a file it listed was deleted (compaction, retention)."""
@@ -426,57 +307,3 @@ class LogStore:
         except FileNotFoundError:
             return read()
 
-
-def _validated(table: pa.Table) -> pa.Table:
-    """``table`` with the required columns cast to their types, or a LogSchemaError."""
-    missing = [n for n in REQUIRED_SCHEMA.names if n not in table.schema.names]
-    if missing:
-        raise LogSchemaError(
-            f"log batch lacks required column(s) {', '.join(missing)}; every log row needs "
-            f"{', '.join(REQUIRED_SCHEMA.names)}"
-        )
-    if not pa.types.is_timestamp(table.schema.field(TIME).type):
-        raise LogSchemaError(
-            f"log column {TIME!r} must be a timestamp, got {table.schema.field(TIME).type}"
-        )
-    for field in REQUIRED_SCHEMA:
-        index = table.schema.get_field_index(field.name)
-        column = table.column(index)
-        if column.type != field.type:
-            try:
-                table = table.set_column(index, field, column.cast(field.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise LogSchemaError(
-                    f"log column {field.name!r} must be {field.type}, got {column.type}"
-                ) from exc
-    for name in (TIME, REQUEST_ID, ROW):
-        if table.column(name).null_count:
-            raise LogSchemaError(f"log column {name!r} has nulls; every row needs one")
-    return table
-
-
-def _span(start: datetime | None, end: datetime | None) -> tuple[int, int] | None:
-    if start is None and end is None:
-        return None
-    if start is None or end is None:
-        raise LogQueryError(
-            f"give both start and end for a time range, or neither (got start={start}, end={end})"
-        )
-    span = to_ms(start), to_ms(end)
-    if span[0] > span[1]:
-        raise LogQueryError(f"start ({start}) is after end ({end})")
-    return span
-
-
-def _projection(schema: pa.Schema, columns: Sequence[str] | None) -> tuple[pa.Schema, pa.Schema]:
-    """The output schema, and the schema to read: the output plus the sort and identity keys."""
-    if columns is None:
-        return schema, schema
-    unknown = [c for c in columns if c not in schema.names]
-    if unknown:
-        raise LogQueryError(
-            f"unknown column(s) {', '.join(unknown)}; available columns: {', '.join(schema.names)}"
-        )
-    wanted = {*columns, TIME, REQUEST_ID, ROW}
-    out = pa.schema([schema.field(c) for c in columns])
-    return out, pa.schema([f for f in schema if f.name in wanted])

@@ -37,17 +37,13 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine.answers import ResultFormat
-from engine.definition import PipelineSpec
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
-from engine.runtimes.base import RuntimeOptions
 from streams.claims import PartitionClaims
 from streams.gc_tuning import tune_gc
 from streams.lag import GroupLag
@@ -56,12 +52,13 @@ from streams.memory import MemoryWatch
 from streams.membership import MemberRecord
 from streams.metrics import WorkerMetrics
 from streams.outage import Outage
-from streams.plan import Layout, WorkerRole, worker_stages
+from streams.plan import worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
 from streams.stall import Stall
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
+from streams.worker_spec import WorkerSpec, group_id
 
 log = logging.getLogger(__name__)
 
@@ -74,48 +71,6 @@ EXIT_DRAIN_INCOMPLETE = 4
 DRAIN_POLL_S = 0.05
 LOADING_BEAT_S = 0.5
 """How often a loading worker reports its progress (a Python step's environment building)."""
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Which pipeline version a worker runs, and how."""
-
-    workspace: str
-    pipeline: str
-    version: str
-    definition: PipelineSpec
-    worker_id: str
-    replica: int = 0
-    options: RuntimeOptions = field(default_factory=RuntimeOptions)
-    memory_limit_bytes: int | None = None
-    """Resident memory the worker may use; over it, it reports why and exits."""
-    role: WorkerRole = "main"
-    """Which stages it runs (streams.plan): the answer path ("main"), the shadow
-    challengers ("shadow") or one sidekick step ("sidekick")."""
-    deployment: str = ""
-    """The deployment's id: its boundary and challenger topics are its own."""
-    sidekicks: frozenset[int] = frozenset()
-    """The deployment's steps that run as sidekicks (their own workers)."""
-    sidekick_step: int | None = None
-    """The step a sidekick worker runs."""
-    result_format: ResultFormat = "request"
-    """What requests are answered in: each one's own format, or always Arrow or JSON."""
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.workspace, self.pipeline, self.deployment, self.sidekicks)
-
-    @property
-    def group_id(self) -> str:
-        return group_id(self.workspace, self.pipeline, self.role, self.sidekick_step)
-
-
-def group_id(workspace: str, pipeline: str, role: WorkerRole, sidekick: int | None = None) -> str:
-    """The consumer group of a pipeline's workers of `role` (and sidekick step)."""
-    group = f"weir.{workspace}.{pipeline}"
-    if role == "sidekick":
-        return f"{group}.sidekick{sidekick}"
-    return group if role == "main" else f"{group}.{role}"
 
 
 class Worker:

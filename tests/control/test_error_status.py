@@ -55,7 +55,7 @@ def test_names_are_unique() -> None:
 
 
 def test_a_subclass_nobody_listed_takes_its_base_status() -> None:
-    from streams.logstore import LogQueryError
+    from streams.log_schema import LogQueryError
 
     class Narrower(LogQueryError):
         pass

@@ -20,7 +20,7 @@ from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
 from streams.messages import ERROR, REQUEST_ID, SOURCE
 from streams.clients import topic_partitions
-from streams.worker import group_id
+from streams.worker_spec import group_id
 from tests.integration._streams import (
     Reader,
     Sent,

@@ -1,4 +1,4 @@
-"""Tests for streams/logstore.py against real Parquet files in a temporary directory."""
+"""Tests for streams/logstore.py, log_schema.py and log_compaction.py, on real Parquet files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from streams.logstore import (
-    REQUIRED_SCHEMA,
-    LogQueryError,
-    LogSchemaError,
-    LogStore,
-)
+from streams.log_schema import REQUIRED_SCHEMA, LogQueryError, LogSchemaError
+from streams.logstore import LogStore
 
 WS, PIPE = "default", "ccfraud"
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ from streams.clients import consumer_options, producer_options
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
-from streams.worker import Worker, WorkerSpec
+from streams.worker import Worker
+from streams.worker_spec import WorkerSpec
 
 
 class _NoHeartbeat:
