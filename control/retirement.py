@@ -29,7 +29,8 @@ from streams.admin import delete_topics, topic_names
 from streams.lag import GroupLag
 from streams.stall import Stall
 from streams.topics import TopicMap
-from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE, group_id
+from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE
+from streams.worker_spec import group_id
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from control.retirement import Retirement
 from control.settings import Settings
 from streams.admin import ensure_topics, topic_names
 from streams.topics import TopicMap, TopicSpec
-from streams.worker import group_id
+from streams.worker_spec import group_id
 
 REDIS_DB = {"tansu": 7, "kafka": 8}
 """A Redis database of each leg's own (the legs share the session's Redis)."""
