@@ -38,7 +38,8 @@ class LogWriter:
     def write(self, batches: dict[tuple[str, str], list[pa.RecordBatch]]) -> None:
         """Store each (workspace, pipeline)'s rows, as its policy keeps them."""
         for (workspace, pipeline), rows in batches.items():
-            self._append(workspace, pipeline, self.kept(workspace, pipeline, rows))
+            if rows:  # none: every result read for the pipeline was unreadable (logged)
+                self._append(workspace, pipeline, self.kept(workspace, pipeline, rows))
 
     def kept(self, workspace: str, pipeline: str,
              batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:

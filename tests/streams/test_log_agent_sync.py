@@ -58,3 +58,26 @@ async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
         assert sorted(stored) == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
+
+
+async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
+        kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    """An answer that is not Arrow (a client wrote to the result topic) held up every
+    pipeline's logging: the log agent's write failed on it and read it again, for ever."""
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    output = TOPICS.output("ws", "sync-unreadable")
+    await ensure_topics(settings, [output])
+    store = LogStore(tmp_path / "logs")
+    agent = LogAgent(settings, TOPICS, store, group_id="sync-unreadable-logs")
+    await agent.start()
+    try:
+        await _send(kafka_service.address, output.name, [("bad", b"not arrow")],
+                    transactional=False)
+        assert await agent.sync("ws", "sync-unreadable", timeout_s=8.0)  # written: nothing
+        results = answers(diabetes_onnx, 0, 3)
+        await _send(kafka_service.address, output.name, results, transactional=False)
+        assert await agent.sync("ws", "sync-unreadable", timeout_s=8.0)
+        stored = store.query("ws", "sync-unreadable", limit=None).column("request_id")
+        assert sorted(stored.to_pylist()) == [request_id for request_id, _ in results]
+    finally:
+        await agent.stop()
