@@ -16,9 +16,6 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.admin import admin_client, end_offsets, probe_consumer, records_after
 from streams.settings import WorkerSettings
 
-MARKERS_AT_MOST = 2
-"""A lag this small may be transaction markers only (Apache Kafka: a group commits the offset
-after its last record, and a commit marker takes the next offset): `unread` reads to be sure."""
 
 RETRY_S = 0.2
 """How soon a question the broker answered with a retriable error is asked again."""
@@ -79,13 +76,17 @@ class GroupLag:
 
     async def unread(self, groups: dict[str, list[TopicPartition]]) -> int:
         """How many records each group has still to read in its partitions: the lag, with
-        transaction markers past a group's commit not counted (a drain waits for 0)."""
+        transaction markers and aborted records past a group's commit not counted (a drain
+        waits for 0; a reader skips those without committing past them). Reads past each
+        lagging commit: for the callers' moments (an idle draining worker, a new server),
+        not for a poll of a busy group."""
         left = 0
         for group, tps in groups.items():
             for tp, lag in (await self.read(group, tps)).items():
-                if 0 < lag <= MARKERS_AT_MOST:
+                if lag > 0:
                     async with self._lock:
                         end = (await end_offsets(self._probe, [tp]))[tp]
-                        lag = await records_after(self._probe, tp, end - lag, end)
+                        if not await records_after(self._probe, tp, end - lag, end):
+                            lag = 0  # markers or aborted records only
                 left += lag
         return left

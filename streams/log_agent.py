@@ -40,7 +40,6 @@ from aiokafka.structs import ConsumerRecord
 
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer, records_after
-from streams.lag import MARKERS_AT_MOST
 from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
 from streams.errors import FetcherDied
@@ -279,8 +278,9 @@ class LogAgent:
                     done = self._done.get(tp, 0)
                     if done < end:
                         done = max(done, await self._consumer.committed(tp) or 0)
-                    if done < end <= done + MARKERS_AT_MOST and looked.get(tp) != done:
-                        looked[tp] = done  # Apache Kafka: what lies past it may be markers only
+                    if done < end and looked.get(tp) != done:
+                        looked[tp] = done  # Apache Kafka: past it may be markers or aborted
+                        # records only, which the agent skips without committing past them
                         async with self._probe_lock:
                             if not await records_after(self._probe, tp, done, end):
                                 done = end
