@@ -3,7 +3,8 @@
 A fresh embedded Apache Kafka; an echo loop built from weir's own Kafka pieces (the
 worker's consumer and transactional producer options, streams.delivery.ExactlyOnce, the
 worker loop's order of fetch, send and commit) answers 1-row requests sent open loop at
-`--rate`/s. `--at-least-once` runs the
+`--rate`/s (`--commit-interval-ms 0`: each transaction commits as soon as
+nothing more has arrived, as before this bench was written). `--at-least-once` runs the
 same loop with streams.delivery.AtLeastOnce (no transactions) for comparison.
 
 Per request: the round-trip latency (p50/p99, from when it was due), and in the echo loop
@@ -87,8 +88,8 @@ def _timed(producer: AIOKafkaProducer, name: str, stats: dict[str, list[float]])
     setattr(producer, name, timed)
 
 
-async def echo(settings: WorkerSettings, exactly_once: bool, stop: asyncio.Event,
-               stats: dict[str, list[float]]) -> None:
+async def echo(settings: WorkerSettings, exactly_once: bool, interval_s: float,
+               stop: asyncio.Event, stats: dict[str, list[float]]) -> None:
     """The worker loop's order of work, with an echo for a model."""
     consumer = AIOKafkaConsumer(IN, **consumer_options(settings, GROUP, "echo",
                                                        exactly_once=exactly_once))
@@ -100,9 +101,9 @@ async def echo(settings: WorkerSettings, exactly_once: bool, stop: asyncio.Event
         fence_offset_commits(producer, consumer)
         _timed(producer, "send_offsets_to_transaction", stats)
         _timed(producer, "commit_transaction", stats)
-        delivery: Any = ExactlyOnce(producer, consumer, GROUP, interval_s=0.1)
+        delivery: Any = ExactlyOnce(producer, consumer, GROUP, interval_s=interval_s)
     else:
-        delivery = AtLeastOnce(producer, consumer, interval_s=0.1)
+        delivery = AtLeastOnce(producer, consumer, interval_s=interval_s)
     background = asyncio.create_task(delivery.run())
     try:
         while not stop.is_set():
@@ -135,7 +136,8 @@ async def measure(bootstrap: str, args: argparse.Namespace, pids: dict[str, list
     stop = asyncio.Event()
     stats: dict[str, list[float]] = {"ack_s": [], "commit_s": []}
     concurrent = Concurrent()
-    loop_task = asyncio.create_task(echo(settings, not args.at_least_once, stop, stats))
+    loop_task = asyncio.create_task(echo(settings, not args.at_least_once,
+                                          args.commit_interval_ms / 1000, stop, stats))
     target = kafka.KafkaTarget(IN, OUT, request=lambda rid: (rid.encode(), []),
                                reply_id=lambda m: m.key.decode() if m.key else None,
                                failed=lambda m: False)
@@ -163,6 +165,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--at-least-once", action="store_true")
+    parser.add_argument("--commit-interval-ms", type=float, default=100.0,
+                        help="WEIR_COMMIT_INTERVAL_MS (0: commit as soon as the loop is idle, "
+                             "as weir did before 2026-12-03)")
     parser.add_argument("--retry-concurrent-ms", type=float, default=None,
                         help="aiokafka's back-off before retrying AddPartitionsToTxn on "
                              "CONCURRENT_TRANSACTIONS (its own: 20 ms)")
