@@ -53,9 +53,14 @@ class Capacity:
         return self._answers / self._busy_s
 
     def expected_wait_s(self) -> float:
-        """About how long a request admitted now would wait for its answer (0: unknown)."""
+        """About how long a request admitted now would wait for its answer (0: unknown).
+
+        With none in flight it is 0: a lone request is always let in. Otherwise a pipeline
+        measured slow once (a burst of timeouts under load) would be refused for good: idle
+        time decays its answers and its busy time alike, and nothing admitted measures it again.
+        """
         rate = self.rate()
-        return 0.0 if rate is None else (self.in_flight + 1) / rate
+        return 0.0 if rate is None or not self.in_flight else (self.in_flight + 1) / rate
 
     def started(self) -> None:
         self._advance()

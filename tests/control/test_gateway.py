@@ -38,12 +38,13 @@ BODY = codecs.encode(pa.RecordBatch.from_pydict({"x": [1.0]}), codecs.ARROW_STRE
 
 
 def _slow_capacity() -> Capacity:
-    """A pipeline measured at one answer per 10 busy seconds."""
+    """A pipeline measured at one answer per 10 busy seconds, with one request in flight."""
     now = [0.0]
     capacity = Capacity(clock=lambda: now[0])
     capacity.started()
     now[0] = 10.0
     capacity.finished(answered=True)
+    capacity.started()
     return capacity
 
 
@@ -66,7 +67,7 @@ async def test_a_request_that_cannot_be_answered_in_time_gets_503_with_retry_aft
                                       headers={"Content-Type": codecs.ARROW_STREAM})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["error"] == "Overloaded"
-        assert "would wait ~10s, past its deadline of 1s" in refused.json()["message"]
+        assert "would wait ~20s, past its deadline of 1s" in refused.json()["message"]
         assert "retry shortly" in refused.json()["message"]
         # a deadline it can meet: not refused on that ground (then: no such pipeline)
         later = await app.http.post("/pipelines/slow?timeout=60", content=BODY,
