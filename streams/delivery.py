@@ -11,13 +11,13 @@ which input offsets the chunk finished. Two ways to make that safe:
   every record sent and the offsets of the chunks that sent them, and commits
   them together (consume-transform-produce, as Kafka Streams' exactly-once does),
   `commit_interval_ms` after the transaction's first record, whether more came or
-  not (an earlier commit would not make answers sooner: readers of the gateway and
-  the benches read uncommitted records as they are sent). A crash aborts the open transaction: its records are
-  never seen by consumers that read `read_committed`, and its input is run again
-  from the last commit. The transactional id belongs to the worker (a restarted
-  worker fences its dead predecessor at once), and the offsets are committed
-  with the consumer's group generation (streams.clients.txn_offset_commit), so
-  a worker that lost its partitions in a rebalance cannot commit them.
+  not (an earlier commit would not make answers sooner: the gateway's reply reader
+  reads uncommitted records as they are sent). A crash aborts the open transaction:
+  its records are never seen by consumers that read `read_committed`, and its input
+  is run again from the last commit. The transactional id belongs to the worker (a
+  restarted worker fences its dead predecessor at once), and the offsets are
+  committed with the consumer's group generation (streams.clients.txn_offset_commit),
+  so a worker that lost its partitions in a rebalance cannot commit them.
 
 Example:
     delivery = ExactlyOnce(producer, consumer, group_id, interval_s=0.1)
