@@ -91,6 +91,7 @@ def test_a_pipeline_measured_slow_gets_a_lone_request_through_and_is_measured_ag
         capacity.finished(answered=False)
     rate = capacity.rate()
     assert rate is not None and 1 / rate > 1.0  # alone, a request would wait past 1 s
+    assert admitted(capacity, deadline_s=1.0) == 0  # just measured: refused
     clock.now += 60.0  # nothing admitted for a minute: decay keeps the ratio
     assert capacity.rate() == pytest.approx(rate)
     assert admitted(capacity, deadline_s=1.0) == 1  # a lone request goes in
