@@ -35,6 +35,7 @@ class Capacity:
         self._answers = 0.0
         self._busy_s = 0.0
         self._last = clock()
+        self._finished = self._last  # when a request last left
 
     def _advance(self) -> None:
         now = self._clock()
@@ -53,9 +54,19 @@ class Capacity:
         return self._answers / self._busy_s
 
     def expected_wait_s(self) -> float:
-        """About how long a request admitted now would wait for its answer (0: unknown)."""
+        """About how long a request admitted now would wait for its answer (0: unknown).
+
+        With none in flight and none finished for `half_life_s`, it is 0: a lone request is
+        let in. Otherwise a pipeline measured slow once (a burst of timeouts under load)
+        would be refused for good: idle time decays its answers and its busy time alike,
+        and nothing admitted measures it again.
+        """
         rate = self.rate()
-        return 0.0 if rate is None else (self.in_flight + 1) / rate
+        if rate is None:
+            return 0.0
+        if not self.in_flight and self._clock() - self._finished >= self._half_life_s:
+            return 0.0
+        return (self.in_flight + 1) / rate
 
     def started(self) -> None:
         self._advance()
@@ -66,5 +77,6 @@ class Capacity:
         rate; one that timed out or was cancelled does not."""
         self._advance()
         self.in_flight -= 1
+        self._finished = self._last
         if answered:
             self._answers += 1

@@ -295,13 +295,12 @@ class StageLoop:
 
         While it waits the loop counts as idle, so a rebalance can go ahead; it drops
         what was fetched (the partitions' owners read it again from the commit). With a
-        transaction open, it first takes only what has arrived: with nothing, the
-        transaction commits before the loop waits.
+        transaction open, it waits no longer than until that transaction is due to commit
+        (streams.delivery).
         """
         s, consumer = self._settings, self._consumer
         assert consumer is not None and self._delivery is not None
-        wait_ms = 0 if self._delivery.pending and self._exactly_once else POLL_MS
-        self._fetched = await consumer.getmany(timeout_ms=wait_ms,
+        self._fetched = await consumer.getmany(timeout_ms=self._delivery.wait_ms(POLL_MS),
                                                max_records=s.max_poll_records)
         check_fetcher(consumer)
         if self._pace is not None:

@@ -78,3 +78,23 @@ def test_the_rate_follows_a_pipeline_that_slowed_down() -> None:
     answer_one_at_a_time(capacity, clock, 100, 0.100)  # then 10/s for ten seconds
     rate = capacity.rate()
     assert rate is not None and 10 <= rate < 11
+
+
+def test_a_pipeline_measured_slow_gets_a_lone_request_through_and_is_measured_again() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=2.0, clock=clock)
+    answer_one_at_a_time(capacity, clock, 2, 0.010)
+    for _ in range(17):  # a burst under load: all timed out after their 2 s deadline
+        capacity.started()
+    clock.now += 2.0
+    for _ in range(17):
+        capacity.finished(answered=False)
+    rate = capacity.rate()
+    assert rate is not None and 1 / rate > 1.0  # alone, a request would wait past 1 s
+    assert admitted(capacity, deadline_s=1.0) == 0  # just measured: refused
+    clock.now += 60.0  # nothing admitted for a minute: decay keeps the ratio
+    assert capacity.rate() == pytest.approx(rate)
+    assert admitted(capacity, deadline_s=1.0) == 1  # a lone request goes in
+    clock.now += 0.010
+    capacity.finished(answered=True)  # answered at once: measured faster
+    assert admitted(capacity, deadline_s=1.0) > 1

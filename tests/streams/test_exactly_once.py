@@ -6,6 +6,8 @@ a worker a rebalance replaced cannot commit offsets."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from aiokafka.errors import KafkaError
 from control.embedded import Service
 from streams.admin import ensure_topics
 from streams.clients import fence_offset_commits
+from streams.delivery import ExactlyOnce
 from streams.loop import StageLoop
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
@@ -62,6 +65,30 @@ async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | No
             return offset
         await asyncio.sleep(0.1)
     return None
+
+
+@asynccontextmanager
+async def _worker_clients(bootstrap: str, name: str) -> AsyncIterator[
+        tuple[AIOKafkaConsumer, AIOKafkaProducer, TopicPartition]]:
+    """A worker's pair of clients on topics `ws.<name>.in` and `.out`: a consumer in group
+    `name`, assigned the input's one partition, and a transactional producer whose offset
+    commits carry the consumer's generation."""
+    topic = TopicSpec(f"ws.{name}.in", 1)
+    await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap),
+                        [topic, TopicSpec(f"ws.{name}.out", 1)])
+    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id=name,
+                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{name}-1")
+    await consumer.start()
+    await producer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        fence_offset_commits(producer, consumer)
+        yield consumer, producer, TopicPartition(topic.name, 0)
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
 
 async def _vanish(loop: StageLoop) -> None:
@@ -114,19 +141,7 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
     """KIP-447: the transactional offset commit carries the consumer's group generation; a
     stale one is refused and the transaction aborts, its records never read committed."""
     bootstrap = kafka_service.address
-    settings = WorkerSettings(kafka_bootstrap=bootstrap)
-    topic = TopicSpec("ws.eos-fence.in", 1)
-    await ensure_topics(settings, [topic, TopicSpec("ws.eos-fence.out", 1)])
-    tp = TopicPartition(topic.name, 0)
-    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id="eos-fence",
-                                enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="eos-fence-1")
-    await consumer.start()
-    await producer.start()
-    try:
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=100)
-        fence_offset_commits(producer, consumer)
+    async with _worker_clients(bootstrap, "eos-fence") as (consumer, producer, tp):
         async with producer.transaction():  # the current generation: accepted
             await producer.send("ws.eos-fence.out", b"kept")
             await producer.send_offsets_to_transaction({tp: 7}, "eos-fence")
@@ -138,8 +153,32 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
             await producer.send_offsets_to_transaction({tp: 9}, "eos-fence")
         await producer.abort_transaction()
         assert await _committed(consumer, tp) == 7
-    finally:
-        await producer.stop()
-        await consumer.stop()
     seen = await _committed_answers(bootstrap, "ws.eos-fence.out", 1, timeout_s=5)
     assert len(seen) == 1  # "kept"; the aborted record is not read committed
+
+
+async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_once(
+        kafka_only: None, kafka_service: Service) -> None:
+    """Records that come while a transaction is open join it (no new transaction, whose
+    AddPartitionsToTxn Apache Kafka refuses until the last commit's markers are written);
+    an idle loop waits no longer than until the transaction is due, and it commits then."""
+    bootstrap = kafka_service.address
+    async with _worker_clients(bootstrap, "eos-cadence") as (consumer, producer, tp):
+        delivery = ExactlyOnce(producer, consumer, "eos-cadence", interval_s=1.0)
+        assert delivery.wait_ms(100) == 100  # nothing open: the loop's own wait
+        await delivery.send("ws.eos-cadence.out", b"first", key=None, partition=0,
+                            headers=Envelope("first").headers())
+        delivery.done({tp: 1})
+        await delivery.commit_if_due(idle=True)
+        assert delivery.pending  # idle, but the transaction is not due yet
+        assert 0 < delivery.wait_ms(5000) <= 1000
+        await delivery.send("ws.eos-cadence.out", b"second", key=None, partition=0,
+                            headers=Envelope("second").headers())
+        delivery.done({tp: 2})
+        await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
+        assert delivery.wait_ms(5000) == 0
+        await delivery.commit_if_due(idle=True)
+        assert not delivery.pending
+        assert await _committed(consumer, tp) == 2
+    seen = await _committed_answers(bootstrap, "ws.eos-cadence.out", 2, timeout_s=5)
+    assert len(seen) == 2

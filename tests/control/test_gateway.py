@@ -1,0 +1,182 @@
+"""control/gateway.py: what the gateway decides in process, against a real redis-server and,
+where a request goes through Kafka, the real broker (this test plays the pipeline's worker:
+it reads the request from the input topic and writes the answer to the result topic).
+
+Refusals under load (503 with Retry-After, at once), unknown and undeployed pipelines, the
+request record's shape and the answer's (rows back in input order, a failed step as an
+error that names it, a deadline passed as a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from control._admission import Capacity
+from control.embedded import Service
+from control.errors import InferenceError, InferenceTimeoutError, Overloaded
+from control.gateway import Gateway
+from control.records import Deployment, ModelVersion
+from control.registry import DEFAULT_WORKSPACE as WS
+from control.registry import Registry
+from control.settings import Settings
+from engine import codecs
+from engine.columns import META_ROW
+from engine.definition import ModelStep, PipelineSpec
+from streams.admin import ensure_topics
+from streams.messages import Envelope
+from streams.topics import TopicMap
+from tests.control._asgi import in_process
+
+BODY = codecs.encode(pa.RecordBatch.from_pydict({"x": [1.0]}), codecs.ARROW_STREAM)
+
+
+def _slow_capacity() -> Capacity:
+    """A pipeline measured at one answer per 10 busy seconds, with one request in flight."""
+    now = [0.0]
+    capacity = Capacity(clock=lambda: now[0])
+    capacity.started()
+    now[0] = 10.0
+    capacity.finished(answered=True)
+    capacity.started()
+    return capacity
+
+
+def _add_pipeline(registry: Registry, name: str, *, deployed: bool) -> None:
+    model = registry.add_model(ModelVersion(
+        name="m", version=str(uuid.uuid4()), sha="0" * 64, runtime="onnx", workspace=WS,
+        file_name="m.onnx", size=1))
+    registry.get_or_create_pipeline(WS, name)
+    version = registry.add_version(WS, name, PipelineSpec(steps=[ModelStep(model=model.ref())]))
+    if deployed:
+        registry.set_deployment(Deployment(workspace=WS, pipeline=name, version=version.version))
+
+
+# -- decided before anything reaches Kafka ------------------------------------------------
+async def test_a_request_that_cannot_be_answered_in_time_gets_503_with_retry_after_at_once(
+        redis_service: Service, tmp_path: Path) -> None:
+    async for app in in_process(redis_service, tmp_path):
+        app.state.gateway._capacity[(WS, "slow")] = _slow_capacity()
+        refused = await app.http.post("/pipelines/slow?timeout=1", content=BODY,
+                                      headers={"Content-Type": codecs.ARROW_STREAM})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"] == "Overloaded"
+        assert "would wait ~20s, past its deadline of 1s" in refused.json()["message"]
+        assert "retry shortly" in refused.json()["message"]
+        # a deadline it can meet: not refused on that ground (then: no such pipeline)
+        later = await app.http.post("/pipelines/slow?timeout=60", content=BODY,
+                                    headers={"Content-Type": codecs.ARROW_STREAM})
+        assert later.status_code == 404
+
+
+async def test_an_unknown_pipeline_is_404_and_an_undeployed_one_409(
+        redis_service: Service, tmp_path: Path) -> None:
+    async for app in in_process(redis_service, tmp_path):
+        _add_pipeline(app.state.registry, "idle", deployed=False)
+        unknown = await app.http.post("/pipelines/nope", content=BODY,
+                                      headers={"Content-Type": codecs.ARROW_STREAM})
+        assert unknown.status_code == 404 and "nope" in unknown.json()["message"]
+        undeployed = await app.http.post("/pipelines/idle", content=BODY,
+                                         headers={"Content-Type": codecs.ARROW_STREAM})
+        assert undeployed.status_code == 409
+        assert undeployed.json()["error"] == "NotDeployedError"
+
+
+# -- through the broker ----------------------------------------------------------------
+@pytest.fixture
+def registry(redis_service: Service) -> Iterator[Registry]:
+    registry = Registry(redis_service.address)
+    registry.redis.flushdb()
+    registry.ensure_workspace(WS)
+    yield registry
+
+
+@pytest.fixture
+async def served(kafka_service: Service, registry: Registry, tmp_path: Path
+                 ) -> AsyncIterator[tuple[Gateway, str]]:
+    """A started gateway (at most one request in flight) and a deployed pipeline's name."""
+    settings = Settings(home=tmp_path, kafka_bootstrap=kafka_service.address, max_in_flight=1)
+    worker = settings.worker_settings()
+    topics = TopicMap.load()
+    name = f"gw-{uuid.uuid4().hex[:8]}"
+    _add_pipeline(registry, name, deployed=True)
+    await ensure_topics(worker, [topics.input(WS, name), topics.output(WS, name)])
+    gateway = Gateway(settings, registry, topics, worker)
+    await gateway.start()
+    try:
+        yield gateway, name
+    finally:
+        await gateway.stop()
+
+
+async def _play_worker(gateway: Gateway, name: str, answer: str) -> Envelope:
+    """Read one request from the pipeline's input topic and answer it: "rows" (its rows
+    doubled, in reverse order, each with its row index) or "error"; returns the request's
+    envelope."""
+    bootstrap = gateway._worker.kafka_bootstrap
+    consumer = AIOKafkaConsumer(gateway.topics.input(WS, name).name, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        record = await consumer.getone()
+        env = Envelope.parse(record.headers)
+        batch = codecs.decode(record.value, env.content_type)
+        if answer == "error":
+            reply = Envelope(env.request_id, error={"step": "m", "message": "bad input"})
+            value = b""
+        else:
+            order = list(reversed(range(batch.num_rows)))
+            x = batch.column("x").to_pylist()
+            value = codecs.encode(pa.RecordBatch.from_pydict(
+                {"out.y": [2 * x[i] for i in order], META_ROW: pa.array(order, pa.int32())}),
+                codecs.ARROW_STREAM)
+            reply = Envelope(env.request_id)
+        await producer.send_and_wait(gateway.topics.output(WS, name).name, value,
+                                     headers=reply.headers())
+        return env
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def test_a_request_goes_as_one_arrow_record_and_its_answer_comes_back_in_row_order(
+        served: tuple[Gateway, str]) -> None:
+    gateway, name = served
+    batch = pa.RecordBatch.from_pydict({"x": [1.0, 2.0, 3.0]})
+    worker = asyncio.create_task(_play_worker(gateway, name, "rows"))
+    answer = await gateway.infer(WS, name, batch, timeout_s=30)
+    request = await worker
+    assert request.content_type == codecs.ARROW_STREAM and request.request_id
+    assert not request.reply_shadows and request.requests is None
+    assert answer.column("out.y").to_pylist() == [2.0, 4.0, 6.0]
+    assert answer.column(META_ROW).to_pylist() == [0, 1, 2]
+
+
+async def test_a_failed_step_is_an_inference_error_that_names_it(
+        served: tuple[Gateway, str]) -> None:
+    gateway, name = served
+    worker = asyncio.create_task(_play_worker(gateway, name, "error"))
+    with pytest.raises(InferenceError, match=r"failed in step 'm': bad input"):
+        await gateway.infer(WS, name, pa.RecordBatch.from_pydict({"x": [1.0]}), timeout_s=30)
+    await worker
+
+
+async def test_past_max_in_flight_a_request_is_refused_and_an_unanswered_one_times_out(
+        served: tuple[Gateway, str]) -> None:
+    gateway, name = served
+    batch = pa.RecordBatch.from_pydict({"x": [1.0]})
+    waiting = asyncio.create_task(gateway.infer(WS, name, batch, timeout_s=1.5))
+    await asyncio.sleep(0.3)  # in flight: nothing answers it
+    with pytest.raises(Overloaded, match=r"1 requests are in flight \(WEIR_MAX_IN_FLIGHT\)"):
+        await gateway.infer(WS, name, batch, timeout_s=1)
+    with pytest.raises(InferenceTimeoutError, match="did not answer within its deadline"):
+        await waiting
+    gateway.refuse_if_overloaded(WS, name)  # none in flight now: admitted
