@@ -51,10 +51,13 @@ def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float
 
 
 def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
-               min_msgs: int = 64) -> dict[str, float]:
+               min_msgs: int = 64, *, pause_s: float = 0.0) -> dict[str, float]:
     """What a main worker's fused stage computes per message, in process with no Kafka:
     decode, every step on the micro-batch, encode and sink (ms of wall time and of CPU per
-    message). Worker CPU minus this CPU is what the Kafka clients and the loop cost."""
+    message). Worker CPU minus this CPU is what the Kafka clients and the loop cost.
+
+    With `pause_s`, messages go one at a time with that pause after each (its time not
+    counted), as a lone message reaches a worker: its caches cold from what ran meanwhile."""
     from aiokafka.structs import ConsumerRecord
 
     from engine.definition import ModelRef, ModelStep, PipelineSpec
@@ -92,13 +95,17 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
                 sent += [o for sent_for_one in out for o in sent_for_one]
             records = [record(o.topic, i, o.value, o.headers) for i, o in enumerate(sent)]
 
+    each = 1 if pause_s else min_msgs
     through_all(min_msgs)  # warm up
-    n = 0
+    n, paused = 0, 0.0
     start, cpu = time.perf_counter(), time.thread_time()
-    while time.perf_counter() - start < seconds or n < min_msgs:
-        through_all(min_msgs)
-        n += min_msgs
-    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
+    while time.perf_counter() - start - paused < seconds or n < min_msgs:
+        through_all(each)
+        n += each
+        if pause_s:
+            time.sleep(pause_s)
+            paused += pause_s
+    elapsed, cpu = time.perf_counter() - start - paused, time.thread_time() - cpu
     pipeline.unload()
     return {"ms_per_msg": round(elapsed / n * 1e3, 4), "cpu_ms_per_msg": round(cpu / n * 1e3, 4),
             "msgs": n}

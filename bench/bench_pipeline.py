@@ -72,6 +72,9 @@ from control.stack import process_alive
 ROWS = (1, 256)
 EXTRA_STEPS = ("chain-a", "chain-b")
 """The tiny models a 3-step chain runs before its model: each an extra fused step."""
+LONE_MSGS, LONE_PAUSE_S = 200, 0.01
+"""The stages in process are also measured one message at a time, this many with this
+pause after each: as in a latency run, where each message meets caches gone cold."""
 SIDEKICK_STEP = "chain-b"
 """The heavy 3-step chain's middle step, run as a sidekick in the sidekick config."""
 
@@ -177,24 +180,33 @@ def measure_config(config: Config, files: dict[str, Path], batches: list[np.ndar
             **bracketed(before, after)}
 
 
+def in_process(model: str, chain: dict[str, Path], batches: list[np.ndarray],
+               payloads: list[bytes], budget: Budget, threads: int) -> dict[str, Any]:
+    """At one message size: the extra steps' models' own compute per message, and the stages
+    in process (the last model alone, then all three), back to back and one at a time."""
+    figures = {"own_compute_ms": own_compute({n: chain[n] for n in EXTRA_STEPS}, batches,
+                                             budget.raw_s, threads)}
+    for kind, paths in (("one_step", [chain[model]]), ("steps", list(chain.values()))):
+        figures[f"stages_{kind}"] = stage_path(paths, payloads, budget.raw_s, threads)
+        figures[f"stages_{kind}_lone"] = stage_path(paths, payloads, 0.0, threads, LONE_MSGS,
+                                                    pause_s=LONE_PAUSE_S)
+    return figures
+
+
 def extra_steps(model: str, files: dict[str, Path], batches: dict[int, list[np.ndarray]],
                 payloads: dict[int, list[bytes]], budget: Budget,
                 threads: int) -> list[dict[str, Any]]:
     """What each extra fused step adds, at each message size, on a fresh stack: first, while
     it idles, the extra steps' models' own compute per message and the stages in process (the
-    last model alone, then all three); then the 3-step chain and its last model alone
-    deployed side by side, the latency of one message to each in turn."""
+    last model alone, then all three; back to back and one message at a time); then the
+    3-step chain and its last model alone deployed side by side, the latency of one message
+    to each in turn."""
     chain = {n: files[n] for n in (*EXTRA_STEPS, model)}
     console.print(f"{model}: extra fused steps, on a fresh stack ...")
     with fresh_stack() as (home, stack):
         at = reader(stack["kafka_bootstrap"])
         out = [{"model": model, "rows": rows,
-                "own_compute_ms": own_compute({n: chain[n] for n in EXTRA_STEPS}, batches[rows],
-                                              budget.raw_s, threads),
-                "stages_one_step": stage_path([chain[model]], payloads[rows], budget.raw_s,
-                                              threads),
-                "stages_steps": stage_path(list(chain.values()), payloads[rows], budget.raw_s,
-                                           threads)}
+                **in_process(model, chain, batches[rows], payloads[rows], budget, threads)}
                for rows in ROWS]
         client = Client(settings=Settings.discover(home=home))
         models = upload(client, chain)
