@@ -93,6 +93,8 @@ def _extra_step(e: dict[str, Any]) -> None:
     e["in_process_beyond_compute_ms"] = _diff(e["in_process_per_step_ms"], own)
     e["lone_in_process_per_step_ms"] = _diff(e["stages_steps_lone"]["cpu_ms_per_msg"],
                                              e["stages_one_step_lone"]["cpu_ms_per_msg"], 2)
+    e["worker_cpu_per_step_ms"] = _diff(e["worker_cpu_ms_per_msg"]["steps"],
+                                        e["worker_cpu_ms_per_msg"]["one_step"], 2)
     e["in_pipeline_p50_per_step_ms"] = _diff(e["steps"]["in_pipeline_p50_ms"],
                                              e["one_step"]["in_pipeline_p50_ms"], 2)
 
@@ -192,13 +194,14 @@ def show(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     _table("extra fused steps (ms; the 3-step chain and its last model alone, paired)",
            ("model", "rows", "1-step p50", "3-step p50", "+p50/step", "own compute/step",
             "beyond compute", "in-pipe +p50/step", "in process/step",
-            "in process beyond compute", "lone msgs in process/step"),
+            "in process beyond compute", "lone msgs in process/step",
+            "worker CPU/step (paired run)"),
            [[e["model"], str(e["rows"]), _n(e["one_step"]["p50_ms"], 2),
              _n(e["steps"]["p50_ms"], 2), _n(e["extra_step_p50_ms"], 3),
              _n(e["own_compute_per_step_ms"], 4), _n(e["extra_step_beyond_compute_ms"], 3),
              _n(e["in_pipeline_p50_per_step_ms"], 3),
              _n(e["in_process_per_step_ms"], 4), _n(e["in_process_beyond_compute_ms"], 4),
-             _n(e["lone_in_process_per_step_ms"], 4)]
+             _n(e["lone_in_process_per_step_ms"], 4), _n(e["worker_cpu_per_step_ms"], 3)]
             for e in results.get("extra_steps", [])])
     boundary = results.get("sidekick_boundary")
     if boundary:

@@ -59,7 +59,7 @@ from bench._pipeline_load import (
 )
 from bench._pipeline_report import TARGETS, console, derive, show
 from bench._results import RESULTS, save
-from bench._stack import chain_model, fresh_stack, log_tail
+from bench._stack import CpuMeter, chain_model, fresh_stack, log_tail
 from control.demo.models import diabetes_data, diabetes_regressor, heavy_mlp
 from control.records import DeploymentConfig
 from control.sdk.client import Client
@@ -200,7 +200,7 @@ def extra_steps(model: str, files: dict[str, Path], batches: dict[int, list[np.n
     it idles, the extra steps' models' own compute per message and the stages in process (the
     last model alone, then all three; back to back and one message at a time); then the
     3-step chain and its last model alone deployed side by side, the latency of one message
-    to each in turn."""
+    to each in turn, and each one's worker CPU per message meanwhile."""
     chain = {n: files[n] for n in (*EXTRA_STEPS, model)}
     console.print(f"{model}: extra fused steps, on a fresh stack ...")
     with fresh_stack() as (home, stack):
@@ -210,12 +210,18 @@ def extra_steps(model: str, files: dict[str, Path], batches: dict[int, list[np.n
                for rows in ROWS]
         client = Client(settings=Settings.discover(home=home))
         models = upload(client, chain)
-        pipelines = [deploy(client, f"bench-{model}-one-step", models[-1:]),
-                     deploy(client, f"bench-{model}-steps", models)]
+        pipelines = {"one_step": deploy(client, f"bench-{model}-one-step", models[-1:]),
+                     "steps": deploy(client, f"bench-{model}-steps", models)}
+        pids = {kind: [int(e["pid"]) for e in p.status()["engines"]]
+                for kind, p in pipelines.items()}
         for figures in out:
-            one, many = asyncio.run(paired_latency(at, [p.topics() for p in pipelines],
+            meter = CpuMeter(pids).start()
+            one, many = asyncio.run(paired_latency(at, [p.topics() for p in pipelines.values()],
                                                    payloads[figures["rows"]], budget))
-            figures.update(one_step=one, steps=many)
+            cpu = meter.stop()
+            figures.update(one_step=one, steps=many, worker_cpu_ms_per_msg={
+                kind: round(cpu[kind] / (lat["n"] + budget.warmup_msgs) * 1e3, 4)
+                for kind, lat in (("one_step", one), ("steps", many))})
     return out
 
 
