@@ -180,6 +180,9 @@ class Replies:
     topic: str
     fetch_wait_ms: int
     strays: int = 0
+    isolation_level: str = "read_uncommitted"
+    """"read_committed" where workers answer in transactions (Apache Kafka), as weir's own
+    reply readers do: an answer counts once its transaction commits."""
     _waiting: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
@@ -188,7 +191,8 @@ class Replies:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             fetch_max_wait_ms=self.fetch_wait_ms, auto_offset_reset="latest",
-            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
+            isolation_level=self.isolation_level)
         await self._consumer.start()
         await _assign_at_end(self._consumer, self.topic)
         self._task = asyncio.create_task(self._run())
