@@ -87,8 +87,8 @@ Kafka's resolved 500 ms) made each `end_offsets` call wait it out, a log query 1
 
 def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
     """A consumer of no group, for `end_offsets` and `records_after` (start it first; the
-    caller owns it); it reads committed records only. Each call leaves it assigned nothing,
-    so it fetches only while one runs."""
+    caller owns it); it reads committed records only. Each call leaves the partitions it
+    read paused, so it fetches only while one runs."""
     return AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
                             isolation_level="read_committed",
                             fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
@@ -134,13 +134,13 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
 
 @contextmanager
 def _assigned(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> Iterator[None]:
-    """`tps` assigned to a probe consumer while the block runs: unassigned, it fetches nothing
-    in the background between calls."""
+    """`tps` assigned to a probe consumer while the block runs: paused after it, they are not
+    fetched in the background between calls."""
     consumer.assign(tps)
     try:
         yield
     finally:
-        consumer.unsubscribe()
+        consumer.pause(*tps)
 
 
 async def supports_transactions(settings: WorkerSettings, timeout_s: float = 15.0) -> bool:
