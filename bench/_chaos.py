@@ -48,7 +48,7 @@ FAULTS = {
     "shadow": "add a shadow challenger, or remove it",
     "config": "redeploy the same steps with another memory limit (config only)",
     "sidekick": "run the Python step (adding it if missing) as a sidekick, or in the main "
-                "workers again",
+    "workers again",
     "kill_worker": "SIGKILL a main worker",
     "pause_worker": "SIGSTOP a worker for 1-6 s, then SIGCONT",
     "kill_shadow": "SIGKILL a shadow worker (a main one if none)",
@@ -58,10 +58,10 @@ FAULTS = {
     "restart_broker": "stop Apache Kafka, start it again (Kafka only)",
 }
 DEPLOYS = ("swap", "replicas", "step", "shadow", "config", "sidekick")
-PRE_STEP = '''
+PRE_STEP = """
 def process_data(input_data):
     return {"float_input": input_data["tensor"]}
-'''
+"""
 
 
 @dataclass
@@ -74,8 +74,9 @@ class Fault:
     took_s: float | None = None
 
 
-def schedule(seed: int, seconds: float, broker: Broker,
-             kinds: Sequence[str] = tuple(FAULTS), burst: int = 3) -> list[Fault]:
+def schedule(
+    seed: int, seconds: float, broker: Broker, kinds: Sequence[str] = tuple(FAULTS), burst: int = 3
+) -> list[Fault]:
     """Bursts of one to `burst` faults (of `kinds`) 0.5-3 s apart, a burst every 5-12 s, from
     `seed`."""
     rng = random.Random(seed)
@@ -161,8 +162,11 @@ class Chaos:
 
     async def _engine_pid(self, role: str) -> int:
         status = await asyncio.to_thread(self.pipeline.status)
-        engines = [e for e in [*status.get("engines", []), *status.get("sidekicks", [])]
-                   if e.get("pid") and e["role"] == role]
+        engines = [
+            e
+            for e in [*status.get("engines", []), *status.get("sidekicks", [])]
+            if e.get("pid") and e["role"] == role
+        ]
         if not engines:
             raise LookupError(f"no {role} worker to hit (status {status.get('status')!r})")
         return int(self.rng.choice(engines)["pid"])
@@ -183,14 +187,16 @@ class Chaos:
             await self._kill_worker("main")
 
     async def _pause_worker(self) -> None:
-        pid = await self._engine_pid(self.rng.choice(["main", "main", "shadow"]) if
-                                     self.shape.shadow else "main")
+        pid = await self._engine_pid(
+            self.rng.choice(["main", "main", "shadow"]) if self.shape.shadow else "main"
+        )
         pause_s = self.rng.uniform(1.0, 6.0)
         signal_pid(pid, signal.SIGSTOP)
 
         async def resume() -> None:
             await asyncio.sleep(pause_s)
             signal_pid(pid, signal.SIGCONT)
+
         self.pauses.append(asyncio.create_task(resume()))
 
     async def _kill_server(self) -> None:
@@ -237,8 +243,9 @@ def upload_models(chaos_dir: Path, client: Any) -> dict[str, Model]:
     return models
 
 
-async def _drive(stack: ChaosStack, faults: list[Fault], seed: int, rate: float,
-                 report: dict[str, Any]) -> None:
+async def _drive(
+    stack: ChaosStack, faults: list[Fault], seed: int, rate: float, report: dict[str, Any]
+) -> None:
     client = stack.client()
     models = await asyncio.to_thread(upload_models, stack.root, client)
     pipeline = client.build_pipeline(PIPELINE)
@@ -266,10 +273,17 @@ async def _drive(stack: ChaosStack, faults: list[Fault], seed: int, rate: float,
         await load.stop()
         sampling.cancel()
     report["versions"] = sorted(chaos.versions)
-    report.update(load.summary(kafka_broker=stack.kind == "kafka", versions=chaos.versions,
-                               kills=[f.started_s for f in faults
-                                      if f.kind == "kill_worker" and f.outcome == "ok"
-                                      and f.started_s is not None]))
+    report.update(
+        load.summary(
+            kafka_broker=stack.kind == "kafka",
+            versions=chaos.versions,
+            kills=[
+                f.started_s
+                for f in faults
+                if f.kind == "kill_worker" and f.outcome == "ok" and f.started_s is not None
+            ],
+        )
+    )
     report["log_rows"] = await asyncio.to_thread(load.log_row_problems, pipeline)
     await asyncio.to_thread(pipeline.undeploy)
     report["leftovers"] = await _leftovers(stack)
@@ -318,8 +332,16 @@ def problems(report: dict[str, Any]) -> list[str]:
     found = []
     if report.get("settle_s") is None:
         found.append(f"status() not Running within {SETTLE_S:.0f}s of the last fault")
-    for key in ("lost", "wrong", "errors", "unmarked_repeats", "repeats_exactly_once",
-                "unknown_versions", "http_server_errors", "http_wrong"):
+    for key in (
+        "lost",
+        "wrong",
+        "errors",
+        "unmarked_repeats",
+        "repeats_exactly_once",
+        "unknown_versions",
+        "http_server_errors",
+        "http_wrong",
+    ):
         if report.get(key):
             found.append(f"{key}: {report[key]}")
     if report.get("log_rows"):
@@ -332,13 +354,20 @@ def problems(report: dict[str, Any]) -> list[str]:
     return found
 
 
-def run_chaos(root: Path, broker: Broker, *, seed: int, seconds: float, rate: float = 100.0,
-              kinds: Sequence[str] = tuple(FAULTS), burst: int = 3) -> dict[str, Any]:
+def run_chaos(
+    root: Path,
+    broker: Broker,
+    *,
+    seed: int,
+    seconds: float,
+    rate: float = 100.0,
+    kinds: Sequence[str] = tuple(FAULTS),
+    burst: int = 3,
+) -> dict[str, Any]:
     """One chaos run in `root` (a fresh stack) with faults of `kinds`, up to `burst` close
     together; the report, `problems` included."""
     faults = schedule(seed, seconds, broker, kinds, burst)
-    report: dict[str, Any] = {"broker": broker, "seed": seed, "seconds": seconds,
-                              "rate": rate}
+    report: dict[str, Any] = {"broker": broker, "seed": seed, "seconds": seconds, "rate": rate}
     stack = ChaosStack(root, broker)
     stack.start()
     try:
@@ -351,6 +380,8 @@ def run_chaos(root: Path, broker: Broker, *, seed: int, seconds: float, rate: fl
 
 
 def recovery_summary(times: list[float]) -> dict[str, float | None]:
-    return {"count": len(times),
-            "p50_s": round(statistics.median(times), 2) if times else None,
-            "max_s": round(max(times), 2) if times else None}
+    return {
+        "count": len(times),
+        "p50_s": round(statistics.median(times), 2) if times else None,
+        "max_s": round(max(times), 2) if times else None,
+    }

@@ -38,12 +38,21 @@ class Load:
     """Sends numbered records (`rate` a second) and HTTP requests (every HTTP_EVERY_S) until
     `stop_sending()`, and reads the result topic from its start."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], settings: Settings,
-                 pipeline: str, *, rate: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        settings: Settings,
+        pipeline: str,
+        *,
+        rate: float,
+    ) -> None:
         self._bootstrap, self._topics, self._rate = bootstrap, topics, rate
         self._url = f"http://{settings.http_host}:{settings.http_port}/pipelines/{pipeline}"
-        self._headers = {"Authorization": f"Bearer {settings.token}",
-                         "content-type": codecs.ARROW_STREAM}
+        self._headers = {
+            "Authorization": f"Bearer {settings.token}",
+            "content-type": codecs.ARROW_STREAM,
+        }
         self.t0 = time.monotonic()
         self.sent: dict[int, tuple[int, float]] = {}  # number -> (partition, sent at)
         self.refused = 0  # records the producer could not send (the broker was away)
@@ -51,9 +60,13 @@ class Load:
         self.http: list[tuple[float, int | str, bool]] = []  # (at, status or error, value ok)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                        auto_offset_reset="earliest", fetch_max_wait_ms=50,
-                                        isolation_level="read_committed")
+        self._reader = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+            isolation_level="read_committed",
+        )
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -63,8 +76,9 @@ class Load:
         partitions = await topic_partitions(self._reader, self._topics["output"])
         self._reader.assign(partitions)
         await self._reader.seek_to_beginning(*partitions)
-        self._tasks = [asyncio.create_task(work()) for work in (self._read, self._produce,
-                                                                   self._call_http)]
+        self._tasks = [
+            asyncio.create_task(work()) for work in (self._read, self._produce, self._call_http)
+        ]
 
     def stop_sending(self) -> None:
         self._stop.set()
@@ -95,9 +109,14 @@ class Load:
             while not self._stop.is_set():
                 try:
                     future = await producer.send(
-                        self._topics["input"], numbered_row(n), key=str(n).encode(),
-                        headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
-                                 (REQUEST_ID, f"{KAFKA_PREFIX}{n}".encode())])
+                        self._topics["input"],
+                        numbered_row(n),
+                        key=str(n).encode(),
+                        headers=[
+                            (CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
+                            (REQUEST_ID, f"{KAFKA_PREFIX}{n}".encode()),
+                        ],
+                    )
                     future.add_done_callback(self._acked(n, self.now()))
                     pending.append(future)
                 except Exception:  # noqa: BLE001 - not accepted: not expected back
@@ -114,6 +133,7 @@ class Load:
                 self.refused += 1
             else:
                 self.sent[n] = (future.result().partition, at)
+
         return done
 
     async def _read(self) -> None:
@@ -126,8 +146,9 @@ class Load:
                     value = None
                     if env.error is None and msg.value:
                         value = first_value(codecs.decode(msg.value, codecs.ARROW_STREAM))
-                    self.answers[int(env.request_id[len(KAFKA_PREFIX):])].append(
-                        Seen(self.now(), env.version, env.redelivered, value))
+                    self.answers[int(env.request_id[len(KAFKA_PREFIX) :])].append(
+                        Seen(self.now(), env.version, env.redelivered, value)
+                    )
 
     async def _call_http(self) -> None:
         async with httpx.AsyncClient(timeout=30) as http:
@@ -136,39 +157,52 @@ class Load:
                 n += 1
                 at = self.now()
                 try:
-                    response = await http.post(self._url, content=numbered_row(n),
-                                               headers=self._headers)
-                    ok = response.status_code == 200 and first_value(
-                        codecs.decode(response.content, codecs.ARROW_STREAM)) == n
+                    response = await http.post(
+                        self._url, content=numbered_row(n), headers=self._headers
+                    )
+                    ok = (
+                        response.status_code == 200
+                        and first_value(codecs.decode(response.content, codecs.ARROW_STREAM)) == n
+                    )
                     self.http.append((at, response.status_code, ok))
                 except httpx.HTTPError as exc:
                     self.http.append((at, type(exc).__name__, False))
                 await asyncio.sleep(HTTP_EVERY_S)
 
     # -- what it saw ---------------------------------------------------------------------
-    def summary(self, *, kafka_broker: bool, versions: set[str],
-                kills: list[float]) -> dict[str, Any]:
+    def summary(
+        self, *, kafka_broker: bool, versions: set[str], kills: list[float]
+    ) -> dict[str, Any]:
         answered = self.sent.keys() & self.answers.keys()
         repeated = {n: seen for n, seen in self.answers.items() if len(seen) > 1}
         statuses = Counter(str(status) for _, status, _ in self.http)
         return {
-            "sent": len(self.sent), "refused_by_broker": self.refused,
+            "sent": len(self.sent),
+            "refused_by_broker": self.refused,
             "answered": len(answered),
             "lost": _sample(self.sent.keys() - self.answers.keys()),
-            "wrong": _sample(n for n, seen in self.answers.items()
-                             if any(s.value is not None and s.value != n for s in seen)),
-            "errors": _sample(n for n, seen in self.answers.items()
-                              if any(s.value is None for s in seen)),
+            "wrong": _sample(
+                n
+                for n, seen in self.answers.items()
+                if any(s.value is not None and s.value != n for s in seen)
+            ),
+            "errors": _sample(
+                n for n, seen in self.answers.items() if any(s.value is None for s in seen)
+            ),
             "repeated": len(repeated),
             "repeats_exactly_once": _sample(repeated) if kafka_broker else [],
-            "unmarked_repeats": _sample(n for n, seen in repeated.items()
-                                        if not all(s.redelivered for s in seen[1:])),
-            "unknown_versions": sorted({s.version for seen in self.answers.values()
-                                        for s in seen} - versions - {None}),
+            "unmarked_repeats": _sample(
+                n for n, seen in repeated.items() if not all(s.redelivered for s in seen[1:])
+            ),
+            "unknown_versions": sorted(
+                {s.version for seen in self.answers.values() for s in seen} - versions - {None}
+            ),
             "http": dict(statuses),
-            "http_server_errors": {k: v for k, v in statuses.items()
-                                   if k.isdigit() and k != "200"
-                                   and int(k) not in CLEAR_HTTP_ERRORS},
+            "http_server_errors": {
+                k: v
+                for k, v in statuses.items()
+                if k.isdigit() and k != "200" and int(k) not in CLEAR_HTTP_ERRORS
+            },
             "http_wrong": sum(1 for _, status, ok in self.http if status == 200 and not ok),
             "kill_recovery_s": [self._recovery(at) for at in kills],
         }
@@ -193,8 +227,11 @@ class Load:
             missing = answered - counts.keys()
             if not missing or time.monotonic() > deadline:
                 doubled = [r for r, c in counts.items() if c > 1]
-                return ({"missing": _sample(missing), "doubled": _sample(doubled)}
-                        if missing or doubled else {})
+                return (
+                    {"missing": _sample(missing), "doubled": _sample(doubled)}
+                    if missing or doubled
+                    else {}
+                )
             time.sleep(1)
 
 

@@ -33,20 +33,30 @@ class ChaosStack:
         self.kind = broker
         self.broker: Service | None = None
         self.redis: Service | None = None
-        self._ports = {"broker": free_port(), "controller": free_port(), "redis": free_port(),
-                       "http": free_port()}
+        self._ports = {
+            "broker": free_port(),
+            "controller": free_port(),
+            "redis": free_port(),
+            "http": free_port(),
+        }
         self.settings = Settings(
-            home=root / "home", kafka_bootstrap=f"127.0.0.1:{self._ports['broker']}",
+            home=root / "home",
+            kafka_bootstrap=f"127.0.0.1:{self._ports['broker']}",
             redis_url=f"redis://127.0.0.1:{self._ports['redis']}/0",
-            http_port=self._ports["http"], token="chaos-token")
+            http_port=self._ports["http"],
+            token="chaos-token",
+        )
 
     @property
     def bootstrap(self) -> str:
         return str(self.settings.kafka_bootstrap)
 
     def client(self) -> Client:
-        return Client(f"http://{self.settings.http_host}:{self._ports['http']}",
-                      str(self.settings.token), settings=self.settings)
+        return Client(
+            f"http://{self.settings.http_host}:{self._ports['http']}",
+            str(self.settings.token),
+            settings=self.settings,
+        )
 
     def start(self) -> None:
         self.start_broker()
@@ -86,9 +96,14 @@ class ChaosStack:
         folder = self.root / "broker"
         folder.mkdir(exist_ok=True)
         if self.kind == "kafka":
-            self.broker = start_kafka(folder / "data", folder, self.settings.cache,
-                                      say=lambda _: None, port=self._ports["broker"],
-                                      controller_port=self._ports["controller"])
+            self.broker = start_kafka(
+                folder / "data",
+                folder,
+                self.settings.cache,
+                say=lambda _: None,
+                port=self._ports["broker"],
+                controller_port=self._ports["controller"],
+            )
         else:  # Tansu keeps its data in memory: it is never restarted here
             self.broker = embedded.start_broker(folder, port=self._ports["broker"])
 
@@ -126,8 +141,11 @@ def worker_pids(home: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if (b"control.worker_main" in cmdline and state != "Z"
-                and f"WEIR_HOME={home}".encode() in environ.split(b"\0")):
+        if (
+            b"control.worker_main" in cmdline
+            and state != "Z"
+            and f"WEIR_HOME={home}".encode() in environ.split(b"\0")
+        ):
             found.append(int(proc.name))
     return found
 

@@ -31,18 +31,23 @@ class Outcomes:
         ok = np.asarray(self.latency_s)[status == 200] * 1000
         refused = np.asarray(self.latency_s)[status == 503] * 1000
         out: dict[str, float | int] = {
-            "sent": len(status), "ok": int((status == 200).sum()),
+            "sent": len(status),
+            "ok": int((status == 200).sum()),
             "refused_503": int((status == 503).sum()),
             "failed": int(((status != 200) & (status != 503)).sum()),
             "ok_per_s": round(float((status == 200).sum()) / self.wall_s, 1) if self.wall_s else 0,
         }
         if len(ok):
-            out.update(p50_ms=round(float(np.percentile(ok, 50)), 2),
-                       p99_ms=round(float(np.percentile(ok, 99)), 2),
-                       max_ms=round(float(ok.max()), 2))
+            out.update(
+                p50_ms=round(float(np.percentile(ok, 50)), 2),
+                p99_ms=round(float(np.percentile(ok, 99)), 2),
+                max_ms=round(float(ok.max()), 2),
+            )
         if len(refused):
-            out.update(refused_p99_ms=round(float(np.percentile(refused, 99)), 2),
-                       refused_max_ms=round(float(refused.max()), 2))
+            out.update(
+                refused_p99_ms=round(float(np.percentile(refused, 99)), 2),
+                refused_max_ms=round(float(refused.max()), 2),
+            )
         return out
 
 
@@ -52,8 +57,11 @@ class Connection:
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        lines = [f"POST {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-                 f"Host: {self.host}:{self.port}", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"POST {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self._head = "\r\n".join(lines)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -78,8 +86,13 @@ class Connection:
         self._reader = self._writer = None
 
 
-async def sequential(url: str, headers: dict[str, str], bodies: list[bytes], warmup: int = 20,
-                     keep_bodies: bool = False) -> Outcomes:
+async def sequential(
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    warmup: int = 20,
+    keep_bodies: bool = False,
+) -> Outcomes:
     """Each body in turn on one connection (after `warmup` untimed requests)."""
     conn, out = Connection(url, headers), Outcomes()
     for body in bodies[:warmup]:
@@ -97,8 +110,15 @@ async def sequential(url: str, headers: dict[str, str], bodies: list[bytes], war
     return out
 
 
-async def open_loop(url: str, headers: dict[str, str], body: bytes, rate: float,
-                    duration_s: float, connections: int, timeout_s: float) -> Outcomes:
+async def open_loop(
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    rate: float,
+    duration_s: float,
+    connections: int,
+    timeout_s: float,
+) -> Outcomes:
     """`rate` requests/s for `duration_s`, each due at a fixed time whatever came back; a
     request still unanswered after `timeout_s` counts as status 0."""
     total = int(rate * duration_s)

@@ -16,7 +16,7 @@ CLASSES = 10
 MODEL_OUTPUT = "softmax_11.tmp_0"
 """What the model calls its output; the pipeline maps it to `probs` for the post-step."""
 
-PRE = f'''
+PRE = f"""
 import io
 import numpy as np
 from PIL import Image
@@ -32,9 +32,9 @@ def process_data(input_data):
         image = image.resize(({SIDE}, {SIDE}), Image.BILINEAR)
         out[i] = ((np.asarray(image, np.float32) / 255 - MEAN) / STD).transpose(2, 0, 1)
     return {{"image": out}}
-'''
+"""
 """Decode PNG bytes with Pillow, resize, normalise (Pillow comes from its requirements)."""
-POST = f'''
+POST = f"""
 import numpy as np
 
 LABELS = np.array([f"class_{{i}}" for i in range({CLASSES})])
@@ -42,12 +42,12 @@ LABELS = np.array([f"class_{{i}}" for i in range({CLASSES})])
 def process_data(input_data):
     probs = input_data["probs"]
     return {{"label": LABELS[probs.argmax(axis=1)], "confidence": probs.max(axis=1)}}
-'''
+"""
 """Decode the model's output into a label and its confidence."""
-ECHO = '''
+ECHO = """
 def process_data(input_data):
     return input_data
-'''
+"""
 """A step that does nothing, to measure what running a step in its own process costs."""
 
 
@@ -55,8 +55,12 @@ def write_steps(root: Path) -> dict[str, Path]:
     """The pre-step archive (with requirements.txt), the post-step module and the no-op step
     as a module and as an archive without requirements."""
     root.mkdir(parents=True, exist_ok=True)
-    paths = {"pre": root / "pre.zip", "post": root / "post.py", "echo_py": root / "echo.py",
-             "echo_zip": root / "echo.zip"}
+    paths = {
+        "pre": root / "pre.zip",
+        "post": root / "post.py",
+        "echo_py": root / "echo.py",
+        "echo_zip": root / "echo.zip",
+    }
     with zipfile.ZipFile(paths["pre"], "w") as archive:
         archive.writestr("pre.py", PRE)
         archive.writestr("requirements.txt", "Pillow\n")
@@ -76,24 +80,34 @@ def cnn(path: Path, seed: int = 0) -> Path:
     nodes, weights, last, channels = [], [], "image", 3
     for i, width in enumerate((16, 32, 64)):
         w = rng.standard_normal((width, channels, 3, 3)) * np.sqrt(2 / (channels * 9))
-        weights += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
-                    numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [last, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
-                  helper.make_node("MaxPool", [f"r{i}"], [f"p{i}"], kernel_shape=[2, 2],
-                                   strides=[2, 2])]
+        weights += [
+            numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}"),
+        ]
+        nodes += [
+            helper.make_node("Conv", [last, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+            helper.make_node("MaxPool", [f"r{i}"], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]),
+        ]
         last, channels = f"p{i}", width
     dense = rng.standard_normal((channels, CLASSES)) * np.sqrt(1 / channels)
-    weights += [numpy_helper.from_array(dense.astype(np.float32), "dense"),
-                numpy_helper.from_array(np.zeros(CLASSES, np.float32), "bias")]
-    nodes += [helper.make_node("GlobalAveragePool", [last], ["gap"]),
-              helper.make_node("Flatten", ["gap"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "dense", "bias"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], [MODEL_OUTPUT], axis=1)]
+    weights += [
+        numpy_helper.from_array(dense.astype(np.float32), "dense"),
+        numpy_helper.from_array(np.zeros(CLASSES, np.float32), "bias"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [last], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "dense", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [MODEL_OUTPUT], axis=1),
+    ]
     graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                                     ["N", 3, SIDE, SIDE])],
-        [helper.make_tensor_value_info(MODEL_OUTPUT, TensorProto.FLOAT, ["N", CLASSES])], weights)
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIDE, SIDE])],
+        [helper.make_tensor_value_info(MODEL_OUTPUT, TensorProto.FLOAT, ["N", CLASSES])],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())

@@ -52,25 +52,43 @@ class KafkaOutcome:
         got = len(self.latency_s)
         span = max(self.last_reply - self.first_send, 1e-9)
         out: dict[str, float | int] = {
-            "sent": self.sent, "replies": got, "lost": self.sent - got - self.failed,
-            "failed": self.failed, "msgs_per_s": round(got / span, 1),
+            "sent": self.sent,
+            "replies": got,
+            "lost": self.sent - got - self.failed,
+            "failed": self.failed,
+            "msgs_per_s": round(got / span, 1),
             "sent_per_s": round(self.sent / max(self.last_send - self.first_send, 1e-9), 1),
             "rows_per_s": round(got * rows / span, 1),
-            "client_send_lag_max_ms": round(self.send_lag_max_s * 1000, 1)}
+            "client_send_lag_max_ms": round(self.send_lag_max_s * 1000, 1),
+        }
         if got:
             ms = np.asarray(list(self.latency_s.values())) * 1000
-            out.update(p50_ms=round(float(np.percentile(ms, 50)), 2),
-                       p99_ms=round(float(np.percentile(ms, 99)), 2))
+            out.update(
+                p50_ms=round(float(np.percentile(ms, 50)), 2),
+                p99_ms=round(float(np.percentile(ms, 99)), 2),
+            )
         return out
 
 
-async def open_loop(bootstrap: str, target: KafkaTarget, values: list[bytes], rate: float,
-                    duration_s: float, drain_s: float, fetch_wait_ms: int) -> KafkaOutcome:
+async def open_loop(
+    bootstrap: str,
+    target: KafkaTarget,
+    values: list[bytes],
+    rate: float,
+    duration_s: float,
+    drain_s: float,
+    fetch_wait_ms: int,
+) -> KafkaOutcome:
     """`rate` requests/s for `duration_s` (values taken in turn), then up to `drain_s` for the
     last replies."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms,
-        auto_offset_reset="latest", max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_wait_ms,
+        auto_offset_reset="latest",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     producer = new_producer(bootstrap)
     await consumer.start()
     await producer.start()

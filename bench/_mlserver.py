@@ -42,17 +42,35 @@ def ensure_venv(cache: Path = CACHE) -> Path:
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", *wanted], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *wanted,
+        ],
+        check=True,
+    )
     stamp.write_text("\n".join(wanted))
     return venv
 
 
 def installed_versions(venv: Path) -> dict[str, str]:
     out = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m, json; print(json.dumps("
-         "{p: m.version(p) for p in ('mlserver', 'mlserver-sklearn', 'uvloop', 'aiokafka', "
-         "'scikit-learn')}))"], check=True, capture_output=True, text=True).stdout
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m, json; print(json.dumps("
+            "{p: m.version(p) for p in ('mlserver', 'mlserver-sklearn', 'uvloop', 'aiokafka', "
+            "'scikit-learn')}))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     versions: dict[str, str] = json.loads(out)
     return versions
 
@@ -78,28 +96,51 @@ class MLServer:
 
 
 @contextmanager
-def mlserver(venv: Path, joblib_path: Path, bootstrap: str, fetch_wait_ms: int,
-             workdir: Path) -> Iterator[MLServer]:
+def mlserver(
+    venv: Path, joblib_path: Path, bootstrap: str, fetch_wait_ms: int, workdir: Path
+) -> Iterator[MLServer]:
     """Start MLServer (REST and Kafka mode, stock settings but `debug` off) serving the
     joblib model; Kafka topics must exist. Stopped on exit."""
     models = workdir / "models" / NAME
     models.mkdir(parents=True, exist_ok=True)
     (models / "model.joblib").write_bytes(joblib_path.read_bytes())
-    (models / "model-settings.json").write_text(json.dumps({
-        "name": NAME, "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": "v1"}}))
+    (models / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": NAME,
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": "v1"},
+            }
+        )
+    )
     port = free_port()
-    (workdir / "settings.json").write_text(json.dumps({
-        "debug": False, "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
-        "metrics_port": free_port(), "kafka_enabled": True, "kafka_servers": bootstrap,
-        "kafka_topic_input": TOPIC_IN, "kafka_topic_output": TOPIC_OUT}))
+    (workdir / "settings.json").write_text(
+        json.dumps(
+            {
+                "debug": False,
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "kafka_enabled": True,
+                "kafka_servers": bootstrap,
+                "kafka_topic_input": TOPIC_IN,
+                "kafka_topic_output": TOPIC_OUT,
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WEIR_", "PYTHON"))}
     env.update(PYTHONPATH=str(SHIM), WEIR_BENCH_MLSERVER_FETCH_WAIT_MS=str(fetch_wait_ms))
     log = workdir / "mlserver.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(venv / "bin" / "mlserver"), "start", str(workdir)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=workdir)
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "mlserver"), "start", str(workdir)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
     server = MLServer(f"http://127.0.0.1:{port}", proc, log)
     try:
         _wait_ready(server)
@@ -126,8 +167,18 @@ def _wait_ready(server: MLServer, timeout_s: float = 300.0) -> None:
 def oip_body(rows: list[list[float]]) -> bytes:
     """An Open Inference Protocol request of float32 rows, as MLServer's REST and Kafka take."""
     flat = [v for row in rows for v in row]
-    return json.dumps({"inputs": [{"name": "predict", "shape": [len(rows), len(rows[0])],
-                                   "datatype": "FP32", "data": flat}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "predict",
+                    "shape": [len(rows), len(rows[0])],
+                    "datatype": "FP32",
+                    "data": flat,
+                }
+            ]
+        }
+    ).encode()
 
 
 def oip_outputs(reply: bytes) -> list[float]:

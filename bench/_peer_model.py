@@ -24,8 +24,9 @@ def train(directory: Path) -> tuple[Path, Path]:
     model = GradientBoostingRegressor(n_estimators=50, random_state=0).fit(x, y)
     joblib_path = directory / "model.joblib"
     joblib.dump(model, joblib_path)
-    onnx_model = to_onnx(model, initial_types=[("float_input", FloatTensorType([None, N_FEATURES]))],
-                         target_opset=17)
+    onnx_model = to_onnx(
+        model, initial_types=[("float_input", FloatTensorType([None, N_FEATURES]))], target_opset=17
+    )
     onnx_path = directory / "model.onnx"
     onnx_path.write_bytes(onnx_model.SerializeToString())
     return onnx_path, joblib_path

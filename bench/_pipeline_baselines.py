@@ -18,8 +18,9 @@ import numpy as np
 from bench._pipeline_load import Budget, Reader, headers, measure_echo
 
 
-def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float,
-                    threads: int) -> dict[str, float]:
+def raw_onnxruntime(
+    paths: list[Path], batches: list[np.ndarray], seconds: float, threads: int
+) -> dict[str, float]:
     """The sessions chained directly on the same numpy batches: rows/s, and ms per batch of
     wall time and of the calling thread's CPU (onnxruntime's one thread is the caller's)."""
     import onnxruntime as ort
@@ -27,8 +28,9 @@ def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for p in paths]
+    sessions = [
+        ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths
+    ]
     names = [s.get_inputs()[0].name for s in sessions]
 
     def chain(x: np.ndarray) -> np.ndarray:
@@ -46,12 +48,23 @@ def raw_onnxruntime(paths: list[Path], batches: list[np.ndarray], seconds: float
         n += 1
         rows += len(batch)
     elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
-    return {"rows_per_s": round(rows / elapsed, 1), "ms_per_batch": round(elapsed / n * 1e3, 4),
-            "cpu_ms_per_batch": round(cpu / n * 1e3, 4), "batches": n}
+    return {
+        "rows_per_s": round(rows / elapsed, 1),
+        "ms_per_batch": round(elapsed / n * 1e3, 4),
+        "cpu_ms_per_batch": round(cpu / n * 1e3, 4),
+        "batches": n,
+    }
 
 
-def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads: int,
-               min_msgs: int = 64, *, pause_s: float = 0.0) -> dict[str, float]:
+def stage_path(
+    paths: list[Path],
+    payloads: list[bytes],
+    seconds: float,
+    threads: int,
+    min_msgs: int = 64,
+    *,
+    pause_s: float = 0.0,
+) -> dict[str, float]:
     """What a main worker's fused stage computes per message, in process with no Kafka:
     decode, every step on the micro-batch, encode and sink (ms of wall time and of CPU per
     message). Worker CPU minus this CPU is what the Kafka clients and the loop cost.
@@ -68,23 +81,47 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
     from streams.stage import StepCounters
     from streams.topics import TopicMap
 
-    refs = [ModelRef(name=f"m{i}", version=f"v{i}", sha=hashlib.sha256(p.read_bytes()).hexdigest(),
-                     runtime="onnx") for i, p in enumerate(paths)]
+    refs = [
+        ModelRef(
+            name=f"m{i}",
+            version=f"v{i}",
+            sha=hashlib.sha256(p.read_bytes()).hexdigest(),
+            runtime="onnx",
+        )
+        for i, p in enumerate(paths)
+    ]
     files = {ref.name: path for ref, path in zip(refs, paths)}
     spec = PipelineSpec(steps=[ModelStep(model=ref) for ref in refs])
-    pipeline = load_pipeline("bench", spec, lambda ref: files[ref.name], RuntimeOptions(threads=threads))
-    stages = worker_stages(pipeline, Layout("bench", "stages", "d1"), TopicMap.load(), "main",
-                           WorkerSettings())
+    pipeline = load_pipeline(
+        "bench", spec, lambda ref: files[ref.name], RuntimeOptions(threads=threads)
+    )
+    stages = worker_stages(
+        pipeline, Layout("bench", "stages", "d1"), TopicMap.load(), "main", WorkerSettings()
+    )
     counters = StepCounters()
 
-    def record(topic: str, offset: int, value: bytes | None,
-               headers: list[tuple[str, bytes]]) -> ConsumerRecord:
-        return ConsumerRecord(topic, 0, offset, 1_700_000_000_000, 0, None, value, None, 0,
-                              len(value or b""), tuple(headers))
+    def record(
+        topic: str, offset: int, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> ConsumerRecord:
+        return ConsumerRecord(
+            topic,
+            0,
+            offset,
+            1_700_000_000_000,
+            0,
+            None,
+            value,
+            None,
+            0,
+            len(value or b""),
+            tuple(headers),
+        )
 
     def through_all(count: int) -> None:
-        records = [record(stages[0].source, i, payloads[i % len(payloads)], headers(f"s{i}"))
-                   for i in range(count)]
+        records = [
+            record(stages[0].source, i, payloads[i % len(payloads)], headers(f"s{i}"))
+            for i in range(count)
+        ]
         for stage in stages:
             sent, done, incoming = [], 0, stage.receive(records)
             while done < len(incoming):
@@ -107,29 +144,45 @@ def stage_path(paths: list[Path], payloads: list[bytes], seconds: float, threads
             paused += pause_s
     elapsed, cpu = time.perf_counter() - start - paused, time.thread_time() - cpu
     pipeline.unload()
-    return {"ms_per_msg": round(elapsed / n * 1e3, 4), "cpu_ms_per_msg": round(cpu / n * 1e3, 4),
-            "msgs": n}
+    return {
+        "ms_per_msg": round(elapsed / n * 1e3, 4),
+        "cpu_ms_per_msg": round(cpu / n * 1e3, 4),
+        "msgs": n,
+    }
 
 
-def own_compute(steps: dict[str, Path], batches: list[np.ndarray], seconds: float,
-                threads: int) -> dict[str, float]:
+def own_compute(
+    steps: dict[str, Path], batches: list[np.ndarray], seconds: float, threads: int
+) -> dict[str, float]:
     """Each model's own compute per message: raw onnxruntime alone on `batches`, ms of the
     calling thread's CPU (wall time on a shared machine also counts others' turns)."""
-    return {name: raw_onnxruntime([path], batches, seconds, threads)["cpu_ms_per_batch"]
-            for name, path in steps.items()}
+    return {
+        name: raw_onnxruntime([path], batches, seconds, threads)["cpu_ms_per_batch"]
+        for name, path in steps.items()
+    }
 
 
-def baselines(at: Reader, paths: list[Path], batches: list[np.ndarray], payloads: list[bytes],
-              budget: Budget, threads: int, tag: str) -> dict[str, Any]:
+def baselines(
+    at: Reader,
+    paths: list[Path],
+    batches: list[np.ndarray],
+    payloads: list[bytes],
+    budget: Budget,
+    threads: int,
+    tag: str,
+) -> dict[str, Any]:
     """The bare aiokafka echo of `payloads`, raw onnxruntime and the stages in process on
     `batches` (the same rows), while the stack idles."""
-    return {"echo": asyncio.run(measure_echo(at, payloads, len(batches[0]), budget, tag)),
-            "raw_onnxruntime": raw_onnxruntime(paths, batches, budget.raw_s, threads),
-            "stages_in_process": stage_path(paths, payloads, budget.raw_s, threads)}
+    return {
+        "echo": asyncio.run(measure_echo(at, payloads, len(batches[0]), budget, tag)),
+        "raw_onnxruntime": raw_onnxruntime(paths, batches, budget.raw_s, threads),
+        "stages_in_process": stage_path(paths, payloads, budget.raw_s, threads),
+    }
 
 
 def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The mean of each figure measured before and after a pipeline (both kept as well)."""
+
     def mean(a: Any, b: Any) -> Any:
         if isinstance(a, dict):
             return {k: mean(a[k], b[k]) for k in a if k in b}
@@ -137,5 +190,7 @@ def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
             return round((a + b) / 2, 4)
         return a if a == b else None
 
-    return {kind: {**mean(before[kind], after[kind]),
-                   "before": before[kind], "after": after[kind]} for kind in before}
+    return {
+        kind: {**mean(before[kind], after[kind]), "before": before[kind], "after": after[kind]}
+        for kind in before
+    }

@@ -48,8 +48,9 @@ class Budget:
     paired_s: float
 
 
-FULL = Budget(20, 10.0, 10.0, {1: 30_000, 256: 3_000}, {1: 2_000, 256: 100}, 300, 5.0, 3.0,
-              1_000, 12.0)
+FULL = Budget(
+    20, 10.0, 10.0, {1: 30_000, 256: 3_000}, {1: 2_000, 256: 100}, 300, 5.0, 3.0, 1_000, 12.0
+)
 QUICK = Budget(5, 2.0, 8.0, {1: 3_000, 256: 300}, {1: 1_000, 256: 50}, 60, 1.5, 0.3, 60, 1.5)
 
 
@@ -65,8 +66,12 @@ class Reader:
     """Workers answer in transactions (Apache Kafka): answers count once committed."""
 
     def replies(self, topic: str) -> Replies:
-        return Replies(self.bootstrap, topic, self.fetch_wait_ms,
-                       isolation_level="read_committed" if self.committed else "read_uncommitted")
+        return Replies(
+            self.bootstrap,
+            topic,
+            self.fetch_wait_ms,
+            isolation_level="read_committed" if self.committed else "read_uncommitted",
+        )
 
 
 def reader(bootstrap: str) -> Reader:
@@ -78,8 +83,10 @@ def reader(bootstrap: str) -> Reader:
 # -- requests -----------------------------------------------------------------------------
 def make_batches(x: np.ndarray, rows: int, count: int) -> list[np.ndarray]:
     """`count` distinct float32 batches of `rows` rows, cut from the diabetes features."""
-    return [np.take(x, range(k * 37, k * 37 + rows), axis=0, mode="wrap").astype(np.float32)
-            for k in range(count)]
+    return [
+        np.take(x, range(k * 37, k * 37 + rows), axis=0, mode="wrap").astype(np.float32)
+        for k in range(count)
+    ]
 
 
 def encode(batch: np.ndarray) -> bytes:
@@ -95,13 +102,22 @@ def headers(request_id: str) -> list[tuple[str, bytes]]:
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "n": 0}
-    return {"p50_ms": round(float(np.percentile(values, 50)), 3),
-            "p99_ms": round(float(np.percentile(values, 99)), 3), "n": len(values)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "n": len(values),
+    }
 
 
 # -- measurements -------------------------------------------------------------------------
-async def warm_up(producer: Any, replies: Replies, topic: str, payloads: list[bytes], n: int,
-                  timeout_s: float = 60.0) -> bytes:
+async def warm_up(
+    producer: Any,
+    replies: Replies,
+    topic: str,
+    payloads: list[bytes],
+    n: int,
+    timeout_s: float = 60.0,
+) -> bytes:
     """Send `n` messages, wait for every answer; raise if any fails. Returns one answer's value."""
     run = uuid.uuid4().hex[:8]
     futures = []
@@ -118,8 +134,9 @@ async def warm_up(producer: Any, replies: Replies, topic: str, payloads: list[by
     return next(iter(done)).result().value
 
 
-async def throughput(producer: Any, replies: Replies, topic: str, payloads: list[bytes],
-                     rows: int, budget: Budget) -> dict[str, Any]:
+async def throughput(
+    producer: Any, replies: Replies, topic: str, payloads: list[bytes], rows: int, budget: Budget
+) -> dict[str, Any]:
     """Pipelined sends (at most `window` in flight) for a bounded count/time; rows/s answered."""
     window = asyncio.Semaphore(budget.window_msgs[rows])
     run = uuid.uuid4().hex[:8]
@@ -148,14 +165,28 @@ async def throughput(producer: Any, replies: Replies, topic: str, payloads: list
     answers = [f.result() for f in done]
     ok = [a for a in answers if not a.error]
     wall = (max(a.arrived for a in answers) - start) if answers else time.perf_counter() - start
-    return {"sent_msgs": len(futures), "answered_msgs": len(ok), "error_msgs": len(answers) - len(ok),
-            "unanswered_msgs": len(pending), "rows": len(ok) * rows, "send_s": round(sent_s, 3),
-            "wall_s": round(wall, 3), "rows_per_s": round(len(ok) * rows / wall, 1) if wall else 0.0,
-            "msgs_per_s": round(len(ok) / wall, 1) if wall else 0.0}
+    return {
+        "sent_msgs": len(futures),
+        "answered_msgs": len(ok),
+        "error_msgs": len(answers) - len(ok),
+        "unanswered_msgs": len(pending),
+        "rows": len(ok) * rows,
+        "send_s": round(sent_s, 3),
+        "wall_s": round(wall, 3),
+        "rows_per_s": round(len(ok) * rows / wall, 1) if wall else 0.0,
+        "msgs_per_s": round(len(ok) / wall, 1) if wall else 0.0,
+    }
 
 
-async def latency(producer: Any, targets: list[tuple[Replies, str]], payloads: list[bytes],
-                  msgs: int, seconds: float, *, weir: bool) -> list[dict[str, Any]]:
+async def latency(
+    producer: Any,
+    targets: list[tuple[Replies, str]],
+    payloads: list[bytes],
+    msgs: int,
+    seconds: float,
+    *,
+    weir: bool,
+) -> list[dict[str, Any]]:
     """One message at a time, to each (replies, input topic) target in turn, so targets are
     measured over the same seconds (at most `msgs` each, `seconds` each in all); end-to-end
     ms (and, for weir, the in-pipeline part)."""
@@ -187,8 +218,11 @@ async def latency(producer: Any, targets: list[tuple[Replies, str]], payloads: l
                 inside[t].append(batch.column("metadata.elapsed_ns")[0].as_py() / 1e6)
     results = []
     for t in range(len(targets)):
-        result: dict[str, Any] = {**percentiles(e2e[t]), "timeouts": timeouts[t],
-                                  "errors": errors[t]}
+        result: dict[str, Any] = {
+            **percentiles(e2e[t]),
+            "timeouts": timeouts[t],
+            "errors": errors[t],
+        }
         if weir:
             # metadata.elapsed_ns runs from the input record's Kafka timestamp (ms resolution)
             # to the result being built in the last step: e2e less the result hop.
@@ -197,8 +231,9 @@ async def latency(producer: Any, targets: list[tuple[Replies, str]], payloads: l
     return results
 
 
-async def paired_latency(at: Reader, pipelines: list[dict[str, str]], payloads: list[bytes],
-                         budget: Budget) -> list[dict[str, Any]]:
+async def paired_latency(
+    at: Reader, pipelines: list[dict[str, str]], payloads: list[bytes], budget: Budget
+) -> list[dict[str, Any]]:
     """`latency` of deployed pipelines (their topics), one message to each in turn."""
     producer = new_producer(at.bootstrap)
     await producer.start()
@@ -207,16 +242,26 @@ async def paired_latency(at: Reader, pipelines: list[dict[str, str]], payloads: 
         targets = [(r, p["input"]) for r, p in zip(replies, pipelines)]
         for r, topic in targets:
             await warm_up(producer, r, topic, payloads, budget.warmup_msgs)
-        return await latency(producer, targets, payloads, budget.paired_msgs, budget.paired_s,
-                             weir=True)
+        return await latency(
+            producer, targets, payloads, budget.paired_msgs, budget.paired_s, weir=True
+        )
     finally:
         await producer.stop()
         for r in replies:
             await r.stop()
 
 
-async def measure(at: Reader, source: str, target: str, payloads: list[bytes], rows: int,
-                  budget: Budget, pids: dict[str, list[int]], *, weir: bool) -> dict[str, Any]:
+async def measure(
+    at: Reader,
+    source: str,
+    target: str,
+    payloads: list[bytes],
+    rows: int,
+    budget: Budget,
+    pids: dict[str, list[int]],
+    *,
+    weir: bool,
+) -> dict[str, Any]:
     """Warm-up, latency, then throughput (with each process's CPU) of messages of `rows` rows
     sent to `source` and answered on `target` (a deployed pipeline's topics, or the echo's)."""
     replies = await at.replies(target).start()
@@ -230,8 +275,14 @@ async def measure(at: Reader, source: str, target: str, payloads: list[bytes], r
             columns = codecs.decode(value, codecs.ARROW_STREAM).schema.names
             if "out.variable" not in columns:
                 raise RuntimeError(f"unexpected result columns {columns}")
-        [lat] = await latency(one_by_one, [(replies, source)], payloads, budget.latency_msgs,
-                              budget.latency_s, weir=weir)
+        [lat] = await latency(
+            one_by_one,
+            [(replies, source)],
+            payloads,
+            budget.latency_msgs,
+            budget.latency_s,
+            weir=weir,
+        )
         meter = CpuMeter(pids).start()
         tp = await throughput(batching, replies, source, payloads, rows, budget)
         tp["cpu_s"] = meter.stop()
@@ -242,16 +293,20 @@ async def measure(at: Reader, source: str, target: str, payloads: list[bytes], r
         await replies.stop()
 
 
-async def measure_echo(at: Reader, payloads: list[bytes], rows: int, budget: Budget,
-                       tag: str) -> dict[str, Any]:
+async def measure_echo(
+    at: Reader, payloads: list[bytes], rows: int, budget: Budget, tag: str
+) -> dict[str, Any]:
     """The bare aiokafka round trip: bench producer -> A -> echo loop -> B -> bench consumer,
     on topics of its own, named with `tag` (as each pipeline measurement has)."""
     source, target = (f"{name}.{rows}.{tag}" for name in ECHO_TOPICS)
-    await ensure_topics(WorkerSettings(kafka_bootstrap=at.bootstrap),
-                        [TopicSpec(source, ECHO_PARTITIONS), TopicSpec(target, ECHO_PARTITIONS)])
+    await ensure_topics(
+        WorkerSettings(kafka_bootstrap=at.bootstrap),
+        [TopicSpec(source, ECHO_PARTITIONS), TopicSpec(target, ECHO_PARTITIONS)],
+    )
     echo = await Echo(at.bootstrap, source, target, at.fetch_wait_ms).start()
     try:
-        return await measure(at, source, target, payloads, rows, budget,
-                             {"bench": [os.getpid()]}, weir=False)
+        return await measure(
+            at, source, target, payloads, rows, budget, {"bench": [os.getpid()]}, weir=False
+        )
     finally:
         await echo.stop()

@@ -21,11 +21,22 @@ def save(kind: str, result: dict[str, Any], directory: Path = RESULTS) -> Path:
     return path
 
 
-def finish(kind: str, results: dict[str, Any], directory: Path, started: float,
-           load_before: tuple[float, float, float]) -> Path:
+def finish(
+    kind: str,
+    results: dict[str, Any],
+    directory: Path,
+    started: float,
+    load_before: tuple[float, float, float],
+) -> Path:
     """Stamp `results` with the run's duration (since `started`, a perf_counter) and the
     machine it ran on (CPUs, load average before and after, Python), then `save` them."""
-    results.update(elapsed_s=round(time.perf_counter() - started, 1),
-                   machine={"cpu_count": os.cpu_count(), "loadavg_before": load_before,
-                            "loadavg_after": os.getloadavg(), "python": platform.python_version()})
+    results.update(
+        elapsed_s=round(time.perf_counter() - started, 1),
+        machine={
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "python": platform.python_version(),
+        },
+    )
     return save(kind, results, directory)

@@ -35,7 +35,7 @@ def _package(frame: FrameType) -> str:
     for top in ("control", "streams", "engine", "bench"):
         if top in parts:
             i = parts.index(top)
-            return "/".join(parts[i:i + 2]).removesuffix(".py")
+            return "/".join(parts[i : i + 2]).removesuffix(".py")
     return Path(path).stem
 
 
@@ -116,8 +116,9 @@ def snapshot(directory: Path, pid: int, timeout_s: float = 5.0) -> dict[tuple[st
     raise TimeoutError(f"process {pid} wrote no sample")
 
 
-def difference(after: dict[tuple[str, str], float], before: dict[tuple[str, str], float]
-               ) -> dict[tuple[str, str], float]:
+def difference(
+    after: dict[tuple[str, str], float], before: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
     """Seconds spent between two snapshots."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
@@ -140,7 +141,9 @@ def profile(directory: str) -> None:
     signal.signal(signal.SIGUSR2, toggle)
 
 
-def profiled_phase(directory: Path, pid: int, run: Any, timeout_s: float = 30.0) -> tuple[Any, Path]:
+def profiled_phase(
+    directory: Path, pid: int, run: Any, timeout_s: float = 30.0
+) -> tuple[Any, Path]:
     """`run()` with process `pid` (installed with `profile`) under cProfile; its result and
     the profile's path."""
     os.kill(pid, signal.SIGUSR2)
@@ -159,6 +162,11 @@ def top(path: Path, per: int, most: int = 20) -> list[list[Any]]:
     own ms, ms including what it called], each per one of `per` units of work."""
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:most]
-    return [[f"{Path(file).name}:{line}({name})", round(own * 1e3 / per, 3),
-             round(cumulative * 1e3 / per, 3)]
-            for (file, line, name), (_, _, own, cumulative, _) in rows]
+    return [
+        [
+            f"{Path(file).name}:{line}({name})",
+            round(own * 1e3 / per, 3),
+            round(cumulative * 1e3 / per, 3),
+        ]
+        for (file, line, name), (_, _, own, cumulative, _) in rows
+    ]

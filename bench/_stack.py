@@ -59,14 +59,20 @@ def chain_model(path: Path, variant: int) -> Path:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, FEATURES])
     y = helper.make_tensor_value_info("float_input", TensorProto.FLOAT, [None, FEATURES])
     if variant == 0:
-        inits = [numpy_helper.from_array(np.eye(FEATURES, dtype=np.float32), "eye"),
-                 numpy_helper.from_array(np.zeros(FEATURES, np.float32), "zero")]
-        nodes = [helper.make_node("MatMul", ["x", "eye"], ["h"]),
-                 helper.make_node("Add", ["h", "zero"], ["float_input"])]
+        inits = [
+            numpy_helper.from_array(np.eye(FEATURES, dtype=np.float32), "eye"),
+            numpy_helper.from_array(np.zeros(FEATURES, np.float32), "zero"),
+        ]
+        nodes = [
+            helper.make_node("MatMul", ["x", "eye"], ["h"]),
+            helper.make_node("Add", ["h", "zero"], ["float_input"]),
+        ]
     else:
         inits = [numpy_helper.from_array(np.ones(FEATURES, np.float32), "one")]
-        nodes = [helper.make_node("Mul", ["x", "one"], ["h"]),
-                 helper.make_node("Identity", ["h"], ["float_input"])]
+        nodes = [
+            helper.make_node("Mul", ["x", "one"], ["h"]),
+            helper.make_node("Identity", ["h"], ["float_input"]),
+        ]
     graph = helper.make_graph(nodes, f"chain{variant}", [x], [y], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -81,7 +87,7 @@ def cpu_seconds(pid: int) -> float:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of stat(5)
 
 
@@ -125,8 +131,10 @@ class CpuMeter:
 
     def _read(self) -> dict[str, float]:
         cpu = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
-        wait = {f"{name}_wait": sum(runqueue_wait_seconds(p) for p in pids)
-                for name, pids in self.pids.items()}
+        wait = {
+            f"{name}_wait": sum(runqueue_wait_seconds(p) for p in pids)
+            for name, pids in self.pids.items()
+        }
         return {**cpu, **wait, "machine": system_busy_seconds()}
 
     def start(self) -> CpuMeter:
@@ -142,8 +150,12 @@ class CpuMeter:
 # -- Kafka clients ---------------------------------------------------------------------
 def new_producer(bootstrap: str, linger_ms: int = 0) -> AIOKafkaProducer:
     """The producer every measurement uses (bench client and echo loop alike)."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
-                            max_batch_size=1 << 20, max_request_size=8 << 20)
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=linger_ms,
+        max_batch_size=1 << 20,
+        max_request_size=8 << 20,
+    )
 
 
 async def _assign_at_end(consumer: AIOKafkaConsumer, topic: str) -> None:
@@ -189,10 +201,14 @@ class Replies:
 
     async def start(self) -> Replies:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            fetch_max_wait_ms=self.fetch_wait_ms, auto_offset_reset="latest",
-            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
-            isolation_level=self.isolation_level)
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            auto_offset_reset="latest",
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20,
+            isolation_level=self.isolation_level,
+        )
         await self._consumer.start()
         await _assign_at_end(self._consumer, self.topic)
         self._task = asyncio.create_task(self._run())
@@ -244,9 +260,13 @@ class Echo:
 
     async def start(self) -> Echo:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            fetch_max_wait_ms=self.fetch_wait_ms, auto_offset_reset="latest",
-            max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            auto_offset_reset="latest",
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20,
+        )
         self._producer = new_producer(self.bootstrap)
         await self._consumer.start()
         await self._producer.start()
@@ -260,8 +280,9 @@ class Echo:
             records = await self._consumer.getmany(timeout_ms=1000, max_records=500)
             for msgs in records.values():
                 for msg in msgs:
-                    await self._producer.send(self.target, msg.value, key=msg.key,
-                                              headers=list(msg.headers))
+                    await self._producer.send(
+                        self.target, msg.value, key=msg.key, headers=list(msg.headers)
+                    )
                     self.echoed += 1
 
     async def stop(self) -> None:

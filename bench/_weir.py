@@ -40,10 +40,16 @@ class WeirStack:
 
 
 @contextmanager
-def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
-               env: dict[str, str] | None = None, sample_dir: Path | None = None,
-               before_deploy: Callable[[dict[str, list[int]]], None] | None = None,
-               steps: Sequence[tuple[str, Path]] = ()) -> Iterator[WeirStack]:
+def weir_stack(
+    broker: Broker,
+    model: Path,
+    *,
+    name: str = "diabetes",
+    env: dict[str, str] | None = None,
+    sample_dir: Path | None = None,
+    before_deploy: Callable[[dict[str, list[int]]], None] | None = None,
+    steps: Sequence[tuple[str, Path]] = (),
+) -> Iterator[WeirStack]:
     """A fresh broker, Redis and weir server (new WEIR_HOME) with `model` deployed as a
     one-step pipeline (or `steps`, (name, file) in order: `.onnx` files as ONNX models,
     others as Python steps); `env` (WEIR_* settings) reaches the server and its workers;
@@ -57,13 +63,17 @@ def weir_stack(broker: Broker, model: Path, *, name: str = "diabetes",
         os.environ.update(env or {})
         if sample_dir is not None:
             os.environ["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(SAMPLE_SHIM), saved.get("PYTHONPATH")]))
+                filter(None, [str(SAMPLE_SHIM), saved.get("PYTHONPATH")])
+            )
             os.environ["WEIR_BENCH_SAMPLE_DIR"] = str(sample_dir)
         settings = Settings(home=home, kafka_bootstrap=service.address)
         record = up(settings, detach=True, say=lambda _: None)
         try:
-            pids = {"server": [record["pids"]["server"]], "redis": [record["pids"]["redis"]],
-                    "broker": [service.proc.pid]}
+            pids = {
+                "server": [record["pids"]["server"]],
+                "redis": [record["pids"]["redis"]],
+                "broker": [service.proc.pid],
+            }
             if before_deploy is not None:
                 before_deploy(pids)
             client = Client(settings=Settings.discover(home=home))

@@ -32,7 +32,7 @@ FEATURES = 512
 NARROW = 10
 HIDDEN = (384, 384)
 ROWS = 256
-WIDEN = f'''
+WIDEN = f"""
 import numpy as np
 
 _W = np.random.default_rng(0).standard_normal(({NARROW}, {FEATURES})).astype(np.float32)
@@ -40,12 +40,12 @@ _W = np.random.default_rng(0).standard_normal(({NARROW}, {FEATURES})).astype(np.
 
 def process_data(input_data):
     return {{"features": np.tanh(input_data["tensor"] @ _W)}}
-'''
+"""
 """Widens the 10 features a request carries to the MLP's 512 (a random projection)."""
-PASS_ON = '''
+PASS_ON = """
 def process_data(input_data):
     return input_data
-'''
+"""
 """Passes the MLP's output on as it is."""
 
 
@@ -57,8 +57,10 @@ def mlp(path: Path, seed: int = 0) -> Path:
     nodes, weights, last, width = [], [], "float_input", FEATURES
     for i, out in enumerate((*HIDDEN, 1)):
         w = rng.standard_normal((width, out)) * np.sqrt(2 / width)
-        weights += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
-                    numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}")]
+        weights += [
+            numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}"),
+        ]
         name = "variable" if out == 1 else f"h{i}"
         nodes.append(helper.make_node("Gemm", [last, f"w{i}", f"b{i}"], [name]))
         if out != 1:
@@ -66,9 +68,12 @@ def mlp(path: Path, seed: int = 0) -> Path:
             name = f"r{i}"
         last, width = name, out
     graph = helper.make_graph(
-        nodes, "wide_mlp",
+        nodes,
+        "wide_mlp",
         [helper.make_tensor_value_info("float_input", TensorProto.FLOAT, ["N", FEATURES])],
-        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])], weights)
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
@@ -78,8 +83,11 @@ def mlp(path: Path, seed: int = 0) -> Path:
 def write_models(root: Path) -> dict[str, Path]:
     """The MLP and the two Python steps of the chain."""
     root.mkdir(parents=True, exist_ok=True)
-    paths = {"mlp": mlp(root / "mlp.onnx"), "widen": root / "widen.py",
-             "pass_on": root / "pass_on.py"}
+    paths = {
+        "mlp": mlp(root / "mlp.onnx"),
+        "widen": root / "widen.py",
+        "pass_on": root / "pass_on.py",
+    }
     paths["widen"].write_text(WIDEN)
     paths["pass_on"].write_text(PASS_ON)
     return paths
@@ -99,8 +107,12 @@ def request(batch: np.ndarray) -> bytes:
 def load_mlp(path: Path) -> CompiledPipeline:
     """The 1-step wide pipeline in process, one onnxruntime thread (as a worker with cpus=1)."""
     ref = ModelRef(name="mlp", version="bench", sha=sha256_file(path), runtime="onnx")
-    return load_pipeline("bench", PipelineSpec(steps=[ModelStep(model=ref)]), lambda _: path,
-                         RuntimeOptions(threads=1))
+    return load_pipeline(
+        "bench",
+        PipelineSpec(steps=[ModelStep(model=ref)]),
+        lambda _: path,
+        RuntimeOptions(threads=1),
+    )
 
 
 def _ms_per_message(call: Callable[[], Any], messages: int, seconds: float) -> float:
@@ -135,21 +147,27 @@ def parts(path: Path, payloads: list[bytes], seconds: float, fetch: int = 8) -> 
     slim_answers = codecs.encode_many(slim, rows)
     out: dict[str, Any] = {
         "fetch_messages": fetch,
-        "request_bytes": len(values[0]), "answer_bytes": len(answers[0]),
+        "request_bytes": len(values[0]),
+        "answer_bytes": len(answers[0]),
         "answer_bytes_without_inputs": len(slim_answers[0]),
         "ms_per_message": {
             "decode": _ms_per_message(lambda: codecs.decode_many(values), fetch, seconds),
             "decode_one_by_one": _ms_per_message(
-                lambda: [codecs.decode(v, codecs.ARROW_STREAM) for v in values], fetch, seconds),
-            "start": _ms_per_message(lambda: CompiledPipeline.start(run.batch, run.rows),
-                                     fetch, seconds),
+                lambda: [codecs.decode(v, codecs.ARROW_STREAM) for v in values], fetch, seconds
+            ),
+            "start": _ms_per_message(
+                lambda: CompiledPipeline.start(run.batch, run.rows), fetch, seconds
+            ),
             "mlp_step": _ms_per_message(lambda: pipeline.run_step(0, message), fetch, seconds),
-            "finish": _ms_per_message(lambda: pipeline.finish(computed, started_ns=started),
-                                      fetch, seconds),
-            "encode_answers": _ms_per_message(lambda: codecs.encode_many(result, rows),
-                                              fetch, seconds),
+            "finish": _ms_per_message(
+                lambda: pipeline.finish(computed, started_ns=started), fetch, seconds
+            ),
+            "encode_answers": _ms_per_message(
+                lambda: codecs.encode_many(result, rows), fetch, seconds
+            ),
             "encode_answers_without_inputs": _ms_per_message(
-                lambda: codecs.encode_many(slim, rows), fetch, seconds),
+                lambda: codecs.encode_many(slim, rows), fetch, seconds
+            ),
         },
     }
     pipeline.unload()
@@ -157,8 +175,7 @@ def parts(path: Path, payloads: list[bytes], seconds: float, fetch: int = 8) -> 
     return out
 
 
-def log_ingest(answers: list[bytes], slim_answers: list[bytes],
-               seconds: float) -> dict[str, float]:
+def log_ingest(answers: list[bytes], slim_answers: list[bytes], seconds: float) -> dict[str, float]:
     """The log agent's work on a fetch of answers, ms per message: log rows in bulk, the
     default log policy and a Parquet append (`_rows_only`: the log rows alone); with and
     without the carried inputs; and the Parquet bytes stored per row."""
@@ -170,17 +187,20 @@ def log_ingest(answers: list[bytes], slim_answers: list[bytes],
             results = [(value, f"r{i}", None) for i, value in enumerate(values)]
             stored = [0]
 
-            def ingest(label: str = label, results: list[Any] = results,
-                       stored: list[int] = stored) -> None:
+            def ingest(
+                label: str = label, results: list[Any] = results, stored: list[int] = stored
+            ) -> None:
                 for batch in result_rows(results):
                     kept = policy.apply(batch)
                     store.append("default", label, kept)
                     stored[0] += kept.num_rows
 
             out[label] = _ms_per_message(ingest, len(values), seconds)
-            out[f"{label}_rows_only"] = _ms_per_message(lambda r=results: result_rows(r),
-                                                        len(values), seconds)
+            out[f"{label}_rows_only"] = _ms_per_message(
+                lambda r=results: result_rows(r), len(values), seconds
+            )
             files = Path(root, "default", label).rglob("*.parquet")
             out[f"{label}_parquet_bytes_per_row"] = round(
-                sum(f.stat().st_size for f in files) / max(stored[0], 1), 1)
+                sum(f.stat().st_size for f in files) / max(stored[0], 1), 1
+            )
     return out

@@ -34,8 +34,11 @@ from typing import Any
 from _results import RESULTS, save
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = {"arrow, 1-row": ("arrow", 1, 2000), "arrow, 256-row": ("arrow", 256, 64),
-             "json, 1-row": ("json", 1, 2000)}
+WORKLOADS = {
+    "arrow, 1-row": ("arrow", 1, 2000),
+    "arrow, 256-row": ("arrow", 256, 64),
+    "json, 1-row": ("json", 1, 2000),
+}
 """name: (request format, rows per record, records per repeat)."""
 
 _RUN = """
@@ -93,37 +96,50 @@ print(json.dumps(out))
 
 def _export(rev: str, into: Path) -> Path:
     """The tree of `rev`, written under `into` (git archive: the repository is untouched)."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
     into.mkdir()
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
 
 def _round(tree: Path, seconds: float) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", _RUN, json.dumps(WORKLOADS), str(seconds)],
-                          cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, json.dumps(WORKLOADS), str(seconds)],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline", default="main", help="the revision to compare with")
     parser.add_argument("--now", default="HEAD", help="the revision measured")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload and round")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    revs = {which: subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
-                                  check=True, capture_output=True, text=True).stdout.strip()
-            for which, rev in (("baseline", args.baseline), ("now", args.now))}
+    revs = {
+        which: subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for which, rev in (("baseline", args.baseline), ("now", args.now))
+    }
     figures: dict[str, dict[str, list[float]]] = {"baseline": {}, "now": {}}
     with tempfile.TemporaryDirectory() as folder:
         trees = {which: _export(rev, Path(folder) / which) for which, rev in revs.items()}
         for turn in range(args.rounds):  # in turns, each first every other round: the
-            order = list(trees.items())    # machine's drift hits both alike
+            order = list(trees.items())  # machine's drift hits both alike
             for which, tree in order[::-1] if turn % 2 else order:
                 for name, rows_s in _round(tree, args.seconds).items():
                     figures[which].setdefault(name, []).append(rows_s)
@@ -132,9 +148,11 @@ def main() -> None:
     for name in WORKLOADS:
         before = statistics.median(figures["baseline"][name])
         after = statistics.median(figures["now"][name])
-        result["workloads"][name] = {"baseline_rows_per_cpu_s": figures["baseline"][name],
-                                     "now_rows_per_cpu_s": figures["now"][name],
-                                     "ratio_of_medians": after / before}
+        result["workloads"][name] = {
+            "baseline_rows_per_cpu_s": figures["baseline"][name],
+            "now_rows_per_cpu_s": figures["now"][name],
+            "ratio_of_medians": after / before,
+        }
         print(f"{name:<16} {before:>12,.0f} {after:>12,.0f} {after / before:>13.3f}")
     print(f"saved {save('answers', result, args.out)}")
 

@@ -45,19 +45,25 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 PARTS = (
     ("idle", ("idle",)),
-    ("HTTP (uvicorn, starlette, fastapi, route)", ("uvicorn", "h11", "httptools", "starlette",
-                                                   "fastapi", "control/server")),
+    (
+        "HTTP (uvicorn, starlette, fastapi, route)",
+        ("uvicorn", "h11", "httptools", "starlette", "fastapi", "control/server"),
+    ),
     ("gateway (request, produce, replies)", ("control/gateway",)),
     ("Kafka client tasks (aiokafka)", ("aiokafka",)),
-    ("log agent (result rows, log store)", ("streams/log_agent", "streams/log_rows", "streams/logstore")),
+    (
+        "log agent (result rows, log store)",
+        ("streams/log_agent", "streams/log_rows", "streams/logstore"),
+    ),
     ("event loop", ("event loop", "asyncio")),
 )
 """How the sampled server time is split: by the task's outermost coroutine's package."""
 
 
 def arrow_body(count: int, offset: int = 0) -> bytes:
-    return codecs.encode(codecs.batch_from_arrays({"float_input": rows(count, offset)}),
-                         codecs.ARROW_STREAM)
+    return codecs.encode(
+        codecs.batch_from_arrays({"float_input": rows(count, offset)}), codecs.ARROW_STREAM
+    )
 
 
 def by_part(seconds: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -82,24 +88,30 @@ def measured(stack: WeirStack, sample_dir: Path | None, run: Any) -> dict[str, A
     outcomes = asyncio.run(run())
     client1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = meter.stop()
-    cpu["client"] = round(client1.ru_utime + client1.ru_stime - client0.ru_utime
-                          - client0.ru_stime, 3)
+    cpu["client"] = round(
+        client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime, 3
+    )
     summary = outcomes.summary()
     answered = max(summary["ok"] + summary["refused_503"], 1)
     result: dict[str, Any] = {
-        **summary, "cpu_s": cpu,
-        "cpu_ms_per_request": {k: round(cpu[k] * 1000 / answered, 3)
-                               for k in ("server", "worker", "broker", "client")},
+        **summary,
+        "cpu_s": cpu,
+        "cpu_ms_per_request": {
+            k: round(cpu[k] * 1000 / answered, 3) for k in ("server", "worker", "broker", "client")
+        },
     }
     if sample_dir:
         spent = difference(snapshot(sample_dir, server), before)
         result["server_sampled_top"] = [
             [task, package, round(s * 1000 / answered, 3)]
-            for (task, package), s in sorted(spent.items(), key=lambda kv: -kv[1])[:30]]
+            for (task, package), s in sorted(spent.items(), key=lambda kv: -kv[1])[:30]
+        ]
         parts = by_part(spent)
         result["server_sampled_ms_per_request"] = {
-            k: round(v * 1000 / answered, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
-            if k != "idle" and v * 1000 / answered >= 0.005}
+            k: round(v * 1000 / answered, 3)
+            for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
+            if k != "idle" and v * 1000 / answered >= 0.005
+        }
     return result
 
 
@@ -110,26 +122,58 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
         url = stack.pipeline.url()
         headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM}
         bodies = [arrow_body(1, i) for i in range(args.sequential + 20)]
-        out: dict[str, Any] = {"sequential_1row": measured(
-            stack, sample_dir, lambda: sequential(url, headers, bodies))}
+        out: dict[str, Any] = {
+            "sequential_1row": measured(stack, sample_dir, lambda: sequential(url, headers, bodies))
+        }
         for rate in args.rates:
             body = arrow_body(1)
-            out[f"open_{rate}"] = measured(stack, sample_dir, lambda r=rate, body=body: open_loop(
-                f"{url}?timeout={args.deadline_s}", headers, body, r, args.seconds,
-                args.connections, args.deadline_s + 5))
+            out[f"open_{rate}"] = measured(
+                stack,
+                sample_dir,
+                lambda r=rate, body=body: open_loop(
+                    f"{url}?timeout={args.deadline_s}",
+                    headers,
+                    body,
+                    r,
+                    args.seconds,
+                    args.connections,
+                    args.deadline_s + 5,
+                ),
+            )
     return out
 
 
 def show(broker: str, figures: dict[str, Any]) -> None:
     table = Table(title=f"weir HTTP gateway on {broker}: 1-row requests")
-    for column in ("run", "ok/s", "p50 ms", "p99 ms", "503", "failed", "503 max ms",
-                   "server CPU ms/req", "worker", "broker", "client"):
+    for column in (
+        "run",
+        "ok/s",
+        "p50 ms",
+        "p99 ms",
+        "503",
+        "failed",
+        "503 max ms",
+        "server CPU ms/req",
+        "worker",
+        "broker",
+        "client",
+    ):
         table.add_column(column)
     for run, f in figures.items():
         cpu = f["cpu_ms_per_request"]
-        table.add_row(run, str(f["ok_per_s"]), str(f.get("p50_ms", "-")), str(f.get("p99_ms", "-")),
-                      str(f["refused_503"]), str(f["failed"]), str(f.get("refused_max_ms", "-")),
-                      str(cpu["server"]), str(cpu["worker"]), str(cpu["broker"]), str(cpu["client"]))
+        table.add_row(
+            run,
+            str(f["ok_per_s"]),
+            str(f.get("p50_ms", "-")),
+            str(f.get("p99_ms", "-")),
+            str(f["refused_503"]),
+            str(f["failed"]),
+            str(f.get("refused_max_ms", "-")),
+            str(cpu["server"]),
+            str(cpu["worker"]),
+            str(cpu["broker"]),
+            str(cpu["client"]),
+        )
     console.print(table)
     for run, f in figures.items():
         if "server_sampled_ms_per_request" in f:

@@ -55,14 +55,19 @@ def idle_cpu(pids: dict[str, list[int]], settle_s: float, seconds: float) -> dic
     time.sleep(seconds)
     spent = cpu.stop()
     percent = {name: round(100 * spent[name] / spent["wall_s"], 2) for name in pids}
-    return {**percent, "total": round(sum(percent.values()), 2),
-            "machine": round(100 * spent["machine"] / spent["wall_s"], 2)}
+    return {
+        **percent,
+        "total": round(sum(percent.values()), 2),
+        "machine": round(100 * spent["machine"] / spent["wall_s"], 2),
+    }
 
 
 def latencies_ms(url: str, headers: dict[str, str], count: int) -> list[float]:
     """Latency of `count` 1-row requests sent one after another on one connection."""
-    bodies = [codecs.encode(codecs.batch_from_arrays({"float_input": rows(1, i)}),
-                            codecs.ARROW_STREAM) for i in range(count)]
+    bodies = [
+        codecs.encode(codecs.batch_from_arrays({"float_input": rows(1, i)}), codecs.ARROW_STREAM)
+        for i in range(count)
+    ]
     out = asyncio.run(sequential(url, headers, bodies, warmup=0))
     if set(out.status) != {200}:
         raise SystemExit(f"requests failed with HTTP status {sorted(set(out.status))}")
@@ -76,8 +81,12 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
     def before_deploy(pids: dict[str, list[int]]) -> None:
         out["no_pipeline"] = idle_cpu(pids, args.settle, args.seconds)
 
-    with weir_stack(broker, model, env=env,  # type: ignore[arg-type]
-                    before_deploy=before_deploy) as stack:
+    with weir_stack(
+        broker,
+        model,
+        env=env,  # type: ignore[arg-type]
+        before_deploy=before_deploy,
+    ) as stack:
         url = stack.pipeline.url()
         headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM}
         warm = latencies_ms(url, headers, args.warm + 5)[5:]  # the first few warm things up
@@ -90,10 +99,13 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
     for r in rounds:  # the broker's own idle cost is not weir's
         r["cpu_percent"]["weir"] = round(r["cpu_percent"]["total"] - broker_alone, 2)
     out.update(
-        idle=rounds, warm_ms=warm, warm_p50_ms=round(statistics.median(warm), 2),
+        idle=rounds,
+        warm_ms=warm,
+        warm_p50_ms=round(statistics.median(warm), 2),
         first_after_idle_ms=[r["first_request_ms"] for r in rounds],
         idle_total_percent=[r["cpu_percent"]["total"] for r in rounds],
-        idle_weir_percent=[r["cpu_percent"]["weir"] for r in rounds])
+        idle_weir_percent=[r["cpu_percent"]["weir"] for r in rounds],
+    )
     return out
 
 
@@ -102,26 +114,40 @@ def show(broker: str, figures: dict[str, Any]) -> None:
     for column in ("measured", *PROCESSES, "total", "weir*", "machine**", "next request ms"):
         table.add_column(column)
     base = figures["no_pipeline"]
-    table.add_row("nothing deployed", *(str(base.get(p, "-")) for p in PROCESSES),
-                  str(base["total"]), "-", str(base["machine"]), "-")
+    table.add_row(
+        "nothing deployed",
+        *(str(base.get(p, "-")) for p in PROCESSES),
+        str(base["total"]),
+        "-",
+        str(base["machine"]),
+        "-",
+    )
     for i, r in enumerate(figures["idle"]):
         cpu = r["cpu_percent"]
-        table.add_row(f"1 pipeline, round {i + 1}", *(str(cpu.get(p, "-")) for p in PROCESSES),
-                      str(cpu["total"]), str(cpu["weir"]), str(cpu["machine"]),
-                      str(r["first_request_ms"]))
+        table.add_row(
+            f"1 pipeline, round {i + 1}",
+            *(str(cpu.get(p, "-")) for p in PROCESSES),
+            str(cpu["total"]),
+            str(cpu["weir"]),
+            str(cpu["machine"]),
+            str(r["first_request_ms"]),
+        )
     console.print(table)
-    console.print(f"  warm requests (back to back): p50 {figures['warm_p50_ms']} ms, "
-                  f"max {max(figures['warm_ms'])} ms; * weir: the total less the broker's "
-                  "CPU with nothing deployed; ** machine: every process on it, other work "
-                  "included")
+    console.print(
+        f"  warm requests (back to back): p50 {figures['warm_p50_ms']} ms, "
+        f"max {max(figures['warm_ms'])} ms; * weir: the total less the broker's "
+        "CPU with nothing deployed; ** machine: every process on it, other work "
+        "included"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", choices=(*BROKERS, "both"), default="both")
     parser.add_argument("--seconds", type=float, default=10.0, help="each CPU measurement")
-    parser.add_argument("--settle", type=float, default=5.0,
-                        help="seconds without traffic before each measurement")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds without traffic before each measurement"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm", type=int, default=30, help="requests sent back to back")
     parser.add_argument("--env", nargs="*", default=[], help="WEIR_*=value for the server")

@@ -88,16 +88,21 @@ def stack_for(broker: Broker) -> AbstractContextManager[tuple[Path, dict[str, An
     if broker == "tansu":
         return fresh_stack()
     if "broker" not in Settings.model_fields:
-        raise SystemExit("--broker kafka needs `weir up --broker kafka` (the embedded Apache "
-                         "Kafka), which this checkout does not have yet")
+        raise SystemExit(
+            "--broker kafka needs `weir up --broker kafka` (the embedded Apache "
+            "Kafka), which this checkout does not have yet"
+        )
     return fresh_stack(broker=broker)
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "n": 0}
-    return {"p50_ms": round(float(np.percentile(values, 50)), 2),
-            "p99_ms": round(float(np.percentile(values, 99)), 2), "n": len(values)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "n": len(values),
+    }
 
 
 def png_batch(files: list[bytes]) -> pa.RecordBatch:
@@ -113,8 +118,12 @@ def requests(files: list[bytes], per_request: int) -> Iterator[pa.RecordBatch]:
 
 
 # -- in process ---------------------------------------------------------------------------
-def timed_runs(call: Callable[[pa.RecordBatch], Any], batches: Iterator[pa.RecordBatch],
-               seconds: float, rows: int) -> dict[str, Any]:
+def timed_runs(
+    call: Callable[[pa.RecordBatch], Any],
+    batches: Iterator[pa.RecordBatch],
+    seconds: float,
+    rows: int,
+) -> dict[str, Any]:
     """`call` on one batch after another for `seconds`: p50/p99 ms per call and rows/s."""
     call(next(batches))  # warm up
     times: list[float] = []
@@ -135,12 +144,19 @@ def load_steps(paths: dict[str, Path], names: list[str], outputs: dict[str, str]
         path = paths[name]
         runtime = "onnx" if path.suffix == ".onnx" else "python"
         signature = get_runtime(runtime).inspect(path)
-        refs[name] = ModelRef(name=name, version="bench", sha=sha256_file(path), runtime=runtime,
-                              inputs=signature.inputs, outputs=signature.outputs)
+        refs[name] = ModelRef(
+            name=name,
+            version="bench",
+            sha=sha256_file(path),
+            runtime=runtime,
+            inputs=signature.inputs,
+            outputs=signature.outputs,
+        )
     steps = [ModelStep(model=refs[n], outputs=(outputs or {}).get(n, {})) for n in names]
     by_sha = {refs[n].sha: paths[n] for n in names}
-    return load_pipeline("bench", PipelineSpec(steps=steps), lambda ref: by_sha[ref.sha],
-                         RuntimeOptions(threads=1))
+    return load_pipeline(
+        "bench", PipelineSpec(steps=steps), lambda ref: by_sha[ref.sha], RuntimeOptions(threads=1)
+    )
 
 
 def in_process(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict[str, Any]:
@@ -150,8 +166,9 @@ def in_process(paths: dict[str, Path], files: list[bytes], budget: Budget) -> di
         for n in IMAGES_PER_REQUEST:
             cpu = _cpu_here()
             out[str(n)] = timed_runs(pipeline.run, requests(files, n), budget.seconds, n)
-            out[str(n)]["cpu_ms_per_row"] = {"all": round(
-                (_cpu_here() - cpu) * 1e3 / (out[str(n)]["n"] + 1) / n, 2)}
+            out[str(n)]["cpu_ms_per_row"] = {
+                "all": round((_cpu_here() - cpu) * 1e3 / (out[str(n)]["n"] + 1) / n, 2)
+            }
     finally:
         pipeline.unload()
     return out
@@ -160,8 +177,13 @@ def in_process(paths: dict[str, Path], files: list[bytes], budget: Budget) -> di
 def boundary(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict[str, Any]:
     """Per batch, the no-op step in its own process against the same in process: wall ms,
     and CPU ms of this process and its children (the step's process) together."""
-    decoded = codecs.batch_from_arrays({"image": np.random.default_rng(0).random(
-        (max(IMAGES_PER_REQUEST), 3, SIDE, SIDE), dtype=np.float32)})
+    decoded = codecs.batch_from_arrays(
+        {
+            "image": np.random.default_rng(0).random(
+                (max(IMAGES_PER_REQUEST), 3, SIDE, SIDE), dtype=np.float32
+            )
+        }
+    )
     kinds = {"png": lambda n: png_batch(files[:n]), "decoded": lambda n: decoded.slice(0, n)}
     out: dict[str, Any] = {}
     for variant in ("echo_py", "echo_zip"):
@@ -176,31 +198,39 @@ def boundary(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict
                         step.run(batch)
                     figures = out.setdefault(f"{kind}_{n}", {"mb": round(batch.nbytes / 1e6, 2)})
                     figures[f"{variant}_ms"] = round(
-                        (time.perf_counter() - started) * 1e3 / budget.boundary_runs, 3)
+                        (time.perf_counter() - started) * 1e3 / budget.boundary_runs, 3
+                    )
                     figures[f"{variant}_cpu_ms"] = round(
-                        (_cpu_here() - cpu) * 1e3 / budget.boundary_runs, 3)
+                        (_cpu_here() - cpu) * 1e3 / budget.boundary_runs, 3
+                    )
         finally:
             step.unload()
     for figures in out.values():
         figures["own_process_adds_ms"] = round(figures["echo_zip_ms"] - figures["echo_py_ms"], 3)
         figures["own_process_adds_cpu_ms"] = round(
-            figures["echo_zip_cpu_ms"] - figures["echo_py_cpu_ms"], 3)
+            figures["echo_zip_cpu_ms"] - figures["echo_py_cpu_ms"], 3
+        )
     return out
 
 
 def _cpu_here() -> float:
     """CPU seconds of this process and its live children (a step's own process)."""
-    children = [int(pid) for task in Path("/proc/self/task").iterdir()
-                for pid in (task / "children").read_text().split()]
+    children = [
+        int(pid)
+        for task in Path("/proc/self/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
     return time.process_time() + sum(cpu_seconds(pid) for pid in children)
 
 
 # -- over HTTP ----------------------------------------------------------------------------
-def over_http(url: str, token: str, files: list[bytes], budget: Budget,
-              meter: CpuMeter) -> dict[str, Any]:
+def over_http(
+    url: str, token: str, files: list[bytes], budget: Budget, meter: CpuMeter
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": codecs.ARROW_FILE}
     out: dict[str, Any] = {}
     with httpx.Client(headers=headers, timeout=60) as http:
+
         def post(batch: pa.RecordBatch) -> None:
             response = http.post(url, content=codecs.encode(batch, codecs.ARROW_FILE))
             response.raise_for_status()
@@ -213,8 +243,9 @@ def over_http(url: str, token: str, files: list[bytes], budget: Budget,
     return out
 
 
-def concurrent_rows(post: Callable[[pa.RecordBatch], None], files: list[bytes], n: int,
-                    clients: int, seconds: float) -> int:
+def concurrent_rows(
+    post: Callable[[pa.RecordBatch], None], files: list[bytes], n: int, clients: int, seconds: float
+) -> int:
     """Rows answered with `clients` requests in flight for `seconds`."""
     stop = time.perf_counter() + seconds
 
@@ -231,32 +262,47 @@ def concurrent_rows(post: Callable[[pa.RecordBatch], None], files: list[bytes], 
 
 def per_row(cpu: dict[str, float], rows: int) -> dict[str, Any]:
     """Rows/s over a metered run, and each process's CPU ms per row (image) in it."""
-    return {"rows_per_s": round(rows / cpu["wall_s"], 1),
-            "cpu_ms_per_row": {name: round(seconds * 1e3 / max(rows, 1), 2)
-                               for name, seconds in cpu.items()
-                               if name != "wall_s" and not name.endswith("_wait")}}
+    return {
+        "rows_per_s": round(rows / cpu["wall_s"], 1),
+        "cpu_ms_per_row": {
+            name: round(seconds * 1e3 / max(rows, 1), 2)
+            for name, seconds in cpu.items()
+            if name != "wall_s" and not name.endswith("_wait")
+        },
+    }
 
 
 def processes(stack: dict[str, Any], pipeline: Any) -> dict[str, list[int]]:
     """The stack's processes by role; a worker's children are its steps' own processes."""
     workers = [e["pid"] for e in pipeline.status()["engines"] if e.get("pid")]
-    steps = [int(pid) for worker in workers for task in Path(f"/proc/{worker}/task").iterdir()
-             for pid in (task / "children").read_text().split()]
-    return {"worker": workers, "step_process": steps, "broker": [stack["pids"]["kafka"]],
-            "server": [stack["pids"]["server"]], "bench": [os.getpid()]}
+    steps = [
+        int(pid)
+        for worker in workers
+        for task in Path(f"/proc/{worker}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    return {
+        "worker": workers,
+        "step_process": steps,
+        "broker": [stack["pids"]["kafka"]],
+        "server": [stack["pids"]["server"]],
+        "bench": [os.getpid()],
+    }
 
 
 # -- over Kafka ---------------------------------------------------------------------------
-async def over_kafka(bootstrap: str, topics: dict[str, str], files: list[bytes],
-                     budget: Budget, meter: CpuMeter) -> dict[str, Any]:
+async def over_kafka(
+    bootstrap: str, topics: dict[str, str], files: list[bytes], budget: Budget, meter: CpuMeter
+) -> dict[str, Any]:
     producer = new_producer(bootstrap)
     await producer.start()
     replies = await Replies(bootstrap, topics["output"], fetch_wait_ms=5).start()
     out: dict[str, Any] = {}
     try:
         for n in IMAGES_PER_REQUEST:
-            payloads = [codecs.encode(b, codecs.ARROW_STREAM)
-                        for b, _ in zip(requests(files, n), range(8))]
+            payloads = [
+                codecs.encode(b, codecs.ARROW_STREAM) for b, _ in zip(requests(files, n), range(8))
+            ]
             send = _sender(producer, replies, topics["input"])
             await send(payloads[0])  # warm up
             times, started, i = [], time.perf_counter(), 0
@@ -278,16 +324,21 @@ def _sender(producer: Any, replies: Replies, topic: str) -> Callable[[bytes], An
     async def send(value: bytes) -> None:
         rid = uuid.uuid4().hex
         answer = replies.expect(rid)
-        await producer.send(topic, value, headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
-                                                   (REQUEST_ID, rid.encode())])
+        await producer.send(
+            topic,
+            value,
+            headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
+        )
         reply = await asyncio.wait_for(answer, timeout=60)
         if reply.error:
             raise RuntimeError(f"the pipeline failed: {reply.error.decode()}")
+
     return send
 
 
-async def _windowed(send: Callable[[bytes], Any], payloads: list[bytes], n: int, window: int,
-                    seconds: float) -> int:
+async def _windowed(
+    send: Callable[[bytes], Any], payloads: list[bytes], n: int, window: int, seconds: float
+) -> int:
     """Rows answered with `window` messages in flight for `seconds`."""
     stop = time.perf_counter() + seconds
 
@@ -302,8 +353,9 @@ async def _windowed(send: Callable[[bytes], Any], payloads: list[bytes], n: int,
 
 
 # -- the log store ------------------------------------------------------------------------
-def log_bytes_per_image(client: Client, home: Path, pipeline: Any, files: list[bytes],
-                        count: int) -> dict[str, Any]:
+def log_bytes_per_image(
+    client: Client, home: Path, pipeline: Any, files: list[bytes], count: int
+) -> dict[str, Any]:
     """Send `count` images in 16-image requests; the pipeline's log files' bytes per image."""
     batches = requests(files, 16)
     for _ in range(0, count, 16):
@@ -320,7 +372,10 @@ def run(broker: Broker, budget: Budget) -> dict[str, Any]:
     paths = write_steps(root)
     paths["cnn"] = cnn(root / "cnn.onnx")
     files = photos(32)
-    results: dict[str, Any] = {"broker": broker, "png_bytes_mean": round(np.mean([len(f) for f in files]))}
+    results: dict[str, Any] = {
+        "broker": broker,
+        "png_bytes_mean": round(np.mean([len(f) for f in files])),
+    }
     with stack_for(broker) as (home, stack):
         console.print("in process ...")
         results["in_process"] = in_process(paths, files, budget)
@@ -332,9 +387,12 @@ def run(broker: Broker, budget: Budget) -> dict[str, Any]:
 
         def deploy(name: str, config: Any) -> Any:
             started = time.perf_counter()
-            pipeline = (client.build_pipeline(name).add_model_step(pre)
-                        .add_model_step(model, outputs={MODEL_OUTPUT: "probs"})
-                        .add_model_step(post)).deploy(config, timeout_s=900, quiet=True)
+            pipeline = (
+                client.build_pipeline(name)
+                .add_model_step(pre)
+                .add_model_step(model, outputs={MODEL_OUTPUT: "probs"})
+                .add_model_step(post)
+            ).deploy(config, timeout_s=900, quiet=True)
             results.setdefault("deploy_s", {})[name] = round(time.perf_counter() - started, 1)
             return pipeline
 
@@ -344,47 +402,69 @@ def run(broker: Broker, budget: Budget) -> dict[str, Any]:
         console.print("over HTTP ...")
         results["http"] = over_http(pipeline.url(), stack["token"], files, budget, meter)
         console.print("over Kafka ...")
-        results["kafka"] = asyncio.run(over_kafka(stack["kafka_bootstrap"], pipeline.topics(),
-                                                  files, budget, meter))
+        results["kafka"] = asyncio.run(
+            over_kafka(stack["kafka_bootstrap"], pipeline.topics(), files, budget, meter)
+        )
         pipeline.undeploy()
         console.print("log store ...")
         unlimited = DeploymentConfigBuilder().log_policy(max_row_bytes=None).build()
         results["logs"] = {}
-        for name, config in (("images-nolimit", unlimited),
-                             ("images-policy", DeploymentConfigBuilder().build())):
+        for name, config in (
+            ("images-nolimit", unlimited),
+            ("images-policy", DeploymentConfigBuilder().build()),
+        ):
             logged = deploy(name, config)
-            results["logs"][name] = log_bytes_per_image(client, home, logged, files,
-                                                        budget.logged_images)
+            results["logs"][name] = log_bytes_per_image(
+                client, home, logged, files, budget.logged_images
+            )
             logged.undeploy()
     return results
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Each transport's rows/s over the in-process rows/s, per images per request."""
-    return {way: {n: round(results[way][n]["rows_per_s"] / results["in_process"][n]["rows_per_s"], 3)
-                  for n in results[way]} for way in ("http", "kafka")}
+    return {
+        way: {
+            n: round(results[way][n]["rows_per_s"] / results["in_process"][n]["rows_per_s"], 3)
+            for n in results[way]
+        }
+        for way in ("http", "kafka")
+    }
 
 
 def show(results: dict[str, Any]) -> None:
-    table = Table(title=f"image pipeline on {results['broker']} "
-                        f"(PNG ~{results['png_bytes_mean'] / 1e3:.0f} KB)")
+    table = Table(
+        title=f"image pipeline on {results['broker']} "
+        f"(PNG ~{results['png_bytes_mean'] / 1e3:.0f} KB)"
+    )
     for column in ("path", "images/request", "rows/s", "x in process", "p50 ms", "p99 ms"):
         table.add_column(column)
     for way in ("in_process", "http", "kafka"):
         for n, figures in results[way].items():
             ratio = results["ratios"].get(way, {}).get(n, 1.0)
-            table.add_row(way, n, f"{figures['rows_per_s']:.1f}", f"{ratio:.2f}",
-                          str(figures["p50_ms"]), str(figures["p99_ms"]))
+            table.add_row(
+                way,
+                n,
+                f"{figures['rows_per_s']:.1f}",
+                f"{ratio:.2f}",
+                str(figures["p50_ms"]),
+                str(figures["p99_ms"]),
+            )
     console.print(table)
     for way in ("in_process", "http", "kafka"):
         for n, figures in results[way].items():
             console.print(f"CPU ms per image, {way} {n}/request: {figures['cpu_ms_per_row']}")
-    console.print("a step in its own process, per batch, wall ms / CPU ms: "
-                  + "; ".join(f"{k} ({v['mb']} MB): +{v['own_process_adds_ms']} / "
-                              f"+{v['own_process_adds_cpu_ms']}"
-                              for k, v in results["boundary"].items()))
-    console.print("log store bytes per image: "
-                  + "; ".join(f"{k}: {v['bytes_per_image']}" for k, v in results["logs"].items()))
+    console.print(
+        "a step in its own process, per batch, wall ms / CPU ms: "
+        + "; ".join(
+            f"{k} ({v['mb']} MB): +{v['own_process_adds_ms']} / +{v['own_process_adds_cpu_ms']}"
+            for k, v in results["boundary"].items()
+        )
+    )
+    console.print(
+        "log store bytes per image: "
+        + "; ".join(f"{k}: {v['bytes_per_image']}" for k, v in results["logs"].items())
+    )
     console.print(f"deploy times (s): {results['deploy_s']}")
 
 

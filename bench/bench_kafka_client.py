@@ -65,36 +65,48 @@ class Meter:
 
     @staticmethod
     def _now() -> tuple[float, float, int]:
-        return time.thread_time(), time.process_time(), resource.getrusage(
-            resource.RUSAGE_SELF).ru_minflt
+        return (
+            time.thread_time(),
+            time.process_time(),
+            resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+        )
 
     def per_record(self, records: int) -> dict[str, float]:
         thread, process, faults = (b - a for a, b in zip(self._start, self._now(), strict=True))
-        return {"thread_us": round(thread / records * 1e6, 1),
-                "process_us": round(process / records * 1e6, 1),
-                "page_faults": round(faults / records, 1)}
+        return {
+            "thread_us": round(thread / records * 1e6, 1),
+            "process_us": round(process / records * 1e6, 1),
+            "page_faults": round(faults / records, 1),
+        }
 
 
 async def _aiokafka(bootstrap: str, topic: str, value: bytes, records: int) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
-                                max_batch_size=BATCH_BYTES)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=BATCH_BYTES
+    )
     await producer.start()
     try:
         meter, deliveries = Meter(), []
         for i in range(records):
-            deliveries.append(await producer.send(topic, value, headers=HEADERS,
-                                                  partition=(i // CHUNK) % PARTITIONS))
+            deliveries.append(
+                await producer.send(
+                    topic, value, headers=HEADERS, partition=(i // CHUNK) % PARTITIONS
+                )
+            )
             if i % CHUNK == CHUNK - 1:
                 await asyncio.sleep(0)  # a worker's loop yields between chunks
         await asyncio.gather(*deliveries)
         sent = meter.per_record(records)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=1,
-                                auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=WorkerSettings().max_partition_fetch_bytes)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        fetch_max_wait_ms=1,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=WorkerSettings().max_partition_fetch_bytes,
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
@@ -111,16 +123,29 @@ async def _aiokafka(bootstrap: str, topic: str, value: bytes, records: int) -> d
 def _confluent(bootstrap: str, topic: str, value: bytes, records: int) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
-                         "enable.idempotence": False, "batch.size": BATCH_BYTES})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 0,
+            "enable.idempotence": False,
+            "batch.size": BATCH_BYTES,
+        }
+    )
     meter = Meter()
     for i in range(records):
         producer.produce(topic, value, partition=(i // CHUNK) % PARTITIONS, headers=HEADERS)
         producer.poll(0)
     producer.flush()
     sent = meter.per_record(records)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 1})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{topic}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 1,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     try:
         meter, got, deadline = Meter(), 0, time.monotonic() + FETCH_TIMEOUT_S
@@ -134,14 +159,18 @@ def _confluent(bootstrap: str, topic: str, value: bytes, records: int) -> dict[s
 
 def _check_deadline(deadline: float, got: int, records: int) -> None:
     if time.monotonic() > deadline:
-        raise TimeoutError(f"read back {got} of {records} records in {FETCH_TIMEOUT_S:.0f} s; "
-                           "is the broker still up?")
+        raise TimeoutError(
+            f"read back {got} of {records} records in {FETCH_TIMEOUT_S:.0f} s; "
+            "is the broker still up?"
+        )
 
 
 def measure_one(client: str, bootstrap: str, size: int, records: int) -> dict[str, Any]:
     """One client and record size on a topic of its own (run in a fresh process)."""
     topic = f"bench.client.{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [TopicSpec(topic, PARTITIONS)]))
+    asyncio.run(
+        ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [TopicSpec(topic, PARTITIONS)])
+    )
     value = os.urandom(size)
     if client.startswith("confluent"):
         return _confluent(bootstrap, topic, value, records)
@@ -149,8 +178,11 @@ def measure_one(client: str, bootstrap: str, size: int, records: int) -> dict[st
 
 
 def run(records: int) -> dict[str, Any]:
-    clients = [c for c in CLIENTS
-               if not c.startswith("confluent") or importlib.util.find_spec("confluent_kafka")]
+    clients = [
+        c
+        for c in CLIENTS
+        if not c.startswith("confluent") or importlib.util.find_spec("confluent_kafka")
+    ]
     broker = start_broker(Path(tempfile.mkdtemp(prefix="weir-bench-client-")))
     rows: list[dict[str, Any]] = []
     try:
@@ -158,49 +190,85 @@ def run(records: int) -> dict[str, Any]:
             for client in clients:
                 print(f"{client}, {size:,}-byte records ...", flush=True)
                 done = subprocess.run(
-                    [sys.executable, __file__, "--one", client, broker.address, str(size),
-                     str(records)],
-                    env={**os.environ, **CLIENTS[client]}, capture_output=True, text=True)
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        client,
+                        broker.address,
+                        str(size),
+                        str(records),
+                    ],
+                    env={**os.environ, **CLIENTS[client]},
+                    capture_output=True,
+                    text=True,
+                )
                 if done.returncode != 0:
-                    sys.exit(f"the {client} run with {size}-byte records failed:\n"
-                             f"{done.stderr[-2000:]}")
-                rows.append({"client": client, "bytes": size,
-                             **json.loads(done.stdout.splitlines()[-1])})
+                    sys.exit(
+                        f"the {client} run with {size}-byte records failed:\n{done.stderr[-2000:]}"
+                    )
+                rows.append(
+                    {"client": client, "bytes": size, **json.loads(done.stdout.splitlines()[-1])}
+                )
     finally:
         broker.stop()
     for row in rows:
         base = next(r for r in rows if r["bytes"] == row["bytes"] and r["client"] == "aiokafka")
         for part in ("send", "fetch"):
             row[part]["thread_vs_aiokafka"] = round(
-                row[part]["thread_us"] / base[part]["thread_us"], 2)
-    return {"time": datetime.now(UTC).isoformat(), "records": records,
-            "confluent_kafka": "confluent-kafka" in clients, "runs": rows}
+                row[part]["thread_us"] / base[part]["thread_us"], 2
+            )
+    return {
+        "time": datetime.now(UTC).isoformat(),
+        "records": records,
+        "confluent_kafka": "confluent-kafka" in clients,
+        "runs": rows,
+    }
 
 
 def show(result: dict[str, Any]) -> None:
     table = Table(title="Kafka client CPU per record (us; faults per record)")
-    for column in ("client", "bytes", "send thread", "send process", "send faults",
-                   "send vs aiokafka", "fetch thread", "fetch process", "fetch faults",
-                   "fetch vs aiokafka"):
+    for column in (
+        "client",
+        "bytes",
+        "send thread",
+        "send process",
+        "send faults",
+        "send vs aiokafka",
+        "fetch thread",
+        "fetch process",
+        "fetch faults",
+        "fetch vs aiokafka",
+    ):
         table.add_column(column, justify="left" if column == "client" else "right")
     for r in result["runs"]:
         cells = [r["client"], f"{r['bytes']:,}"]
         for part in ("send", "fetch"):
             p = r[part]
-            cells += [str(p["thread_us"]), str(p["process_us"]), str(p["page_faults"]),
-                      f"{p['thread_vs_aiokafka']:.2f}"]
+            cells += [
+                str(p["thread_us"]),
+                str(p["process_us"]),
+                str(p["page_faults"]),
+                f"{p['thread_vs_aiokafka']:.2f}",
+            ]
         table.add_row(*cells)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     if not result["confluent_kafka"]:
-        print("confluent-kafka is not installed here: `pip install confluent-kafka` into this "
-              "interpreter to compare it")
+        print(
+            "confluent-kafka is not installed here: `pip install confluent-kafka` into this "
+            "interpreter to compare it"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=3000, help="records per run")
-    parser.add_argument("--one", nargs=4, metavar=("CLIENT", "BOOTSTRAP", "BYTES", "RECORDS"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one",
+        nargs=4,
+        metavar=("CLIENT", "BOOTSTRAP", "BYTES", "RECORDS"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
     if args.one:
         client, bootstrap, size, records = args.one

@@ -137,8 +137,10 @@ def print_table(result: dict[str, object]) -> None:
     assert isinstance(queries, dict)
     print(f"rows                 {result['rows']:>12,}")
     print(f"ingest rows/s        {result['ingest_rows_per_s']:>12,}   (target >= 100,000)")
-    print(f"compaction s         {result['compaction_s']:>12}   "
-          f"({result['files_before_compaction']} -> {result['files_after_compaction']} files)")
+    print(
+        f"compaction s         {result['compaction_s']:>12}   "
+        f"({result['files_before_compaction']} -> {result['files_after_compaction']} files)"
+    )
     print(f"{'query (median ms)':<22}{'before':>10}{'after':>10}   (target <= 200 ms)")
     for name in queries["before_compaction"]:
         before, after = queries["before_compaction"][name], queries["after_compaction"][name]

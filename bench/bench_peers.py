@@ -89,8 +89,16 @@ class Plan:
     client_timeout_s: float = 10.0
 
 
-QUICK = Plan(latency_s=2.0, rates_1=(500, 2000), rates_256=(50, 200), step_s=2.0,
-             drain_s=15.0, sequential_1=200, sequential_256=50, open_s=2.0)
+QUICK = Plan(
+    latency_s=2.0,
+    rates_1=(500, 2000),
+    rates_256=(50, 200),
+    step_s=2.0,
+    drain_s=15.0,
+    sequential_1=200,
+    sequential_256=50,
+    open_s=2.0,
+)
 
 
 @dataclass
@@ -121,40 +129,61 @@ def oip(x: np.ndarray) -> bytes:
 
 
 @contextmanager
-def run_mlserver(broker: Broker, venv: Path, joblib_path: Path, fetch_wait_ms: int
-                 ) -> Iterator[System]:
+def run_mlserver(
+    broker: Broker, venv: Path, joblib_path: Path, fetch_wait_ms: int
+) -> Iterator[System]:
     work = Path(tempfile.mkdtemp(prefix="weir-peer-mlserver-"))
     service = start_broker(broker, work / "broker")
     try:
-        asyncio.run(ensure_topics(WorkerSettings(kafka_bootstrap=service.address),
-                                  [TopicSpec(ml.TOPIC_IN, 1), TopicSpec(ml.TOPIC_OUT, 1)]))
+        asyncio.run(
+            ensure_topics(
+                WorkerSettings(kafka_bootstrap=service.address),
+                [TopicSpec(ml.TOPIC_IN, 1), TopicSpec(ml.TOPIC_OUT, 1)],
+            )
+        )
         with ml.mlserver(venv, joblib_path, service.address, fetch_wait_ms, work) as server:
             target = kafka.KafkaTarget(
-                ml.TOPIC_IN, ml.TOPIC_OUT,
+                ml.TOPIC_IN,
+                ml.TOPIC_OUT,
                 request=lambda rid: (rid.encode(), [(ml.MODEL_HEADER, ml.NAME.encode())]),
                 reply_id=lambda msg: msg.key.decode() if msg.key else None,
-                failed=lambda msg: False)  # MLServer answers errors with nothing
-            yield System("mlserver", service.address, target, oip, server.infer_url,
-                         {"Content-Type": "application/json"},
-                         {"server": server.pids(), "broker": [service.proc.pid]},
-                         ml.oip_outputs)
+                failed=lambda msg: False,
+            )  # MLServer answers errors with nothing
+            yield System(
+                "mlserver",
+                service.address,
+                target,
+                oip,
+                server.infer_url,
+                {"Content-Type": "application/json"},
+                {"server": server.pids(), "broker": [service.proc.pid]},
+                ml.oip_outputs,
+            )
     finally:
         service.stop()
 
 
 @contextmanager
-def run_weir(broker: Broker, onnx_path: Path, fetch_wait_ms: int, env: dict[str, str]
-             ) -> Iterator[System]:
-    settings = {"WEIR_FETCH_WAIT_MS": str(fetch_wait_ms),
-                "WEIR_BUSY_FETCH_WAIT_MS": str(fetch_wait_ms), **env}
+def run_weir(
+    broker: Broker, onnx_path: Path, fetch_wait_ms: int, env: dict[str, str]
+) -> Iterator[System]:
+    settings = {
+        "WEIR_FETCH_WAIT_MS": str(fetch_wait_ms),
+        "WEIR_BUSY_FETCH_WAIT_MS": str(fetch_wait_ms),
+        **env,
+    }
     with weir_stack(broker, onnx_path, env=settings) as stack:
         topics = stack.pipeline.topics()
         target = kafka.KafkaTarget(
-            topics["input"], topics["output"],
-            request=lambda rid: (None, [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
-                                           (REQUEST_ID, rid.encode())]),
+            topics["input"],
+            topics["output"],
+            request=lambda rid: (
+                None,
+                [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
+            ),
             reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
-            failed=lambda msg: _header(msg, ERROR) is not None)
+            failed=lambda msg: _header(msg, ERROR) is not None,
+        )
 
         def predictions(reply: bytes) -> list[float]:
             column = codecs.decode(reply, codecs.ARROW_STREAM).column("out.variable")
@@ -162,16 +191,26 @@ def run_weir(broker: Broker, onnx_path: Path, fetch_wait_ms: int, env: dict[str,
                 column = column.flatten()
             return [float(v) for v in column.to_pylist()]
 
-        yield System("weir", stack.bootstrap, target, arrow, stack.pipeline.url(),
-                     {"Authorization": f"Bearer {stack.token}",
-                      "Content-Type": codecs.ARROW_STREAM},
-                     {"server": stack.pids["server"], "worker": stack.pids["worker"],
-                      "broker": stack.pids["broker"]}, predictions)
+        yield System(
+            "weir",
+            stack.bootstrap,
+            target,
+            arrow,
+            stack.pipeline.url(),
+            {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM},
+            {
+                "server": stack.pids["server"],
+                "worker": stack.pids["worker"],
+                "broker": stack.pids["broker"],
+            },
+            predictions,
+        )
 
 
 # -- measurements ---------------------------------------------------------------------
-def metered(system: System, run: Callable[[], Any], count: Callable[[Any], int]
-            ) -> tuple[Any, dict[str, float]]:
+def metered(
+    system: System, run: Callable[[], Any], count: Callable[[Any], int]
+) -> tuple[Any, dict[str, float]]:
     """Run `run()` and give the CPU ms each process spent per request (`count(result)`)."""
     meter = CpuMeter(system.pids).start()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -180,15 +219,19 @@ def metered(system: System, run: Callable[[], Any], count: Callable[[Any], int]
     cpu = meter.stop()
     n = max(count(result), 1)
     per = {name: round(cpu[name] * 1000 / n, 3) for name in system.pids}
-    per["client"] = round((after.ru_utime + after.ru_stime - before.ru_utime
-                           - before.ru_stime) * 1000 / n, 3)
+    per["client"] = round(
+        (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000 / n, 3
+    )
     return result, per
 
 
 def answers(system: System) -> list[float]:
     """The system's REST answers for the bench's 64 check rows."""
-    out = asyncio.run(http.sequential(system.url, system.headers, [system.encode(rows(64))],
-                                      warmup=0, keep_bodies=True))
+    out = asyncio.run(
+        http.sequential(
+            system.url, system.headers, [system.encode(rows(64))], warmup=0, keep_bodies=True
+        )
+    )
     assert out.status == [200], f"{system.name} answered {out.status}"
     return system.predictions(out.bodies[0])
 
@@ -196,58 +239,97 @@ def answers(system: System) -> list[float]:
 def same_answers(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Whether both systems gave the same answers on the check rows (float32 ONNX trees
     against scikit-learn's float64: equal to ~1e-5 relative)."""
-    checked = {name: next((r["answers"] for r in runs[name] if "answers" in r), None)
-               for name in SYSTEMS}
+    checked = {
+        name: next((r["answers"] for r in runs[name] if "answers" in r), None) for name in SYSTEMS
+    }
     if checked["weir"] is None or checked["mlserver"] is None:
         return {"rows": 0, "match": None, "max_abs_diff": None, "max_abs_answer": None}
     weir, mlserver = np.asarray(checked["weir"]), np.asarray(checked["mlserver"])
     diff, scale = float(np.max(np.abs(weir - mlserver))), float(np.max(np.abs(mlserver)))
-    return {"rows": len(weir), "max_abs_diff": round(diff, 6), "max_abs_answer": round(scale, 3),
-            "match": diff <= 1e-4 * scale, "first_three": [round(float(v), 4) for v in weir[:3]]}
+    return {
+        "rows": len(weir),
+        "max_abs_diff": round(diff, 6),
+        "max_abs_answer": round(scale, 3),
+        "match": diff <= 1e-4 * scale,
+        "first_three": [round(float(v), 4) for v in weir[:3]],
+    }
 
 
-def kafka_ladder(system: System, plan: Plan, nrows: int, rates: tuple[float, ...],
-                 fetch_wait_ms: int) -> dict[str, Any]:
+def kafka_ladder(
+    system: System, plan: Plan, nrows: int, rates: tuple[float, ...], fetch_wait_ms: int
+) -> dict[str, Any]:
     """Open loop at each rate until replies fall behind; the best msgs/s reached."""
     values = [system.encode(rows(nrows, 37 * k)) for k in range(64)]
     steps = []
     for rate in rates:
-        outcome, cpu = metered(system, lambda r=rate: asyncio.run(kafka.open_loop(
-            system.bootstrap, system.target, values, r, plan.step_s, plan.drain_s,
-            fetch_wait_ms)), lambda o: len(o.latency_s))
+        outcome, cpu = metered(
+            system,
+            lambda r=rate: asyncio.run(
+                kafka.open_loop(
+                    system.bootstrap,
+                    system.target,
+                    values,
+                    r,
+                    plan.step_s,
+                    plan.drain_s,
+                    fetch_wait_ms,
+                )
+            ),
+            lambda o: len(o.latency_s),
+        )
         step = {"rate": rate, **outcome.summary(nrows), "cpu_ms_per_msg": cpu}
         steps.append(step)
         console.print(f"    {system.name} kafka {nrows}-row at {rate:g}/s: {step}")
         if _behind(step):
             break
     best = max(steps, key=lambda s: s["msgs_per_s"])
-    return {"msgs_per_s": best["msgs_per_s"], "rows_per_s": best["rows_per_s"],
-            "kept_up_to": max([s["rate"] for s in steps if not _behind(s)] or [0]),
-            "lost": sum(s["lost"] for s in steps), "failed": sum(s["failed"] for s in steps),
-            "steps": steps}
+    return {
+        "msgs_per_s": best["msgs_per_s"],
+        "rows_per_s": best["rows_per_s"],
+        "kept_up_to": max([s["rate"] for s in steps if not _behind(s)] or [0]),
+        "lost": sum(s["lost"] for s in steps),
+        "failed": sum(s["failed"] for s in steps),
+        "steps": steps,
+    }
 
 
 def _behind(step: dict[str, Any]) -> bool:
     """Replies fell behind: one lost or failed, p99 over 1 s, or under 90% of the rate."""
-    return bool(step["lost"] or step["failed"] or step.get("p99_ms", 1e9) > 1000
-                or step["msgs_per_s"] < 0.9 * step["rate"])
+    return bool(
+        step["lost"]
+        or step["failed"]
+        or step.get("p99_ms", 1e9) > 1000
+        or step["msgs_per_s"] < 0.9 * step["rate"]
+    )
 
 
 def http_runs(system: System, plan: Plan, deadline_s: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for nrows, count in ((1, plan.sequential_1), (256, plan.sequential_256)):
         bodies = [system.encode(rows(nrows, 37 * k)) for k in range(count + 20)]
-        result, cpu = metered(system, lambda b=bodies: asyncio.run(
-            http.sequential(system.url, system.headers, b)), lambda o: len(o.status))
-        out[f"sequential_{nrows}"] = {**result.summary(), "cpu_ms_per_request": cpu,
-                                      "rows_per_s": round(result.summary()["ok_per_s"] * nrows, 1)}
+        result, cpu = metered(
+            system,
+            lambda b=bodies: asyncio.run(http.sequential(system.url, system.headers, b)),
+            lambda o: len(o.status),
+        )
+        out[f"sequential_{nrows}"] = {
+            **result.summary(),
+            "cpu_ms_per_request": cpu,
+            "rows_per_s": round(result.summary()["ok_per_s"] * nrows, 1),
+        }
     url = system.url + (f"?timeout={deadline_s:g}" if system.name == "weir" else "")
     loads = [(1, 500.0), (256, 500.0)] + ([(1, 1000.0)] if system.name == "weir" else [])
     for nrows, rate in loads:
         body = system.encode(rows(nrows))
-        result, cpu = metered(system, lambda b=body, r=rate: asyncio.run(http.open_loop(
-            url, system.headers, b, r, plan.open_s, plan.connections, plan.client_timeout_s)),
-            lambda o: len(o.status))
+        result, cpu = metered(
+            system,
+            lambda b=body, r=rate: asyncio.run(
+                http.open_loop(
+                    url, system.headers, b, r, plan.open_s, plan.connections, plan.client_timeout_s
+                )
+            ),
+            lambda o: len(o.status),
+        )
         out[f"open_{nrows}_at_{rate:g}"] = {**result.summary(), "cpu_ms_per_request": cpu}
     return out
 
@@ -256,9 +338,17 @@ def measure(system: System, plan: Plan, args: argparse.Namespace) -> dict[str, A
     checked = answers(system)
     console.print(f"  {system.name}: Kafka latency at {plan.latency_rate:g}/s ...")
     values = [system.encode(rows(1, k)) for k in range(64)]
-    latency = asyncio.run(kafka.open_loop(system.bootstrap, system.target, values,
-                                          plan.latency_rate, plan.latency_s, plan.drain_s,
-                                          args.fetch_wait_ms)).summary(1)
+    latency = asyncio.run(
+        kafka.open_loop(
+            system.bootstrap,
+            system.target,
+            values,
+            plan.latency_rate,
+            plan.latency_s,
+            plan.drain_s,
+            args.fetch_wait_ms,
+        )
+    ).summary(1)
     out: dict[str, Any] = {"answers": checked, "kafka_latency_1": latency}
     out["kafka_1"] = kafka_ladder(system, plan, 1, plan.rates_1, args.fetch_wait_ms)
     out["kafka_256"] = kafka_ladder(system, plan, 256, plan.rates_256, args.fetch_wait_ms)
@@ -268,16 +358,20 @@ def measure(system: System, plan: Plan, args: argparse.Namespace) -> dict[str, A
 
 
 # -- the run ----------------------------------------------------------------------------
-def run_broker(broker: Broker, args: argparse.Namespace, plan: Plan, venv: Path,
-               models: tuple[Path, Path]) -> dict[str, Any]:
+def run_broker(
+    broker: Broker, args: argparse.Namespace, plan: Plan, venv: Path, models: tuple[Path, Path]
+) -> dict[str, Any]:
     onnx_path, joblib_path = models
     env = dict(item.split("=", 1) for item in args.env)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
     for rep in range(args.repetitions):
         for name in SYSTEMS if rep % 2 == 0 else SYSTEMS[::-1]:
             console.print(f"{broker}, repetition {rep + 1}/{args.repetitions}: {name}")
-            started = run_mlserver(broker, venv, joblib_path, args.fetch_wait_ms) \
-                if name == "mlserver" else run_weir(broker, onnx_path, args.fetch_wait_ms, env)
+            started = (
+                run_mlserver(broker, venv, joblib_path, args.fetch_wait_ms)
+                if name == "mlserver"
+                else run_weir(broker, onnx_path, args.fetch_wait_ms, env)
+            )
             load = os.getloadavg()[0]
             try:
                 with started as system:
@@ -285,8 +379,9 @@ def run_broker(broker: Broker, args: argparse.Namespace, plan: Plan, venv: Path,
             except Exception as exc:  # one failed start or run must not lose the others
                 console.print(f"[red]{name} failed in repetition {rep + 1}: {exc!r}[/]")
                 figures = {"error": repr(exc)}
-            runs[name].append({**figures, "load_average_1m": [round(load, 2),
-                                                                round(os.getloadavg()[0], 2)]})
+            runs[name].append(
+                {**figures, "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
+            )
     return {"runs": runs, "same_answers": same_answers(runs)}
 
 
@@ -294,10 +389,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", choices=BROKERS, nargs="+", default=list(BROKERS))
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--fetch-wait-ms", type=int, default=None,
-                        help="every consumer's fetch wait (default: 5 on Tansu, 500 on Kafka)")
-    parser.add_argument("--deadline-s", type=float, default=1.0,
-                        help="weir's deadline for each HTTP request under load (?timeout=)")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="every consumer's fetch wait (default: 5 on Tansu, 500 on Kafka)",
+    )
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=1.0,
+        help="weir's deadline for each HTTP request under load (?timeout=)",
+    )
     parser.add_argument("--env", nargs="*", default=[], help="WEIR_*=value for weir")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -307,12 +410,14 @@ def main() -> None:
     models = train(Path(tempfile.mkdtemp(prefix="weir-peer-model-")))
     results: dict[str, Any] = {
         "config": {**{k: str(v) for k, v in vars(args).items()}, "plan": vars(plan)},
-        "machine": {"cpus": len(os.sched_getaffinity(0)),
-                    "python": platform.python_version()},
-        "mlserver_versions": ml.installed_versions(venv), "targets": TARGETS}
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "mlserver_versions": ml.installed_versions(venv),
+        "targets": TARGETS,
+    }
     for broker in args.broker:
-        leg = argparse.Namespace(**{**vars(args), "fetch_wait_ms":
-                                    args.fetch_wait_ms or FETCH_WAIT_MS[broker]})
+        leg = argparse.Namespace(
+            **{**vars(args), "fetch_wait_ms": args.fetch_wait_ms or FETCH_WAIT_MS[broker]}
+        )
         results[broker] = run_broker(broker, leg, plan, venv, models)
         results[broker]["fetch_wait_ms"] = leg.fetch_wait_ms
         results[broker]["summary"] = ratios(results[broker]["runs"])

@@ -55,26 +55,50 @@ def main() -> None:
     wait_ms = FETCH_WAIT_MS[args.broker]
     env = dict(item.split("=", 1) for item in args.env)
     onnx_path, _ = train(Path(tempfile.mkdtemp(prefix="weir-roundtrip-model-")))
-    out: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()},
-                           "load_average_1m": [round(os.getloadavg()[0], 2)]}
+    out: dict[str, Any] = {
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "load_average_1m": [round(os.getloadavg()[0], 2)],
+    }
     with run_weir(args.broker, onnx_path, wait_ms, env) as system:
         values = [arrow(rows(1, k)) for k in range(64)]
-        asyncio.run(kafka.open_loop(system.bootstrap, system.target, values, 20, 1.0, 10.0,
-                                    wait_ms))  # warm up
-        result, cpu = metered(system, lambda: asyncio.run(kafka.open_loop(
-            system.bootstrap, system.target, values, args.rate, args.seconds, 15.0, wait_ms)),
-            lambda o: len(o.latency_s))
+        asyncio.run(
+            kafka.open_loop(system.bootstrap, system.target, values, 20, 1.0, 10.0, wait_ms)
+        )  # warm up
+        result, cpu = metered(
+            system,
+            lambda: asyncio.run(
+                kafka.open_loop(
+                    system.bootstrap, system.target, values, args.rate, args.seconds, 15.0, wait_ms
+                )
+            ),
+            lambda o: len(o.latency_s),
+        )
         out["kafka"] = {**result.summary(1), "cpu_ms_per_msg": cpu}
         console.print(f"kafka 1-row at {args.rate:g}/s: {out['kafka']}")
         bodies = [arrow(rows(1, 37 * k)) for k in range(args.sequential + 20)]
-        result, cpu = metered(system, lambda: asyncio.run(
-            http.sequential(system.url, system.headers, bodies)), lambda o: len(o.status))
+        result, cpu = metered(
+            system,
+            lambda: asyncio.run(http.sequential(system.url, system.headers, bodies)),
+            lambda o: len(o.status),
+        )
         out["http_sequential"] = {**result.summary(), "cpu_ms_per_request": cpu}
         console.print(f"http 1-row sequential: {out['http_sequential']}")
         for rate in args.http_rates:
-            result, cpu = metered(system, lambda r=rate: asyncio.run(http.open_loop(
-                system.url + "?timeout=1", system.headers, arrow(rows(1)), r,
-                args.http_seconds, 128, 10.0)), lambda o: len(o.status))
+            result, cpu = metered(
+                system,
+                lambda r=rate: asyncio.run(
+                    http.open_loop(
+                        system.url + "?timeout=1",
+                        system.headers,
+                        arrow(rows(1)),
+                        r,
+                        args.http_seconds,
+                        128,
+                        10.0,
+                    )
+                ),
+                lambda o: len(o.status),
+            )
             out[f"http_open_{rate:g}"] = {**result.summary(), "cpu_ms_per_request": cpu}
             console.print(f"http 1-row at {rate:g}/s: {out[f'http_open_{rate:g}']}")
     out["load_average_1m"].append(round(os.getloadavg()[0], 2))

@@ -51,8 +51,11 @@ def _ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     ms = np.asarray(values) * 1000
-    return {"n": len(values), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+    return {
+        "n": len(values),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
 
 
 class Concurrent:
@@ -88,13 +91,20 @@ def _timed(producer: AIOKafkaProducer, name: str, stats: dict[str, list[float]])
     setattr(producer, name, timed)
 
 
-async def echo(settings: WorkerSettings, exactly_once: bool, interval_s: float,
-               stop: asyncio.Event, stats: dict[str, list[float]]) -> None:
+async def echo(
+    settings: WorkerSettings,
+    exactly_once: bool,
+    interval_s: float,
+    stop: asyncio.Event,
+    stats: dict[str, list[float]],
+) -> None:
     """The worker loop's order of work, with an echo for a model."""
-    consumer = AIOKafkaConsumer(IN, **consumer_options(settings, GROUP, "echo",
-                                                       exactly_once=exactly_once))
-    producer = AIOKafkaProducer(**producer_options(
-        settings, "echo", transactional_id="echo-0" if exactly_once else None))
+    consumer = AIOKafkaConsumer(
+        IN, **consumer_options(settings, GROUP, "echo", exactly_once=exactly_once)
+    )
+    producer = AIOKafkaProducer(
+        **producer_options(settings, "echo", transactional_id="echo-0" if exactly_once else None)
+    )
     await producer.start()
     await consumer.start()
     if exactly_once:
@@ -111,11 +121,13 @@ async def echo(settings: WorkerSettings, exactly_once: bool, interval_s: float,
             for tp, msgs in records.items():
                 for msg in msgs:
                     sent_at = time.perf_counter()
-                    await delivery.send(OUT, msg.value, key=msg.key, partition=None,
-                                        headers=msg.headers)
+                    await delivery.send(
+                        OUT, msg.value, key=msg.key, partition=None, headers=msg.headers
+                    )
                     acked = delivery._sent[-1]  # the record's delivery future
-                    acked.add_done_callback(lambda _, t=sent_at: stats["ack_s"].append(
-                        time.perf_counter() - t))
+                    acked.add_done_callback(
+                        lambda _, t=sent_at: stats["ack_s"].append(time.perf_counter() - t)
+                    )
                 delivery.done({tp: msgs[-1].offset + 1})
             began = time.perf_counter()
             was_pending = delivery.pending
@@ -129,35 +141,47 @@ async def echo(settings: WorkerSettings, exactly_once: bool, interval_s: float,
         await producer.stop()
 
 
-async def measure(bootstrap: str, args: argparse.Namespace, pids: dict[str, list[int]]
-                  ) -> dict[str, Any]:
+async def measure(
+    bootstrap: str, args: argparse.Namespace, pids: dict[str, list[int]]
+) -> dict[str, Any]:
     settings = WorkerSettings(kafka_bootstrap=bootstrap, fetch_wait_ms=WAKING_FETCH_WAIT_MS)
     await ensure_topics(settings, [TopicSpec(IN, 1), TopicSpec(OUT, 1)])
     stop = asyncio.Event()
     stats: dict[str, list[float]] = {"ack_s": [], "commit_s": []}
     concurrent = Concurrent()
-    loop_task = asyncio.create_task(echo(settings, not args.at_least_once,
-                                          args.commit_interval_ms / 1000, stop, stats))
-    target = kafka.KafkaTarget(IN, OUT, request=lambda rid: (rid.encode(), []),
-                               reply_id=lambda m: m.key.decode() if m.key else None,
-                               failed=lambda m: False)
+    loop_task = asyncio.create_task(
+        echo(settings, not args.at_least_once, args.commit_interval_ms / 1000, stop, stats)
+    )
+    target = kafka.KafkaTarget(
+        IN,
+        OUT,
+        request=lambda rid: (rid.encode(), []),
+        reply_id=lambda m: m.key.decode() if m.key else None,
+        failed=lambda m: False,
+    )
     await kafka.open_loop(bootstrap, target, [b"x"], 10, 2.0, 10.0, WAKING_FETCH_WAIT_MS)
     for values in stats.values():
         values.clear()
     concurrent.count = 0
     meter = CpuMeter(pids).start()
-    outcome = await kafka.open_loop(bootstrap, target, [b"x"], args.rate, args.seconds, 15.0,
-                                    WAKING_FETCH_WAIT_MS)
+    outcome = await kafka.open_loop(
+        bootstrap, target, [b"x"], args.rate, args.seconds, 15.0, WAKING_FETCH_WAIT_MS
+    )
     cpu = meter.stop()
     stop.set()
     await loop_task
     n = max(len(outcome.latency_s), 1)
-    return {"round_trip": outcome.summary(1), "send_to_ack": _ms(stats["ack_s"]),
-            "commit": _ms(stats["commit_s"]),
-            **{name: _ms(stats.get(name, [])) for name in ("send_offsets_to_transaction",
-                                                            "commit_transaction")},
-            "concurrent_transactions": concurrent.count,
-            "broker_cpu_ms_per_msg": round(cpu["broker"] * 1000 / n, 3)}
+    return {
+        "round_trip": outcome.summary(1),
+        "send_to_ack": _ms(stats["ack_s"]),
+        "commit": _ms(stats["commit_s"]),
+        **{
+            name: _ms(stats.get(name, []))
+            for name in ("send_offsets_to_transaction", "commit_transaction")
+        },
+        "concurrent_transactions": concurrent.count,
+        "broker_cpu_ms_per_msg": round(cpu["broker"] * 1000 / n, 3),
+    }
 
 
 def main() -> None:
@@ -165,12 +189,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--at-least-once", action="store_true")
-    parser.add_argument("--commit-interval-ms", type=float, default=100.0,
-                        help="WEIR_COMMIT_INTERVAL_MS (0: commit as soon as the loop is idle, "
-                             "as weir did before 2026-12-03)")
-    parser.add_argument("--retry-concurrent-ms", type=float, default=None,
-                        help="aiokafka's back-off before retrying AddPartitionsToTxn on "
-                             "CONCURRENT_TRANSACTIONS (its own: 20 ms)")
+    parser.add_argument(
+        "--commit-interval-ms",
+        type=float,
+        default=100.0,
+        help="WEIR_COMMIT_INTERVAL_MS (0: commit as soon as the loop is idle, "
+        "as weir did before 2026-12-03)",
+    )
+    parser.add_argument(
+        "--retry-concurrent-ms",
+        type=float,
+        default=None,
+        help="aiokafka's back-off before retrying AddPartitionsToTxn on "
+        "CONCURRENT_TRANSACTIONS (its own: 20 ms)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.retry_concurrent_ms is not None:
@@ -181,8 +213,10 @@ def main() -> None:
         out = asyncio.run(measure(service.address, args, {"broker": [service.proc.pid]}))
     finally:
         service.stop()
-    out |= {"config": {k: str(v) for k, v in vars(args).items()},
-            "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    out |= {
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
     console.print(out)
     console.print(f"saved {save('txn', out, args.out)}")
 

@@ -77,10 +77,8 @@ class Budget:
     """Records of each size the Kafka client measurement sends and fetches."""
 
 
-FULL = Budget(seconds=5.0, drain_s=40.0, raw_s=3.0, parts_s=1.0, warmup_msgs=20,
-              client_records=120)
-QUICK = Budget(seconds=1.5, drain_s=20.0, raw_s=0.5, parts_s=0.2, warmup_msgs=5,
-               client_records=20)
+FULL = Budget(seconds=5.0, drain_s=40.0, raw_s=3.0, parts_s=1.0, warmup_msgs=20, client_records=120)
+QUICK = Budget(seconds=1.5, drain_s=20.0, raw_s=0.5, parts_s=0.2, warmup_msgs=5, client_records=20)
 
 
 # -- over Kafka ---------------------------------------------------------------------------
@@ -91,65 +89,96 @@ def _header(msg: Any, name: str) -> bytes | None:
 def target(stack: WeirStack) -> kafka.KafkaTarget:
     topics = stack.pipeline.topics()
     return kafka.KafkaTarget(
-        topics["input"], topics["output"],
-        request=lambda rid: (None, [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()),
-                                    (REQUEST_ID, rid.encode())]),
+        topics["input"],
+        topics["output"],
+        request=lambda rid: (
+            None,
+            [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
+        ),
         reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
-        failed=lambda msg: _header(msg, ERROR) is not None)
+        failed=lambda msg: _header(msg, ERROR) is not None,
+    )
 
 
-def measure(stack: WeirStack, values: list[bytes], rate: float, budget: Budget,
-            fetch_wait_ms: int, sample_dir: Path | None = None,
-            profile_dir: Path | None = None) -> dict[str, Any]:
+def measure(
+    stack: WeirStack,
+    values: list[bytes],
+    rate: float,
+    budget: Budget,
+    fetch_wait_ms: int,
+    sample_dir: Path | None = None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """A warm-up (every message answered, none failed), then `rate` messages/s open loop:
     rows/s answered, CPU ms per answered message by process, and the worker's sampled main
     thread (ms per message by task and package) with `sample_dir`, or its functions under
     cProfile with `profile_dir`."""
     aim = target(stack)
-    warm = asyncio.run(kafka.open_loop(stack.bootstrap, aim, values, 20.0,
-                                       budget.warmup_msgs / 20.0, 60.0, fetch_wait_ms))
+    warm = asyncio.run(
+        kafka.open_loop(
+            stack.bootstrap, aim, values, 20.0, budget.warmup_msgs / 20.0, 60.0, fetch_wait_ms
+        )
+    )
     if warm.failed or len(warm.latency_s) < warm.sent:
-        raise RuntimeError(f"warm-up: {warm.summary(wide.ROWS)}; see the worker's log under "
-                           f"{stack.home / 'run' / 'logs'}")
+        raise RuntimeError(
+            f"warm-up: {warm.summary(wide.ROWS)}; see the worker's log under "
+            f"{stack.home / 'run' / 'logs'}"
+        )
     pids = {**stack.pids, "bench": [os.getpid()]}
     [worker] = stack.pids["worker"]
     before = snapshot(sample_dir, worker) if sample_dir else {}
     meter = CpuMeter(pids).start()
 
     def load() -> kafka.KafkaOutcome:
-        return asyncio.run(kafka.open_loop(stack.bootstrap, aim, values, rate, budget.seconds,
-                                           budget.drain_s, fetch_wait_ms))
+        return asyncio.run(
+            kafka.open_loop(
+                stack.bootstrap, aim, values, rate, budget.seconds, budget.drain_s, fetch_wait_ms
+            )
+        )
 
     outcome, dump = profiled_phase(profile_dir, worker, load) if profile_dir else (load(), None)
     cpu = meter.stop()
     answered = max(len(outcome.latency_s), 1)
     out: dict[str, Any] = {
-        "offered_msgs_per_s": round(rate, 1), **outcome.summary(wide.ROWS),
+        "offered_msgs_per_s": round(rate, 1),
+        **outcome.summary(wide.ROWS),
         "cpu_ms_per_msg": {name: round(cpu[name] * 1e3 / answered, 3) for name in pids},
-        "cpu_s": cpu}
+        "cpu_s": cpu,
+    }
     if sample_dir:
         spent = difference(snapshot(sample_dir, worker), before)
         most = sorted(spent.items(), key=lambda kv: -kv[1])[:12]
-        out["worker_sampled_ms_per_msg"] = [[task, package, round(s * 1e3 / answered, 3)]
-                                            for (task, package), s in most]
+        out["worker_sampled_ms_per_msg"] = [
+            [task, package, round(s * 1e3 / answered, 3)] for (task, package), s in most
+        ]
     if dump is not None and dump.exists():
         out["worker_cprofile_ms_per_msg"] = top(dump, answered)
     return out
 
 
-def pipeline_run(broker: Broker, paths: dict[str, Path], steps: list[str], values: list[bytes],
-                 rate: float, budget: Budget, env: dict[str, str], *,
-                 sample_dir: Path | None = None, profile_dir: Path | None = None
-                 ) -> dict[str, Any]:
+def pipeline_run(
+    broker: Broker,
+    paths: dict[str, Path],
+    steps: list[str],
+    values: list[bytes],
+    rate: float,
+    budget: Budget,
+    env: dict[str, str],
+    *,
+    sample_dir: Path | None = None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """`steps` deployed on a fresh stack and measured (see `measure`)."""
     chain = [(name.replace("_", "-"), paths[name]) for name in steps]
     if profile_dir is not None:
         env = {**env, "PYTHONPATH": str(SAMPLE_SHIM), "WEIR_BENCH_CPROFILE_DIR": str(profile_dir)}
-    with weir_stack(broker, paths["mlp"], name=f"wide-{len(steps)}", env=env,
-                    sample_dir=sample_dir, steps=chain) as stack:
+    with weir_stack(
+        broker, paths["mlp"], name=f"wide-{len(steps)}", env=env, sample_dir=sample_dir, steps=chain
+    ) as stack:
         started = time.perf_counter()
-        figures = measure(stack, values, rate, budget, FETCH_WAIT_MS[broker], sample_dir,
-                          profile_dir)
+        figures = measure(
+            stack, values, rate, budget, FETCH_WAIT_MS[broker], sample_dir, profile_dir
+        )
         figures["measured_s"] = round(time.perf_counter() - started, 1)
         return figures
 
@@ -160,55 +189,81 @@ def client_costs(broker: Broker, sizes: dict[str, int], records: int) -> dict[st
     home = Path(tempfile.mkdtemp(prefix="weir-bench-wide-client-"))
     service = start_broker(broker, home)
     try:
-        return {label: {"bytes": size, **measure_one("aiokafka", service.address, size, records)}
-                for label, size in sizes.items()}
+        return {
+            label: {"bytes": size, **measure_one("aiokafka", service.address, size, records)}
+            for label, size in sizes.items()
+        }
     finally:
         service.stop()
 
 
 # -- the run --------------------------------------------------------------------------------
-def run(broker: Broker, budget: Budget, load: float, env: dict[str, str],
-        sample: bool, profile: bool) -> dict[str, Any]:
+def run(
+    broker: Broker, budget: Budget, load: float, env: dict[str, str], sample: bool, profile: bool
+) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="weir-bench-wide-"))
     paths = wide.write_models(root)
     wide_batches, narrow_batches = wide.batches(wide.FEATURES), wide.batches(wide.NARROW, seed=1)
-    requests = {"one_step": [wide.request(b) for b in wide_batches],
-                "three_step": [wide.request(b) for b in narrow_batches]}
+    requests = {
+        "one_step": [wide.request(b) for b in wide_batches],
+        "three_step": [wide.request(b) for b in narrow_batches],
+    }
     steps = {"one_step": ["mlp"], "three_step": ["widen", "mlp", "pass_on"]}
     results: dict[str, Any] = {"broker": broker, "load": load, "env": env}
     raw_before = raw_onnxruntime([paths["mlp"]], wide_batches, budget.raw_s, threads=1)
     rate = load * raw_before["rows_per_s"] / wide.ROWS
-    console.print(f"raw onnxruntime {raw_before['rows_per_s']:,.0f} rows/s; offering "
-                  f"{rate:.0f} msgs/s to each pipeline")
+    console.print(
+        f"raw onnxruntime {raw_before['rows_per_s']:,.0f} rows/s; offering "
+        f"{rate:.0f} msgs/s to each pipeline"
+    )
     for kind in ("one_step", "three_step"):
         console.print(f"{kind}: fresh stack, deploy, load ...")
-        results[kind] = pipeline_run(broker, paths, steps[kind], requests[kind], rate, budget,
-                                     env)
+        results[kind] = pipeline_run(broker, paths, steps[kind], requests[kind], rate, budget, env)
     console.print("where the 1-step pipeline's time goes ...")
     parts = results["parts"] = wide.parts(paths["mlp"], requests["one_step"], budget.parts_s)
     results["stage_in_process_ms_per_msg"] = stage_path(
-        [paths["mlp"]], requests["one_step"], budget.parts_s, threads=1)["ms_per_msg"]
+        [paths["mlp"]], requests["one_step"], budget.parts_s, threads=1
+    )["ms_per_msg"]
     results["kafka_client"] = client_costs(
-        broker, {"request": parts["request_bytes"], "answer": parts["answer_bytes"]},
-        budget.client_records)
+        broker,
+        {"request": parts["request_bytes"], "answer": parts["answer_bytes"]},
+        budget.client_records,
+    )
     if sample:
         console.print("one_step again, its worker sampled ...")
         results["one_step_sampled"] = pipeline_run(
-            broker, paths, steps["one_step"], requests["one_step"], rate, budget, env,
-            sample_dir=Path(tempfile.mkdtemp(prefix="weir-sample-")))
+            broker,
+            paths,
+            steps["one_step"],
+            requests["one_step"],
+            rate,
+            budget,
+            env,
+            sample_dir=Path(tempfile.mkdtemp(prefix="weir-sample-")),
+        )
     if profile:
         console.print("one_step again, its worker under cProfile ...")
         shorter = Budget(**{**asdict(budget), "seconds": min(budget.seconds, 2.0)})
         results["one_step_cprofile"] = pipeline_run(  # shorter: cProfile slows the worker
-            broker, paths, steps["one_step"], requests["one_step"], rate, shorter, env,
-            profile_dir=Path(tempfile.mkdtemp(prefix="weir-cprofile-")))
+            broker,
+            paths,
+            steps["one_step"],
+            requests["one_step"],
+            rate,
+            shorter,
+            env,
+            profile_dir=Path(tempfile.mkdtemp(prefix="weir-cprofile-")),
+        )
     raw_after = raw_onnxruntime([paths["mlp"]], wide_batches, budget.raw_s, threads=1)
     results["raw_onnxruntime"] = {
         "rows_per_s": round((raw_before["rows_per_s"] + raw_after["rows_per_s"]) / 2, 1),
-        "before": raw_before, "after": raw_after}
-    results["ratios"] = {kind: round(results[kind]["rows_per_s"]
-                                     / results["raw_onnxruntime"]["rows_per_s"], 3)
-                         for kind in TARGETS}
+        "before": raw_before,
+        "after": raw_after,
+    }
+    results["ratios"] = {
+        kind: round(results[kind]["rows_per_s"] / results["raw_onnxruntime"]["rows_per_s"], 3)
+        for kind in TARGETS
+    }
     model_ms = (raw_before["ms_per_batch"] + raw_after["ms_per_batch"]) / 2
     for kind in TARGETS:
         results[kind]["ceilings"] = ceilings(results[kind]["cpu_ms_per_msg"], model_ms)
@@ -220,47 +275,81 @@ def ceilings(cpu_ms_per_msg: dict[str, float], model_ms: float) -> dict[str, flo
     of its own (the model's ms per batch over the worker's CPU ms per message), and every
     process's CPU spread over all the machine's cores."""
     total = sum(cpu_ms_per_msg.values())
-    return {"worker_alone": round(model_ms / max(cpu_ms_per_msg["worker"], 1e-9), 3),
-            "all_cores": round(model_ms * (os.cpu_count() or 1) / max(total, 1e-9), 3)}
+    return {
+        "worker_alone": round(model_ms / max(cpu_ms_per_msg["worker"], 1e-9), 3),
+        "all_cores": round(model_ms * (os.cpu_count() or 1) / max(total, 1e-9), 3),
+    }
 
 
 # -- output -----------------------------------------------------------------------------------
 def show(results: dict[str, Any]) -> None:
     raw = results["raw_onnxruntime"]
     table = Table(title=f"wide rows (512 features, 256-row messages) on {results['broker']}")
-    for column in ("path", "rows/s", "x raw ORT", "target", "met", "offered msgs/s",
-                   "sent msgs/s", "lost", "failed", "p50 ms"):
+    for column in (
+        "path",
+        "rows/s",
+        "x raw ORT",
+        "target",
+        "met",
+        "offered msgs/s",
+        "sent msgs/s",
+        "lost",
+        "failed",
+        "p50 ms",
+    ):
         table.add_column(column, justify="left" if column == "path" else "right")
-    table.add_row("raw onnxruntime, 1 thread", f"{raw['rows_per_s']:,.0f}", "1.00", "", "", "",
-                  "", "", "", "")
-    for kind, label in (("one_step", "1 step, 512 features in"),
-                        ("three_step", "3 steps, 10 features in")):
+    table.add_row(
+        "raw onnxruntime, 1 thread", f"{raw['rows_per_s']:,.0f}", "1.00", "", "", "", "", "", "", ""
+    )
+    for kind, label in (
+        ("one_step", "1 step, 512 features in"),
+        ("three_step", "3 steps, 10 features in"),
+    ):
         r, ratio = results[kind], results["ratios"][kind]
-        table.add_row(label, f"{r['rows_per_s']:,.0f}", f"{ratio:.2f}", f">= {TARGETS[kind]}",
-                      "yes" if ratio >= TARGETS[kind] else "no", f"{r['offered_msgs_per_s']:.0f}",
-                      f"{r['sent_per_s']:.0f}", str(r["lost"]), str(r["failed"]),
-                      str(r.get("p50_ms", "")))
+        table.add_row(
+            label,
+            f"{r['rows_per_s']:,.0f}",
+            f"{ratio:.2f}",
+            f">= {TARGETS[kind]}",
+            "yes" if ratio >= TARGETS[kind] else "no",
+            f"{r['offered_msgs_per_s']:.0f}",
+            f"{r['sent_per_s']:.0f}",
+            str(r["lost"]),
+            str(r["failed"]),
+            str(r.get("p50_ms", "")),
+        )
     console.print(table)
-    console.print(f"raw onnxruntime before/after: {raw['before']['rows_per_s']:,.0f} / "
-                  f"{raw['after']['rows_per_s']:,.0f} rows/s")
+    console.print(
+        f"raw onnxruntime before/after: {raw['before']['rows_per_s']:,.0f} / "
+        f"{raw['after']['rows_per_s']:,.0f} rows/s"
+    )
     for kind in ("one_step", "three_step", "one_step_sampled"):
         if kind in results:
-            console.print(f"CPU ms per message, {kind}: {results[kind]['cpu_ms_per_msg']}; "
-                          f"ceilings {results[kind].get('ceilings', '')}")
+            console.print(
+                f"CPU ms per message, {kind}: {results[kind]['cpu_ms_per_msg']}; "
+                f"ceilings {results[kind].get('ceilings', '')}"
+            )
     parts = results["parts"]
-    console.print(f"bytes: request {parts['request_bytes']:,}, answer {parts['answer_bytes']:,} "
-                  f"(without the carried in.* inputs {parts['answer_bytes_without_inputs']:,})")
+    console.print(
+        f"bytes: request {parts['request_bytes']:,}, answer {parts['answer_bytes']:,} "
+        f"(without the carried in.* inputs {parts['answer_bytes_without_inputs']:,})"
+    )
     console.print(f"in process, ms per message: {parts['ms_per_message']}")
-    console.print(f"the worker's stage path in process (no Kafka): "
-                  f"{results['stage_in_process_ms_per_msg']} ms per message")
+    console.print(
+        f"the worker's stage path in process (no Kafka): "
+        f"{results['stage_in_process_ms_per_msg']} ms per message"
+    )
     console.print(f"log agent, ms per message: {parts['log_agent']}")
     for label, figures in results["kafka_client"].items():
-        console.print(f"aiokafka, one {label}-sized record ({figures['bytes']:,} bytes), us of "
-                      f"CPU: send {figures['send']}, fetch {figures['fetch']}")
+        console.print(
+            f"aiokafka, one {label}-sized record ({figures['bytes']:,} bytes), us of "
+            f"CPU: send {figures['send']}, fetch {figures['fetch']}"
+        )
     if "one_step_cprofile" in results:
         console.print("the worker under cProfile, ms per message (own, with callees):")
         for function, own, cumulative in results["one_step_cprofile"].get(
-                "worker_cprofile_ms_per_msg", []):
+            "worker_cprofile_ms_per_msg", []
+        ):
             console.print(f"  {own:8.3f} {cumulative:8.3f}  {function}", markup=False)
     if "one_step_sampled" in results:
         console.print("the worker's main thread, sampled, ms per message (task, package):")
@@ -272,16 +361,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", choices=BROKERS, default="tansu")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="how long each open-loop run sends (default 5; --quick 1.5)")
-    parser.add_argument("--load", type=float, default=1.0,
-                        help="offered rows/s as a multiple of raw onnxruntime's (default 1.0)")
-    parser.add_argument("--sample", action="store_true",
-                        help="also run the 1-step pipeline with its worker's main thread sampled")
-    parser.add_argument("--profile", action="store_true",
-                        help="also run the 1-step pipeline with its worker under cProfile")
-    parser.add_argument("--env", nargs="*", default=[], metavar="WEIR_X=VALUE",
-                        help="settings for the stack's server and workers")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="how long each open-loop run sends (default 5; --quick 1.5)",
+    )
+    parser.add_argument(
+        "--load",
+        type=float,
+        default=1.0,
+        help="offered rows/s as a multiple of raw onnxruntime's (default 1.0)",
+    )
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="also run the 1-step pipeline with its worker's main thread sampled",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run the 1-step pipeline with its worker under cProfile",
+    )
+    parser.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="WEIR_X=VALUE",
+        help="settings for the stack's server and workers",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to save the JSON figures")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL

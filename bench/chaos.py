@@ -27,17 +27,25 @@ from bench._results import save
 
 
 def show(report: dict[str, Any]) -> None:
-    print(f"\n{report['broker']}: seed {report['seed']}, {report['seconds']:.0f} s, "
-          f"{report['rate']:.0f} records/s")
+    print(
+        f"\n{report['broker']}: seed {report['seed']}, {report['seconds']:.0f} s, "
+        f"{report['rate']:.0f} records/s"
+    )
     for fault in report["faults"]:
-        print(f"  {fault['started_s']!s:>7} s  {fault['kind']:<15} {fault['took_s']!s:>6} s  "
-              f"{fault['outcome']}")
+        print(
+            f"  {fault['started_s']!s:>7} s  {fault['kind']:<15} {fault['took_s']!s:>6} s  "
+            f"{fault['outcome']}"
+        )
     kills = [t for t in report.get("kill_recovery_s", []) if t is not None]
-    print(f"  records: {report.get('sent')} sent, {report.get('answered')} answered, "
-          f"{report.get('repeated')} repeated, lost {report.get('lost')}; "
-          f"{report.get('refused_by_broker')} refused by the broker")
-    print(f"  HTTP: {report.get('http')}; status Running {report.get('settle_s')} s after "
-          f"the last fault; worker kill to answering again: {recovery_summary(kills)}")
+    print(
+        f"  records: {report.get('sent')} sent, {report.get('answered')} answered, "
+        f"{report.get('repeated')} repeated, lost {report.get('lost')}; "
+        f"{report.get('refused_by_broker')} refused by the broker"
+    )
+    print(
+        f"  HTTP: {report.get('http')}; status Running {report.get('settle_s')} s after "
+        f"the last fault; worker kill to answering again: {recovery_summary(kills)}"
+    )
     for problem in report["problems"]:
         print(f"  PROBLEM {problem}")
     if not report["problems"]:
@@ -50,21 +58,40 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=100.0, help="Kafka records a second")
-    parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS),
-                        help="the kinds of fault to apply (default: all)")
-    parser.add_argument("--isolated", action="store_true",
-                        help="one fault at a time, 5-12 s apart (e.g. to time the recovery "
-                             "from a worker kill: --faults kill_worker --isolated)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep each run's folder (WEIR_HOME, server and worker logs)")
+    parser.add_argument(
+        "--faults",
+        nargs="+",
+        choices=FAULTS,
+        default=list(FAULTS),
+        help="the kinds of fault to apply (default: all)",
+    )
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one fault at a time, 5-12 s apart (e.g. to time the recovery "
+        "from a worker kill: --faults kill_worker --isolated)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each run's folder (WEIR_HOME, server and worker logs)",
+    )
     args = parser.parse_args()
     reports = []
     for broker in args.broker:
         root = Path(tempfile.mkdtemp(prefix="weir-chaos-"))
         try:
-            reports.append(run_chaos(root, broker, seed=args.seed, seconds=args.minutes * 60,
-                                     rate=args.rate, kinds=args.faults,
-                                     burst=1 if args.isolated else 3))
+            reports.append(
+                run_chaos(
+                    root,
+                    broker,
+                    seed=args.seed,
+                    seconds=args.minutes * 60,
+                    rate=args.rate,
+                    kinds=args.faults,
+                    burst=1 if args.isolated else 3,
+                )
+            )
         finally:
             if args.keep:
                 print(f"kept {root}")

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from control.sdk.config import DeploymentConfigBuilder
     from control.sdk.pipeline import Pipeline
 
-_LAZY = {"Client": "control.sdk.client", "DeploymentConfigBuilder": "control.sdk.config",
-         "Pipeline": "control.sdk.pipeline"}
+_LAZY = {
+    "Client": "control.sdk.client",
+    "DeploymentConfigBuilder": "control.sdk.config",
+    "Pipeline": "control.sdk.pipeline",
+}
 
 __all__ = [
     "Client",

@@ -27,8 +27,9 @@ class Capacity:
         capacity.started(); ...; capacity.finished(answered=True)
     """
 
-    def __init__(self, half_life_s: float = HALF_LIFE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, half_life_s: float = HALF_LIFE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.in_flight = 0
         self._half_life_s = half_life_s
         self._clock = clock

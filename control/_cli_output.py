@@ -38,8 +38,7 @@ NAME_COLUMNS = frozenset({"name", "pipeline", "model"})
 ID_COLUMNS = frozenset({"version", "versions", "sha", REQUEST_ID, "deployed_version"})
 LIST_COLUMNS = ID_COLUMNS | {"steps", "tags"}
 """Lists shown as `a, b`; tensors are shown as `[1.5, 2.5]`."""
-TIME_COLUMNS = frozenset({TIME, "created", "last_updated", "creation_time",
-                          "last_updated_time"})
+TIME_COLUMNS = frozenset({TIME, "created", "last_updated", "creation_time", "last_updated_time"})
 ROW_COLUMNS = (TIME, REQUEST_ID, ROW)
 """Besides the outputs and check failures, what a row table shows without --wide."""
 
@@ -93,8 +92,9 @@ def row_columns(names: Sequence[str], *, wide: bool) -> list[str]:
     if wide:
         return list(names)
     shown = [n for n in ROW_COLUMNS if n in names]
-    shown += [n for n in names if n.startswith((OUT_PREFIX, SHADOW_OUT_PREFIX))
-              and n != OUT_MODEL_SPLIT]
+    shown += [
+        n for n in names if n.startswith((OUT_PREFIX, SHADOW_OUT_PREFIX)) and n != OUT_MODEL_SPLIT
+    ]
     return shown + [n for n in (CHECK_FAILURES,) if n in names]
 
 
@@ -107,6 +107,8 @@ def rows_table(batch: pa.Table | pa.RecordBatch, *, wide: bool = False) -> None:
 
 def row_line(row: dict[str, Any], columns: Sequence[str]) -> str:
     """One row on one line (`weir tail`), cut to the terminal's width."""
-    line = "  ".join(f"{c}={cell(row.get(c), c)}" if c not in ROW_COLUMNS
-                     else cell(row.get(c), c) for c in columns)
-    return line if len(line) <= out.width else line[:out.width - 1] + "…"
+    line = "  ".join(
+        f"{c}={cell(row.get(c), c)}" if c not in ROW_COLUMNS else cell(row.get(c), c)
+        for c in columns
+    )
+    return line if len(line) <= out.width else line[: out.width - 1] + "…"

@@ -31,7 +31,8 @@ class Waiting:
     batch: pa.RecordBatch
     pending: Pending
     sent: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     group: Group | None = None
     """Set when it went with others in one record (`record_id`)."""
     record_id: str = ""
@@ -100,8 +101,10 @@ class Coalescer:
             if waiting.sent.done():  # its caller was cancelled
                 self._queue.popleft()
                 continue
-            if group and (rows + waiting.batch.num_rows > self._max_rows
-                          or not waiting.batch.schema.equals(group[0].batch.schema)):
+            if group and (
+                rows + waiting.batch.num_rows > self._max_rows
+                or not waiting.batch.schema.equals(group[0].batch.schema)
+            ):
                 break
             group.append(self._queue.popleft())
             rows += waiting.batch.num_rows

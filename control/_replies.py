@@ -45,8 +45,11 @@ class Parts:
             return
         if batch is None:
             return
-        index = (batch.column(META_ROW).to_pylist() if META_ROW in batch.schema.names
-                 else list(range(batch.num_rows)))
+        index = (
+            batch.column(META_ROW).to_pylist()
+            if META_ROW in batch.schema.names
+            else list(range(batch.num_rows))
+        )
         if index and self.seen.issuperset(index):
             return  # a repeat (a record processed again after a crash)
         self.batches.append(batch)
@@ -55,8 +58,12 @@ class Parts:
 
     def table(self) -> pa.RecordBatch:
         """The rows in input order."""
-        order = [b.column(META_ROW).to_numpy(zero_copy_only=False)
-                 if META_ROW in b.schema.names else np.arange(b.num_rows) for b in self.batches]
+        order = [
+            b.column(META_ROW).to_numpy(zero_copy_only=False)
+            if META_ROW in b.schema.names
+            else np.arange(b.num_rows)
+            for b in self.batches
+        ]
         return concat_in_order(self.batches, order, self.rows)
 
 
@@ -93,8 +100,9 @@ class Pending:
             prefix = shadow_out_prefix(name)
             if parts.error is not None:
                 text = (parts.error.error or {}).get("message", "failed")
-                rows = rows.append_column(prefix + SHADOW_ERROR_FIELD,
-                                          pa.array([text] * rows.num_rows))
+                rows = rows.append_column(
+                    prefix + SHADOW_ERROR_FIELD, pa.array([text] * rows.num_rows)
+                )
                 continue
             if not parts.batches:
                 continue
@@ -127,15 +135,18 @@ class Group:
                 pending.add(env, None)
             return
         if META_ROW not in batch.schema.names:
-            log.error("a reply to coalesced record %s has no %s column; dropped",
-                      env.request_id, META_ROW)
+            log.error(
+                "a reply to coalesced record %s has no %s column; dropped", env.request_id, META_ROW
+            )
             return
-        which, local = request_rows(self.requests, batch.column(META_ROW).to_numpy(
-            zero_copy_only=False))
+        which, local = request_rows(
+            self.requests, batch.column(META_ROW).to_numpy(zero_copy_only=False)
+        )
         order = np.argsort(which, kind="stable")
         at = batch.schema.get_field_index(META_ROW)
         grouped = batch.take(pa.array(order)).set_column(
-            at, META_ROW, pa.array(local[order].astype(np.int32)))
+            at, META_ROW, pa.array(local[order].astype(np.int32))
+        )
         counts = np.bincount(which, minlength=len(self.members))
         first = 0
         for (_, pending), count in zip(self.members, counts.tolist()):
@@ -151,9 +162,12 @@ class Replies:
     def __init__(self, topic: str, settings: WorkerSettings) -> None:
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
-            **connection_options(settings), enable_auto_commit=False,
-            fetch_max_wait_ms=settings.fetch_wait_ms, auto_offset_reset="latest",
-            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
+            **connection_options(settings),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_wait_ms,
+            auto_offset_reset="latest",
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        )
         self._waiting: dict[str, Pending | Group] = {}
         self._task: asyncio.Task[None] | None = None
         self._settings = settings

@@ -30,8 +30,12 @@ _MODEL_ENTRY = re.compile(r"models/[0-9a-f]{64}")
 
 
 def write_bundle(version: PipelineVersion, artifacts: ArtifactStore) -> bytes:
-    manifest = {"format": FORMAT, "pipeline": version.pipeline, "version": version.version,
-                "definition": version.definition.model_dump(mode="json")}
+    manifest = {
+        "format": FORMAT,
+        "pipeline": version.pipeline,
+        "version": version.version,
+        "definition": version.definition.model_dump(mode="json"),
+    }
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
         bundle.writestr(MANIFEST, json.dumps(manifest, indent=2))
@@ -71,13 +75,25 @@ def read_bundle(data: bytes, max_bytes: int) -> Bundle:
                 check_version(ref.version, "model version")
                 content = bundle.read(f"models/{ref.sha}")
                 if hashlib.sha256(content).hexdigest() != ref.sha:
-                    raise ModelLoadError(f"bundle file for {ref.name} does not match its sha256 "
-                                         f"{ref.sha}: the bundle is corrupt; publish it again")
+                    raise ModelLoadError(
+                        f"bundle file for {ref.name} does not match its sha256 "
+                        f"{ref.sha}: the bundle is corrupt; publish it again"
+                    )
                 files[ref.sha] = content
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, TypeError,
-            NotImplementedError, EOFError, RuntimeError) as exc:
-        raise ModelLoadError(f"unreadable bundle ({type(exc).__name__}: {str(exc)[:200]}): "
-                             "import a file written by pipeline.publish()") from exc
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+        EOFError,
+        RuntimeError,
+    ) as exc:
+        raise ModelLoadError(
+            f"unreadable bundle ({type(exc).__name__}: {str(exc)[:200]}): "
+            "import a file written by pipeline.publish()"
+        ) from exc
     return Bundle(pipeline, version, definition, files)
 
 
@@ -86,13 +102,19 @@ def _check_entries(entries: list[zipfile.ZipInfo], max_bytes: int) -> None:
     total = 0
     for entry in entries:
         if entry.filename != MANIFEST and not _MODEL_ENTRY.fullmatch(entry.filename):
-            raise ModelLoadError(f"bundle entry {entry.filename!r:.120} is not {MANIFEST} nor "
-                                 "models/<sha256>: a bundle holds nothing else; import a file "
-                                 "written by pipeline.publish()")
+            raise ModelLoadError(
+                f"bundle entry {entry.filename!r:.120} is not {MANIFEST} nor "
+                "models/<sha256>: a bundle holds nothing else; import a file "
+                "written by pipeline.publish()"
+            )
         if stat.S_ISLNK(entry.external_attr >> 16):
-            raise ModelLoadError(f"bundle entry {entry.filename!r} is a symbolic link: a bundle "
-                                 "holds plain files only")
+            raise ModelLoadError(
+                f"bundle entry {entry.filename!r} is a symbolic link: a bundle "
+                "holds plain files only"
+            )
         total += entry.file_size
         if total > max_bytes:
-            raise PayloadTooLarge(f"bundle unpacks to over {max_bytes} bytes "
-                                  "(WEIR_MAX_UPLOAD_BYTES): refused before unpacking")
+            raise PayloadTooLarge(
+                f"bundle unpacks to over {max_bytes} bytes "
+                "(WEIR_MAX_UPLOAD_BYTES): refused before unpacking"
+            )

@@ -26,10 +26,12 @@ from control._cli_output import (
 from control.pipeline_status import PipelineStatus
 from engine.errors import WeirError
 
-app = typer.Typer(help="weir: serve ML pipelines on Kafka.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-pipelines_app = typer.Typer(help="Pipelines: list, show, deploy, undeploy, status, delete.",
-                            no_args_is_help=True)
+app = typer.Typer(
+    help="weir: serve ML pipelines on Kafka.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+pipelines_app = typer.Typer(
+    help="Pipelines: list, show, deploy, undeploy, status, delete.", no_args_is_help=True
+)
 models_app = typer.Typer(help="Models: upload, list and delete.", no_args_is_help=True)
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(models_app, name="models")
@@ -53,11 +55,19 @@ def _settings() -> Any:
 
 # -- the stack ------------------------------------------------------------------------
 @app.command()
-def up(detach: Annotated[bool, typer.Option(
-           "--detach", "-d", help="Return once everything answers.")] = False,
-       broker: Annotated[str | None, typer.Option(
-           "--broker", help="Embedded broker: tansu (default, in memory) or kafka (Apache "
-           "Kafka; needs Java and Maven). Also WEIR_BROKER.")] = None) -> None:
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once everything answers.")
+    ] = False,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            help="Embedded broker: tansu (default, in memory) or kafka (Apache "
+            "Kafka; needs Java and Maven). Also WEIR_BROKER.",
+        ),
+    ] = None,
+) -> None:
     """Start the embedded broker, Redis and the weir server (Ctrl-C stops them)."""
     from control.stack import up as stack_up
 
@@ -85,8 +95,9 @@ def serve() -> None:
     run_server(_settings())
 
 
-@app.command(hidden=True, context_settings={"allow_extra_args": True,
-                                             "ignore_unknown_options": True})
+@app.command(
+    hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def worker(ctx: typer.Context) -> None:
     """Run a pipeline worker (the deployer starts these)."""
     from control.worker_main import main as worker_main
@@ -104,11 +115,17 @@ def demo() -> None:
 
 # -- models ---------------------------------------------------------------------------
 @models_app.command("upload")
-def models_upload(name: str, path: ExistingFile,
-                  runtime: Annotated[str | None, typer.Option(
-                      "--runtime",
-                      help="onnx or python; guessed from the file name (.onnx; .py or .zip)")] = None,
-                  json_out: JsonOpt = False) -> None:
+def models_upload(
+    name: str,
+    path: ExistingFile,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime", help="onnx or python; guessed from the file name (.onnx; .py or .zip)"
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Upload a model file as a new version of NAME."""
     model = _client().upload_model(name, path, runtime=runtime)
     if json_out:
@@ -146,8 +163,23 @@ def pipelines_list(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(infos)
         return
-    table(infos, ["name", "created", "last_updated", "deployed", "deployed_version", "tags",
-                  "versions", "steps", "published"] if wide else PIPELINE_COLUMNS, wide=wide)
+    table(
+        infos,
+        [
+            "name",
+            "created",
+            "last_updated",
+            "deployed",
+            "deployed_version",
+            "tags",
+            "versions",
+            "steps",
+            "published",
+        ]
+        if wide
+        else PIPELINE_COLUMNS,
+        wide=wide,
+    )
 
 
 @pipelines_app.command("show")
@@ -173,8 +205,7 @@ def pipelines_status(name: str, json_out: JsonOpt = False) -> None:
         out.print(f"[bold]{name}[/bold]: {escape(shown.status)}")
         for engine in shown.engines:
             where = f" (remote, on {engine.ip})" if engine.remote else ""
-            out.print(f"  {engine.name}{where} {engine.status} {engine.reason or ''}",
-                      markup=False)
+            out.print(f"  {engine.name}{where} {engine.status} {engine.reason or ''}", markup=False)
 
 
 @pipelines_app.command("versions")
@@ -189,14 +220,21 @@ def pipelines_versions(name: str, wide: WideOpt = False, json_out: JsonOpt = Fal
 
 
 @pipelines_app.command("deploy")
-def pipelines_deploy(name: str,
-                     version: Annotated[str | None, typer.Option(
-                         help="Version to deploy (default: newest).")] = None,
-                     replicas: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-                     result_format: Annotated[str, typer.Option(
-                         help="Answers on the result topic: request (each in its request's "
-                              "format), arrow or json.")] = "request",
-                     json_out: JsonOpt = False) -> None:
+def pipelines_deploy(
+    name: str,
+    version: Annotated[
+        str | None, typer.Option(help="Version to deploy (default: newest).")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    result_format: Annotated[
+        str,
+        typer.Option(
+            help="Answers on the result topic: request (each in its request's "
+            "format), arrow or json."
+        ),
+    ] = "request",
+    json_out: JsonOpt = False,
+) -> None:
     """Deploy a pipeline version and wait until it runs."""
     from control.sdk.config import DeploymentConfigBuilder
 
@@ -223,14 +261,18 @@ def pipelines_delete(name: str) -> None:
 
 # -- data -----------------------------------------------------------------------------
 @app.command()
-def infer(pipeline: str, file: ExistingFile, wide: WideOpt = False,
-          json_out: JsonOpt = False) -> None:
+def infer(
+    pipeline: str, file: ExistingFile, wide: WideOpt = False, json_out: JsonOpt = False
+) -> None:
     """Send FILE (.json pandas records, or .arrow) through PIPELINE and print the result."""
     import pyarrow as pa
 
     result = _client().get_pipeline(pipeline).infer_from_file(file)
-    rows = result if isinstance(result, pa.Table) else pa.Table.from_pandas(
-        result, preserve_index=False)
+    rows = (
+        result
+        if isinstance(result, pa.Table)
+        else pa.Table.from_pandas(result, preserve_index=False)
+    )
     if json_out:
         print_json(rows.to_pylist())
     else:
@@ -248,11 +290,19 @@ def import_bundle(bundle: ExistingFile, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def logs(pipeline: str, limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
-         valid: Annotated[bool | None, typer.Option(
-             "--valid/--invalid", help="Only rows that passed (--valid) or failed (--invalid) "
-             "their checks.")] = None,
-         wide: WideOpt = False, json_out: JsonOpt = False) -> None:
+def logs(
+    pipeline: str,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    valid: Annotated[
+        bool | None,
+        typer.Option(
+            "--valid/--invalid",
+            help="Only rows that passed (--valid) or failed (--invalid) their checks.",
+        ),
+    ] = None,
+    wide: WideOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Print a pipeline's newest log rows."""
     rows = _client().get_pipeline(pipeline).logs(limit=limit, valid=valid, arrow=True)
     if json_out:
@@ -262,26 +312,40 @@ def logs(pipeline: str, limit: Annotated[int, typer.Option(help="Most rows to sh
 
 
 @app.command()
-def tail(pipeline: str,
-         log_rows: Annotated[bool, typer.Option(
-             "--logs", help="Follow the pipeline's log rows instead of its result topic.")] = False,
-         json_out: Annotated[bool, typer.Option(
-             "--json", help="One JSON object per row.")] = False) -> None:
+def tail(
+    pipeline: str,
+    log_rows: Annotated[
+        bool,
+        typer.Option("--logs", help="Follow the pipeline's log rows instead of its result topic."),
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
+) -> None:
     """Follow PIPELINE's answers on its result topic as they arrive (or its log rows with
     --logs), like `kcat -C` or `kubectl logs -f`; Ctrl-C stops."""
     source = "log rows" if log_rows else "result topic"
-    following = _client().get_pipeline(pipeline).tail(
-        logs=log_rows, ready=lambda: err.print(f"following {pipeline}'s {source} "
-                                               "(Ctrl-C to stop)"))
+    following = (
+        _client()
+        .get_pipeline(pipeline)
+        .tail(
+            logs=log_rows,
+            ready=lambda: err.print(f"following {pipeline}'s {source} (Ctrl-C to stop)"),
+        )
+    )
     try:
         for rows in following:
             for row in rows.to_pylist():
                 if json_out:
                     sys.stdout.write(json.dumps(row, default=str) + "\n")
                 else:
-                    out.print(row_line(row, row_columns(rows.schema.names, wide=False)
-                                       + (["error"] if "error" in row else [])),
-                              markup=False, soft_wrap=True)
+                    out.print(
+                        row_line(
+                            row,
+                            row_columns(rows.schema.names, wide=False)
+                            + (["error"] if "error" in row else []),
+                        ),
+                        markup=False,
+                        soft_wrap=True,
+                    )
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass

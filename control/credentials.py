@@ -64,15 +64,22 @@ def check_private(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
-        raise StackError(f"{path} holds a secret but is not a plain file: remove it and run "
-                         "`weir up` again")
+        raise StackError(
+            f"{path} holds a secret but is not a plain file: remove it and run `weir up` again"
+        )
     if info.st_uid != os.getuid():
-        raise StackError(f"{path} holds a secret but belongs to user id {info.st_uid}, not to "
-                         f"this user ({os.getuid()}): remove it, or run weir as its owner")
+        raise StackError(
+            f"{path} holds a secret but belongs to user id {info.st_uid}, not to "
+            f"this user ({os.getuid()}): remove it, or run weir as its owner"
+        )
     if info.st_mode & 0o077:
         os.chmod(path, 0o600)
-        log.warning("%s was readable by others (mode %o): made it owner-only (600); if anyone "
-                    "else could read it, run `weir token rotate`", path, info.st_mode & 0o777)
+        log.warning(
+            "%s was readable by others (mode %o): made it owner-only (600); if anyone "
+            "else could read it, run `weir token rotate`",
+            path,
+            info.st_mode & 0o777,
+        )
 
 
 class Token:

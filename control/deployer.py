@@ -56,8 +56,9 @@ SWAP_POLL_S = 0.2
 class Deployer:
     """Deploys pipeline versions as worker processes and reports their status."""
 
-    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap,
-                 artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, topics: TopicMap, artifacts: ArtifactStore
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.topics = topics
@@ -66,19 +67,19 @@ class Deployer:
         self._swaps: dict[tuple[str, str], Swap] = {}
         self._failed: dict[tuple[str, str], FailedRedeploy] = {}
         self._lock = asyncio.Lock()
-        self._status = DeploymentStatus(settings, registry, self._local, self._swaps,
-                                        self._failed)
-        self._retirement = Retirement(settings, registry, topics, self._local, self._swaps,
-                                      self._lock)
+        self._status = DeploymentStatus(settings, registry, self._local, self._swaps, self._failed)
+        self._retirement = Retirement(
+            settings, registry, topics, self._local, self._swaps, self._lock
+        )
         self._supervisor = Supervisor(registry, self._local, self._swaps)
         self._supervising: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Asked once here rather than by every worker it starts.
         self._local.exactly_once = bool(
-            (await resolved(self.settings.worker_settings())).exactly_once)
-        self._supervising = asyncio.create_task(self._supervisor.run(),
-                                                name="deployer-supervisor")
+            (await resolved(self.settings.worker_settings())).exactly_once
+        )
+        self._supervising = asyncio.create_task(self._supervisor.run(), name="deployer-supervisor")
 
     async def stop(self) -> None:
         """Stop every local worker (server shutdown); deployments stay recorded."""
@@ -100,38 +101,50 @@ class Deployer:
         key = (ws, name)
         async with self._lock:
             pending = self._swaps.get(key)
-            if (pending is not None and not pending.handing_over
-                    and pending.previous.version == version.version
-                    and pending.previous.config == config
-                    and self._local.all_alive(pending.previous.worker_ids)):
+            if (
+                pending is not None
+                and not pending.handing_over
+                and pending.previous.version == version.version
+                and pending.previous.config == config
+                and self._local.all_alive(pending.previous.worker_ids)
+            ):
                 return self._undo(pending, reason=None)  # back to what still serves
             current = self.registry.get_deployment(ws, name)
             if current is None:
-                others = [d for d in self.registry.list_deployments()
-                          if (d.workspace, d.pipeline) != key]
+                others = [
+                    d for d in self.registry.list_deployments() if (d.workspace, d.pipeline) != key
+                ]
                 if len(others) >= self.settings.max_pipelines:
                     raise LimitError(self.settings.max_pipelines)
-            elif (current.version == version.version and current.config == config
-                  and self._local.all_alive(current.worker_ids)):
+            elif (
+                current.version == version.version
+                and current.config == config
+                and self._local.all_alive(current.worker_ids)
+            ):
                 self._failed.pop(key, None)
                 return current
             for ref in version.definition.models():
                 if not self.artifacts.exists(ref.sha):
                     raise DeploymentError(
                         f"model file of {ref.name} (sha256 {ref.sha}) is missing from the "
-                        "artifact store; upload the model again")
+                        "artifact store; upload the model again"
+                    )
             if not version.definition.steps:
                 raise DeploymentError(f"pipeline {name!r} has no steps: add a model step first")
             try:
                 sidekicks = sidekick_steps(version.definition, config.sidekicks)
             except SidekickError as exc:
                 raise DeploymentError(str(exc)) from exc
-            deployment = Deployment(workspace=ws, pipeline=name, version=version.version,
-                                    config=config)
+            deployment = Deployment(
+                workspace=ws, pipeline=name, version=version.version, config=config
+            )
             try:
-                await ensure_topics(self.settings.worker_settings(),
-                                    self.topics.deployment_topics(ws, name, deployment.id,
-                                                                  version.definition, sidekicks))
+                await ensure_topics(
+                    self.settings.worker_settings(),
+                    self.topics.deployment_topics(
+                        ws, name, deployment.id, version.definition, sidekicks
+                    ),
+                )
             except (KafkaError, TimeoutError):
                 await check_connection(self.settings.worker_settings())  # says what is wrong
                 raise
@@ -143,8 +156,9 @@ class Deployer:
             self.registry.set_deployment(deployment)
             if current is not None:
                 if superseded is not None:  # the half-started version goes too
-                    swap = Swap(deployment, superseded.previous,
-                                 [*superseded.old_ids, *current.worker_ids])
+                    swap = Swap(
+                        deployment, superseded.previous, [*superseded.old_ids, *current.worker_ids]
+                    )
                 else:
                     swap = Swap(deployment, current, list(current.worker_ids))
                 swap.task = asyncio.create_task(self._swap(swap), name=f"swap-{ws}-{name}")
@@ -164,11 +178,13 @@ class Deployer:
             self.registry.delete_deployment(ws, name)
             old = swap.old_ids if swap is not None else []
             await self._retirement.retire(
-                ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)])
+                ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)]
+            )
             # What is left are the last heartbeats of remote workers that died or stopped
             # on their own; a later deploy of the pipeline must not list them.
             self.registry.forget_workers(
-                ws, name, [b.worker_id for b in self._local.remote_beats(ws, name)])
+                ws, name, [b.worker_id for b in self._local.remote_beats(ws, name)]
+            )
 
     async def resume(self, deployment: Deployment, version: PipelineVersion) -> None:
         """Take a recorded deployment back after a server restart, or start it again.
@@ -184,8 +200,12 @@ class Deployer:
             async with self._lock:
                 for record in mine:
                     self._local.adopt(record)
-            log.info("took back the workers of %s/%s: %s", ws, name,
-                     ", ".join(f"{r.worker_id} (pid {r.pid})" for r in mine))
+            log.info(
+                "took back the workers of %s/%s: %s",
+                ws,
+                name,
+                ", ".join(f"{r.worker_id} (pid {r.pid})" for r in mine),
+            )
             return
         self.registry.delete_deployment(ws, name)
         self.registry.forget_workers(ws, name, deployment.worker_ids)
@@ -205,11 +225,13 @@ class Deployer:
                     worker_processes.remove_record(self.settings, record.worker_id)
                     continue
                 self._local.adopt(record)
-                strays.setdefault((record.launch.workspace, record.launch.pipeline),
-                                  []).append(record.worker_id)
+                strays.setdefault((record.launch.workspace, record.launch.pipeline), []).append(
+                    record.worker_id
+                )
             for (ws, name), ids in strays.items():
-                log.warning("stopping workers of %s/%s no deployment wants: %s", ws, name,
-                            ", ".join(ids))
+                log.warning(
+                    "stopping workers of %s/%s no deployment wants: %s", ws, name, ", ".join(ids)
+                )
                 self._retirement.retire_in_background(ws, name, ids)
         await self._retirement.drop_leftover_topics()
 
@@ -222,8 +244,14 @@ class Deployer:
             if self._swaps.get(key) is not swap:
                 return  # superseded by a later deploy or an undeploy
             if failure is not None:
-                log.warning("version %s of %s/%s failed (%s); %s keeps serving", new.version,
-                            new.workspace, new.pipeline, failure, swap.previous.version)
+                log.warning(
+                    "version %s of %s/%s failed (%s); %s keeps serving",
+                    new.version,
+                    new.workspace,
+                    new.pipeline,
+                    failure,
+                    swap.previous.version,
+                )
                 self._undo(swap, reason=failure)
                 return
             swap.handing_over = True
@@ -231,8 +259,9 @@ class Deployer:
             self._retirement.retire_in_background(new.workspace, new.pipeline, old)
         # Report Running only once the old workers take no more input, so what is
         # sent after deploy() returns is answered by the new version.
-        deadline = (asyncio.get_running_loop().time()
-                    + self.settings.worker_settings().drain_timeout_s)
+        deadline = (
+            asyncio.get_running_loop().time() + self.settings.worker_settings().drain_timeout_s
+        )
         while asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(RegistryUnavailable):  # Redis away: ask again
                 if self._stopped_taking_input(new.workspace, new.pipeline, old):
@@ -265,7 +294,9 @@ class Deployer:
             if failure is None and asyncio.get_running_loop().time() > deadline:
                 failure = f"not Running within {limit:.0f}s" + "".join(
                     f"; {w.worker_id} {w.status}{': ' + w.reason if w.reason else ''}"
-                    for w in workers if w.status != "Running")
+                    for w in workers
+                    if w.status != "Running"
+                )
             if failure is not None:
                 return failure
             await asyncio.sleep(SWAP_POLL_S)
@@ -276,29 +307,37 @@ class Deployer:
         A worker that cannot start says so in its heartbeat (Error) and exits
         with EXIT_CANNOT_START; a crashed one is restarted and is no failure.
         """
-        beats = {s.worker_id: s for s in self.registry.workers(deployment.workspace,
-                                                               deployment.pipeline)}
+        beats = {
+            s.worker_id: s for s in self.registry.workers(deployment.workspace, deployment.pipeline)
+        }
         for worker_id in deployment.worker_ids:
             beat, local = beats.get(worker_id), self._local.get(worker_id)
             reason = beat.reason if beat is not None and beat.reason else "cannot start"
             if local is not None and local.proc.poll() == EXIT_CANNOT_START:
                 return f"{worker_id}: {reason}"
-            if (beat is not None and beat.status == "Error"
-                    and (datetime.now(UTC) - beat.time).total_seconds() < HEARTBEAT_STALE_S):
+            if (
+                beat is not None
+                and beat.status == "Error"
+                and (datetime.now(UTC) - beat.time).total_seconds() < HEARTBEAT_STALE_S
+            ):
                 return f"{worker_id}: {reason}"
         return None
 
     def _remote(self, ws: str, name: str, *, besides: str | None = None) -> list[str]:
         """Live workers of a pipeline that this server did not start, but of version
         `besides`."""
-        return [b.worker_id for b in self._local.remote_beats(ws, name)
-                if b.version != besides and b.status in ("Starting", "Running")]
+        return [
+            b.worker_id
+            for b in self._local.remote_beats(ws, name)
+            if b.version != besides and b.status in ("Starting", "Running")
+        ]
 
     def _stopped_taking_input(self, ws: str, name: str, worker_ids: list[str]) -> bool:
         """True when none of `worker_ids` may still take input (each drains, stopped or is gone)."""
         beats = {s.worker_id: s for s in self.registry.workers(ws, name)}
-        return all(beats[w].status in ("Draining", "Stopped", "Error")
-                   for w in worker_ids if w in beats)
+        return all(
+            beats[w].status in ("Draining", "Stopped", "Error") for w in worker_ids if w in beats
+        )
 
     def _undo(self, swap: Swap, *, reason: str | None) -> Deployment:
         """Give up a pending redeploy: the previous deployment serves on (call under the lock)."""
@@ -313,18 +352,23 @@ class Deployer:
             self._failed[key] = FailedRedeploy(new, reason)
         self.registry.set_deployment(swap.previous)
         keep = set(swap.previous.worker_ids)
-        retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep),
-                  *self._remote(new.workspace, new.pipeline, besides=swap.previous.version)]
+        retire = [
+            *new.worker_ids,
+            *(w for w in swap.old_ids if w not in keep),
+            *self._remote(new.workspace, new.pipeline, besides=swap.previous.version),
+        ]
         self._retirement.retire_in_background(new.workspace, new.pipeline, retire)
         return swap.previous
 
-    def _spawn_all(self, version: PipelineVersion, deployment: Deployment,
-                   sidekicks: dict[int, str]) -> list[str]:
+    def _spawn_all(
+        self, version: PipelineVersion, deployment: Deployment, sidekicks: dict[int, str]
+    ) -> list[str]:
         """Start a deployment's workers: its main workers, shadow workers if it has shadow
         steps, and each sidekick step's own; returns their ids."""
         config, ids = deployment.config, []
-        roles: list[WorkerRole] = ["main", "shadow"] if has_shadows(version.definition) \
-            else ["main"]
+        roles: list[WorkerRole] = (
+            ["main", "shadow"] if has_shadows(version.definition) else ["main"]
+        )
         for role in roles:
             for replica in range(config.replicas):
                 ids.append(new_worker_id(version, role, replica))
@@ -333,14 +377,25 @@ class Deployer:
             sidekick = config.sidekicks[model]
             for replica in range(sidekick.replicas):
                 ids.append(new_worker_id(version, "sidekick", replica, sidekick=step))
-                self._local.spawn(version, deployment, sidekick, replica, ids[-1],
-                                  sidekicks, sidekick=step, env=sidekick.env)
+                self._local.spawn(
+                    version,
+                    deployment,
+                    sidekick,
+                    replica,
+                    ids[-1],
+                    sidekicks,
+                    sidekick=step,
+                    env=sidekick.env,
+                )
         return ids
 
     def restarts(self, ws: str, name: str) -> dict[str, int]:
         """How often this server restarted each of a pipeline's workers that died."""
-        return {w.worker_id: w.restarts for w in self._local.values()
-                if (w.workspace, w.pipeline) == (ws, name)}
+        return {
+            w.worker_id: w.restarts
+            for w in self._local.values()
+            if (w.workspace, w.pipeline) == (ws, name)
+        }
 
     def status(self, ws: str, name: str) -> PipelineStatus:
         """The guide's status shape, built from heartbeats."""

@@ -29,9 +29,14 @@ from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 class DeploymentStatus:
     """Reads the status of the deployer's deployments (it shares the deployer's state)."""
 
-    def __init__(self, settings: Settings, registry: Registry, local: LocalWorkers,
-                 swaps: dict[tuple[str, str], Swap],
-                 failed: dict[tuple[str, str], FailedRedeploy]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        local: LocalWorkers,
+        swaps: dict[tuple[str, str], Swap],
+        failed: dict[tuple[str, str], FailedRedeploy],
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self._local = local
@@ -40,15 +45,15 @@ class DeploymentStatus:
 
     def workers(self, deployment: Deployment) -> list[WorkerStatus]:
         """Each worker's status; a local process that died or restarted is not Running."""
-        found = {s.worker_id: s for s in self.registry.workers(deployment.workspace,
-                                                               deployment.pipeline)}
+        found = {
+            s.worker_id: s for s in self.registry.workers(deployment.workspace, deployment.pipeline)
+        }
         statuses = []
         for worker_id in deployment.worker_ids:
             status = found.get(worker_id)
             local = self._local.get(worker_id)
             if local is not None:
-                status = local_view(deployment, local, status, local.proc.poll(),
-                                    time.monotonic())
+                status = local_view(deployment, local, status, local.proc.poll(), time.monotonic())
             if status is not None:
                 statuses.append(status)
         return statuses
@@ -58,10 +63,15 @@ class DeploymentStatus:
         hosts): those that take part now, and those of the deployed version that died (their
         heartbeats stopped) or cannot start. The deployer cannot restart them; whoever
         started them can, and the pipeline's own status does not wait for them."""
-        return [b for b in self._local.remote_beats(deployment.workspace, deployment.pipeline)
-                if b.worker_id not in deployment.worker_ids
-                and (b.status in ("Starting", "Running", "Draining")
-                     or (b.status == "Error" and b.version == deployment.version))]
+        return [
+            b
+            for b in self._local.remote_beats(deployment.workspace, deployment.pipeline)
+            if b.worker_id not in deployment.worker_ids
+            and (
+                b.status in ("Starting", "Running", "Draining")
+                or (b.status == "Error" and b.version == deployment.version)
+            )
+        ]
 
     def status(self, ws: str, name: str) -> PipelineStatus:
         """The guide's status shape, built from heartbeats."""
@@ -71,44 +81,70 @@ class DeploymentStatus:
         swap = self._swaps.get((ws, name))
         failed = self._failed.get((ws, name))
         return pipeline_status(
-            name, deployment.version, expected=len(deployment.worker_ids),
-            workers=self.workers(deployment), remote=self._remote_workers(deployment),
+            name,
+            deployment.version,
+            expected=len(deployment.worker_ids),
+            workers=self.workers(deployment),
+            remote=self._remote_workers(deployment),
             gateway_ip=self.settings.http_host,
-            handing_over_from=(swap.previous.version if swap is not None
-                               and swap.new.version == deployment.version else None),
-            failed=(failed.deployment.version, failed.reason) if failed is not None else None)
+            handing_over_from=(
+                swap.previous.version
+                if swap is not None and swap.new.version == deployment.version
+                else None
+            ),
+            failed=(failed.deployment.version, failed.reason) if failed is not None else None,
+        )
 
 
-def local_view(deployment: Deployment, local: LocalWorker, beat: WorkerStatus | None,
-               exit_code: int | None, now: float) -> WorkerStatus:
+def local_view(
+    deployment: Deployment,
+    local: LocalWorker,
+    beat: WorkerStatus | None,
+    exit_code: int | None,
+    now: float,
+) -> WorkerStatus:
     """A local worker's status from its last heartbeat and its process (`exit_code` if it
     exited; `now` on time.monotonic's clock, for the restart delay)."""
     if exit_code is not None:
         said = beat.reason if beat is not None else None
         if exit_code == EXIT_CANNOT_START and said:
             reason = said
-        elif (exit_code == EXIT_OVER_MEMORY and said and beat is not None
-              and beat.pid == local.proc.pid and beat.status == "Error"):
+        elif (
+            exit_code == EXIT_OVER_MEMORY
+            and said
+            and beat is not None
+            and beat.pid == local.proc.pid
+            and beat.status == "Error"
+        ):
             reason = f"{said}; restarting"
         else:
             reason = f"process exited with {exit_code}; " + (
-                "it cannot start" if exit_code == EXIT_CANNOT_START else "restarting")
+                "it cannot start" if exit_code == EXIT_CANNOT_START else "restarting"
+            )
         if local.restart_at is not None and local.quick_deaths > 1:
             wait = max(local.restart_at - now, 0.0)
-            reason += (f" in {wait:.0f}s (it died {local.quick_deaths} times in a "
-                       "row soon after starting; see its log)")
+            reason += (
+                f" in {wait:.0f}s (it died {local.quick_deaths} times in a "
+                "row soon after starting; see its log)"
+            )
         return (beat or _placeholder(deployment, local)).model_copy(
-            update={"status": "Error", "reason": reason})
+            update={"status": "Error", "reason": reason}
+        )
     if beat is None or beat.pid != local.proc.pid:
         # No heartbeat yet from this process (a restarted one's old heartbeat may still
         # say Running).
         return _placeholder(deployment, local).model_copy(
-            update={"status": "Starting", "reason": _restart_reason(local),
-                    "processed": beat.processed if beat else 0,
-                    "failed": beat.failed if beat else 0})
+            update={
+                "status": "Starting",
+                "reason": _restart_reason(local),
+                "processed": beat.processed if beat else 0,
+                "failed": beat.failed if beat else 0,
+            }
+        )
     if beat.status == "Starting" and beat.reason is None:
         return beat.model_copy(update={"reason": _restart_reason(local)})
     return beat
+
 
 def _restart_reason(local: LocalWorker) -> str | None:
     """Why a restarted worker is not Running yet: how its last process ended."""
@@ -120,8 +156,15 @@ def _restart_reason(local: LocalWorker) -> str | None:
 
 def _placeholder(deployment: Deployment, local: LocalWorker) -> WorkerStatus:
     return WorkerStatus(
-        worker_id=local.worker_id, workspace=deployment.workspace,
-        pipeline=deployment.pipeline, version=deployment.version, replica=local.replica,
-        pid=local.proc.pid, host=socket.gethostname(), status="Starting",
-        role=worker_role(local.worker_id), deployment=local.deployment,
-        time=datetime.now(UTC))
+        worker_id=local.worker_id,
+        workspace=deployment.workspace,
+        pipeline=deployment.pipeline,
+        version=deployment.version,
+        replica=local.replica,
+        pid=local.proc.pid,
+        host=socket.gethostname(),
+        status="Starting",
+        role=worker_role(local.worker_id),
+        deployment=local.deployment,
+        time=datetime.now(UTC),
+    )

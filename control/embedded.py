@@ -27,12 +27,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0
+) -> None:
     """Block until `port` accepts connections; fail if `proc` dies first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"{what} exited with code {proc.returncode} while starting; see its log")
+            raise StackError(
+                f"{what} exited with code {proc.returncode} while starting; see its log"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -88,10 +92,16 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait()
 
 
-def spawn(args: list[str], log: IO[bytes], detach: bool, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], log: IO[bytes], detach: bool, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        cwd=cwd, start_new_session=detach,
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        start_new_session=detach,
     )
 
 
@@ -101,9 +111,18 @@ def start_broker(log_dir: Path, *, port: int | None = None, detach: bool = False
     url = f"tcp://127.0.0.1:{port}"
     with open(log_dir / "tansu.log", "ab") as log:
         proc = spawn(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            log, detach,
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            log,
+            detach,
         )
     wait_for_port(port, proc, "the Tansu broker")
     return Service("kafka", proc, port, f"127.0.0.1:{port}")
@@ -115,9 +134,24 @@ def start_redis(data_dir: Path, *, port: int | None = None, detach: bool = False
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "redis.log", "ab") as log:
         proc = spawn(
-            [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
-            log, detach, cwd=data_dir,
+            [
+                redis_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
+            log,
+            detach,
+            cwd=data_dir,
         )
     wait_for_port(port, proc, "redis-server")
     return Service("redis", proc, port, f"redis://127.0.0.1:{port}/0")

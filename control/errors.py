@@ -22,10 +22,12 @@ class RegistryUnavailable(WeirError):
 
     def __init__(self, url: str, cause: str = "") -> None:
         super().__init__(
-            f"Redis at {url} is unreachable" + (f" ({cause})" if cause else "")
+            f"Redis at {url} is unreachable"
+            + (f" ({cause})" if cause else "")
             + ": the registry (workspaces, models, pipelines, deployments) cannot be read or "
             "changed until it is back, though deployed pipelines keep serving; start it again "
-            "(`weir up` restarts the embedded one) or check WEIR_REDIS_URL")
+            "(`weir up` restarts the embedded one) or check WEIR_REDIS_URL"
+        )
         self.url = url
 
 

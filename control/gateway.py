@@ -63,8 +63,9 @@ being deployed is never cached). While Redis is away, the last deployment looked
 class Gateway:
     """Sends batches through deployed pipelines and returns their result rows."""
 
-    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap,
-                 worker: WorkerSettings) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, topics: TopicMap, worker: WorkerSettings
+    ) -> None:
         """`worker`: the Kafka clients' settings, resolved for the broker
         (streams.admin.resolved)."""
         self.settings = settings
@@ -82,8 +83,10 @@ class Gateway:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            **connection_options(self._worker), linger_ms=0,
-            max_request_size=self._worker.max_message_bytes + RECORD_OVERHEAD_BYTES)
+            **connection_options(self._worker),
+            linger_ms=0,
+            max_request_size=self._worker.max_message_bytes + RECORD_OVERHEAD_BYTES,
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -129,17 +132,25 @@ class Gateway:
         key = (workspace, pipeline, version)
         if key not in self._challengers:
             spec = self.registry.get_version(workspace, pipeline, version).definition
-            self._challengers[key] = [c.name for step in spec.steps
-                                      if isinstance(step, ShadowStep) for c in step.challengers]
+            self._challengers[key] = [
+                c.name
+                for step in spec.steps
+                if isinstance(step, ShadowStep)
+                for c in step.challengers
+            ]
         return self._challengers[key]
 
-    def refuse_if_overloaded(self, workspace: str, pipeline: str,
-                             timeout_s: float | None = None) -> None:
+    def refuse_if_overloaded(
+        self, workspace: str, pipeline: str, timeout_s: float | None = None
+    ) -> None:
         """Raise Overloaded if a request for `pipeline` would be refused now: routes call it
         before decoding a body, so that a refusal under load costs little. `infer` checks
         again (and takes the request in)."""
-        self._admit(pipeline, self._capacity.get((workspace, pipeline)),
-                    timeout_s or self.settings.request_timeout_s)
+        self._admit(
+            pipeline,
+            self._capacity.get((workspace, pipeline)),
+            timeout_s or self.settings.request_timeout_s,
+        )
 
     def _admit(self, pipeline: str, capacity: Capacity | None, timeout: float) -> None:
         """Refuse (Overloaded) a request that cannot be answered in time, or one too many."""
@@ -154,11 +165,18 @@ class Gateway:
                 f"pipeline {pipeline!r} answers about {capacity.rate():.0f} requests/s and has "
                 f"{capacity.in_flight} in flight: a new request would wait ~{wait:.2g}s, past "
                 f"its deadline of {timeout:g}s; retry shortly, send fewer requests at once, "
-                "or give it a longer deadline (?timeout=)")
+                "or give it a longer deadline (?timeout=)"
+            )
 
-    async def infer(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
-                    timeout_s: float | None = None, *,
-                    trace: dict[str, bytes] | None = None) -> pa.RecordBatch:
+    async def infer(
+        self,
+        workspace: str,
+        pipeline: str,
+        batch: pa.RecordBatch,
+        timeout_s: float | None = None,
+        *,
+        trace: dict[str, bytes] | None = None,
+    ) -> pa.RecordBatch:
         """Run `batch` through the deployed pipeline; returns its result rows. `trace`: the
         caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
         its log rows (a request coalesced with others goes without it)."""
@@ -173,13 +191,20 @@ class Gateway:
         capacity.started()
         answered = False
         try:
-            pending, shared = await self._ask(workspace, pipeline, batch, challengers, deadline,
-                                              self.settings.coalesce_requests and not trace,
-                                              trace)
+            pending, shared = await self._ask(
+                workspace,
+                pipeline,
+                batch,
+                challengers,
+                deadline,
+                self.settings.coalesce_requests and not trace,
+                trace,
+            )
             if pending.answer.error is not None and shared and deadline > loop.time():
                 log.info("a coalesced record failed; sending its requests one by one")
-                pending, _ = await self._ask(workspace, pipeline, batch, challengers, deadline,
-                                             False, trace)
+                pending, _ = await self._ask(
+                    workspace, pipeline, batch, challengers, deadline, False, trace
+                )
             answered = True
         finally:
             self._in_flight -= 1
@@ -189,12 +214,20 @@ class Gateway:
             error = failed.error or {}
             raise InferenceError(
                 f"pipeline {pipeline!r} failed in step {error.get('step')!r}: "
-                f"{error.get('message')}")
+                f"{error.get('message')}"
+            )
         return pending.result()
 
-    async def _ask(self, workspace: str, pipeline: str, batch: pa.RecordBatch,
-                   challengers: list[str], deadline: float, coalesce: bool,
-                   trace: dict[str, bytes] | None = None) -> tuple[Pending, bool]:
+    async def _ask(
+        self,
+        workspace: str,
+        pipeline: str,
+        batch: pa.RecordBatch,
+        challengers: list[str],
+        deadline: float,
+        coalesce: bool,
+        trace: dict[str, bytes] | None = None,
+    ) -> tuple[Pending, bool]:
         """Send one request and wait for its answer (and its challengers', briefly); returns
         it and whether it went in a record with other requests."""
         assert self._producer is not None, "start() first"
@@ -213,9 +246,12 @@ class Gateway:
                 _check_size(value, self._worker.max_message_bytes)
                 replies.expect(request_id, pending)
                 await self._producer.send_and_wait(
-                    topic, value,
-                    headers=Envelope(request_id, reply_shadows=bool(challengers),
-                                     extra=trace or {}).headers())
+                    topic,
+                    value,
+                    headers=Envelope(
+                        request_id, reply_shadows=bool(challengers), extra=trace or {}
+                    ).headers(),
+                )
             await asyncio.wait_for(pending.answered.wait(), deadline - loop.time())
             if pending.answer.error is None:
                 wait = min(self.settings.shadow_wait_s, max(deadline - loop.time(), 0))
@@ -225,7 +261,8 @@ class Gateway:
                 raise InferenceTimeoutError(
                     f"pipeline {pipeline!r} did not answer within its deadline of "
                     f"{pending.timeout_s:g}s; check "
-                    "pipeline.status() and the worker logs, or raise the timeout") from None
+                    "pipeline.status() and the worker logs, or raise the timeout"
+                ) from None
             log.info("request %s: challengers did not all answer in time", request_id)
         finally:
             if waiting.group is None:
@@ -238,14 +275,18 @@ class Gateway:
     def _coalescer(self, topic: str, replies: Replies, reply_shadows: bool) -> Coalescer:
         key = (topic, reply_shadows)
         if key not in self._coalescers:
+
             async def send(group: list[Waiting]) -> None:
                 await self._send_record(topic, replies, reply_shadows, group)
-            self._coalescers[key] = Coalescer(send, self.settings.coalesce_max_rows,
-                                              self.settings.coalesce_linger_ms / 1000)
+
+            self._coalescers[key] = Coalescer(
+                send, self.settings.coalesce_max_rows, self.settings.coalesce_linger_ms / 1000
+            )
         return self._coalescers[key]
 
-    async def _send_record(self, topic: str, replies: Replies, reply_shadows: bool,
-                           group: list[Waiting]) -> None:
+    async def _send_record(
+        self, topic: str, replies: Replies, reply_shadows: bool, group: list[Waiting]
+    ) -> None:
         """Produce `group`'s requests as one record (a lone request as itself); requests
         too big together for one record go one by one."""
         assert self._producer is not None
@@ -253,8 +294,7 @@ class Gateway:
         if len(group) == 1:
             value = codecs.encode(group[0].batch, codecs.ARROW_STREAM)
         else:
-            value = codecs.encode(pa.concat_batches([w.batch for w in group]),
-                                  codecs.ARROW_STREAM)
+            value = codecs.encode(pa.concat_batches([w.batch for w in group]), codecs.ARROW_STREAM)
             if len(value) > limit:
                 for waiting in group:
                     try:
@@ -288,4 +328,5 @@ def _check_size(value: bytes, limit: int) -> None:
         raise PayloadTooLarge(
             f"the request is {len(value)} bytes as a Kafka record, over WEIR_MAX_MESSAGE_BYTES "
             f"({limit}); send fewer rows per request, or raise WEIR_MAX_MESSAGE_BYTES and the "
-            "broker's message.max.bytes together")
+            "broker's message.max.bytes together"
+        )

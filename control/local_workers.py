@@ -75,8 +75,7 @@ class LocalWorkers(Mapping[str, LocalWorker]):
 
     def all_alive(self, worker_ids: list[str]) -> bool:
         """Whether each of `worker_ids` is a local process that still runs."""
-        return all(w in self._workers and self._workers[w].proc.poll() is None
-                   for w in worker_ids)
+        return all(w in self._workers and self._workers[w].proc.poll() is None for w in worker_ids)
 
     def remote_beats(self, ws: str, name: str) -> list[WorkerStatus]:
         """The last heartbeats of a pipeline's workers that this server did not start
@@ -88,32 +87,67 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         return self._beat(local.workspace, local.pipeline, local.worker_id)
 
     def _beat(self, ws: str, name: str, worker_id: str) -> WorkerStatus | None:
-        return next((b for b in self.registry.workers(ws, name) if b.worker_id == worker_id),
-                    None)
+        return next((b for b in self.registry.workers(ws, name) if b.worker_id == worker_id), None)
 
-    def spawn(self, version: PipelineVersion, deployment: Deployment, resources: Resources,
-              replica: int, worker_id: str, sidekicks: dict[int, str], *,
-              sidekick: int | None = None, env: dict[str, str] | None = None) -> None:
+    def spawn(
+        self,
+        version: PipelineVersion,
+        deployment: Deployment,
+        resources: Resources,
+        replica: int,
+        worker_id: str,
+        sidekicks: dict[int, str],
+        *,
+        sidekick: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         """Start a worker process of `deployment` (a sidekick step's if `sidekick` is set)."""
         try:
             parse_memory(resources.memory)
         except ValueError as exc:
             raise DeploymentError(str(exc)) from exc
         threads = max(1, math.ceil(resources.cpus))
-        args = [sys.executable, "-m", "control.worker_main", version.pipeline, version.version,
-                "--workspace", version.workspace, "--replica", str(replica),
-                "--worker-id", worker_id, "--threads", str(threads),
-                "--device", "cuda" if resources.gpus > 0 else "cpu",
-                "--memory", resources.memory, "--role", worker_role(worker_id),
-                "--deployment", deployment.id,
-                "--result-format", deployment.config.result_format,
-                "--sidekicks", ",".join(map(str, sorted(sidekicks)))]
+        args = [
+            sys.executable,
+            "-m",
+            "control.worker_main",
+            version.pipeline,
+            version.version,
+            "--workspace",
+            version.workspace,
+            "--replica",
+            str(replica),
+            "--worker-id",
+            worker_id,
+            "--threads",
+            str(threads),
+            "--device",
+            "cuda" if resources.gpus > 0 else "cpu",
+            "--memory",
+            resources.memory,
+            "--role",
+            worker_role(worker_id),
+            "--deployment",
+            deployment.id,
+            "--result-format",
+            deployment.config.result_format,
+            "--sidekicks",
+            ",".join(map(str, sorted(sidekicks))),
+        ]
         if sidekick is not None:
             args += ["--sidekick-step", str(sidekick)]
         own_env = {**worker_processes.thread_limits(threads), **(env or {})}
         self._workers[worker_id] = LocalWorker(
-            worker_id, version.workspace, version.pipeline, version.version, deployment.id,
-            args, own_env, replica, proc=self._popen(worker_id, args, own_env))
+            worker_id,
+            version.workspace,
+            version.pipeline,
+            version.version,
+            deployment.id,
+            args,
+            own_env,
+            replica,
+            proc=self._popen(worker_id, args, own_env),
+        )
         self._record(self._workers[worker_id])
 
     def restart(self, local: LocalWorker) -> None:
@@ -124,10 +158,10 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         local.proc = self._popen(local.worker_id, local.args, local.env)
         self._record(local)
 
-    def _popen(self, worker_id: str, args: list[str],
-               own_env: dict[str, str]) -> WorkerProcess:
-        return worker_processes.spawn(self.settings, worker_id, args, own_env,
-                                      exactly_once=self.exactly_once)
+    def _popen(self, worker_id: str, args: list[str], own_env: dict[str, str]) -> WorkerProcess:
+        return worker_processes.spawn(
+            self.settings, worker_id, args, own_env, exactly_once=self.exactly_once
+        )
 
     def _record(self, local: LocalWorker) -> None:
         """Write the record of a (re)started local worker (a restarted server adopts it)."""
@@ -135,8 +169,9 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         if started is None:  # already gone (and reaped): the supervisor restarts it
             return
         launch = WorkerLaunch(**{f.name: getattr(local, f.name) for f in fields(WorkerLaunch)})
-        worker_processes.write_record(self.settings, WorkerRecord(
-            launch=launch, pid=local.proc.pid, start_time=started))
+        worker_processes.write_record(
+            self.settings, WorkerRecord(launch=launch, pid=local.proc.pid, start_time=started)
+        )
 
     def adopt(self, record: WorkerRecord) -> None:
         """Take on a worker a previous server started, as a local worker of this one."""
@@ -150,8 +185,9 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         proc = AdoptedProcess(record.pid, record.start_time, last_word, ran=ran)
         self._workers[launch.worker_id] = LocalWorker(**vars(launch), proc=proc)
 
-    def terminate(self, worker_ids: list[str],
-                  ended_drain: Callable[[int], bool] = lambda _: True) -> dict[str, int]:
+    def terminate(
+        self, worker_ids: list[str], ended_drain: Callable[[int], bool] = lambda _: True
+    ) -> dict[str, int]:
         """SIGTERM the local workers, wait for them to drain and exit; kill any that hang.
 
         A worker drains for as long as it keeps finishing records (its heartbeat
@@ -166,21 +202,33 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         limit = self.settings.worker_settings().drain_timeout_s + STOP_GRACE_S
         stopping = {w: self._workers.pop(w) for w in worker_ids if w in self._workers}
         stalled: set[str] = set()
-        exits = worker_processes.terminate({w: local.proc for w, local in stopping.items()},
-                                           limit, lambda w: self._finished(stopping[w]),
-                                           stalled=stalled)
+        exits = worker_processes.terminate(
+            {w: local.proc for w, local in stopping.items()},
+            limit,
+            lambda w: self._finished(stopping[w]),
+            stalled=stalled,
+        )
         for _ in range(DRAIN_RESTARTS):
-            again = [w for w, code in exits.items()
-                     if w not in stalled and not ended_drain(code)]
+            again = [w for w, code in exits.items() if w not in stalled and not ended_drain(code)]
             if not again:
                 break
             for worker_id in again:
-                log.warning("worker %s died while draining (exit code %s); starting it again "
-                            "to finish the drain", worker_id, exits[worker_id])
+                log.warning(
+                    "worker %s died while draining (exit code %s); starting it again "
+                    "to finish the drain",
+                    worker_id,
+                    exits[worker_id],
+                )
                 self.restart(stopping[worker_id])
-            exits.update(worker_processes.terminate(
-                {w: stopping[w].proc for w in again}, limit,
-                lambda w: self._finished(stopping[w]), signal_them=False, stalled=stalled))
+            exits.update(
+                worker_processes.terminate(
+                    {w: stopping[w].proc for w in again},
+                    limit,
+                    lambda w: self._finished(stopping[w]),
+                    signal_them=False,
+                    stalled=stalled,
+                )
+            )
         for worker_id in stopping:
             worker_processes.remove_record(self.settings, worker_id)
         return exits

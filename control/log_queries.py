@@ -54,40 +54,72 @@ class LogQueries:
         self._registry.get_pipeline(workspace, name)  # EntityNotFoundError for a typo
         await self._sync(workspace, name)
 
-    async def page(self, workspace: str, name: str, *, limit: int, start: datetime | None = None,
-                   end: datetime | None = None, valid: bool | None = None,
-                   cursor: str | None = None, dataset: list[str] | None = None,
-                   exclude: list[str] | None = None) -> LogPage:
+    async def page(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        limit: int,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        valid: bool | None = None,
+        cursor: str | None = None,
+        dataset: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> LogPage:
         """Up to `limit` rows, newest first, from after `cursor` (a previous page's
         `next_cursor`, with the same filters), with the challengers' outputs beside them."""
         await self._synced(workspace, name)
         if cursor is None:
-            table = self._store.query(workspace, name, limit=limit, start=start, end=end,
-                                      valid=valid)
+            table = self._store.query(
+                workspace, name, limit=limit, start=start, end=end, valid=valid
+            )
         else:
-            wide = self._store.query(workspace, name, limit=2 * limit + CURSOR_MARGIN_ROWS,
-                                     start=start, end=end, valid=valid)
+            wide = self._store.query(
+                workspace,
+                name,
+                limit=2 * limit + CURSOR_MARGIN_ROWS,
+                start=start,
+                end=end,
+                valid=valid,
+            )
             table = _after_cursor(wide, cursor).slice(0, limit)
         table = attach_shadows(table, self._shadows_near(workspace, name, table))
         next_cursor = _cursor(table) if table.num_rows == limit and limit else None
         table = present_columns(table.select(select_columns(table.schema.names, dataset, exclude)))
         return LogPage(table, next_cursor)
 
-    async def export(self, workspace: str, name: str, *, start: datetime | None = None,
-                     end: datetime | None = None, valid: bool | None = None,
-                     dataset: list[str] | None = None, exclude: list[str] | None = None
-                     ) -> tuple[int, Iterator[pa.RecordBatch]]:
+    async def export(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        valid: bool | None = None,
+        dataset: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> tuple[int, Iterator[pa.RecordBatch]]:
         """How many rows the pipeline has stored, and every matching row, oldest first, in
         batches (read as they are iterated; batches may differ in columns across versions)."""
         await self._synced(workspace, name)
         total = self._store.count(workspace, name)
-        batches = (batch.select(select_columns(batch.schema.names, dataset, exclude))
-                   for batch in self._store.iter_batches(workspace, name, start=start, end=end,
-                                                         valid=valid))
+        batches = (
+            batch.select(select_columns(batch.schema.names, dataset, exclude))
+            for batch in self._store.iter_batches(
+                workspace, name, start=start, end=end, valid=valid
+            )
+        )
         return total, batches
 
-    async def experiment(self, workspace: str, name: str, *, start: datetime | None = None,
-                         end: datetime | None = None) -> dict[str, Any]:
+    async def experiment(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
         """Per-model figures of the pipeline's split or shadow (engine.experiments)."""
         await self._synced(workspace, name)
         primary = self._store.query(workspace, name, limit=None, start=start, end=end)
@@ -99,22 +131,30 @@ class LogQueries:
         if table.num_rows == 0:
             return pa.table({})
         times = table[TIME]
-        return read_shadows(self._store, workspace, name,
-                            start=pc.min(times).as_py() - SHADOW_LAG,
-                            end=pc.max(times).as_py() + SHADOW_LAG)
+        return read_shadows(
+            self._store,
+            workspace,
+            name,
+            start=pc.min(times).as_py() - SHADOW_LAG,
+            end=pc.max(times).as_py() + SHADOW_LAG,
+        )
 
 
-def select_columns(names: list[str], dataset: list[str] | None,
-                   exclude: list[str] | None) -> list[str]:
+def select_columns(
+    names: list[str], dataset: list[str] | None, exclude: list[str] | None
+) -> list[str]:
     """Columns chosen by group (`time`, `in`, `out`, `check_failures`, `anomaly`, `metadata`)
     or by exact name; shadow outputs (`out_<model>.*`) belong to `out`."""
+
     def chosen(column: str, picks: list[str]) -> bool:
         return column in picks or group(column) in picks
 
     for pick in [*(dataset or []), *(exclude or [])]:
         if pick not in GROUPS and pick not in names:
-            raise LogQueryError(f"unknown dataset {pick!r}: use a group of {', '.join(GROUPS)} "
-                                f"or a column of {', '.join(names)}")
+            raise LogQueryError(
+                f"unknown dataset {pick!r}: use a group of {', '.join(GROUPS)} "
+                f"or a column of {', '.join(names)}"
+            )
     keep = [n for n in names if dataset is None or chosen(n, dataset)]
     return [n for n in keep if not (exclude and chosen(n, exclude))]
 
@@ -125,8 +165,11 @@ def present_columns(table: pa.Table) -> pa.Table:
     `metadata.row`, which repeats `row`. With no rows, every column stays."""
     if table.num_rows == 0:
         return table
-    keep = [name for name, column in zip(table.column_names, table.columns)
-            if name != META_ROW and column.null_count < table.num_rows]
+    keep = [
+        name
+        for name, column in zip(table.column_names, table.columns)
+        if name != META_ROW and column.null_count < table.num_rows
+    ]
     return table.select(keep)
 
 
@@ -144,10 +187,13 @@ def _after_cursor(table: pa.Table, cursor: str) -> pa.Table:
         last = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         at = pa.scalar(datetime.fromisoformat(last[TIME]), table.schema.field(TIME).type)
     except (ValueError, KeyError, TypeError) as exc:
-        raise LogQueryError("malformed cursor: pass back the next_cursor of the previous page") from exc
+        raise LogQueryError(
+            "malformed cursor: pass back the next_cursor of the previous page"
+        ) from exc
     older = pc.less(table[TIME], at)
     same = pc.equal(table[TIME], at)
-    later_id = pc.or_(pc.greater(table[REQUEST_ID], last[REQUEST_ID]),
-                      pc.and_(pc.equal(table[REQUEST_ID], last[REQUEST_ID]),
-                              pc.greater(table[ROW], last[ROW])))
+    later_id = pc.or_(
+        pc.greater(table[REQUEST_ID], last[REQUEST_ID]),
+        pc.and_(pc.equal(table[REQUEST_ID], last[REQUEST_ID]), pc.greater(table[ROW], last[ROW])),
+    )
     return table.filter(pc.or_(older, pc.and_(same, later_id)))

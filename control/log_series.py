@@ -22,8 +22,9 @@ from streams.logstore import LogStore
 COLUMNS = (TIME, META_ELAPSED, ANOMALY_COUNT, META_ERROR)
 
 
-def bucket_series(table: pa.Table, start_ms: int, buckets: int,
-                  bucket_ms: int) -> dict[str, list[Any]]:
+def bucket_series(
+    table: pa.Table, start_ms: int, buckets: int, bucket_ms: int
+) -> dict[str, list[Any]]:
     """Per bucket of `bucket_ms` from `start_ms`: its start (s since the epoch), rows/s,
     latency p50 and p99 (ms), error rate and check-failure rate (None where no rows)."""
     at = (table[TIME].cast(pa.int64()).to_numpy() - start_ms) // bucket_ms
@@ -36,8 +37,11 @@ def bucket_series(table: pa.Table, start_ms: int, buckets: int,
     }
     elapsed_ms = _column(table, META_ELAPSED, inside, 0).astype(np.float64) / 1e6
     failed = _column(table, ANOMALY_COUNT, inside, 0) > 0
-    errors = (pc.is_valid(table[META_ERROR]).to_numpy(zero_copy_only=False)[inside]
-              if META_ERROR in table.column_names else np.zeros(len(at), bool))
+    errors = (
+        pc.is_valid(table[META_ERROR]).to_numpy(zero_copy_only=False)[inside]
+        if META_ERROR in table.column_names
+        else np.zeros(len(at), bool)
+    )
     order = np.argsort(at, kind="stable")
     edges = np.searchsorted(at[order], np.arange(buckets + 1))
     p50: list[float | None] = []
@@ -45,7 +49,7 @@ def bucket_series(table: pa.Table, start_ms: int, buckets: int,
     error_rate: list[float | None] = []
     check_rate: list[float | None] = []
     for i in range(buckets):
-        picked = order[edges[i]:edges[i + 1]]
+        picked = order[edges[i] : edges[i + 1]]
         if not len(picked):
             for out in (p50, p99, error_rate, check_rate):
                 out.append(None)
@@ -65,16 +69,27 @@ def _column(table: pa.Table, name: str, inside: np.ndarray, fill: int) -> np.nda
     return values
 
 
-def recent_series(store: LogStore, workspace: str, pipeline: str, *, minutes: float,
-                  bucket_s: float, now: datetime | None = None) -> dict[str, list[Any]]:
+def recent_series(
+    store: LogStore,
+    workspace: str,
+    pipeline: str,
+    *,
+    minutes: float,
+    bucket_s: float,
+    now: datetime | None = None,
+) -> dict[str, list[Any]]:
     """`bucket_series` of the last `minutes`, in buckets of `bucket_s` seconds."""
     bucket_ms = max(int(bucket_s * 1000), 1)
     end_ms = int((now or datetime.now(UTC)).timestamp() * 1000) // bucket_ms * bucket_ms
     buckets = max(math.ceil(minutes * 60_000 / bucket_ms), 1)
     start_ms = end_ms - buckets * bucket_ms
     present = set(store.column_names(workspace, pipeline))
-    table = store.query(workspace, pipeline, limit=None,
-                        start=datetime.fromtimestamp(start_ms / 1000, UTC),
-                        end=datetime.fromtimestamp(end_ms / 1000, UTC),
-                        columns=[c for c in COLUMNS if c in present])
+    table = store.query(
+        workspace,
+        pipeline,
+        limit=None,
+        start=datetime.fromtimestamp(start_ms / 1000, UTC),
+        end=datetime.fromtimestamp(end_ms / 1000, UTC),
+        columns=[c for c in COLUMNS if c in present],
+    )
     return bucket_series(table, start_ms, buckets, bucket_ms)

@@ -66,17 +66,24 @@ def resolve(registry: Registry, workspace: str, body: VersionBody) -> PipelineSp
     Validations are checked here too, so a reference to a model the pipeline
     does not run is refused before anything is deployed.
     """
+
     def ref(choice: ModelChoice) -> ModelRef:
         return registry.get_model(workspace, choice.name, choice.version).ref()
 
     def step(body: StepBody) -> Step:
         if isinstance(body, SplitStepBody):
             normalise([arm.weight for arm in body.arms])  # SplitError for bad weights
-            return RandomSplitStep(hash_key=body.hash_key, arms=[
-                SplitArm(weight=arm.weight, models=[ref(m) for m in arm.models]) for arm in body.arms])
+            return RandomSplitStep(
+                hash_key=body.hash_key,
+                arms=[
+                    SplitArm(weight=arm.weight, models=[ref(m) for m in arm.models])
+                    for arm in body.arms
+                ],
+            )
         if isinstance(body, ShadowStepBody):
-            return ShadowStep(champion=ref(body.champion),
-                              challengers=[ref(c) for c in body.challengers])
+            return ShadowStep(
+                champion=ref(body.champion), challengers=[ref(c) for c in body.challengers]
+            )
         model_step = ModelStep(model=ref(body.model), outputs=body.outputs)
         check_output_map(model_step)
         return model_step

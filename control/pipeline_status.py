@@ -77,25 +77,29 @@ class PipelineStatus(BaseModel):
 
     def runs(self, version: str) -> bool:
         """`version` runs (and is not the version a failed redeploy left behind)."""
-        return (self.status == "Running" and self.version == version
-                and self.failed_version != version)
+        return (
+            self.status == "Running" and self.version == version and self.failed_version != version
+        )
 
     def failed(self, version: str, *, redeploy: bool) -> bool:
         """`version` certainly failed: a redeploy once the server has undone it (until then
         the new version may briefly show Error), a first deploy once it shows Error."""
         return self.failed_version == version or (
-            not redeploy and self.version == version and self.status == "Error")
+            not redeploy and self.version == version and self.status == "Error"
+        )
 
     def starting_reasons(self, version: str) -> set[str]:
         """What `version`'s starting workers say they are doing (e.g. installing a step's
         requirements): deploy() shows them, and waits on while they change."""
-        return {e.reason for e in self.engines
-                if e.version == version and e.status == "Starting" and e.reason}
+        return {
+            e.reason
+            for e in self.engines
+            if e.version == version and e.status == "Starting" and e.reason
+        }
 
     def reasons(self) -> list[str]:
         """The details, then every worker's reason."""
-        return [*self.details,
-                *(e.reason for e in [*self.engines, *self.sidekicks] if e.reason)]
+        return [*self.details, *(e.reason for e in [*self.engines, *self.sidekicks] if e.reason)]
 
     @model_serializer(mode="wrap")
     def _guide_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -120,10 +124,17 @@ def overall(expected: int, workers: list[WorkerStatus]) -> WorkerState:
     return "Running" if len(running) == expected else "Starting"
 
 
-def pipeline_status(name: str, version: str, *, expected: int, workers: list[WorkerStatus],
-                    remote: list[WorkerStatus], gateway_ip: str,
-                    handing_over_from: str | None = None,
-                    failed: tuple[str, str] | None = None) -> PipelineStatus:
+def pipeline_status(
+    name: str,
+    version: str,
+    *,
+    expected: int,
+    workers: list[WorkerStatus],
+    remote: list[WorkerStatus],
+    gateway_ip: str,
+    handing_over_from: str | None = None,
+    failed: tuple[str, str] | None = None,
+) -> PipelineStatus:
     """The status of pipeline `name` deployed at `version` from its workers' statuses.
 
     `expected` counts the deployment's own workers; `remote` ones (not started by this
@@ -137,19 +148,36 @@ def pipeline_status(name: str, version: str, *, expected: int, workers: list[Wor
         details = [f"waiting for version {handing_over_from} to stop taking input"]
     if failed is not None:
         details = [f"version {failed[0]} failed ({failed[1]}); version {version} keeps serving"]
-    details += [f"worker {w.worker_id} on {w.host} (not started by this server) is "
-                f"{w.status}: {w.reason or 'see its log'}"
-                for w in remote if w.version == version and w.status != "Running"]
+    details += [
+        f"worker {w.worker_id} on {w.host} (not started by this server) is "
+        f"{w.status}: {w.reason or 'see its log'}"
+        for w in remote
+        if w.version == version and w.status != "Running"
+    ]
     remote_ids = {w.worker_id for w in remote}
-    engines = [Engine(
-        ip=w.host, name=w.worker_id, role=w.role, status=w.status, reason=w.reason,
-        version=w.version, pid=w.pid, processed=w.processed, failed=w.failed,
-        remote=w.worker_id in remote_ids,
-        pipeline_statuses=PipelineStatuses(pipelines=[PipelineState(id=name, status=w.status)]),
-        model_statuses=ModelStatuses(models=w.models),
-    ) for w in [*workers, *remote]]
+    engines = [
+        Engine(
+            ip=w.host,
+            name=w.worker_id,
+            role=w.role,
+            status=w.status,
+            reason=w.reason,
+            version=w.version,
+            pid=w.pid,
+            processed=w.processed,
+            failed=w.failed,
+            remote=w.worker_id in remote_ids,
+            pipeline_statuses=PipelineStatuses(pipelines=[PipelineState(id=name, status=w.status)]),
+            model_statuses=ModelStatuses(models=w.models),
+        )
+        for w in [*workers, *remote]
+    ]
     return PipelineStatus(
-        status=state, version=version, failed_version=failed[0] if failed else None,
-        details=details, engines=[e for e in engines if e.role != "sidekick"],
+        status=state,
+        version=version,
+        failed_version=failed[0] if failed else None,
+        details=details,
+        engines=[e for e in engines if e.role != "sidekick"],
         engine_lbs=[EngineLb(ip=gateway_ip)],
-        sidekicks=[e for e in engines if e.role == "sidekick"])
+        sidekicks=[e for e in engines if e.role == "sidekick"],
+    )

@@ -102,9 +102,13 @@ class Registry:
     """Typed access to the control plane's state in Redis."""
 
     def __init__(self, url: str) -> None:
-        client = _Redis.from_url(url, decode_responses=True,
-                                 socket_connect_timeout=REDIS_TIMEOUT_S,
-                                 socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        client = _Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),
+        )
         assert isinstance(client, _Redis)  # from_url builds `cls`; redis-py types it as Redis
         self.redis = client
         self.redis.shown_url = redact_url(url)
@@ -189,9 +193,12 @@ class Registry:
 
     def shas_in_use(self) -> set[str]:
         """The sha256 of every model version of every workspace."""
-        return {model.sha for ws in self.list_workspaces() for name in
-                self.redis.members(f"{self._ws(ws.name)}:models")
-                for model in self.model_versions(ws.name, name)}
+        return {
+            model.sha
+            for ws in self.list_workspaces()
+            for name in self.redis.members(f"{self._ws(ws.name)}:models")
+            for model in self.model_versions(ws.name, name)
+        }
 
     # -- pipelines --------------------------------------------------------------
     def get_or_create_pipeline(self, ws: str, name: str) -> Pipeline:
@@ -209,7 +216,9 @@ class Registry:
 
     def save_pipeline(self, pipeline: Pipeline) -> Pipeline:
         pipeline = pipeline.model_copy(update={"last_updated": now()})
-        self.redis.set(self._pipeline(pipeline.workspace, pipeline.name), pipeline.model_dump_json())
+        self.redis.set(
+            self._pipeline(pipeline.workspace, pipeline.name), pipeline.model_dump_json()
+        )
         return pipeline
 
     def list_pipelines(self, ws: str) -> list[Pipeline]:
@@ -226,9 +235,15 @@ class Registry:
 
     def pipelines_using(self, ws: str, model: str) -> list[str]:
         """The pipelines of which some version runs a version of `model`."""
-        return [p.name for p in self.list_pipelines(ws)
-                if any(ref.name == model for v in self.versions(ws, p.name)
-                       for ref in v.definition.models())]
+        return [
+            p.name
+            for p in self.list_pipelines(ws)
+            if any(
+                ref.name == model
+                for v in self.versions(ws, p.name)
+                for ref in v.definition.models()
+            )
+        ]
 
     # -- versions ---------------------------------------------------------------
     def add_version(self, ws: str, pipeline: str, spec: PipelineSpec) -> PipelineVersion:
@@ -237,8 +252,9 @@ class Registry:
         versions = self.versions(ws, pipeline)
         if versions and versions[0].definition == spec:
             return versions[0]
-        version = PipelineVersion(workspace=ws, pipeline=pipeline, version=str(uuid.uuid4()),
-                                  definition=spec)
+        version = PipelineVersion(
+            workspace=ws, pipeline=pipeline, version=str(uuid.uuid4()), definition=spec
+        )
         self.redis.rpush(f"{self._pipeline(ws, pipeline)}:versions", version.model_dump_json())
         self.save_pipeline(record)
         return version
@@ -251,8 +267,9 @@ class Registry:
     def get_version(self, ws: str, pipeline: str, version: str | None = None) -> PipelineVersion:
         versions = self.versions(ws, pipeline)
         if not versions:
-            raise EntityNotFoundError("pipeline version", pipeline,
-                                      "add steps and deploy() or create_version() first")
+            raise EntityNotFoundError(
+                "pipeline version", pipeline, "add steps and deploy() or create_version() first"
+            )
         if version is None:
             return versions[0]
         for v in versions:
@@ -291,8 +308,10 @@ class Registry:
 
     # -- deployments --------------------------------------------------------------
     def set_deployment(self, deployment: Deployment) -> None:
-        self.redis.set(f"{self._pipeline(deployment.workspace, deployment.pipeline)}:deployment",
-                       deployment.model_dump_json())
+        self.redis.set(
+            f"{self._pipeline(deployment.workspace, deployment.pipeline)}:deployment",
+            deployment.model_dump_json(),
+        )
         self.redis.sadd("weir:deployments", f"{deployment.workspace}/{deployment.pipeline}")
 
     def get_deployment(self, ws: str, pipeline: str) -> Deployment | None:
@@ -319,8 +338,11 @@ class Registry:
 
     # -- worker heartbeats ----------------------------------------------------------
     def beat(self, status: WorkerStatus) -> None:
-        self.redis.hset(f"{self._pipeline(status.workspace, status.pipeline)}:workers",
-                        status.worker_id, status.model_dump_json())
+        self.redis.hset(
+            f"{self._pipeline(status.workspace, status.pipeline)}:workers",
+            status.worker_id,
+            status.model_dump_json(),
+        )
 
     def workers(self, ws: str, pipeline: str) -> list[WorkerStatus]:
         """Every worker's last heartbeat; a stale one is reported as not Running."""
@@ -331,8 +353,9 @@ class Registry:
             age = (datetime.now(UTC) - status.time).total_seconds()
             limit = STARTING_STALE_S if status.status == "Starting" else HEARTBEAT_STALE_S
             if age > limit and status.status in ("Starting", "Running"):
-                status = status.model_copy(update={
-                    "status": "Error", "reason": f"no heartbeat for {age:.0f}s"})
+                status = status.model_copy(
+                    update={"status": "Error", "reason": f"no heartbeat for {age:.0f}s"}
+                )
             statuses.append(status)
         return sorted(statuses, key=lambda s: s.worker_id)
 
@@ -346,12 +369,16 @@ class Registry:
             self.redis.sadd(f"{self._pipeline(ws, pipeline)}:stop", *worker_ids)
 
     def stop_requested(self, status: WorkerStatus) -> bool:
-        return bool(self.redis.sismember(
-            f"{self._pipeline(status.workspace, status.pipeline)}:stop", status.worker_id))
+        return bool(
+            self.redis.sismember(
+                f"{self._pipeline(status.workspace, status.pipeline)}:stop", status.worker_id
+            )
+        )
 
     # -- partition claims (streams.claims) ----------------------------------------------
-    def claim_partitions(self, group: str, owner: str,
-                         partitions: Collection[TopicPartition]) -> set[TopicPartition]:
+    def claim_partitions(
+        self, group: str, owner: str, partitions: Collection[TopicPartition]
+    ) -> set[TopicPartition]:
         fields = {_claim_field(tp): tp for tp in partitions}
         if not fields:
             return set()
@@ -366,11 +393,13 @@ class Registry:
             raise self.redis.went_away(exc) from exc
         return {tp for tp, holder in zip(fields.values(), held, strict=True) if holder is not None}
 
-    def release_partitions(self, group: str, owner: str,
-                           partitions: Collection[TopicPartition]) -> None:
+    def release_partitions(
+        self, group: str, owner: str, partitions: Collection[TopicPartition]
+    ) -> None:
         if partitions:
-            self._release(keys=[f"weir:group:{group}:claims"],
-                          args=[owner, *map(_claim_field, partitions)])
+            self._release(
+                keys=[f"weir:group:{group}:claims"], args=[owner, *map(_claim_field, partitions)]
+            )
 
 
 _RELEASE = """

@@ -19,21 +19,24 @@ def delete_pipeline(registry: Registry, store: LogStore, workspace: str, name: s
     registry.get_pipeline(workspace, name)
     deployment = registry.get_deployment(workspace, name)
     if deployment is not None:
-        raise InUseError(f"pipeline {name!r} is deployed (version {deployment.version}): "
-                         f"undeploy it first (pipeline.undeploy(), or `weir pipelines undeploy "
-                         f"{name}`)")
+        raise InUseError(
+            f"pipeline {name!r} is deployed (version {deployment.version}): "
+            f"undeploy it first (pipeline.undeploy(), or `weir pipelines undeploy "
+            f"{name}`)"
+        )
     registry.delete_pipeline(workspace, name)
     for logged in [name, *shadow_stores(store, workspace, name)]:
         store.delete(workspace, logged)
 
 
-def delete_model(registry: Registry, artifacts: ArtifactStore, workspace: str,
-                 name: str) -> int:
+def delete_model(registry: Registry, artifacts: ArtifactStore, workspace: str, name: str) -> int:
     """Delete every version of a model no pipeline runs; returns how many there were."""
     users = registry.pipelines_using(workspace, name)
     if users:
-        raise InUseError(f"model {name!r} is used by pipeline(s) {', '.join(users)} (in one "
-                         "of their versions): delete those pipelines first")
+        raise InUseError(
+            f"model {name!r} is used by pipeline(s) {', '.join(users)} (in one "
+            "of their versions): delete those pipelines first"
+        )
     versions = registry.delete_model(workspace, name)
     for sha in {v.sha for v in versions} - registry.shas_in_use():
         artifacts.delete(sha)

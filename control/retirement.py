@@ -49,9 +49,15 @@ class Retirement:
     """Stops the deployer's workers and drops their topics (it shares the deployer's state;
     `lock` is the deployer's)."""
 
-    def __init__(self, settings: Settings, registry: Registry, topics: TopicMap,
-                 local: LocalWorkers, swaps: dict[tuple[str, str], Swap],
-                 lock: asyncio.Lock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        topics: TopicMap,
+        local: LocalWorkers,
+        swaps: dict[tuple[str, str], Swap],
+        lock: asyncio.Lock,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.topics = topics
@@ -82,24 +88,41 @@ class Retirement:
         request through the registry and are waited for by their heartbeats.
         """
         beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
-        remote = {w for w in worker_ids if w not in self._local and w in beats
-                  and beats[w].status in ("Starting", "Running", "Draining")}
-        deployments = ({self._local[w].deployment for w in worker_ids if w in self._local}
-                       | {beats[w].deployment for w in remote})
+        remote = {
+            w
+            for w in worker_ids
+            if w not in self._local
+            and w in beats
+            and beats[w].status in ("Starting", "Running", "Draining")
+        }
+        deployments = {self._local[w].deployment for w in worker_ids if w in self._local} | {
+            beats[w].deployment for w in remote
+        }
         exits: dict[str, int | None] = {}
         for role in ("main", "shadow", "sidekick"):
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
                 self.registry.request_stop(ws, name, ids)  # reaches remote workers too
-                exits.update(await asyncio.to_thread(
-                    self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__))
-                exits.update(await asyncio.to_thread(
-                    self._await_remote, ws, name, [w for w in ids if w in remote]))
+                exits.update(
+                    await asyncio.to_thread(
+                        self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__
+                    )
+                )
+                exits.update(
+                    await asyncio.to_thread(
+                        self._await_remote, ws, name, [w for w in ids if w in remote]
+                    )
+                )
                 self.registry.forget_workers(ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
         if undrained:  # what is left in the topics is kept for whoever looks into it
-            log.warning("keeping the topics of %s/%s deployment(s) %s: workers %s did not "
-                        "finish draining", ws, name, ", ".join(sorted(deployments)), undrained)
+            log.warning(
+                "keeping the topics of %s/%s deployment(s) %s: workers %s did not finish draining",
+                ws,
+                name,
+                ", ".join(sorted(deployments)),
+                undrained,
+            )
             return
         for deployment in deployments:
             self._in_background(self._drop_deployment_topics(ws, name, deployment))
@@ -115,10 +138,12 @@ class Retirement:
                 owners.setdefault(owner, []).append(topic)
         for (ws, name, deployment), names in owners.items():
             self._in_background(
-                self._drop_deployment_topics(ws, name, deployment, only_if_read=names))
+                self._drop_deployment_topics(ws, name, deployment, only_if_read=names)
+            )
 
-    async def _drop_deployment_topics(self, ws: str, name: str, deployment: str,
-                                      only_if_read: list[str] | None = None) -> None:
+    async def _drop_deployment_topics(
+        self, ws: str, name: str, deployment: str, only_if_read: list[str] | None = None
+    ) -> None:
         """Delete a retired deployment's own topics (boundary and challenger topics), unless
         it serves again or a worker of it (here or remote) is still alive, or (`only_if_read`:
         those topics) a record in them is unread."""
@@ -128,28 +153,44 @@ class Retirement:
             swap = self._swaps.get(key)
             pair = (swap.new, swap.previous) if swap else ()
             in_use = {d.id for d in (current, *pair) if d is not None}
-            alive = any(b.deployment == deployment
-                        and b.status in ("Starting", "Running", "Draining")
-                        for b in self.registry.workers(ws, name))
-            if deployment in in_use or alive or any(
-                    local.deployment == deployment for local in self._local.values()
-                    if (local.workspace, local.pipeline) == key):
+            alive = any(
+                b.deployment == deployment and b.status in ("Starting", "Running", "Draining")
+                for b in self.registry.workers(ws, name)
+            )
+            if (
+                deployment in in_use
+                or alive
+                or any(
+                    local.deployment == deployment
+                    for local in self._local.values()
+                    if (local.workspace, local.pipeline) == key
+                )
+            ):
                 return
             try:
                 settings = self.settings.worker_settings()
                 if only_if_read is not None:
                     unread = await self._unread(ws, name, only_if_read)
                     if unread:
-                        log.warning("keeping the topics of %s/%s deployment %s that no worker "
-                                    "runs: %s hold unread records", ws, name, deployment,
-                                    ", ".join(unread))
+                        log.warning(
+                            "keeping the topics of %s/%s deployment %s that no worker "
+                            "runs: %s hold unread records",
+                            ws,
+                            name,
+                            deployment,
+                            ", ".join(unread),
+                        )
                         return
-                names = [t for t in await topic_names(settings)
-                         if self.topics.deployment_of(t) == (ws, name, deployment)]
+                names = [
+                    t
+                    for t in await topic_names(settings)
+                    if self.topics.deployment_of(t) == (ws, name, deployment)
+                ]
                 await delete_topics(settings, names)
             except Exception:  # the topics stay; nothing else depends on it
-                log.exception("could not delete the topics of %s/%s deployment %s", ws, name,
-                              deployment)
+                log.exception(
+                    "could not delete the topics of %s/%s deployment %s", ws, name, deployment
+                )
 
     async def _unread(self, ws: str, name: str, topics: list[str]) -> list[str]:
         """Those of a deployment's own topics that hold records their reader has not read.
@@ -165,17 +206,24 @@ class Retirement:
             for topic in topics:
                 boundary = self.topics.parse("boundary", topic)
                 if boundary is not None:
-                    readers = [group_id(ws, name, "main"),
-                               group_id(ws, name, "sidekick", int(boundary["index"]))]
-                    spec = self.topics.boundary(ws, name, boundary["deployment"],
-                                                int(boundary["index"]))
+                    readers = [
+                        group_id(ws, name, "main"),
+                        group_id(ws, name, "sidekick", int(boundary["index"])),
+                    ]
+                    spec = self.topics.boundary(
+                        ws, name, boundary["deployment"], int(boundary["index"])
+                    )
                 else:
                     challenger = self.topics.parse("challenger", topic)
                     assert challenger is not None, topic
                     readers = [group_id(ws, name, "shadow")]
                     spec = self.topics.challenger(
-                        ws, name, challenger["deployment"], int(challenger["index"]),
-                        int(challenger["challenger"]))
+                        ws,
+                        name,
+                        challenger["deployment"],
+                        int(challenger["index"]),
+                        int(challenger["challenger"]),
+                    )
                 tps = [TopicPartition(topic, p) for p in range(spec.partitions)]
                 if all([await lag.unread({group: tps}) for group in readers]):
                     unread.append(topic)
@@ -198,8 +246,12 @@ class Retirement:
                 elif beat.status == "Stopped":
                     exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
                 elif stalls[w].seen((beat.processed + beat.failed, beat.backlog)):
-                    log.warning("remote worker %s finished nothing for %.0fs while stopping; "
-                                "no longer waiting for it", w, limit)
+                    log.warning(
+                        "remote worker %s finished nothing for %.0fs while stopping; "
+                        "no longer waiting for it",
+                        w,
+                        limit,
+                    )
                     exits[w] = None
             if len(exits) < len(worker_ids):
                 time.sleep(REMOTE_STOP_POLL_S)

@@ -122,15 +122,20 @@ class Settings(BaseSettings):
         if not base.stack_file.exists():
             return base
         stack = json.loads(base.stack_file.read_text())
-        known = {k: stack[k] for k in ("kafka_bootstrap", "redis_url", "server_url", "token")
-                 if k in stack and getattr(base, k) is None}
+        known = {
+            k: stack[k]
+            for k in ("kafka_bootstrap", "redis_url", "server_url", "token")
+            if k in stack and getattr(base, k) is None
+        }
         return base.model_copy(update=known)
 
     def worker_settings(self) -> WorkerSettings:
         """`worker` for this stack's Kafka (`kafka_bootstrap`, which the stack file may
         have filled in); the environment is not read again."""
         if not self.kafka_bootstrap:
-            raise ValueError("no Kafka bootstrap servers: run `weir up` or set WEIR_KAFKA_BOOTSTRAP")
+            raise ValueError(
+                "no Kafka bootstrap servers: run `weir up` or set WEIR_KAFKA_BOOTSTRAP"
+            )
         return self.worker.model_copy(update={"kafka_bootstrap": self.kafka_bootstrap})
 
     @property

@@ -108,29 +108,50 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
             stack["pids"]["redis"] = redis.proc.pid
         port = settings.http_port or free_port()
         token = settings.token or secrets.token_urlsafe(32)
-        chosen = {f"WEIR_{k.upper()}": str(v) for k, v in
-                  settings.model_dump(exclude_unset=True, exclude_none=True).items()}
-        env = {**os.environ, **chosen, "WEIR_HOME": str(settings.home),
-               "WEIR_KAFKA_BOOTSTRAP": kafka, "WEIR_REDIS_URL": redis_url, "WEIR_TOKEN": token,
-               "WEIR_HTTP_PORT": str(port), "WEIR_HTTP_HOST": settings.http_host}
+        chosen = {
+            f"WEIR_{k.upper()}": str(v)
+            for k, v in settings.model_dump(exclude_unset=True, exclude_none=True).items()
+        }
+        env = {
+            **os.environ,
+            **chosen,
+            "WEIR_HOME": str(settings.home),
+            "WEIR_KAFKA_BOOTSTRAP": kafka,
+            "WEIR_REDIS_URL": redis_url,
+            "WEIR_TOKEN": token,
+            "WEIR_HTTP_PORT": str(port),
+            "WEIR_HTTP_HOST": settings.http_host,
+        }
         with open(run_dir / "server.log", "ab") as log:
-            server = subprocess.Popen([sys.executable, "-m", "control.cli", "serve"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=detach)
+            server = subprocess.Popen(
+                [sys.executable, "-m", "control.cli", "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
         started.append(server)
         stack["pids"]["server"] = server.pid
         wait_for_port(port, server, "the weir server", timeout=60)
         server_url = f"http://{settings.http_host}:{port}"
         _wait_ready(server_url, server)
-        stack.update(server_url=server_url, kafka_bootstrap=kafka, redis_url=redis_url,
-                     token=token, started=time.time())
+        stack.update(
+            server_url=server_url,
+            kafka_bootstrap=kafka,
+            redis_url=redis_url,
+            token=token,
+            started=time.time(),
+        )
         _write_stack(settings, stack)
     except BaseException:
         for proc in reversed(started):
             stop_process(proc)
         raise
-    say(f"weir is up at {stack['server_url']} (kafka {kafka}, redis {redact_url(redis_url)}); "
-        f"stack file {settings.stack_file}")
+    say(
+        f"weir is up at {stack['server_url']} (kafka {kafka}, redis {redact_url(redis_url)}); "
+        f"stack file {settings.stack_file}"
+    )
     if detach:
         return stack
     say("press Ctrl-C to stop")
@@ -147,8 +168,9 @@ def up(settings: Settings, *, detach: bool, say: Callable[[str], None] = print) 
 def _start_broker(settings: Settings, *, detach: bool, say: Callable[[str], None]) -> Service:
     """The embedded broker `settings.broker` names."""
     if settings.broker == "kafka":
-        return start_kafka(settings.home / "kafka", settings.run_dir, settings.cache,
-                           detach=detach, say=say)
+        return start_kafka(
+            settings.home / "kafka", settings.run_dir, settings.cache, detach=detach, say=say
+        )
     return start_broker(settings.run_dir, detach=detach)
 
 

@@ -43,8 +43,9 @@ FORGET_EVERY_S = 10.0
 class Supervisor:
     """Watches the deployer's local workers (it shares the deployer's state)."""
 
-    def __init__(self, registry: Registry, local: LocalWorkers,
-                 swaps: dict[tuple[str, str], Swap]) -> None:
+    def __init__(
+        self, registry: Registry, local: LocalWorkers, swaps: dict[tuple[str, str], Swap]
+    ) -> None:
         self.registry = registry
         self._local = local
         self._swaps = swaps
@@ -86,22 +87,30 @@ class Supervisor:
                 continue
             if code == EXIT_CANNOT_START:
                 if local.last_exit != code:
-                    log.error("worker %s cannot start; not restarting it (see its log)",
-                              local.worker_id)
+                    log.error(
+                        "worker %s cannot start; not restarting it (see its log)", local.worker_id
+                    )
                 local.last_exit = code
                 continue
             now = time.monotonic()
             if local.restart_at is None:  # just found dead: when to start it again
                 stable = now - local.started_at >= STABLE_AFTER_S or self._answered(local)
                 local.quick_deaths = 0 if stable else local.quick_deaths + 1
-                delay = (0.0 if local.quick_deaths <= 1
-                         else min(2.0 ** (local.quick_deaths - 2), RESTART_BACKOFF_MAX_S))
+                delay = (
+                    0.0
+                    if local.quick_deaths <= 1
+                    else min(2.0 ** (local.quick_deaths - 2), RESTART_BACKOFF_MAX_S)
+                )
                 local.restart_at = now + delay
                 local.last_exit = code
                 local.last_reason = self._exit_reason(local, code)
-                log.warning("worker %s exited with %s%s; restarting it in %.0fs",
-                            local.worker_id, code,
-                            f" ({local.last_reason})" if local.last_reason else "", delay)
+                log.warning(
+                    "worker %s exited with %s%s; restarting it in %.0fs",
+                    local.worker_id,
+                    code,
+                    f" ({local.last_reason})" if local.last_reason else "",
+                    delay,
+                )
             if now < local.restart_at:
                 continue
             self._local.restart(local)
@@ -126,10 +135,18 @@ class Supervisor:
         now = datetime.now(UTC)
         for deployment in self.registry.list_deployments():
             ws, name = deployment.workspace, deployment.pipeline
-            gone = [b.worker_id for b in self._local.remote_beats(ws, name)
-                    if b.worker_id not in deployment.worker_ids
-                    and (now - b.time).total_seconds() > REMOTE_FORGET_S]
+            gone = [
+                b.worker_id
+                for b in self._local.remote_beats(ws, name)
+                if b.worker_id not in deployment.worker_ids
+                and (now - b.time).total_seconds() > REMOTE_FORGET_S
+            ]
             if gone:
-                log.warning("forgetting remote workers of %s/%s silent for over %.0fs: %s",
-                            ws, name, REMOTE_FORGET_S, ", ".join(gone))
+                log.warning(
+                    "forgetting remote workers of %s/%s silent for over %.0fs: %s",
+                    ws,
+                    name,
+                    REMOTE_FORGET_S,
+                    ", ".join(gone),
+                )
                 self.registry.forget_workers(ws, name, gone)

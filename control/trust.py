@@ -11,8 +11,10 @@ from control.errors import PolicyError
 from control.settings import Settings
 from engine.definition import PipelineSpec
 
-_REASON = ("this server refuses Python steps (WEIR_ALLOW_PYTHON_STEPS=false): they would run "
-           "uploaded code; use ONNX models, or a server that allows Python steps")
+_REASON = (
+    "this server refuses Python steps (WEIR_ALLOW_PYTHON_STEPS=false): they would run "
+    "uploaded code; use ONNX models, or a server that allows Python steps"
+)
 
 
 def check_runtime(settings: Settings, runtime: str, model: str) -> None:

@@ -8,13 +8,21 @@ from control.records import PipelineVersion
 from streams.plan import WorkerRole
 
 
-def new_worker_id(version: PipelineVersion, role: WorkerRole, replica: int,
-                  suffix: str | None = None, sidekick: int | None = None) -> str:
+def new_worker_id(
+    version: PipelineVersion,
+    role: WorkerRole,
+    replica: int,
+    suffix: str | None = None,
+    sidekick: int | None = None,
+) -> str:
     """A worker's id: `<pipeline>-<version>-<replica>-<suffix>` (random by default, no
     dashes); a shadow worker's replica part is `shadow<replica>`, a sidekick worker's
     `sidekick<step>x<replica>`."""
-    part = {"main": str(replica), "shadow": f"shadow{replica}",
-            "sidekick": f"sidekick{sidekick}x{replica}"}[role]
+    part = {
+        "main": str(replica),
+        "shadow": f"shadow{replica}",
+        "sidekick": f"sidekick{sidekick}x{replica}",
+    }[role]
     return f"{version.pipeline}-{version.version[:8]}-{part}-{suffix or secrets.token_hex(2)}"
 
 

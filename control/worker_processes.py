@@ -102,7 +102,7 @@ def start_time(pid: int) -> int | None:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
     if fields[0] in ("Z", "X"):  # exited, waiting to be reaped
         return None
     return int(fields[19])  # field 22; fields[0] is field 3
@@ -125,20 +125,36 @@ def thread_limits(threads: int) -> dict[str, str]:
     return dict.fromkeys(THREAD_VARIABLES, str(threads))
 
 
-def spawn(settings: Settings, worker_id: str, args: list[str], own_env: dict[str, str], *,
-          exactly_once: bool) -> subprocess.Popen[bytes]:
+def spawn(
+    settings: Settings,
+    worker_id: str,
+    args: list[str],
+    own_env: dict[str, str],
+    *,
+    exactly_once: bool,
+) -> subprocess.Popen[bytes]:
     """Start a worker process in a session of its own (it outlives the server), logging to
     `run/logs/worker-<id>.log`."""
     logs = settings.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **own_env, "WEIR_HOME": str(settings.home),
-           "WEIR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-           "WEIR_REDIS_URL": settings.redis_url or "",
-           "WEIR_EXACTLY_ONCE": str(exactly_once).lower()}
+    env = {
+        **os.environ,
+        **own_env,
+        "WEIR_HOME": str(settings.home),
+        "WEIR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "WEIR_REDIS_URL": settings.redis_url or "",
+        "WEIR_EXACTLY_ONCE": str(exactly_once).lower(),
+    }
     env.pop("WEIR_TOKEN", None)  # workers never use it, and a Python step could read it
     with open(logs / f"worker-{worker_id}.log", "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def write_record(settings: Settings, record: WorkerRecord) -> None:
@@ -164,13 +180,18 @@ def read_records(settings: Settings) -> dict[str, WorkerRecord]:
     return records
 
 
-def adoptable(settings: Settings, worker_ids: list[str],
-              deployment: str) -> list[WorkerRecord] | None:
+def adoptable(
+    settings: Settings, worker_ids: list[str], deployment: str
+) -> list[WorkerRecord] | None:
     """The records of a deployment's workers, if each of them has one and one of them still
     runs (its pid is alive and started when the record says): a restarted server takes
     these back. None if a record is missing, or none of the processes is theirs any more."""
     records = read_records(settings)
-    mine = [records[w] for w in worker_ids if w in records and records[w].launch.deployment == deployment]
+    mine = [
+        records[w]
+        for w in worker_ids
+        if w in records and records[w].launch.deployment == deployment
+    ]
     if mine and len(mine) == len(worker_ids) and any(alive(r.pid, r.start_time) for r in mine):
         return mine
     return None
@@ -200,8 +221,9 @@ class AdoptedProcess:
     the process that started at `started` (never to a pid reused since).
     """
 
-    def __init__(self, pid: int, started: int, last_word: Callable[[], WorkerStatus | None],
-                 *, ran: bool) -> None:
+    def __init__(
+        self, pid: int, started: int, last_word: Callable[[], WorkerStatus | None], *, ran: bool
+    ) -> None:
         self.pid = pid
         self.started = started
         self.returncode: int | None = None
@@ -237,9 +259,14 @@ class AdoptedProcess:
         return code
 
 
-def terminate(procs: dict[str, WorkerProcess], limit_s: float,
-              progress: Callable[[str], object] = lambda _: None, *, signal_them: bool = True,
-              stalled: set[str] | None = None) -> dict[str, int]:
+def terminate(
+    procs: dict[str, WorkerProcess],
+    limit_s: float,
+    progress: Callable[[str], object] = lambda _: None,
+    *,
+    signal_them: bool = True,
+    stalled: set[str] | None = None,
+) -> dict[str, int]:
     """SIGTERM the processes (by worker id; not if `signal_them` is False: they were told
     otherwise), wait for them to exit, and kill any whose `progress(worker_id)` has stood
     still for `limit_s` (their ids added to `stalled`); returns each one's exit code."""
@@ -251,15 +278,21 @@ def terminate(procs: dict[str, WorkerProcess], limit_s: float,
         for worker_id in alive_now:
             if stalls[worker_id].seen(progress(worker_id)):
                 proc = procs[worker_id]
-                log.warning("worker pid %s finished nothing for %.0fs while stopping; "
-                            "killing it", proc.pid, limit_s)
+                log.warning(
+                    "worker pid %s finished nothing for %.0fs while stopping; killing it",
+                    proc.pid,
+                    limit_s,
+                )
                 proc.kill()
                 proc.wait()
                 if stalled is not None:
                     stalled.add(worker_id)
         time.sleep(POLL_S)
-    return {worker_id: proc.returncode for worker_id, proc in procs.items()
-            if proc.returncode is not None}
+    return {
+        worker_id: proc.returncode
+        for worker_id, proc in procs.items()
+        if proc.returncode is not None
+    }
 
 
 def terminate_recorded(settings: Settings, *, keep: Collection[str] = ()) -> list[int]:
@@ -268,7 +301,9 @@ def terminate_recorded(settings: Settings, *, keep: Collection[str] = ()) -> lis
     records = [r for r in read_records(settings).values() if r.worker_id not in keep]
     procs: dict[str, WorkerProcess] = {
         r.worker_id: AdoptedProcess(r.pid, r.start_time, lambda: None, ran=True)
-        for r in records if alive(r.pid, r.start_time)}
+        for r in records
+        if alive(r.pid, r.start_time)
+    }
     # The drain timeout the workers got from the environment (Redis may be gone: no
     # heartbeats are read here, the time limit alone).
     terminate(procs, settings.worker.drain_timeout_s + STOP_GRACE_S)

@@ -88,10 +88,16 @@ def message_header(data: bytes | memoryview, at: int) -> tuple[int, int]:
     table = at + _U32.unpack_from(data, at)[0]
     vtable = table - _I32.unpack_from(data, table)[0]
     vtable_len = _U16.unpack_from(data, vtable)[0]
-    kind_at = _U16.unpack_from(data, vtable + _HEADER_TYPE_SLOT)[0] \
-        if _HEADER_TYPE_SLOT < vtable_len else 0
-    body_at = _U16.unpack_from(data, vtable + _BODY_LENGTH_SLOT)[0] \
-        if _BODY_LENGTH_SLOT < vtable_len else 0
+    kind_at = (
+        _U16.unpack_from(data, vtable + _HEADER_TYPE_SLOT)[0]
+        if _HEADER_TYPE_SLOT < vtable_len
+        else 0
+    )
+    body_at = (
+        _U16.unpack_from(data, vtable + _BODY_LENGTH_SLOT)[0]
+        if _BODY_LENGTH_SLOT < vtable_len
+        else 0
+    )
     kind = data[table + kind_at] if kind_at else 0
     body_len = _I64.unpack_from(data, table + body_at)[0] if body_at else 0
     return kind, body_len

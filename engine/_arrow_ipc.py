@@ -108,9 +108,13 @@ def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | Cod
     if len(run) <= 1:
         return _decode_alone(run[0][0]) if run else []
     first, layout = run[0]
-    stream = b"".join([memoryview(first)[:layout.header_end],
-                       *(memoryview(p)[at.header_end:at.body_end] for p, at in run),
-                       frames.END_OF_STREAM])
+    stream = b"".join(
+        [
+            memoryview(first)[: layout.header_end],
+            *(memoryview(p)[at.header_end : at.body_end] for p, at in run),
+            frames.END_OF_STREAM,
+        ]
+    )
     try:
         reader = pa.ipc.open_stream(stream)
         batches = list(reader)
@@ -125,7 +129,7 @@ def _decode_run(run: list[tuple[bytes, frames.Layout]]) -> list[DecodedRun | Cod
         return _each_alone(run)
     rows, used = [], 0
     for _, at in run:
-        rows.append(sum(b.num_rows for b in batches[used:used + at.record_batches]))
+        rows.append(sum(b.num_rows for b in batches[used : used + at.record_batches]))
         used += at.record_batches
     return [DecodedRun(batch, rows)]
 
@@ -171,8 +175,9 @@ def repeated(value: str, n: int) -> pa.Array:
     byte per row (a result's pipeline version and model name would otherwise be over
     half its bytes); `decode` turns it back into plain strings. Cached: every result of
     a step asks for the same few (arrays are immutable)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
-                                          pa.array([value], pa.string()))
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, np.int8)), pa.array([value], pa.string())
+    )
 
 
 Columnar = TypeVar("Columnar", pa.RecordBatch, pa.Table)
@@ -182,8 +187,9 @@ def without_dictionaries(data: Columnar) -> Columnar:
     """Dictionary-encoded columns as plain ones, so every reader sees one type per column."""
     if not any(pa.types.is_dictionary(f.type) for f in data.schema):
         return data
-    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
-               for c in data.columns]
+    columns = [
+        c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in data.columns
+    ]
     return type(data).from_arrays(columns, names=data.schema.names)
 
 

@@ -16,8 +16,15 @@ from engine.errors import CodecError
 
 _LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
 _NUMERIC = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal)
-_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
-               str: "a string", list: "a list", dict: "an object"}
+_JSON_KINDS = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column") -> np.ndarray:
@@ -33,12 +40,14 @@ def column_to_ndarray(column: pa.Array | pa.ChunkedArray, *, name: str = "column
             f"the codec refused column {name!r}: rows of column {name!r} have lengths "
             f"{min(lengths)} and {max(lengths)}; every "
             "row must have the same shape to make one tensor (weir never pads: make the rows "
-            "one shape in a Python step, which takes such a column as one array per row)")
+            "one shape in a Python step, which takes such a column as one array per row)"
+        )
     return found
 
 
-def column_values(column: pa.Array | pa.ChunkedArray, *,
-                  name: str = "column") -> np.ndarray | list[np.ndarray]:
+def column_values(
+    column: pa.Array | pa.ChunkedArray, *, name: str = "column"
+) -> np.ndarray | list[np.ndarray]:
     """A column as one array (see `column_to_ndarray`) when its rows share a shape, else as
     one array per row: a ragged column (file bytes, audio, token ids of varying lengths).
 
@@ -61,7 +70,8 @@ def column_values(column: pa.Array | pa.ChunkedArray, *,
                 raise CodecError(
                     f"the codec refused column {name!r}: its rows hold lists of lengths "
                     f"{lengths.min()} and {lengths.max()} below the first level; each row must "
-                    "be one array (rows may differ in shape, but not within a row)")
+                    "be one array (rows may differ in shape, but not within a row)"
+                )
             size = int(lengths[0]) if lengths.size else 0
             values = values.flatten()
         shape.append(size)
@@ -77,7 +87,8 @@ def _ragged_rows(items: pa.Array, lengths: np.ndarray, name: str) -> list[np.nda
     if isinstance(inner, list):
         raise CodecError(
             f"the codec refused column {name!r}: the items of its rows differ in shape; each "
-            "row must be one array (rows may differ in shape, but not within a row)")
+            "row must be one array (rows may differ in shape, but not within a row)"
+        )
     return np.split(inner, np.cumsum(lengths)[:-1])
 
 
@@ -93,7 +104,8 @@ def rows_to_column(rows: Sequence[np.ndarray], *, name: str = "column") -> pa.Ar
         raise CodecError(
             f"column {name!r} is one array per row, but they differ in more than their first "
             f"dimension (dtype and trailing shape: {found or 'scalars'}); return rows of one "
-            "dtype whose shapes differ only in length")
+            "dtype whose shapes differ only in length"
+        )
     items = ndarray_to_column(np.concatenate(arrays))
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
     offset_type = pa.int32() if offsets[-1] < 2**31 else pa.int64()
@@ -117,9 +129,11 @@ def ndarray_to_column(array: np.ndarray) -> pa.Array:
                 pa.list_(column.type, array.shape[depth]), rows, [None], children=[column]
             )
     except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-        raise CodecError(f"cannot make a column of an array of shape {array.shape} and dtype "
-                         f"{array.dtype} ({exc}): use numbers, bools or strings of one type, "
-                         "and dimensions Arrow can hold") from exc
+        raise CodecError(
+            f"cannot make a column of an array of shape {array.shape} and dtype "
+            f"{array.dtype} ({exc}): use numbers, bools or strings of one type, "
+            "and dimensions Arrow can hold"
+        ) from exc
     return column
 
 
@@ -129,18 +143,16 @@ def batch_from_arrays(arrays: Mapping[str, np.ndarray | list[np.ndarray]]) -> pa
     return from_columns(arrays)
 
 
-def batch_to_arrays(batch: pa.RecordBatch, *,
-                    ragged: bool = False) -> dict[str, np.ndarray | list[np.ndarray]]:
+def batch_to_arrays(
+    batch: pa.RecordBatch, *, ragged: bool = False
+) -> dict[str, np.ndarray | list[np.ndarray]]:
     """Turn every column of a record batch into a numpy array (see ``column_to_ndarray``).
 
     With `ragged`, a column whose rows differ in shape becomes a list of arrays, one per row
     (``column_values``); without, it raises CodecError.
     """
     convert = column_values if ragged else column_to_ndarray
-    return {
-        name: convert(batch.column(i), name=name)
-        for i, name in enumerate(batch.schema.names)
-    }
+    return {name: convert(batch.column(i), name=name) for i, name in enumerate(batch.schema.names)}
 
 
 def from_columns(columns: Mapping[str, Any]) -> pa.RecordBatch:

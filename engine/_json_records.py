@@ -24,10 +24,19 @@ from engine._columns import from_columns, kind
 from engine.content_types import EXPECTED, PANDAS_RECORDS
 from engine.errors import CodecError
 
-_JSON_NATIVE = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_string,
-                pa.types.is_large_string, pa.types.is_null)
-_BINARY = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary,
-           pa.types.is_binary_view)
+_JSON_NATIVE = (
+    pa.types.is_integer,
+    pa.types.is_boolean,
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_null,
+)
+_BINARY = (
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_fixed_size_binary,
+    pa.types.is_binary_view,
+)
 
 
 def decode(payload: bytes) -> pa.RecordBatch:
@@ -60,8 +69,7 @@ def encode(batch: pa.RecordBatch) -> bytes:
 
     :raises CodecError: a column holds values JSON has no form for (binary).
     """
-    return _dumps(batch.schema, [json_values(column) for column in batch.columns],
-                  batch.num_rows)
+    return _dumps(batch.schema, [json_values(column) for column in batch.columns], batch.num_rows)
 
 
 class Answer(NamedTuple):
@@ -81,15 +89,18 @@ def encode_answers(batch: pa.RecordBatch, rows: Sequence[int]) -> list[Answer | 
     Returns each piece's answer, or the CodecError that names a column of it JSON has
     no form for.
     """
-    named = tuple(name for name, field in zip(batch.schema.names, batch.schema)
-                  if _holds(field.type, _BINARY))
-    columns = [json_values(column, binary=_base64 if name in named else None)
-               for name, column in zip(batch.schema.names, batch.columns)]
+    named = tuple(
+        name for name, field in zip(batch.schema.names, batch.schema) if _holds(field.type, _BINARY)
+    )
+    columns = [
+        json_values(column, binary=_base64 if name in named else None)
+        for name, column in zip(batch.schema.names, batch.columns)
+    ]
     out: list[Answer | CodecError] = []
     at = 0
     for n in rows:
         try:
-            value = _dumps(batch.schema, [values[at:at + n] for values in columns], n)
+            value = _dumps(batch.schema, [values[at : at + n] for values in columns], n)
         except CodecError as exc:
             out.append(exc)
         else:
@@ -107,9 +118,14 @@ def _dumps(schema: pa.Schema, columns: list[list[Any]], n: int) -> bytes:
     try:
         return json.dumps(rows, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
-        refused = next((f"column {name!r} ({field.type})" for name, field, values
-                        in zip(schema.names, schema, columns)
-                        if not _dumps_ok(values)), "a column")
+        refused = next(
+            (
+                f"column {name!r} ({field.type})"
+                for name, field, values in zip(schema.names, schema, columns)
+                if not _dumps_ok(values)
+            ),
+            "a column",
+        )
         raise CodecError(
             f"cannot write {refused} as JSON ({exc}); cast it to string first"
         ) from exc
@@ -123,8 +139,7 @@ def _dumps_ok(values: list[Any]) -> bool:
     return True
 
 
-def json_values(column: pa.Array, *,
-                binary: Callable[[bytes], str] | None = None) -> list[Any]:
+def json_values(column: pa.Array, *, binary: Callable[[bytes], str] | None = None) -> list[Any]:
     """One column as plain Python values that ``json.dumps`` accepts (binary values only
     when `binary` turns them into text)."""
     values: list[Any]

@@ -37,8 +37,12 @@ ResultFormat = Literal["request", "arrow", "json"]
 RESULT_FORMATS: Final[tuple[str, ...]] = get_args(ResultFormat)
 
 _RESULT_TYPES: dict[str, pa.DataType] = {
-    CHECK_FAILURES: pa.int32(), ANOMALY_COUNT: pa.int32(), META_VERSION: pa.string(),
-    META_MODEL: pa.string(), META_ELAPSED: pa.int64(), META_ROW: pa.int32(),
+    CHECK_FAILURES: pa.int32(),
+    ANOMALY_COUNT: pa.int32(),
+    META_VERSION: pa.string(),
+    META_MODEL: pa.string(),
+    META_ELAPSED: pa.int64(),
+    META_ROW: pa.int32(),
     META_SHADOW: pa.string(),
 }
 """The types of the columns every result has (`CompiledPipeline.finish`), but `time`."""
@@ -70,19 +74,26 @@ def encode_answer(batch: pa.RecordBatch, content_type: ContentType) -> EncodedAn
     return found
 
 
-def encode_json_answers(batch: pa.RecordBatch, rows: Sequence[int]
-                        ) -> list[EncodedAnswer | CodecError]:
+def encode_json_answers(
+    batch: pa.RecordBatch, rows: Sequence[int]
+) -> list[EncodedAnswer | CodecError]:
     """Consecutive pieces of `batch`, of `rows` rows each, as JSON answers (the columns
     converted once for all); a piece JSON cannot hold gets the CodecError that says why and
     what to do instead."""
-    return [EncodedAnswer(*found) if not isinstance(found, CodecError) else CodecError(
-        f"the answer cannot be JSON: {found}; or have the pipeline answer in Arrow "
-        "(DeploymentConfigBuilder().result_format('arrow'))")
-        for found in _json_records.encode_answers(batch, rows)]
+    return [
+        EncodedAnswer(*found)
+        if not isinstance(found, CodecError)
+        else CodecError(
+            f"the answer cannot be JSON: {found}; or have the pipeline answer in Arrow "
+            "(DeploymentConfigBuilder().result_format('arrow'))"
+        )
+        for found in _json_records.encode_answers(batch, rows)
+    ]
 
 
-def decode_answer(value: bytes, content_type: str,
-                  base64_columns: Sequence[str] = ()) -> pa.RecordBatch:
+def decode_answer(
+    value: bytes, content_type: str, base64_columns: Sequence[str] = ()
+) -> pa.RecordBatch:
     """An answer's rows, from either content type, with the result columns' types (a JSON
     answer's base64 columns back as bytes).
 
@@ -96,8 +107,10 @@ def decode_answer(value: bytes, content_type: str,
         try:
             columns.append(_typed(name, column, name in base64_columns))
         except (pa.ArrowException, ValueError, TypeError) as exc:
-            raise CodecError(f"column {name!r} of a JSON answer cannot be read back ({exc}); "
-                             "was it written by weir?") from exc
+            raise CodecError(
+                f"column {name!r} of a JSON answer cannot be read back ({exc}); "
+                "was it written by weir?"
+            ) from exc
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 

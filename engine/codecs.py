@@ -43,11 +43,29 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "ARROW_FILE", "ARROW_STREAM", "PANDAS_RECORDS", "TENSOR_COLUMN", "ContentType", "DecodedRun",
-    "batch_from_arrays", "batch_from_pandas", "batch_to_arrays", "batch_to_pandas",
-    "column_to_ndarray", "column_values", "decode", "decode_many", "encode", "encode_many",
-    "json_values", "ndarray_to_column", "normalize_content_type", "repeated", "rows_to_column",
-    "to_record_batch", "without_dictionaries",
+    "ARROW_FILE",
+    "ARROW_STREAM",
+    "PANDAS_RECORDS",
+    "TENSOR_COLUMN",
+    "ContentType",
+    "DecodedRun",
+    "batch_from_arrays",
+    "batch_from_pandas",
+    "batch_to_arrays",
+    "batch_to_pandas",
+    "column_to_ndarray",
+    "column_values",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_many",
+    "json_values",
+    "ndarray_to_column",
+    "normalize_content_type",
+    "repeated",
+    "rows_to_column",
+    "to_record_batch",
+    "without_dictionaries",
 ]
 
 TENSOR_COLUMN: Final = "tensor"

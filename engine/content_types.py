@@ -27,7 +27,9 @@ EXPECTED: Final[dict[ContentType, str]] = {
 """What a payload of each content type must be, as error messages say it."""
 
 _MEDIA_TYPES: dict[str, ContentType] = {
-    ARROW_STREAM: ARROW_STREAM, ARROW_FILE: ARROW_FILE, "application/json": PANDAS_RECORDS
+    ARROW_STREAM: ARROW_STREAM,
+    ARROW_FILE: ARROW_FILE,
+    "application/json": PANDAS_RECORDS,
 }
 _CANONICAL = frozenset({ARROW_STREAM, ARROW_FILE, PANDAS_RECORDS})
 _JSON_FORMATS = frozenset({"pandas-records", "records"})

@@ -24,9 +24,7 @@ class UnknownRuntime(WeirError):
     """A model asked for a runtime weir does not have."""
 
     def __init__(self, name: str, valid: list[str]) -> None:
-        super().__init__(
-            f"unknown runtime {name!r}: choose one of {', '.join(sorted(valid))}"
-        )
+        super().__init__(f"unknown runtime {name!r}: choose one of {', '.join(sorted(valid))}")
         self.name = name
 
 

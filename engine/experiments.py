@@ -49,7 +49,7 @@ def _outputs(table: pa.Table, prefix: str) -> dict[str, dict[str, float]]:
             continue
         values = _numeric(table[name].drop_null())
         if values is not None and values.size:
-            stats[name[len(prefix):]] = {"mean": float(values.mean()), "std": float(values.std())}
+            stats[name[len(prefix) :]] = {"mean": float(values.mean()), "std": float(values.std())}
     return stats
 
 
@@ -62,8 +62,10 @@ def _latency_ms(table: pa.Table) -> dict[str, float | None]:
 
 def _model_of_row(table: pa.Table) -> list[str]:
     if OUT_MODEL_SPLIT in table.column_names:
-        return [json.loads(s)[-1]["name"] if s else "unknown"
-                for s in table[OUT_MODEL_SPLIT].to_pylist()]
+        return [
+            json.loads(s)[-1]["name"] if s else "unknown"
+            for s in table[OUT_MODEL_SPLIT].to_pylist()
+        ]
     return [m.split("@")[0] for m in table[META_MODEL].to_pylist()]
 
 
@@ -74,7 +76,8 @@ def _per_model(table: pa.Table) -> dict[str, Any]:
         rows = table.filter(pa.array([m == model for m in models]))
         failed = rows[ANOMALY_COUNT].to_numpy() > 0 if ANOMALY_COUNT in rows.column_names else []
         result[model] = {
-            "rows": rows.num_rows, "share": rows.num_rows / table.num_rows,
+            "rows": rows.num_rows,
+            "share": rows.num_rows / table.num_rows,
             "latency_ms": _latency_ms(rows),
             "check_failure_rate": float(np.mean(failed)) if len(failed) else 0.0,
             "outputs": _outputs(rows, OUT_PREFIX),
@@ -89,17 +92,22 @@ def _versus(primary: pa.Table, model: str) -> dict[str, dict[str, float]]:
     for name in primary.column_names:
         if not name.startswith(prefix) or name == prefix + SHADOW_ERROR_FIELD:
             continue
-        field = name[len(prefix):]
+        field = name[len(prefix) :]
         if OUT_PREFIX + field not in primary.column_names:
             continue
-        both = primary.filter(pc.and_(pc.is_valid(primary[name]), pc.is_valid(primary[OUT_PREFIX + field])))
+        both = primary.filter(
+            pc.and_(pc.is_valid(primary[name]), pc.is_valid(primary[OUT_PREFIX + field]))
+        )
         ours, theirs = _numeric(both[OUT_PREFIX + field]), _numeric(both[name])
         if ours is None or theirs is None or ours.shape != theirs.shape or not len(ours):
             continue
         diff = np.abs(theirs - ours).max(axis=1)
-        out[field] = {"compared": int(len(diff)),
-                      "differ_rate": float(np.mean(diff > 1e-6 * np.maximum(1, np.abs(ours).max(axis=1)))),
-                      "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max())}
+        out[field] = {
+            "compared": int(len(diff)),
+            "differ_rate": float(np.mean(diff > 1e-6 * np.maximum(1, np.abs(ours).max(axis=1)))),
+            "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff": float(diff.max()),
+        }
     return out
 
 

@@ -90,7 +90,8 @@ class CompiledPipeline:
             index -= np.repeat(np.cumsum(counts) - counts, counts)
         return pa.RecordBatch.from_arrays(
             [*batch.columns, *batch.columns, pa.array(index)],
-            names=[*names, *(IN_PREFIX + n for n in names), ROW])
+            names=[*names, *(IN_PREFIX + n for n in names), ROW],
+        )
 
     def run_step(self, index: int, message: pa.RecordBatch) -> pa.RecordBatch:
         """Run step `index` on an inter-step message; returns the next message."""
@@ -107,15 +108,17 @@ class CompiledPipeline:
         """The champion of shadow step `index`; returns the next message."""
         return _apply(self.shadow_runner(index).run_champion, message)
 
-    def run_challenger(self, index: int, challenger: int,
-                       message: pa.RecordBatch) -> pa.RecordBatch:
+    def run_challenger(
+        self, index: int, challenger: int, message: pa.RecordBatch
+    ) -> pa.RecordBatch:
         """Challenger `challenger` of shadow step `index`: its `_s.<model>.*` outputs and the
         message's carried columns (turned into log rows by `finish_shadow`)."""
         working, carried = split_carried(message)
         return join(self.shadow_runner(index).run_challenger(challenger, working), carried)
 
-    def finish_shadow(self, index: int, challenger: int, message: pa.RecordBatch, *,
-                      started_ns: Started) -> pa.RecordBatch:
+    def finish_shadow(
+        self, index: int, challenger: int, message: pa.RecordBatch, *, started_ns: Started
+    ) -> pa.RecordBatch:
         """A challenger's log rows: `out_<model>.*`, which challenger, the rows' index in
         their request, and the metadata every log row has (no checks run on them)."""
         ref = self.shadow_runner(index).challengers[challenger]
@@ -125,13 +128,14 @@ class CompiledPipeline:
         meta: dict[str, pa.Array] = {}
         for name, column in zip(message.schema.names, message.columns):
             if name.startswith(SHADOW_PREFIX):
-                names.append(SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):])
+                names.append(SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX) :])
                 columns.append(column)
             elif name.startswith(META_PREFIX):
                 meta[name] = column
         zeros = pa.array(np.zeros(n, np.int32))
         for name, column in (
-            (CHECK_FAILURES, zeros), (ANOMALY_COUNT, zeros),
+            (CHECK_FAILURES, zeros),
+            (ANOMALY_COUNT, zeros),
             *self._metadata(ref.label(), meta, n, elapsed),
             (META_SHADOW, codecs.repeated(ref.name, n)),
         ):
@@ -157,7 +161,7 @@ class CompiledPipeline:
             elif name.startswith(CHECK_PREFIX):
                 checked.append((name, column))
             elif name.startswith(SHADOW_PREFIX):
-                shadows.append((SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX):], column))
+                shadows.append((SHADOW_OUT_PREFIX + name[len(SHADOW_PREFIX) :], column))
             elif name.startswith(META_PREFIX):
                 meta[name] = column
             else:
@@ -165,11 +169,15 @@ class CompiledPipeline:
         if MODEL_SPLIT in meta:
             outputs.append((OUT_MODEL_SPLIT, meta[MODEL_SPLIT]))
         failed = self._checks(checked)
-        count = pa.array(np.sum(list(failed.values()), axis=0, dtype=np.int32) if failed
-                         else np.zeros(n, np.int32))
+        count = pa.array(
+            np.sum(list(failed.values()), axis=0, dtype=np.int32)
+            if failed
+            else np.zeros(n, np.int32)
+        )
         last = self.steps[-1].last_model if self.steps else None
         tail = [
-            (CHECK_FAILURES, count), (ANOMALY_COUNT, count),
+            (CHECK_FAILURES, count),
+            (ANOMALY_COUNT, count),
             *((ANOMALY_PREFIX + name, pa.array(mask, pa.bool_())) for name, mask in failed.items()),
             *self._metadata(last.label() if last else "", meta, n, elapsed),
         ]
@@ -178,8 +186,9 @@ class CompiledPipeline:
             columns.append(column)
         return pa.RecordBatch.from_arrays(columns, names=names)
 
-    def _metadata(self, model: str, meta: dict[str, pa.Array], n: int,
-                  elapsed: pa.Array) -> list[tuple[str, pa.Array]]:
+    def _metadata(
+        self, model: str, meta: dict[str, pa.Array], n: int, elapsed: pa.Array
+    ) -> list[tuple[str, pa.Array]]:
         """The metadata.* columns every result and challenger log row has."""
         return [
             (META_VERSION, codecs.repeated(self.version, n)),
@@ -214,8 +223,9 @@ class CompiledPipeline:
             runtime.unload()
 
 
-def _apply(run: Callable[[pa.RecordBatch], tuple[pa.RecordBatch, pa.RecordBatch]],
-           message: pa.RecordBatch) -> pa.RecordBatch:
+def _apply(
+    run: Callable[[pa.RecordBatch], tuple[pa.RecordBatch, pa.RecordBatch]], message: pa.RecordBatch
+) -> pa.RecordBatch:
     """`run` on a message's working columns; its outputs, then the carried columns and extras."""
     working, carried = split_carried(message)
     out, extras = run(working)
@@ -239,8 +249,12 @@ def _times(n: int, started_ns: Started) -> tuple[pa.Array, pa.Array]:
 
 
 def load_pipeline(
-    version: str, spec: PipelineSpec, artifact_path: ArtifactPath,
-    options: RuntimeOptions = RuntimeOptions(), *, seed: int | None = None,
+    version: str,
+    spec: PipelineSpec,
+    artifact_path: ArtifactPath,
+    options: RuntimeOptions = RuntimeOptions(),
+    *,
+    seed: int | None = None,
 ) -> CompiledPipeline:
     """Load every model of `spec` (each checked against its sha256) and compose the steps."""
     runtimes: dict[tuple[str, str], Runtime] = {}
@@ -251,8 +265,10 @@ def load_pipeline(
     checks = compile_validations(spec)
     referenced = set().union(*(expressions.models_referenced(e) for _, e in checks))
     rng = np.random.default_rng(seed)
-    steps = [make_runner(step, runtimes, referenced, rng, first=index == 0)
-             for index, step in enumerate(spec.steps)]
+    steps = [
+        make_runner(step, runtimes, referenced, rng, first=index == 0)
+        for index, step in enumerate(spec.steps)
+    ]
     return CompiledPipeline(version, spec, steps, runtimes, checks)
 
 
@@ -267,7 +283,8 @@ def compile_validations(spec: PipelineSpec) -> Checks:
             raise ExpressionError(
                 f"validation {validation.name!r} refers to {sorted(unknown)}, which the pipeline "
                 f"does not run (its models: {sorted(names)}); add the model as a step or fix "
-                "the expression")
+                "the expression"
+            )
         checks.append((validation, expr))
     return checks
 
@@ -276,7 +293,8 @@ def _tensors(checked: list[tuple[str, pa.Array]]) -> dict[str, dict[str, dict[st
     """`_v.<model>.<kind>.<field>` columns as the evaluator's {model: {kind: {field: array}}}."""
     tensors: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for name, column in checked:
-        model, kind, fld = name[len(CHECK_PREFIX):].split(".", 2)
-        tensors.setdefault(model, {"inputs": {}, "outputs": {}})[kind][fld] = \
+        model, kind, fld = name[len(CHECK_PREFIX) :].split(".", 2)
+        tensors.setdefault(model, {"inputs": {}, "outputs": {}})[kind][fld] = (
             codecs.column_to_ndarray(column, name=fld)
+        )
     return tensors

@@ -41,7 +41,8 @@ def join(left: pa.RecordBatch, right: pa.RecordBatch) -> pa.RecordBatch:
     if left.num_columns == 0:
         return right
     return pa.RecordBatch.from_arrays(
-        [*left.columns, *right.columns], names=[*left.schema.names, *right.schema.names])
+        [*left.columns, *right.columns], names=[*left.schema.names, *right.schema.names]
+    )
 
 
 def prefixed(batch: pa.RecordBatch, prefix: str) -> pa.RecordBatch:
@@ -54,14 +55,17 @@ def empty(n: int) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.nulls(n)], names=["_"]).drop_columns(["_"])
 
 
-def concat_in_order(parts: Sequence[pa.RecordBatch], rows: Sequence[np.ndarray],
-                    n: int) -> pa.RecordBatch:
+def concat_in_order(
+    parts: Sequence[pa.RecordBatch], rows: Sequence[np.ndarray], n: int
+) -> pa.RecordBatch:
     """Reassemble per-arm outputs into input order (columns unified; missing ones null)."""
     tables = [pa.Table.from_batches([p]) for p in parts if p.num_rows]
     if not tables:
         return parts[0] if parts else empty(n)
     merged = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    order = np.argsort(np.concatenate([r for r, p in zip(rows, parts) if p.num_rows]), kind="stable")
+    order = np.argsort(
+        np.concatenate([r for r, p in zip(rows, parts) if p.num_rows]), kind="stable"
+    )
     return merged.take(pa.array(order)).to_batches()[0]
 
 
@@ -84,14 +88,21 @@ def check_input_names(ref: ModelRef, batch: pa.RecordBatch) -> None:
     if lone and lone[0] != TENSOR_COLUMN:
         raise InputMismatch(
             f"model {ref.name!r} reads its input {spec.name!r} ({spec.dtype}{spec.shape}) but the "
-            f"data's column is named {lone[0]!r}: name it {spec.name!r} or {TENSOR_COLUMN!r}")
+            f"data's column is named {lone[0]!r}: name it {spec.name!r} or {TENSOR_COLUMN!r}"
+        )
 
 
 class _Chain:
     """Models run one after another, recording what validations need."""
 
-    def __init__(self, refs: Sequence[ModelRef], runtimes: Runtimes, checked: set[str], *,
-                 first: bool = False) -> None:
+    def __init__(
+        self,
+        refs: Sequence[ModelRef],
+        runtimes: Runtimes,
+        checked: set[str],
+        *,
+        first: bool = False,
+    ) -> None:
         self.refs = list(refs)
         self.runtimes = [runtimes[(r.name, r.version)] for r in refs]
         self.checked = checked
@@ -106,8 +117,10 @@ class _Chain:
             out = _predict(ref, runtime, working)
             if ref.name in self.checked:
                 base = f"{CHECK_PREFIX}{ref.name}."
-                extras = join(join(extras, prefixed(working, base + "inputs.")),
-                              prefixed(out, base + "outputs."))
+                extras = join(
+                    join(extras, prefixed(working, base + "inputs.")),
+                    prefixed(out, base + "outputs."),
+                )
             working = out
         return working, extras
 
@@ -132,19 +145,22 @@ def check_output_map(step: ModelStep) -> None:
     if reserved:
         raise InputMismatch(
             f"the output map of step {step.model.name!r} gives outputs the names {reserved}; "
-            f"names may not be empty or start with {', '.join(CARRIED_PREFIXES)} (weir's own)")
+            f"names may not be empty or start with {', '.join(CARRIED_PREFIXES)} (weir's own)"
+        )
     declared = [spec.name for spec in step.model.outputs]
     unknown = sorted(set(renames) - set(declared)) if declared else []
     if unknown:
         raise InputMismatch(
             f"the output map of step {step.model.name!r} renames {unknown}, but the model's "
-            f"outputs are {declared}; map those names")
+            f"outputs are {declared}; map those names"
+        )
     kept = [name for name in declared if name not in renames]
     names = [*renames.values(), *kept]
     if len(set(names)) != len(names):
         raise InputMismatch(
             f"the output map of step {step.model.name!r} ({renames}) gives two outputs one name "
-            f"(outputs after it: {sorted(names)}); choose distinct names")
+            f"(outputs after it: {sorted(names)}); choose distinct names"
+        )
 
 
 def rename_outputs(label: str, out: pa.RecordBatch, renames: dict[str, str]) -> pa.RecordBatch:
@@ -154,8 +170,10 @@ def rename_outputs(label: str, out: pa.RecordBatch, renames: dict[str, str]) -> 
     names = out.schema.names
     missing = sorted(set(renames) - set(names))
     if missing:
-        raise StepFailed(label, f"its output map renames {missing}, but it returned {names}; "
-                         "fix the step's output map")
+        raise StepFailed(
+            label,
+            f"its output map renames {missing}, but it returned {names}; fix the step's output map",
+        )
     renamed = [renames.get(name, name) for name in names]
     if len(set(renamed)) != len(renamed):
         raise StepFailed(label, f"its output map gives two outputs one name ({renamed})")
@@ -165,8 +183,9 @@ def rename_outputs(label: str, out: pa.RecordBatch, renames: dict[str, str]) -> 
 class StepRunner:
     """Runs one model step; the base of the split and shadow runners."""
 
-    def __init__(self, step: Step, runtimes: Runtimes, checked: set[str], *,
-                 first: bool = False) -> None:
+    def __init__(
+        self, step: Step, runtimes: Runtimes, checked: set[str], *, first: bool = False
+    ) -> None:
         self.step = step
         self._chain = _Chain(step.models()[:1], runtimes, checked, first=first)
         self._renames: dict[str, str] = {}
@@ -194,14 +213,23 @@ class SplitRunner(StepRunner):
 
     step: RandomSplitStep
 
-    def __init__(self, step: RandomSplitStep, runtimes: Runtimes, checked: set[str],
-                 rng: np.random.Generator, *, first: bool = False) -> None:
+    def __init__(
+        self,
+        step: RandomSplitStep,
+        runtimes: Runtimes,
+        checked: set[str],
+        rng: np.random.Generator,
+        *,
+        first: bool = False,
+    ) -> None:
         self.step = step
         self._arms = [_Chain(arm.models, runtimes, checked, first=first) for arm in step.arms]
         self._weights = [arm.weight for arm in step.arms]
         self._rng = rng
-        self._labels = [json.dumps([{"name": m.name, "version": m.version, "sha": m.sha}
-                                    for m in arm.models]) for arm in step.arms]
+        self._labels = [
+            json.dumps([{"name": m.name, "version": m.version, "sha": m.sha} for m in arm.models])
+            for arm in step.arms
+        ]
 
     @property
     def last_model(self) -> ModelRef:
@@ -213,8 +241,11 @@ class SplitRunner(StepRunner):
         if key is None:
             return choose_weighted(self._weights, working.num_rows, self._rng)
         if key not in working.schema.names:
-            raise StepFailed(self.label, f"rows have no {key!r} field for the split's hash_key "
-                             f"(fields: {working.schema.names})")
+            raise StepFailed(
+                self.label,
+                f"rows have no {key!r} field for the split's hash_key "
+                f"(fields: {working.schema.names})",
+            )
         return choose_by_key(self._weights, working.column(key).to_pylist())
 
     def run_arm(self, arm: int, working: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.RecordBatch]:
@@ -240,12 +271,12 @@ class ShadowRunner(StepRunner):
 
     step: ShadowStep
 
-    def __init__(self, step: ShadowStep, runtimes: Runtimes, checked: set[str], *,
-                 first: bool = False) -> None:
+    def __init__(
+        self, step: ShadowStep, runtimes: Runtimes, checked: set[str], *, first: bool = False
+    ) -> None:
         self.step = step
         self._champion = _Chain([step.champion], runtimes, checked, first=first)
-        self._challengers = [_Chain([c], runtimes, checked, first=first)
-                             for c in step.challengers]
+        self._challengers = [_Chain([c], runtimes, checked, first=first) for c in step.challengers]
 
     @property
     def last_model(self) -> ModelRef:
@@ -273,8 +304,14 @@ class ShadowRunner(StepRunner):
         return out, extras
 
 
-def make_runner(step: Step, runtimes: Runtimes, checked: set[str],
-                rng: np.random.Generator, *, first: bool = False) -> StepRunner:
+def make_runner(
+    step: Step,
+    runtimes: Runtimes,
+    checked: set[str],
+    rng: np.random.Generator,
+    *,
+    first: bool = False,
+) -> StepRunner:
     """The runner of `step`; `first`: it takes the pipeline's input (see check_input_names)."""
     if isinstance(step, RandomSplitStep):
         return SplitRunner(step, runtimes, checked, rng, first=first)

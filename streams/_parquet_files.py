@@ -146,8 +146,9 @@ def write_atomic(directory: Path, table: pa.Table) -> DataFile:
     name = f"{min_ms}_{max_ms}_{uuid.uuid4().hex}.parquet"
     tmp = directory / f"{_TMP_PREFIX}{name}"
     text = [f.name for f in table.schema if _is_text(f.type)]
-    pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS,
-                   use_dictionary=text)
+    pq.write_table(
+        table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS, use_dictionary=text
+    )
     os.replace(tmp, directory / name)
     return DataFile(str(directory / name), min_ms, max_ms)
 

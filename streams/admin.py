@@ -22,8 +22,9 @@ def admin_client(settings: WorkerSettings, **options: int) -> AIOKafkaAdminClien
     return AIOKafkaAdminClient(**connection_options(settings), **options)
 
 
-async def ensure_topics(settings: WorkerSettings, specs: Iterable[TopicSpec],
-                        timeout_s: float = 15.0) -> None:
+async def ensure_topics(
+    settings: WorkerSettings, specs: Iterable[TopicSpec], timeout_s: float = 15.0
+) -> None:
     """Create every topic in `specs` that does not exist yet, with its partition count.
 
     Workers must never read auto-created topics: those get the broker's default
@@ -89,14 +90,18 @@ def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
     """A consumer of no group, for `end_offsets` and `records_after` (start it first; the
     caller owns it); it reads committed records only. Each call leaves the partitions it
     read paused, so it fetches only while one runs."""
-    return AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False,
-                            isolation_level="read_committed",
-                            fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
-                            max_partition_fetch_bytes=settings.max_partition_fetch_bytes)
+    return AIOKafkaConsumer(
+        **connection_options(settings),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+    )
 
 
-async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                      timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+async def end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, int]:
     """The offset after the last record of each partition, right on Tansu too.
 
     Tansu answers a ListOffsets(latest) with the first offset of the
@@ -126,8 +131,9 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
             for tp, end in list(pending.items()):  # Apache Kafka: its answer stands where a
                 position = await consumer.position(tp)  # transaction marker lies last, or
                 stable = consumer.last_stable_offset(tp)  # records of a transaction still open
-                if position >= end or (stable is not None and 0 <= stable < end
-                                       and position >= stable):
+                if position >= end or (
+                    stable is not None and 0 <= stable < end and position >= stable
+                ):
                     del pending[tp]
     return ends
 
@@ -146,9 +152,11 @@ def _assigned(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> Iterator
 async def supports_transactions(settings: WorkerSettings, timeout_s: float = 15.0) -> bool:
     """Whether the broker gives producer ids for transactions (Apache Kafka does; Tansu
     refuses: tests/streams/test_broker_transactions.py). Asks once, with a probe id."""
-    producer = AIOKafkaProducer(**connection_options(settings),
-                                transactional_id=f"weir-probe-{uuid.uuid4().hex}",
-                                request_timeout_ms=int(timeout_s * 1000))
+    producer = AIOKafkaProducer(
+        **connection_options(settings),
+        transactional_id=f"weir-probe-{uuid.uuid4().hex}",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
     try:
         await asyncio.wait_for(producer.start(), timeout_s)
         return True
@@ -163,20 +171,27 @@ async def resolved(settings: WorkerSettings) -> WorkerSettings:
     transactions; and there (Apache Kafka: a waiting fetch is answered as soon as data
     arrives) long fetch waits, which cost no latency and little idle CPU, where none was
     set."""
-    transactions = (settings.exactly_once if settings.exactly_once is not None
-                    else await supports_transactions(settings))
+    transactions = (
+        settings.exactly_once
+        if settings.exactly_once is not None
+        else await supports_transactions(settings)
+    )
     update: dict[str, object] = {"exactly_once": transactions}
     if transactions:
-        update |= {name: WAKING_FETCH_WAIT_MS for name in FETCH_WAITS
-                   if name not in settings.model_fields_set}
+        update |= {
+            name: WAKING_FETCH_WAIT_MS
+            for name in FETCH_WAITS
+            if name not in settings.model_fields_set
+        }
     return settings.model_copy(update=update)
 
 
 FETCH_WAITS = ("fetch_wait_ms", "busy_fetch_wait_ms", "idle_fetch_wait_ms")
 
 
-async def records_after(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int,
-                        timeout_s: float = 10.0) -> int:
+async def records_after(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, timeout_s: float = 10.0
+) -> int:
     """How many records of `tp` from offset `start` to `end` a reader still has to read: 0
     when only transaction markers (or aborted records) lie between, at least 1 while a
     transaction there is still open. `consumer` is one without a group (`probe_consumer`,

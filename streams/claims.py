@@ -50,14 +50,16 @@ log = logging.getLogger(__name__)
 class PartitionClaims(Protocol):
     """Who reads which partitions of a consumer group (the registry, in practice)."""
 
-    def claim_partitions(self, group: str, owner: str,
-                         partitions: Collection[TopicPartition]) -> set[TopicPartition]:
+    def claim_partitions(
+        self, group: str, owner: str, partitions: Collection[TopicPartition]
+    ) -> set[TopicPartition]:
         """Record that `owner` reads `partitions` now; return those that were still claimed
         (their last reader never released them)."""
         ...
 
-    def release_partitions(self, group: str, owner: str,
-                           partitions: Collection[TopicPartition]) -> None:
+    def release_partitions(
+        self, group: str, owner: str, partitions: Collection[TopicPartition]
+    ) -> None:
         """`owner` leaves `partitions` with everything it ran committed. A partition another
         reader has claimed since stays claimed."""
         ...
@@ -75,8 +77,9 @@ class RedeliveryMarks:
         await marks.release(consumer, revoked) # once everything is committed
     """
 
-    def __init__(self, claims: PartitionClaims, group_id: str, claimant: str,
-                 settings: WorkerSettings) -> None:
+    def __init__(
+        self, claims: PartitionClaims, group_id: str, claimant: str, settings: WorkerSettings
+    ) -> None:
         self._claims = claims
         self._group_id = group_id
         self._claimant = claimant  # this process, not a restart of it
@@ -105,8 +108,9 @@ class RedeliveryMarks:
         if not assigned:
             return
         try:
-            left = await asyncio.to_thread(self._claims.claim_partitions, self._group_id,
-                                           self._claimant, assigned)
+            left = await asyncio.to_thread(
+                self._claims.claim_partitions, self._group_id, self._claimant, assigned
+            )
         except Exception:  # unknown whether their last readers left cleanly: assume not
             log.exception("could not claim partitions; marking what they hold redelivered")
             left = set(assigned)
@@ -115,16 +119,23 @@ class RedeliveryMarks:
         try:
             ends = await self._end_offsets(left)
         except Exception:
-            log.exception("could not read the end offsets of %d partitions whose last reader "
-                          "never released them: repeats of their records are not marked",
-                          len(left))
+            log.exception(
+                "could not read the end offsets of %d partitions whose last reader "
+                "never released them: repeats of their records are not marked",
+                len(left),
+            )
             return
         self._below = {tp: end for tp, end in ends.items() if end > 0}
         if self._below:
-            log.warning("left without a release (a worker died?): the records of %s may repeat "
-                        "answers and are marked %s",
-                        ", ".join(f"{tp.topic}[{tp.partition}] below offset {end}"
-                                  for tp, end in sorted(self._below.items())), REDELIVERED)
+            log.warning(
+                "left without a release (a worker died?): the records of %s may repeat "
+                "answers and are marked %s",
+                ", ".join(
+                    f"{tp.topic}[{tp.partition}] below offset {end}"
+                    for tp, end in sorted(self._below.items())
+                ),
+                REDELIVERED,
+            )
 
     async def _end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """Where `partitions` end now, read by a consumer of no group (Tansu's own answer can
@@ -159,7 +170,11 @@ class RedeliveryMarks:
             for tp in partitions & self._below.keys():
                 if (await consumer.committed(tp) or 0) >= self._below[tp]:
                     del self._below[tp]
-            await asyncio.to_thread(self._claims.release_partitions, self._group_id,
-                                    self._claimant, partitions - self._below.keys())
+            await asyncio.to_thread(
+                self._claims.release_partitions,
+                self._group_id,
+                self._claimant,
+                partitions - self._below.keys(),
+            )
         except Exception:  # their next readers mark what they read first as redelivered
             log.exception("could not release %d partitions", len(partitions))

@@ -70,8 +70,10 @@ class FetchPace:
 
     def __init__(self, consumer: AIOKafkaConsumer, settings: WorkerSettings) -> None:
         self._fetcher = consumer._fetcher  # aiokafka reads its wait per request built
-        self._waits = ((settings.busy_for_ms / 1000, settings.busy_fetch_wait_ms),
-                       (settings.idle_after_s, settings.fetch_wait_ms))
+        self._waits = (
+            (settings.busy_for_ms / 1000, settings.busy_fetch_wait_ms),
+            (settings.idle_after_s, settings.fetch_wait_ms),
+        )
         self._idle_ms = settings.idle_fetch_wait_ms
         self._last = time.monotonic()
 
@@ -83,7 +85,8 @@ class FetchPace:
             self._last = now
         quiet = now - self._last
         self._fetcher._fetch_max_wait_ms = next(
-            (wait for within, wait in self._waits if quiet < within), self._idle_ms)
+            (wait for within, wait in self._waits if quiet < within), self._idle_ms
+        )
 
 
 def check_fetcher(consumer: AIOKafkaConsumer) -> None:
@@ -95,8 +98,9 @@ def check_fetcher(consumer: AIOKafkaConsumer) -> None:
     """
     task = consumer._fetcher._fetch_task
     if task.done() and not task.cancelled() and task.exception() is not None:
-        raise FetcherDied(f"the Kafka consumer's fetch task failed: {task.exception()!r}") \
-            from task.exception()
+        raise FetcherDied(
+            f"the Kafka consumer's fetch task failed: {task.exception()!r}"
+        ) from task.exception()
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
@@ -149,15 +153,21 @@ def connection_options(settings: WorkerSettings) -> dict[str, Any]:
     """Where and how any Kafka client of weir connects: bootstrap servers, security protocol,
     SASL credentials and the TLS context."""
     s = settings
-    options: dict[str, Any] = {"bootstrap_servers": s.kafka_bootstrap,
-                               "security_protocol": s.kafka_security_protocol}
+    options: dict[str, Any] = {
+        "bootstrap_servers": s.kafka_bootstrap,
+        "security_protocol": s.kafka_security_protocol,
+    }
     if s.kafka_security_protocol.startswith("SASL_"):
         if not s.kafka_sasl_username or s.kafka_sasl_password is None:
-            raise ValueError(f"WEIR_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
-                             "WEIR_KAFKA_SASL_USERNAME and WEIR_KAFKA_SASL_PASSWORD")
-        options |= {"sasl_mechanism": s.kafka_sasl_mechanism,
-                    "sasl_plain_username": s.kafka_sasl_username,
-                    "sasl_plain_password": s.kafka_sasl_password.get_secret_value()}
+            raise ValueError(
+                f"WEIR_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+                "WEIR_KAFKA_SASL_USERNAME and WEIR_KAFKA_SASL_PASSWORD"
+            )
+        options |= {
+            "sasl_mechanism": s.kafka_sasl_mechanism,
+            "sasl_plain_username": s.kafka_sasl_username,
+            "sasl_plain_password": s.kafka_sasl_password.get_secret_value(),
+        }
     if s.kafka_security_protocol.endswith("SSL"):
         options["ssl_context"] = _ssl_context(settings)
     return options
@@ -167,20 +177,26 @@ def _ssl_context(settings: WorkerSettings) -> ssl.SSLContext:
     context: ssl.SSLContext = create_ssl_context(
         cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
         certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
-        keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+        keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+    )
     return context
 
 
-def consumer_options(settings: WorkerSettings, group_id: str, client_id: str, *,
-                     exactly_once: bool = False) -> dict[str, Any]:
+def consumer_options(
+    settings: WorkerSettings, group_id: str, client_id: str, *, exactly_once: bool = False
+) -> dict[str, Any]:
     """A worker's consumer: in the group, bounded fetches, our fetch wait, manual commits;
     exactly once, it reads only committed transactions."""
     s = settings
     return {
-        **connection_options(settings), "group_id": group_id, "client_id": client_id,
+        **connection_options(settings),
+        "group_id": group_id,
+        "client_id": client_id,
         "isolation_level": "read_committed" if exactly_once else "read_uncommitted",
-        "enable_auto_commit": False, "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": s.fetch_wait_ms, "max_poll_records": s.max_poll_records,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": s.fetch_wait_ms,
+        "max_poll_records": s.max_poll_records,
         "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
         "session_timeout_ms": int(s.session_timeout_s * 1000),
         "rebalance_timeout_ms": int(s.rebalance_timeout_s * 1000),
@@ -188,8 +204,9 @@ def consumer_options(settings: WorkerSettings, group_id: str, client_id: str, *,
     }
 
 
-def producer_options(settings: WorkerSettings, client_id: str, *,
-                     transactional_id: str | None = None) -> dict[str, Any]:
+def producer_options(
+    settings: WorkerSettings, client_id: str, *, transactional_id: str | None = None
+) -> dict[str, Any]:
     """A worker's producer: every replica acknowledges; values up to `max_message_bytes`;
     with a `transactional_id`, it sends in transactions (streams.delivery.ExactlyOnce).
 
@@ -198,12 +215,19 @@ def producer_options(settings: WorkerSettings, client_id: str, *,
     several requests, one after the other (measured: 8 one-row answers filled a batch,
     and throughput fell by half once answers kept their input's partition).
     """
-    options = {**connection_options(settings), "client_id": client_id, "acks": "all",
-               "linger_ms": 0, "max_batch_size": BATCH_BYTES,
-               "max_request_size": settings.max_message_bytes + RECORD_OVERHEAD_BYTES}
+    options = {
+        **connection_options(settings),
+        "client_id": client_id,
+        "acks": "all",
+        "linger_ms": 0,
+        "max_batch_size": BATCH_BYTES,
+        "max_request_size": settings.max_message_bytes + RECORD_OVERHEAD_BYTES,
+    }
     if transactional_id is not None:
-        options |= {"transactional_id": transactional_id,
-                    "transaction_timeout_ms": int(settings.transaction_timeout_s * 1000)}
+        options |= {
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": int(settings.transaction_timeout_s * 1000),
+        }
     return options
 
 
@@ -213,12 +237,21 @@ class _TxnOffsetCommitResponseV3(Response):  # type: ignore[misc]
     API_VERSION = 3
     SCHEMA = Schema(
         ("throttle_time_ms", Int32),
-        ("topics", CompactArray(
-            ("name", CompactString("utf-8")),
-            ("partitions", CompactArray(("partition_index", Int32), ("error_code", Int16),
-                                        ("tags", TaggedFields))),
-            ("tags", TaggedFields))),
-        ("tags", TaggedFields))
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition_index", Int32), ("error_code", Int16), ("tags", TaggedFields)
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
 
 
 class _TxnOffsetCommitRequestV3(RequestStruct):  # type: ignore[misc]
@@ -234,14 +267,25 @@ class _TxnOffsetCommitRequestV3(RequestStruct):  # type: ignore[misc]
         ("generation_id", Int32),
         ("member_id", CompactString("utf-8")),
         ("group_instance_id", CompactString("utf-8")),
-        ("topics", CompactArray(
-            ("name", CompactString("utf-8")),
-            ("partitions", CompactArray(
-                ("partition_index", Int32), ("committed_offset", Int64),
-                ("committed_leader_epoch", Int32), ("committed_metadata", CompactString("utf-8")),
-                ("tags", TaggedFields))),
-            ("tags", TaggedFields))),
-        ("tags", TaggedFields))
+        (
+            "topics",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                (
+                    "partitions",
+                    CompactArray(
+                        ("partition_index", Int32),
+                        ("committed_offset", Int64),
+                        ("committed_leader_epoch", Int32),
+                        ("committed_metadata", CompactString("utf-8")),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
 
 
 class _TxnOffsetCommitRequest(Request[_TxnOffsetCommitRequestV3]):  # type: ignore[misc]
@@ -250,13 +294,18 @@ class _TxnOffsetCommitRequest(Request[_TxnOffsetCommitRequestV3]):  # type: igno
     def __init__(self, fields: dict[str, Any]) -> None:
         self._fields = fields
 
-    def build(self, request_struct_class: type[_TxnOffsetCommitRequestV3]
-              ) -> _TxnOffsetCommitRequestV3:
+    def build(
+        self, request_struct_class: type[_TxnOffsetCommitRequestV3]
+    ) -> _TxnOffsetCommitRequestV3:
         return request_struct_class(**self._fields)
 
 
-_FENCED = {22: "ILLEGAL_GENERATION", 25: "UNKNOWN_MEMBER_ID", 27: "REBALANCE_IN_PROGRESS",
-           82: "FENCED_INSTANCE_ID"}
+_FENCED = {
+    22: "ILLEGAL_GENERATION",
+    25: "UNKNOWN_MEMBER_ID",
+    27: "REBALANCE_IN_PROGRESS",
+    82: "FENCED_INSTANCE_ID",
+}
 """What the group coordinator answers a worker whose group generation has moved on."""
 
 
@@ -266,8 +315,9 @@ class _FencedTxnOffsetCommit(TxnOffsetCommitHandler):  # type: ignore[misc]
     sends v3, with the consumer's generation and member id: such a commit is refused, and
     the worker's transaction aborts instead of committing a repeat."""
 
-    def __init__(self, sender: Any, offsets: Any, group_id: str,
-                 consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self, sender: Any, offsets: Any, group_id: str, consumer: AIOKafkaConsumer
+    ) -> None:
         super().__init__(sender, offsets, group_id)
         self._group = consumer._coordinator
 
@@ -276,24 +326,38 @@ class _FencedTxnOffsetCommit(TxnOffsetCommitHandler):  # type: ignore[misc]
         topics: dict[str, list[tuple[Any, ...]]] = {}
         for tp, offset in sorted(self._offsets.items()):
             topics.setdefault(tp.topic, []).append(
-                (tp.partition, offset.offset, -1, offset.metadata, {}))
-        return _TxnOffsetCommitRequest({
-            "transactional_id": txn.transactional_id, "group_id": self._group_id,
-            "producer_id": txn.producer_id, "producer_epoch": txn.producer_epoch,
-            "generation_id": self._group.generation, "member_id": self._group.member_id,
-            "group_instance_id": self._group._group_instance_id,
-            "topics": [(topic, partitions, {}) for topic, partitions in topics.items()],
-            "tags": {}})
+                (tp.partition, offset.offset, -1, offset.metadata, {})
+            )
+        return _TxnOffsetCommitRequest(
+            {
+                "transactional_id": txn.transactional_id,
+                "group_id": self._group_id,
+                "producer_id": txn.producer_id,
+                "producer_epoch": txn.producer_epoch,
+                "generation_id": self._group.generation,
+                "member_id": self._group.member_id,
+                "group_instance_id": self._group._group_instance_id,
+                "topics": [(topic, partitions, {}) for topic, partitions in topics.items()],
+                "tags": {},
+            }
+        )
 
     def handle_response(self, resp: Any) -> float | None:
         for _topic, partitions, _ in resp.topics:
             for _partition, code, _ in partitions:
                 if code in _FENCED:  # an abortable error: the loop aborts, the input reruns
-                    self._sender._txn_manager.error_transaction(Errors.CommitFailedError(
-                        f"the group {self._group_id!r} moved on (a rebalance): {_FENCED[code]}"))
+                    self._sender._txn_manager.error_transaction(
+                        Errors.CommitFailedError(
+                            f"the group {self._group_id!r} moved on (a rebalance): {_FENCED[code]}"
+                        )
+                    )
                     return None
-        as_v0 = SimpleNamespace(errors=[(topic, [(p, code) for p, code, _ in partitions])
-                                        for topic, partitions, _ in resp.topics])
+        as_v0 = SimpleNamespace(
+            errors=[
+                (topic, [(p, code) for p, code, _ in partitions])
+                for topic, partitions, _ in resp.topics
+            ]
+        )
         return super().handle_response(as_v0)  # type: ignore[no-any-return]
 
 
@@ -322,11 +386,19 @@ def check_aiokafka() -> None:
     from aiokafka.client import AIOKafkaClient
     from aiokafka.producer.sender import Sender
 
-    wanted = {AIOKafkaClient: ("_wait_on_metadata",),
-              Sender: ("_do_txn_offset_commit", "_find_coordinator"),
-              TxnOffsetCommitHandler: ("create_request", "handle_response")}
-    missing = [f"{owner.__name__}.{name}" for owner, names in wanted.items() for name in names
-               if not hasattr(owner, name)]
+    wanted = {
+        AIOKafkaClient: ("_wait_on_metadata",),
+        Sender: ("_do_txn_offset_commit", "_find_coordinator"),
+        TxnOffsetCommitHandler: ("create_request", "handle_response"),
+    }
+    missing = [
+        f"{owner.__name__}.{name}"
+        for owner, names in wanted.items()
+        for name in names
+        if not hasattr(owner, name)
+    ]
     if missing:
-        raise RuntimeError(f"aiokafka {aiokafka.__version__} lacks {missing}, which weir "
-                           "relies on: install the version pyproject.toml names")
+        raise RuntimeError(
+            f"aiokafka {aiokafka.__version__} lacks {missing}, which weir "
+            "relies on: install the version pyproject.toml names"
+        )

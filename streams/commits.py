@@ -37,8 +37,9 @@ class OrderedCommits:
         await commits.flush()   # everything added so far is delivered and committed
     """
 
-    def __init__(self, commit: Callable[[Offsets], Awaitable[None]], *,
-                 interval_s: float = 0.0) -> None:
+    def __init__(
+        self, commit: Callable[[Offsets], Awaitable[None]], *, interval_s: float = 0.0
+    ) -> None:
         self._commit = commit
         self._interval_s = interval_s
         self._queue: deque[tuple[Sequence[asyncio.Future[object]], Offsets]] = deque()

@@ -69,8 +69,9 @@ class StepFailure(Exception):
         self.index, self.cause = index, cause
 
 
-def span(pipeline: CompiledPipeline, start: int, stop: int,
-         observe: StepObserver | None = None) -> Transform:
+def span(
+    pipeline: CompiledPipeline, start: int, stop: int, observe: StepObserver | None = None
+) -> Transform:
     """Steps `start`..`stop - 1` of `pipeline`, fused into one transform (each step's time
     and rows told to `observe`)."""
 
@@ -95,8 +96,9 @@ def span(pipeline: CompiledPipeline, start: int, stop: int,
 class Results:
     """The results (and fan-outs) of consecutive messages, computed as one batch."""
 
-    def __init__(self, batch: pa.RecordBatch, rows: Sequence[int],
-                 fanouts: Sequence[Fanout] = ()) -> None:
+    def __init__(
+        self, batch: pa.RecordBatch, rows: Sequence[int], fanouts: Sequence[Fanout] = ()
+    ) -> None:
         self.pieces = split(batch, rows)
         """Each message's result (zero-copy slices)."""
         self._batch, self._rows = batch, rows
@@ -173,8 +175,11 @@ class Work:
 
     @property
     def retryable(self) -> bool:
-        return self.error is not None and self.batch is not None and not isinstance(
-            self.error, DETERMINISTIC)
+        return (
+            self.error is not None
+            and self.batch is not None
+            and not isinstance(self.error, DETERMINISTIC)
+        )
 
     @property
     def rows(self) -> int:
@@ -209,8 +214,7 @@ class StageCompute:
             return CompiledPipeline.start(batch)
         return codecs.decode(value, codecs.ARROW_STREAM)
 
-    def decode_many(self, values: Sequence[tuple[bytes | None, str]]
-                    ) -> list[Decoded | Exception]:
+    def decode_many(self, values: Sequence[tuple[bytes | None, str]]) -> list[Decoded | Exception]:
         """`decode` of each (value, content type), or the error it raises; consecutive Arrow
         streams of one schema are decoded (and started) as one."""
         out: list[Decoded | Exception] = []
@@ -259,7 +263,8 @@ class StageCompute:
         ready = [w for w in works if w.batch is not None and w.error is None]
         plan = plan_micro_batches(
             [(w.batch.schema, w.batch.num_rows) for w in ready if w.batch is not None],
-            self.max_batch_rows)
+            self.max_batch_rows,
+        )
         for group in plan:
             members = [ready[i] for i in group]
             if len(members) > 1 and self._run_merged(members):
@@ -273,8 +278,10 @@ class StageCompute:
         work.attempts += 1
         batch = Pass(messages=1)
         try:
-            work.output = (self._compute(work.batch, [work.started_ns], [work.batch.num_rows],
-                                         batch), 0)
+            work.output = (
+                self._compute(work.batch, [work.started_ns], [work.batch.num_rows], batch),
+                0,
+            )
             work.error, work.failed_step, work.partial = None, None, []
         except StepFailure as failure:
             work.output, work.error, work.failed_step = None, failure.cause, failure.index
@@ -285,23 +292,32 @@ class StageCompute:
 
     def _run_merged(self, members: list[Work]) -> bool:
         try:
-            results = self._compute(joined(members), [w.started_ns for w in members],
-                                    [w.rows for w in members], Pass(messages=len(members)))
+            results = self._compute(
+                joined(members),
+                [w.started_ns for w in members],
+                [w.rows for w in members],
+                Pass(messages=len(members)),
+            )
         except Exception as exc:
-            log.debug("micro-batch of %d messages failed (%s); running them one by one",
-                      len(members), exc)
+            log.debug(
+                "micro-batch of %d messages failed (%s); running them one by one", len(members), exc
+            )
             return False
         for index, work in enumerate(members):
             work.attempts += 1
             work.output, work.error = (results, index), None
         return True
 
-    def _compute(self, batch: pa.RecordBatch, started_ns: list[int], rows: list[int],
-                 one: Pass) -> Results:
+    def _compute(
+        self, batch: pa.RecordBatch, started_ns: list[int], rows: list[int], one: Pass
+    ) -> Results:
         out = self.transform(batch, one)
         if self.finish is not None:
-            starts = started_ns[0] if len(started_ns) == 1 else np.repeat(
-                np.asarray(started_ns, np.int64), rows)
+            starts = (
+                started_ns[0]
+                if len(started_ns) == 1
+                else np.repeat(np.asarray(started_ns, np.int64), rows)
+            )
             out = self.finish(out, starts)
         return Results(out, rows, one.fanouts)
 

@@ -51,8 +51,15 @@ class Delivery(Protocol):
         """Records sent or offsets finished that are not committed yet."""
         ...
 
-    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
-                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        partition: int | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
         """Queue one record (raises the producer's error if it refuses it at once)."""
         ...
 
@@ -80,8 +87,9 @@ class Delivery(Protocol):
 class AtLeastOnce:
     """Records sent as they come; offsets committed in order once delivered."""
 
-    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, *,
-                 interval_s: float) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, *, interval_s: float
+    ) -> None:
         self._producer = producer
         self._commits = OrderedCommits(consumer.commit, interval_s=interval_s)
         self._sent: list[asyncio.Future[Any]] = []
@@ -90,10 +98,20 @@ class AtLeastOnce:
     def pending(self) -> bool:
         return bool(self._sent) or bool(self._commits.pending)
 
-    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
-                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
-        self._sent.append(await self._producer.send(topic, value, key=key, partition=partition,
-                                                    headers=list(headers)))
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        partition: int | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
+        self._sent.append(
+            await self._producer.send(
+                topic, value, key=key, partition=partition, headers=list(headers)
+            )
+        )
 
     def done(self, offsets: Offsets) -> None:
         sent, self._sent = self._sent, []
@@ -115,8 +133,14 @@ class AtLeastOnce:
 class ExactlyOnce:
     """A chunk's records and input offsets committed in one Kafka transaction."""
 
-    def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, group_id: str,
-                 *, interval_s: float) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+        group_id: str,
+        *,
+        interval_s: float,
+    ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._group_id = group_id
@@ -130,12 +154,22 @@ class ExactlyOnce:
     def pending(self) -> bool:
         return self._began is not None
 
-    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
-                   partition: int | None, headers: Sequence[tuple[str, bytes]]) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        partition: int | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
         async with self._lock:
             await self._begin()
-            self._sent.append(await self._producer.send(
-                topic, value, key=key, partition=partition, headers=list(headers)))
+            self._sent.append(
+                await self._producer.send(
+                    topic, value, key=key, partition=partition, headers=list(headers)
+                )
+            )
 
     def done(self, offsets: Offsets) -> None:
         self._offsets.update(offsets)
@@ -169,11 +203,9 @@ class ExactlyOnce:
                 results = await asyncio.gather(*self._sent, return_exceptions=True)
                 failed = next((r for r in results if isinstance(r, BaseException)), None)
                 if failed is not None:
-                    raise DeliveryFailed(f"a record could not be delivered: {failed!r}") \
-                        from failed
+                    raise DeliveryFailed(f"a record could not be delivered: {failed!r}") from failed
                 if self._offsets:
-                    await self._producer.send_offsets_to_transaction(self._offsets,
-                                                                     self._group_id)
+                    await self._producer.send_offsets_to_transaction(self._offsets, self._group_id)
                 await self._producer.commit_transaction()
             except BaseException as exc:
                 await self._abort(exc)

@@ -16,7 +16,8 @@ class RecordTooLarge(WeirError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
             f"the result is {size} bytes, over the {limit}-byte limit of a Kafka record "
-            "(WEIR_MAX_MESSAGE_BYTES): send fewer rows per message")
+            "(WEIR_MAX_MESSAGE_BYTES): send fewer rows per message"
+        )
 
 
 class InputTooLarge(WeirError):
@@ -26,7 +27,8 @@ class InputTooLarge(WeirError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
             f"the record is {size} bytes, over the {limit}-byte limit (WEIR_MAX_MESSAGE_BYTES): "
-            "send fewer rows per record")
+            "send fewer rows per record"
+        )
 
 
 class FetcherDied(WeirError):

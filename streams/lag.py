@@ -44,8 +44,9 @@ class GroupLag:
         await self._probe.stop()
         await self._admin.close()
 
-    async def read(self, group: str, tps: list[TopicPartition],
-                   timeout_s: float = 5.0) -> dict[TopicPartition, int]:
+    async def read(
+        self, group: str, tps: list[TopicPartition], timeout_s: float = 5.0
+    ) -> dict[TopicPartition, int]:
         """Records in each of `tps` past `group`'s commit (all of them if it has none)."""
         if not tps:
             return {}
@@ -59,15 +60,17 @@ class GroupLag:
             lag[tp] = max(ends.get(tp, 0) - start, 0)
         return lag
 
-    async def _committed(self, group: str, tps: list[TopicPartition],
-                         timeout_s: float) -> dict[TopicPartition, OffsetAndMetadata]:
+    async def _committed(
+        self, group: str, tps: list[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
         """The group's commits, asked again while the broker says to (a fresh Apache Kafka
         broker has no group coordinator until its offsets topic is made)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             try:
-                offsets: dict[TopicPartition, OffsetAndMetadata] = \
-                    await self._admin.list_consumer_group_offsets(group, partitions=tps)
+                offsets: dict[
+                    TopicPartition, OffsetAndMetadata
+                ] = await self._admin.list_consumer_group_offsets(group, partitions=tps)
                 return offsets
             except KafkaError as exc:
                 if not exc.retriable or asyncio.get_running_loop().time() > deadline:

@@ -72,8 +72,12 @@ answers a fetch only when its wait ends, each idle fetch cost the broker ~1.8 ms
 
 def paced(settings: WorkerSettings) -> WorkerSettings:
     """`settings` with the log agent's fetch waits: none shorter than LEAST_FETCH_WAITS_MS."""
-    return settings.model_copy(update={name: max(getattr(settings, name), least)
-                                       for name, least in LEAST_FETCH_WAITS_MS.items()})
+    return settings.model_copy(
+        update={
+            name: max(getattr(settings, name), least)
+            for name, least in LEAST_FETCH_WAITS_MS.items()
+        }
+    )
 
 
 class LogAgent:
@@ -86,8 +90,15 @@ class LogAgent:
     server's largest cost under load).
     """
 
-    def __init__(self, settings: WorkerSettings, topics: TopicMap, store: LogStore,
-                 group_id: str = "weir.log-agent", *, policies: Policies | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        topics: TopicMap,
+        store: LogStore,
+        group_id: str = "weir.log-agent",
+        *,
+        policies: Policies | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.group_id = group_id
@@ -122,9 +133,13 @@ class LogAgent:
         """A consumer in the log agent's group, subscribed to every logged topic."""
         s = self.settings
         consumer = AIOKafkaConsumer(
-            **connection_options(s), group_id=self.group_id, isolation_level="read_committed",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._paced.fetch_wait_ms, max_poll_records=5000,
+            **connection_options(s),
+            group_id=self.group_id,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._paced.fetch_wait_ms,
+            max_poll_records=5000,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
@@ -141,11 +156,15 @@ class LogAgent:
             try:
                 await self._consume()
             except FetcherDied as exc:
-                log.warning("%s; the log agent reads again from its last commit with a new "
-                            "consumer", exc)
+                log.warning(
+                    "%s; the log agent reads again from its last commit with a new consumer", exc
+                )
             except Exception:
-                log.exception("the log agent failed; it reads again from its last commit with a "
-                              "new consumer in %.0f s", RESTART_S)
+                log.exception(
+                    "the log agent failed; it reads again from its last commit with a "
+                    "new consumer in %.0f s",
+                    RESTART_S,
+                )
                 await asyncio.sleep(RESTART_S)
             await self._replace_consumer()
 
@@ -161,15 +180,19 @@ class LogAgent:
                     self._consumer = await self._joined_consumer()
                     return
                 except KafkaError as exc:
-                    log.warning("the log agent cannot start a Kafka consumer (%s); trying again "
-                                "in %.0f s", exc, RESTART_S)
+                    log.warning(
+                        "the log agent cannot start a Kafka consumer (%s); trying again in %.0f s",
+                        exc,
+                        RESTART_S,
+                    )
                     await asyncio.sleep(RESTART_S)
 
     async def _consume(self) -> None:
         assert self._consumer is not None
         while True:
             records = await self._consumer.getmany(
-                timeout_ms=POLL_BUSY_MS if self._buffer.next else POLL_IDLE_MS)
+                timeout_ms=POLL_BUSY_MS if self._buffer.next else POLL_IDLE_MS
+            )
             check_fetcher(self._consumer)
             assert self._pace is not None
             self._pace.saw(bool(records) or self._syncs > 0)
@@ -223,9 +246,13 @@ class LogAgent:
                     if rows is not None:
                         self._buffer.add(workspace, pipeline, rows)
                 elif msg.value:
-                    self._buffer.add_result(workspace, pipeline, msg.value,
-                                            env.requests or env.request_id,
-                                            traceparent_of(env.extra))
+                    self._buffer.add_result(
+                        workspace,
+                        pipeline,
+                        msg.value,
+                        env.requests or env.request_id,
+                        traceparent_of(env.extra),
+                    )
 
     def _write(self, buffer: _Buffer) -> None:
         for (workspace, pipeline), results in buffer.results.items():
@@ -254,10 +281,15 @@ class LogAgent:
         answers with what the store has).
         """
         assert self._consumer is not None
-        topics = (self.topics.output(workspace, pipeline).name,
-                  self.topics.logs(workspace, pipeline).name)
-        tps = [TopicPartition(topic, p) for topic in topics
-               for p in self._consumer.partitions_for_topic(topic) or ()]
+        topics = (
+            self.topics.output(workspace, pipeline).name,
+            self.topics.logs(workspace, pipeline).name,
+        )
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in self._consumer.partitions_for_topic(topic) or ()
+        ]
         if not tps:
             return True  # no such topics: nothing was ever logged
         assert self._probe is not None
@@ -300,8 +332,9 @@ class _Buffer:
 
     def __init__(self) -> None:
         self.batches: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
-        self.results: dict[tuple[str, str], list[tuple[bytes, str | Requests, str | None]]] = \
+        self.results: dict[tuple[str, str], list[tuple[bytes, str | Requests, str | None]]] = (
             defaultdict(list)
+        )
         """Result messages (with their request ids and traceparents), made log rows in bulk
         when written."""
         self.rows = 0
@@ -321,8 +354,14 @@ class _Buffer:
         self.batches[(workspace, pipeline)].append(batch)
         self.rows += batch.num_rows
 
-    def add_result(self, workspace: str, pipeline: str, value: bytes,
-                   request_id: str | Requests, traceparent: str | None) -> None:
+    def add_result(
+        self,
+        workspace: str,
+        pipeline: str,
+        value: bytes,
+        request_id: str | Requests,
+        traceparent: str | None,
+    ) -> None:
         self.results[(workspace, pipeline)].append((value, request_id, traceparent))
         self.result_bytes += len(value)
 
@@ -330,8 +369,12 @@ class _Buffer:
         """Whether to write now: asked to (sync), full, or old enough."""
         if not self.next:
             return False
-        return (asked or self.rows >= FLUSH_ROWS or self.result_bytes >= FLUSH_BYTES
-                or time.monotonic() - self._since >= FLUSH_EVERY_S)
+        return (
+            asked
+            or self.rows >= FLUSH_ROWS
+            or self.result_bytes >= FLUSH_BYTES
+            or time.monotonic() - self._since >= FLUSH_EVERY_S
+        )
 
 
 class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -350,5 +393,6 @@ class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def pipeline_of(names: dict[str, str], env: Envelope) -> str:
     """The log store pipeline a record's rows go to: a challenger's are kept apart."""
-    return names["pipeline"] if env.shadow is None else shadow_pipeline(names["pipeline"], env.shadow)
-
+    return (
+        names["pipeline"] if env.shadow is None else shadow_pipeline(names["pipeline"], env.shadow)
+    )

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.columns import IN_PREFIX, META_DROPPED
+
 DEFAULT_MAX_ROW_BYTES = 64 * 1024
 """A tabular row is a few hundred bytes; a 224x224 RGB image alone is 150 KB."""
 
@@ -35,8 +36,9 @@ class LogPolicy(BaseModel):
 
     def apply(self, rows: pa.RecordBatch) -> pa.RecordBatch:
         """Log rows as this policy keeps them."""
-        excluded = {name if name.startswith(IN_PREFIX) else IN_PREFIX + name
-                    for name in self.exclude}
+        excluded = {
+            name if name.startswith(IN_PREFIX) else IN_PREFIX + name for name in self.exclude
+        }
         rows = rows.drop_columns([n for n in rows.schema.names if n in excluded])
         if self.max_row_bytes is None or rows.nbytes <= self.max_row_bytes:
             return rows  # no row can be over (most batches of tabular rows)
@@ -61,10 +63,14 @@ def _drop_largest_inputs(rows: pa.RecordBatch, limit: int) -> pa.RecordBatch:
         if dropped[:, k].any():
             column = rows.column(name)
             index = names.index(name)
-            rows = rows.set_column(index, name, pc.if_else(
-                pa.array(dropped[:, k]), pa.nulls(rows.num_rows, column.type), column))
-    listed = pa.array([[inputs[k] for k in np.flatnonzero(row)] for row in dropped],
-                      pa.list_(pa.string()))
+            rows = rows.set_column(
+                index,
+                name,
+                pc.if_else(pa.array(dropped[:, k]), pa.nulls(rows.num_rows, column.type), column),
+            )
+    listed = pa.array(
+        [[inputs[k] for k in np.flatnonzero(row)] for row in dropped], pa.list_(pa.string())
+    )
     if META_DROPPED in names:
         return rows.set_column(names.index(META_DROPPED), META_DROPPED, listed)
     return rows.append_column(META_DROPPED, listed)
@@ -76,10 +82,16 @@ def row_bytes(column: pa.Array) -> np.ndarray:
     kind = column.type
     if pa.types.is_dictionary(kind):
         return row_bytes(column.dictionary_decode())
-    if (pa.types.is_binary(kind) or pa.types.is_string(kind) or pa.types.is_large_binary(kind)
-            or pa.types.is_large_string(kind)):
+    if (
+        pa.types.is_binary(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_large_string(kind)
+    ):
         sizes = pc.binary_length(column)
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+    elif (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
         width = _fixed_width(kind.value_type)
         if width is not None and column.values.null_count == 0:
             # A tensor column: its rows' lengths times the value width, not a pass over
@@ -88,11 +100,11 @@ def row_bytes(column: pa.Array) -> np.ndarray:
             tensor: np.ndarray = lengths.to_numpy(zero_copy_only=False).astype(np.int64) * width
             return tensor
         parents = pc.list_parent_indices(column).to_numpy()
-        return np.bincount(parents, weights=row_bytes(pc.list_flatten(column)),
-                           minlength=n).astype(np.int64)
+        return np.bincount(parents, weights=row_bytes(pc.list_flatten(column)), minlength=n).astype(
+            np.int64
+        )
     elif (width := _fixed_width(kind)) is not None:  # numbers, times, bools
-        return np.where(column.is_null().to_numpy(zero_copy_only=False), 0,
-                        width).astype(np.int64)
+        return np.where(column.is_null().to_numpy(zero_copy_only=False), 0, width).astype(np.int64)
     else:  # structs, maps and the like: their share of the column's bytes
         return np.full(n, column.nbytes // max(n, 1), np.int64)
     filled: np.ndarray = pc.fill_null(sizes, 0).to_numpy(zero_copy_only=False).astype(np.int64)

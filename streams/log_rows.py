@@ -40,8 +40,9 @@ from streams.trace import traceparent_of
 log = logging.getLogger(__name__)
 
 
-def with_row_ids(batch: pa.RecordBatch, request_id: str | Requests,
-                 rows: pa.Array | None = None) -> pa.RecordBatch:
+def with_row_ids(
+    batch: pa.RecordBatch, request_id: str | Requests, rows: pa.Array | None = None
+) -> pa.RecordBatch:
     """Add the (request_id, row) columns that identify each log row.
 
     A row's index is its index in the request: `rows`, else the batch's
@@ -67,8 +68,9 @@ def _row_ids(request_id: str | Requests, rows: pa.Array) -> tuple[pa.Array, pa.A
     return ids, pa.array(local.astype(np.int32))
 
 
-def result_rows(results: Sequence[tuple[bytes, str | Requests, str | None]]
-                ) -> list[pa.RecordBatch]:
+def result_rows(
+    results: Sequence[tuple[bytes, str | Requests, str | None]],
+) -> list[pa.RecordBatch]:
     """Result messages (Arrow stream values, each with its request id, or the requests a
     coalesced record carries, and its traceparent) as log rows.
 
@@ -86,9 +88,9 @@ def result_rows(results: Sequence[tuple[bytes, str | Requests, str | None]]
             at += 1
             continue
         counts = np.asarray(run.rows)
-        owners = [request_id for _, request_id, _ in results[at:at + len(counts)]]
+        owners = [request_id for _, request_id, _ in results[at : at + len(counts)]]
         each = pa.array(np.repeat(np.arange(len(counts)), counts))
-        traces = [trace for _, _, trace in results[at:at + len(counts)]]
+        traces = [trace for _, _, trace in results[at : at + len(counts)]]
         at += len(counts)
         if META_ROW in run.batch.schema.names:
             rows = run.batch.column(META_ROW).cast(pa.int32())
@@ -99,8 +101,10 @@ def result_rows(results: Sequence[tuple[bytes, str | Requests, str | None]]
             ids = pa.array(owners, pa.string()).take(each)
         else:  # coalesced records: each row's own request
             firsts = np.cumsum(counts) - counts
-            pairs = [_row_ids(owner, rows.slice(first, count))
-                     for owner, first, count in zip(owners, firsts, counts)]
+            pairs = [
+                _row_ids(owner, rows.slice(first, count))
+                for owner, first, count in zip(owners, firsts, counts)
+            ]
             ids = pa.concat_arrays([i for i, _ in pairs])
             rows = pa.concat_arrays([r for _, r in pairs])
         batch = run.batch.append_column(REQUEST_ID, ids).append_column(ROW, rows)
@@ -121,8 +125,9 @@ def json_result_rows(env: Envelope, value: bytes) -> pa.RecordBatch | None:
     batch = with_row_ids(batch, env.requests or env.request_id)
     trace = traceparent_of(env.extra)
     if trace is not None:
-        batch = batch.append_column(META_TRACEPARENT, pa.array([trace] * batch.num_rows,
-                                                               pa.string()))
+        batch = batch.append_column(
+            META_TRACEPARENT, pa.array([trace] * batch.num_rows, pa.string())
+        )
     return batch
 
 
@@ -151,14 +156,18 @@ def error_rows(env: Envelope, value: bytes | None, time_ms: int) -> pa.RecordBat
     columns: dict[str, pa.Array] = {TIME: pa.array([time_ms] * n, TIME_TYPE)}
     if carried.num_rows:
         columns.update(zip(carried.schema.names, carried.columns, strict=True))
-    columns.update({
-        CHECK_FAILURES: _no_check_failures(n),
-        ANOMALY_COUNT: pa.array([1] * n, pa.int32()),
-        META_VERSION: pa.array([env.version] * n, pa.string()),
-        META_MODEL: pa.array([error.get("model", "")] * n, pa.string()),
-        META_ELAPSED: pa.array([max(failed_ms * 1_000_000 - env.started_ns, 0)] * n, pa.int64()),
-        META_ERROR: pa.array([text] * n, pa.string()),
-    })
+    columns.update(
+        {
+            CHECK_FAILURES: _no_check_failures(n),
+            ANOMALY_COUNT: pa.array([1] * n, pa.int32()),
+            META_VERSION: pa.array([env.version] * n, pa.string()),
+            META_MODEL: pa.array([error.get("model", "")] * n, pa.string()),
+            META_ELAPSED: pa.array(
+                [max(failed_ms * 1_000_000 - env.started_ns, 0)] * n, pa.int64()
+            ),
+            META_ERROR: pa.array([text] * n, pa.string()),
+        }
+    )
     if env.shadow is not None:
         columns[META_SHADOW] = pa.array([env.shadow] * n, pa.string())
     trace = traceparent_of(env.extra)

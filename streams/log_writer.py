@@ -41,8 +41,9 @@ class LogWriter:
             if rows:  # none: every result read for the pipeline was unreadable (logged)
                 self._append(workspace, pipeline, self.kept(workspace, pipeline, rows))
 
-    def kept(self, workspace: str, pipeline: str,
-             batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    def kept(
+        self, workspace: str, pipeline: str, batches: list[pa.RecordBatch]
+    ) -> list[pa.RecordBatch]:
         """The rows as the pipeline's log policy keeps them (streams.log_policy)."""
         policy = self._policy(workspace, pipeline)
         return [policy.apply(batch) for batch in batches]
@@ -69,8 +70,13 @@ class LogWriter:
     def _append(self, workspace: str, pipeline: str, batches: list[pa.RecordBatch]) -> None:
         """Store the rows; rows whose columns clash with the store keep only the required ones."""
         try:
-            table = pa.Table.from_batches(batches) if _same_schema(batches) else pa.concat_tables(
-                [pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+            table = (
+                pa.Table.from_batches(batches)
+                if _same_schema(batches)
+                else pa.concat_tables(
+                    [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
+                )
+            )
             self.store.append(workspace, pipeline, table)
             return
         except (LogSchemaError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -78,8 +84,13 @@ class LogWriter:
                 for batch in batches:
                     self._append(workspace, pipeline, [batch])
                 return
-            log.error("log rows of %s/%s clash with the store (%s); keeping only %s", workspace,
-                      pipeline, exc, ", ".join(_KEPT))
+            log.error(
+                "log rows of %s/%s clash with the store (%s); keeping only %s",
+                workspace,
+                pipeline,
+                exc,
+                ", ".join(_KEPT),
+            )
         batch = batches[0]
         kept = [n for n in _KEPT if n in batch.schema.names]
         try:

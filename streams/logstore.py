@@ -245,8 +245,10 @@ class LogStore:
 
         def read() -> tuple[int, int]:
             files = pipeline_files(pipeline_dir)
-            return (sum(self._catalog.meta(f).num_rows for f in files),
-                    sum(file_size(f) for f in files))
+            return (
+                sum(self._catalog.meta(f).num_rows for f in files),
+                sum(file_size(f) for f in files),
+            )
 
         return self._retrying(read)
 
@@ -306,4 +308,3 @@ class LogStore:
             return read()
         except FileNotFoundError:
             return read()
-

@@ -124,12 +124,20 @@ class StageLoop:
         await loop.close()
     """
 
-    def __init__(self, stages: Sequence[Stage], settings: WorkerSettings, *, group_id: str,
-                 client_id: str, counters: StepCounters, exactly_once: bool = False,
-                 on_assigned: OnAssigned | None = None,
-                 claims: PartitionClaims | None = None,
-                 metrics: WorkerMetrics | None = None,
-                 members: MemberRecord | None = None) -> None:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        settings: WorkerSettings,
+        *,
+        group_id: str,
+        client_id: str,
+        counters: StepCounters,
+        exactly_once: bool = False,
+        on_assigned: OnAssigned | None = None,
+        claims: PartitionClaims | None = None,
+        metrics: WorkerMetrics | None = None,
+        members: MemberRecord | None = None,
+    ) -> None:
         self._stages = {stage.source: stage for stage in stages}
         if len(self._stages) != len(stages):
             raise ValueError("two stages read the same topic")
@@ -143,13 +151,19 @@ class StageLoop:
         self._stuck: GroupStuck | None = None
         self._exactly_once = exactly_once
         # Repeats are marked only where a crash can repeat work (at least once).
-        self._marks = None if exactly_once or claims is None else RedeliveryMarks(
-            claims, group_id, f"{client_id}.{uuid.uuid4().hex[:12]}", settings)
-        self._consumer_options = consumer_options(settings, group_id, client_id,
-                                                  exactly_once=exactly_once)
-        self._producer_options = producer_options(settings, client_id,
-                                                  transactional_id=(f"{group_id}.{client_id}"
-                                                                    if exactly_once else None))
+        self._marks = (
+            None
+            if exactly_once or claims is None
+            else RedeliveryMarks(claims, group_id, f"{client_id}.{uuid.uuid4().hex[:12]}", settings)
+        )
+        self._consumer_options = consumer_options(
+            settings, group_id, client_id, exactly_once=exactly_once
+        )
+        self._producer_options = producer_options(
+            settings,
+            client_id,
+            transactional_id=(f"{group_id}.{client_id}" if exactly_once else None),
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -189,16 +203,20 @@ class StageLoop:
         await self._consumer.start()
         previous = self._members.previous(self._group_id) if self._members else None
         if previous is not None:  # this worker's last process died in the group
-            log.info("rejoining %s as %s, the member this worker's last process was",
-                     self._group_id, previous)
+            log.info(
+                "rejoining %s as %s, the member this worker's last process was",
+                self._group_id,
+                previous,
+            )
             rejoin_as(self._consumer, previous)
         if self._exactly_once:
             fence_offset_commits(self._producer, self._consumer)
         interval_s = self._settings.commit_interval_ms / 1000
         self._delivery = (
             ExactlyOnce(self._producer, self._consumer, self._group_id, interval_s=interval_s)
-            if self._exactly_once else
-            AtLeastOnce(self._producer, self._consumer, interval_s=interval_s))
+            if self._exactly_once
+            else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)
+        )
         self._pace = FetchPace(self._consumer, self._settings)
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))
 
@@ -300,8 +318,9 @@ class StageLoop:
         """
         s, consumer = self._settings, self._consumer
         assert consumer is not None and self._delivery is not None
-        self._fetched = await consumer.getmany(timeout_ms=self._delivery.wait_ms(POLL_MS),
-                                               max_records=s.max_poll_records)
+        self._fetched = await consumer.getmany(
+            timeout_ms=self._delivery.wait_ms(POLL_MS), max_records=s.max_poll_records
+        )
         check_fetcher(consumer)
         if self._pace is not None:
             self._pace.saw(bool(self._fetched))
@@ -383,8 +402,9 @@ class StageLoop:
             for _ in range(CLIENT_TURNS):
                 await asyncio.sleep(0)
 
-    async def _call(self, topic: str, work: Callable[..., T], *args: Any,
-                    is_chunk: bool = True) -> T:
+    async def _call(
+        self, topic: str, work: Callable[..., T], *args: Any, is_chunk: bool = True
+    ) -> T:
         """`work(*args)` for the stage reading `topic`: inline while its chunks are quick,
         else on the compute thread. Only chunks tell whether it is quick (a fetch's
         decoding grows with the fetch)."""
@@ -411,13 +431,15 @@ class StageLoop:
                 if o.partition is not None:
                     partition = o.partition % await self._partition_count(o.topic)
                 try:
-                    await self._delivery.send(o.topic, o.value, key=o.key, partition=partition,
-                                              headers=o.headers)
+                    await self._delivery.send(
+                        o.topic, o.value, key=o.key, partition=partition, headers=o.headers
+                    )
                 except MessageSizeTooLargeError as exc:  # sinks keep results under the limit;
                     # a dead-letter copy of an input this big is dropped rather than block its
                     # partition
-                    log.error("not sending a %d-byte record to %s: %s", len(o.value or b""),
-                              o.topic, exc)
+                    log.error(
+                        "not sending a %d-byte record to %s: %s", len(o.value or b""), o.topic, exc
+                    )
         self._delivery.done(_next_offsets(item.record for item in chunk))
 
     async def _partition_count(self, topic: str) -> int:
@@ -464,8 +486,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await asyncio.wait_for(self._finish(revoked), limit_s)
         except TimeoutError:
-            log.warning("rebalance: the chunk in hand was not finished and committed within "
-                        "%.1fs; the next owners read it again from the last commit", limit_s)
+            log.warning(
+                "rebalance: the chunk in hand was not finished and committed within "
+                "%.1fs; the next owners read it again from the last commit",
+                limit_s,
+            )
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
         finally:  # nothing runs until the next assignment is claimed (everything is flushed)

@@ -113,9 +113,11 @@ class JoinWatch:
     def check(self) -> None:
         waiting = self.waiting_s
         if waiting is not None and waiting > self._bound_s:
-            raise GroupStuck(f"no assignment from consumer group {self._group} for "
-                             f"{waiting:.0f}s (over {self._bound_s:.0f}s): the group never "
-                             "settled; starting over with a fresh consumer")
+            raise GroupStuck(
+                f"no assignment from consumer group {self._group} for "
+                f"{waiting:.0f}s (over {self._bound_s:.0f}s): the group never "
+                "settled; starting over with a fresh consumer"
+            )
 
 
 async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -> None:
@@ -129,14 +131,15 @@ async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -
     done there. Nobody commits in a group that never settles, so the offsets read before
     the deletion are the group's last.
     """
-    consumer = AIOKafkaConsumer(**connection_options(settings), group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **connection_options(settings), group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
         committed = {tp: await consumer.committed(tp) for tp in partitions}
         response = await ask_group_coordinator(consumer, group, DeleteGroupsRequest([group]))
-        (_, code), = response.results
+        ((_, code),) = response.results
         if code != 0:
             log.warning("consumer group %s was not reset (error code %d)", group, code)
             return
@@ -144,8 +147,11 @@ async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -
         if offsets:
             consumer.assign(list(offsets))
             await consumer.commit(offsets)
-        log.warning("reset consumer group %s at the broker, keeping its committed offsets of "
-                    "%d partitions", group, len(offsets))
+        log.warning(
+            "reset consumer group %s at the broker, keeping its committed offsets of %d partitions",
+            group,
+            len(offsets),
+        )
     except Exception:  # the restart tries again if the group is still stuck
         log.exception("could not reset consumer group %s", group)
     finally:

@@ -18,8 +18,17 @@ import resource
 import sys
 from collections.abc import Callable
 
-UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+UNITS = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
 """Suffixes as Kubernetes writes them: binary Ki/Mi/Gi/Ti, decimal K/M/G/T, none for bytes."""
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
@@ -34,7 +43,8 @@ def parse_memory(text: str) -> int:
     if match is None:
         raise ValueError(
             f"memory {text!r} is not a size: write a number with an optional unit, binary "
-            "Ki/Mi/Gi/Ti or decimal K/M/G/T, e.g. '512Mi', '1Gi', '1.5Gi' or '1G'")
+            "Ki/Mi/Gi/Ti or decimal K/M/G/T, e.g. '512Mi', '1Gi', '1.5Gi' or '1G'"
+        )
     size = int(float(match.group(1)) * UNITS[match.group(2) or ""])
     if size < 1:
         raise ValueError(f"memory {text!r} is less than one byte; give a size such as '512Mi'")
@@ -104,6 +114,8 @@ class MemoryWatch:
         shown_used, shown_limit = format_bytes(used), format_bytes(self.limit_bytes)
         if shown_used == shown_limit:  # just over: rounding would hide the difference
             shown_used, shown_limit = f"{used} bytes", f"{self.limit_bytes} bytes"
-        return (f"memory limit exceeded: the worker (with its steps' own processes) uses "
-                f"{shown_used} resident, its limit is {shown_limit}; raise memory in the "
-                "deployment config (DeploymentConfigBuilder().memory(...))")
+        return (
+            f"memory limit exceeded: the worker (with its steps' own processes) uses "
+            f"{shown_used} resident, its limit is {shown_limit}; raise memory in the "
+            "deployment config (DeploymentConfigBuilder().memory(...))"
+        )

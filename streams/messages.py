@@ -68,8 +68,9 @@ Requests = tuple[tuple[str, int], ...]
 """The requests a coalesced record carries: (request id, rows), in row order."""
 
 
-def request_rows(requests: Requests, rows: Sequence[int] | np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def request_rows(
+    requests: Requests, rows: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """For rows of a coalesced record, given their `metadata.row` (counted through the whole
     record): which of `requests` each row belongs to (its index there), and the row's index
     in that request.
@@ -82,8 +83,10 @@ def request_rows(requests: Requests, rows: Sequence[int] | np.ndarray
     index = np.asarray(rows, np.int64)
     total = int(ends[-1]) if len(ends) else 0
     if index.size and (index.min() < 0 or index.max() >= total):
-        raise ValueError(f"row {int(index.max()) if index.max() >= total else int(index.min())} "
-                         f"is outside the {total} rows the record's {REQUESTS} header lists")
+        raise ValueError(
+            f"row {int(index.max()) if index.max() >= total else int(index.min())} "
+            f"is outside the {total} rows the record's {REQUESTS} header lists"
+        )
     which = np.searchsorted(ends, index, side="right")
     return which, index - (ends - counts)[which]
 
@@ -121,8 +124,9 @@ class Envelope:
     def of(cls, record: ConsumerRecord) -> Envelope:
         """A consumed record's headers; one sent without a request id is named by where it
         lies (topic-partition-offset), which a redelivery keeps."""
-        return cls.parse(record.headers,
-                         default_request_id=f"{record.topic}-{record.partition}-{record.offset}")
+        return cls.parse(
+            record.headers, default_request_id=f"{record.topic}-{record.partition}-{record.offset}"
+        )
 
     @classmethod
     def parse(cls, headers: RawHeaders | None, *, default_request_id: str = "") -> Envelope:
@@ -217,8 +221,19 @@ def _names(raw: bytes) -> tuple[str, ...]:
     return tuple(found)
 
 
-_OURS = {CONTENT_TYPE, REQUEST_ID, VERSION, STARTED_NS, ERROR, SHADOW, REPLY_SHADOWS,
-         REDELIVERED, REQUESTS, REPLY_TYPE, BASE64}
+_OURS = {
+    CONTENT_TYPE,
+    REQUEST_ID,
+    VERSION,
+    STARTED_NS,
+    ERROR,
+    SHADOW,
+    REPLY_SHADOWS,
+    REDELIVERED,
+    REQUESTS,
+    REPLY_TYPE,
+    BASE64,
+}
 _FIELDS = frozenset(f.name for f in fields(Envelope))
 
 
@@ -245,7 +260,12 @@ class Outgoing:
     out in few, big batches. None: by key (random without one)."""
 
     @classmethod
-    def answering(cls, record: ConsumerRecord, topic: str, value: bytes | None,
-                  headers: list[tuple[str, bytes]]) -> Outgoing:
+    def answering(
+        cls,
+        record: ConsumerRecord,
+        topic: str,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> Outgoing:
         """A record that carries on from `record`: its key, and its partition's lane."""
         return cls(topic, value, headers, record.key, record.partition)

@@ -24,9 +24,24 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 """Upper bounds of the latency histograms, in seconds (above the last: +Inf)."""
-BATCH_BUCKETS_ROWS: tuple[float, ...] = tuple(float(2 ** i) for i in range(14))
+BATCH_BUCKETS_ROWS: tuple[float, ...] = tuple(float(2**i) for i in range(14))
 """Upper bounds of the micro-batch size histogram, in rows (1 ... 8192)."""
 
 
@@ -41,8 +56,10 @@ class Histogram(BaseModel):
         if not self.counts:
             self.counts = [0] * (len(self.bounds) + 1)
         elif len(self.counts) != len(self.bounds) + 1:
-            raise ValueError(f"a histogram of {len(self.bounds)} bounds needs "
-                             f"{len(self.bounds) + 1} counts, got {len(self.counts)}")
+            raise ValueError(
+                f"a histogram of {len(self.bounds)} bounds needs "
+                f"{len(self.bounds) + 1} counts, got {len(self.counts)}"
+            )
 
     @property
     def count(self) -> int:
@@ -57,8 +74,11 @@ class Histogram(BaseModel):
         """A new histogram holding both's observations."""
         if other.bounds != self.bounds:
             raise ValueError("cannot merge histograms with different buckets")
-        return Histogram(bounds=self.bounds, sum=self.sum + other.sum,
-                         counts=[a + b for a, b in zip(self.counts, other.counts, strict=True)])
+        return Histogram(
+            bounds=self.bounds,
+            sum=self.sum + other.sum,
+            counts=[a + b for a, b in zip(self.counts, other.counts, strict=True)],
+        )
 
     def cumulative(self) -> list[int]:
         """Counts at or below each bound, then the total (Prometheus' `le` buckets)."""
@@ -115,12 +135,16 @@ class StepMetrics(BaseModel):
 
     def merge(self, other: StepMetrics) -> StepMetrics:
         counts = {name: getattr(self, name) + getattr(other, name) for name in COUNTERS}
-        return StepMetrics(**counts, seconds=self.seconds.merge(other.seconds),
-                           batch_rows=self.batch_rows.merge(other.batch_rows))
+        return StepMetrics(
+            **counts,
+            seconds=self.seconds.merge(other.seconds),
+            batch_rows=self.batch_rows.merge(other.batch_rows),
+        )
 
 
-COUNTERS = tuple(name for name, info in StepMetrics.model_fields.items()
-                  if info.annotation in (int, "int"))
+COUNTERS = tuple(
+    name for name, info in StepMetrics.model_fields.items() if info.annotation in (int, "int")
+)
 
 
 class WorkerMetrics(BaseModel):
@@ -173,8 +197,10 @@ class WorkerMetrics(BaseModel):
     def snapshot(self) -> WorkerMetrics:
         """A copy, safe to take from the heartbeat thread while the loop records."""
         steps = dict(self.steps)  # one C-level copy: the loop may add a stage meanwhile
-        return WorkerMetrics(steps={name: m.model_copy(deep=True) for name, m in steps.items()},
-                             end_to_end=self.end_to_end.model_copy(deep=True))
+        return WorkerMetrics(
+            steps={name: m.model_copy(deep=True) for name, m in steps.items()},
+            end_to_end=self.end_to_end.model_copy(deep=True),
+        )
 
     def merge(self, other: WorkerMetrics) -> WorkerMetrics:
         """Both workers' metrics, step by step (e.g. a pipeline's replicas)."""

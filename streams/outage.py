@@ -44,14 +44,18 @@ class Outage:
             if self.since is not None:
                 return
             self.since = time.monotonic()
-        self._log.warning("%s failed: %s; retrying quietly until it works again", self._what,
-                          exc if isinstance(exc, WeirError) else f"{type(exc).__name__}: {exc}",
-                          exc_info=None if isinstance(exc, WeirError) else exc)
+        self._log.warning(
+            "%s failed: %s; retrying quietly until it works again",
+            self._what,
+            exc if isinstance(exc, WeirError) else f"{type(exc).__name__}: {exc}",
+            exc_info=None if isinstance(exc, WeirError) else exc,
+        )
 
     def ok(self) -> None:
         """Note a success: says so if `what` was failing."""
         with self._lock:
             since, self.since = self.since, None
         if since is not None:  # a warning too: said where the failure was (no INFO in a server)
-            self._log.warning("%s succeeded again, after %.0fs of failures", self._what,
-                              time.monotonic() - since)
+            self._log.warning(
+                "%s succeeded again, after %.0fs of failures", self._what, time.monotonic() - since
+            )

@@ -57,17 +57,22 @@ def sidekick_steps(spec: PipelineSpec, models: Collection[str]) -> dict[int, str
     run in shadow workers anyway; a split runs whole, as its arm's sidekick."""
     steps: dict[int, str] = {}
     for index, step in enumerate(spec.steps):
-        named = {ref.name for ref in (
-            [step.champion] if isinstance(step, ShadowStep) else step.models())} & set(models)
+        named = {
+            ref.name for ref in ([step.champion] if isinstance(step, ShadowStep) else step.models())
+        } & set(models)
         if len(named) > 1:
-            raise SidekickError(f"step {index} ({step.summary()}) has sidekick settings for "
-                                f"{sorted(named)}; give them to one model of a step only")
+            raise SidekickError(
+                f"step {index} ({step.summary()}) has sidekick settings for "
+                f"{sorted(named)}; give them to one model of a step only"
+            )
         if named:
             steps[index] = named.pop()
     unknown = set(models) - {ref.name for ref in spec.models()}
     if unknown:
-        raise SidekickError(f"sidekick settings name {sorted(unknown)}, which the pipeline does "
-                            f"not run (its models: {sorted(r.name for r in spec.models())})")
+        raise SidekickError(
+            f"sidekick settings name {sorted(unknown)}, which the pipeline does "
+            f"not run (its models: {sorted(r.name for r in spec.models())})"
+        )
     return steps
 
 
@@ -94,22 +99,31 @@ class Layout:
         return out
 
 
-def worker_stages(pipeline: CompiledPipeline, layout: Layout, topic_map: TopicMap,
-                  role: WorkerRole, settings: WorkerSettings, sidekick: int | None = None,
-                  metrics: WorkerMetrics | None = None,
-                  result_format: ResultFormat = "request") -> list[Stage]:
+def worker_stages(
+    pipeline: CompiledPipeline,
+    layout: Layout,
+    topic_map: TopicMap,
+    role: WorkerRole,
+    settings: WorkerSettings,
+    sidekick: int | None = None,
+    metrics: WorkerMetrics | None = None,
+    result_format: ResultFormat = "request",
+) -> list[Stage]:
     """The stages a worker of `role` runs (a sidekick worker: for step `sidekick`); each
     step's micro-batches are counted in `metrics`, and requests are answered as
     `result_format` says (engine.answers)."""
     build = _Builder(pipeline, layout, topic_map, settings, metrics, result_format)
     if role == "main":
-        return [build.span(start, stop)
-                for start, stop in layout.spans(len(pipeline.steps))]
+        return [build.span(start, stop) for start, stop in layout.spans(len(pipeline.steps))]
     if role == "sidekick":
         assert sidekick is not None and sidekick in layout.sidekicks, "which sidekick step?"
         return [build.span(sidekick, sidekick + 1)]
-    return [stage for index, runner in enumerate(pipeline.steps)
-            if isinstance(runner, ShadowRunner) for stage in build.challengers(index, runner)]
+    return [
+        stage
+        for index, runner in enumerate(pipeline.steps)
+        if isinstance(runner, ShadowRunner)
+        for stage in build.challengers(index, runner)
+    ]
 
 
 FORWARD = "input"
@@ -146,15 +160,20 @@ class _Builder:
         return m.boundary(ws, p, self.layout.deployment, index).name
 
     def _labels(self, start: int, stop: int) -> dict[int, tuple[str, str]]:
-        return {i: (self.pipeline.steps[i].label, self.pipeline.steps[i].last_model.label())
-                for i in range(start, stop)}
+        return {
+            i: (self.pipeline.steps[i].label, self.pipeline.steps[i].last_model.label())
+            for i in range(start, stop)
+        }
 
     def _challenger_topics(self, index: int) -> tuple[str, ...]:
         runner = self.pipeline.steps[index]
         assert isinstance(runner, ShadowRunner)
-        return tuple(self.topic_map.challenger(self.layout.workspace, self.layout.pipeline,
-                                               self.layout.deployment, index, c).name
-                     for c in range(len(runner.challengers)))
+        return tuple(
+            self.topic_map.challenger(
+                self.layout.workspace, self.layout.pipeline, self.layout.deployment, index, c
+            ).name
+            for c in range(len(runner.challengers))
+        )
 
     def span(self, start: int, stop: int) -> Stage:
         """Steps `start`..`stop - 1`, fused, from their topic to the next (no step: the input
@@ -162,39 +181,64 @@ class _Builder:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
         ends = stop == len(self.pipeline.steps)
         source = m.input(ws, p).name if start == stop == 0 else self._topic(start)
-        compute = StageCompute(span(self.pipeline, start, stop, self._observe),
-                               finish=finisher(self.pipeline) if ends else None,
-                               starts=source == m.input(ws, p).name,
-                               max_batch_rows=self.settings.max_batch_rows,
-                               max_bytes=self.settings.max_message_bytes)
-        challengers = {i: self._challenger_topics(i) for i in range(start, stop)
-                       if isinstance(self.pipeline.steps[i], ShadowRunner)}
-        sink = Forward(labels=self._labels(start, stop), output=m.output(ws, p).name,
-                       dead_letter=m.dead_letter(ws, p).name,
-                       max_bytes=self.settings.max_message_bytes,
-                       next=self._topic(stop), challengers=challengers)
-        name = (FORWARD if start == stop else step_name(start) if stop - start == 1
-                else f"steps-{start}-{stop - 1}")
-        return Stage(name, source, compute, sink, self.pipeline.version,
-                     last_step=FORWARD if start == stop else step_name(stop - 1),
-                     result_format=self.result_format)
+        compute = StageCompute(
+            span(self.pipeline, start, stop, self._observe),
+            finish=finisher(self.pipeline) if ends else None,
+            starts=source == m.input(ws, p).name,
+            max_batch_rows=self.settings.max_batch_rows,
+            max_bytes=self.settings.max_message_bytes,
+        )
+        challengers = {
+            i: self._challenger_topics(i)
+            for i in range(start, stop)
+            if isinstance(self.pipeline.steps[i], ShadowRunner)
+        }
+        sink = Forward(
+            labels=self._labels(start, stop),
+            output=m.output(ws, p).name,
+            dead_letter=m.dead_letter(ws, p).name,
+            max_bytes=self.settings.max_message_bytes,
+            next=self._topic(stop),
+            challengers=challengers,
+        )
+        name = (
+            FORWARD
+            if start == stop
+            else step_name(start)
+            if stop - start == 1
+            else f"steps-{start}-{stop - 1}"
+        )
+        return Stage(
+            name,
+            source,
+            compute,
+            sink,
+            self.pipeline.version,
+            last_step=FORWARD if start == stop else step_name(stop - 1),
+            result_format=self.result_format,
+        )
 
     def challengers(self, index: int, runner: ShadowRunner) -> list[Stage]:
         m, ws, p = self.topic_map, self.layout.workspace, self.layout.pipeline
         stages = []
-        for c, (ref, source) in enumerate(zip(runner.challengers,
-                                              self._challenger_topics(index))):
+        for c, (ref, source) in enumerate(zip(runner.challengers, self._challenger_topics(index))):
             compute = StageCompute(  # c=c binds this challenger (mypy infers no defaults)
                 lambda message, _pass, c=c: self.pipeline.run_challenger(  # type: ignore[misc]
-                    index, c, message),
+                    index, c, message
+                ),
                 finish=lambda message, started, c=c: self.pipeline.finish_shadow(  # type: ignore[misc]
-                    index, c, message, started_ns=started),
-                max_batch_rows=self.settings.max_batch_rows)
-            sink = ShadowAnswer(labels={index: (runner.label, ref.label())},
-                                output=m.output(ws, p).name, dead_letter=m.dead_letter(ws, p).name,
-                                max_bytes=self.settings.max_message_bytes,
-                                logs=m.logs(ws, p).name, challenger=ref.name)
+                    index, c, message, started_ns=started
+                ),
+                max_batch_rows=self.settings.max_batch_rows,
+            )
+            sink = ShadowAnswer(
+                labels={index: (runner.label, ref.label())},
+                output=m.output(ws, p).name,
+                dead_letter=m.dead_letter(ws, p).name,
+                max_bytes=self.settings.max_message_bytes,
+                logs=m.logs(ws, p).name,
+                challenger=ref.name,
+            )
             name = f"{step_name(index)}-shadow-{c}"
-            stages.append(Stage(name, source, compute, sink, self.pipeline.version,
-                                last_step=name))
+            stages.append(Stage(name, source, compute, sink, self.pipeline.version, last_step=name))
         return stages

@@ -28,8 +28,7 @@ class WorkerSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma separated."""
 
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = \
-        "PLAINTEXT"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """How every Kafka client weir creates connects (workers, gateway, log agent, admin)."""
 
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"

@@ -39,11 +39,19 @@ def shadow_stores(store: LogStore, workspace: str, pipeline: str) -> list[str]:
     return [name for ws, name in store.pipelines() if ws == workspace and name.startswith(prefix)]
 
 
-def read_shadows(store: LogStore, workspace: str, pipeline: str, *,
-                 start: datetime | None = None, end: datetime | None = None) -> pa.Table:
+def read_shadows(
+    store: LogStore,
+    workspace: str,
+    pipeline: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
     """Every challenger's rows of a pipeline (in `[start, end)` when given), in one table."""
-    tables = [store.query(workspace, name, limit=None, start=start, end=end)
-              for name in shadow_stores(store, workspace, pipeline)]
+    tables = [
+        store.query(workspace, name, limit=None, start=start, end=end)
+        for name in shadow_stores(store, workspace, pipeline)
+    ]
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -68,6 +76,7 @@ def attach_shadows(primary: pa.Table, shadows: pa.Table) -> pa.Table:
             if name.startswith(prefix) and name not in primary.column_names:
                 primary = primary.append_column(name, rows[name].take(where))
         if META_ERROR in rows.column_names:
-            primary = primary.append_column(prefix + SHADOW_ERROR_FIELD,
-                                            rows[META_ERROR].take(where))
+            primary = primary.append_column(
+                prefix + SHADOW_ERROR_FIELD, rows[META_ERROR].take(where)
+            )
     return primary

@@ -82,7 +82,8 @@ def _answer(work: Work, env: Envelope, limit: int) -> tuple[bytes | None, Envelo
         work.error = exc
         return None, env
     return _within(work, limit, lambda: answer.value), env.replace(
-        content_type=codecs.PANDAS_RECORDS, base64_columns=answer.base64_columns)
+        content_type=codecs.PANDAS_RECORDS, base64_columns=answer.base64_columns
+    )
 
 
 def _as_reply(batch: pa.RecordBatch, env: Envelope) -> tuple[bytes, Envelope]:
@@ -91,12 +92,14 @@ def _as_reply(batch: pa.RecordBatch, env: Envelope) -> tuple[bytes, Envelope]:
     if env.reply_type != codecs.PANDAS_RECORDS:
         return codecs.encode(batch, codecs.ARROW_STREAM), env
     answer = encode_answer(batch, codecs.PANDAS_RECORDS)
-    return answer.value, env.replace(content_type=codecs.PANDAS_RECORDS,
-                                     base64_columns=answer.base64_columns)
+    return answer.value, env.replace(
+        content_type=codecs.PANDAS_RECORDS, base64_columns=answer.base64_columns
+    )
 
 
-def carried_input(batch: pa.RecordBatch | None, limit: int,
-                  reply: Envelope) -> tuple[bytes, Envelope]:
+def carried_input(
+    batch: pa.RecordBatch | None, limit: int, reply: Envelope
+) -> tuple[bytes, Envelope]:
     """A failed message's `in.*` columns and row indexes, for its error rows in the log
     (empty when the input was unreadable, or too big to send), in the content type
     `reply`'s request is answered in (Arrow where that fails); and `reply` with the
@@ -138,26 +141,44 @@ class Sink:
         """Error reply to the caller (and the log store), the record to the dead-letter topic."""
         failed = env.replace(error=self.error(env, work))
         carried, reply = carried_input(work.batch, self.max_bytes, failed)
-        dead = failed.replace(extra={
-            **env.extra, FAILED_AT: str(time.time_ns()).encode(),
-            SOURCE: json.dumps([record.topic, record.partition, record.offset]).encode(),
-        })
+        dead = failed.replace(
+            extra={
+                **env.extra,
+                FAILED_AT: str(time.time_ns()).encode(),
+                SOURCE: json.dumps([record.topic, record.partition, record.offset]).encode(),
+            }
+        )
         value = record.value
         if value is not None and len(value) > self.max_bytes:  # the broker would refuse it
             dead = dead.replace(extra={**dead.extra, VALUE_DROPPED: str(len(value)).encode()})
             value = b""
-        return [Outgoing.answering(record, self.output, carried, reply.headers()),
-                Outgoing.answering(record, self.dead_letter, value, dead.headers())]
+        return [
+            Outgoing.answering(record, self.output, carried, reply.headers()),
+            Outgoing.answering(record, self.dead_letter, value, dead.headers()),
+        ]
 
     def error(self, env: Envelope, work: Work) -> dict[str, str]:
         """What an error reply says: where the message failed, why, after how many tries."""
         exc = work.error
-        step, model = self.labels.get(work.failed_step, DECODING) \
-            if work.failed_step is not None else self._unplaced(work)
-        log.warning("request %s failed in %s after %d attempt(s): %s", env.request_id, step,
-                    work.attempts, exc)
-        return {"step": step, "model": model, "type": type(exc).__name__,
-                "message": str(exc), "attempts": str(work.attempts)}
+        step, model = (
+            self.labels.get(work.failed_step, DECODING)
+            if work.failed_step is not None
+            else self._unplaced(work)
+        )
+        log.warning(
+            "request %s failed in %s after %d attempt(s): %s",
+            env.request_id,
+            step,
+            work.attempts,
+            exc,
+        )
+        return {
+            "step": step,
+            "model": model,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "attempts": str(work.attempts),
+        }
 
     def _unplaced(self, work: Work) -> tuple[str, str]:
         """A failure outside the steps: decoding the input (nothing ran), or after the last
@@ -183,8 +204,10 @@ class Forward(Sink):
             value, sent = _result_value(work, self.max_bytes), env
         if value is None:
             return None
-        return [Outgoing.answering(record, self.next, value, sent.headers()),
-                *self._fan_out(record, env, work)]
+        return [
+            Outgoing.answering(record, self.next, value, sent.headers()),
+            *self._fan_out(record, env, work),
+        ]
 
     def fail(self, record: ConsumerRecord, env: Envelope, work: Work) -> list[Outgoing]:
         return super().fail(record, env, work) + self._fan_out(record, env, work)
@@ -199,8 +222,10 @@ class Forward(Sink):
                 log.exception("could not fan request %s out to challengers", env.request_id)
                 continue
             headers = env.headers()
-            out += [Outgoing.answering(record, topic, value, headers)
-                    for topic in self.challengers.get(step, ())]
+            out += [
+                Outgoing.answering(record, topic, value, headers)
+                for topic in self.challengers.get(step, ())
+            ]
         return out
 
 
@@ -218,8 +243,9 @@ class ShadowAnswer(Sink):
         return self._to_log(record, env.replace(shadow=self.challenger), value)
 
     def fail(self, record: ConsumerRecord, env: Envelope, work: Work) -> list[Outgoing]:
-        failed = env.replace(shadow=self.challenger, error=self.error(env, work),
-                             reply_type=codecs.ARROW_STREAM)  # a challenger's rows stay Arrow
+        failed = env.replace(
+            shadow=self.challenger, error=self.error(env, work), reply_type=codecs.ARROW_STREAM
+        )  # a challenger's rows stay Arrow
         carried, failed = carried_input(work.batch, self.max_bytes, failed)
         return self._to_log(record, failed, carried)
 

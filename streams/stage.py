@@ -85,7 +85,8 @@ class Stage:
         """Decode records of the stage's topic (an unreadable one gets its error)."""
         envs = [self._envelope(record) for record in records]
         decoded = self.compute.decode_many(
-            [(record.value, content_type) for record, (_, content_type) in zip(records, envs)])
+            [(record.value, content_type) for record, (_, content_type) in zip(records, envs)]
+        )
         incoming = []
         for record, (env, _), message in zip(records, envs, decoded, strict=True):
             if isinstance(message, Exception):
@@ -103,7 +104,7 @@ class Stage:
         limit = self.compute.max_batch_rows
         chunk: list[Incoming] = []
         rows = 0
-        for item in incoming[start:start + limit]:
+        for item in incoming[start : start + limit]:
             chunk.append(item)
             rows += max(item.work.rows, 1)
             if rows >= limit:
@@ -118,8 +119,12 @@ class Stage:
         """Try one failed message again."""
         self.compute.run_one(item.work)
 
-    def outgoing(self, chunk: Sequence[Incoming], counters: StepCounters,
-                 metrics: WorkerMetrics | None = None) -> list[list[Outgoing]]:
+    def outgoing(
+        self,
+        chunk: Sequence[Incoming],
+        counters: StepCounters,
+        metrics: WorkerMetrics | None = None,
+    ) -> list[list[Outgoing]]:
         """What to send for each message of a computed chunk, in order: its results, or its
         error reply and dead-letter copy (counted in `counters` and `metrics`)."""
         out: list[list[Outgoing]] = []
@@ -131,16 +136,19 @@ class Stage:
                 counters.processed += 1
                 out.append(sent)
                 if metrics is not None:
-                    latency = ((now_ns - env.started_ns) / 1e9
-                               if self.answers and env.started_ns else None)
+                    latency = (
+                        (now_ns - env.started_ns) / 1e9 if self.answers and env.started_ns else None
+                    )
                     metrics.answered(self.last_step, rows=work.rows, latency_s=latency)
             else:
                 counters.failed += 1
                 out.append(self.sink.fail(record, env, work))
                 if metrics is not None:
-                    metrics.failed(self.last_step, rows=work.rows,
-                                   dead_lettered=any(o.topic == self.sink.dead_letter
-                                                     for o in out[-1]))
+                    metrics.failed(
+                        self.last_step,
+                        rows=work.rows,
+                        dead_lettered=any(o.topic == self.sink.dead_letter for o in out[-1]),
+                    )
         return out
 
     def _envelope(self, record: ConsumerRecord) -> tuple[Envelope, str]:
@@ -148,10 +156,16 @@ class Stage:
         env = Envelope.of(record)
         content_type = env.content_type
         if self.compute.starts:  # headers only weir writes are not believed from a producer
-            env = env.replace(version=self.version, content_type=codecs.ARROW_STREAM,
-                              started_ns=env.started_ns or _timestamp_ns(record),
-                              error=None, shadow=None, redelivered=False,
-                              reply_type=self._reply_type(content_type), base64_columns=())
+            env = env.replace(
+                version=self.version,
+                content_type=codecs.ARROW_STREAM,
+                started_ns=env.started_ns or _timestamp_ns(record),
+                error=None,
+                shadow=None,
+                redelivered=False,
+                reply_type=self._reply_type(content_type),
+                base64_columns=(),
+            )
         return env, content_type
 
     def _reply_type(self, content_type: str) -> str:

@@ -17,8 +17,7 @@ import yaml
 from engine.definition import PipelineSpec, ShadowStep
 
 TopicRole = Literal["input", "boundary", "challenger", "output", "logs", "dead_letter"]
-ROLES: tuple[TopicRole, ...] = ("input", "boundary", "challenger", "output", "logs",
-                                "dead_letter")
+ROLES: tuple[TopicRole, ...] = ("input", "boundary", "challenger", "output", "logs", "dead_letter")
 
 DEFAULT_TOPICS_FILE = Path(__file__).resolve().parent.parent / "topics.yaml"
 
@@ -94,14 +93,20 @@ class TopicMap:
         """The input of step `index` of a deployment where its chain is cut (a sidekick
         step, or the steps after one)."""
         return self.templates["boundary"].render(
-            workspace=workspace, pipeline=pipeline, deployment=deployment, index=index)
+            workspace=workspace, pipeline=pipeline, deployment=deployment, index=index
+        )
 
-    def challenger(self, workspace: str, pipeline: str, deployment: str, index: int,
-                   challenger: int) -> TopicSpec:
+    def challenger(
+        self, workspace: str, pipeline: str, deployment: str, index: int, challenger: int
+    ) -> TopicSpec:
         """The input of shadow step `index`, fanned out to challenger `challenger`."""
         return self.templates["challenger"].render(
-            workspace=workspace, pipeline=pipeline, deployment=deployment, index=index,
-            challenger=challenger)
+            workspace=workspace,
+            pipeline=pipeline,
+            deployment=deployment,
+            index=index,
+            challenger=challenger,
+        )
 
     def output(self, workspace: str, pipeline: str) -> TopicSpec:
         return self.templates["output"].render(workspace=workspace, pipeline=pipeline)
@@ -128,8 +133,9 @@ class TopicMap:
     def pattern(self, *roles: TopicRole) -> str:
         """A regex matching every topic of the given roles (for pattern subscriptions)."""
         # One regex may name a group once: the alternatives keep theirs unnamed.
-        return "|".join(f"(?:{_UNNAMED.sub('(?:', self.templates[role].pattern().pattern)})"
-                        for role in roles)
+        return "|".join(
+            f"(?:{_UNNAMED.sub('(?:', self.templates[role].pattern().pattern)})" for role in roles
+        )
 
     def pipeline_topics(self, workspace: str, pipeline: str) -> dict[str, TopicSpec]:
         """The stable topics of a pipeline, keyed as `Pipeline.topics()` shows them."""
@@ -140,8 +146,14 @@ class TopicMap:
             "dead_letter": self.dead_letter(workspace, pipeline),
         }
 
-    def internal_topics(self, workspace: str, pipeline: str, deployment: str,
-                        spec: PipelineSpec, sidekicks: Collection[int] = ()) -> list[TopicSpec]:
+    def internal_topics(
+        self,
+        workspace: str,
+        pipeline: str,
+        deployment: str,
+        spec: PipelineSpec,
+        sidekicks: Collection[int] = (),
+    ) -> list[TopicSpec]:
         """The topics that belong to one deployment (drained and dropped with it): the
         boundary topics around each sidekick step (`sidekicks`: their step indexes) and each
         shadow's challenger topics."""
@@ -149,12 +161,22 @@ class TopicMap:
         topics = [self.boundary(workspace, pipeline, deployment, i) for i in cuts]
         for index, step in enumerate(spec.steps):
             if isinstance(step, ShadowStep):
-                topics += [self.challenger(workspace, pipeline, deployment, index, c)
-                           for c in range(len(step.challengers))]
+                topics += [
+                    self.challenger(workspace, pipeline, deployment, index, c)
+                    for c in range(len(step.challengers))
+                ]
         return topics
 
-    def deployment_topics(self, workspace: str, pipeline: str, deployment: str,
-                          spec: PipelineSpec, sidekicks: Collection[int] = ()) -> list[TopicSpec]:
+    def deployment_topics(
+        self,
+        workspace: str,
+        pipeline: str,
+        deployment: str,
+        spec: PipelineSpec,
+        sidekicks: Collection[int] = (),
+    ) -> list[TopicSpec]:
         """Every topic a deployment needs: the stable ones plus its own."""
-        return [*self.pipeline_topics(workspace, pipeline).values(),
-                *self.internal_topics(workspace, pipeline, deployment, spec, sidekicks)]
+        return [
+            *self.pipeline_topics(workspace, pipeline).values(),
+            *self.internal_topics(workspace, pipeline, deployment, spec, sidekicks),
+        ]

@@ -19,7 +19,8 @@ TRACESTATE = "tracestate"
 
 _TRACEPARENT = re.compile(
     r"^(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<parent>[0-9a-f]{16})"
-    r"-(?P<flags>[0-9a-f]{2})(?P<rest>-.*)?$")
+    r"-(?P<flags>[0-9a-f]{2})(?P<rest>-.*)?$"
+)
 
 
 def valid_traceparent(value: str) -> bool:

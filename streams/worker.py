@@ -76,10 +76,16 @@ LOADING_BEAT_S = 0.5
 class Worker:
     """Loads a spec's models, runs its stages, reports heartbeats, runs until told to stop."""
 
-    def __init__(self, spec: WorkerSpec, settings: WorkerSettings, topics: TopicMap,
-                 artifact_path: ArtifactPath, heartbeat: HeartbeatSink,
-                 claims: PartitionClaims | None = None,
-                 members: MemberRecord | None = None) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        settings: WorkerSettings,
+        topics: TopicMap,
+        artifact_path: ArtifactPath,
+        heartbeat: HeartbeatSink,
+        claims: PartitionClaims | None = None,
+        members: MemberRecord | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.topic_map = topics
@@ -104,16 +110,31 @@ class Worker:
     def status(self) -> WorkerStatus:
         refs = self.spec.definition.models()
         return WorkerStatus(
-            worker_id=self.spec.worker_id, workspace=self.spec.workspace,
-            pipeline=self.spec.pipeline, version=self.spec.version, replica=self.spec.replica,
-            role=self.spec.role, deployment=self.spec.deployment,
-            pid=os.getpid(), host=socket.gethostname(), status=self.state,
+            worker_id=self.spec.worker_id,
+            workspace=self.spec.workspace,
+            pipeline=self.spec.pipeline,
+            version=self.spec.version,
+            replica=self.spec.replica,
+            role=self.spec.role,
+            deployment=self.spec.deployment,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            status=self.state,
             reason=self.reason or self._waiting_for(),
-            models=[ModelStatus(name=r.name, version=r.version, sha=r.sha,
-                                status="Running" if self.state == "Running" else self.state)
-                    for r in refs],
-            processed=self.counters.processed, failed=self.counters.failed,
-            backlog=self._backlog, metrics=self.metrics.snapshot(), time=datetime.now(UTC),
+            models=[
+                ModelStatus(
+                    name=r.name,
+                    version=r.version,
+                    sha=r.sha,
+                    status="Running" if self.state == "Running" else self.state,
+                )
+                for r in refs
+            ],
+            processed=self.counters.processed,
+            failed=self.counters.failed,
+            backlog=self._backlog,
+            metrics=self.metrics.snapshot(),
+            time=datetime.now(UTC),
         )
 
     def build(self) -> StageLoop:
@@ -122,20 +143,35 @@ class Worker:
         spec = self.spec
         options = dataclasses.replace(spec.options, progress=self._loading)
         try:
-            self.pipeline = load_pipeline(spec.version, spec.definition, self.artifact_path,
-                                          options)
+            self.pipeline = load_pipeline(
+                spec.version, spec.definition, self.artifact_path, options
+            )
         finally:
             self.reason = None
-        stages = worker_stages(self.pipeline, spec.layout, self.topic_map, spec.role,
-                               self.settings, spec.sidekick_step, self.metrics,
-                               spec.result_format)
+        stages = worker_stages(
+            self.pipeline,
+            spec.layout,
+            self.topic_map,
+            spec.role,
+            self.settings,
+            spec.sidekick_step,
+            self.metrics,
+            spec.result_format,
+        )
         if not stages:
             raise WeirError(f"version {spec.version} has nothing for a {spec.role} worker to run")
-        self.loop = StageLoop(stages, self.settings, group_id=spec.group_id,
-                              client_id=spec.worker_id, counters=self.counters,
-                              exactly_once=bool(self.settings.exactly_once),
-                              on_assigned=self._assigned, claims=self.claims,
-                              metrics=self.metrics, members=self.members)
+        self.loop = StageLoop(
+            stages,
+            self.settings,
+            group_id=spec.group_id,
+            client_id=spec.worker_id,
+            counters=self.counters,
+            exactly_once=bool(self.settings.exactly_once),
+            on_assigned=self._assigned,
+            claims=self.claims,
+            metrics=self.metrics,
+            members=self.members,
+        )
         return self.loop
 
     def _waiting_for(self) -> str | None:
@@ -145,8 +181,10 @@ class Worker:
         waiting = self.loop.joining_s
         if waiting is None or waiting < self.settings.session_timeout_s:
             return None
-        return (f"waiting for partitions: consumer group {self.spec.group_id} has not "
-                f"assigned any for {waiting:.0f}s")
+        return (
+            f"waiting for partitions: consumer group {self.spec.group_id} has not "
+            f"assigned any for {waiting:.0f}s"
+        )
 
     def _loading(self, text: str) -> None:
         """A line about loading: shown in `status()` while Starting (the heartbeat thread
@@ -232,15 +270,23 @@ class Worker:
             for start, _ in spec.layout.spans(len(spec.definition.steps)):
                 if start > 0:
                     topics.setdefault(spec.group_id, []).append(
-                        m.boundary(spec.workspace, spec.pipeline, spec.deployment, start).name)
+                        m.boundary(spec.workspace, spec.pipeline, spec.deployment, start).name
+                    )
             for k in spec.sidekicks:
-                topics.setdefault(group_id(spec.workspace, spec.pipeline, "sidekick", k), []
-                                  ).append(m.boundary(spec.workspace, spec.pipeline,
-                                                      spec.deployment, k).name)
-        partitions = {t.name: t.partitions for t in m.internal_topics(
-            spec.workspace, spec.pipeline, spec.deployment, spec.definition, spec.sidekicks)}
-        return {group: [TopicPartition(t, p) for t in names for p in range(partitions[t])]
-                for group, names in topics.items() if names}
+                topics.setdefault(
+                    group_id(spec.workspace, spec.pipeline, "sidekick", k), []
+                ).append(m.boundary(spec.workspace, spec.pipeline, spec.deployment, k).name)
+        partitions = {
+            t.name: t.partitions
+            for t in m.internal_topics(
+                spec.workspace, spec.pipeline, spec.deployment, spec.definition, spec.sidekicks
+            )
+        }
+        return {
+            group: [TopicPartition(t, p) for t in names for p in range(partitions[t])]
+            for group, names in topics.items()
+            if names
+        }
 
     async def drain(self) -> None:
         """Stop taking input, then wait (bounded) until this version's step topics are drained."""
@@ -253,8 +299,11 @@ class Worker:
         log.info("worker %s: input paused, draining", self.spec.worker_id)
         try:
             await self._wait_drained(self.loop)
-            log.info("worker %s: drained in %.2fs", self.spec.worker_id,
-                     asyncio.get_running_loop().time() - started)
+            log.info(
+                "worker %s: drained in %.2fs",
+                self.spec.worker_id,
+                asyncio.get_running_loop().time() - started,
+            )
         except TimeoutError as exc:
             self._drain_incomplete = True
             log.warning("worker %s: %s; stopping anyway", self.spec.worker_id, exc)
@@ -275,18 +324,23 @@ class Worker:
             while not stall.seen((self.counters.finished, left)):
                 if not loop.in_flight:
                     try:
-                        left = self._backlog = 0 if offsets is None else await offsets.unread(
-                            drained)
+                        left = self._backlog = (
+                            0 if offsets is None else await offsets.unread(drained)
+                        )
                     except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
-                        log.warning("worker %s: reading the group's offsets failed: %s",
-                                    self.spec.worker_id, exc)
+                        log.warning(
+                            "worker %s: reading the group's offsets failed: %s",
+                            self.spec.worker_id,
+                            exc,
+                        )
                     if left == 0 and not loop.in_flight:
                         return
                 await asyncio.sleep(DRAIN_POLL_S)
             raise TimeoutError(
                 f"drain made no progress for {stall.still_s:.0f}s; "
                 f"{'some' if left is None else left} records in this deployment's topics "
-                f"will not be answered (raise WEIR_DRAIN_TIMEOUT_S to wait longer)")
+                f"will not be answered (raise WEIR_DRAIN_TIMEOUT_S to wait longer)"
+            )
         finally:
             if offsets is not None:
                 await offsets.stop()
@@ -304,8 +358,9 @@ class Worker:
         tune_gc()  # start-up is done (run() is a worker process's whole life)
         self._beat_now()
         stopped = threading.Event()
-        beats = threading.Thread(target=self._heartbeats, args=(stopped,), daemon=True,
-                                 name="weir-heartbeat")
+        beats = threading.Thread(
+            target=self._heartbeats, args=(stopped,), daemon=True, name="weir-heartbeat"
+        )
         beats.start()
         try:
             code = asyncio.run(self._serve(loop))
@@ -333,8 +388,9 @@ class Worker:
             await loop.run(self._stop)
             return 0
         except Exception:
-            log.exception("worker %s failed; what it did not commit is read again",
-                          self.spec.worker_id)
+            log.exception(
+                "worker %s failed; what it did not commit is read again", self.spec.worker_id
+            )
             return 1
         finally:
             if self._drain_task is not None:
@@ -356,5 +412,3 @@ class Worker:
             await self.drain()
         finally:
             self._stop.set()
-
-

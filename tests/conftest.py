@@ -24,8 +24,12 @@ BROKERS = ("tansu", "kafka")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--broker", choices=(*BROKERS, "both"), default="both",
-                     help="run the tests that need a broker on this embedded broker only")
+    parser.addoption(
+        "--broker",
+        choices=(*BROKERS, "both"),
+        default="both",
+        help="run the tests that need a broker on this embedded broker only",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -44,7 +44,9 @@ def test_the_weir_variables_are_ones_weir_reads() -> None:
     from control.settings import Settings
     from streams.settings import WorkerSettings
 
-    known = {f"WEIR_{name.upper()}" for name in (*Settings.model_fields, *WorkerSettings.model_fields)}
+    known = {
+        f"WEIR_{name.upper()}" for name in (*Settings.model_fields, *WorkerSettings.model_fields)
+    }
     assert set(COMPOSE["services"]["server"]["environment"]) <= known
 
 

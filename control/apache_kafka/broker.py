@@ -32,8 +32,14 @@ from control.errors import StackError
 
 BROKER_PROPERTIES = HERE / "broker.properties"
 LOG4J = HERE / "log4j2.properties"
-JVM_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
+JVM_OPTIONS = [
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+]
 READY_TIMEOUT_S = 90.0
 """A cold JVM on a busy 2-core machine takes 10-20 s to serve its first request."""
 
@@ -67,31 +73,37 @@ class SecureListener:
     def properties(self) -> dict[str, str]:
         plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        plain = f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
         props = {
             "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
             "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
-            "listener.name.sasl_ssl.plain.sasl.jaas.config":
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": plain,
             "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
             "listener.name.sasl_ssl.ssl.keystore.location": str(self.keystore),
         }
         if self.truststore is not None:
-            props |= {"listener.name.sasl_ssl.ssl.truststore.type": "PEM",
-                      "listener.name.sasl_ssl.ssl.truststore.location": str(self.truststore),
-                      "listener.name.sasl_ssl.ssl.client.auth": "requested"}
+            props |= {
+                "listener.name.sasl_ssl.ssl.truststore.type": "PEM",
+                "listener.name.sasl_ssl.ssl.truststore.location": str(self.truststore),
+                "listener.name.sasl_ssl.ssl.client.auth": "requested",
+            }
         return props
 
     def scram_credentials(self) -> list[str]:
         """`kafka-storage format --add-scram` arguments: KRaft stores SCRAM users in its
         metadata, so they are created when the storage is formatted."""
-        return [arg for name, password in self.users.items()
-                for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
-                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+        return [
+            arg
+            for name, password in self.users.items()
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int,
-                      secure: SecureListener | None = None) -> dict[str, str]:
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, secure: SecureListener | None = None
+) -> dict[str, str]:
     """The whole broker config: weir's settings, this node's listeners and storage."""
     listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
     advertised = [f"PLAINTEXT://127.0.0.1:{port}"]
@@ -115,9 +127,17 @@ def server_properties(data_dir: Path, port: int, controller_port: int,
     }
 
 
-def start_kafka(data_dir: Path, log_dir: Path, cache: Path, *, detach: bool = False,
-                say: Callable[[str], None] = print, secure: SecureListener | None = None,
-                port: int | None = None, controller_port: int | None = None) -> Service:
+def start_kafka(
+    data_dir: Path,
+    log_dir: Path,
+    cache: Path,
+    *,
+    detach: bool = False,
+    say: Callable[[str], None] = print,
+    secure: SecureListener | None = None,
+    port: int | None = None,
+    controller_port: int | None = None,
+) -> Service:
     """Start the broker (formatting `data_dir` the first time); returns once it answers.
     Free loopback ports unless `port` and `controller_port` are given (a restart on the
     ports its clients know)."""
@@ -126,16 +146,31 @@ def start_kafka(data_dir: Path, log_dir: Path, cache: Path, *, detach: bool = Fa
     data_dir.mkdir(parents=True, exist_ok=True)
     port, controller_port = port or free_port(), controller_port or free_port()
     config = data_dir / "server.properties"
-    config.write_text("".join(f"{k}={v}\n" for k, v in
-                              server_properties(data_dir, port, controller_port, secure).items()))
+    config.write_text(
+        "".join(
+            f"{k}={v}\n"
+            for k, v in server_properties(data_dir, port, controller_port, secure).items()
+        )
+    )
     os.chmod(config, 0o600)  # it may hold SASL passwords
     classpath = f"{libs}/*"
     if not (data_dir / "logs" / "meta.properties").exists():
         _format(java, classpath, config, secure)
     say(f"starting Apache Kafka {kafka_version()} (data in {data_dir}) ...")
     with open(log_dir / "kafka.log", "ab") as log:
-        proc = spawn([java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG4J}",
-                      "-cp", classpath, "kafka.Kafka", str(config)], log, detach)
+        proc = spawn(
+            [
+                java,
+                *JVM_OPTIONS,
+                f"-Dlog4j2.configurationFile={LOG4J}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
+            log,
+            detach,
+        )
     try:
         wait_for_port(port, proc, "the Apache Kafka broker", timeout=READY_TIMEOUT_S)
         _wait_ready(f"127.0.0.1:{port}", proc)
@@ -156,9 +191,19 @@ def new_cluster_id() -> str:
 
 def _format(java: str, classpath: str, config: Path, secure: SecureListener | None) -> None:
     cluster_id = new_cluster_id()
-    args = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={LOG4J}",
-            "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config",
-            str(config), *(secure.scram_credentials() if secure is not None else [])]
+    args = [
+        java,
+        "-cp",
+        classpath,
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        cluster_id,
+        "--config",
+        str(config),
+        *(secure.scram_credentials() if secure is not None else []),
+    ]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
         raise StackError(f"formatting the Kafka storage failed:\n{done.stdout}{done.stderr}")
@@ -182,8 +227,10 @@ def _wait_ready(bootstrap: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"the Apache Kafka broker exited with code {proc.returncode} while "
-                             "starting; see run/kafka.log")
+            raise StackError(
+                f"the Apache Kafka broker exited with code {proc.returncode} while "
+                "starting; see run/kafka.log"
+            )
         if asyncio.run(answered()):
             return
         time.sleep(0.2)

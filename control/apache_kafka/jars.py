@@ -41,7 +41,8 @@ def require_tool(name: str, package: str) -> str:
         raise StackError(
             f"the embedded Apache Kafka broker needs `{name}`, which is not on PATH: install "
             f"{package} (e.g. `apt-get install {package}`), or use the embedded Tansu broker "
-            "(`weir up` without --broker kafka, or WEIR_BROKER=tansu)")
+            "(`weir up` without --broker kafka, or WEIR_BROKER=tansu)"
+        )
     return found
 
 
@@ -58,9 +59,20 @@ def kafka_jars(cache: Path, *, say: Callable[[str], None] = print) -> Path:
     say(f"fetching Apache Kafka {kafka_version()} with Maven into {libs} (once) ...")
     started = time.monotonic()
     proc = subprocess.Popen(
-        [mvn, "-B", "-f", str(POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-Dmdep.useRepositoryLayout=false"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cache)
+        [
+            mvn,
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-Dmdep.useRepositoryLayout=false",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cache,
+    )
     assert proc.stdout is not None
     tail: list[str] = []
     downloaded = 0
@@ -72,8 +84,10 @@ def kafka_jars(cache: Path, *, say: Callable[[str], None] = print) -> Path:
                 say(f"  {downloaded} files downloaded ...")
     if proc.wait() != 0:
         shutil.rmtree(libs, ignore_errors=True)
-        raise StackError("Maven could not fetch the Apache Kafka broker (is Maven Central "
-                         "reachable?); its last lines:\n" + "\n".join(tail))
+        raise StackError(
+            "Maven could not fetch the Apache Kafka broker (is Maven Central "
+            "reachable?); its last lines:\n" + "\n".join(tail)
+        )
     jars = sum(1 for _ in libs.glob("*.jar"))
     (libs / COMPLETE).write_text(f"{jars} jars\n")
     say(f"  {jars} jars ready in {time.monotonic() - started:.0f}s")

@@ -25,8 +25,9 @@ def _export(model: object, path: Path, n_features: int) -> Path:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    onnx_model = to_onnx(model, initial_types=[("float_input", FloatTensorType([None, n_features]))],
-                         target_opset=17)
+    onnx_model = to_onnx(
+        model, initial_types=[("float_input", FloatTensorType([None, n_features]))], target_opset=17
+    )
     path.write_bytes(onnx_model.SerializeToString())
     return path
 

@@ -30,11 +30,16 @@ from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 console = Console()
 
 
-async def kafka_round_trip(bootstrap: str, topics: dict[str, str], rows: list[dict[str, object]]
-                           ) -> pd.DataFrame:
+async def kafka_round_trip(
+    bootstrap: str, topics: dict[str, str], rows: list[dict[str, object]]
+) -> pd.DataFrame:
     """Send rows as one pandas-records JSON message; read the answer from the result topic."""
-    consumer = AIOKafkaConsumer(topics["output"], bootstrap_servers=bootstrap,
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(
+        topics["output"],
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await consumer.start()
     await producer.start()
@@ -44,16 +49,23 @@ async def kafka_round_trip(bootstrap: str, topics: dict[str, str], rows: list[di
             await consumer.position(tp)
         request_id = uuid.uuid4().hex
         await producer.send_and_wait(
-            topics["input"], json.dumps(rows).encode(), key=b"demo",
-            headers=[(CONTENT_TYPE, codecs.PANDAS_RECORDS.encode()), (REQUEST_ID, request_id.encode())])
+            topics["input"],
+            json.dumps(rows).encode(),
+            key=b"demo",
+            headers=[
+                (CONTENT_TYPE, codecs.PANDAS_RECORDS.encode()),
+                (REQUEST_ID, request_id.encode()),
+            ],
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=500)).values():
                 for msg in msgs:
                     env = Envelope.parse(msg.headers)
                     if env.request_id == request_id:  # a JSON request: a JSON answer
-                        return codecs.batch_to_pandas(decode_answer(
-                            msg.value, env.content_type, env.base64_columns))
+                        return codecs.batch_to_pandas(
+                            decode_answer(msg.value, env.content_type, env.base64_columns)
+                        )
         raise TimeoutError("no answer on the result topic within 30 s")
     finally:
         await producer.stop()
@@ -69,14 +81,18 @@ def main() -> int:
             client = Client(settings=Settings.discover(home=Path(home)))
             model_path = diabetes_regressor(Path(home) / "diabetes.onnx")
             model = client.upload_model("diabetes", model_path).configure("onnx")
-            console.print(f"uploaded [bold]{model.name}[/bold] version {model.version}"
-                          f" sha256 {model.sha[:16]}…")
+            console.print(
+                f"uploaded [bold]{model.name}[/bold] version {model.version}"
+                f" sha256 {model.sha[:16]}…"
+            )
 
             pipeline = client.build_pipeline("diabetes-demo").add_model_step(model)
             started = time.perf_counter()
             pipeline.deploy()
-            console.print(f"deployed in [bold]{time.perf_counter() - started:.2f} s[/bold]: "
-                          f"{pipeline.status()['status']}")
+            console.print(
+                f"deployed in [bold]{time.perf_counter() - started:.2f} s[/bold]: "
+                f"{pipeline.status()['status']}"
+            )
 
             x, _ = diabetes_data()
             frame = pd.DataFrame({"tensor": [row.tolist() for row in x[:3]]})

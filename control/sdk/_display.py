@@ -18,8 +18,9 @@ def text_table(rows: Sequence[dict[str, Any]], *, vertical: bool = False) -> str
         return "(none)"
     if vertical:
         width = max(len(k) for k in rows[0])
-        return "\n\n".join("\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in row.items())
-                           for row in rows)
+        return "\n\n".join(
+            "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in row.items()) for row in rows
+        )
     columns = list(rows[0])
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
@@ -35,12 +36,17 @@ def html_table(rows: Sequence[dict[str, Any]], *, vertical: bool = False) -> str
     if not rows:
         return "<p>(none)</p>"
     if vertical:
-        return "".join("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
-                                           for k, v in row.items()) + "</table>" for row in rows)
+        return "".join(
+            "<table>"
+            + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in row.items())
+            + "</table>"
+            for row in rows
+        )
     columns = list(rows[0])
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c))}</td>" for c in columns) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -41,15 +41,19 @@ class Api:
 
     def __init__(self, server_url: str, token: str, timeout_s: float = 120.0) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.server_url, timeout=timeout_s,
-                                  headers={"Authorization": f"Bearer {token}"})
+        self._http = httpx.Client(
+            base_url=self.server_url,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Api:
         if not settings.server_url or not settings.token:
             raise control_errors.StackError(
                 f"no weir server found: run `weir up` (looked for {settings.stack_file}), or pass "
-                "server_url and token / set WEIR_SERVER_URL and WEIR_TOKEN")
+                "server_url and token / set WEIR_SERVER_URL and WEIR_TOKEN"
+            )
         return cls(settings.server_url, settings.token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -78,7 +82,8 @@ class Api:
         detail = str(exc).rstrip(".") or type(exc).__name__
         return control_errors.StackError(
             f"the weir server at {self.server_url} is not answering ({detail}); is it running? "
-            "Start it with `weir up`")
+            "Start it with `weir up`"
+        )
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()

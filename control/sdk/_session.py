@@ -29,18 +29,21 @@ class Session:
         """Query parameters naming the current workspace, plus `extra` (None values dropped)."""
         return {"workspace": self.workspace, **{k: v for k, v in extra.items() if v is not None}}
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """A request in the current workspace; a server error is raised as its weir class."""
         return self.api.request(method, path, params=self.params(**(params or {})), **kwargs)
 
-    def json(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             **kwargs: Any) -> Any:
+    def json(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Any:
         return self.request(method, path, params=params, **kwargs).json()
 
     @contextmanager
-    def stream(self, method: str, path: str, *, params: dict[str, Any] | None = None
-               ) -> Iterator[httpx.Response]:
+    def stream(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None
+    ) -> Iterator[httpx.Response]:
         with self.api.stream(method, path, params=self.params(**(params or {}))) as response:
             yield response
 

@@ -46,12 +46,19 @@ class Client:
         pipeline = wl.build_pipeline("diabetes").add_model_step(model).deploy()
     """
 
-    def __init__(self, server_url: str | None = None, token: str | None = None, *,
-                 workspace: str = DEFAULT_WORKSPACE, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        server_url: str | None = None,
+        token: str | None = None,
+        *,
+        workspace: str = DEFAULT_WORKSPACE,
+        settings: Settings | None = None,
+    ) -> None:
         settings = settings or Settings.discover()
         if server_url or token:
             settings = settings.model_copy(
-                update={k: v for k, v in (("server_url", server_url), ("token", token)) if v})
+                update={k: v for k, v in (("server_url", server_url), ("token", token)) if v}
+            )
         self._session = Session(Api.from_settings(settings), settings, workspace)
 
     # -- workspaces -----------------------------------------------------------------
@@ -66,8 +73,9 @@ class Client:
     def set_current_workspace(self, workspace: Workspace | str) -> Workspace:
         """Pipelines and models are created in, and listed from, the current workspace."""
         name = workspace.name if isinstance(workspace, Workspace) else workspace
-        found = Workspace(self._session.api.json(
-            "GET", f"/workspaces/{check_name(name, 'workspace name')}"))
+        found = Workspace(
+            self._session.api.json("GET", f"/workspaces/{check_name(name, 'workspace name')}")
+        )
         self._session.workspace = found.name
         return found
 
@@ -87,21 +95,33 @@ class Client:
         check_name(name, "model name")
         data = Path(path).read_bytes()
         record = self._session.json(
-            "POST", f"/models/{name}", params={"filename": Path(path).name, "runtime": runtime},
-            content=data, headers={"x-content-sha256": hashlib.sha256(data).hexdigest(),
-                                   "content-type": "application/octet-stream"})
+            "POST",
+            f"/models/{name}",
+            params={"filename": Path(path).name, "runtime": runtime},
+            content=data,
+            headers={
+                "x-content-sha256": hashlib.sha256(data).hexdigest(),
+                "content-type": "application/octet-stream",
+            },
+        )
         return Model(self._session, record)
 
     def get_model(self, name: str, version: str | None = None) -> Model:
         """A model version (the newest by default)."""
-        return Model(self._session, self._session.json("GET", f"/models/{name}",
-                                                       params={"version": version}))
+        return Model(
+            self._session, self._session.json("GET", f"/models/{name}", params={"version": version})
+        )
 
     def list_models(self) -> list[Model]:
         """The newest version of each model in the workspace (displays as a table)."""
         models = [Model(self._session, r) for r in self._session.json("GET", "/models")]
-        return Listing(models, lambda m: {k: m.to_dict().get(k) for k in
-                                          ("name", "version", "runtime", "sha", "created", "tags")})
+        return Listing(
+            models,
+            lambda m: {
+                k: m.to_dict().get(k)
+                for k in ("name", "version", "runtime", "sha", "created", "tags")
+            },
+        )
 
     # -- pipelines ------------------------------------------------------------------
     def build_pipeline(self, name: str) -> Pipeline:
@@ -120,8 +140,9 @@ class Client:
 
     def list_pipelines(self) -> list[Pipeline]:
         """Pipelines in the workspace (displays as the guide's table); one request."""
-        pipelines = [Pipeline(self._session, info)
-                     for info in self._session.json("GET", "/pipelines")]
+        pipelines = [
+            Pipeline(self._session, info) for info in self._session.json("GET", "/pipelines")
+        ]
         return Listing(pipelines, lambda p: p._row())
 
     def delete_pipeline(self, name: str) -> None:
@@ -135,8 +156,9 @@ class Client:
 
     def import_bundle(self, path: str | Path) -> dict[str, Any]:
         """Register and deploy a bundle written by `pipeline.publish()` (files checked by sha256)."""
-        result: dict[str, Any] = self._session.json("POST", "/import",
-                                                    content=Path(path).read_bytes())
+        result: dict[str, Any] = self._session.json(
+            "POST", "/import", content=Path(path).read_bytes()
+        )
         return result
 
     # -- tags -----------------------------------------------------------------------

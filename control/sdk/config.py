@@ -58,8 +58,9 @@ class DeploymentConfigBuilder:
         """What answers on the result topic are written in: "request" (the default: a JSON
         request gets a JSON answer, an Arrow one Arrow), or "arrow" or "json" for every
         request."""
-        return self._set(self._values, DeploymentConfig, "result_format", "result_format",
-                         result_format)
+        return self._set(
+            self._values, DeploymentConfig, "result_format", "result_format", result_format
+        )
 
     def sidekick_replica_count(self, model: _Named | str, count: int) -> DeploymentConfigBuilder:
         """How many workers run `model`'s sidekick step (default 1)."""
@@ -82,8 +83,9 @@ class DeploymentConfigBuilder:
         """Environment variables of the workers of `model`'s sidekick step."""
         return self._sidekick(model, "env", "sidekick_env", dict(env))
 
-    def log_policy(self, *, max_row_bytes: int | None = DEFAULT_MAX_ROW_BYTES,
-                   exclude: Sequence[str] = ()) -> DeploymentConfigBuilder:
+    def log_policy(
+        self, *, max_row_bytes: int | None = DEFAULT_MAX_ROW_BYTES, exclude: Sequence[str] = ()
+    ) -> DeploymentConfigBuilder:
         """What the pipeline's log rows keep.
 
         A row over `max_row_bytes` (64 KiB by default; None: no limit) loses its largest
@@ -94,18 +96,25 @@ class DeploymentConfigBuilder:
         return self
 
     def build(self) -> DeploymentConfig:
-        sidekicks = {name: SidekickConfig.model_validate(values)
-                     for name, values in self._sidekicks.items()}
+        sidekicks = {
+            name: SidekickConfig.model_validate(values) for name, values in self._sidekicks.items()
+        }
         return DeploymentConfig.model_validate({**self._values, "sidekicks": sidekicks})
 
-    def _sidekick(self, model: _Named | str, field: str, setter: str,
-                  value: object) -> DeploymentConfigBuilder:
+    def _sidekick(
+        self, model: _Named | str, field: str, setter: str, value: object
+    ) -> DeploymentConfigBuilder:
         name = model if isinstance(model, str) else model.name
-        return self._set(self._sidekicks.setdefault(name, {}), SidekickConfig, field, setter,
-                         value)
+        return self._set(self._sidekicks.setdefault(name, {}), SidekickConfig, field, setter, value)
 
-    def _set(self, values: dict[str, Any], record: type[BaseModel], field: str, setter: str,
-             value: object) -> DeploymentConfigBuilder:
+    def _set(
+        self,
+        values: dict[str, Any],
+        record: type[BaseModel],
+        field: str,
+        setter: str,
+        value: object,
+    ) -> DeploymentConfigBuilder:
         try:
             record.model_validate({field: value})
         except ValidationError:

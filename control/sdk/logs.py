@@ -38,13 +38,20 @@ class LogsMixin:
     _session: Session
 
     if TYPE_CHECKING:  # Pipeline's
+
         @property
         def name(self) -> str: ...
 
         def _path(self, suffix: str = "") -> str: ...
 
-    def _log_params(self, start: datetime | None, end: datetime | None, valid: bool | None,
-                    dataset: list[str] | None, exclude: list[str] | None) -> dict[str, Any]:
+    def _log_params(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        valid: bool | None,
+        dataset: list[str] | None,
+        exclude: list[str] | None,
+    ) -> dict[str, Any]:
         if (start is None) != (end is None):
             raise ValueError("a time range needs both start_datetime and end_datetime")
         params: dict[str, Any] = {}
@@ -58,10 +65,16 @@ class LogsMixin:
             params["dataset_exclude"] = exclude
         return params
 
-    def logs(self, limit: int = 100, start_datetime: datetime | None = None,
-             end_datetime: datetime | None = None, valid: bool | None = None,
-             dataset: list[str] | None = None, dataset_exclude: list[str] | None = None,
-             arrow: bool = False) -> pd.DataFrame | pa.Table:
+    def logs(
+        self,
+        limit: int = 100,
+        start_datetime: datetime | None = None,
+        end_datetime: datetime | None = None,
+        valid: bool | None = None,
+        dataset: list[str] | None = None,
+        dataset_exclude: list[str] | None = None,
+        arrow: bool = False,
+    ) -> pd.DataFrame | pa.Table:
         """The newest `limit` log rows, newest first; sees every inference answered before it.
 
         `valid=False` keeps rows that failed a validation; a time range needs both ends;
@@ -74,30 +87,42 @@ class LogsMixin:
         table = pa.Table.from_batches([codecs.decode(response.content, codecs.ARROW_FILE)])
         return table if arrow else table.to_pandas()
 
-    def experiment_summary(self, start: datetime | None = None, end: datetime | None = None
-                           ) -> dict[str, Any]:
+    def experiment_summary(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, Any]:
         """Per model of a split or shadow: rows served, mean and p99 latency, check-failure
         rate, mean and spread of each numeric output; for challengers, how often and by how
         much they differ from the champion on the same rows."""
         params = {"start": start and start.isoformat(), "end": end and end.isoformat()}
-        result: dict[str, Any] = self._session.json("GET", self._path("/experiment"),
-                                                    params=params)
+        result: dict[str, Any] = self._session.json("GET", self._path("/experiment"), params=params)
         return result
 
-    def export_logs(self, directory: str | Path = "logs", file_prefix: str | None = None,
-                    data_size_limit: str | int = "100MiB", arrow: bool = False,
-                    start_datetime: datetime | None = None, end_datetime: datetime | None = None,
-                    valid: bool | None = None, dataset: list[str] | None = None,
-                    dataset_exclude: list[str] | None = None, progress: bool = True) -> list[Path]:
+    def export_logs(
+        self,
+        directory: str | Path = "logs",
+        file_prefix: str | None = None,
+        data_size_limit: str | int = "100MiB",
+        arrow: bool = False,
+        start_datetime: datetime | None = None,
+        end_datetime: datetime | None = None,
+        valid: bool | None = None,
+        dataset: list[str] | None = None,
+        dataset_exclude: list[str] | None = None,
+        progress: bool = True,
+    ) -> list[Path]:
         """Write every matching log row, oldest first, to JSON-lines (or Arrow IPC with
         arrow=True) files in `directory`, starting a new file at `data_size_limit`."""
         limit = parse_size(data_size_limit)
         params = self._log_params(start_datetime, end_datetime, valid, dataset, dataset_exclude)
         writer = _FileSplitter(Path(directory), file_prefix or self.name, limit, arrow)
-        with self._session.stream("GET", self._path("/logs/export"), params=params) as response, \
-                Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"exporting {self.name} logs",
-                                total=int(response.headers.get("x-total-rows", 0)) or None)
+        with (
+            self._session.stream("GET", self._path("/logs/export"), params=params) as response,
+            Progress(disable=not progress, transient=True) as bar,
+        ):
+            task = bar.add_task(
+                f"exporting {self.name} logs",
+                total=int(response.headers.get("x-total-rows", 0)) or None,
+            )
             for batch in _frames(response.iter_bytes()):
                 writer.write(batch)
                 bar.advance(task, batch.num_rows)
@@ -113,8 +138,8 @@ def _frames(chunks: Any) -> Any:
             size = int.from_bytes(buffer[:8], "big")
             if len(buffer) < 8 + size:
                 break
-            yield codecs.decode(buffer[8:8 + size], codecs.ARROW_STREAM)
-            buffer = buffer[8 + size:]
+            yield codecs.decode(buffer[8 : 8 + size], codecs.ARROW_STREAM)
+            buffer = buffer[8 + size :]
 
 
 class _FileSplitter:
@@ -131,7 +156,10 @@ class _FileSplitter:
 
     def _next_file(self, schema: pa.Schema) -> None:
         self._finish()
-        path = self.directory / f"{self.prefix}-{len(self.paths) + 1}.{'arrow' if self.arrow else 'jsonl'}"
+        path = (
+            self.directory
+            / f"{self.prefix}-{len(self.paths) + 1}.{'arrow' if self.arrow else 'jsonl'}"
+        )
         self.paths.append(path)
         self._file = open(path, "wb")
         self._size = 0
@@ -151,8 +179,10 @@ class _FileSplitter:
                 self._writer.write_batch(part)
                 self._size += part.nbytes
             else:
-                text = "".join(json.dumps(r, default=str) + "\n"
-                               for r in json.loads(codecs.encode(part, codecs.PANDAS_RECORDS)))
+                text = "".join(
+                    json.dumps(r, default=str) + "\n"
+                    for r in json.loads(codecs.encode(part, codecs.PANDAS_RECORDS))
+                )
                 self._file.write(text.encode())
                 self._size += len(text)
 

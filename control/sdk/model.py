@@ -62,10 +62,15 @@ class Model:
 
         Example: `wl.upload_model("pre", "./preprocess.py").configure("python")`
         """
-        record = self._session.json("POST", f"/models/{self.name}/configure",
-                                    json={"runtime": runtime, "version": self.version})
+        record = self._session.json(
+            "POST",
+            f"/models/{self.name}/configure",
+            json={"runtime": runtime, "version": self.version},
+        )
         return Model(self._session, record)
 
     def __repr__(self) -> str:
-        return (f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…,"
-                f" runtime={self.runtime!r})")
+        return (
+            f"Model(name={self.name!r}, version={self.version!r}, sha={self.sha[:12]}…,"
+            f" runtime={self.runtime!r})"
+        )

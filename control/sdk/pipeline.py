@@ -36,8 +36,16 @@ if TYPE_CHECKING:
     from control.sdk._session import Session
 
 DataFormat = Literal["pandas-records", "arrow"]
-LIST_FIELDS = ("name", "created", "last_updated", "deployed", "tags", "versions", "steps",
-               "published")
+LIST_FIELDS = (
+    "name",
+    "created",
+    "last_updated",
+    "deployed",
+    "tags",
+    "versions",
+    "steps",
+    "published",
+)
 
 
 class _Deployment:
@@ -64,11 +72,13 @@ class Pipeline(LogsMixin):
         self._session = session
         self._info = info
         definition = info.get("definition") or {}
-        self._steps: list[LocalStep] = [from_definition(session, s)
-                                        for s in definition.get("steps", [])]
+        self._steps: list[LocalStep] = [
+            from_definition(session, s) for s in definition.get("steps", [])
+        ]
         self._validations: dict[str, expressions.Expression] = {
             v["name"]: expressions.from_json(v["expression"])
-            for v in definition.get("validations", [])}
+            for v in definition.get("validations", [])
+        }
         self._deployment = _Deployment(self)
 
     @property
@@ -85,8 +95,7 @@ class Pipeline(LogsMixin):
         self._info = self._call("GET")
 
     # -- steps (local until deploy or create_version) -------------------------------
-    def add_model_step(self, model: Model, *, outputs: Mapping[str, str] | None = None
-                       ) -> Pipeline:
+    def add_model_step(self, model: Model, *, outputs: Mapping[str, str] | None = None) -> Pipeline:
         """Append a step running `model`.
 
         `outputs` renames its outputs for the steps after it (and `out.*`), so a model
@@ -96,8 +105,9 @@ class Pipeline(LogsMixin):
         self._steps.append(model_step(model, outputs))
         return self
 
-    def replace_with_model_step(self, index: int, model: Model, *,
-                                outputs: Mapping[str, str] | None = None) -> Pipeline:
+    def replace_with_model_step(
+        self, index: int, model: Model, *, outputs: Mapping[str, str] | None = None
+    ) -> Pipeline:
         """Replace step `index` with a step running `model` (`outputs`: see add_model_step)."""
         self._steps[self._check_index(index)] = model_step(model, outputs)
         return self
@@ -113,8 +123,9 @@ class Pipeline(LogsMixin):
         self._validations.clear()
         return self
 
-    def add_random_split(self, weighted: Sequence[tuple[float, Arm]], hash_key: str | None = None
-                         ) -> Pipeline:
+    def add_random_split(
+        self, weighted: Sequence[tuple[float, Arm]], hash_key: str | None = None
+    ) -> Pipeline:
         """Append an A/B split: each row goes to one model (or chain), in proportion to the weights.
 
         Example: `p.add_random_split([(2, control), (1, challenger)])`. With `hash_key`,
@@ -124,8 +135,9 @@ class Pipeline(LogsMixin):
         self._steps.append(RandomSplit(weighted, hash_key))
         return self
 
-    def replace_with_random_split(self, index: int, weighted: Sequence[tuple[float, Arm]],
-                                  hash_key: str | None = None) -> Pipeline:
+    def replace_with_random_split(
+        self, index: int, weighted: Sequence[tuple[float, Arm]], hash_key: str | None = None
+    ) -> Pipeline:
         """Replace step `index` with an A/B split (see add_random_split)."""
         self._steps[self._check_index(index)] = RandomSplit(weighted, hash_key)
         return self
@@ -136,8 +148,9 @@ class Pipeline(LogsMixin):
         self._steps.append(ShadowDeploy(champion, challengers))
         return self
 
-    def replace_with_shadow_deploy(self, index: int, champion: Model,
-                                   challengers: Sequence[Model]) -> Pipeline:
+    def replace_with_shadow_deploy(
+        self, index: int, champion: Model, challengers: Sequence[Model]
+    ) -> Pipeline:
         """Replace step `index` with a shadow step (see add_shadow_deploy)."""
         self._steps[self._check_index(index)] = ShadowDeploy(champion, challengers)
         return self
@@ -147,7 +160,9 @@ class Pipeline(LogsMixin):
 
     def _check_index(self, index: int) -> int:
         if not -len(self._steps) <= index < len(self._steps):
-            valid = f"0..{len(self._steps) - 1}" if self._steps else "none: the pipeline has no steps"
+            valid = (
+                f"0..{len(self._steps) - 1}" if self._steps else "none: the pipeline has no steps"
+            )
             raise IndexError(f"step index {index} is out of range (valid: {valid})")
         return index
 
@@ -166,8 +181,9 @@ class Pipeline(LogsMixin):
     def _definition(self) -> dict[str, Any]:
         return {
             "steps": [step_body(step) for step in self._steps],
-            "validations": [{"name": n, "expression": e.to_json()}
-                            for n, e in self._validations.items()],
+            "validations": [
+                {"name": n, "expression": e.to_json()} for n, e in self._validations.items()
+            ],
         }
 
     # -- versions and deployment ------------------------------------------------------
@@ -181,8 +197,13 @@ class Pipeline(LogsMixin):
         """Every stored version, newest first."""
         return [PipelineVersion(self, r) for r in self._call("GET", "/versions")]
 
-    def deploy(self, deployment_config: DeploymentConfig | None = None, *,
-               timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
+    def deploy(
+        self,
+        deployment_config: DeploymentConfig | None = None,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+    ) -> Pipeline:
         """Store a version if the steps changed, start its workers, wait until they run.
 
         Redeploying a running pipeline swaps versions without downtime. Shows
@@ -190,11 +211,18 @@ class Pipeline(LogsMixin):
         do not report Running in time (what this call started is undone).
         """
         version = self.create_version()
-        return self._deploy_version(version.version, deployment_config, timeout_s=timeout_s,
-                                    quiet=quiet)
+        return self._deploy_version(
+            version.version, deployment_config, timeout_s=timeout_s, quiet=quiet
+        )
 
-    def _deploy_version(self, version: str, config: DeploymentConfig | None, *,
-                        timeout_s: float | None = None, quiet: bool = False) -> Pipeline:
+    def _deploy_version(
+        self,
+        version: str,
+        config: DeploymentConfig | None,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+    ) -> Pipeline:
         redeploy = self._status().deployed
         body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
         self._call("POST", "/deploy", json=body)
@@ -210,26 +238,35 @@ class Pipeline(LogsMixin):
             self.undeploy()
         reasons = status.reasons()
         waited = time.monotonic() - started
-        why = (f"did not reach Running within {limit:.0f}s" if waited >= limit
-               else f"failed after {waited:.1f}s")
-        hint = ("Its workers loaded their models but were never given partitions: see the "
-                "worker logs under WEIR_HOME/run/logs" if any("waiting for partitions" in r
-                                                               for r in reasons)
-                else "Check that the models load (`weir models list`) and the worker logs "
-                     "under WEIR_HOME/run/logs")
+        why = (
+            f"did not reach Running within {limit:.0f}s"
+            if waited >= limit
+            else f"failed after {waited:.1f}s"
+        )
+        hint = (
+            "Its workers loaded their models but were never given partitions: see the "
+            "worker logs under WEIR_HOME/run/logs"
+            if any("waiting for partitions" in r for r in reasons)
+            else "Check that the models load (`weir models list`) and the worker logs "
+            "under WEIR_HOME/run/logs"
+        )
         raise WaitForDeployError(
             f"pipeline {self.name!r} {why} "
             f"(last status {status.status!r}{': ' + '; '.join(reasons) if reasons else ''}); "
-            f"what this deploy started was undone. {hint}")
+            f"what this deploy started was undone. {hint}"
+        )
 
-    def _wait_running(self, version: str, limit: float, quiet: bool, *,
-                      redeploy: bool = False) -> PipelineStatus:
+    def _wait_running(
+        self, version: str, limit: float, quiet: bool, *, redeploy: bool = False
+    ) -> PipelineStatus:
         """Poll status until `version` runs or certainly failed (a redeploy has failed only
         once the server has undone it: until then the new version may briefly show Error)."""
         out = sys.stderr
         if not quiet:
-            out.write(f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
-                      "then undone, which takes a little longer) ")
+            out.write(
+                f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
+                "then undone, which takes a little longer) "
+            )
         deadline = time.monotonic() + limit
         status = PipelineStatus(status="not asked yet")
         shown: set[str] = set()
@@ -302,9 +339,12 @@ class Pipeline(LogsMixin):
         """
         batch = codecs.to_record_batch(data)
         response = self._session.request(
-            "POST", self._path(), params={"timeout": timeout},
+            "POST",
+            self._path(),
+            params={"timeout": timeout},
             content=codecs.encode(batch, codecs.ARROW_FILE),
-            headers={"content-type": codecs.ARROW_FILE})
+            headers={"content-type": codecs.ARROW_FILE},
+        )
         result = codecs.decode(response.content, codecs.ARROW_FILE)
         if isinstance(data, (pa.Table, pa.RecordBatch)):
             return pa.Table.from_batches([result])
@@ -312,12 +352,16 @@ class Pipeline(LogsMixin):
             models = [s.model if isinstance(s, RenamedOutputs) else s for s in self._steps]
             last = next((m for m in reversed(models) if isinstance(m, Model)), None)
             default = (last.name, last.version) if last else ("", "")
-            return [to_inference_result(pa.Table.from_batches([result]), self.name,
-                                        self._validations, default)]
+            return [
+                to_inference_result(
+                    pa.Table.from_batches([result]), self.name, self._validations, default
+                )
+            ]
         return codecs.batch_to_pandas(result)
 
-    def tail(self, *, logs: bool = False, ready: Callable[[], None] = lambda: None
-             ) -> Iterator[pa.RecordBatch | pa.Table]:
+    def tail(
+        self, *, logs: bool = False, ready: Callable[[], None] = lambda: None
+    ) -> Iterator[pa.RecordBatch | pa.Table]:
         """Follow the pipeline until the generator is closed: each answer on its result topic
         from now on, as it arrives (as `kcat -C` would; needs the Kafka bootstrap servers of
         `weir up` or WEIR_KAFKA_BOOTSTRAP); or with `logs=True` its new log rows, oldest
@@ -327,22 +371,32 @@ class Pipeline(LogsMixin):
         """
         if logs:
             return follow_logs(log_reader(self.logs, limit=1000), ready=ready)
-        return follow_results(self._session.settings.kafka_bootstrap,
-                                   self.topics()["output"], ready=ready)
+        return follow_results(
+            self._session.settings.kafka_bootstrap, self.topics()["output"], ready=ready
+        )
 
-    def infer_from_file(self, path: str | Path, *, data_format: DataFormat | None = None,
-                        timeout: float | None = None) -> Any:
+    def infer_from_file(
+        self,
+        path: str | Path,
+        *,
+        data_format: DataFormat | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Infer on a `.json` (pandas records) or `.arrow` (Arrow IPC file) file;
         `data_format` overrides the guess from the suffix. Arrow files give a pyarrow.Table."""
         path = Path(path)
-        fmt = data_format or ("arrow" if path.suffix in (".arrow", ".feather") else "pandas-records")
+        fmt = data_format or (
+            "arrow" if path.suffix in (".arrow", ".feather") else "pandas-records"
+        )
         content_type = codecs.ARROW_FILE if fmt == "arrow" else codecs.PANDAS_RECORDS
         try:
             batch = codecs.decode(path.read_bytes(), content_type)
         except CodecError as exc:
             raise CodecError(f"{path}: {exc}") from exc
-        return self.infer(pa.Table.from_batches([batch]) if fmt == "arrow" else
-                          codecs.batch_to_pandas(batch), timeout=timeout)
+        return self.infer(
+            pa.Table.from_batches([batch]) if fmt == "arrow" else codecs.batch_to_pandas(batch),
+            timeout=timeout,
+        )
 
     # -- display ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

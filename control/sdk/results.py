@@ -41,16 +41,22 @@ class InferenceResult(dict[str, Any]):
 
     def data(self) -> list[np.ndarray]:
         """The champion's outputs as arrays (rows first)."""
-        return [np.asarray(next(iter(o.values()))["data"]).reshape(next(iter(o.values()))["dim"])
-                for o in self["outputs"]]
+        return [
+            np.asarray(next(iter(o.values()))["data"]).reshape(next(iter(o.values()))["dim"])
+            for o in self["outputs"]
+        ]
 
     def model(self) -> tuple[str, str]:
         """(name, version) of the model that answered (the first row's, under a split)."""
         return self["model_name"], self["model_version"]
 
 
-def to_inference_result(table: pa.Table, pipeline: str, validations: dict[str, expressions.Expression],
-                        default_model: tuple[str, str]) -> InferenceResult:
+def to_inference_result(
+    table: pa.Table,
+    pipeline: str,
+    validations: dict[str, expressions.Expression],
+    default_model: tuple[str, str],
+) -> InferenceResult:
     names = table.column_names
     failures = []
     for name, expr in validations.items():
@@ -65,18 +71,25 @@ def to_inference_result(table: pa.Table, pipeline: str, validations: dict[str, e
         model = (first["name"], first["version"])
     shadow: dict[str, list[dict[str, Any]]] = {}
     for name in names:
-        if (name.startswith(SHADOW_OUT_PREFIX) and "." in name
-                and not name.endswith("." + SHADOW_ERROR_FIELD)):
-            challenger = name[len(SHADOW_OUT_PREFIX):].split(".", 1)[0]
+        if (
+            name.startswith(SHADOW_OUT_PREFIX)
+            and "." in name
+            and not name.endswith("." + SHADOW_ERROR_FIELD)
+        ):
+            challenger = name[len(SHADOW_OUT_PREFIX) :].split(".", 1)[0]
             shadow.setdefault(challenger, []).append(_tensor(table[name]))
     return InferenceResult(
         check_failures=failures,
         elapsed=int(table[META_ELAPSED][0].as_py()) if table.num_rows else 0,
-        model_name=model[0], model_version=model[1],
-        original_data={n[len(IN_PREFIX):]: table[n].to_pylist()
-                       for n in names if n.startswith(IN_PREFIX)},
-        outputs=[_tensor(table[n]) for n in names
-                 if n.startswith(OUT_PREFIX) and n != OUT_MODEL_SPLIT],
-        pipeline_name=pipeline, shadow_data=shadow,
+        model_name=model[0],
+        model_version=model[1],
+        original_data={
+            n[len(IN_PREFIX) :]: table[n].to_pylist() for n in names if n.startswith(IN_PREFIX)
+        },
+        outputs=[
+            _tensor(table[n]) for n in names if n.startswith(OUT_PREFIX) and n != OUT_MODEL_SPLIT
+        ],
+        pipeline_name=pipeline,
+        shadow_data=shadow,
         time=int(table[TIME][0].value) if table.num_rows else 0,
     )

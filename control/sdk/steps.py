@@ -43,8 +43,11 @@ class RandomSplit:
         return f"random_split({arms})"
 
     def body(self) -> dict[str, Any]:
-        return {"kind": "random_split", "hash_key": self.hash_key,
-                "arms": [{"weight": w, "models": [_ref(m) for m in chain]} for w, chain in self.arms]}
+        return {
+            "kind": "random_split",
+            "hash_key": self.hash_key,
+            "arms": [{"weight": w, "models": [_ref(m) for m in chain]} for w, chain in self.arms],
+        }
 
     def __repr__(self) -> str:
         return self.name
@@ -66,8 +69,11 @@ class ShadowDeploy:
         return f"shadow({self.champion.name} vs {', '.join(c.name for c in self.challengers)})"
 
     def body(self) -> dict[str, Any]:
-        return {"kind": "shadow", "champion": _ref(self.champion),
-                "challengers": [_ref(c) for c in self.challengers]}
+        return {
+            "kind": "shadow",
+            "champion": _ref(self.champion),
+            "challengers": [_ref(c) for c in self.challengers],
+        }
 
     def __repr__(self) -> str:
         return self.name
@@ -84,8 +90,10 @@ class RenamedOutputs:
         declared = [spec.name for spec in model.output_specs]
         unknown = sorted(set(outputs) - set(declared)) if declared else []
         if unknown:
-            raise ValueError(f"model {model.name!r} has no outputs {unknown} (its outputs: "
-                             f"{declared}); map those names")
+            raise ValueError(
+                f"model {model.name!r} has no outputs {unknown} (its outputs: "
+                f"{declared}); map those names"
+            )
         self.model = model
         self.outputs = dict(outputs)
 
@@ -117,12 +125,15 @@ def step_body(step: LocalStep) -> dict[str, Any]:
 def from_definition(session: Session, step: dict[str, Any]) -> LocalStep:
     """A stored step (engine.definition JSON) back as a local step; its model references are
     complete (name, version, sha, runtime, signature), so this asks the server nothing."""
+
     def model(ref: dict[str, Any]) -> Model:
         return Model(session, ref)
 
     if step["kind"] == "random_split":
-        return RandomSplit([(arm["weight"], [model(m) for m in arm["models"]])
-                            for arm in step["arms"]], step.get("hash_key"))
+        return RandomSplit(
+            [(arm["weight"], [model(m) for m in arm["models"]]) for arm in step["arms"]],
+            step.get("hash_key"),
+        )
     if step["kind"] == "shadow":
         return ShadowDeploy(model(step["champion"]), [model(c) for c in step["challengers"]])
     return model_step(model(step["model"]), step.get("outputs"))

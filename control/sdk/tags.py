@@ -22,8 +22,11 @@ class Tag:
         self.tag = tag
 
     def _set(self, kind: str, target: object, remove: bool) -> None:
-        self._session.json("POST", f"/tags/{self.tag}/{kind}/{_name(target)}",
-                           params={"remove": str(remove).lower()})
+        self._session.json(
+            "POST",
+            f"/tags/{self.tag}/{kind}/{_name(target)}",
+            params={"remove": str(remove).lower()},
+        )
 
     def add_to_pipeline(self, pipeline: Pipeline | str) -> Tag:
         self._set("pipelines", pipeline, remove=False)

@@ -51,8 +51,14 @@ class PipelineVersion:
         """The models this version runs (name, version, sha)."""
         return [s["model"] for s in self._record["definition"]["steps"]]
 
-    def deploy(self, deployment_name: str | None = None, model_configs: object = None,
-               config: DeploymentConfig | None = None, *, quiet: bool = False) -> Pipeline:
+    def deploy(
+        self,
+        deployment_name: str | None = None,
+        model_configs: object = None,
+        config: DeploymentConfig | None = None,
+        *,
+        quiet: bool = False,
+    ) -> Pipeline:
         """Deploy this version (the guide's `pipeline_version.deploy(name, model_configs())`).
 
         `deployment_name` and `model_configs` are accepted for the guide's signature; the

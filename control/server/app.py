@@ -66,17 +66,24 @@ def create_app(settings: Settings) -> FastAPI:
         registry.ensure_workspace(DEFAULT_WORKSPACE)
         topics = TopicMap.load()
         artifacts = ArtifactStore(settings.artifacts_dir)
-        retention = (timedelta(hours=settings.log_retention_hours)
-                     if settings.log_retention_hours else None)
+        retention = (
+            timedelta(hours=settings.log_retention_hours) if settings.log_retention_hours else None
+        )
         store = LogStore(settings.logs_dir, retention=retention, max_bytes=settings.log_max_bytes)
         worker = await resolved(settings.worker_settings())  # the broker's fetch waits
         log_agent = LogAgent(worker, topics, store, policies=registry.log_policy)
         state = ServerState(
-            settings=settings, registry=registry, artifacts=artifacts, topics=topics,
+            settings=settings,
+            registry=registry,
+            artifacts=artifacts,
+            topics=topics,
             deployer=Deployer(settings, registry, topics, artifacts),
-            gateway=Gateway(settings, registry, topics, worker), log_store=store,
-            log_agent=log_agent, logs=LogQueries(registry, store, log_agent.sync),
-            lag=GroupLag(worker), token=token,
+            gateway=Gateway(settings, registry, topics, worker),
+            log_store=store,
+            log_agent=log_agent,
+            logs=LogQueries(registry, store, log_agent.sync),
+            lag=GroupLag(worker),
+            token=token,
         )
         app.state.weir = state
         await state.gateway.start()
@@ -104,17 +111,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(console.page)
     app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
-    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics,
-                   console):
+    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics, console):
         app.include_router(module.router)
     # The last added runs first: the counting (refusals too), the token check, the body limit.
-    uploads = [(method, route.path_regex)
-               for route in (*models.router.routes, *bundles.router.routes)
-               if isinstance(route, Route)
-               and route.endpoint in (models.upload_model, bundles.import_bundle)
-               for method in route.methods or ()]
-    app.add_middleware(BodyLimit, limit=settings.max_payload_bytes,
-                       upload_limit=settings.max_upload_bytes, uploads=uploads)
+    uploads = [
+        (method, route.path_regex)
+        for route in (*models.router.routes, *bundles.router.routes)
+        if isinstance(route, Route)
+        and route.endpoint in (models.upload_model, bundles.import_bundle)
+        for method in route.methods or ()
+    ]
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_payload_bytes,
+        upload_limit=settings.max_upload_bytes,
+        uploads=uploads,
+    )
     app.add_middleware(RequireToken)
     app.state.http_metrics = metrics.HttpMetrics()
     app.add_middleware(app.state.http_metrics.middleware)
@@ -157,5 +169,6 @@ def serve(settings: Settings) -> None:
     use_temp_under_home(settings)
     app = create_app(settings)
     tune_gc()
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False
+    )

@@ -27,13 +27,21 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-                or _authorized(scope)):
+        if (
+            scope["type"] != "http"
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+            or _authorized(scope)
+        ):
             await self.app(scope, receive, send)
             return
-        response = error_response(AuthError(
-            "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the token is "
-            "in stack.json under WEIR_HOME; `weir token rotate` issues a new one)"), path)
+        response = error_response(
+            AuthError(
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the token is "
+                "in stack.json under WEIR_HOME; `weir token rotate` issues a new one)"
+            ),
+            path,
+        )
         response.headers["www-authenticate"] = "Bearer"
         await response(scope, receive, send)
 

@@ -20,8 +20,14 @@ from control.server.errors import error_response
 class BodyLimit:
     """ASGI middleware refusing request bodies over `limit` bytes (`upload_limit` on `uploads`)."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, upload_limit: int,
-                 uploads: Sequence[tuple[str, re.Pattern[str]]] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        upload_limit: int,
+        uploads: Sequence[tuple[str, re.Pattern[str]]] = (),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit
@@ -41,9 +47,15 @@ class BodyLimit:
         limit, setting = self._limit_for(scope)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _refuse(scope, receive, send, PayloadTooLarge(
-                f"request body is {declared} bytes; the limit is {limit} ({setting}): "
-                "send less per request"))
+            await _refuse(
+                scope,
+                receive,
+                send,
+                PayloadTooLarge(
+                    f"request body is {declared} bytes; the limit is {limit} ({setting}): "
+                    "send less per request"
+                ),
+            )
             return
         received = 0
         over = False
@@ -56,7 +68,8 @@ class BodyLimit:
                 if received > limit:
                     over = True
                     raise PayloadTooLarge(
-                        f"request body is over the {limit}-byte limit ({setting})")
+                        f"request body is over the {limit}-byte limit ({setting})"
+                    )
             return message
 
         async def unless_over(message: Message) -> None:
@@ -69,8 +82,14 @@ class BodyLimit:
             if not over:
                 raise
         if over:
-            await _refuse(scope, receive, send, PayloadTooLarge(
-                f"request body is over the {limit}-byte limit ({setting}): send less per request"))
+            await _refuse(
+                scope,
+                receive,
+                send,
+                PayloadTooLarge(
+                    f"request body is over the {limit}-byte limit ({setting}): send less per request"
+                ),
+            )
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -26,8 +26,11 @@ def error_response(exc: WeirError, path: str = "") -> JSONResponse:
     Inference Protocol's routes answer `{"error": <message>}`, as its clients read it."""
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
-    body = ({"error": str(exc)} if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
-            else {"error": type(exc).__name__, "message": str(exc)})
+    body = (
+        {"error": str(exc)}
+        if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+        else {"error": type(exc).__name__, "message": str(exc)}
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -40,11 +43,17 @@ async def invalid_request_handler(request: Request, exc: Exception) -> JSONRespo
     """A path, query, header or body FastAPI could not read: each problem, where it is."""
     assert isinstance(exc, RequestValidationError)
     problems = [_problem(error) for error in exc.errors()]
-    return JSONResponse({"error": "InvalidRequest",
-                         "message": "invalid request: " + "; ".join(problems),
-                         "detail": [{key: error.get(key) for key in ("loc", "msg", "type")}
-                                    for error in jsonable_encoder(exc.errors())]},
-                        status_code=422)
+    return JSONResponse(
+        {
+            "error": "InvalidRequest",
+            "message": "invalid request: " + "; ".join(problems),
+            "detail": [
+                {key: error.get(key) for key in ("loc", "msg", "type")}
+                for error in jsonable_encoder(exc.errors())
+            ],
+        },
+        status_code=422,
+    )
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -53,8 +62,9 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     message = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 404:
         message += " (no such route: see /docs for the API)"
-    return JSONResponse({"error": "HTTPError", "message": message}, status_code=exc.status_code,
-                        headers=exc.headers)
+    return JSONResponse(
+        {"error": "HTTPError", "message": message}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 def _problem(error: dict[str, Any]) -> str:

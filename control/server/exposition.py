@@ -68,8 +68,12 @@ def buckets(histogram: Histogram) -> list[tuple[str, float]]:
 class WeirCollector:
     """Metric families from facts gathered for one scrape (prometheus_client's Collector)."""
 
-    def __init__(self, pipelines: Sequence[PipelineFacts], stores: Sequence[StoreUsage],
-                 http: Iterator[Metric]) -> None:
+    def __init__(
+        self,
+        pipelines: Sequence[PipelineFacts],
+        stores: Sequence[StoreUsage],
+        http: Iterator[Metric],
+    ) -> None:
         self.pipelines, self.stores, self.http = pipelines, stores, http
 
     def collect(self) -> Iterator[Metric]:
@@ -83,41 +87,54 @@ class WeirCollector:
         yield from self._stores()
 
     def _workers(self) -> Iterator[Metric]:
-        running = GaugeMetricFamily("weir_worker_running", "1 while a worker reports Running",
-                                    labels=WORKER_LABELS)
+        running = GaugeMetricFamily(
+            "weir_worker_running", "1 while a worker reports Running", labels=WORKER_LABELS
+        )
         processed = CounterMetricFamily(
-            "weir_worker_messages_processed", "Messages a worker's stages answered (all steps)",
-            labels=WORKER_LABELS)
+            "weir_worker_messages_processed",
+            "Messages a worker's stages answered (all steps)",
+            labels=WORKER_LABELS,
+        )
         failed = CounterMetricFamily(
-            "weir_worker_messages_failed", "Messages a worker's stages gave up on (all steps)",
-            labels=WORKER_LABELS)
+            "weir_worker_messages_failed",
+            "Messages a worker's stages gave up on (all steps)",
+            labels=WORKER_LABELS,
+        )
         restarts = CounterMetricFamily(
-            "weir_worker_restarts", "Times the server restarted a worker process that died",
-            labels=WORKER_LABELS)
+            "weir_worker_restarts",
+            "Times the server restarted a worker process that died",
+            labels=WORKER_LABELS,
+        )
         latency = HistogramMetricFamily(
-            "weir_request_seconds", "End to end: from a request's start to its answer being sent",
-            labels=WORKER_LABELS)
+            "weir_request_seconds",
+            "End to end: from a request's start to its answer being sent",
+            labels=WORKER_LABELS,
+        )
         for facts in self.pipelines:
             for worker in facts.workers:
                 labels = _worker_labels(worker)
                 running.add_metric(labels, int(worker.status == "Running"))
                 processed.add_metric(labels, worker.processed)
                 failed.add_metric(labels, worker.failed)
-                latency.add_metric(labels, buckets(worker.metrics.end_to_end),
-                                   worker.metrics.end_to_end.sum)
+                latency.add_metric(
+                    labels, buckets(worker.metrics.end_to_end), worker.metrics.end_to_end.sum
+                )
                 if worker.worker_id in facts.restarts:
                     restarts.add_metric(labels, facts.restarts[worker.worker_id])
         yield from (running, processed, failed, restarts, latency)
 
     def _steps(self) -> Iterator[Metric]:
         labels = [*WORKER_LABELS, "step"]
-        counters = {name: CounterMetricFamily(f"weir_step_{name}", STEP_HELP[name], labels=labels)
-                    for name in COUNTERS}
-        seconds = HistogramMetricFamily("weir_step_seconds",
-                                        "Compute time of each micro-batch a step ran",
-                                        labels=labels)
-        rows = HistogramMetricFamily("weir_step_batch_rows",
-                                     "Rows of each micro-batch a step ran", labels=labels)
+        counters = {
+            name: CounterMetricFamily(f"weir_step_{name}", STEP_HELP[name], labels=labels)
+            for name in COUNTERS
+        }
+        seconds = HistogramMetricFamily(
+            "weir_step_seconds", "Compute time of each micro-batch a step ran", labels=labels
+        )
+        rows = HistogramMetricFamily(
+            "weir_step_batch_rows", "Rows of each micro-batch a step ran", labels=labels
+        )
         for facts in self.pipelines:
             for worker in facts.workers:
                 for step, metrics in sorted(worker.metrics.steps.items()):
@@ -131,21 +148,27 @@ class WeirCollector:
 
     def _lag(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
-            "weir_consumer_lag", "Records of a partition its consumer group has not committed",
-            labels=["workspace", "pipeline", "group", "topic", "partition"])
+            "weir_consumer_lag",
+            "Records of a partition its consumer group has not committed",
+            labels=["workspace", "pipeline", "group", "topic", "partition"],
+        )
         for facts in self.pipelines:
             for p in facts.lag:
-                lag.add_metric([facts.workspace, facts.pipeline, p.group, p.topic,
-                                str(p.partition)], p.lag)
+                lag.add_metric(
+                    [facts.workspace, facts.pipeline, p.group, p.topic, str(p.partition)], p.lag
+                )
         yield lag
 
     def _stores(self) -> Iterator[Metric]:
         labels = ["workspace", "pipeline", "challenger"]
-        rows = GaugeMetricFamily("weir_logstore_rows",
-                                 "Rows in the log store (a repeat counts until compaction)",
-                                 labels=labels)
-        size = GaugeMetricFamily("weir_logstore_bytes", "Bytes of the log store's files",
-                                 labels=labels)
+        rows = GaugeMetricFamily(
+            "weir_logstore_rows",
+            "Rows in the log store (a repeat counts until compaction)",
+            labels=labels,
+        )
+        size = GaugeMetricFamily(
+            "weir_logstore_bytes", "Bytes of the log store's files", labels=labels
+        )
         for store in self.stores:
             values = [store.workspace, store.pipeline, store.challenger]
             rows.add_metric(values, store.rows)

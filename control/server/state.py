@@ -37,4 +37,3 @@ class ServerState:
 def get_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.weir
     return state
-

@@ -15,14 +15,37 @@ Callers use the names below, which this package gathers in one place.
 from engine.expressions.evaluate import Tensors, check, evaluate, models_referenced
 from engine.expressions.json_form import from_json
 from engine.expressions.nodes import (
-    MAX_DEPTH, MODEL_NAME, BinaryOp, Expression, Function, Literal, UnaryOp, Variable,
+    MAX_DEPTH,
+    MODEL_NAME,
+    BinaryOp,
+    Expression,
+    Function,
+    Literal,
+    UnaryOp,
+    Variable,
 )
 from engine.expressions.parser import MAX_TEXT, parse
 from engine.expressions.refs import FieldRefs, TensorRefs, model_refs
 from engine.expressions.text import to_text
 
 __all__ = [
-    "MAX_DEPTH", "MAX_TEXT", "MODEL_NAME", "BinaryOp", "Expression", "FieldRefs", "Function",
-    "Literal", "TensorRefs", "Tensors", "UnaryOp", "Variable", "check", "evaluate", "from_json",
-    "model_refs", "models_referenced", "parse", "to_text",
+    "MAX_DEPTH",
+    "MAX_TEXT",
+    "MODEL_NAME",
+    "BinaryOp",
+    "Expression",
+    "FieldRefs",
+    "Function",
+    "Literal",
+    "TensorRefs",
+    "Tensors",
+    "UnaryOp",
+    "Variable",
+    "check",
+    "evaluate",
+    "from_json",
+    "model_refs",
+    "models_referenced",
+    "parse",
+    "to_text",
 ]

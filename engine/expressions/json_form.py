@@ -24,20 +24,29 @@ def from_json(data: object, _depth: int = 0) -> Expression:
     if not isinstance(data, dict):
         fail(f"expression node must be a JSON object, found {type(data).__name__}")
     node_type = data.get("type")
-    require(isinstance(node_type, str) and node_type in _BY_TYPE,
-            f"unknown expression node type {node_type!r:.40}: allowed are {', '.join(_BY_TYPE)}")
+    require(
+        isinstance(node_type, str) and node_type in _BY_TYPE,
+        f"unknown expression node type {node_type!r:.40}: allowed are {', '.join(_BY_TYPE)}",
+    )
     cls = _BY_TYPE[node_type]  # type: ignore[index]
     keys = ["type", *(field.name for field in fields(cls))]  # type: ignore[arg-type]
-    require(set(data) == set(keys),
-            f"{node_type} node must have keys {sorted(keys)}, found {sorted(map(str, data))}")
+    require(
+        set(data) == set(keys),
+        f"{node_type} node must have keys {sorted(keys)}, found {sorted(map(str, data))}",
+    )
     values: dict[str, Any] = {key: data[key] for key in keys[1:]}
     for key in _LISTS:
         if key in values:
-            require(isinstance(values[key], list),
-                    f"{node_type} {key} must be a list, found {type(values[key]).__name__}")
+            require(
+                isinstance(values[key], list),
+                f"{node_type} {key} must be a list, found {type(values[key]).__name__}",
+            )
             items = values[key]
-            values[key] = (tuple(from_json(item, _depth + 1) for item in items) if key == "args"
-                           else tuple(items))
+            values[key] = (
+                tuple(from_json(item, _depth + 1) for item in items)
+                if key == "args"
+                else tuple(items)
+            )
     for key in _CHILDREN:
         if key in values:
             values[key] = from_json(values[key], _depth + 1)

@@ -52,12 +52,15 @@ def is_index(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
-def _operator(op: BinaryOpName, reflected: bool = False
-              ) -> Callable[[Expression, object], BinaryOp]:
+def _operator(
+    op: BinaryOpName, reflected: bool = False
+) -> Callable[[Expression, object], BinaryOp]:
     """An operator method of Expression that builds `self op other` (`other op self`)."""
+
     def build(self: Expression, other: object) -> BinaryOp:
         operand = lift(other)
         return BinaryOp(op, operand, self) if reflected else BinaryOp(op, self, operand)
+
     return build
 
 
@@ -95,12 +98,13 @@ class Expression:
         return Function("one_of", (self, *(lift(value, literal_only=True) for value in values)))
 
     def __bool__(self) -> bool:
-        fail(f"{str(self)!r} has no truth value: use & | ~ instead of and/or/not, "
-             "and (a < b) & (b < c) instead of a < b < c")
+        fail(
+            f"{str(self)!r} has no truth value: use & | ~ instead of and/or/not, "
+            "and (a < b) & (b < c) instead of a < b < c"
+        )
 
     def __iter__(self) -> NoReturn:
-        fail(f"{str(self)!r} cannot be iterated: index it (m.outputs[0][0]) or use "
-             "x.one_of(...)")
+        fail(f"{str(self)!r} cannot be iterated: index it (m.outputs[0][0]) or use x.one_of(...)")
 
     def to_json(self) -> dict[str, Any]:
         """The node as JSON data: `{"type": ..., <fields>}`, children nested the same way."""
@@ -110,8 +114,7 @@ class Expression:
             if isinstance(value, Expression):
                 value = value.to_json()
             elif isinstance(value, tuple):
-                value = [item.to_json() if isinstance(item, Expression) else item
-                         for item in value]
+                value = [item.to_json() if isinstance(item, Expression) else item for item in value]
             out[field.name] = value
         return out
 
@@ -135,14 +138,18 @@ def lift(value: object, literal_only: bool = False) -> Expression:
     if isinstance(value, Literal if literal_only else Expression):
         return value
     wanted = "a number, bool or string" + ("" if literal_only else ", or another expression")
-    require(type(value) in _SCALARS,
-            f"cannot use {type(value).__name__} {value!r:.40} in an expression: use {wanted}")
+    require(
+        type(value) in _SCALARS,
+        f"cannot use {type(value).__name__} {value!r:.40} in an expression: use {wanted}",
+    )
     return Literal(value)  # type: ignore[arg-type]
 
 
 def check_model(model: object) -> None:
-    require(isinstance(model, str) and MODEL_NAME.fullmatch(model),
-            f"model name must match {MODEL_NAME.pattern}, found {model!r:.60}")
+    require(
+        isinstance(model, str) and MODEL_NAME.fullmatch(model),
+        f"model name must match {MODEL_NAME.pattern}, found {model!r:.60}",
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,19 +163,27 @@ class Variable(Expression):
 
     def __post_init__(self) -> None:
         check_model(self.model)
-        require(self.kind in KINDS,
-                f"variable kind must be one of {', '.join(KINDS)}, found {self.kind!r:.40}")
-        require(is_index(self.field) or (type(self.field) is str and self.field),
-                f"field must be a non-negative int or a non-empty name, found {self.field!r:.60}")
-        require(type(self.index) is tuple and all(map(is_index, self.index)),
-                f"index must be a tuple of non-negative ints, found {self.index!r:.60}")
+        require(
+            self.kind in KINDS,
+            f"variable kind must be one of {', '.join(KINDS)}, found {self.kind!r:.40}",
+        )
+        require(
+            is_index(self.field) or (type(self.field) is str and self.field),
+            f"field must be a non-negative int or a non-empty name, found {self.field!r:.60}",
+        )
+        require(
+            type(self.index) is tuple and all(map(is_index, self.index)),
+            f"index must be a tuple of non-negative ints, found {self.index!r:.60}",
+        )
 
     def __getitem__(self, position: object) -> Variable:
         position = position.item() if isinstance(position, np.integer) else position
-        require(is_index(position), f"{self}[...] needs a non-negative int index, found "
-                f"{type(position).__name__} {position!r:.40}")
-        return Variable(self.model, self.kind, self.field,
-                        (*self.index, position))  # type: ignore[arg-type]
+        require(
+            is_index(position),
+            f"{self}[...] needs a non-negative int index, found "
+            f"{type(position).__name__} {position!r:.40}",
+        )
+        return Variable(self.model, self.kind, self.field, (*self.index, position))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,12 +193,18 @@ class Literal(Expression):
     value: Scalar
 
     def __post_init__(self) -> None:
-        require(type(self.value) in _SCALARS,
-                f"literal must be a number, bool or string, found {type(self.value).__name__}")
-        require(type(self.value) is not float or math.isfinite(self.value),
-                f"literal numbers must be finite, found {self.value!r}")
-        require(type(self.value) is not int or self.value.bit_length() <= 1000,
-                "integer literals must fit in 1000 bits")
+        require(
+            type(self.value) in _SCALARS,
+            f"literal must be a number, bool or string, found {type(self.value).__name__}",
+        )
+        require(
+            type(self.value) is not float or math.isfinite(self.value),
+            f"literal numbers must be finite, found {self.value!r}",
+        )
+        require(
+            type(self.value) is not int or self.value.bit_length() <= 1000,
+            "integer literals must fit in 1000 bits",
+        )
 
     def __neg__(self) -> Expression:
         if type(self.value) in (int, float):
@@ -200,10 +221,14 @@ class BinaryOp(Expression):
     right: Expression
 
     def __post_init__(self) -> None:
-        require(self.op in BINARY_OPS, f"binary operator must be one of {' '.join(BINARY_OPS)}, "
-                f"found {self.op!r:.40}")
-        require(isinstance(self.left, Expression) and isinstance(self.right, Expression),
-                "binary operands must be expressions")
+        require(
+            self.op in BINARY_OPS,
+            f"binary operator must be one of {' '.join(BINARY_OPS)}, found {self.op!r:.40}",
+        )
+        require(
+            isinstance(self.left, Expression) and isinstance(self.right, Expression),
+            "binary operands must be expressions",
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,12 +239,16 @@ class UnaryOp(Expression):
     operand: Expression
 
     def __post_init__(self) -> None:
-        require(self.op in UNARY_OPS, f"unary operator must be one of {', '.join(UNARY_OPS)}, "
-                f"found {self.op!r:.40}")
+        require(
+            self.op in UNARY_OPS,
+            f"unary operator must be one of {', '.join(UNARY_OPS)}, found {self.op!r:.40}",
+        )
         require(isinstance(self.operand, Expression), "unary operand must be an expression")
-        require(self.op != "neg" or not isinstance(self.operand, Literal),
-                f"do not negate a literal ({getattr(self.operand, 'value', None)!r}): write the "
-                "negative number")
+        require(
+            self.op != "neg" or not isinstance(self.operand, Literal),
+            f"do not negate a literal ({getattr(self.operand, 'value', None)!r}): write the "
+            "negative number",
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,19 +259,30 @@ class Function(Expression):
     args: tuple[Expression, ...]
 
     def __post_init__(self) -> None:
-        require(self.name in FUNCTIONS, f"function must be one of {', '.join(FUNCTIONS)}, "
-                f"found {self.name!r:.40}")
-        require(type(self.args) is tuple and all(isinstance(a, Expression) for a in self.args),
-                f"{self.name} arguments must be a tuple of expressions")
-        require(self.name != "abs" or len(self.args) == 1,
-                f"abs takes exactly one argument, found {len(self.args)}")
-        require(self.name != "one_of" or (len(self.args) >= 2 and all(
-            isinstance(arg, Literal) for arg in self.args[1:])),
-            "one_of takes an expression and at least one literal value")
+        require(
+            self.name in FUNCTIONS,
+            f"function must be one of {', '.join(FUNCTIONS)}, found {self.name!r:.40}",
+        )
+        require(
+            type(self.args) is tuple and all(isinstance(a, Expression) for a in self.args),
+            f"{self.name} arguments must be a tuple of expressions",
+        )
+        require(
+            self.name != "abs" or len(self.args) == 1,
+            f"abs takes exactly one argument, found {len(self.args)}",
+        )
+        require(
+            self.name != "one_of"
+            or (len(self.args) >= 2 and all(isinstance(arg, Literal) for arg in self.args[1:])),
+            "one_of takes an expression and at least one literal value",
+        )
 
 
 NODE_TYPES: dict[type[Expression], str] = {
-    Variable: "variable", Literal: "literal", BinaryOp: "binary", UnaryOp: "unary",
+    Variable: "variable",
+    Literal: "literal",
+    BinaryOp: "binary",
+    UnaryOp: "unary",
     Function: "function",
 }
 """Each node class by the `type` its JSON form names."""

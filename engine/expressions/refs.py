@@ -1,7 +1,7 @@
 """Where expressions start: a model's tensors, named for building validations.
 
-    inputs, outputs = model_refs("anomaly-housing")
-    validation = outputs[0][0] < 100.0
+inputs, outputs = model_refs("anomaly-housing")
+validation = outputs[0][0] < 100.0
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ class FieldRefs:
 
     def __getitem__(self, field: object) -> Variable:
         field = field.item() if isinstance(field, np.integer) else field
-        require(is_index(field) or type(field) is str, f"{self.model}.{self.kind}[...] needs an "
-                f"int position or a field name, found {field!r:.40}")
+        require(
+            is_index(field) or type(field) is str,
+            f"{self.model}.{self.kind}[...] needs an "
+            f"int position or a field name, found {field!r:.40}",
+        )
         return Variable(self.model, self.kind, field)  # type: ignore[arg-type]
 
     def __iter__(self) -> NoReturn:

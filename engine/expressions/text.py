@@ -7,7 +7,14 @@ back the same tree.
 from __future__ import annotations
 
 from engine.expressions.nodes import (
-    COMPARISONS, BinaryOp, Expression, Function, Literal, UnaryOp, Variable, fail,
+    COMPARISONS,
+    BinaryOp,
+    Expression,
+    Function,
+    Literal,
+    UnaryOp,
+    Variable,
+    fail,
 )
 
 PRECEDENCE = {**dict.fromkeys(COMPARISONS, 1), "|": 2, "&": 3, "+": 4, "-": 4, "*": 5, "/": 5}
@@ -49,8 +56,11 @@ def _text(expr: Expression) -> tuple[str, int]:
         return f"abs({to_text(expr.args[0])})", ATOM
     if isinstance(expr, Function):
         receiver = expr.args[0]
-        shown = (_wrapped(receiver, ATOM) if isinstance(receiver, (Variable, Function))
-                 else f"({to_text(receiver)})")
+        shown = (
+            _wrapped(receiver, ATOM)
+            if isinstance(receiver, (Variable, Function))
+            else f"({to_text(receiver)})"
+        )
         return f"{shown}.one_of({', '.join(to_text(arg) for arg in expr.args[1:])})", ATOM
     fail(f"not an expression node: {type(expr).__name__}")
 

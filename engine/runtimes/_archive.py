@@ -49,27 +49,39 @@ def read_archive(path: Path) -> StepArchive:
             names = [n for n in archive.namelist() if not n.endswith("/")]
             _check_names(names)
             root = _root(names)
-            top = {n[len(root):]: n for n in names if "/" not in n[len(root):]}
-            entries = [(name[:-3], found) for name, member in sorted(top.items())
-                       if name.endswith(".py")
-                       and (found := defined_entries(_text(archive, member), name))]
-            requirements = (_requirements(_text(archive, top[REQUIREMENTS]))
-                            if REQUIREMENTS in top else "")
+            top = {n[len(root) :]: n for n in names if "/" not in n[len(root) :]}
+            entries = [
+                (name[:-3], found)
+                for name, member in sorted(top.items())
+                if name.endswith(".py") and (found := defined_entries(_text(archive, member), name))
+            ]
+            requirements = (
+                _requirements(_text(archive, top[REQUIREMENTS])) if REQUIREMENTS in top else ""
+            )
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelLoadError(f"{path.name} is not a readable zip archive: {exc}") from exc
     except SyntaxError as exc:
-        raise ModelLoadError(f"{exc.filename} in the archive is not valid Python: "
-                             f"{exc.msg} (line {exc.lineno})") from exc
+        raise ModelLoadError(
+            f"{exc.filename} in the archive is not valid Python: {exc.msg} (line {exc.lineno})"
+        ) from exc
     if len(entries) != 1:
-        which = (", ".join(f"{m}.py ({', '.join(e)})" for m, e in entries) if entries
-                 else f"none of its top-level modules defines {' or '.join(ENTRY_POINTS)}")
+        which = (
+            ", ".join(f"{m}.py ({', '.join(e)})" for m, e in entries)
+            if entries
+            else f"none of its top-level modules defines {' or '.join(ENTRY_POINTS)}"
+        )
         raise ModelLoadError(
             f"a step archive needs exactly one top-level module defining process_data(input_data) "
             f"or wallaroo_json(data) (found: {which}); keep the entry point in one module and "
-            "helpers in others")
+            "helpers in others"
+        )
     module, defined = entries[0]
-    return StepArchive(module=module, requirements=requirements, root=root,
-                       needs_pandas="process_data" not in defined)
+    return StepArchive(
+        module=module,
+        requirements=requirements,
+        root=root,
+        needs_pandas="process_data" not in defined,
+    )
 
 
 def unpack(path: Path, sha: str, root: Path) -> Path:
@@ -95,8 +107,10 @@ def _check_names(names: list[str]) -> None:
     for name in names:
         parts = PurePosixPath(name).parts
         if name.startswith("/") or ".." in parts or "\\" in name:
-            raise ModelLoadError(f"the archive holds a file outside its folder ({name!r}); "
-                                 "zip the step's folder with relative paths")
+            raise ModelLoadError(
+                f"the archive holds a file outside its folder ({name!r}); "
+                "zip the step's folder with relative paths"
+            )
 
 
 def _root(names: list[str]) -> str:

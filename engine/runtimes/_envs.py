@@ -33,15 +33,23 @@ SHOWN = ("Collecting", "Downloading", "Processing", "Installing", "Successfully"
 ERROR_LINES = 30
 
 
-def environment_python(requirements: str, *, root: Path, wheel_dir: Path | None, step: str,
-                       progress: Progress | None = None) -> Path:
+def environment_python(
+    requirements: str,
+    *,
+    root: Path,
+    wheel_dir: Path | None,
+    step: str,
+    progress: Progress | None = None,
+) -> Path:
     """The Python of the environment `requirements` need, built first if not cached.
 
     :raises ModelLoadError: pip could not install them (with pip's own message).
     """
     say = progress or (lambda _: None)
-    target = root / f"py{sys.version_info.major}{sys.version_info.minor}-" \
-                    f"{environment_key(requirements, wheel_dir)[:16]}"
+    target = (
+        root / f"py{sys.version_info.major}{sys.version_info.minor}-"
+        f"{environment_key(requirements, wheel_dir)[:16]}"
+    )
     python = target / "bin" / "python"
     if (target / READY).exists():
         return python
@@ -54,11 +62,28 @@ def environment_python(requirements: str, *, root: Path, wheel_dir: Path | None,
         say(f"step {step!r}: building its environment ({target.name})")
         _run([sys.executable, "-m", "venv", "--without-pip", str(target)], step, say)
         (target / "requirements.txt").write_text(requirements + "\n")
-        source = (["--no-index", "--find-links", str(wheel_dir)] if wheel_dir is not None else [])
-        _run([sys.executable, "-m", "pip", "--python", str(python), "install",
-              "--disable-pip-version-check", "--no-input", "--progress-bar", "off", *source,
-              "-r", str(target / "requirements.txt"), *RUNNER_PACKAGES], step, say,
-             target=target)
+        source = ["--no-index", "--find-links", str(wheel_dir)] if wheel_dir is not None else []
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(python),
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                *source,
+                "-r",
+                str(target / "requirements.txt"),
+                *RUNNER_PACKAGES,
+            ],
+            step,
+            say,
+            target=target,
+        )
         (target / READY).write_text(requirements + "\n")
     say(f"step {step!r}: environment ready")
     return python
@@ -66,17 +91,27 @@ def environment_python(requirements: str, *, root: Path, wheel_dir: Path | None,
 
 def environment_key(requirements: str, wheel_dir: Path | None) -> str:
     """The sha256 of everything that decides what an environment holds."""
-    parts = [requirements, *RUNNER_PACKAGES, platform.python_implementation(),
-             f"{sys.version_info.major}.{sys.version_info.minor}", platform.machine(),
-             str(wheel_dir or "")]
+    parts = [
+        requirements,
+        *RUNNER_PACKAGES,
+        platform.python_implementation(),
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        platform.machine(),
+        str(wheel_dir or ""),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _run(command: list[str], step: str, say: Progress, *, target: Path | None = None) -> None:
     """Run a build command, showing its progress lines; its errors become ModelLoadError."""
     tail: deque[str] = deque(maxlen=ERROR_LINES)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
@@ -87,12 +122,16 @@ def _run(command: list[str], step: str, say: Progress, *, target: Path | None = 
         return
     if target is not None:
         shutil.rmtree(target, ignore_errors=True)
-    errors = [line for line in tail if line.startswith("ERROR")
-              and not line.startswith("ERROR: Ignored the following")] or list(tail)
+    errors = [
+        line
+        for line in tail
+        if line.startswith("ERROR") and not line.startswith("ERROR: Ignored the following")
+    ] or list(tail)
     raise ModelLoadError(
         f"installing the requirements of step {step!r} failed ({command[2]} "
         f"exited with {proc.returncode}): {' '.join(errors)[-2000:]}; fix requirements.txt "
-        "in the step's archive and upload it again")
+        "in the step's archive and upload it again"
+    )
 
 
 @contextmanager

@@ -71,8 +71,11 @@ def receive(source: IO[bytes]) -> tuple[bytes, pa.RecordBatch | bytes] | None:
             batches = list(reader)
         except (pa.ArrowException, OSError):  # cut short: the other side died
             return None
-        batch = batches[0] if len(batches) == 1 else pa.Table.from_batches(
-            batches, reader.schema).combine_chunks().to_batches()[0]
+        batch = (
+            batches[0]
+            if len(batches) == 1
+            else pa.Table.from_batches(batches, reader.schema).combine_chunks().to_batches()[0]
+        )
         return kind, codecs.without_dictionaries(batch)
     head = source.read(_LENGTH)
     if len(head) < _LENGTH:
@@ -103,8 +106,13 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(module_name)
     except BaseException as exc:  # noqa: BLE001 - whatever the import raised is the reason
         lines = traceback.format_exception_only(type(exc), exc)
-        send(out, ERROR, error_payload(WeirError(
-            f"importing {module_name}.py failed: {''.join(lines).strip()}")))
+        send(
+            out,
+            ERROR,
+            error_payload(
+                WeirError(f"importing {module_name}.py failed: {''.join(lines).strip()}")
+            ),
+        )
         return 1
     if not has_entry(module):
         send(out, ERROR, error_payload(WeirError(f"{module_name}.py {MISSING_ENTRY}")))

@@ -17,8 +17,10 @@ from engine import codecs
 from engine.errors import CodecError, StepFailed
 
 ENTRY_POINTS = ("process_data", "wallaroo_json")
-MISSING_ENTRY = ("defines neither process_data(input_data) nor wallaroo_json(data); "
-                 "define process_data taking and returning a dict of numpy arrays")
+MISSING_ENTRY = (
+    "defines neither process_data(input_data) nor wallaroo_json(data); "
+    "define process_data taking and returning a dict of numpy arrays"
+)
 
 
 def has_entry(module: ModuleType) -> bool:
@@ -32,9 +34,11 @@ def defined_entries(source: str, filename: str = "<step>") -> list[str]:
     :raises SyntaxError: the source is not valid Python.
     """
     tree = ast.parse(source, filename)
-    return [node.name for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.name in ENTRY_POINTS]
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in ENTRY_POINTS
+    ]
 
 
 def call(module: ModuleType, step: str, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -69,7 +73,8 @@ def _to_batch(step: str, result: Any, n_rows: int) -> pa.RecordBatch:
         raise StepFailed(step, f"the step returned something weir cannot read: {exc}") from exc
     if batch.num_rows != n_rows:
         raise StepFailed(
-            step, f"the step returned {batch.num_rows} rows for {n_rows} input rows; "
-            "return one output row per input row"
+            step,
+            f"the step returned {batch.num_rows} rows for {n_rows} input rows; "
+            "return one output row per input row",
         )
     return batch

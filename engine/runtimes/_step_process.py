@@ -27,8 +27,9 @@ STOP_WAIT_S = 5.0
 class StepProcess:
     """A step's module running in `python`'s environment, fed batches over a pipe."""
 
-    def __init__(self, python: Path, step_dir: Path, module: str, step: str,
-                 kit_root: Path) -> None:
+    def __init__(
+        self, python: Path, step_dir: Path, module: str, step: str, kit_root: Path
+    ) -> None:
         self.python = python
         self.step_dir = step_dir
         self.module = module
@@ -45,8 +46,18 @@ class StepProcess:
         env = {**os.environ, "PYTHONPATH": str(self._kit), "PYTHONNOUSERSITE": "1"}
         env.pop("PYTHONHOME", None)
         self._proc = subprocess.Popen(
-            [str(self.python), "-m", "engine.runtimes._runner", str(self.step_dir), self.module,
-             self.step], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            [
+                str(self.python),
+                "-m",
+                "engine.runtimes._runner",
+                str(self.step_dir),
+                self.module,
+                self.step,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         widen_pipe(self._proc.stdin.fileno())
         message = self._receive()

@@ -16,10 +16,18 @@ from engine.runtimes.base import Runtime, RuntimeOptions, Signature
 
 # onnxruntime's tensor type strings -> numpy dtype names.
 _ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32",
-    "tensor(int64)": "int64", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16",
-    "tensor(uint32)": "uint32", "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
     "tensor(string)": "object",
 }
 
@@ -90,9 +98,13 @@ class OnnxRuntime(Runtime):
             outputs = self._run_by_shape(matched, batch.num_rows)
         else:
             # No value is a list here (checked above).
-            outputs = self._run({spec.name: _feed(spec, values)  # type: ignore[arg-type]
-                                 for spec, _, values in matched},
-                                batch.num_rows)
+            outputs = self._run(
+                {
+                    spec.name: _feed(spec, values)  # type: ignore[arg-type]
+                    for spec, _, values in matched
+                },
+                batch.num_rows,
+            )
         return codecs.batch_from_arrays(dict(zip(self._output_names, outputs, strict=True)))
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
@@ -113,16 +125,24 @@ class OnnxRuntime(Runtime):
         for spec, column, values in matched:
             if isinstance(values, list):
                 _check_dynamic(self.name, spec, column, values)
-        keys = [tuple(v[i].shape for _, _, v in matched if isinstance(v, list)) for i in range(rows)]
+        keys = [
+            tuple(v[i].shape for _, _, v in matched if isinstance(v, list)) for i in range(rows)
+        ]
         groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
         for i, key in enumerate(keys):
             groups.setdefault(key, []).append(i)
         per_row: list[list[np.ndarray]] = [[] for _ in self._output_names]
         order: list[int] = []
         for members in groups.values():
-            feeds = {spec.name: _feed(spec, np.stack([values[i] for i in members])
-                                      if isinstance(values, list) else values[members])
-                     for spec, _, values in matched}
+            feeds = {
+                spec.name: _feed(
+                    spec,
+                    np.stack([values[i] for i in members])
+                    if isinstance(values, list)
+                    else values[members],
+                )
+                for spec, _, values in matched
+            }
             for k, out in enumerate(self._run(feeds, len(members))):
                 per_row[k].extend(out)
             order += members
@@ -138,7 +158,7 @@ class OnnxRuntime(Runtime):
         assert self._session is not None
         parts = []
         for start in range(0, rows, RUN_ROWS):
-            rows_fed = {name: array[start:start + RUN_ROWS] for name, array in feeds.items()}
+            rows_fed = {name: array[start : start + RUN_ROWS] for name, array in feeds.items()}
             parts.append(self._session.run(self._output_names, rows_fed))
         return [np.concatenate(pieces) for pieces in zip(*parts, strict=True)]
 
@@ -152,8 +172,10 @@ class OnnxRuntime(Runtime):
         """
         names = batch.schema.names
         if all(spec.name in names for spec in self._inputs):
-            return [(spec, spec.name, codecs.column_values(batch.column(spec.name), name=spec.name))
-                    for spec in self._inputs]
+            return [
+                (spec, spec.name, codecs.column_values(batch.column(spec.name), name=spec.name))
+                for spec in self._inputs
+            ]
         if len(self._inputs) == 1:
             spec = self._inputs[0]
             tensors = [n for n, t in zip(names, batch.schema.types) if pa.types.is_nested(t)]
@@ -163,7 +185,9 @@ class OnnxRuntime(Runtime):
             width = spec.shape[1] if len(spec.shape) == 2 else None
             scalar = all(not pa.types.is_nested(t) for t in batch.schema.types)
             if scalar and (width is None or width == len(names)) and len(names) > 1:
-                columns = [codecs.column_to_ndarray(c, name=n) for c, n in zip(batch.columns, names)]
+                columns = [
+                    codecs.column_to_ndarray(c, name=n) for c, n in zip(batch.columns, names)
+                ]
                 return [(spec, ", ".join(names), np.column_stack(columns))]
         expected = ", ".join(f"{s.name} {s.dtype}{s.shape}" for s in self._inputs)
         raise InputMismatch(
@@ -186,7 +210,8 @@ def _check_dynamic(model: str, spec: TensorSpec, column: str, rows: list[np.ndar
                 f"the codec refused column {column!r} for input {spec.name!r} of model "
                 f"{model!r}: its rows have sizes {min(sizes)} to {max(sizes)} on axis {axis}, "
                 f"which the model fixes at {want} (shape {spec.shape}); weir never pads: make "
-                "the rows that size in a pre-processing step")
+                "the rows that size in a pre-processing step"
+            )
 
 
 def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:

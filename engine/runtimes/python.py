@@ -103,8 +103,13 @@ def _step_process(ref: ModelRef, path: Path, options: RuntimeOptions) -> StepPro
         requirements = step.requirements
         if step.needs_pandas:
             requirements += "\npandas"
-        python = environment_python(requirements, root=root, wheel_dir=options.wheel_dir,
-                                    step=ref.name, progress=options.progress)
+        python = environment_python(
+            requirements,
+            root=root,
+            wheel_dir=options.wheel_dir,
+            step=ref.name,
+            progress=options.progress,
+        )
     process = StepProcess(python, step_dir, step.module, ref.name, root)
     process.start()
     return process

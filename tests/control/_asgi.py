@@ -42,8 +42,13 @@ async def _nothing_to_sync(workspace: str, pipeline: str) -> bool:
 
 
 async def in_process(redis: Service, home: Path) -> AsyncIterator[InProcess]:
-    settings = Settings(home=home, kafka_bootstrap="127.0.0.1:1", redis_url=redis.address,
-                        token=TOKEN, http_host="10.1.2.3")
+    settings = Settings(
+        home=home,
+        kafka_bootstrap="127.0.0.1:1",
+        redis_url=redis.address,
+        token=TOKEN,
+        http_host="10.1.2.3",
+    )
     registry = Registry(redis.address)
     registry.redis.flushdb()
     registry.ensure_workspace(DEFAULT_WORKSPACE)
@@ -51,18 +56,27 @@ async def in_process(redis: Service, home: Path) -> AsyncIterator[InProcess]:
     store = LogStore(settings.logs_dir)
     worker = settings.worker_settings()
     state = ServerState(
-        settings=settings, registry=registry, artifacts=artifacts, topics=topics,
+        settings=settings,
+        registry=registry,
+        artifacts=artifacts,
+        topics=topics,
         deployer=Deployer(settings, registry, topics, artifacts),
-        gateway=Gateway(settings, registry, topics, worker), log_store=store,
+        gateway=Gateway(settings, registry, topics, worker),
+        log_store=store,
         log_agent=LogAgent(worker, topics, store),
         logs=LogQueries(registry, store, _nothing_to_sync),
-        lag=GroupLag(worker), token=Token.install(home, TOKEN))
+        lag=GroupLag(worker),
+        token=Token.install(home, TOKEN),
+    )
     app = create_app(settings)
     app.state.weir = state
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://weir",
-                                     headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://weir",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as http:
             yield InProcess(http, state)
     finally:
         await state.lag.stop()  # its clients were made, never started

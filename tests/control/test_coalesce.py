@@ -21,8 +21,15 @@ def test_a_record_takes_requests_in_order_up_to_max_rows_and_of_one_schema() -> 
             raise AssertionError("not sent in this test")
 
         coalescer = Coalescer(never, max_rows=4, linger_s=0)
-        queued = [_waiting("a", 1), _waiting("b", 2), _waiting("c", 2), _waiting("d", 1),
-                  _waiting("e", 1, column="y"), _waiting("f", 9), _waiting("g", 1)]
+        queued = [
+            _waiting("a", 1),
+            _waiting("b", 2),
+            _waiting("c", 2),
+            _waiting("d", 1),
+            _waiting("e", 1, column="y"),
+            _waiting("f", 9),
+            _waiting("g", 1),
+        ]
         queued[3].sent.cancel()  # its caller gave up
         for waiting in queued:
             coalescer._queue.append(waiting)

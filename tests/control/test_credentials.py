@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from control.credentials import (
-    Token, check_private, redact_url, rotate, token_file, write_private,
+    Token,
+    check_private,
+    redact_url,
+    rotate,
+    token_file,
+    write_private,
 )
 from control.errors import StackError
 from control.settings import Settings
@@ -77,10 +82,13 @@ def test_rotate_without_a_server_says_to_start_one(tmp_path: Path) -> None:
         rotate(Settings(home=tmp_path))
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://:hunter2@db:6379/0", "redis://:***@db:6379/0"),
-    ("redis://user:hunter2@db:6379/0", "redis://user:***@db:6379/0"),
-    ("redis://db:6379/0", "redis://db:6379/0"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:hunter2@db:6379/0", "redis://:***@db:6379/0"),
+        ("redis://user:hunter2@db:6379/0", "redis://user:***@db:6379/0"),
+        ("redis://db:6379/0", "redis://db:6379/0"),
+    ],
+)
 def test_redact_url_hides_the_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown

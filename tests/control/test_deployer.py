@@ -54,39 +54,71 @@ def deploy_timeout_s() -> float:
 
 
 @pytest.fixture
-async def deployer(registry: Registry, tmp_path: Path,
-                   deploy_timeout_s: float) -> AsyncIterator[Deployer]:
-    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", http_host="10.1.2.3",
-                        max_pipelines=2, deploy_timeout_s=deploy_timeout_s)
+async def deployer(
+    registry: Registry, tmp_path: Path, deploy_timeout_s: float
+) -> AsyncIterator[Deployer]:
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap="127.0.0.1:1",
+        http_host="10.1.2.3",
+        max_pipelines=2,
+        deploy_timeout_s=deploy_timeout_s,
+    )
     deployer = Deployer(settings, registry, TopicMap.load(), ArtifactStore(settings.artifacts_dir))
     yield deployer
     await deployer.stop()
 
 
 def version_of(pipeline: str, sha: str = "a" * 64, *, steps: int = 1) -> PipelineVersion:
-    model = ModelVersion(name="m", version=str(uuid.uuid4()), sha=sha, runtime="onnx",
-                         workspace=WS, file_name="m.onnx", size=10)
+    model = ModelVersion(
+        name="m",
+        version=str(uuid.uuid4()),
+        sha=sha,
+        runtime="onnx",
+        workspace=WS,
+        file_name="m.onnx",
+        size=10,
+    )
     spec = PipelineSpec(steps=[ModelStep(model=model.ref())] * steps)
-    return PipelineVersion(workspace=WS, pipeline=pipeline, version=str(uuid.uuid4()),
-                           definition=spec)
+    return PipelineVersion(
+        workspace=WS, pipeline=pipeline, version=str(uuid.uuid4()), definition=spec
+    )
 
 
 def deployment_of(version: PipelineVersion, roles: list[WorkerRole]) -> Deployment:
     """A deployment of `version` whose workers have ids as the deployer gives them."""
-    ids = [new_worker_id(version, role, roles[:i].count(role), suffix=f"w{i}")
-           for i, role in enumerate(roles)]
-    return Deployment(workspace=WS, pipeline=version.pipeline, version=version.version,
-                      worker_ids=ids)
+    ids = [
+        new_worker_id(version, role, roles[:i].count(role), suffix=f"w{i}")
+        for i, role in enumerate(roles)
+    ]
+    return Deployment(
+        workspace=WS, pipeline=version.pipeline, version=version.version, worker_ids=ids
+    )
 
 
-def beat(registry: Registry, deployment: Deployment, worker_id: str, status: WorkerState, *,
-         reason: str | None = None, age_s: float = 0.0) -> WorkerStatus:
+def beat(
+    registry: Registry,
+    deployment: Deployment,
+    worker_id: str,
+    status: WorkerState,
+    *,
+    reason: str | None = None,
+    age_s: float = 0.0,
+) -> WorkerStatus:
     """Write a worker's heartbeat, as a worker of `deployment` would."""
     heartbeat = WorkerStatus(
-        worker_id=worker_id, workspace=deployment.workspace, pipeline=deployment.pipeline,
-        version=deployment.version, replica=0, deployment=deployment.id, pid=4242,
-        host="10.0.0.7", status=status, reason=reason,
-        time=datetime.now(UTC) - timedelta(seconds=age_s))
+        worker_id=worker_id,
+        workspace=deployment.workspace,
+        pipeline=deployment.pipeline,
+        version=deployment.version,
+        replica=0,
+        deployment=deployment.id,
+        pid=4242,
+        host="10.0.0.7",
+        status=status,
+        reason=reason,
+        time=datetime.now(UTC) - timedelta(seconds=age_s),
+    )
     registry.beat(heartbeat)
     return heartbeat
 
@@ -104,11 +136,16 @@ async def until(done: Callable[[], bool], what: str, timeout_s: float = 20.0) ->
 
 
 async def test_a_version_whose_model_file_is_missing_is_refused_and_not_recorded(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     version = version_of("p", sha="f" * 64)
-    with pytest.raises(DeploymentError, match=(
+    with pytest.raises(
+        DeploymentError,
+        match=(
             rf"model file of m \(sha256 {'f' * 64}\) is missing from the artifact store; "
-            "upload the model again")):
+            "upload the model again"
+        ),
+    ):
         await deployer.deploy(version, DeploymentConfig())
     assert registry.get_deployment(WS, "p") is None
     assert deployer.status(WS, "p").model_dump() == {"status": "Pipeline p is not deployed"}
@@ -120,17 +157,22 @@ async def test_a_version_without_steps_is_refused(deployer: Deployer) -> None:
 
 
 async def test_sidekick_settings_for_a_model_the_pipeline_does_not_run_are_refused(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     sha = deployer.artifacts.put(b"model bytes")
     config = DeploymentConfig(sidekicks={"other": SidekickConfig()})
-    with pytest.raises(DeploymentError, match=r"sidekick settings name \['other'\], which the "
-                                              r"pipeline does not run \(its models: \['m'\]\)"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"sidekick settings name \['other'\], which the "
+        r"pipeline does not run \(its models: \['m'\]\)",
+    ):
         await deployer.deploy(version_of("p", sha), config)
     assert registry.get_deployment(WS, "p") is None
 
 
 async def test_the_pipeline_limit_counts_other_pipelines_not_a_redeploy(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     for other in ("a", "b"):  # max_pipelines=2
         registry.set_deployment(deployment_of(version_of(other), ["main"]))
     with pytest.raises(LimitError, match="at most 2 pipelines may be deployed at once"):
@@ -173,7 +215,8 @@ def test_status_is_built_from_the_heartbeats(deployer: Deployer, registry: Regis
 
 
 async def test_a_worker_that_cannot_start_fails_the_wait_with_its_reason(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     deployment = deployment_of(version_of("p"), ["main", "main"])
     w0, w1 = deployment.worker_ids
     beat(registry, deployment, w0, "Running")
@@ -183,7 +226,8 @@ async def test_a_worker_that_cannot_start_fails_the_wait_with_its_reason(
 
 @pytest.mark.parametrize("deploy_timeout_s", [0.5])
 async def test_a_version_not_running_in_time_fails_naming_the_workers_that_are_not(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     deployment = deployment_of(version_of("p"), ["main", "main"])
     w0, w1 = deployment.worker_ids
     beat(registry, deployment, w0, "Running")
@@ -209,7 +253,8 @@ def start_swap(deployer: Deployer, registry: Registry) -> tuple[Swap, Deployment
 
 
 async def test_a_hot_swap_stops_the_old_workers_only_once_every_new_one_runs(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     swap, old, new = start_swap(deployer, registry)
     old_beat = beat(registry, old, old.worker_ids[0], "Running")
     n0, n1 = new.worker_ids
@@ -229,13 +274,16 @@ async def test_a_hot_swap_stops_the_old_workers_only_once_every_new_one_runs(
     await until(lambda: (WS, "p") not in deployer._swaps, "the end of the swap")
     assert deployer.status(WS, "p").status == "Running"
     beat(registry, old, old.worker_ids[0], "Stopped")
-    await until(lambda: all(b.worker_id != old.worker_ids[0]
-                            for b in registry.workers(WS, "p")), "the old worker forgotten")
+    await until(
+        lambda: all(b.worker_id != old.worker_ids[0] for b in registry.workers(WS, "p")),
+        "the old worker forgotten",
+    )
     assert registry.get_deployment(WS, "p") == new
 
 
 async def test_a_failed_redeploy_is_undone_and_reported_while_the_old_version_serves(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     swap, old, new = start_swap(deployer, registry)
     old_beat = beat(registry, old, old.worker_ids[0], "Running")
     n0, n1 = new.worker_ids
@@ -246,9 +294,14 @@ async def test_a_failed_redeploy_is_undone_and_reported_while_the_old_version_se
     assert registry.get_deployment(WS, "p") == old
     status = deployer.status(WS, "p")
     assert (status.status, status.version, status.failed_version) == (
-        "Running", old.version, new.version)
-    assert status.details == [f"version {new.version} failed ({n1}: model m failed to load); "
-                              f"version {old.version} keeps serving"]
+        "Running",
+        old.version,
+        new.version,
+    )
+    assert status.details == [
+        f"version {new.version} failed ({n1}: model m failed to load); "
+        f"version {old.version} keeps serving"
+    ]
     await until(lambda: registry.stop_requested(n0_beat), "the new worker's stop request")
     assert not registry.stop_requested(old_beat)
     beat(registry, new, n0, "Stopped")
@@ -272,7 +325,8 @@ async def stop_when_asked(registry: Registry, deployment: Deployment, seen: list
 
 
 async def test_undeploy_stops_main_workers_before_shadow_ones_and_forgets_the_deployment(
-        deployer: Deployer, registry: Registry) -> None:
+    deployer: Deployer, registry: Registry
+) -> None:
     deployment = deployment_of(version_of("p"), ["main", "shadow"])
     registry.set_deployment(deployment)
     seen: list[str] = []

@@ -26,24 +26,43 @@ def _worker(worker_id: str, rows: int) -> WorkerStatus:
     metrics.batch("step-0", rows=rows, seconds=0.004)
     metrics.answered("step-0", rows=rows, latency_s=0.02)
     metrics.failed("step-1", rows=3, dead_lettered=True)
-    return WorkerStatus(worker_id=worker_id, workspace="default", pipeline="p", version="v1",
-                        replica=0, pid=1, host="h", status="Running", processed=1, failed=1,
-                        time=datetime.now(UTC), metrics=metrics)
+    return WorkerStatus(
+        worker_id=worker_id,
+        workspace="default",
+        pipeline="p",
+        version="v1",
+        replica=0,
+        pid=1,
+        host="h",
+        status="Running",
+        processed=1,
+        failed=1,
+        time=datetime.now(UTC),
+        metrics=metrics,
+    )
 
 
 def scrape() -> dict[str, list[tuple[str, dict[str, str], float]]]:
     """Every sample of a scrape of two workers, lag, a log store and HTTP requests, by
     family name."""
-    facts = PipelineFacts("default", "p", [_worker("w0", 100), _worker("w1", 28)],
-                          restarts={"w0": 2},
-                          lag=[PartitionLag("weir.default.p", "default.p.in", 0, 7)])
-    stores = [StoreUsage("default", "p", "", 128, 4096),
-              StoreUsage("default", "p", "challenger", 64, 1024)]
+    facts = PipelineFacts(
+        "default",
+        "p",
+        [_worker("w0", 100), _worker("w1", 28)],
+        restarts={"w0": 2},
+        lag=[PartitionLag("weir.default.p", "default.p.in", 0, 7)],
+    )
+    stores = [
+        StoreUsage("default", "p", "", 128, 4096),
+        StoreUsage("default", "p", "challenger", 64, 1024),
+    ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WeirCollector([facts], stores, HttpMetrics().families()))
     text = generate_latest(registry).decode()
-    return {f.name: [(s.name, s.labels, s.value) for s in f.samples]
-            for f in text_string_to_metric_families(text)}
+    return {
+        f.name: [(s.name, s.labels, s.value) for s in f.samples]
+        for f in text_string_to_metric_families(text)
+    }
 
 
 def _value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
@@ -57,10 +76,24 @@ def test_rows_are_counted_per_worker_and_step() -> None:
     rows_in = families["weir_step_rows_in"]
     assert _value(rows_in, "weir_step_rows_in_total", worker="w0", step="step-0") == 100
     assert _value(rows_in, "weir_step_rows_in_total", worker="w1", step="step-0") == 28
-    assert _value(families["weir_step_dead_lettered"], "weir_step_dead_lettered_total",
-                  worker="w0", step="step-1") == 1
-    assert _value(families["weir_step_rows_failed"], "weir_step_rows_failed_total",
-                  worker="w1", step="step-1") == 3
+    assert (
+        _value(
+            families["weir_step_dead_lettered"],
+            "weir_step_dead_lettered_total",
+            worker="w0",
+            step="step-1",
+        )
+        == 1
+    )
+    assert (
+        _value(
+            families["weir_step_rows_failed"],
+            "weir_step_rows_failed_total",
+            worker="w1",
+            step="step-1",
+        )
+        == 3
+    )
     labels = next(got for _, got, _ in rows_in)
     assert labels.keys() == {"workspace", "pipeline", "version", "worker", "role", "step"}
 
@@ -79,13 +112,22 @@ def test_histograms_have_cumulative_buckets_count_and_sum() -> None:
 
 def test_restarts_lag_and_log_store_series() -> None:
     families = scrape()
-    assert _value(families["weir_worker_restarts"], "weir_worker_restarts_total",
-                  worker="w0") == 2
-    assert _value(families["weir_consumer_lag"], "weir_consumer_lag", topic="default.p.in",
-                  partition="0", group="weir.default.p") == 7
+    assert _value(families["weir_worker_restarts"], "weir_worker_restarts_total", worker="w0") == 2
+    assert (
+        _value(
+            families["weir_consumer_lag"],
+            "weir_consumer_lag",
+            topic="default.p.in",
+            partition="0",
+            group="weir.default.p",
+        )
+        == 7
+    )
     assert _value(families["weir_logstore_rows"], "weir_logstore_rows", challenger="") == 128
-    assert _value(families["weir_logstore_bytes"], "weir_logstore_bytes",
-                  challenger="challenger") == 1024
+    assert (
+        _value(families["weir_logstore_bytes"], "weir_logstore_bytes", challenger="challenger")
+        == 1024
+    )
     assert _value(families["weir_deployed_pipelines"], "weir_deployed_pipelines") == 1
 
 
@@ -93,11 +135,15 @@ def test_the_grafana_dashboard_graphs_only_series_weir_exposes() -> None:
     root = Path(__file__).resolve().parents[2] / "monitoring"
     dashboard = json.loads((root / "grafana" / "dashboards" / "weir.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    used = {re.sub(r"_(bucket|count|sum|total)$", "", name)
-            for expr in exprs for name in re.findall(r"weir_[a-z_]+", expr)}
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"weir_[a-z_]+", expr)
+    }
     assert used and used <= scrape().keys(), used - scrape().keys()
-    datasource = yaml.safe_load((root / "grafana" / "provisioning" / "datasources" /
-                                 "weir.yml").read_text())["datasources"][0]
+    datasource = yaml.safe_load(
+        (root / "grafana" / "provisioning" / "datasources" / "weir.yml").read_text()
+    )["datasources"][0]
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
     scrape_config = yaml.safe_load((root / "prometheus.yml").read_text())["scrape_configs"][0]
     assert scrape_config["metrics_path"] == "/metrics"

@@ -49,9 +49,17 @@ def _slow_capacity() -> Capacity:
 
 
 def _add_pipeline(registry: Registry, name: str, *, deployed: bool) -> None:
-    model = registry.add_model(ModelVersion(
-        name="m", version=str(uuid.uuid4()), sha="0" * 64, runtime="onnx", workspace=WS,
-        file_name="m.onnx", size=1))
+    model = registry.add_model(
+        ModelVersion(
+            name="m",
+            version=str(uuid.uuid4()),
+            sha="0" * 64,
+            runtime="onnx",
+            workspace=WS,
+            file_name="m.onnx",
+            size=1,
+        )
+    )
     registry.get_or_create_pipeline(WS, name)
     version = registry.add_version(WS, name, PipelineSpec(steps=[ModelStep(model=model.ref())]))
     if deployed:
@@ -60,30 +68,38 @@ def _add_pipeline(registry: Registry, name: str, *, deployed: bool) -> None:
 
 # -- decided before anything reaches Kafka ------------------------------------------------
 async def test_a_request_that_cannot_be_answered_in_time_gets_503_with_retry_after_at_once(
-        redis_service: Service, tmp_path: Path) -> None:
+    redis_service: Service, tmp_path: Path
+) -> None:
     async for app in in_process(redis_service, tmp_path):
         app.state.gateway._capacity[(WS, "slow")] = _slow_capacity()
-        refused = await app.http.post("/pipelines/slow?timeout=1", content=BODY,
-                                      headers={"Content-Type": codecs.ARROW_STREAM})
+        refused = await app.http.post(
+            "/pipelines/slow?timeout=1", content=BODY, headers={"Content-Type": codecs.ARROW_STREAM}
+        )
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["error"] == "Overloaded"
         assert "would wait ~20s, past its deadline of 1s" in refused.json()["message"]
         assert "retry shortly" in refused.json()["message"]
         # a deadline it can meet: not refused on that ground (then: no such pipeline)
-        later = await app.http.post("/pipelines/slow?timeout=60", content=BODY,
-                                    headers={"Content-Type": codecs.ARROW_STREAM})
+        later = await app.http.post(
+            "/pipelines/slow?timeout=60",
+            content=BODY,
+            headers={"Content-Type": codecs.ARROW_STREAM},
+        )
         assert later.status_code == 404
 
 
 async def test_an_unknown_pipeline_is_404_and_an_undeployed_one_409(
-        redis_service: Service, tmp_path: Path) -> None:
+    redis_service: Service, tmp_path: Path
+) -> None:
     async for app in in_process(redis_service, tmp_path):
         _add_pipeline(app.state.registry, "idle", deployed=False)
-        unknown = await app.http.post("/pipelines/nope", content=BODY,
-                                      headers={"Content-Type": codecs.ARROW_STREAM})
+        unknown = await app.http.post(
+            "/pipelines/nope", content=BODY, headers={"Content-Type": codecs.ARROW_STREAM}
+        )
         assert unknown.status_code == 404 and "nope" in unknown.json()["message"]
-        undeployed = await app.http.post("/pipelines/idle", content=BODY,
-                                         headers={"Content-Type": codecs.ARROW_STREAM})
+        undeployed = await app.http.post(
+            "/pipelines/idle", content=BODY, headers={"Content-Type": codecs.ARROW_STREAM}
+        )
         assert undeployed.status_code == 409
         assert undeployed.json()["error"] == "NotDeployedError"
 
@@ -98,8 +114,9 @@ def registry(redis_service: Service) -> Iterator[Registry]:
 
 
 @pytest.fixture
-async def served(kafka_service: Service, registry: Registry, tmp_path: Path
-                 ) -> AsyncIterator[tuple[Gateway, str]]:
+async def served(
+    kafka_service: Service, registry: Registry, tmp_path: Path
+) -> AsyncIterator[tuple[Gateway, str]]:
     """A started gateway (at most one request in flight) and a deployed pipeline's name."""
     settings = Settings(home=tmp_path, kafka_bootstrap=kafka_service.address, max_in_flight=1)
     worker = settings.worker_settings()
@@ -120,8 +137,12 @@ async def _play_worker(gateway: Gateway, name: str, answer: str) -> Envelope:
     doubled, in reverse order, each with its row index) or "error"; returns the request's
     envelope."""
     bootstrap = gateway._worker.kafka_bootstrap
-    consumer = AIOKafkaConsumer(gateway.topics.input(WS, name).name, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        gateway.topics.input(WS, name).name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await consumer.start()
     await producer.start()
@@ -135,12 +156,16 @@ async def _play_worker(gateway: Gateway, name: str, answer: str) -> Envelope:
         else:
             order = list(reversed(range(batch.num_rows)))
             x = batch.column("x").to_pylist()
-            value = codecs.encode(pa.RecordBatch.from_pydict(
-                {"out.y": [2 * x[i] for i in order], META_ROW: pa.array(order, pa.int32())}),
-                codecs.ARROW_STREAM)
+            value = codecs.encode(
+                pa.RecordBatch.from_pydict(
+                    {"out.y": [2 * x[i] for i in order], META_ROW: pa.array(order, pa.int32())}
+                ),
+                codecs.ARROW_STREAM,
+            )
             reply = Envelope(env.request_id)
-        await producer.send_and_wait(gateway.topics.output(WS, name).name, value,
-                                     headers=reply.headers())
+        await producer.send_and_wait(
+            gateway.topics.output(WS, name).name, value, headers=reply.headers()
+        )
         return env
     finally:
         await producer.stop()
@@ -148,7 +173,8 @@ async def _play_worker(gateway: Gateway, name: str, answer: str) -> Envelope:
 
 
 async def test_a_request_goes_as_one_arrow_record_and_its_answer_comes_back_in_row_order(
-        served: tuple[Gateway, str]) -> None:
+    served: tuple[Gateway, str],
+) -> None:
     gateway, name = served
     batch = pa.RecordBatch.from_pydict({"x": [1.0, 2.0, 3.0]})
     worker = asyncio.create_task(_play_worker(gateway, name, "rows"))
@@ -161,7 +187,8 @@ async def test_a_request_goes_as_one_arrow_record_and_its_answer_comes_back_in_r
 
 
 async def test_a_failed_step_is_an_inference_error_that_names_it(
-        served: tuple[Gateway, str]) -> None:
+    served: tuple[Gateway, str],
+) -> None:
     gateway, name = served
     worker = asyncio.create_task(_play_worker(gateway, name, "error"))
     with pytest.raises(InferenceError, match=r"failed in step 'm': bad input"):
@@ -170,7 +197,8 @@ async def test_a_failed_step_is_an_inference_error_that_names_it(
 
 
 async def test_past_max_in_flight_a_request_is_refused_and_an_unanswered_one_times_out(
-        served: tuple[Gateway, str]) -> None:
+    served: tuple[Gateway, str],
+) -> None:
     gateway, name = served
     batch = pa.RecordBatch.from_pydict({"x": [1.0]})
     waiting = asyncio.create_task(gateway.infer(WS, name, batch, timeout_s=1.5))

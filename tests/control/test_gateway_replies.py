@@ -13,8 +13,9 @@ from streams.messages import Envelope
 
 
 def _part(rows: list[int], column: str = "out.y", scale: float = 1.0) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pydict({column: [r * scale for r in rows],
-                                       "metadata.row": pa.array(rows, pa.int32())})
+    return pa.RecordBatch.from_pydict(
+        {column: [r * scale for r in rows], "metadata.row": pa.array(rows, pa.int32())}
+    )
 
 
 def test_a_split_answer_is_complete_when_every_row_came_back_and_is_in_input_order() -> None:

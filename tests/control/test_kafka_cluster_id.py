@@ -1,5 +1,6 @@
 """The cluster id handed to Kafka's storage tool: its argument parser reads a value starting
 with '-' as an option, which failed one format in 64."""
+
 from __future__ import annotations
 
 import base64

@@ -13,8 +13,20 @@ def test_valid_names_pass(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "my.pipeline", "my_pipeline", "MyPipeline", "trailing-",
-                                  "-leading", "a" * 64, "spa ce", "ünïcode"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "my.pipeline",
+        "my_pipeline",
+        "MyPipeline",
+        "trailing-",
+        "-leading",
+        "a" * 64,
+        "spa ce",
+        "ünïcode",
+    ],
+)
 def test_invalid_names_quote_the_name_and_the_rule(name: str) -> None:
     with pytest.raises(InvalidNameError) as raised:
         check_name(name, "pipeline name")

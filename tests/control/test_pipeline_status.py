@@ -19,18 +19,48 @@ from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 MODEL = ModelStatus(name="ccfraud", version="v-model", sha="abc", status="Running")
 
 
-def beat(worker_id: str, status: WorkerState = "Running", *, version: str = "v1",
-         role: WorkerRole = "main", reason: str | None = None, pid: int = 100,
-         host: str = "10.0.0.5") -> WorkerStatus:
-    return WorkerStatus(worker_id=worker_id, workspace="default", pipeline="p", version=version,
-                        replica=0, role=role, pid=pid, host=host, status=status, reason=reason,
-                        models=[MODEL], time=datetime.now(UTC))
+def beat(
+    worker_id: str,
+    status: WorkerState = "Running",
+    *,
+    version: str = "v1",
+    role: WorkerRole = "main",
+    reason: str | None = None,
+    pid: int = 100,
+    host: str = "10.0.0.5",
+) -> WorkerStatus:
+    return WorkerStatus(
+        worker_id=worker_id,
+        workspace="default",
+        pipeline="p",
+        version=version,
+        replica=0,
+        role=role,
+        pid=pid,
+        host=host,
+        status=status,
+        reason=reason,
+        models=[MODEL],
+        time=datetime.now(UTC),
+    )
 
 
-def status_of(workers: list[WorkerStatus], *, expected: int | None = None,
-              remote: list[WorkerStatus] | None = None, **kw: object) -> PipelineStatus:
-    return pipeline_status("p", "v1", expected=len(workers) if expected is None else expected,
-                           workers=workers, remote=remote or [], gateway_ip="127.0.0.1", **kw)
+def status_of(
+    workers: list[WorkerStatus],
+    *,
+    expected: int | None = None,
+    remote: list[WorkerStatus] | None = None,
+    **kw: object,
+) -> PipelineStatus:
+    return pipeline_status(
+        "p",
+        "v1",
+        expected=len(workers) if expected is None else expected,
+        workers=workers,
+        remote=remote or [],
+        gateway_ip="127.0.0.1",
+        **kw,
+    )
 
 
 def test_a_pipeline_not_deployed_has_only_its_status() -> None:
@@ -46,24 +76,40 @@ def test_a_running_pipeline_has_the_guides_shape() -> None:
     assert body["status"] == "Running" and body["details"] == [] and body["sidekicks"] == []
     engine = body["engines"][0]
     assert {k: engine[k] for k in ("ip", "name", "status", "reason")} == {
-        "ip": "10.0.0.5", "name": "w0", "status": "Running", "reason": None}
+        "ip": "10.0.0.5",
+        "name": "w0",
+        "status": "Running",
+        "reason": None,
+    }
     assert engine["pipeline_statuses"] == {"pipelines": [{"id": "p", "status": "Running"}]}
-    assert engine["model_statuses"] == {"models": [
-        {"name": "ccfraud", "version": "v-model", "sha": "abc", "status": "Running"}]}
-    assert body["engine_lbs"] == [{"ip": "127.0.0.1", "name": "weir-gateway",
-                                   "status": "Running", "reason": None, "details": []}]
+    assert engine["model_statuses"] == {
+        "models": [{"name": "ccfraud", "version": "v-model", "sha": "abc", "status": "Running"}]
+    }
+    assert body["engine_lbs"] == [
+        {
+            "ip": "127.0.0.1",
+            "name": "weir-gateway",
+            "status": "Running",
+            "reason": None,
+            "details": [],
+        }
+    ]
     assert PipelineStatus.model_validate(body).model_dump() == body  # the SDK reads it back
 
 
-@pytest.mark.parametrize(("states", "expected", "overall"), [
-    (["Running", "Running"], 2, "Running"),
-    (["Running"], 2, "Starting"),             # a worker has not reported yet
-    (["Running", "Starting"], 2, "Starting"),
-    (["Running", "Error"], 2, "Error"),
-    (["Starting", "Error"], 2, "Error"),
-])
-def test_the_state_comes_from_every_worker(states: list[WorkerState], expected: int,
-                                           overall: str) -> None:
+@pytest.mark.parametrize(
+    ("states", "expected", "overall"),
+    [
+        (["Running", "Running"], 2, "Running"),
+        (["Running"], 2, "Starting"),  # a worker has not reported yet
+        (["Running", "Starting"], 2, "Starting"),
+        (["Running", "Error"], 2, "Error"),
+        (["Starting", "Error"], 2, "Error"),
+    ],
+)
+def test_the_state_comes_from_every_worker(
+    states: list[WorkerState], expected: int, overall: str
+) -> None:
     workers = [beat(f"w{i}", s) for i, s in enumerate(states)]
     assert status_of(workers, expected=expected).status == overall
 
@@ -80,7 +126,8 @@ def test_a_failed_redeploy_names_the_failed_version_while_the_old_one_serves() -
     body = status.model_dump()
     assert body["failed_version"] == "v2" and body["status"] == "Running"
     assert body["details"] == [
-        "version v2 failed (not Running within 30s); version v1 keeps serving"]
+        "version v2 failed (not Running within 30s); version v1 keeps serving"
+    ]
     assert status.failed("v2", redeploy=True) and status.runs("v1") and not status.runs("v2")
     assert "failed_version" not in status_of([beat("w0")]).model_dump()
 
@@ -91,7 +138,8 @@ def test_remote_workers_are_listed_but_not_counted() -> None:
     assert status.status == "Running"
     assert [(e.name, e.remote) for e in status.engines] == [("w0", False), ("far", True)]
     assert status.details == [
-        "worker far on 10.0.0.9 (not started by this server) is Error: killed"]
+        "worker far on 10.0.0.9 (not started by this server) is Error: killed"
+    ]
     assert status.reasons() == [*status.details, "killed"]
 
 
@@ -108,12 +156,18 @@ def test_a_first_deploy_has_failed_once_its_version_shows_error() -> None:
 
 
 def test_deploy_shows_what_the_new_versions_starting_workers_say() -> None:
-    status = status_of([beat("a", "Starting", reason="step 'pre': Collecting Pillow"),
-                        beat("b"), beat("c", "Starting", version="v0", reason="restarting")])
+    status = status_of(
+        [
+            beat("a", "Starting", reason="step 'pre': Collecting Pillow"),
+            beat("b"),
+            beat("c", "Starting", version="v0", reason="restarting"),
+        ]
+    )
     assert status.starting_reasons("v1") == {"step 'pre': Collecting Pillow"}
 
 
 # -- local workers: heartbeat and process together --------------------------------------
+
 
 @dataclass
 class ExitedOrRunning:
@@ -126,9 +180,17 @@ DEPLOYMENT = Deployment(workspace="default", pipeline="p", version="v1", worker_
 
 
 def local(pid: int = 100, **kw: object) -> LocalWorker:
-    return LocalWorker(worker_id="w0", workspace="default", pipeline="p", version="v1",
-                       deployment=DEPLOYMENT.id, args=[], env={},
-                       proc=ExitedOrRunning(pid), **kw)  # type: ignore[arg-type]
+    return LocalWorker(
+        worker_id="w0",
+        workspace="default",
+        pipeline="p",
+        version="v1",
+        deployment=DEPLOYMENT.id,
+        args=[],
+        env={},
+        proc=ExitedOrRunning(pid),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_a_running_process_shows_its_heartbeat() -> None:
@@ -138,21 +200,29 @@ def test_a_running_process_shows_its_heartbeat() -> None:
 
 def test_a_process_without_a_heartbeat_of_its_own_is_starting() -> None:
     old = beat("w0", pid=99)  # the heartbeat of the process before a restart
-    shown = local_view(DEPLOYMENT, local(restarts=1, last_exit=1, last_reason="boom"),
-                       old, None, 0.0)
+    shown = local_view(
+        DEPLOYMENT, local(restarts=1, last_exit=1, last_reason="boom"), old, None, 0.0
+    )
     assert (shown.status, shown.pid) == ("Starting", 100)
     assert shown.reason == "restarted after exit code 1: boom"
 
 
-@pytest.mark.parametrize(("code", "said", "reason"), [
-    (1, None, "process exited with 1; restarting"),
-    (EXIT_CANNOT_START, None, f"process exited with {EXIT_CANNOT_START}; it cannot start"),
-    (EXIT_CANNOT_START, "no such model", "no such model"),
-    (EXIT_OVER_MEMORY, "memory limit exceeded: 1.2 GiB",
-     "memory limit exceeded: 1.2 GiB; restarting"),
-])
-def test_an_exited_process_is_an_error_with_its_reason(code: int, said: str | None,
-                                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "said", "reason"),
+    [
+        (1, None, "process exited with 1; restarting"),
+        (EXIT_CANNOT_START, None, f"process exited with {EXIT_CANNOT_START}; it cannot start"),
+        (EXIT_CANNOT_START, "no such model", "no such model"),
+        (
+            EXIT_OVER_MEMORY,
+            "memory limit exceeded: 1.2 GiB",
+            "memory limit exceeded: 1.2 GiB; restarting",
+        ),
+    ],
+)
+def test_an_exited_process_is_an_error_with_its_reason(
+    code: int, said: str | None, reason: str
+) -> None:
     last = beat("w0", "Error" if said else "Running", reason=said)
     shown = local_view(DEPLOYMENT, local(), last, code, 0.0)
     assert (shown.status, shown.reason) == ("Error", reason)
@@ -160,5 +230,7 @@ def test_an_exited_process_is_an_error_with_its_reason(code: int, said: str | No
 
 def test_a_worker_that_keeps_dying_says_when_it_restarts() -> None:
     shown = local_view(DEPLOYMENT, local(quick_deaths=3, restart_at=50.0), None, 1, 20.0)
-    assert shown.reason == ("process exited with 1; restarting in 30s (it died 3 times in a row "
-                            "soon after starting; see its log)")
+    assert shown.reason == (
+        "process exited with 1; restarting in 30s (it died 3 times in a row "
+        "soon after starting; see its log)"
+    )

@@ -29,15 +29,25 @@ def registry(redis_service: Service) -> Registry:
 
 
 def _model(name: str = "m", sha: str = "a" * 64) -> ModelVersion:
-    return ModelVersion(name=name, version=str(uuid.uuid4()), sha=sha, runtime="onnx",
-                        workspace="default", file_name="m.onnx", size=10)
+    return ModelVersion(
+        name=name,
+        version=str(uuid.uuid4()),
+        sha=sha,
+        runtime="onnx",
+        workspace="default",
+        file_name="m.onnx",
+        size=10,
+    )
 
 
 def test_each_upload_is_a_new_version_and_latest_wins(registry: Registry) -> None:
     first, second = registry.add_model(_model()), registry.add_model(_model(sha="b" * 64))
     assert registry.get_model("default", "m").version == second.version
     assert registry.get_model("default", "m", first.version).sha == "a" * 64
-    assert [m.version for m in registry.model_versions("default", "m")] == [first.version, second.version]
+    assert [m.version for m in registry.model_versions("default", "m")] == [
+        first.version,
+        second.version,
+    ]
     assert [m.name for m in registry.list_models("default")] == ["m"]
 
 
@@ -68,8 +78,14 @@ def test_versions_newest_first_and_unchanged_steps_reuse_the_version(registry: R
 def test_a_pipelines_log_policy_is_its_deployments(registry: Registry) -> None:
     assert registry.log_policy("default", "p") == LogPolicy()  # not deployed: the default
     policy = LogPolicy(max_row_bytes=1000, exclude=["png"])
-    registry.set_deployment(Deployment(workspace="default", pipeline="p", version="v",
-                                       config=DeploymentConfig(log_policy=policy)))
+    registry.set_deployment(
+        Deployment(
+            workspace="default",
+            pipeline="p",
+            version="v",
+            config=DeploymentConfig(log_policy=policy),
+        )
+    )
     assert registry.log_policy("default", "p") == policy
     assert registry.log_policy("default", "other") == LogPolicy()
 
@@ -83,9 +99,17 @@ def test_deployments_are_listed_and_removed(registry: Registry) -> None:
 
 
 def _status(age_s: float, state: str = "Running") -> WorkerStatus:
-    return WorkerStatus(worker_id="w1", workspace="default", pipeline="p", version="v", replica=0,
-                        pid=1, host="h", status=state,  # type: ignore[arg-type]
-                        time=datetime.now(UTC) - timedelta(seconds=age_s))
+    return WorkerStatus(
+        worker_id="w1",
+        workspace="default",
+        pipeline="p",
+        version="v",
+        replica=0,
+        pid=1,
+        host="h",
+        status=state,  # type: ignore[arg-type]
+        time=datetime.now(UTC) - timedelta(seconds=age_s),
+    )
 
 
 def test_a_stale_heartbeat_is_not_running(registry: Registry) -> None:
@@ -110,7 +134,8 @@ def test_registry_survives_a_new_connection(registry: Registry, redis_service: S
 
 
 def test_partition_claims_tell_a_new_reader_which_partitions_were_never_released(
-        registry: Registry) -> None:
+    registry: Registry,
+) -> None:
     a, b = TopicPartition("weir.ws.p.in", 0), TopicPartition("weir.ws.p.in", 1)
     assert registry.claim_partitions("g", "w1", {a, b}) == set()  # nobody read them before
     registry.release_partitions("g", "w1", {a})  # w1 left `a` cleanly, then died holding `b`
@@ -122,8 +147,11 @@ def test_partition_claims_tell_a_new_reader_which_partitions_were_never_released
 
 def test_redis_away_is_registry_unavailable_named_without_its_password() -> None:
     registry = Registry(f"redis://:secret@127.0.0.1:{free_port()}/0")
-    with pytest.raises(RegistryUnavailable, match=r"Redis at redis://:\*\*\*@127\.0\.0\.1:\d+/0 "
-                                                  r"is unreachable .*`weir up`") as caught:
+    with pytest.raises(
+        RegistryUnavailable,
+        match=r"Redis at redis://:\*\*\*@127\.0\.0\.1:\d+/0 "
+        r"is unreachable .*`weir up`",
+    ) as caught:
         registry.list_pipelines("default")
     assert "secret" not in str(caught.value)
     with pytest.raises(RegistryUnavailable):

@@ -30,21 +30,37 @@ def registry(redis_service: Service) -> Registry:
 
 
 def _upload(registry: Registry, artifacts: ArtifactStore, name: str, data: bytes) -> ModelVersion:
-    return registry.add_model(ModelVersion(
-        name=name, version=str(uuid.uuid4()), sha=artifacts.put(data), runtime="onnx",
-        workspace=WS, file_name=f"{name}.onnx", size=len(data)))
+    return registry.add_model(
+        ModelVersion(
+            name=name,
+            version=str(uuid.uuid4()),
+            sha=artifacts.put(data),
+            runtime="onnx",
+            workspace=WS,
+            file_name=f"{name}.onnx",
+            size=len(data),
+        )
+    )
 
 
 def _log_rows() -> pa.Table:
-    return pa.table({"time": pa.array([0], pa.timestamp("ms", "UTC")), "request_id": ["r"],
-                     "row": pa.array([0], pa.int32()), "anomaly.count": pa.array([0], pa.int32()),
-                     "check_failures": pa.array([0], pa.int32()),
-                     "metadata.pipeline_version": ["v"], "metadata.elapsed_ns": [1],
-                     "metadata.model": ["m"]})
+    return pa.table(
+        {
+            "time": pa.array([0], pa.timestamp("ms", "UTC")),
+            "request_id": ["r"],
+            "row": pa.array([0], pa.int32()),
+            "anomaly.count": pa.array([0], pa.int32()),
+            "check_failures": pa.array([0], pa.int32()),
+            "metadata.pipeline_version": ["v"],
+            "metadata.elapsed_ns": [1],
+            "metadata.model": ["m"],
+        }
+    )
 
 
 def test_a_pipeline_goes_with_its_versions_and_logs_but_not_while_deployed(
-        registry: Registry, tmp_path: Path) -> None:
+    registry: Registry, tmp_path: Path
+) -> None:
     store = LogStore(tmp_path / "logs")
     model = _upload(registry, ArtifactStore(tmp_path / "art"), "m", b"model")
     registry.get_or_create_pipeline(WS, "p")
@@ -63,7 +79,8 @@ def test_a_pipeline_goes_with_its_versions_and_logs_but_not_while_deployed(
 
 
 def test_a_model_goes_with_its_files_but_not_while_a_pipeline_runs_it(
-        registry: Registry, tmp_path: Path) -> None:
+    registry: Registry, tmp_path: Path
+) -> None:
     artifacts = ArtifactStore(tmp_path / "art")
     first, second = (_upload(registry, artifacts, "m", data) for data in (b"one", b"two"))
     shared = _upload(registry, artifacts, "copy", b"two")  # another model, same file

@@ -27,16 +27,26 @@ async def server(redis_service: Service, tmp_path: Path) -> AsyncIterator[InProc
         yield served
 
 
-def rows(n: int, *, at_ms: int = 1_700_000_000_000, rid: str = "r", **extra: list[object]
-         ) -> pa.Table:
+def rows(
+    n: int, *, at_ms: int = 1_700_000_000_000, rid: str = "r", **extra: list[object]
+) -> pa.Table:
     """`n` log rows of one request, all in one millisecond (cursors must still page them)."""
-    return pa.table({
-        "time": pa.array([at_ms] * n, pa.timestamp("ms", "UTC")), "request_id": [rid] * n,
-        "row": pa.array(range(n), pa.int32()), "anomaly.count": pa.array([0] * n, pa.int32()),
-        "check_failures": pa.array([0] * n, pa.int32()),
-        "metadata.pipeline_version": ["v"] * n, "metadata.elapsed_ns": [1] * n,
-        "metadata.model": ["m"] * n, "metadata.row": list(range(n)),
-        "in.x": [float(i) for i in range(n)], "out.y": [2.0 * i for i in range(n)], **extra})
+    return pa.table(
+        {
+            "time": pa.array([at_ms] * n, pa.timestamp("ms", "UTC")),
+            "request_id": [rid] * n,
+            "row": pa.array(range(n), pa.int32()),
+            "anomaly.count": pa.array([0] * n, pa.int32()),
+            "check_failures": pa.array([0] * n, pa.int32()),
+            "metadata.pipeline_version": ["v"] * n,
+            "metadata.elapsed_ns": [1] * n,
+            "metadata.model": ["m"] * n,
+            "metadata.row": list(range(n)),
+            "in.x": [float(i) for i in range(n)],
+            "out.y": [2.0 * i for i in range(n)],
+            **extra,
+        }
+    )
 
 
 def store_of(server: InProcess) -> LogStore:
@@ -61,8 +71,9 @@ async def test_pages_follow_their_cursors_to_the_last_row(server: InProcess) -> 
 
 async def test_a_page_has_its_rows_columns_by_group(server: InProcess) -> None:
     store_of(server).append(WS, "p", rows(2))
-    answer = await server.http.get("/pipelines/p/logs",
-                                   params={"dataset": ["time", "out"], "format": "arrow"})
+    answer = await server.http.get(
+        "/pipelines/p/logs", params={"dataset": ["time", "out"], "format": "arrow"}
+    )
     table = pa.ipc.open_file(io.BytesIO(answer.content)).read_all()
     assert table.column_names == ["time", "out.y"]
     everything = (await server.http.get("/pipelines/p/logs")).json()[0]
@@ -85,8 +96,11 @@ async def test_an_unknown_pipeline_is_not_found(server: InProcess) -> None:
 
 async def test_challengers_rows_join_the_champions(server: InProcess) -> None:
     store_of(server).append(WS, "p", rows(2))
-    store_of(server).append(WS, shadow_pipeline("p", "b"), rows(
-        2, at_ms=1_700_000_000_050, **{"out_b.y": [7.0, 8.0], "metadata.shadow": ["b", "b"]}))
+    store_of(server).append(
+        WS,
+        shadow_pipeline("p", "b"),
+        rows(2, at_ms=1_700_000_000_050, **{"out_b.y": [7.0, 8.0], "metadata.shadow": ["b", "b"]}),
+    )
     page = (await server.http.get("/pipelines/p/logs")).json()
     assert {r["row"]: r["out_b.y"] for r in page} == {0: 7.0, 1: 8.0}
 
@@ -98,8 +112,8 @@ async def test_the_export_frames_every_row_oldest_first(server: InProcess) -> No
     body, frames = answer.content, []
     while body:
         size = int.from_bytes(body[:8], "big")
-        frames.append(codecs.decode(body[8:8 + size], codecs.ARROW_STREAM))
-        body = body[8 + size:]
+        frames.append(codecs.decode(body[8 : 8 + size], codecs.ARROW_STREAM))
+        body = body[8 + size :]
     assert [b.column_names for b in frames] == [["out.y"]]
     assert frames[0].column("out.y").to_pylist() == [0.0, 2.0, 4.0]
 

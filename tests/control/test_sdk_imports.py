@@ -24,8 +24,9 @@ def test_workers_and_the_server_do_not_load_the_sdk() -> None:
 
 
 def test_the_sdks_names_still_come_from_control() -> None:
-    assert _loaded_after("from control import Client, Pipeline, DeploymentConfigBuilder",
-                         SDK) == list(SDK)
+    assert _loaded_after(
+        "from control import Client, Pipeline, DeploymentConfigBuilder", SDK
+    ) == list(SDK)
     import control
 
     with pytest.raises(AttributeError, match="no attribute 'Clients'"):

@@ -11,7 +11,8 @@ from control.settings import Settings
 
 
 def test_the_worker_settings_are_read_with_the_settings_and_not_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("WEIR_DRAIN_TIMEOUT_S", "7")
     settings = Settings(kafka_bootstrap="broker:9092")
     monkeypatch.setenv("WEIR_DRAIN_TIMEOUT_S", "9")
@@ -20,16 +21,17 @@ def test_the_worker_settings_are_read_with_the_settings_and_not_again(
     assert Settings().worker.drain_timeout_s == 9.0  # fresh settings: built again
 
 
-def test_the_stack_files_broker_reaches_the_worker_settings(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stack_files_broker_reaches_the_worker_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("WEIR_KAFKA_BOOTSTRAP", raising=False)
     (tmp_path / "stack.json").write_text(json.dumps({"kafka_bootstrap": "127.0.0.1:4242"}))
     assert Settings.discover(home=tmp_path).worker_settings().kafka_bootstrap == "127.0.0.1:4242"
 
 
-def test_without_a_broker_the_worker_settings_say_how_to_get_one(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch
-                                                                 ) -> None:
+def test_without_a_broker_the_worker_settings_say_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("WEIR_KAFKA_BOOTSTRAP", raising=False)
     with pytest.raises(ValueError, match="run `weir up` or set WEIR_KAFKA_BOOTSTRAP"):
         Settings(home=tmp_path).worker_settings()

@@ -28,7 +28,8 @@ async def _supervise(supervisor: Supervisor, rounds: int) -> None:
 
 
 def test_while_no_local_worker_died_supervision_leaves_the_registry_alone(
-        redis_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(redis_service.address)
     registry.redis.flushdb()
     registry.set_deployment(Deployment(workspace="default", pipeline="p", version="1"))

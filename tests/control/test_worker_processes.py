@@ -48,8 +48,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _record(worker_id: str, pid: int, started: int, deployment: str = "d1") -> WorkerRecord:
-    launch = WorkerLaunch(worker_id, "default", "p", "v1", deployment, ["weir-worker"],
-                          {"A": "1"})
+    launch = WorkerLaunch(worker_id, "default", "p", "v1", deployment, ["weir-worker"], {"A": "1"})
     return WorkerRecord(launch=launch, pid=pid, start_time=started)
 
 
@@ -82,7 +81,8 @@ def test_records_round_trip_owner_only(settings: Settings) -> None:
 
 
 def test_a_record_whose_pid_was_reused_is_not_adopted(
-        settings: Settings, sleeper: subprocess.Popen[bytes]) -> None:
+    settings: Settings, sleeper: subprocess.Popen[bytes]
+) -> None:
     """The pid is alive but started at another time: another process has it now."""
     started = start_time(sleeper.pid)
     assert started is not None
@@ -95,7 +95,8 @@ def test_a_record_whose_pid_was_reused_is_not_adopted(
 
 
 def test_one_live_worker_takes_the_dead_ones_along(
-        settings: Settings, sleeper: subprocess.Popen[bytes]) -> None:
+    settings: Settings, sleeper: subprocess.Popen[bytes]
+) -> None:
     """A dead worker of a deployment that still runs is adopted too (then restarted)."""
     started = start_time(sleeper.pid)
     assert started is not None
@@ -104,8 +105,9 @@ def test_one_live_worker_takes_the_dead_ones_along(
     assert [r.worker_id for r in adoptable(settings, ["w0", "w1"], "d1") or []] == ["w0", "w1"]
 
 
-def test_a_reused_pid_is_never_signalled(settings: Settings,
-                                         sleeper: subprocess.Popen[bytes]) -> None:
+def test_a_reused_pid_is_never_signalled(
+    settings: Settings, sleeper: subprocess.Popen[bytes]
+) -> None:
     started = start_time(sleeper.pid)
     assert started is not None
     stranger = AdoptedProcess(sleeper.pid, started + 1, lambda: None, ran=True)
@@ -117,8 +119,9 @@ def test_a_reused_pid_is_never_signalled(settings: Settings,
     assert read_records(settings) == {}
 
 
-def test_terminate_recorded_stops_the_live_worker(settings: Settings,
-                                                  sleeper: subprocess.Popen[bytes]) -> None:
+def test_terminate_recorded_stops_the_live_worker(
+    settings: Settings, sleeper: subprocess.Popen[bytes]
+) -> None:
     started = start_time(sleeper.pid)
     assert started is not None
     write_record(settings, _record("w0", sleeper.pid, started))
@@ -130,25 +133,37 @@ def test_terminate_recorded_stops_the_live_worker(settings: Settings,
     assert read_records(settings) == {}
 
 
-def _beat(status: str, pid: int = 7, reason: str | None = None,
-          age_s: float = 0.0) -> WorkerStatus:
-    return WorkerStatus(worker_id="w0", workspace="default", pipeline="p", version="v1",
-                        replica=0, pid=pid, host="h", status=status,  # type: ignore[arg-type]
-                        reason=reason, time=datetime.now(UTC) - timedelta(seconds=age_s))
+def _beat(status: str, pid: int = 7, reason: str | None = None, age_s: float = 0.0) -> WorkerStatus:
+    return WorkerStatus(
+        worker_id="w0",
+        workspace="default",
+        pipeline="p",
+        version="v1",
+        replica=0,
+        pid=pid,
+        host="h",
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        time=datetime.now(UTC) - timedelta(seconds=age_s),
+    )
 
 
-@pytest.mark.parametrize(("beat", "ran", "code"), [
-    ({"status": "Stopped"}, True, 0),  # drained
-    ({"status": "Stopped", "reason": "its drain gave up"}, True, EXIT_DRAIN_INCOMPLETE),
-    ({"status": "Error", "reason": "memory limit exceeded"}, True, EXIT_OVER_MEMORY),
-    ({"status": "Error", "reason": "no such model"}, False, EXIT_CANNOT_START),
-    ({"status": "Error", "reason": "no heartbeat for 40s", "age_s": 40}, True, EXIT_UNKNOWN),
-    ({"status": "Running"}, True, EXIT_UNKNOWN),  # killed: no last word
-    ({"status": "Stopped", "pid": 8}, True, EXIT_UNKNOWN),  # another process's heartbeat
-    (None, True, EXIT_UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("beat", "ran", "code"),
+    [
+        ({"status": "Stopped"}, True, 0),  # drained
+        ({"status": "Stopped", "reason": "its drain gave up"}, True, EXIT_DRAIN_INCOMPLETE),
+        ({"status": "Error", "reason": "memory limit exceeded"}, True, EXIT_OVER_MEMORY),
+        ({"status": "Error", "reason": "no such model"}, False, EXIT_CANNOT_START),
+        ({"status": "Error", "reason": "no heartbeat for 40s", "age_s": 40}, True, EXIT_UNKNOWN),
+        ({"status": "Running"}, True, EXIT_UNKNOWN),  # killed: no last word
+        ({"status": "Stopped", "pid": 8}, True, EXIT_UNKNOWN),  # another process's heartbeat
+        (None, True, EXIT_UNKNOWN),
+    ],
+)
 def test_the_exit_code_of_a_worker_not_our_child_comes_from_its_last_word(
-        beat: dict[str, Any] | None, ran: bool, code: int) -> None:
+    beat: dict[str, Any] | None, ran: bool, code: int
+) -> None:
     assert exit_code_from(None if beat is None else _beat(**beat), 7, ran=ran) == code
 
 
@@ -156,9 +171,16 @@ def test_a_workers_numeric_libraries_get_the_threads_its_onnxruntime_gets() -> N
     """numpy's BLAS in the worker's environment starts as many threads as asked (one per
     core without the limits: a Python step's small products then cost ~40x the CPU)."""
     pytest.importorskip("threadpoolctl")
-    code = ("import numpy, threadpoolctl; "
-            "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}))")
+    code = (
+        "import numpy, threadpoolctl; "
+        "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()}))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    done = subprocess.run([sys.executable, "-c", code], env={**env, **thread_limits(1)},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **thread_limits(1)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "[1]"

@@ -66,7 +66,7 @@ CORPUS = [
     Function("one_of", (Literal(-5), Literal(1))),
     Function("one_of", (Literal(5), Literal(1))),
     abs(abs(A)),
-    A == "it's \"quoted\" \\ ✓\n",
+    A == 'it\'s "quoted" \\ ✓\n',
     m_out["weird 'name' \"q\""][0] != Literal(-0.0),
     A < 12345678901234567890123,
     A < 1e300,

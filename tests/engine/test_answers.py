@@ -15,59 +15,76 @@ from engine.codecs import ARROW_FILE, ARROW_STREAM, PANDAS_RECORDS, decode
 from engine.errors import CodecError
 
 
-@pytest.mark.parametrize(("result_format", "request_type", "expected"), [
-    ("request", PANDAS_RECORDS, PANDAS_RECORDS),
-    ("request", ARROW_STREAM, ARROW_STREAM),
-    ("request", ARROW_FILE, ARROW_STREAM),  # Arrow on Kafka is a stream
-    ("arrow", PANDAS_RECORDS, ARROW_STREAM),
-    ("json", ARROW_STREAM, PANDAS_RECORDS),
-    ("json", PANDAS_RECORDS, PANDAS_RECORDS),
-])
+@pytest.mark.parametrize(
+    ("result_format", "request_type", "expected"),
+    [
+        ("request", PANDAS_RECORDS, PANDAS_RECORDS),
+        ("request", ARROW_STREAM, ARROW_STREAM),
+        ("request", ARROW_FILE, ARROW_STREAM),  # Arrow on Kafka is a stream
+        ("arrow", PANDAS_RECORDS, ARROW_STREAM),
+        ("json", ARROW_STREAM, PANDAS_RECORDS),
+        ("json", PANDAS_RECORDS, PANDAS_RECORDS),
+    ],
+)
 def test_a_request_is_answered_in_its_own_format_unless_the_deployment_says(
-        result_format: str, request_type: str, expected: str) -> None:
+    result_format: str, request_type: str, expected: str
+) -> None:
     assert reply_type(result_format, request_type) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("column", "written"), [
-    (pa.array([1, None], pa.int8()), [1, None]),
-    (pa.array([2**63 + 1, 0], pa.uint64()), [2**63 + 1, 0]),
-    (pa.array([True, None]), [True, None]),
-    (pa.array(["é", None]), ["é", None]),
-    (pa.array([0.5, None], pa.float32()), [0.5, None]),
-    (pa.array(np.array([1.5, np.nan], np.float16())), [1.5, None]),
-    (pa.array([float("nan"), float("inf")]), [None, None]),  # JSON has no NaN: null
-    (pa.array([[1.0, float("-inf")], None]), [[1.0, None], None]),
-    (pa.array([[1, 2], [3, 4]], pa.list_(pa.int32(), 2)), [[1, 2], [3, 4]]),
-    (pa.array([datetime.date(2024, 1, 2), None]), ["2024-01-02", None]),
-    (pa.array([datetime.timedelta(seconds=90), None]), [90.0, None]),
-    (pa.array([Decimal("1.25"), None]), [1.25, None]),
-    (pa.array([{"p": 1.0, "q": "z"}, None]), [{"p": 1.0, "q": "z"}, None]),
-    (pa.array([b"\x00\xff", None]), ["AP8=", None]),  # binary: base64 text
-    (pa.array([b"ab", b"cd"], pa.binary(2)), ["YWI=", "Y2Q="]),
-    (pa.array([[b"a"], []], pa.list_(pa.large_binary())), [["YQ=="], []]),
-    (pa.array(["x", "x"]).dictionary_encode(), ["x", "x"]),
-])
+@pytest.mark.parametrize(
+    ("column", "written"),
+    [
+        (pa.array([1, None], pa.int8()), [1, None]),
+        (pa.array([2**63 + 1, 0], pa.uint64()), [2**63 + 1, 0]),
+        (pa.array([True, None]), [True, None]),
+        (pa.array(["é", None]), ["é", None]),
+        (pa.array([0.5, None], pa.float32()), [0.5, None]),
+        (pa.array(np.array([1.5, np.nan], np.float16())), [1.5, None]),
+        (pa.array([float("nan"), float("inf")]), [None, None]),  # JSON has no NaN: null
+        (pa.array([[1.0, float("-inf")], None]), [[1.0, None], None]),
+        (pa.array([[1, 2], [3, 4]], pa.list_(pa.int32(), 2)), [[1, 2], [3, 4]]),
+        (pa.array([datetime.date(2024, 1, 2), None]), ["2024-01-02", None]),
+        (pa.array([datetime.timedelta(seconds=90), None]), [90.0, None]),
+        (pa.array([Decimal("1.25"), None]), [1.25, None]),
+        (pa.array([{"p": 1.0, "q": "z"}, None]), [{"p": 1.0, "q": "z"}, None]),
+        (pa.array([b"\x00\xff", None]), ["AP8=", None]),  # binary: base64 text
+        (pa.array([b"ab", b"cd"], pa.binary(2)), ["YWI=", "Y2Q="]),
+        (pa.array([[b"a"], []], pa.list_(pa.large_binary())), [["YQ=="], []]),
+        (pa.array(["x", "x"]).dictionary_encode(), ["x", "x"]),
+    ],
+)
 def test_each_type_is_written_as_strict_json(column: pa.Array, written: list[object]) -> None:
     value, _ = encode_answer(pa.record_batch({"c": column}), PANDAS_RECORDS)
     assert [row["c"] for row in json.loads(value)] == written
 
 
 def test_binary_columns_are_named_and_read_back_as_bytes() -> None:
-    batch = pa.record_batch({"raw": pa.array([b"\x00\xff", None]),
-                             "nested": pa.array([[b"a"], [b"b", b"c"]]),
-                             "text": pa.array(["AP8=", "x"])})  # text that looks like base64
+    batch = pa.record_batch(
+        {
+            "raw": pa.array([b"\x00\xff", None]),
+            "nested": pa.array([[b"a"], [b"b", b"c"]]),
+            "text": pa.array(["AP8=", "x"]),
+        }
+    )  # text that looks like base64
     value, named = encode_answer(batch, PANDAS_RECORDS)
     assert named == ("raw", "nested")
     assert decode_answer(value, PANDAS_RECORDS, named) == batch
 
 
 def test_result_columns_are_read_back_in_their_own_types() -> None:
-    batch = pa.record_batch({
-        "time": pa.array([1_700_000_000_123], pa.int64()).view(pa.timestamp("ms", tz="UTC")),
-        "check_failures": pa.array([0], pa.int32()), "anomaly.count": pa.array([1], pa.int32()),
-        "metadata.pipeline_version": ["v1"], "metadata.model": ["m@1"],
-        "metadata.elapsed_ns": pa.array([5], pa.int64()),
-        "metadata.row": pa.array([0], pa.int32()), "out.y": pa.array([0.5])})
+    batch = pa.record_batch(
+        {
+            "time": pa.array([1_700_000_000_123], pa.int64()).view(pa.timestamp("ms", tz="UTC")),
+            "check_failures": pa.array([0], pa.int32()),
+            "anomaly.count": pa.array([1], pa.int32()),
+            "metadata.pipeline_version": ["v1"],
+            "metadata.model": ["m@1"],
+            "metadata.elapsed_ns": pa.array([5], pa.int64()),
+            "metadata.row": pa.array([0], pa.int32()),
+            "out.y": pa.array([0.5]),
+        }
+    )
     value, named = encode_answer(batch, PANDAS_RECORDS)
     assert json.loads(value)[0]["time"] == "2023-11-14T22:13:20.123000+00:00"
     assert decode_answer(value, PANDAS_RECORDS, named) == batch
@@ -87,8 +104,11 @@ def test_an_empty_answer_is_an_empty_list() -> None:
 
 def test_an_answer_json_cannot_hold_fails_naming_the_column_and_the_way_out() -> None:
     ids = pa.array([b"0123456789abcdef"], pa.binary(16)).cast(pa.uuid())
-    with pytest.raises(CodecError, match=r"column 'id' \(extension<arrow.uuid>\).*"
-                                         r"result_format\('arrow'\)"):
+    with pytest.raises(
+        CodecError,
+        match=r"column 'id' \(extension<arrow.uuid>\).*"
+        r"result_format\('arrow'\)",
+    ):
         encode_answer(pa.record_batch({"x": [1], "id": ids}), PANDAS_RECORDS)
 
 
@@ -100,14 +120,19 @@ def test_a_json_answer_that_does_not_read_back_says_which_column() -> None:
 
 
 def test_pieces_written_together_are_what_each_gives_alone() -> None:
-    batch = pa.record_batch({"x": pa.array([0.5, float("nan"), 2.0, 3.0, 4.0], pa.float32()),
-                             "raw": pa.array([b"a", b"b", None, b"d", b"e"]),
-                             "i": pa.array(range(5), pa.int32())})
+    batch = pa.record_batch(
+        {
+            "x": pa.array([0.5, float("nan"), 2.0, 3.0, 4.0], pa.float32()),
+            "raw": pa.array([b"a", b"b", None, b"d", b"e"]),
+            "i": pa.array(range(5), pa.int32()),
+        }
+    )
     rows = [2, 0, 1, 2]
     together = encode_json_answers(batch, rows)
     starts = [0, 2, 2, 3]
-    assert together == [encode_answer(batch.slice(at, n), PANDAS_RECORDS)
-                        for at, n in zip(starts, rows)]
+    assert together == [
+        encode_answer(batch.slice(at, n), PANDAS_RECORDS) for at, n in zip(starts, rows)
+    ]
     assert json.loads(together[1].value) == []  # type: ignore[union-attr]
 
 

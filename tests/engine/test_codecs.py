@@ -54,8 +54,11 @@ MALFORMED: list[tuple[bytes, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize("payload, content_type, message", MALFORMED,
-                         ids=[f"{i}-{m[:20]}" for i, (_, _, m) in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    "payload, content_type, message",
+    MALFORMED,
+    ids=[f"{i}-{m[:20]}" for i, (_, _, m) in enumerate(MALFORMED)],
+)
 def test_malformed_payloads_raise_codec_error(
     payload: bytes, content_type: str, message: str
 ) -> None:
@@ -82,28 +85,37 @@ def test_every_truncation_or_corruption_is_a_codec_error_or_a_batch(content_type
     assert failures > len(payload) // 7 - 3
 
 
-@pytest.mark.parametrize("header, default, expected", [
-    (ARROW_STREAM, ARROW_STREAM, ARROW_STREAM),
-    ("Application/Vnd.Apache.Arrow.Stream", ARROW_FILE, ARROW_STREAM),
-    (b"application/vnd.apache.arrow.file", ARROW_STREAM, ARROW_FILE),
-    ("application/json", ARROW_STREAM, PANDAS_RECORDS),
-    (" application/json ; charset=utf-8 ", ARROW_STREAM, PANDAS_RECORDS),
-    ("application/json;format=pandas-records", ARROW_STREAM, PANDAS_RECORDS),
-    ('application/json; charset=utf-8; FORMAT="Pandas-Records"', ARROW_STREAM, PANDAS_RECORDS),
-    ("APPLICATION/JSON; FORMAT=RECORDS", ARROW_STREAM, PANDAS_RECORDS),
-    (None, ARROW_STREAM, ARROW_STREAM),
-    ("", PANDAS_RECORDS, PANDAS_RECORDS),
-    (b"  ", ARROW_FILE, ARROW_FILE),
-])
+@pytest.mark.parametrize(
+    "header, default, expected",
+    [
+        (ARROW_STREAM, ARROW_STREAM, ARROW_STREAM),
+        ("Application/Vnd.Apache.Arrow.Stream", ARROW_FILE, ARROW_STREAM),
+        (b"application/vnd.apache.arrow.file", ARROW_STREAM, ARROW_FILE),
+        ("application/json", ARROW_STREAM, PANDAS_RECORDS),
+        (" application/json ; charset=utf-8 ", ARROW_STREAM, PANDAS_RECORDS),
+        ("application/json;format=pandas-records", ARROW_STREAM, PANDAS_RECORDS),
+        ('application/json; charset=utf-8; FORMAT="Pandas-Records"', ARROW_STREAM, PANDAS_RECORDS),
+        ("APPLICATION/JSON; FORMAT=RECORDS", ARROW_STREAM, PANDAS_RECORDS),
+        (None, ARROW_STREAM, ARROW_STREAM),
+        ("", PANDAS_RECORDS, PANDAS_RECORDS),
+        (b"  ", ARROW_FILE, ARROW_FILE),
+    ],
+)
 def test_normalize_content_type(
     header: str | bytes | None, default: ContentType, expected: str
 ) -> None:
     assert normalize_content_type(header, default) == expected
 
 
-@pytest.mark.parametrize("header", [
-    "text/csv", "application/octet-stream", "application/json; format=split", "arrow",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "text/csv",
+        "application/octet-stream",
+        "application/json; format=split",
+        "arrow",
+    ],
+)
 def test_unknown_content_type_lists_accepted_ones(header: str) -> None:
     with pytest.raises(CodecError, match="application/vnd.apache.arrow.stream") as info:
         normalize_content_type(header)
@@ -119,12 +131,15 @@ def test_decode_and_encode_reject_unknown_content_type() -> None:
 
 
 def test_pandas_round_trip_with_list_column() -> None:
-    df = pd.DataFrame({
-        "x": [np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([5.0, 6.0])],
-        "tags": [["a"], [], ["b", "c"]],
-        "n": [1, 2, 3],
-        "name": ["p", "q", "r"],
-    }, index=[10, 11, 12])
+    df = pd.DataFrame(
+        {
+            "x": [np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([5.0, 6.0])],
+            "tags": [["a"], [], ["b", "c"]],
+            "n": [1, 2, 3],
+            "name": ["p", "q", "r"],
+        },
+        index=[10, 11, 12],
+    )
     batch = decode(encode(batch_from_pandas(df), ARROW_STREAM), ARROW_STREAM)
     assert batch.schema.names == ["x", "tags", "n", "name"]
     assert pa.types.is_list(batch.schema.field("x").type)
@@ -145,14 +160,18 @@ def test_pandas_mixed_column_raises() -> None:
 EXPECTED = pa.record_batch({"a": [1, 2], "b": ["x", "y"]})
 
 
-@pytest.mark.parametrize("data", [
-    EXPECTED,
-    pa.Table.from_batches([EXPECTED.slice(0, 1), EXPECTED.slice(1)]),
-    pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
-    [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
-    {"a": [1, 2], "b": ["x", "y"]},
-    {"a": np.array([1, 2]), "b": ["x", "y"]},
-], ids=["batch", "table", "dataframe", "rows", "columns", "arrays"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        EXPECTED,
+        pa.Table.from_batches([EXPECTED.slice(0, 1), EXPECTED.slice(1)]),
+        pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+        [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
+        {"a": [1, 2], "b": ["x", "y"]},
+        {"a": np.array([1, 2]), "b": ["x", "y"]},
+    ],
+    ids=["batch", "table", "dataframe", "rows", "columns", "arrays"],
+)
 def test_to_record_batch(data: object) -> None:
     batch = to_record_batch(data)
     assert isinstance(batch, pa.RecordBatch)

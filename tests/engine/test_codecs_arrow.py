@@ -31,8 +31,9 @@ COLUMNS: dict[str, Callable[[int], pa.Array]] = {
     "bool": lambda n: pa.array(np.arange(n) % 3 == 0),
     "string": lambda n: pa.array([f"row-{i}-é" for i in range(n)]),
     "timestamp": lambda n: pa.array(np.arange(n).astype("datetime64[us]")),
-    "timestamp_tz": lambda n: pa.array(np.arange(n).astype("datetime64[ms]"),
-                                       pa.timestamp("ms", tz="UTC")),
+    "timestamp_tz": lambda n: pa.array(
+        np.arange(n).astype("datetime64[ms]"), pa.timestamp("ms", tz="UTC")
+    ),
 }
 
 
@@ -86,7 +87,6 @@ def test_arrow_without_batches_gives_empty_batch_with_schema(content_type: str) 
     decoded = decode(sink.getvalue().to_pybytes(), content_type)
     assert decoded.num_rows == 0
     assert decoded.schema == schema
-
 
 
 def test_repeated_text_is_small_on_the_wire_and_plain_when_decoded() -> None:

@@ -26,9 +26,15 @@ def result(n: int, version: str = "v1", offset: int = 0) -> pa.RecordBatch:
     """A batch shaped like a step's results: numbers, a tensor column and dictionary columns."""
     x = np.arange(offset, offset + n, dtype=np.float32)
     return pa.RecordBatch.from_arrays(
-        [pa.array(x), pa.FixedSizeListArray.from_arrays(pa.array(np.repeat(x, 2)), 2),
-         repeated(version, n), repeated("model@1", n), pa.array([f"s{i}" for i in range(n)])],
-        names=["y", "tensor", "metadata.pipeline_version", "metadata.model", "s"])
+        [
+            pa.array(x),
+            pa.FixedSizeListArray.from_arrays(pa.array(np.repeat(x, 2)), 2),
+            repeated(version, n),
+            repeated("model@1", n),
+            pa.array([f"s{i}" for i in range(n)]),
+        ],
+        names=["y", "tensor", "metadata.pipeline_version", "metadata.model", "s"],
+    )
 
 
 def runs(decoded: list[DecodedRun | CodecError]) -> list[object]:
@@ -52,7 +58,8 @@ def test_pieces_decode_to_their_rows_with_plain_strings() -> None:
     pieces = encode_many(batch, [3, 1])
     assert [decode(p, ARROW_STREAM).to_pylist() for p in pieces] == [
         without_dictionaries(batch.slice(0, 3)).to_pylist(),
-        without_dictionaries(batch.slice(3, 1)).to_pylist()]
+        without_dictionaries(batch.slice(3, 1)).to_pylist(),
+    ]
 
 
 # -- decode_many ---------------------------------------------------------------------
@@ -70,19 +77,31 @@ def test_a_change_of_schema_starts_a_new_run() -> None:
 
 
 def test_payloads_with_other_dictionaries_are_another_run_and_keep_their_values() -> None:
-    payloads = [encode(result(2, "v1"), ARROW_STREAM), encode(result(1, "version-2"), ARROW_STREAM),
-                encode(result(1, "v1"), ARROW_STREAM)]
+    payloads = [
+        encode(result(2, "v1"), ARROW_STREAM),
+        encode(result(1, "version-2"), ARROW_STREAM),
+        encode(result(1, "v1"), ARROW_STREAM),
+    ]
     decoded = decode_many(payloads)
     assert runs(decoded) == [[2], [1], [1]]
-    assert [v for run in decoded if isinstance(run, DecodedRun)
-            for v in run.batch.column("metadata.pipeline_version").to_pylist()] == [
-        "v1", "v1", "version-2", "v1"]
-    assert all(run.batch.schema.field("metadata.pipeline_version").type == pa.string()
-               for run in decoded if isinstance(run, DecodedRun))
+    assert [
+        v
+        for run in decoded
+        if isinstance(run, DecodedRun)
+        for v in run.batch.column("metadata.pipeline_version").to_pylist()
+    ] == ["v1", "v1", "version-2", "v1"]
+    assert all(
+        run.batch.schema.field("metadata.pipeline_version").type == pa.string()
+        for run in decoded
+        if isinstance(run, DecodedRun)
+    )
 
 
-@pytest.mark.parametrize("bad", [b"not arrow", b"", b"\xff\xff\xff\xff\x10\x00\x00\x00short",
-                                 b"ARROW1\x00\x00"], ids=["junk", "empty", "cut", "file"])
+@pytest.mark.parametrize(
+    "bad",
+    [b"not arrow", b"", b"\xff\xff\xff\xff\x10\x00\x00\x00short", b"ARROW1\x00\x00"],
+    ids=["junk", "empty", "cut", "file"],
+)
 def test_an_unreadable_payload_fails_alone_and_its_neighbours_decode(bad: bytes) -> None:
     good = encode_many(result(3), [1, 1, 1])
     decoded = decode_many([good[0], bad, good[1], good[2]])
@@ -99,7 +118,7 @@ def test_a_payload_whose_batch_does_not_fit_its_schema_fails_alone_in_a_run() ->
     other = encode(pa.RecordBatch.from_pydict({"z": [1]}), ARROW_STREAM)
     other_at = frames.layout(other)
     assert other_at is not None  # framed like the others, with their schema, but not theirs
-    misfit = good[0][:found.header_end] + other[other_at.header_end:]
+    misfit = good[0][: found.header_end] + other[other_at.header_end :]
     decoded = decode_many([good[0], misfit, good[1], good[2]])
     assert runs(decoded) == [[1], "CodecError", [1], [1]]  # found by decoding each alone
 
@@ -121,8 +140,9 @@ def test_a_payload_of_several_batches_counts_all_its_rows() -> None:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     two_batches = sink.getvalue().to_pybytes()
-    (run,) = decode_many([encode(result(1), ARROW_STREAM), two_batches,
-                          encode(result(3), ARROW_STREAM)])
+    (run,) = decode_many(
+        [encode(result(1), ARROW_STREAM), two_batches, encode(result(3), ARROW_STREAM)]
+    )
     assert run.rows == [1, 2, 3] and run.batch.num_rows == 6
 
 
@@ -135,14 +155,14 @@ def test_layout_of_a_stream_and_of_bytes_that_are_not_one() -> None:
     payload = encode(result(2), ARROW_STREAM)
     found = frames.layout(payload)
     assert found is not None and found.record_batches == 1
-    assert payload[found.body_end:] == frames.END_OF_STREAM
+    assert payload[found.body_end :] == frames.END_OF_STREAM
     kinds, at = [], 0
     while at < found.header_end:  # the schema, then the two dictionaries
         kind, at = frames.message_at(payload, at)
         kinds.append(kind)
     assert kinds == [frames.SCHEMA, frames.DICTIONARY_BATCH, frames.DICTIONARY_BATCH]
     assert frames.message_at(payload, found.header_end)[0] == frames.RECORD_BATCH
-    for bad in (b"", b"junk", payload[:found.header_end + 5], b"\x00" * 16):
+    for bad in (b"", b"junk", payload[: found.header_end + 5], b"\x00" * 16):
         assert frames.layout(bad) is None
 
 
@@ -156,6 +176,10 @@ def test_a_payload_that_replaces_a_dictionary_midway_is_read_alone() -> None:
     next_one = encode(result(1, "v1"), ARROW_STREAM)
     decoded = decode_many([replacing, next_one])
     assert runs(decoded) == [[2], [1]]
-    versions = [v for run in decoded if isinstance(run, DecodedRun)
-                for v in run.batch.column("metadata.pipeline_version").to_pylist()]
+    versions = [
+        v
+        for run in decoded
+        if isinstance(run, DecodedRun)
+        for v in run.batch.column("metadata.pipeline_version").to_pylist()
+    ]
     assert versions == ["v1", "v2", "v1"]

@@ -43,14 +43,18 @@ def test_ndarray_round_trip_keeps_dtype_and_shape(
     np.testing.assert_array_equal(back, array)
 
 
-@pytest.mark.parametrize("array", [
-    np.array([1.5, 2.5], dtype=np.float32),
-    np.array([1, 2, 3], dtype=np.int64),
-    np.array([True, False]),
-    np.array(["a", "bc"], dtype=object),
-    np.arange(3).astype("datetime64[us]"),
-    np.zeros((4, 0), dtype=np.float32),
-], ids=["float32", "int64", "bool", "string", "timestamp", "empty-inner"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([1.5, 2.5], dtype=np.float32),
+        np.array([1, 2, 3], dtype=np.int64),
+        np.array([True, False]),
+        np.array(["a", "bc"], dtype=object),
+        np.arange(3).astype("datetime64[us]"),
+        np.zeros((4, 0), dtype=np.float32),
+    ],
+    ids=["float32", "int64", "bool", "string", "timestamp", "empty-inner"],
+)
 def test_ndarray_round_trip_plain_columns(array: np.ndarray) -> None:
     back = column_to_ndarray(ndarray_to_column(array))
     assert (back.dtype, back.shape) == (array.dtype, array.shape)
@@ -64,20 +68,27 @@ def test_ndarray_to_column_is_zero_copy_for_contiguous_numbers() -> None:
 
 
 def test_nd_columns_survive_arrow_stream() -> None:
-    arrays = {"img": np.ones((6, 2, 4), np.float32), "vec": np.zeros((6, 3), np.int32),
-              "id": np.arange(6)}
+    arrays = {
+        "img": np.ones((6, 2, 4), np.float32),
+        "vec": np.zeros((6, 3), np.int32),
+        "id": np.arange(6),
+    }
     back = batch_to_arrays(decode(encode(batch_from_arrays(arrays), ARROW_STREAM), ARROW_STREAM))
     for name, array in arrays.items():
         assert (back[name].dtype, back[name].shape) == (array.dtype, array.shape)
         np.testing.assert_array_equal(back[name], array)
 
 
-@pytest.mark.parametrize("column", [
-    pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float64())),
-    pa.array([[1.0, 2.0], [3.0, 4.0]], pa.large_list(pa.float64())),
-    pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float64(), 2)),
-    pa.chunked_array([[[1.0, 2.0]], [[3.0, 4.0]]]),
-], ids=["list", "large_list", "fixed_size_list", "chunked"])
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float64())),
+        pa.array([[1.0, 2.0], [3.0, 4.0]], pa.large_list(pa.float64())),
+        pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float64(), 2)),
+        pa.chunked_array([[[1.0, 2.0]], [[3.0, 4.0]]]),
+    ],
+    ids=["list", "large_list", "fixed_size_list", "chunked"],
+)
 def test_variable_and_fixed_lists_give_the_same_array(column: pa.Array) -> None:
     back = column_to_ndarray(column)
     np.testing.assert_array_equal(back, np.array([[1.0, 2.0], [3.0, 4.0]]))
@@ -88,22 +99,33 @@ def test_sliced_list_column_uses_only_its_rows() -> None:
     np.testing.assert_array_equal(column_to_ndarray(column), [[4, 5], [6, 7]])
 
 
-@pytest.mark.parametrize("values, lengths", [
-    ([[1, 2, 3], [1, 2, 3, 4]], "lengths 3 and 4"),
-    ([[[1, 2]], [[1, 2], [3, 4]]], "lengths 1 and 2"),
-    ([[], [1]], "lengths 0 and 1"),
-], ids=["depth1", "depth1-nested", "empty-row"])
+@pytest.mark.parametrize(
+    "values, lengths",
+    [
+        ([[1, 2, 3], [1, 2, 3, 4]], "lengths 3 and 4"),
+        ([[[1, 2]], [[1, 2], [3, 4]]], "lengths 1 and 2"),
+        ([[], [1]], "lengths 0 and 1"),
+    ],
+    ids=["depth1", "depth1-nested", "empty-row"],
+)
 def test_ragged_lists_raise_as_one_tensor(values: list, lengths: str) -> None:
-    with pytest.raises(CodecError, match=rf"the codec refused column 'x': rows of column 'x' "
-                                         rf"have {lengths}; every row must"):
+    with pytest.raises(
+        CodecError,
+        match=rf"the codec refused column 'x': rows of column 'x' "
+        rf"have {lengths}; every row must",
+    ):
         column_to_ndarray(pa.array(values), name="x")
 
 
-@pytest.mark.parametrize("values, shapes", [
-    ([[1, 2, 3], [4]], [(3,), (1,)]),
-    ([[], [1, 2]], [(0,), (2,)]),
-    ([[[1, 2]], [[3, 4], [5, 6]]], [(1, 2), (2, 2)]),
-], ids=["depth1", "empty-row", "rows-of-vectors"])
+@pytest.mark.parametrize(
+    "values, shapes",
+    [
+        ([[1, 2, 3], [4]], [(3,), (1,)]),
+        ([[], [1, 2]], [(0,), (2,)]),
+        ([[[1, 2]], [[3, 4], [5, 6]]], [(1, 2), (2, 2)]),
+    ],
+    ids=["depth1", "empty-row", "rows-of-vectors"],
+)
 def test_ragged_lists_come_as_one_array_per_row(values: list, shapes: list) -> None:
     rows = column_values(pa.array(values), name="x")
     assert isinstance(rows, list)
@@ -121,17 +143,26 @@ def test_ragged_rows_of_a_sliced_column_and_a_uniform_column_as_one_array() -> N
 
 
 def test_rows_ragged_within_a_row_raise() -> None:
-    with pytest.raises(CodecError, match="the codec refused column 'x': its rows hold lists of "
-                                         "lengths 1 and 2 below the first level"):
+    with pytest.raises(
+        CodecError,
+        match="the codec refused column 'x': its rows hold lists of "
+        "lengths 1 and 2 below the first level",
+    ):
         column_values(pa.array([[[1, 2], [3, 4]], [[1, 2], [3]]]), name="x")
 
 
-@pytest.mark.parametrize("rows, kind", [
-    ([np.arange(3, dtype=np.uint8), np.arange(1, dtype=np.uint8)], pa.list_(pa.uint8())),
-    ([np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32)],
-     pa.list_(pa.list_(pa.float32(), 3))),
-    ([np.zeros(0, np.int64), np.arange(2)], pa.list_(pa.int64())),
-], ids=["bytes", "rows-of-vectors", "empty-row"])
+@pytest.mark.parametrize(
+    "rows, kind",
+    [
+        ([np.arange(3, dtype=np.uint8), np.arange(1, dtype=np.uint8)], pa.list_(pa.uint8())),
+        (
+            [np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32)],
+            pa.list_(pa.list_(pa.float32(), 3)),
+        ),
+        ([np.zeros(0, np.int64), np.arange(2)], pa.list_(pa.int64())),
+    ],
+    ids=["bytes", "rows-of-vectors", "empty-row"],
+)
 def test_one_array_per_row_round_trips_through_arrow(rows: list, kind: pa.DataType) -> None:
     batch = batch_from_arrays({"v": rows})
     assert batch.schema.field("v").type == kind
@@ -155,14 +186,17 @@ def test_ragged_json_rows_raise_when_made_arrays() -> None:
     assert [row.tolist() for row in batch_to_arrays(batch, ragged=True)["x"]] == [[1, 2], [1, 2, 3]]
 
 
-@pytest.mark.parametrize("column, what", [
-    (pa.array([1.0, None]), "null values"),
-    (pa.array([1, None], pa.int32()), "null values"),
-    (pa.array([True, None]), "null values"),
-    (pa.array([[1.0], None]), "null rows"),
-    (pa.array([[1.0, None]]), "null values"),
-    (pa.array([[[1]], [None]]), "null rows"),
-])
+@pytest.mark.parametrize(
+    "column, what",
+    [
+        (pa.array([1.0, None]), "null values"),
+        (pa.array([1, None], pa.int32()), "null values"),
+        (pa.array([True, None]), "null values"),
+        (pa.array([[1.0], None]), "null rows"),
+        (pa.array([[1.0, None]]), "null values"),
+        (pa.array([[[1]], [None]]), "null rows"),
+    ],
+)
 def test_nulls_in_numeric_data_raise(column: pa.Array, what: str) -> None:
     with pytest.raises(CodecError, match=f"column 'score' has {what}"):
         column_to_ndarray(column, name="score")
@@ -172,13 +206,15 @@ def test_string_nulls_stay_none() -> None:
     assert column_to_ndarray(pa.array(["a", None])).tolist() == ["a", None]
 
 
-
-@pytest.mark.parametrize("arrays, message", [
-    ({"a": np.zeros(3), "b": np.zeros(4)}, "different lengths"),
-    ({"a": np.zeros((3, 2)), "b": np.zeros((2, 3))}, "different lengths"),
-    ({"a": np.float64(1.0)}, "at least one dimension"),
-    ({"a": np.array(1.0)}, "at least one dimension"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"a": np.zeros(3), "b": np.zeros(4)}, "different lengths"),
+        ({"a": np.zeros((3, 2)), "b": np.zeros((2, 3))}, "different lengths"),
+        ({"a": np.float64(1.0)}, "at least one dimension"),
+        ({"a": np.array(1.0)}, "at least one dimension"),
+    ],
+)
 def test_batch_from_arrays_rejects_bad_shapes(arrays: dict, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         batch_from_arrays(arrays)

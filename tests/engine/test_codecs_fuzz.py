@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from engine import codecs
 from engine.codecs import (
-    ARROW_FILE, ARROW_STREAM, PANDAS_RECORDS, DecodedRun, decode, decode_many, encode,
+    ARROW_FILE,
+    ARROW_STREAM,
+    PANDAS_RECORDS,
+    DecodedRun,
+    decode,
+    decode_many,
+    encode,
     normalize_content_type,
 )
 from engine.errors import CodecError
@@ -30,18 +36,35 @@ from engine.oip import InferenceRequest, request_to_batch
 
 pytestmark = pytest.mark.timeout(120)
 
-SEEDED = settings(max_examples=150, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-CONTENT_TYPES = [ARROW_STREAM, ARROW_FILE, PANDAS_RECORDS, "application/json", "text/plain",
-                 "", "application/json; format=split", 'APPLICATION/JSON ; FORMAT="records"',
-                 "application/vnd.apache.arrow.stream; charset=utf-8", "\x00\xff"]
+SEEDED = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate],
+)
+CONTENT_TYPES = [
+    ARROW_STREAM,
+    ARROW_FILE,
+    PANDAS_RECORDS,
+    "application/json",
+    "text/plain",
+    "",
+    "application/json; format=split",
+    'APPLICATION/JSON ; FORMAT="records"',
+    "application/vnd.apache.arrow.stream; charset=utf-8",
+    "\x00\xff",
+]
 
 
 # --- generated batches -----------------------------------------------------------------------
 
+
 def _column(kind: str, rows: int, draw: Any) -> pa.Array:
-    values = draw(st.lists(st.floats(allow_nan=False, width=32), min_size=rows * 3,
-                           max_size=rows * 3))
+    values = draw(
+        st.lists(st.floats(allow_nan=False, width=32), min_size=rows * 3, max_size=rows * 3)
+    )
     flat = np.array(values, dtype=np.float32)
     if kind == "float":
         return pa.array(flat[:rows])
@@ -50,11 +73,16 @@ def _column(kind: str, rows: int, draw: Any) -> pa.Array:
     if kind == "fixed list":
         return codecs.ndarray_to_column(flat.reshape(rows, 3))
     if kind == "nested list":
-        return pa.array([[[float(v)] for v in flat[i * 3:i * 3 + draw(st.integers(0, 3))]]
-                         for i in range(rows)])
+        return pa.array(
+            [
+                [[float(v)] for v in flat[i * 3 : i * 3 + draw(st.integers(0, 3))]]
+                for i in range(rows)
+            ]
+        )
     if kind == "dictionary":
-        return pa.array([draw(st.sampled_from(["a", "bb", "é"])) for _ in range(rows)]
-                        ).dictionary_encode()
+        return pa.array(
+            [draw(st.sampled_from(["a", "bb", "é"])) for _ in range(rows)]
+        ).dictionary_encode()
     if kind == "text":
         return pa.array([draw(st.text(max_size=4)) for _ in range(rows)])
     return pa.array([draw(st.none() | st.booleans()) for _ in range(rows)], pa.bool_())
@@ -63,11 +91,19 @@ def _column(kind: str, rows: int, draw: Any) -> pa.Array:
 @st.composite
 def batches(draw: Any) -> pa.RecordBatch:
     rows = draw(st.sampled_from([0, 1, 2, 5]))
-    kinds = draw(st.lists(st.sampled_from(["float", "int", "fixed list", "nested list",
-                                           "dictionary", "text", "bool"]),
-                          min_size=1, max_size=4))
-    return pa.RecordBatch.from_arrays([_column(kind, rows, draw) for kind in kinds],
-                                      names=[f"c{i}.{kind}" for i, kind in enumerate(kinds)])
+    kinds = draw(
+        st.lists(
+            st.sampled_from(
+                ["float", "int", "fixed list", "nested list", "dictionary", "text", "bool"]
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return pa.RecordBatch.from_arrays(
+        [_column(kind, rows, draw) for kind in kinds],
+        names=[f"c{i}.{kind}" for i, kind in enumerate(kinds)],
+    )
 
 
 @given(batch=batches(), content_type=st.sampled_from([ARROW_STREAM, ARROW_FILE]))
@@ -78,6 +114,7 @@ def test_arrow_payloads_round_trip(batch: pa.RecordBatch, content_type: str) -> 
 
 
 # --- hostile bytes ---------------------------------------------------------------------------
+
 
 def _outcome(payload: bytes, content_type: str) -> pa.RecordBatch | None:
     """The batch, or None for a CodecError; any other exception fails the test."""
@@ -119,7 +156,8 @@ def test_damaged_arrow_payloads_decode_or_raise_codec_error(case: tuple[bytes, s
 @given(payload=st.binary(max_size=400), content_type=st.sampled_from(CONTENT_TYPES))
 @SEEDED
 def test_random_bytes_under_any_content_type_decode_or_raise_codec_error(
-        payload: bytes, content_type: str) -> None:
+    payload: bytes, content_type: str
+) -> None:
     _outcome(payload, content_type)
 
 
@@ -134,11 +172,15 @@ def test_content_types_are_one_of_ours_or_refused_naming_the_accepted_ones(heade
     assert found in (ARROW_STREAM, ARROW_FILE, PANDAS_RECORDS)
 
 
-@given(payloads=st.lists(damaged() | batches().map(lambda b: (encode(b, ARROW_STREAM), "")),
-                         min_size=1, max_size=6))
+@given(
+    payloads=st.lists(
+        damaged() | batches().map(lambda b: (encode(b, ARROW_STREAM), "")), min_size=1, max_size=6
+    )
+)
 @SEEDED
 def test_decode_many_accounts_for_every_payload_and_agrees_with_decode(
-        payloads: list[tuple[bytes, str]]) -> None:
+    payloads: list[tuple[bytes, str]],
+) -> None:
     values = [payload for payload, _ in payloads]
     out = decode_many(values)
     assert sum(len(item.rows) if isinstance(item, DecodedRun) else 1 for item in out) == len(values)
@@ -158,11 +200,14 @@ def test_decode_many_accounts_for_every_payload_and_agrees_with_decode(
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner,
-                                                                max_size=3),
-    max_leaves=12)
-ROWS = st.lists(st.dictionaries(st.sampled_from(["x", "y", "z"]), JSON_VALUES, max_size=3),
-                max_size=4)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+ROWS = st.lists(
+    st.dictionaries(st.sampled_from(["x", "y", "z"]), JSON_VALUES, max_size=3), max_size=4
+)
 
 
 @given(value=JSON_VALUES | ROWS)
@@ -171,12 +216,14 @@ def test_generated_json_decodes_or_raises_codec_error(value: Any) -> None:
     _outcome(json.dumps(value).encode(), PANDAS_RECORDS)
 
 
-TENSORS = st.fixed_dictionaries({
-    "name": st.text(max_size=4),
-    "shape": st.lists(st.integers(-2, 3) | st.sampled_from([2**40, 2**62]), max_size=3),
-    "datatype": st.sampled_from(["FP32", "FP16", "INT8", "UINT64", "BOOL", "BYTES", "FP128"]),
-    "data": st.lists(JSON_VALUES, max_size=6),
-})
+TENSORS = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=4),
+        "shape": st.lists(st.integers(-2, 3) | st.sampled_from([2**40, 2**62]), max_size=3),
+        "datatype": st.sampled_from(["FP32", "FP16", "INT8", "UINT64", "BOOL", "BYTES", "FP128"]),
+        "data": st.lists(JSON_VALUES, max_size=6),
+    }
+)
 
 
 @given(inputs=st.lists(TENSORS, max_size=3))
@@ -194,14 +241,20 @@ def test_generated_oip_bodies_decode_or_raise_codec_error(inputs: list[dict[str,
     assert batch.num_rows == request.inputs[0].shape[0]
 
 
-@given(rows=st.integers(0, 4), width=st.integers(1, 3),
-       datatype=st.sampled_from(["FP32", "FP64", "INT8", "INT64", "BOOL"]), data=st.data())
+@given(
+    rows=st.integers(0, 4),
+    width=st.integers(1, 3),
+    datatype=st.sampled_from(["FP32", "FP64", "INT8", "INT64", "BOOL"]),
+    data=st.data(),
+)
 @SEEDED
-def test_well_formed_oip_tensors_keep_their_values(rows: int, width: int, datatype: str,
-                                                   data: Any) -> None:
+def test_well_formed_oip_tensors_keep_their_values(
+    rows: int, width: int, datatype: str, data: Any
+) -> None:
     element = st.booleans() if datatype == "BOOL" else st.integers(-100, 100)
     flat = data.draw(st.lists(element, min_size=rows * width, max_size=rows * width))
-    request = InferenceRequest(inputs=[{"name": "t", "shape": [rows, width],
-                                        "datatype": datatype, "data": flat}])
+    request = InferenceRequest(
+        inputs=[{"name": "t", "shape": [rows, width], "datatype": datatype, "data": flat}]
+    )
     column = codecs.column_to_ndarray(request_to_batch(request).column("t"))
     assert column.shape == (rows, width) and column.reshape(-1).tolist() == flat

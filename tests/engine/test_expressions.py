@@ -29,8 +29,12 @@ from tests.engine._expressions import A, B, FLAG, HOUSING, h_in, h_out, m_out, t
 
 def test_housing_guide_example_flags_high_price() -> None:
     validation = h_out[0][0] < 100.0
-    batch = {HOUSING: {"inputs": {"dense_16_input": np.zeros((2, 13))},
-                       "outputs": {"dense_1": np.array([[350.46990966796875], [50.0]], dtype=np.float32)}}}
+    batch = {
+        HOUSING: {
+            "inputs": {"dense_16_input": np.zeros((2, 13))},
+            "outputs": {"dense_1": np.array([[350.46990966796875], [50.0]], dtype=np.float32)},
+        }
+    }
     assert to_text(validation) == "anomaly-housing.outputs[0][0] < 100.0"
     assert check(validation, batch).tolist() == [False, True]
     assert check(parse("anomaly-housing.outputs[0][0] < 100.0"), batch).tolist() == [False, True]
@@ -38,8 +42,13 @@ def test_housing_guide_example_flags_high_price() -> None:
 
 
 def test_builder_produces_variables() -> None:
-    assert h_out[0].to_json() == {"type": "variable", "model": HOUSING, "kind": "outputs", "field": 0,
-                                  "index": []}
+    assert h_out[0].to_json() == {
+        "type": "variable",
+        "model": HOUSING,
+        "kind": "outputs",
+        "field": 0,
+        "index": [],
+    }
     assert h_out["dense_1"][0].same_as(Variable(HOUSING, "outputs", "dense_1", (0,)))
     assert h_in[1][2][3].same_as(Variable(HOUSING, "inputs", 1, (2, 3)))
     assert m_out[np.int64(1)][np.int32(2)].same_as(Variable("m", "outputs", 1, (2,)))
@@ -70,22 +79,52 @@ OPERATORS = [
     ("rdiv", lambda: 6 / A, "6 / m.outputs[0][0]", [6.0, 3.0, 2.0]),
     ("neg", lambda: -A, "-m.outputs[0][0]", [-1.0, -2.0, -3.0]),
     ("abs", lambda: abs(A - 2), "abs(m.outputs[0][0] - 2)", [1.0, 0.0, 1.0]),
-    ("and", lambda: (A > 1) & FLAG, "(m.outputs[0][0] > 1) & m.outputs[\"flag\"]", [False, False, True]),
-    ("or", lambda: (A > 2) | ~FLAG, "(m.outputs[0][0] > 2) | ~m.outputs[\"flag\"]", [False, True, True]),
-    ("rand", lambda: True & FLAG, "True & m.outputs[\"flag\"]", [True, False, True]),
-    ("ror", lambda: False | FLAG, "False | m.outputs[\"flag\"]", [True, False, True]),
+    (
+        "and",
+        lambda: (A > 1) & FLAG,
+        '(m.outputs[0][0] > 1) & m.outputs["flag"]',
+        [False, False, True],
+    ),
+    (
+        "or",
+        lambda: (A > 2) | ~FLAG,
+        '(m.outputs[0][0] > 2) | ~m.outputs["flag"]',
+        [False, True, True],
+    ),
+    ("rand", lambda: True & FLAG, 'True & m.outputs["flag"]', [True, False, True]),
+    ("ror", lambda: False | FLAG, 'False | m.outputs["flag"]', [True, False, True]),
     ("not", lambda: ~(A < 2), "~(m.outputs[0][0] < 2)", [False, True, True]),
     ("one_of", lambda: A.one_of(1, 3), "m.outputs[0][0].one_of(1, 3)", [True, False, True]),
-    ("one_of_str", lambda: m_out["label"].one_of("cat", "cow"),
-     "m.outputs[\"label\"].one_of(\"cat\", \"cow\")", [True, False, True]),
-    ("precedence", lambda: (A - (B - 1)) * 2, "(m.outputs[0][0] - (m.outputs[0][1] - 1)) * 2",
-     [-2.0, 2.0, 6.0]),
-    ("seq_tensor", lambda: model_refs("n-2")[1][0] >= -20, "n-2.outputs[0] >= -20", [True, True, True]),
-    ("mixed", lambda: abs(-A + 1) / 2 <= 0.5, "abs(-m.outputs[0][0] + 1) / 2 <= 0.5", [True, True, False]),
+    (
+        "one_of_str",
+        lambda: m_out["label"].one_of("cat", "cow"),
+        'm.outputs["label"].one_of("cat", "cow")',
+        [True, False, True],
+    ),
+    (
+        "precedence",
+        lambda: (A - (B - 1)) * 2,
+        "(m.outputs[0][0] - (m.outputs[0][1] - 1)) * 2",
+        [-2.0, 2.0, 6.0],
+    ),
+    (
+        "seq_tensor",
+        lambda: model_refs("n-2")[1][0] >= -20,
+        "n-2.outputs[0] >= -20",
+        [True, True, True],
+    ),
+    (
+        "mixed",
+        lambda: abs(-A + 1) / 2 <= 0.5,
+        "abs(-m.outputs[0][0] + 1) / 2 <= 0.5",
+        [True, True, False],
+    ),
 ]
 
 
-@pytest.mark.parametrize("build, text, expected", [o[1:] for o in OPERATORS], ids=[o[0] for o in OPERATORS])
+@pytest.mark.parametrize(
+    "build, text, expected", [o[1:] for o in OPERATORS], ids=[o[0] for o in OPERATORS]
+)
 def test_operator(build, text: str, expected: list) -> None:
     expr = build()
     assert isinstance(expr, Expression)
@@ -129,24 +168,27 @@ def test_equality_builds_nodes_and_hash_is_identity() -> None:
     assert {e1: "x"}[e1] == "x"
 
 
-@pytest.mark.parametrize("build, words", [
-    (lambda: m_out[1.5], "needs an int position or a field name, found 1.5"),
-    (lambda: m_out[-1], "needs an int position or a field name, found -1"),
-    (lambda: m_out[None], "found None"),
-    (lambda: m_out[0]["x"], "needs a non-negative int index, found str 'x'"),
-    (lambda: m_out[0][True], "found bool True"),
-    (lambda: m_out[0][-2], "found int -2"),
-    (lambda: A < None, "cannot use NoneType None in an expression"),
-    (lambda: A + [1], "cannot use list"),
-    (lambda: A < float("nan"), "finite"),
-    (lambda: A.one_of(), "at least one value"),
-    (lambda: A.one_of(B), "cannot use Variable"),
-    (lambda: list(m_out), "cannot be iterated"),
-    (lambda: list(A), "cannot be iterated"),
-    (lambda: model_refs("Housing_Model"), "model name must match"),
-    (lambda: -Literal("x"), "negate a literal"),
-    (lambda: A < 10**400, "fit in 1000 bits"),
-])
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: m_out[1.5], "needs an int position or a field name, found 1.5"),
+        (lambda: m_out[-1], "needs an int position or a field name, found -1"),
+        (lambda: m_out[None], "found None"),
+        (lambda: m_out[0]["x"], "needs a non-negative int index, found str 'x'"),
+        (lambda: m_out[0][True], "found bool True"),
+        (lambda: m_out[0][-2], "found int -2"),
+        (lambda: A < None, "cannot use NoneType None in an expression"),
+        (lambda: A + [1], "cannot use list"),
+        (lambda: A < float("nan"), "finite"),
+        (lambda: A.one_of(), "at least one value"),
+        (lambda: A.one_of(B), "cannot use Variable"),
+        (lambda: list(m_out), "cannot be iterated"),
+        (lambda: list(A), "cannot be iterated"),
+        (lambda: model_refs("Housing_Model"), "model name must match"),
+        (lambda: -Literal("x"), "negate a literal"),
+        (lambda: A < 10**400, "fit in 1000 bits"),
+    ],
+)
 def test_builder_rejects(build, words: str) -> None:
     with pytest.raises(ExpressionError) as info:
         build()

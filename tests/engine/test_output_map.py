@@ -32,8 +32,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _ref(path: Path, name: str) -> ModelRef:
     if path.suffix == ".onnx":
         signature = OnnxRuntime.inspect(path)
-        return ModelRef(name=name, version="1", sha=sha256_file(path), runtime="onnx",
-                        inputs=signature.inputs, outputs=signature.outputs)
+        return ModelRef(
+            name=name,
+            version="1",
+            sha=sha256_file(path),
+            runtime="onnx",
+            inputs=signature.inputs,
+            outputs=signature.outputs,
+        )
     return ModelRef(name=name, version="1", sha=sha256_file(path), runtime="python")
 
 
@@ -46,36 +52,50 @@ def _run(files: dict[str, Path], *steps: ModelStep) -> dict[str, list]:
 def test_an_output_map_feeds_the_next_step_by_its_names(files: dict[str, Path]) -> None:
     model, post = _ref(files["model"], "model"), _ref(files["post"], "post")
     alone = _run(files, ModelStep(model=model))
-    result = _run(files, ModelStep(model=model, outputs={"variable": "score"}),
-                  ModelStep(model=post))
-    np.testing.assert_allclose(result["out.price"], [row[0] * 2 for row in alone["out.variable"]],
-                               rtol=1e-6)
+    result = _run(
+        files, ModelStep(model=model, outputs={"variable": "score"}), ModelStep(model=post)
+    )
+    np.testing.assert_allclose(
+        result["out.price"], [row[0] * 2 for row in alone["out.variable"]], rtol=1e-6
+    )
     renamed = _run(files, ModelStep(model=model, outputs={"variable": "score"}))
     assert "out.score" in renamed and "out.variable" not in renamed
 
 
-def test_without_the_map_the_post_step_fails_on_the_models_own_name(
-        files: dict[str, Path]) -> None:
+def test_without_the_map_the_post_step_fails_on_the_models_own_name(files: dict[str, Path]) -> None:
     model, post = _ref(files["model"], "model"), _ref(files["post"], "post")
     with pytest.raises(StepFailed, match=r"step 'post' failed: KeyError: 'score'"):
         _run(files, ModelStep(model=model), ModelStep(model=post))
 
 
-@pytest.mark.parametrize(("outputs", "message"), [
-    ({"softmax_11.tmp_0": "probs"}, r"renames \['softmax_11.tmp_0'\], but the model's outputs "
-                                    r"are \['variable'\]"),
-    ({"variable": "in.x"}, r"gives outputs the names \['in.x'\]; names may not"),
-    ({"variable": ""}, r"gives outputs the names \[''\]"),
-])
-def test_bad_output_maps_are_refused_at_load(files: dict[str, Path], outputs: dict[str, str],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (
+            {"softmax_11.tmp_0": "probs"},
+            r"renames \['softmax_11.tmp_0'\], but the model's outputs "
+            r"are \['variable'\]",
+        ),
+        ({"variable": "in.x"}, r"gives outputs the names \['in.x'\]; names may not"),
+        ({"variable": ""}, r"gives outputs the names \[''\]"),
+    ],
+)
+def test_bad_output_maps_are_refused_at_load(
+    files: dict[str, Path], outputs: dict[str, str], message: str
+) -> None:
     with pytest.raises(InputMismatch, match=message):
         _run(files, ModelStep(model=_ref(files["model"], "model"), outputs=outputs))
 
 
 def test_a_python_steps_map_names_what_it_did_not_return(files: dict[str, Path]) -> None:
     model, post = _ref(files["model"], "model"), _ref(files["post"], "post")
-    with pytest.raises(StepFailed, match=r"its output map renames \['probs'\], but it returned "
-                                         r"\['price'\]"):
-        _run(files, ModelStep(model=model, outputs={"variable": "score"}),
-             ModelStep(model=post, outputs={"probs": "p"}))
+    with pytest.raises(
+        StepFailed,
+        match=r"its output map renames \['probs'\], but it returned "
+        r"\['price'\]",
+    ):
+        _run(
+            files,
+            ModelStep(model=model, outputs={"variable": "score"}),
+            ModelStep(model=post, outputs={"probs": "p"}),
+        )

@@ -25,8 +25,9 @@ def process_data(input_data):
 """
 
 
-def _two_step_spec(tmp_path: Path, diabetes_onnx: Path,
-                   validations: list[Validation] | None = None) -> tuple[PipelineSpec, dict[str, Path]]:
+def _two_step_spec(
+    tmp_path: Path, diabetes_onnx: Path, validations: list[Validation] | None = None
+) -> tuple[PipelineSpec, dict[str, Path]]:
     pre = tmp_path / "pre.py"
     pre.write_text(SCALE)
     refs = [
@@ -44,13 +45,15 @@ def two_steps(tmp_path: Path, diabetes_onnx: Path) -> CompiledPipeline:
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha])
 
 
-def test_run_chains_steps_and_carries_the_input(two_steps: CompiledPipeline,
-                                                diabetes_onnx: Path) -> None:
+def test_run_chains_steps_and_carries_the_input(
+    two_steps: CompiledPipeline, diabetes_onnx: Path
+) -> None:
     result = two_steps.run(codecs.batch_from_arrays({"tensor": X}))
     assert result.schema.names[:3] == ["time", "in.tensor", "out.variable"]
     expected = ort.InferenceSession(str(diabetes_onnx)).run(None, {"float_input": X * 0.5})[0]
-    np.testing.assert_allclose(codecs.column_to_ndarray(result.column("out.variable")), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        codecs.column_to_ndarray(result.column("out.variable")), expected, rtol=1e-5
+    )
     np.testing.assert_array_equal(codecs.column_to_ndarray(result.column("in.tensor")), X)
     assert result.column("check_failures").to_pylist() == [0] * 4
     assert result.column("anomaly.count").to_pylist() == [0] * 4
@@ -94,8 +97,9 @@ def _validated(tmp_path: Path, diabetes_onnx: Path, **exprs: object) -> Compiled
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha])
 
 
-def test_guide_style_validation_flags_rows_over_the_limit(tmp_path: Path,
-                                                          diabetes_onnx: Path) -> None:
+def test_guide_style_validation_flags_rows_over_the_limit(
+    tmp_path: Path, diabetes_onnx: Path
+) -> None:
     _, outputs = model_refs("diabetes")
     pipeline = _validated(tmp_path, diabetes_onnx, **{"price-too-high": outputs[0][0] < 100.0})
     result = pipeline.run(codecs.batch_from_arrays({"tensor": X}))
@@ -110,25 +114,29 @@ def test_guide_style_validation_flags_rows_over_the_limit(tmp_path: Path,
 def test_several_validations_and_earlier_steps(tmp_path: Path, diabetes_onnx: Path) -> None:
     pre_in, pre_out = model_refs("pre")
     _, outputs = model_refs("diabetes")
-    pipeline = _validated(tmp_path, diabetes_onnx,
-                          low=outputs["variable"][0] > -1e9,          # always passes
-                          scaled=pre_out[0][0] < pre_in[0][0] * 0.25,  # x*0.5 < x*0.25: fails
-                          )
+    pipeline = _validated(
+        tmp_path,
+        diabetes_onnx,
+        low=outputs["variable"][0] > -1e9,  # always passes
+        scaled=pre_out[0][0] < pre_in[0][0] * 0.25,  # x*0.5 < x*0.25: fails
+    )
     result = pipeline.run(codecs.batch_from_arrays({"tensor": X}))
     assert result.column("anomaly.low").to_pylist() == [False] * 4
     assert result.column("anomaly.scaled").to_pylist() == [True] * 4
     assert result.column("anomaly.count").to_pylist() == [1] * 4
 
 
-def test_a_validation_on_a_model_not_in_the_pipeline_is_refused(tmp_path: Path,
-                                                                 diabetes_onnx: Path) -> None:
+def test_a_validation_on_a_model_not_in_the_pipeline_is_refused(
+    tmp_path: Path, diabetes_onnx: Path
+) -> None:
     _, outputs = model_refs("housing")
     with pytest.raises(ExpressionError, match=r"refers to \['housing'\]"):
         _validated(tmp_path, diabetes_onnx, bad=outputs[0][0] < 1.0)
 
 
-def test_a_validation_that_cannot_evaluate_fails_the_request(tmp_path: Path,
-                                                             diabetes_onnx: Path) -> None:
+def test_a_validation_that_cannot_evaluate_fails_the_request(
+    tmp_path: Path, diabetes_onnx: Path
+) -> None:
     _, outputs = model_refs("diabetes")
     pipeline = _validated(tmp_path, diabetes_onnx, deep=outputs[0][0][5] < 1.0)
     with pytest.raises(StepFailed, match="validation 'deep'"):

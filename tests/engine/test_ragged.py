@@ -24,17 +24,30 @@ ROWS = [np.arange(n, dtype=np.float32) + n for n in (3, 5, 3, 1)]
 def _model(path: Path, length: int | str) -> OnnxRuntime:
     """x [N, length] float -> total [N] (sum of each row), echo [N, length] (x itself)."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
-         helper.make_node("Identity", ["x"], ["echo"])], "ragged",
+        [
+            helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0),
+            helper.make_node("Identity", ["x"], ["echo"]),
+        ],
+        "ragged",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", length])],
-        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
-         helper.make_tensor_value_info("echo", TensorProto.FLOAT, ["N", length])],
-        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+        [
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("echo", TensorProto.FLOAT, ["N", length]),
+        ],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     signature = OnnxRuntime.inspect(path)
-    runtime = OnnxRuntime(ModelRef(name="summer", version="1", sha=sha256_file(path),
-                                   runtime="onnx", inputs=signature.inputs,
-                                   outputs=signature.outputs))
+    runtime = OnnxRuntime(
+        ModelRef(
+            name="summer",
+            version="1",
+            sha=sha256_file(path),
+            runtime="onnx",
+            inputs=signature.inputs,
+            outputs=signature.outputs,
+        )
+    )
     runtime.load(path)
     return runtime
 
@@ -50,9 +63,12 @@ def test_onnx_runs_ragged_rows_grouped_by_shape_in_input_order(tmp_path: Path) -
 
 def test_onnx_refuses_ragged_rows_on_a_fixed_axis_and_never_pads(tmp_path: Path) -> None:
     runtime = _model(tmp_path / "m.onnx", 3)
-    with pytest.raises(InputMismatch, match=r"the codec refused column 'x' for input 'x' of "
-                       r"model 'summer': its rows have sizes 1 to 5 on axis 1, which the model "
-                       r"fixes at 3 .* weir never pads"):
+    with pytest.raises(
+        InputMismatch,
+        match=r"the codec refused column 'x' for input 'x' of "
+        r"model 'summer': its rows have sizes 1 to 5 on axis 1, which the model "
+        r"fixes at 3 .* weir never pads",
+    ):
         runtime.predict(codecs.batch_from_arrays({"x": ROWS}))
     same = runtime.predict(codecs.batch_from_arrays({"x": [ROWS[0], ROWS[2]]}))
     assert same.column("total").to_pylist() == [12.0, 12.0]
@@ -71,8 +87,9 @@ def process_data(input_data):
 def test_a_python_step_gets_a_ragged_column_as_one_array_per_row(tmp_path: Path) -> None:
     path = tmp_path / "pre.py"
     path.write_text(RAGGED_STEP)
-    runtime = PythonRuntime(ModelRef(name="pre", version="1", sha=sha256_file(path),
-                                     runtime="python"))
+    runtime = PythonRuntime(
+        ModelRef(name="pre", version="1", sha=sha256_file(path), runtime="python")
+    )
     runtime.load(path)
     files = [np.random.default_rng(n).integers(0, 255, n, np.uint8) for n in (2060, 4135)]
     out = runtime.predict(codecs.batch_from_arrays({"png_u8": files}))

@@ -46,8 +46,9 @@ def test_inspect_reads_the_signature(diabetes_onnx: Path) -> None:
 
 
 @pytest.mark.parametrize("columns", ["by_name", "single_column", "scalar_columns"])
-def test_onnx_predict_matches_raw_onnxruntime(onnx_runtime: OnnxRuntime, diabetes_onnx: Path,
-                                              columns: str) -> None:
+def test_onnx_predict_matches_raw_onnxruntime(
+    onnx_runtime: OnnxRuntime, diabetes_onnx: Path, columns: str
+) -> None:
     if columns == "by_name":
         batch = codecs.batch_from_arrays({"float_input": X})
     elif columns == "single_column":
@@ -56,12 +57,14 @@ def test_onnx_predict_matches_raw_onnxruntime(onnx_runtime: OnnxRuntime, diabete
         batch = pa.RecordBatch.from_pydict({f"f{i}": X[:, i] for i in range(10)})
     out = onnx_runtime.predict(batch)
     assert out.schema.names == ["variable"]
-    np.testing.assert_allclose(codecs.column_to_ndarray(out.column(0)),
-                               _expected(diabetes_onnx, X), rtol=1e-5)
+    np.testing.assert_allclose(
+        codecs.column_to_ndarray(out.column(0)), _expected(diabetes_onnx, X), rtol=1e-5
+    )
 
 
 def test_a_batch_over_run_rows_runs_in_slices_with_the_same_answers(
-        onnx_runtime: OnnxRuntime, diabetes_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_runtime: OnnxRuntime, diabetes_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x = np.random.default_rng(1).random((23, 10), dtype=np.float32)
     calls = []
     run = onnx_runtime._session.run  # type: ignore[union-attr]
@@ -74,8 +77,9 @@ def test_a_batch_over_run_rows_runs_in_slices_with_the_same_answers(
     monkeypatch.setattr(onnx_runtime._session, "run", counted)
     out = onnx_runtime.predict(codecs.batch_from_arrays({"float_input": x}))
     assert calls == [10, 10, 3]
-    np.testing.assert_allclose(codecs.column_to_ndarray(out.column("variable")),
-                               _expected(diabetes_onnx, x), rtol=1e-5)
+    np.testing.assert_allclose(
+        codecs.column_to_ndarray(out.column("variable")), _expected(diabetes_onnx, x), rtol=1e-5
+    )
 
 
 def test_wrong_width_names_the_input_and_shape(onnx_runtime: OnnxRuntime) -> None:
@@ -166,11 +170,14 @@ def test_user_exception_names_step_and_error(tmp_path: Path) -> None:
         _python(tmp_path, RAISES).predict(codecs.batch_from_arrays({"tensor": X}))
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("x = 1\n", "defines neither process_data"),
-    ("import not_a_module_anywhere\n", "importing step.py failed: ModuleNotFoundError"),
-    ("def process_data(:\n", "importing step.py failed: SyntaxError"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = 1\n", "defines neither process_data"),
+        ("import not_a_module_anywhere\n", "importing step.py failed: ModuleNotFoundError"),
+        ("def process_data(:\n", "importing step.py failed: SyntaxError"),
+    ],
+)
 def test_bad_modules_are_rejected_at_inspect(tmp_path: Path, source: str, message: str) -> None:
     path = tmp_path / "step.py"
     path.write_text(source)
@@ -184,8 +191,9 @@ def test_copy_of_file_with_same_bytes_loads(tmp_path: Path, diabetes_onnx: Path)
     runtime = OnnxRuntime(_ref(diabetes_onnx))
     runtime.load(copy)  # same sha, different path: fine
     out = runtime.predict(codecs.batch_from_arrays({"float_input": X}))
-    np.testing.assert_allclose(codecs.column_to_ndarray(out.column("variable")),
-                               _expected(diabetes_onnx, X), rtol=1e-5)
+    np.testing.assert_allclose(
+        codecs.column_to_ndarray(out.column("variable")), _expected(diabetes_onnx, X), rtol=1e-5
+    )
 
 
 def test_python_step_loads_from_an_artifact_path_without_suffix(tmp_path: Path) -> None:

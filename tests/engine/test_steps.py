@@ -47,13 +47,25 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ModelRef, 
     (root / "double.py").write_text(DOUBLE)
     (root / "fails.py").write_text(FAILS)
     (root / "halve.py").write_text(HALVE)
-    files = {"a": diabetes_regressor(root / "a.onnx", alpha=1.0),
-             "b": diabetes_regressor(root / "b.onnx", alpha=0.01),
-             "double": root / "double.py", "fails": root / "fails.py",
-             "halve": root / "halve.py"}
-    return {name: (ModelRef(name=name, version="1", sha=sha256_file(path),
-                            runtime="python" if path.suffix == ".py" else "onnx"), path)
-            for name, path in files.items()}
+    files = {
+        "a": diabetes_regressor(root / "a.onnx", alpha=1.0),
+        "b": diabetes_regressor(root / "b.onnx", alpha=0.01),
+        "double": root / "double.py",
+        "fails": root / "fails.py",
+        "halve": root / "halve.py",
+    }
+    return {
+        name: (
+            ModelRef(
+                name=name,
+                version="1",
+                sha=sha256_file(path),
+                runtime="python" if path.suffix == ".py" else "onnx",
+            ),
+            path,
+        )
+        for name, path in files.items()
+    }
 
 
 def _load(refs: dict[str, tuple[ModelRef, Path]], *steps: object) -> CompiledPipeline:
@@ -61,10 +73,16 @@ def _load(refs: dict[str, tuple[ModelRef, Path]], *steps: object) -> CompiledPip
     return load_pipeline("v1", PipelineSpec(steps=list(steps)), lambda r: paths[r.sha], seed=0)
 
 
-def _split(refs: dict[str, tuple[ModelRef, Path]], weights: tuple[float, ...],
-           names: tuple[str, ...], hash_key: str | None = None) -> RandomSplitStep:
-    return RandomSplitStep(arms=[SplitArm(weight=w, models=[refs[n][0]])
-                                 for w, n in zip(weights, names)], hash_key=hash_key)
+def _split(
+    refs: dict[str, tuple[ModelRef, Path]],
+    weights: tuple[float, ...],
+    names: tuple[str, ...],
+    hash_key: str | None = None,
+) -> RandomSplitStep:
+    return RandomSplitStep(
+        arms=[SplitArm(weight=w, models=[refs[n][0]]) for w, n in zip(weights, names)],
+        hash_key=hash_key,
+    )
 
 
 def _chosen(result: pa.RecordBatch) -> list[str]:
@@ -90,13 +108,18 @@ def test_split_answers_every_row_in_input_order(refs: dict[str, tuple[ModelRef, 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 def test_a_split_arm_that_draws_no_row_does_not_fail_the_request(
-        refs: dict[str, tuple[ModelRef, Path]], rows: int) -> None:
+    refs: dict[str, tuple[ModelRef, Path]], rows: int
+) -> None:
     """A request of a few rows often leaves an arm without one (2:1 weights, 2 rows: 5 times
     in 9); that arm's model once got a 0x0 tensor and failed the whole request."""
     paths = {ref.sha: path for ref, path in refs.values()}
     for seed in range(8):  # several draws, so that some leave an arm empty
-        pipeline = load_pipeline("v1", PipelineSpec(steps=[_split(refs, (2, 1), ("a", "b"))]),
-                                 lambda r: paths[r.sha], seed=seed)
+        pipeline = load_pipeline(
+            "v1",
+            PipelineSpec(steps=[_split(refs, (2, 1), ("a", "b"))]),
+            lambda r: paths[r.sha],
+            seed=seed,
+        )
         as_json_gives = pa.RecordBatch.from_pydict({"tensor": X[:rows].tolist()})  # list<double>
         result = pipeline.run(as_json_gives)
         assert result.column("metadata.row").to_pylist() == list(range(rows))
@@ -106,8 +129,9 @@ def test_a_split_arm_that_draws_no_row_does_not_fail_the_request(
 def test_hash_key_keeps_a_key_on_one_model(refs: dict[str, tuple[ModelRef, Path]]) -> None:
     pipeline = _load(refs, _split(refs, (1, 1), ("a", "b"), hash_key="customer"))
     keys = [f"c{i % 37}" for i in range(len(X))]
-    batch = pa.RecordBatch.from_arrays([codecs.ndarray_to_column(X), pa.array(keys)],
-                                       names=["tensor", "customer"])
+    batch = pa.RecordBatch.from_arrays(
+        [codecs.ndarray_to_column(X), pa.array(keys)], names=["tensor", "customer"]
+    )
     chosen = _chosen(pipeline.run(batch.select(["tensor", "customer"])))
     by_key: dict[str, set[str]] = {}
     for key, model in zip(keys, chosen):
@@ -117,8 +141,9 @@ def test_hash_key_keeps_a_key_on_one_model(refs: dict[str, tuple[ModelRef, Path]
 
 def test_split_of_chains_inside_a_longer_pipeline(refs: dict[str, tuple[ModelRef, Path]]) -> None:
     double, halve, a, b = (refs[n][0] for n in ("double", "halve", "a", "b"))
-    arms = RandomSplitStep(arms=[SplitArm(weight=1, models=[halve, a]),
-                                 SplitArm(weight=1, models=[halve, b])])
+    arms = RandomSplitStep(
+        arms=[SplitArm(weight=1, models=[halve, a]), SplitArm(weight=1, models=[halve, b])]
+    )
     pipeline = _load(refs, ModelStep(model=double), arms)
     result = pipeline.run(codecs.batch_from_arrays({"tensor": X[:50] / 4}))
     assert result.num_rows == 50
@@ -126,7 +151,9 @@ def test_split_of_chains_inside_a_longer_pipeline(refs: dict[str, tuple[ModelRef
     assert {s[-1]["name"] for s in splits} == {"a", "b"}
 
 
-def test_shadow_keeps_the_champion_and_logs_challengers(refs: dict[str, tuple[ModelRef, Path]]) -> None:
+def test_shadow_keeps_the_champion_and_logs_challengers(
+    refs: dict[str, tuple[ModelRef, Path]],
+) -> None:
     step = ShadowStep(champion=refs["a"][0], challengers=[refs["b"][0], refs["fails"][0]])
     champion_only = _load(refs, ModelStep(model=refs["a"][0]))
     batch = codecs.batch_from_arrays({"tensor": X[:20]})
@@ -152,7 +179,9 @@ def test_a_challengers_log_rows(refs: dict[str, tuple[ModelRef, Path]]) -> None:
     assert rows.column("metadata.model").to_pylist() == [refs["b"][0].label()] * 5
 
 
-def test_parts_of_the_wrong_kind_of_step_are_refused(refs: dict[str, tuple[ModelRef, Path]]) -> None:
+def test_parts_of_the_wrong_kind_of_step_are_refused(
+    refs: dict[str, tuple[ModelRef, Path]],
+) -> None:
     pipeline = _load(refs, ModelStep(model=refs["a"][0]))
     message = pipeline.start(codecs.batch_from_arrays({"tensor": X[:2]}))
     with pytest.raises(TypeError, match="not a shadow"):
@@ -167,49 +196,75 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def signed(refs: dict[str, tuple[ModelRef, Path]], tmp_path_factory: pytest.TempPathFactory
-           ) -> dict[str, tuple[ModelRef, Path]]:
+def signed(
+    refs: dict[str, tuple[ModelRef, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[ModelRef, Path]]:
     """The refs with the signatures an upload records (the ONNX models' input is float_input)."""
     from engine.runtimes.onnx import OnnxRuntime
 
     rename = tmp_path_factory.mktemp("rename") / "rename.py"
     rename.write_text(RENAME)
-    out = {"rename": (ModelRef(name="rename", version="1", sha=sha256_file(rename),
-                               runtime="python"), rename)}
+    out = {
+        "rename": (
+            ModelRef(name="rename", version="1", sha=sha256_file(rename), runtime="python"),
+            rename,
+        )
+    }
     for name in ("a", "b"):
         ref, path = refs[name]
         signature = OnnxRuntime.inspect(path)
-        out[name] = (ref.model_copy(update={"inputs": signature.inputs,
-                                            "outputs": signature.outputs}), path)
+        out[name] = (
+            ref.model_copy(update={"inputs": signature.inputs, "outputs": signature.outputs}),
+            path,
+        )
     return out
 
 
-@pytest.mark.parametrize("columns", [
-    {"float_input": X[:4]}, {"tensor": X[:4]}, {"tensor": X[:4], "customer": np.arange(4)},
-    {f"feature{i}": X[:4, i] for i in range(10)},
-], ids=["input-name", "tensor", "tensor-beside-a-key", "feature-columns"])
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"float_input": X[:4]},
+        {"tensor": X[:4]},
+        {"tensor": X[:4], "customer": np.arange(4)},
+        {f"feature{i}": X[:4, i] for i in range(10)},
+    ],
+    ids=["input-name", "tensor", "tensor-beside-a-key", "feature-columns"],
+)
 def test_the_first_model_takes_its_input_by_name_as_tensor_or_as_features(
-        signed: dict[str, tuple[ModelRef, Path]], columns: dict[str, np.ndarray]) -> None:
+    signed: dict[str, tuple[ModelRef, Path]], columns: dict[str, np.ndarray]
+) -> None:
     result = _load(signed, ModelStep(model=signed["a"][0])).run(codecs.batch_from_arrays(columns))
     assert result.num_rows == 4
 
 
 @pytest.mark.parametrize("kind", ["model", "split", "shadow"])
 def test_a_misnamed_input_column_is_refused_not_answered(
-        signed: dict[str, tuple[ModelRef, Path]], kind: str) -> None:
+    signed: dict[str, tuple[ModelRef, Path]], kind: str
+) -> None:
     a, b = signed["a"][0], signed["b"][0]
-    step = {"model": ModelStep(model=a), "shadow": ShadowStep(champion=a, challengers=[b]),
-            "split": RandomSplitStep(arms=[SplitArm(weight=1, models=[a])])}[kind]
-    with pytest.raises(InputMismatch, match=r"model 'a' reads its input 'float_input' "
-                       r"\(float32\[None, 10\]\) but the data's column is named 'tensr': "
-                       r"name it 'float_input' or 'tensor'"):
+    step = {
+        "model": ModelStep(model=a),
+        "shadow": ShadowStep(champion=a, challengers=[b]),
+        "split": RandomSplitStep(arms=[SplitArm(weight=1, models=[a])]),
+    }[kind]
+    with pytest.raises(
+        InputMismatch,
+        match=r"model 'a' reads its input 'float_input' "
+        r"\(float32\[None, 10\]\) but the data's column is named 'tensr': "
+        r"name it 'float_input' or 'tensor'",
+    ):
         _load(signed, step).run(codecs.batch_from_arrays({"tensr": X[:4]}))
 
 
 def test_later_steps_take_their_input_under_any_name(
-        signed: dict[str, tuple[ModelRef, Path]]) -> None:
+    signed: dict[str, tuple[ModelRef, Path]],
+) -> None:
     pipeline = _load(signed, ModelStep(model=signed["rename"][0]), ModelStep(model=signed["a"][0]))
     result = pipeline.run(codecs.batch_from_arrays({"tensor": X[:4]}))
-    assert result.column("out.variable").to_pylist() == _load(
-        signed, ModelStep(model=signed["a"][0])).run(
-        codecs.batch_from_arrays({"tensor": X[:4]})).column("out.variable").to_pylist()
+    assert (
+        result.column("out.variable").to_pylist()
+        == _load(signed, ModelStep(model=signed["a"][0]))
+        .run(codecs.batch_from_arrays({"tensor": X[:4]}))
+        .column("out.variable")
+        .to_pylist()
+    )

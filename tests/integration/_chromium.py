@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class ChromiumUnavailable(Exception):
@@ -41,8 +49,10 @@ def install_chromium() -> Path:
         _apt("update")
         code = _apt("install", "-y", "chromium")
     if code != 0 or not CHROMIUM.exists():
-        raise ChromiumUnavailable(f"`apt-get install -y chromium` failed (exit {code}): "
-                                  "install it by hand (as root) to run this test")
+        raise ChromiumUnavailable(
+            f"`apt-get install -y chromium` failed (exit {code}): "
+            "install it by hand (as root) to run this test"
+        )
     return CHROMIUM
 
 

@@ -13,19 +13,28 @@ Answer = tuple[dict[str, bytes], bytes]
 """An answer's headers and value, as a consumer reads them."""
 
 
-def confluent_round_trip(bootstrap: str, topics: dict[str, str],
-                         sent: dict[str, tuple[str, bytes]], wait_s: float = 30.0
-                         ) -> dict[str, Answer]:
+def confluent_round_trip(
+    bootstrap: str, topics: dict[str, str], sent: dict[str, tuple[str, bytes]], wait_s: float = 30.0
+) -> dict[str, Answer]:
     """Produce each (content type, value) under its request id to the input topic; returns
     each request's answer off the result topic."""
     producer = Producer({"bootstrap.servers": bootstrap})
     for request_id, (content_type, value) in sent.items():
-        producer.produce(topics["input"], value=value, key=b"service",
-                         headers=[(CONTENT_TYPE, content_type.encode()),
-                                  (REQUEST_ID, request_id.encode())])
+        producer.produce(
+            topics["input"],
+            value=value,
+            key=b"service",
+            headers=[(CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())],
+        )
     assert producer.flush(wait_s) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ck-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ck-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topics["output"]])
     got: dict[str, Answer] = {}
     deadline = time.monotonic() + wait_s

@@ -14,8 +14,13 @@ from engine.definition import RuntimeName
 
 
 @contextmanager
-def one_model_pipeline(client: Client, name: str, model: Path, runtime: RuntimeName = "onnx",
-                       config: DeploymentConfig | None = None) -> Iterator[Pipeline]:
+def one_model_pipeline(
+    client: Client,
+    name: str,
+    model: Path,
+    runtime: RuntimeName = "onnx",
+    config: DeploymentConfig | None = None,
+) -> Iterator[Pipeline]:
     """Pipeline `name` running model `name` uploaded from `model`, deployed (with `config`)
     while in use."""
     uploaded = client.upload_model(name, model).configure(runtime)

@@ -43,13 +43,17 @@ class OwnServer:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("timeout", 60)
-        return httpx.request(method, f"{self.url}{path}",
-                             headers=self.headers(**kwargs.pop("headers", {})), **kwargs)
+        return httpx.request(
+            method, f"{self.url}{path}", headers=self.headers(**kwargs.pop("headers", {})), **kwargs
+        )
 
     def written_outside(self) -> list[str]:
         """Files under the fenced folder that are not under WEIR_HOME."""
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*")
-                      if not p.is_dir() and self.home not in p.parents)
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if not p.is_dir() and self.home not in p.parents
+        )
 
     def server_errors(self) -> list[str]:
         """Tracebacks the server logged (an unhandled error: a 500 somebody might not see)."""
@@ -58,16 +62,18 @@ class OwnServer:
 
 
 @contextmanager
-def own_server(root: Path, kafka: Service, redis_service: Service, redis_db: int,
-               **settings: Any) -> Iterator[OwnServer]:
+def own_server(
+    root: Path, kafka: Service, redis_service: Service, redis_db: int, **settings: Any
+) -> Iterator[OwnServer]:
     """`weir up` (server only) on the session's broker and Redis database `redis_db`, emptied
     first: the Redis is the session's, shared by both brokers' legs of a module, and a server
     finding the other leg's deployments would try to resume them on its broker."""
     for part in ("home", "cwd", "tmp"):
         (root / part).mkdir()
     redis_url = redis_service.address.rsplit("/", 1)[0] + f"/{redis_db}"
-    chosen = Settings(home=root / "home", kafka_bootstrap=kafka.address, redis_url=redis_url,
-                      **settings)
+    chosen = Settings(
+        home=root / "home", kafka_bootstrap=kafka.address, redis_url=redis_url, **settings
+    )
     with redis.Redis.from_url(redis_url) as fresh:
         fresh.flushdb()
     before, tmpdir = Path.cwd(), os.environ.get("TMPDIR")

@@ -22,16 +22,23 @@ def run(block: dict[str, Any], namespace: dict[str, Any]) -> bool:
             exec(code, namespace)
         return True
     check = ["-n"] if block["skip"] is not None else []
-    return subprocess.run(["bash", "-eo", "pipefail", *check, "-c", block["code"]],
-                          stderr=subprocess.STDOUT).returncode == 0
+    return (
+        subprocess.run(
+            ["bash", "-eo", "pipefail", *check, "-c", block["code"]], stderr=subprocess.STDOUT
+        ).returncode
+        == 0
+    )
 
 
 def main(blocks_file: str) -> int:
     namespace: dict[str, Any] = {"__name__": "__readme__"}
     for block in json.loads(Path(blocks_file).read_text()):
         how = "syntax only: " + block["skip"] if block["skip"] is not None else "run"
-        print(f"\n=== README.md line {block['line']} ({block['language']}, {how}) ===\n"
-              f"{block['code']}--- output ---", flush=True)
+        print(
+            f"\n=== README.md line {block['line']} ({block['language']}, {how}) ===\n"
+            f"{block['code']}--- output ---",
+            flush=True,
+        )
         try:
             ok = run(block, namespace)
         except BaseException:

@@ -15,8 +15,9 @@ from control.stack import down, up
 
 
 @contextmanager
-def own_server(stack: dict[str, Any], home: Path, env: dict[str, str]
-               ) -> Iterator[tuple[dict[str, Any], Client]]:
+def own_server(
+    stack: dict[str, Any], home: Path, env: dict[str, str]
+) -> Iterator[tuple[dict[str, Any], Client]]:
     """`weir up` in `home` (its own Redis and server, the session's broker) with `env`
     (WEIR_* settings, read by the server and the workers it starts) in its environment."""
     with pytest.MonkeyPatch.context() as patch:

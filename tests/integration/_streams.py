@@ -36,12 +36,22 @@ def request_id(prefix: str, n: int) -> str:
 class Sent:
     """Where each numbered record landed on the input topic."""
 
-    where: dict[str, tuple[int, int]] = field(default_factory=dict)  # request id -> (partition, offset)
+    where: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # request id -> (partition, offset)
 
 
-async def produce(bootstrap: str, topic: str, prefix: str, count: int, *, per_second: float,
-                  sent: Sent, values: dict[int, bytes] | None = None,
-                  until: asyncio.Event | None = None) -> None:
+async def produce(
+    bootstrap: str,
+    topic: str,
+    prefix: str,
+    count: int,
+    *,
+    per_second: float,
+    sent: Sent,
+    values: dict[int, bytes] | None = None,
+    until: asyncio.Event | None = None,
+) -> None:
     """Send numbered one-row records at about `per_second`, keyed by their number.
 
     Sends `count` records, or with `until`, records until it is set (at most `count`).
@@ -57,8 +67,11 @@ async def produce(bootstrap: str, topic: str, prefix: str, count: int, *, per_se
             rid = request_id(prefix, n)
             value = (values or {}).get(n) or numbered_row(n)
             futures[rid] = await producer.send(
-                topic, value, key=str(n).encode(),
-                headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())])
+                topic,
+                value,
+                key=str(n).encode(),
+                headers=[(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
+            )
             ahead = (n + 1) / per_second - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
@@ -85,9 +98,13 @@ class Reader:
         self.topic = topic
         self.prefix = prefix + "-"
         self.answers: dict[str, list[Answer]] = defaultdict(list)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                          auto_offset_reset="earliest", fetch_max_wait_ms=20,
-                                          isolation_level="read_committed")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            isolation_level="read_committed",
+        )
         self._task: asyncio.Task[None] | None = None
         self._tps: list[TopicPartition] = []
 
@@ -146,11 +163,17 @@ def is_error(answer: Answer) -> bool:
     return answer.env.error is not None or answer.batch is None
 
 
-
-async def send_and_collect(bootstrap: str, topics: dict[str, str], prefix: str, count: int, *,
-                           per_second: float, sent: Sent,
-                           meanwhile: Callable[[], Awaitable[None]] | None = None,
-                           settle_s: float = 0.0) -> dict[str, list[Answer]]:
+async def send_and_collect(
+    bootstrap: str,
+    topics: dict[str, str],
+    prefix: str,
+    count: int,
+    *,
+    per_second: float,
+    sent: Sent,
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+    settle_s: float = 0.0,
+) -> dict[str, list[Answer]]:
     """Send `count` numbered records to the input topic while `meanwhile` runs, wait until
     every one is answered on the result topic (then `settle_s` more, for late repeats) and
     return the answers by request id."""
@@ -158,7 +181,8 @@ async def send_and_collect(bootstrap: str, topics: dict[str, str], prefix: str, 
     await reader.start()
     try:
         producing = asyncio.create_task(
-            produce(bootstrap, topics["input"], prefix, count, per_second=per_second, sent=sent))
+            produce(bootstrap, topics["input"], prefix, count, per_second=per_second, sent=sent)
+        )
         if meanwhile is not None:
             await meanwhile()
         await producing
@@ -188,11 +212,16 @@ class Reply(NamedTuple):
     batch: pa.RecordBatch
 
 
-async def kafka_round_trip(bootstrap: str, topics: dict[str, str],
-                           messages: list[tuple[str, bytes]]) -> dict[str, Reply]:
+async def kafka_round_trip(
+    bootstrap: str, topics: dict[str, str], messages: list[tuple[str, bytes]]
+) -> dict[str, Reply]:
     """Bare aiokafka: produce to the input topic, read answers off the result topic."""
-    consumer = AIOKafkaConsumer(topics["output"], bootstrap_servers=bootstrap,
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(
+        topics["output"],
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await consumer.start()
     await producer.start()
@@ -206,8 +235,12 @@ async def kafka_round_trip(bootstrap: str, topics: dict[str, str],
         for content_type, value in messages:
             request_id = uuid.uuid4().hex
             ids[request_id] = content_type
-            await producer.send_and_wait(topics["input"], value, key=request_id.encode(), headers=[
-                (CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())])
+            await producer.send_and_wait(
+                topics["input"],
+                value,
+                key=request_id.encode(),
+                headers=[(CONTENT_TYPE, content_type.encode()), (REQUEST_ID, request_id.encode())],
+            )
         answers: dict[str, Reply] = {}
         deadline = time.monotonic() + 30
         while len(answers) < len(ids) and time.monotonic() < deadline:
@@ -215,8 +248,9 @@ async def kafka_round_trip(bootstrap: str, topics: dict[str, str],
                 for msg in msgs:
                     headers, env = dict(msg.headers), Envelope.parse(msg.headers)
                     if env.request_id in ids:  # JSON for a JSON request, else Arrow
-                        answers[env.request_id] = Reply(headers, decode_answer(
-                            msg.value, env.content_type, env.base64_columns))
+                        answers[env.request_id] = Reply(
+                            headers, decode_answer(msg.value, env.content_type, env.base64_columns)
+                        )
         return answers
     finally:
         await producer.stop()

@@ -39,8 +39,9 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def small_server(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[tuple[dict[str, Any], Client]]:
+def small_server(
+    stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, Any], Client]]:
     home = tmp_path_factory.mktemp("weir-small")
     with own_server(stack, home, {"WEIR_MAX_IN_FLIGHT": str(LIMIT)}) as server:
         yield server
@@ -52,8 +53,11 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gated_pipeline(small_server: tuple[dict[str, Any], Client], gate: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def gated_pipeline(
+    small_server: tuple[dict[str, Any], Client],
+    gate: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pipeline]:
     _, client = small_server
     step = Path(tmp_path_factory.mktemp("gated")) / "gated.py"
     step.write_text(GATED_STEP.format(gate=str(gate)))
@@ -78,9 +82,11 @@ async def _flood_then_open(url: str, token: str, gate: Path) -> list[httpx.Respo
     Returns the responses in the order they came back."""
     came_back: list[httpx.Response] = []
     async with httpx.AsyncClient(timeout=60) as http:
+
         async def one() -> None:
-            response = await http.post(url, params={"timeout": "20"}, content=_body(),
-                                       headers=_headers(token))
+            response = await http.post(
+                url, params={"timeout": "20"}, content=_body(), headers=_headers(token)
+            )
             came_back.append(response)
             if sum(r.status_code == 503 for r in came_back) == FLOOD - LIMIT:
                 gate.touch()
@@ -90,24 +96,27 @@ async def _flood_then_open(url: str, token: str, gate: Path) -> list[httpx.Respo
 
 
 def test_a_flood_gets_exactly_max_in_flight_answers_and_the_rest_503_at_once(
-        small_server: tuple[dict[str, Any], Client], gated_pipeline: Pipeline, gate: Path) -> None:
+    small_server: tuple[dict[str, Any], Client], gated_pipeline: Pipeline, gate: Path
+) -> None:
     record, _ = small_server
     gate.unlink()
     responses = asyncio.run(_flood_then_open(gated_pipeline.url(), record["token"], gate))
     codes = [r.status_code for r in responses]
     # Every refusal came back while the admitted requests were still held at the gate.
     assert codes == [503] * (FLOOD - LIMIT) + [200] * LIMIT, codes
-    for response in responses[:FLOOD - LIMIT]:
+    for response in responses[: FLOOD - LIMIT]:
         assert response.headers["retry-after"] == "1"
         assert response.json()["error"] == "Overloaded"
         assert "WEIR_MAX_IN_FLIGHT" in response.json()["message"]
-    for response in responses[FLOOD - LIMIT:]:
-        assert codecs.decode(response.content, codecs.ARROW_FILE).column(
-            "out.out").to_pylist() == [2.0]
+    for response in responses[FLOOD - LIMIT :]:
+        assert codecs.decode(response.content, codecs.ARROW_FILE).column("out.out").to_pylist() == [
+            2.0
+        ]
 
 
 def test_a_request_the_pipeline_cannot_answer_within_its_deadline_is_refused_at_once(
-        small_server: tuple[dict[str, Any], Client], gated_pipeline: Pipeline, gate: Path) -> None:
+    small_server: tuple[dict[str, Any], Client], gated_pipeline: Pipeline, gate: Path
+) -> None:
     record, _ = small_server
     gate.touch()
     url, headers = gated_pipeline.url(), _headers(record["token"])
@@ -119,5 +128,7 @@ def test_a_request_the_pipeline_cannot_answer_within_its_deadline_is_refused_at_
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "past its deadline" in refused.json()["message"]
         # An ample deadline is served.
-        assert http.post(url, params={"timeout": "20"}, content=_body(),
-                         headers=headers).status_code == 200
+        assert (
+            http.post(url, params={"timeout": "20"}, content=_body(), headers=headers).status_code
+            == 200
+        )

@@ -38,7 +38,8 @@ def test_the_stream_comes_back_after_faults_in_combination(broker: str, tmp_path
 
 
 def test_a_failed_config_redeploy_leaves_the_pipeline_deployable(
-        client: Client, stack_home: Path, diabetes_onnx: Path) -> None:
+    client: Client, stack_home: Path, diabetes_onnx: Path
+) -> None:
     """The issue's second sequence: two replicas, a config-only redeploy (same version), one
     with a memory limit too small to start (it fails; the old workers keep serving), then an
     undeploy and a deploy again. No worker is killed for hanging while it stops, and the
@@ -48,11 +49,13 @@ def test_a_failed_config_redeploy_leaves_the_pipeline_deployable(
     model = client.upload_model("chaos-config", diabetes_onnx).configure("onnx")
     pipeline = client.build_pipeline("chaos-config").add_model_step(model)
     pipeline.deploy(DeploymentConfigBuilder().replica_count(2).build(), quiet=True)
-    pipeline.deploy(DeploymentConfigBuilder().replica_count(2).cpus(1).memory("512Mi").build(),
-                    quiet=True)
+    pipeline.deploy(
+        DeploymentConfigBuilder().replica_count(2).cpus(1).memory("512Mi").build(), quiet=True
+    )
     with pytest.raises(WaitForDeployError, match="memory"):
-        pipeline.deploy(DeploymentConfigBuilder().replica_count(2).memory("20Mi").build(),
-                        quiet=True)
+        pipeline.deploy(
+            DeploymentConfigBuilder().replica_count(2).memory("20Mi").build(), quiet=True
+        )
     assert pipeline.status()["status"] == "Running"
     pipeline.undeploy()
     pipeline.deploy(quiet=True)

@@ -53,26 +53,38 @@ def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def test_tables_fit_80_columns_and_keep_names_whole(env: dict[str, str], deployed: Pipeline,
-                                                    rows_file: Path) -> None:
+def test_tables_fit_80_columns_and_keep_names_whole(
+    env: dict[str, str], deployed: Pipeline, rows_file: Path
+) -> None:
     listed = weir(env, "pipelines", "list")
     assert listed.returncode == 0, listed.stderr
     names = [line.split()[0] for line in lines(listed.stdout)[1:] if line[0] != " "]
     assert {"cli-diabetes", "cli-diabetes2"} <= set(names)
     inferred = weir(env, "infer", "cli-diabetes", str(rows_file))
     logged = weir(env, "logs", "cli-diabetes", "--limit", "3")
-    for done in (listed, inferred, logged, weir(env, "models", "list"),
-                 weir(env, "pipelines", "versions", "cli-diabetes")):
+    for done in (
+        listed,
+        inferred,
+        logged,
+        weir(env, "models", "list"),
+        weir(env, "pipelines", "versions", "cli-diabetes"),
+    ):
         assert done.returncode == 0, done.stderr
         assert all(len(line) <= 80 for line in done.stdout.splitlines()), done.stdout
     assert lines(inferred.stdout)[0].split() == ["time", "out.variable", "check_failures"]
     assert len(lines(inferred.stdout)) == 1 + len(X)
-    assert lines(logged.stdout)[0].split() == ["time", "request_id", "row", "out.variable",
-                                               "check_failures"]
+    assert lines(logged.stdout)[0].split() == [
+        "time",
+        "request_id",
+        "row",
+        "out.variable",
+        "check_failures",
+    ]
 
 
-def test_wide_shows_every_field_and_json_everything(env: dict[str, str], deployed: Pipeline,
-                                                    rows_file: Path) -> None:
+def test_wide_shows_every_field_and_json_everything(
+    env: dict[str, str], deployed: Pipeline, rows_file: Path
+) -> None:
     wide = weir(env, "infer", "cli-diabetes", str(rows_file), "--wide")
     header = lines(wide.stdout)[0].split()
     assert {"in.tensor", "metadata.pipeline_version", "anomaly.count"} <= set(header)
@@ -87,9 +99,9 @@ def _unwrapped(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_errors_that_are_not_weirs_own_print_no_traceback(env: dict[str, str],
-                                                          deployed: Pipeline,
-                                                          tmp_path: Path) -> None:
+def test_errors_that_are_not_weirs_own_print_no_traceback(
+    env: dict[str, str], deployed: Pipeline, tmp_path: Path
+) -> None:
     missing = weir(env, "models", "upload", "m", str(tmp_path / "nope.onnx"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     no_file = weir(env, "infer", "cli-diabetes", str(tmp_path / "nope.json"))
@@ -106,8 +118,9 @@ def test_errors_that_are_not_weirs_own_print_no_traceback(env: dict[str, str],
         assert "Traceback" not in done.stderr
 
 
-def test_delete_refuses_what_is_in_use_then_deletes(env: dict[str, str], client: Client,
-                                                    diabetes_onnx: Path, rows_file: Path) -> None:
+def test_delete_refuses_what_is_in_use_then_deletes(
+    env: dict[str, str], client: Client, diabetes_onnx: Path, rows_file: Path
+) -> None:
     model = client.upload_model("cli-gone", diabetes_onnx).configure("onnx")
     pipeline = client.build_pipeline("cli-gone").add_model_step(model)
     try:
@@ -131,12 +144,19 @@ def test_delete_refuses_what_is_in_use_then_deletes(env: dict[str, str], client:
     assert fresh.versions() == [] and len(fresh.logs()) == 0
 
 
-@pytest.mark.parametrize("follow", [["--json"], ["--logs", "--json"], []],
-                         ids=["results", "logs", "lines"])
-def test_tail_follows_until_ctrl_c(env: dict[str, str], deployed: Pipeline,
-                                   follow: list[str]) -> None:
-    tail = subprocess.Popen([*COMMAND, "tail", "cli-diabetes", *follow], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize(
+    "follow", [["--json"], ["--logs", "--json"], []], ids=["results", "logs", "lines"]
+)
+def test_tail_follows_until_ctrl_c(
+    env: dict[str, str], deployed: Pipeline, follow: list[str]
+) -> None:
+    tail = subprocess.Popen(
+        [*COMMAND, "tail", "cli-diabetes", *follow],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert tail.stderr is not None and tail.stdout is not None
         assert "(Ctrl-C to stop)" in tail.stderr.readline()  # following from here on
@@ -149,8 +169,9 @@ def test_tail_follows_until_ctrl_c(env: dict[str, str], deployed: Pipeline,
     assert tail.returncode == 0 and "Traceback" not in errors, errors
     if follow:
         row: dict[str, Any] = json.loads(first)
-        np.testing.assert_allclose(row["out.variable"], deployed.infer(X[:1])["out.variable"][0],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            row["out.variable"], deployed.infer(X[:1])["out.variable"][0], rtol=1e-5
+        )
         assert row["request_id"]
     else:
         assert "out.variable=[" in first and len(first.rstrip("\n")) <= 80

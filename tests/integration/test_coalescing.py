@@ -45,8 +45,9 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def coalescing_server(broker: str, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[tuple[dict[str, Any], Client]]:
+def coalescing_server(
+    broker: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, Any], Client]]:
     """A stack of its own, with a broker of the leg's kind: every weir server's log agent
     is in one consumer group (`weir.log-agent`), so a second server on the session's
     broker could have its pipelines' results read by the first server's agent, which
@@ -64,15 +65,18 @@ def coalescing_server(broker: str, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def steps(coalescing_server: tuple[dict[str, Any], Client],
-          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def steps(
+    coalescing_server: tuple[dict[str, Any], Client], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     _, client = coalescing_server
     root = tmp_path_factory.mktemp("coalesced-steps")
     (root / "two.py").write_text(TIMES_TWO)
     (root / "three.py").write_text(TIMES_THREE)
     (root / "picky.py").write_text(REFUSES_NEGATIVE)
-    return {name: client.upload_model(name, root / f"{name}.py").configure("python")
-            for name in ("two", "three", "picky")}
+    return {
+        name: client.upload_model(name, root / f"{name}.py").configure("python")
+        for name in ("two", "three", "picky")
+    }
 
 
 def _requests() -> list[np.ndarray]:
@@ -83,6 +87,7 @@ def _requests() -> list[np.ndarray]:
 async def _post_all(url: str, token: str, requests: list[np.ndarray]) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": codecs.ARROW_FILE}
     async with httpx.AsyncClient(timeout=60) as http:
+
         async def one(x: np.ndarray) -> httpx.Response:
             body = codecs.encode(codecs.batch_from_arrays({"x": x}), codecs.ARROW_FILE)
             return await http.post(url, content=body, headers=headers)
@@ -118,8 +123,9 @@ async def _records_carrying_requests(bootstrap: str, topic: str) -> list[int]:
         await consumer.stop()
 
 
-def _check_own_rows_in_order(sent: list[np.ndarray], answers: list[pa.RecordBatch],
-                             factors: set[float]) -> None:
+def _check_own_rows_in_order(
+    sent: list[np.ndarray], answers: list[pa.RecordBatch], factors: set[float]
+) -> None:
     for x, answer in zip(sent, answers):
         assert answer.column("in.x").to_pylist() == x.tolist()  # its own rows, in order
         assert answer.column("metadata.row").to_pylist() == list(range(len(x)))
@@ -128,7 +134,8 @@ def _check_own_rows_in_order(sent: list[np.ndarray], answers: list[pa.RecordBatc
 
 
 def test_concurrent_requests_share_records_and_each_gets_its_own_rows(
-        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]) -> None:
+    coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]
+) -> None:
     record, client = coalescing_server
     pipeline: Pipeline = client.build_pipeline("co-two").add_model_step(steps["two"])
     pipeline.deploy(quiet=True)
@@ -136,8 +143,9 @@ def test_concurrent_requests_share_records_and_each_gets_its_own_rows(
         sent = _requests()
         answers = asyncio.run(_send_all(pipeline.url(), record["token"], sent))
         _check_own_rows_in_order(sent, answers, {2.0})
-        carried = asyncio.run(_records_carrying_requests(record["kafka_bootstrap"],
-                                                         pipeline.topics()["input"]))
+        carried = asyncio.run(
+            _records_carrying_requests(record["kafka_bootstrap"], pipeline.topics()["input"])
+        )
         assert sum(carried) == REQUESTS_SENT and len(carried) < REQUESTS_SENT, carried
         # In the logs each request has its own id and its rows numbered from 0.
         logs = pipeline.logs(limit=1000)
@@ -152,24 +160,28 @@ def test_concurrent_requests_share_records_and_each_gets_its_own_rows(
 
 
 def test_a_split_pipeline_answers_coalesced_requests_in_input_order(
-        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]) -> None:
+    coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]
+) -> None:
     record, client = coalescing_server
     pipeline = client.build_pipeline("co-split").add_random_split(
-        [(1, steps["two"]), (1, steps["three"])])
+        [(1, steps["two"]), (1, steps["three"])]
+    )
     pipeline.deploy(quiet=True)
     try:
         sent = _requests()
         answers = asyncio.run(_send_all(pipeline.url(), record["token"], sent))
         _check_own_rows_in_order(sent, answers, {2.0, 3.0})
-        used = {name for answer in answers
-                for name in answer.column("out._model_split").to_pylist()}
+        used = {
+            name for answer in answers for name in answer.column("out._model_split").to_pylist()
+        }
         assert any("two" in s for s in used) and any("three" in s for s in used)
     finally:
         pipeline.undeploy()
 
 
 def test_a_bad_request_coalesced_with_good_ones_fails_alone(
-        coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]) -> None:
+    coalescing_server: tuple[dict[str, Any], Client], steps: dict[str, Any]
+) -> None:
     record, client = coalescing_server
     pipeline = client.build_pipeline("co-picky").add_model_step(steps["picky"])
     pipeline.deploy(quiet=True)

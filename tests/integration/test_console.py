@@ -34,15 +34,17 @@ def chromium(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipelines(client: Client, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[Pipeline, Pipeline, str]]:
+def pipelines(
+    client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Pipeline, Pipeline, str]]:
     """`console-ab` (version 1: one model; deployed: version 2, a 2:1 split) and
     `console-shadow` (a champion and one challenger); yields them and version 1, and
     undeploys them after (the session's stack serves other modules' pipelines too)."""
     root = tmp_path_factory.mktemp("console-models")
     control = client.upload_model("console-control", diabetes_regressor(root / "c.onnx", alpha=1.0))
-    challenger = client.upload_model("console-challenger",
-                                     diabetes_regressor(root / "d.onnx", alpha=0.1))
+    challenger = client.upload_model(
+        "console-challenger", diabetes_regressor(root / "d.onnx", alpha=0.1)
+    )
     ab = client.build_pipeline("console-ab").add_model_step(control)
     first = ab.create_version().version
     ab.clear().add_random_split([(2, control), (1, challenger)]).deploy(quiet=True)
@@ -84,15 +86,22 @@ def _points(page: Any, chart: str, errors: list[str]) -> None:
     try:
         page.wait_for_function(
             f"() => Number(document.querySelector('#chart-{chart}')?.dataset.points || 0) > 0",
-            timeout=WAIT_MS)
+            timeout=WAIT_MS,
+        )
     except Exception as exc:
-        raise AssertionError(f"chart {chart} has no points; the page shows "
-                             f"{page.inner_text('main')[:2000]!r}; errors: {errors}") from exc
+        raise AssertionError(
+            f"chart {chart} has no points; the page shows "
+            f"{page.inner_text('main')[:2000]!r}; errors: {errors}"
+        ) from exc
 
 
-def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load: None,
-                                    pipelines: tuple[Pipeline, Pipeline, str],
-                                    tmp_path: Path) -> None:
+def test_console_pages_in_a_browser(
+    stack: dict[str, Any],
+    chromium: Path,
+    load: None,
+    pipelines: tuple[Pipeline, Pipeline, str],
+    tmp_path: Path,
+) -> None:
     from playwright.sync_api import sync_playwright
 
     ab, _, first = pipelines
@@ -145,8 +154,10 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         shot("logs")
         page.select_option("select[name=valid]", "")
         page.click("#apply")
-        page.wait_for_selector("#log-rows[data-query='limit=25&dataset=time&dataset=anomaly"
-                               "&dataset=metadata'] table", timeout=WAIT_MS)
+        page.wait_for_selector(
+            "#log-rows[data-query='limit=25&dataset=time&dataset=anomaly&dataset=metadata'] table",
+            timeout=WAIT_MS,
+        )
         newest = _column(page, "request_id")
         page.click("#older")
         page.wait_for_selector("#log-rows[data-query*='cursor='] table", timeout=WAIT_MS)
@@ -168,7 +179,8 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
         page.click(f"button.deploy[data-version='{first}']")
         page.wait_for_function(
             f"() => !document.querySelector(\"button.deploy[data-version='{first}']\")",
-            timeout=WAIT_MS * 2)
+            timeout=WAIT_MS * 2,
+        )
         shot("deployed-previous")
         browser.close()
     assert ab.status()["version"] == first
@@ -176,10 +188,17 @@ def test_console_pages_in_a_browser(stack: dict[str, Any], chromium: Path, load:
 
 
 def _headers(page: Any, within: str = "#log-rows") -> list[str]:
-    return [str(t) for t in page.eval_on_selector_all(f"{within} th", "ts => ts.map(t => t.textContent)")]
+    return [
+        str(t)
+        for t in page.eval_on_selector_all(f"{within} th", "ts => ts.map(t => t.textContent)")
+    ]
 
 
 def _column(page: Any, name: str, within: str = "#log-rows") -> list[str]:
     index = _headers(page, within).index(name)
-    return [str(v) for v in page.eval_on_selector_all(
-        f"{within} tbody tr", f"rows => rows.map(r => r.children[{index}].textContent)")]
+    return [
+        str(v)
+        for v in page.eval_on_selector_all(
+            f"{within} tbody tr", f"rows => rows.map(r => r.children[{index}].textContent)"
+        )
+    ]

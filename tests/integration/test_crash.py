@@ -47,8 +47,10 @@ def models(client: Client, model_dir: Path) -> dict[str, Model]:
     step = model_dir / "crash_step.py"
     step.write_text(STEP)
     ridge = diabetes_regressor(model_dir / "crash-ridge.onnx")
-    return {"step": client.upload_model("crash-step", step).configure("python"),
-            "ridge": client.upload_model("crash-ridge", ridge).configure("onnx")}
+    return {
+        "step": client.upload_model("crash-step", step).configure("python"),
+        "ridge": client.upload_model("crash-ridge", ridge).configure("onnx"),
+    }
 
 
 def _deploy(client: Client, name: str, models: dict[str, Model]) -> Pipeline:
@@ -57,8 +59,12 @@ def _deploy(client: Client, name: str, models: dict[str, Model]) -> Pipeline:
 
 
 def test_a_killed_worker_is_restarted_and_the_stream_completes(
-        broker: str, client: Client, stack: dict[str, Any], models: dict[str, Model],
-        diabetes_onnx: Path) -> None:
+    broker: str,
+    client: Client,
+    stack: dict[str, Any],
+    models: dict[str, Model],
+    diabetes_onnx: Path,
+) -> None:
     """SIGKILL a worker at 250 records a second, then hot-swap a step while records flow.
     Apache Kafka (transactions): every request answered exactly once on the result topic
     (read committed) and nothing marked. Tansu: at least once, and the repeats marked. There
@@ -76,13 +82,15 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
         await reader.start()
         try:
             producing = asyncio.create_task(
-                produce(bootstrap, topics["input"], prefix, 3000, per_second=250, sent=sent))
+                produce(bootstrap, topics["input"], prefix, 3000, per_second=250, sent=sent)
+            )
             await asyncio.sleep(3)
             (engine,) = pipeline.status()["engines"]
             if broker == "tansu":
                 group = group_id("default", pipeline.name, "main")
-                await _stop_with_work_uncommitted(engine["pid"], reader, bootstrap, group,
-                                                  topics["input"])
+                await _stop_with_work_uncommitted(
+                    engine["pid"], reader, bootstrap, group, topics["input"]
+                )
             os.kill(engine["pid"], signal.SIGKILL)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -92,7 +100,8 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
                     break
                 await asyncio.sleep(0.2)
             await asyncio.to_thread(
-                lambda: pipeline.replace_with_model_step(1, swapped).deploy(quiet=True))
+                lambda: pipeline.replace_with_model_step(1, swapped).deploy(quiet=True)
+            )
             await producing
             missing = await reader.wait_for(set(sent.where), timeout_s=60)
             assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
@@ -110,7 +119,9 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
             assert not any(is_error(a) for a in replies), rid
             assert {first_value(a.batch) for a in replies if a.batch} == {int(rid.split("-")[1])}
         repeated = {rid: replies for rid, replies in answers.items() if len(replies) > 1}
-        marked = {rid for rid, replies in answers.items() if any(a.env.redelivered for a in replies)}
+        marked = {
+            rid for rid, replies in answers.items() if any(a.env.redelivered for a in replies)
+        }
         if broker == "kafka":  # exactly once: the dead worker's open transaction was aborted
             assert repeated == {} and marked == set()
         else:  # the restarted worker found the dead one's partitions unreleased: it marks
@@ -128,8 +139,9 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
         pipeline.undeploy()
 
 
-async def _stop_with_work_uncommitted(pid: int, reader: Reader, bootstrap: str, group: str,
-                                     topic: str) -> None:
+async def _stop_with_work_uncommitted(
+    pid: int, reader: Reader, bootstrap: str, group: str, topic: str
+) -> None:
     """SIGSTOP the worker at a moment when it has answered more records than its group
     committed (Tansu: an offset counts records), so that killing it then repeats some."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -165,15 +177,21 @@ def _assert_marks_run_from_the_repeats(sent: Sent, repeated: set[str], marked: s
         run = [i for i, (_, is_marked) in enumerate(flags) if is_marked]
         assert not run or run == list(range(run[0], run[-1] + 1)), (partition, run)
         repeats = [i for i, (is_repeat, _) in enumerate(flags) if is_repeat]
-        assert repeats == run[:len(repeats)], (partition, repeats, run)
+        assert repeats == run[: len(repeats)], (partition, repeats, run)
 
 
-async def _read_all(bootstrap: str, topic: str, expect: set[str],
-                    timeout_s: float = 30) -> dict[str, list[tuple[dict[str, bytes], bytes]]]:
+async def _read_all(
+    bootstrap: str, topic: str, expect: set[str], timeout_s: float = 30
+) -> dict[str, list[tuple[dict[str, bytes], bytes]]]:
     """Every record of `topic` (from its start to its end once each id in `expect` was seen)
     whose request id is in `expect`: a copy per retry would show as a second one."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     found: dict[str, list[tuple[dict[str, bytes], bytes]]] = {}
 
@@ -191,7 +209,8 @@ async def _read_all(bootstrap: str, topic: str, expect: set[str],
             await read()
         ends = await consumer.end_offsets(list(consumer.assignment()))
         while time.monotonic() < deadline and any(
-                [await consumer.position(tp) < end for tp, end in ends.items()]):
+            [await consumer.position(tp) < end for tp, end in ends.items()]
+        ):
             await read()
         return found
     finally:
@@ -199,7 +218,8 @@ async def _read_all(bootstrap: str, topic: str, expect: set[str],
 
 
 def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
-        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Model]
+) -> None:
     pipeline = _deploy(client, "crash-poison", models)
     bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "poison"
     sent = Sent()
@@ -209,8 +229,9 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
         reader = Reader(bootstrap, topics["output"], prefix)
         await reader.start()
         try:
-            await produce(bootstrap, topics["input"], prefix, 60, per_second=200, sent=sent,
-                          values=values)
+            await produce(
+                bootstrap, topics["input"], prefix, 60, per_second=200, sent=sent, values=values
+            )
             missing = await reader.wait_for(set(sent.where), timeout_s=60)
             assert not missing, f"never answered: {sorted(missing)[:5]}"
             return reader.answers
@@ -219,8 +240,9 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
 
     try:
         answers = asyncio.run(scenario())
-        failed = {rid: replies[0].env.error for rid, replies in answers.items()
-                  if is_error(replies[0])}
+        failed = {
+            rid: replies[0].env.error for rid, replies in answers.items() if is_error(replies[0])
+        }
         assert set(failed) == {"poison-20", "poison-30"}
         assert failed["poison-20"]["type"] == "StepFailed"
         assert "poison row" in failed["poison-20"]["message"]
@@ -232,10 +254,14 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
                 assert first_value(replies[0].batch) == int(rid.split("-")[1])
 
         dead = asyncio.run(_read_all(bootstrap, topics["dead_letter"], set(failed)))
-        assert {rid: len(copies) for rid, copies in dead.items()} == {"poison-20": 1,
-                                                                       "poison-30": 1}
-        for rid, kind, attempts in (("poison-20", "StepFailed", "3"),
-                                    ("poison-30", "CodecError", "1")):
+        assert {rid: len(copies) for rid, copies in dead.items()} == {
+            "poison-20": 1,
+            "poison-30": 1,
+        }
+        for rid, kind, attempts in (
+            ("poison-20", "StepFailed", "3"),
+            ("poison-30", "CodecError", "1"),
+        ):
             [(headers, value)] = dead[rid]
             assert value == values[int(rid.split("-")[1])]
             error = json.loads(headers[ERROR])
@@ -253,4 +279,3 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_moves_on(
         assert {"poison-20", "poison-30"} <= set(invalid["request_id"])
     finally:
         pipeline.undeploy()
-

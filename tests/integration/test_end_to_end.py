@@ -45,8 +45,11 @@ def test_health_needs_no_token_and_everything_else_does(stack: dict[str, Any]) -
     url = stack["server_url"]
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert httpx.get(f"{url}/readyz").status_code == 200
-    for method, path in [("GET", "/pipelines"), ("GET", "/models"),
-                         ("POST", "/pipelines/e2e-diabetes")]:
+    for method, path in [
+        ("GET", "/pipelines"),
+        ("GET", "/models"),
+        ("POST", "/pipelines/e2e-diabetes"),
+    ]:
         response = httpx.request(method, f"{url}{path}")
         assert response.status_code == 401, path
         assert "bearer token" in response.json()["message"]
@@ -76,43 +79,62 @@ def test_sdk_infer_matches_onnxruntime(pipeline: Pipeline, diabetes_onnx: Path) 
     assert isinstance(table, pa.Table) and table.num_rows == len(X)
 
 
-def test_http_pandas_records_in_and_out(stack: dict[str, Any], pipeline: Pipeline,
-                                        diabetes_onnx: Path) -> None:
+def test_http_pandas_records_in_and_out(
+    stack: dict[str, Any], pipeline: Pipeline, diabetes_onnx: Path
+) -> None:
     records = [{"tensor": row.tolist()} for row in X[:2]]
-    response = httpx.post(pipeline.url(), content=json.dumps(records), timeout=30,
-                          headers={"Authorization": f"Bearer {stack['token']}",
-                                   "Content-Type": codecs.PANDAS_RECORDS})
+    response = httpx.post(
+        pipeline.url(),
+        content=json.dumps(records),
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {stack['token']}",
+            "Content-Type": codecs.PANDAS_RECORDS,
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     rows = response.json()
     assert [len(r["in.tensor"]) for r in rows] == [10, 10]
-    np.testing.assert_allclose([r["out.variable"] for r in rows],
-                               expected(diabetes_onnx, X[:2]), rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["out.variable"] for r in rows], expected(diabetes_onnx, X[:2]), rtol=1e-5
+    )
 
 
 def test_http_arrow_file_in_and_out(stack: dict[str, Any], pipeline: Pipeline) -> None:
     batch = codecs.batch_from_arrays({"tensor": X})
-    response = httpx.post(pipeline.url(), content=codecs.encode(batch, codecs.ARROW_FILE),
-                          timeout=30, headers={"Authorization": f"Bearer {stack['token']}",
-                                               "Content-Type": codecs.ARROW_FILE})
+    response = httpx.post(
+        pipeline.url(),
+        content=codecs.encode(batch, codecs.ARROW_FILE),
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack['token']}", "Content-Type": codecs.ARROW_FILE},
+    )
     assert response.status_code == 200
     assert codecs.decode(response.content, codecs.ARROW_FILE).num_rows == len(X)
 
 
-def test_bare_kafka_producer_and_consumer(stack: dict[str, Any], pipeline: Pipeline,
-                                          diabetes_onnx: Path) -> None:
+def test_bare_kafka_producer_and_consumer(
+    stack: dict[str, Any], pipeline: Pipeline, diabetes_onnx: Path
+) -> None:
     topics = pipeline.topics()
     assert set(topics) >= {"input", "output", "logs"}
     arrow = codecs.encode(codecs.batch_from_arrays({"tensor": X}), codecs.ARROW_STREAM)
     records = json.dumps([{"tensor": row.tolist()} for row in X[:3]]).encode()
-    answers = asyncio.run(kafka_round_trip(stack["kafka_bootstrap"], topics,
-                                            [(codecs.ARROW_STREAM, arrow),
-                                             (codecs.PANDAS_RECORDS, records)]))
+    answers = asyncio.run(
+        kafka_round_trip(
+            stack["kafka_bootstrap"],
+            topics,
+            [(codecs.ARROW_STREAM, arrow), (codecs.PANDAS_RECORDS, records)],
+        )
+    )
     assert sorted(a.batch.num_rows for a in answers.values()) == [3, len(X)]
     for _, batch in answers.values():
         n = batch.num_rows
-        np.testing.assert_allclose(codecs.column_to_ndarray(batch.column("out.variable")),
-                                   expected(diabetes_onnx, X[:n]), rtol=1e-5)
+        np.testing.assert_allclose(
+            codecs.column_to_ndarray(batch.column("out.variable")),
+            expected(diabetes_onnx, X[:n]),
+            rtol=1e-5,
+        )
     logs = pipeline.logs(limit=1000)
     for request_id, (_, batch) in answers.items():
         rows = logs[logs["request_id"] == request_id]
@@ -120,11 +142,13 @@ def test_bare_kafka_producer_and_consumer(stack: dict[str, Any], pipeline: Pipel
 
 
 def test_a_failed_kafka_request_is_answered_with_its_input_and_logged(
-        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     topics = pipeline.topics()
     misshaped = codecs.encode(codecs.batch_from_arrays({"tensor": X[:2, :3]}), codecs.ARROW_STREAM)
-    answers = asyncio.run(kafka_round_trip(stack["kafka_bootstrap"], topics,
-                                            [(codecs.ARROW_STREAM, misshaped)]))
+    answers = asyncio.run(
+        kafka_round_trip(stack["kafka_bootstrap"], topics, [(codecs.ARROW_STREAM, misshaped)])
+    )
     ((request_id, (headers, carried)),) = answers.items()
     assert b"dimension 1 is 3, must be 10" in headers[ERROR]
     np.testing.assert_allclose(codecs.column_to_ndarray(carried.column("in.tensor")), X[:2, :3])
@@ -133,7 +157,8 @@ def test_a_failed_kafka_request_is_answered_with_its_input_and_logged(
 
 
 def test_answers_are_logged_off_the_result_topic_so_the_log_topic_stays_empty(
-        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     pipeline.infer(pd.DataFrame({"tensor": [X[0].tolist()]}))
     assert len(pipeline.logs(limit=1)) == 1
     assert asyncio.run(_records_in(stack["kafka_bootstrap"], pipeline.topics()["logs"])) == 0
@@ -156,14 +181,21 @@ def test_logs_newest_first_with_guide_columns(pipeline: Pipeline) -> None:
     marker[:, 0] = 0.123
     pipeline.infer(pd.DataFrame({"tensor": [row.tolist() for row in marker[:2]]}))
     logs = pipeline.logs(limit=5)
-    assert {"time", "in.tensor", "out.variable", "check_failures",
-            "metadata.pipeline_version", "metadata.elapsed_ns"} <= set(logs.columns)
+    assert {
+        "time",
+        "in.tensor",
+        "out.variable",
+        "check_failures",
+        "metadata.pipeline_version",
+        "metadata.elapsed_ns",
+    } <= set(logs.columns)
     assert list(logs["time"]) == sorted(logs["time"], reverse=True)
     assert pytest.approx(logs["in.tensor"].iloc[0][0], rel=1e-6) == 0.123  # seen at once
 
 
-def test_malformed_and_misshaped_data_get_clear_errors(stack: dict[str, Any],
-                                                       pipeline: Pipeline) -> None:
+def test_malformed_and_misshaped_data_get_clear_errors(
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     headers = {"Authorization": f"Bearer {stack['token']}", "Content-Type": "application/json"}
     bad = httpx.post(pipeline.url(), content=b"{not json", headers=headers, timeout=30)
     assert bad.status_code == 400
@@ -199,32 +231,56 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_open_inference_protocol_v2(stack: dict[str, Any], pipeline: Pipeline,
-                                    diabetes_onnx: Path) -> None:
+def test_open_inference_protocol_v2(
+    stack: dict[str, Any], pipeline: Pipeline, diabetes_onnx: Path
+) -> None:
     url, headers = stack["server_url"], {"Authorization": f"Bearer {stack['token']}"}
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
-    body = {"id": "r1", "inputs": [{"name": "tensor", "shape": [2, 10], "datatype": "FP32",
-                                    "data": X[:2].reshape(-1).tolist()}]}
-    response = httpx.post(f"{url}/v2/models/e2e-diabetes/infer", json=body, headers=headers,
-                          timeout=30)
+    body = {
+        "id": "r1",
+        "inputs": [
+            {
+                "name": "tensor",
+                "shape": [2, 10],
+                "datatype": "FP32",
+                "data": X[:2].reshape(-1).tolist(),
+            }
+        ],
+    }
+    response = httpx.post(
+        f"{url}/v2/models/e2e-diabetes/infer", json=body, headers=headers, timeout=30
+    )
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert list(outputs) == ["variable"] and outputs["variable"]["shape"] == [2, 1]
-    np.testing.assert_allclose(outputs["variable"]["data"],
-                               expected(diabetes_onnx, X[:2]).reshape(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        outputs["variable"]["data"], expected(diabetes_onnx, X[:2]).reshape(-1), rtol=1e-5
+    )
     meta = httpx.get(f"{url}/v2/models/e2e-diabetes", headers=headers).json()
     assert meta["inputs"] == [{"name": "float_input", "datatype": "FP32", "shape": [-1, 10]}]
 
 
-def test_metrics_need_the_token_and_count_requests(stack: dict[str, Any], pipeline: Pipeline) -> None:
+def test_metrics_need_the_token_and_count_requests(
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     url = f"{stack['server_url']}/metrics"
     assert httpx.get(url).status_code == 401
     pipeline.infer(pd.DataFrame({"tensor": [X[0].tolist()]}))
     text = httpx.get(url, headers={"Authorization": f"Bearer {stack['token']}"}).text
     samples = {f.name: f.samples for f in text_string_to_metric_families(text)}
-    assert any(s.labels == {"method": "POST", "path": "/pipelines/{name}",
-                            "pipeline": "e2e-diabetes", "status": "200"} and s.value >= 1
-               for s in samples["weir_http_requests"])
+    assert any(
+        s.labels
+        == {
+            "method": "POST",
+            "path": "/pipelines/{name}",
+            "pipeline": "e2e-diabetes",
+            "status": "200",
+        }
+        and s.value >= 1
+        for s in samples["weir_http_requests"]
+    )
     assert "weir_deployed_pipelines" in samples
-    assert any(s.labels["pipeline"] == "e2e-diabetes" and s.value == 1
-               for s in samples["weir_worker_running"])
+    assert any(
+        s.labels["pipeline"] == "e2e-diabetes" and s.value == 1
+        for s in samples["weir_worker_running"]
+    )

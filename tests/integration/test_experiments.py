@@ -44,9 +44,15 @@ def models(client: Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     (root / "broken.py").write_text(BROKEN)
     (root / "rescale.py").write_text(RESCALE)
     return {
-        "control": client.upload_model("aloha-control", diabetes_regressor(root / "c.onnx", alpha=1.0)),
-        "challenger": client.upload_model("aloha-challenger", diabetes_regressor(root / "d.onnx", alpha=0.1)),
-        "third": client.upload_model("aloha-third", diabetes_regressor(root / "e.onnx", alpha=0.01)),
+        "control": client.upload_model(
+            "aloha-control", diabetes_regressor(root / "c.onnx", alpha=1.0)
+        ),
+        "challenger": client.upload_model(
+            "aloha-challenger", diabetes_regressor(root / "d.onnx", alpha=0.1)
+        ),
+        "third": client.upload_model(
+            "aloha-third", diabetes_regressor(root / "e.onnx", alpha=0.01)
+        ),
         "halve": client.upload_model("halve", root / "halve.py"),
         "rescale": client.upload_model("rescale", root / "rescale.py"),
         "broken": client.upload_model("broken", root / "broken.py"),
@@ -62,8 +68,9 @@ def _frame(rows: np.ndarray, **extra: list[Any]) -> pd.DataFrame:
 
 
 def test_weighted_split_two_to_one(client: Client, models: dict[str, Any]) -> None:
-    pipeline = (client.build_pipeline("split-weighted")
-                .add_random_split([(2, models["control"]), (1, models["challenger"])]))
+    pipeline = client.build_pipeline("split-weighted").add_random_split(
+        [(2, models["control"]), (1, models["challenger"])]
+    )
     with deployed(pipeline):
         counts: Counter[str] = Counter()
         for _ in range(10):  # 10,000 rows
@@ -77,15 +84,19 @@ def test_weighted_split_two_to_one(client: Client, models: dict[str, Any]) -> No
         assert set(split[0]) == {"name", "version", "sha"}
         summary = pipeline.experiment_summary()
         assert set(summary["models"]) == {"aloha-control", "aloha-challenger"}
-        assert summary["models"]["aloha-control"]["rows"] > summary["models"]["aloha-challenger"]["rows"]
+        assert (
+            summary["models"]["aloha-control"]["rows"]
+            > summary["models"]["aloha-challenger"]["rows"]
+        )
         assert "variable" in summary["models"]["aloha-control"]["outputs"]
 
 
-def test_hash_key_keeps_each_key_on_one_model_across_redeploys(client: Client,
-                                                               models: dict[str, Any]) -> None:
-    pipeline = (client.build_pipeline("split-hashed")
-                .add_random_split([(1, models["control"]), (1, models["challenger"])],
-                                  hash_key="customer"))
+def test_hash_key_keeps_each_key_on_one_model_across_redeploys(
+    client: Client, models: dict[str, Any]
+) -> None:
+    pipeline = client.build_pipeline("split-hashed").add_random_split(
+        [(1, models["control"]), (1, models["challenger"])], hash_key="customer"
+    )
     with deployed(pipeline):
         keys = [f"customer-{i % 50}" for i in range(200)]
         first = _chosen(pipeline.infer(_frame(X[:200], customer=keys)))
@@ -98,13 +109,21 @@ def test_hash_key_keeps_each_key_on_one_model_across_redeploys(client: Client,
         assert all(len(v) == 1 for v in by_key.values()) and len(set(first)) == 2
 
 
-def test_three_way_split_of_chains_inside_a_longer_pipeline(client: Client,
-                                                            models: dict[str, Any]) -> None:
+def test_three_way_split_of_chains_inside_a_longer_pipeline(
+    client: Client, models: dict[str, Any]
+) -> None:
     rescale = models["rescale"]
-    pipeline = (client.build_pipeline("split-chains").add_model_step(models["halve"])
-                .add_random_split([(1, [rescale, models["control"]]),
-                                   (1, [rescale, models["challenger"]]),
-                                   (1, [rescale, models["third"]])]))
+    pipeline = (
+        client.build_pipeline("split-chains")
+        .add_model_step(models["halve"])
+        .add_random_split(
+            [
+                (1, [rescale, models["control"]]),
+                (1, [rescale, models["challenger"]]),
+                (1, [rescale, models["third"]]),
+            ]
+        )
+    )
     assert "random_split" in pipeline.steps()[1].name
     with deployed(pipeline):
         result = pipeline.infer(_frame(X[:300]))
@@ -120,18 +139,21 @@ def test_bad_split_input_is_refused_when_added(client: Client, models: dict[str,
 
 
 def test_shadow_deploy_answers_with_the_champion_and_logs_challengers(
-        client: Client, models: dict[str, Any], diabetes_onnx: Path) -> None:
+    client: Client, models: dict[str, Any], diabetes_onnx: Path
+) -> None:
     champion_only = client.build_pipeline("shadow-reference").add_model_step(models["control"])
     with deployed(champion_only):
         expected = champion_only.infer(_frame(X[:20]))["out.variable"]
 
-    pipeline = (client.build_pipeline("shadow-demo")
-                .add_shadow_deploy(models["control"], [models["challenger"], models["broken"]]))
+    pipeline = client.build_pipeline("shadow-demo").add_shadow_deploy(
+        models["control"], [models["challenger"], models["broken"]]
+    )
     with deployed(pipeline):
         result = pipeline.infer(_frame(X[:20]))
         np.testing.assert_allclose(np.stack(result["out.variable"]), np.stack(expected), rtol=1e-6)
-        logs = _with_challenger_rows(pipeline, 20, ["out_aloha-challenger.variable",
-                                                    "out_broken.error"])
+        logs = _with_challenger_rows(
+            pipeline, 20, ["out_aloha-challenger.variable", "out_broken.error"]
+        )
         assert "out_aloha-challenger.variable" in logs.columns
         assert logs["out_aloha-challenger.variable"].notna().all()
         assert logs["out_broken.error"].str.contains("challenger always fails").all()
@@ -143,8 +165,9 @@ def test_shadow_deploy_answers_with_the_champion_and_logs_challengers(
         assert broken["errors"] >= 20
 
 
-def _with_challenger_rows(pipeline: Any, rows: int, columns: list[str],
-                          wait_s: float = 30.0) -> pd.DataFrame:
+def _with_challenger_rows(
+    pipeline: Any, rows: int, columns: list[str], wait_s: float = 30.0
+) -> pd.DataFrame:
     """The newest `rows` log rows once each has every challenger's `columns`: infer() waits
     WEIR_SHADOW_WAIT_S for the challengers at most, and their rows may land after."""
     deadline = time.monotonic() + wait_s

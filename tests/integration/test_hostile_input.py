@@ -25,7 +25,14 @@ from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from streams.messages import (
-    CONTENT_TYPE, ERROR, REDELIVERED, REQUEST_ID, REQUESTS, SHADOW, STARTED_NS, VERSION,
+    CONTENT_TYPE,
+    ERROR,
+    REDELIVERED,
+    REQUEST_ID,
+    REQUESTS,
+    SHADOW,
+    STARTED_NS,
+    VERSION,
 )
 from tests.integration._streams import Reader, first_value, is_error, numbered_row
 
@@ -48,33 +55,46 @@ def _huge_length(payload: bytes) -> bytes:
 
 BAD: dict[str, Callable[[random.Random], tuple[bytes | None, str]]] = {
     "random bytes": lambda rng: (rng.randbytes(rng.randint(1, 200)), codecs.ARROW_STREAM),
-    "cut short": lambda rng: (GOOD[:rng.randint(1, len(GOOD) - 1)], codecs.ARROW_STREAM),
-    "framing broken": lambda rng: (rng.randbytes(4).replace(b"\xff", b"\x00") + GOOD[4:],
-                                   codecs.ARROW_STREAM),
+    "cut short": lambda rng: (GOOD[: rng.randint(1, len(GOOD) - 1)], codecs.ARROW_STREAM),
+    "framing broken": lambda rng: (
+        rng.randbytes(4).replace(b"\xff", b"\x00") + GOOD[4:],
+        codecs.ARROW_STREAM,
+    ),
     "huge length": lambda rng: (_huge_length(GOOD), codecs.ARROW_STREAM),
     "empty value": lambda rng: (b"", codecs.ARROW_STREAM),
     "no value": lambda rng: (None, codecs.ARROW_STREAM),
     "bad json": lambda rng: (b'{"tensor": [1, 2', codecs.PANDAS_RECORDS),
     "json of the wrong shape": lambda rng: (b'[{"tensor": [1.0, 2.0]}]', codecs.PANDAS_RECORDS),
-    "two columns, neither the input": lambda rng: (_arrow({
-        "a": np.zeros((1, 10), np.float32), "b": np.zeros((1, 10), np.float32)}),
-        codecs.ARROW_STREAM),
-    "wrong width": lambda rng: (_arrow({"tensor": np.zeros((1, 3), np.float32)}),
-                                codecs.ARROW_STREAM),
-    "text in a number column": lambda rng: (_arrow({"tensor": np.array(["x"], dtype=object)}),
-                                            codecs.ARROW_STREAM),
+    "two columns, neither the input": lambda rng: (
+        _arrow({"a": np.zeros((1, 10), np.float32), "b": np.zeros((1, 10), np.float32)}),
+        codecs.ARROW_STREAM,
+    ),
+    "wrong width": lambda rng: (
+        _arrow({"tensor": np.zeros((1, 3), np.float32)}),
+        codecs.ARROW_STREAM,
+    ),
+    "text in a number column": lambda rng: (
+        _arrow({"tensor": np.array(["x"], dtype=object)}),
+        codecs.ARROW_STREAM,
+    ),
     "unknown content type": lambda rng: (GOOD, "text/plain"),
 }
 
 
 UNREADABLE_HEADERS = [
-    [(STARTED_NS, b"abc")], [(STARTED_NS, b"9" * 5000)], [(ERROR, b"{not json")],
-    [(ERROR, b"[1, 2]")], [(REQUESTS, b'[["a", "x"]]')], [(VERSION, b"\xff\xfe")],
+    [(STARTED_NS, b"abc")],
+    [(STARTED_NS, b"9" * 5000)],
+    [(ERROR, b"{not json")],
+    [(ERROR, b"[1, 2]")],
+    [(REQUESTS, b'[["a", "x"]]')],
+    [(VERSION, b"\xff\xfe")],
 ]
 """weir's own headers with values weir never writes, on good records: ignored, not raised
 (a worker that raised on one crashed on it again after every restart: no answers at all)."""
 FORGED_HEADERS = [
-    [(ERROR, b'{"type": "Forged", "message": "x"}')], [(SHADOW, b"x")], [(REDELIVERED, b"1")],
+    [(ERROR, b'{"type": "Forged", "message": "x"}')],
+    [(SHADOW, b"x")],
+    [(REDELIVERED, b"1")],
 ]
 """weir's own headers with values weir could have written, set by a producer on good records."""
 
@@ -128,11 +148,17 @@ async def _produce(bootstrap: str, topic: str, records: list[Record]) -> None:
         await producer.stop()
 
 
-async def _dead_letters(bootstrap: str, topic: str, prefix: str, expect: set[str]
-                        ) -> dict[str, list[dict[str, bytes]]]:
+async def _dead_letters(
+    bootstrap: str, topic: str, prefix: str, expect: set[str]
+) -> dict[str, list[dict[str, bytes]]]:
     """Every dead-letter record's headers by request id, once each id in `expect` has one."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     found: dict[str, list[dict[str, bytes]]] = {}
     try:
@@ -149,8 +175,9 @@ async def _dead_letters(bootstrap: str, topic: str, prefix: str, expect: set[str
         await consumer.stop()
 
 
-async def _answers(bootstrap: str, topics: dict[str, str], prefix: str,
-                   records: list[Record]) -> dict[str, list[Any]]:
+async def _answers(
+    bootstrap: str, topics: dict[str, str], prefix: str, records: list[Record]
+) -> dict[str, list[Any]]:
     reader = Reader(bootstrap, topics["output"], prefix)
     await reader.start()
     try:
@@ -162,8 +189,9 @@ async def _answers(bootstrap: str, topics: dict[str, str], prefix: str,
         await reader.stop()
 
 
-def _check_stream(stack: dict[str, Any], pipeline: Pipeline, prefix: str,
-                  extra: list[list[tuple[str, bytes]]]) -> None:
+def _check_stream(
+    stack: dict[str, Any], pipeline: Pipeline, prefix: str, extra: list[list[tuple[str, bytes]]]
+) -> None:
     """Send the stream; every bad value answered with an error and dead-lettered with its
     reason, every good record answered with its rows and unmarked, no worker restarted."""
     records = _records(prefix, extra)
@@ -192,10 +220,12 @@ def _check_stream(stack: dict[str, Any], pipeline: Pipeline, prefix: str,
 
 
 def test_bad_records_are_answered_and_dead_lettered_good_ones_answered_no_restart(
-        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     _check_stream(stack, pipeline, "hostile", UNREADABLE_HEADERS)
 
 
 def test_weir_headers_a_producer_forged_are_not_believed(
-        stack: dict[str, Any], pipeline: Pipeline) -> None:
+    stack: dict[str, Any], pipeline: Pipeline
+) -> None:
     _check_stream(stack, pipeline, "forged", FORGED_HEADERS)

@@ -44,19 +44,31 @@ NAME_EXAMPLES = 40
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, kafka_service: Service,
-           redis_service: Service) -> Iterator[OwnServer]:
-    with own_server(tmp_path_factory.mktemp("hostile"), kafka_service, redis_service, 10,
-                    max_upload_bytes=UPLOAD_LIMIT) as own:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, kafka_service: Service, redis_service: Service
+) -> Iterator[OwnServer]:
+    with own_server(
+        tmp_path_factory.mktemp("hostile"),
+        kafka_service,
+        redis_service,
+        10,
+        max_upload_bytes=UPLOAD_LIMIT,
+    ) as own:
         yield own
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory, kafka_service: Service,
-           redis_service: Service) -> Iterator[OwnServer]:
+def strict(
+    tmp_path_factory: pytest.TempPathFactory, kafka_service: Service, redis_service: Service
+) -> Iterator[OwnServer]:
     """A server that refuses Python steps."""
-    with own_server(tmp_path_factory.mktemp("strict"), kafka_service, redis_service, 11,
-                    allow_python_steps=False) as own:
+    with own_server(
+        tmp_path_factory.mktemp("strict"),
+        kafka_service,
+        redis_service,
+        11,
+        allow_python_steps=False,
+    ) as own:
         yield own
 
 
@@ -65,8 +77,9 @@ def _client(server: OwnServer) -> Client:
 
 
 @pytest.fixture(scope="module")
-def bundles(server: OwnServer, diabetes_onnx: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, bytes]:
+def bundles(
+    server: OwnServer, diabetes_onnx: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
     """Published bundles from the permissive server: an ONNX pipeline, a Python one."""
     client, folder = _client(server), tmp_path_factory.mktemp("bundles")
     onnx = client.upload_model("diabetes", diabetes_onnx).configure("onnx")
@@ -128,31 +141,55 @@ def _hostile(bundles: dict[str, bytes]) -> dict[str, tuple[bytes, type[WeirError
     sha = next(name for name in good if name.startswith("models/")).split("/")[1]
     zeros = b"\x00" * (4 * UPLOAD_LIMIT)  # deflates to a few KB: a decompression bomb
     return {
-        "dot-dot path": (_zip({**good, "../../outside.txt": b"x"}), ModelLoadError,
-                         "'../../outside.txt' is not manifest.json nor models/<sha256>"),
+        "dot-dot path": (
+            _zip({**good, "../../outside.txt": b"x"}),
+            ModelLoadError,
+            "'../../outside.txt' is not manifest.json nor models/<sha256>",
+        ),
         "absolute path": (_zip({**good, OUTSIDE: b"x"}), ModelLoadError, "is not manifest.json"),
-        "symlink out": (_zip({"manifest.json": good["manifest.json"]},
-                             links={f"models/{sha}": "/etc/passwd"}), ModelLoadError,
-                        "is a symbolic link"),
+        "symlink out": (
+            _zip({"manifest.json": good["manifest.json"]}, links={f"models/{sha}": "/etc/passwd"}),
+            ModelLoadError,
+            "is a symbolic link",
+        ),
         "hard link (tar)": (_hard_link_tar(), ModelLoadError, "unreadable bundle"),
-        "decompression bomb": (_zip({**good, f"models/{sha}": zeros}), PayloadTooLarge,
-                               "refused before unpacking"),
-        "huge manifest": (_zip({"manifest.json": b" " * (2 * UPLOAD_LIMIT)}), PayloadTooLarge,
-                          "WEIR_MAX_UPLOAD_BYTES"),
-        "model name with a path": (_with_manifest(bundles["onnx"], model={"name": "../../x"}),
-                                   InvalidNameError, "invalid model name '../../x'"),
-        "pipeline name with a newline": (_with_manifest(bundles["onnx"], pipeline="a\nb"),
-                                         InvalidNameError, "invalid pipeline name"),
-        "version with a slash": (_with_manifest(bundles["onnx"], model={"version": "../v"}),
-                                 InvalidNameError, "invalid model version"),
-        "sha naming a path": (_with_manifest(bundles["onnx"], model={"sha": "../../etc/passwd"}),
-                              ModelLoadError, "unreadable bundle"),
+        "decompression bomb": (
+            _zip({**good, f"models/{sha}": zeros}),
+            PayloadTooLarge,
+            "refused before unpacking",
+        ),
+        "huge manifest": (
+            _zip({"manifest.json": b" " * (2 * UPLOAD_LIMIT)}),
+            PayloadTooLarge,
+            "WEIR_MAX_UPLOAD_BYTES",
+        ),
+        "model name with a path": (
+            _with_manifest(bundles["onnx"], model={"name": "../../x"}),
+            InvalidNameError,
+            "invalid model name '../../x'",
+        ),
+        "pipeline name with a newline": (
+            _with_manifest(bundles["onnx"], pipeline="a\nb"),
+            InvalidNameError,
+            "invalid pipeline name",
+        ),
+        "version with a slash": (
+            _with_manifest(bundles["onnx"], model={"version": "../v"}),
+            InvalidNameError,
+            "invalid model version",
+        ),
+        "sha naming a path": (
+            _with_manifest(bundles["onnx"], model={"sha": "../../etc/passwd"}),
+            ModelLoadError,
+            "unreadable bundle",
+        ),
         "not an archive": (b"\x89PNG not a zip at all", ModelLoadError, "unreadable bundle"),
     }
 
 
 def test_hostile_bundles_are_refused_and_write_nothing_outside_home(
-        server: OwnServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
+    server: OwnServer, bundles: dict[str, bytes], tmp_path: Path
+) -> None:
     client = _client(server)
     before = {p.name for p in client.list_pipelines()}
     for case, (data, error, words) in _hostile(bundles).items():
@@ -169,19 +206,25 @@ def test_hostile_bundles_are_refused_and_write_nothing_outside_home(
 
 
 def test_weir_import_of_a_hostile_bundle_exits_with_the_reason(
-        server: OwnServer, bundles: dict[str, bytes], tmp_path: Path) -> None:
+    server: OwnServer, bundles: dict[str, bytes], tmp_path: Path
+) -> None:
     path = tmp_path / "escape.weir"
     path.write_bytes(_hostile(bundles)["dot-dot path"][0])
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
-    done = subprocess.run([sys.executable, "-m", "control.cli", "import", str(path)],
-                          env={**env, "WEIR_HOME": str(server.home)}, text=True,
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "control.cli", "import", str(path)],
+        env={**env, "WEIR_HOME": str(server.home)},
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "is not manifest.json nor models/<sha256>" in " ".join(done.stderr.split())
 
 
-def test_a_good_bundle_still_imports(server: OwnServer, bundles: dict[str, bytes],
-                                     tmp_path: Path) -> None:
+def test_a_good_bundle_still_imports(
+    server: OwnServer, bundles: dict[str, bytes], tmp_path: Path
+) -> None:
     path = tmp_path / "good.weir"
     path.write_bytes(_with_manifest(bundles["onnx"], pipeline="imported"))
     client = _client(server)
@@ -192,13 +235,23 @@ def test_a_good_bundle_still_imports(server: OwnServer, bundles: dict[str, bytes
 
 
 @given(name=st.text(min_size=1, max_size=70), filename=st.text(max_size=300))
-@settings(max_examples=NAME_EXAMPLES, deadline=None, database=None, derandomize=True,
-          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+@settings(
+    max_examples=NAME_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate],
+)
 def test_generated_model_and_file_names_are_kept_or_refused_with_a_reason(
-        server: OwnServer, diabetes_onnx: Path, name: str, filename: str) -> None:
-    response = server.request("POST", f"/models/{quote(name, safe='')}",
-                              params={"filename": filename, "runtime": "onnx"},
-                              content=diabetes_onnx.read_bytes())
+    server: OwnServer, diabetes_onnx: Path, name: str, filename: str
+) -> None:
+    response = server.request(
+        "POST",
+        f"/models/{quote(name, safe='')}",
+        params={"filename": filename, "runtime": "onnx"},
+        content=diabetes_onnx.read_bytes(),
+    )
     if response.status_code == 200:
         assert check_name(name) and check_file_name(filename)
         assert response.json()["file_name"] == filename
@@ -209,24 +262,37 @@ def test_generated_model_and_file_names_are_kept_or_refused_with_a_reason(
 
 
 def test_names_with_paths_or_control_characters_are_refused(
-        server: OwnServer, diabetes_onnx: Path) -> None:
-    for filename in ("../../evil.onnx", "/etc/evil.onnx", "a\\b.onnx", "..", "evil\x00.onnx",
-                     "evil\n.onnx", "\x1b[31mred.onnx"):
-        response = server.request("POST", "/models/ok", params={"filename": filename},
-                                  content=diabetes_onnx.read_bytes())
+    server: OwnServer, diabetes_onnx: Path
+) -> None:
+    for filename in (
+        "../../evil.onnx",
+        "/etc/evil.onnx",
+        "a\\b.onnx",
+        "..",
+        "evil\x00.onnx",
+        "evil\n.onnx",
+        "\x1b[31mred.onnx",
+    ):
+        response = server.request(
+            "POST", "/models/ok", params={"filename": filename}, content=diabetes_onnx.read_bytes()
+        )
         assert response.status_code == 400, filename
         assert response.json()["error"] == "InvalidNameError"
     for name in ("a%2Fb", "a%0Ab", "..", "A"):
-        response = server.request("POST", f"/models/{name}", params={"filename": "m.onnx"},
-                                  content=diabetes_onnx.read_bytes())
+        response = server.request(
+            "POST",
+            f"/models/{name}",
+            params={"filename": "m.onnx"},
+            content=diabetes_onnx.read_bytes(),
+        )
         # ".." is resolved by the client: POST / is not a route (405)
         assert response.status_code in (400, 404, 405) and response.json()["message"], name
     assert not server.written_outside()
 
 
 def test_a_server_that_refuses_python_steps_refuses_them_everywhere(
-        strict: OwnServer, bundles: dict[str, bytes], diabetes_onnx: Path,
-        tmp_path: Path) -> None:
+    strict: OwnServer, bundles: dict[str, bytes], diabetes_onnx: Path, tmp_path: Path
+) -> None:
     client = _client(strict)
     step = tmp_path / "double.py"
     step.write_bytes(STEP)
@@ -243,9 +309,17 @@ def test_a_server_that_refuses_python_steps_refuses_them_everywhere(
     assert "python-bundle" not in {p.name for p in client.list_pipelines()}
     # A version stored before the server refused Python (seeded in its registry) is not deployed.
     registry = Registry(strict.settings.redis_url or "")
-    legacy = registry.add_model(ModelVersion(
-        name="legacy", version=str(uuid.uuid4()), sha=hashlib.sha256(STEP).hexdigest(),
-        runtime="python", workspace="default", file_name="legacy.py", size=len(STEP)))
+    legacy = registry.add_model(
+        ModelVersion(
+            name="legacy",
+            version=str(uuid.uuid4()),
+            sha=hashlib.sha256(STEP).hexdigest(),
+            runtime="python",
+            workspace="default",
+            file_name="legacy.py",
+            size=len(STEP),
+        )
+    )
     registry.get_or_create_pipeline("default", "legacy")
     registry.add_version("default", "legacy", PipelineSpec(steps=[ModelStep(model=legacy.ref())]))
     with pytest.raises(PolicyError, match="'legacy' is a Python step"):

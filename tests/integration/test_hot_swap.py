@@ -94,7 +94,8 @@ def _http_load(pipeline: Pipeline, stop: threading.Event, outcomes: list[Any]) -
 
 
 def test_redeploying_twice_under_load_answers_every_record_exactly_once(
-        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Model]
+) -> None:
     pipeline = client.build_pipeline("hot-swap").add_model_step(models["pre"])
     pipeline.add_model_step(models["swap-a"]).deploy(quiet=True)
     versions = [pipeline.status()["version"]]
@@ -111,13 +112,24 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
         try:
             done = asyncio.Event()
             producing = asyncio.create_task(
-                produce(bootstrap, topics["input"], prefix, MAX_RECORDS, per_second=PER_SECOND,
-                        sent=sent, until=done))
+                produce(
+                    bootstrap,
+                    topics["input"],
+                    prefix,
+                    MAX_RECORDS,
+                    per_second=PER_SECOND,
+                    sent=sent,
+                    until=done,
+                )
+            )
             http_thread.start()
             for model in ("swap-b", "swap-c"):
                 await asyncio.sleep(2)
-                await asyncio.to_thread(lambda m=model: pipeline.replace_with_model_step(
-                    1, models[m]).deploy(quiet=True))
+                await asyncio.to_thread(
+                    lambda m=model: pipeline.replace_with_model_step(1, models[m]).deploy(
+                        quiet=True
+                    )
+                )
                 versions.append(pipeline.status()["version"])
             await asyncio.sleep(2)
             done.set()
@@ -126,7 +138,8 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
             assert not missing, (
                 f"{len(missing)} never answered, e.g. {sorted(missing)[:5]} at (partition, "
                 f"offset) {sorted(sent.where[m] for m in missing)[:8]}; the workers said:\n"
-                + worker_warnings(stack["home"]))
+                + worker_warnings(stack["home"])
+            )
             await asyncio.sleep(2)  # a late repeat would come now (the old workers are gone)
             await reader.catch_up()
             return reader.answers
@@ -151,26 +164,34 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
             assert first_value(answer.batch) == int(rid.rsplit("-", 1)[1])
 
         # Per input partition, in input order, the model only ever moves forward.
-        order = [f"{models[m].name}@{models[m].version[:8]}" for m in ("swap-a", "swap-b", "swap-c")]
+        order = [
+            f"{models[m].name}@{models[m].version[:8]}" for m in ("swap-a", "swap-b", "swap-c")
+        ]
         by_partition: dict[int, list[tuple[int, str, str]]] = {}
         for rid, (partition, offset) in sent.where.items():
             batch = answers[rid][0].batch
             assert batch is not None
             by_partition.setdefault(partition, []).append(
-                (offset, batch.column("metadata.model")[0].as_py(),
-                 batch.column("metadata.pipeline_version")[0].as_py()))
+                (
+                    offset,
+                    batch.column("metadata.model")[0].as_py(),
+                    batch.column("metadata.pipeline_version")[0].as_py(),
+                )
+            )
         seen_models: set[str] = set()
         for partition, rows in by_partition.items():
             runs = [model for model, _ in groupby(model for _, model, _ in sorted(rows))]
             assert runs == sorted(set(runs), key=order.index), (
-                f"partition {partition} switched models back and forth: {runs}")
+                f"partition {partition} switched models back and forth: {runs}"
+            )
             seen_models.update(runs)
             for _, model, version in rows:
                 assert versions[order.index(model)] == version
         assert seen_models == set(order), "both swaps should have taken effect"
 
         assert http and all(outcome == 1 for outcome in http), (
-            f"HTTP inferences failed during the swaps: {[o for o in http if o != 1][:3]}")
+            f"HTTP inferences failed during the swaps: {[o for o in http if o != 1][:3]}"
+        )
 
         logs = pipeline.logs(limit=100_000)
         ours = logs[logs["request_id"].str.startswith(prefix + "-")]
@@ -180,9 +201,9 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
         pipeline.undeploy()
 
 
-
 def test_a_redeploy_that_cannot_start_leaves_the_old_version_serving(
-        client: Client, models: dict[str, Model], model_dir: Path) -> None:
+    client: Client, models: dict[str, Model], model_dir: Path
+) -> None:
     pipeline = client.build_pipeline("swap-fails").add_model_step(models["pre"])
     pipeline.add_model_step(models["swap-a"]).deploy(quiet=True)
     before = pipeline.status()
@@ -202,28 +223,40 @@ def test_a_redeploy_that_cannot_start_leaves_the_old_version_serving(
         pipeline.undeploy()
 
 
-def _remote_worker(stack: dict[str, Any], name: str, log: Path,
-                   *version: str) -> subprocess.Popen[bytes]:
+def _remote_worker(
+    stack: dict[str, Any], name: str, log: Path, *version: str
+) -> subprocess.Popen[bytes]:
     """`weir worker <name> [version]` as on another host: started by hand, not by the
     server."""
-    env = {**os.environ, "WEIR_HOME": str(stack["home"]), "SWAP_REMOTE_HOST": "1",
-           "WEIR_KAFKA_BOOTSTRAP": stack["kafka_bootstrap"], "WEIR_REDIS_URL": stack["redis_url"]}
+    env = {
+        **os.environ,
+        "WEIR_HOME": str(stack["home"]),
+        "SWAP_REMOTE_HOST": "1",
+        "WEIR_KAFKA_BOOTSTRAP": stack["kafka_bootstrap"],
+        "WEIR_REDIS_URL": stack["redis_url"],
+    }
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "control.worker_main", name, *version,
-                                 "--replica", "100"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "control.worker_main", name, *version, "--replica", "100"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _wait_running(registry: Registry, name: str, version: str) -> None:
     deadline = time.monotonic() + 60
-    while not any(w.replica == 100 and w.version == version and w.status == "Running"
-                  for w in registry.workers("default", name)):
+    while not any(
+        w.replica == 100 and w.version == version and w.status == "Running"
+        for w in registry.workers("default", name)
+    ):
         assert time.monotonic() < deadline, "the remote worker never reported Running"
         time.sleep(0.2)
 
 
 def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
-        client: Client, stack: dict[str, Any], models: dict[str, Model], tmp_path: Path) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Model], tmp_path: Path
+) -> None:
     """A worker the server did not start (the compose `worker` service) drains and exits on a
     redeploy like the server's own, so every answer after deploy() returns comes from the new
     model; one on the new version leaves on undeploy."""
@@ -235,7 +268,9 @@ def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
         _wait_running(registry, name, pipeline.status()["version"])
         status = pipeline.status()
         assert [(e["remote"], e["status"]) for e in status["engines"]] == [
-            (False, "Running"), (True, "Running")]
+            (False, "Running"),
+            (True, "Running"),
+        ]
         pipeline.replace_with_model_step(1, models["swap-b"]).deploy(quiet=True)
         assert remotes[0].wait(timeout=60) == 0  # drained, then left
         assert [e["remote"] for e in pipeline.status()["engines"]] == [False]
@@ -243,31 +278,60 @@ def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
         stale = _remote_worker(stack, name, tmp_path / "stale.log", status["version"])
         assert stale.wait(timeout=60) == 2
         assert "run `weir worker swap-remote`" in (tmp_path / "stale.log").read_text()
-        answers = asyncio.run(send_and_collect(
-            stack["kafka_bootstrap"], pipeline.topics(), "remote", 100, per_second=200,
-            sent=Sent()))
+        answers = asyncio.run(
+            send_and_collect(
+                stack["kafka_bootstrap"],
+                pipeline.topics(),
+                "remote",
+                100,
+                per_second=200,
+                sent=Sent(),
+            )
+        )
         swap_b = f"{models['swap-b'].name}@{models['swap-b'].version[:8]}"
-        assert {a.batch.column("metadata.model")[0].as_py()
-                for replies in answers.values() for a in replies if a.batch} == {swap_b}
+        assert {
+            a.batch.column("metadata.model")[0].as_py()
+            for replies in answers.values()
+            for a in replies
+            if a.batch
+        } == {swap_b}
 
         remotes.append(_remote_worker(stack, name, tmp_path / "remote-2.log"))
         version = pipeline.status()["version"]
         _wait_running(registry, name, version)
         # The last heartbeat of a remote worker that died (a host that went away).
-        registry.beat(WorkerStatus(
-            worker_id="swap-remote-dead", workspace="default", pipeline=name, version=version,
-            replica=101, pid=1, host="gone", status="Running",
-            time=datetime.now(UTC) - timedelta(seconds=60)))
+        registry.beat(
+            WorkerStatus(
+                worker_id="swap-remote-dead",
+                workspace="default",
+                pipeline=name,
+                version=version,
+                replica=101,
+                pid=1,
+                host="gone",
+                status="Running",
+                time=datetime.now(UTC) - timedelta(seconds=60),
+            )
+        )
         status = pipeline.status()
         assert status["status"] == "Running"  # the server's own workers run
         dead = next(e for e in status["engines"] if e["name"] == "swap-remote-dead")
         assert (dead["remote"], dead["status"]) == (True, "Error")
         assert "no heartbeat" in dead["reason"]
         assert any("swap-remote-dead on gone" in line for line in status["details"])
-        registry.beat(WorkerStatus(  # silent for longer than a host would be down and back
-            worker_id="swap-remote-removed", workspace="default", pipeline=name,
-            version=version, replica=102, pid=1, host="removed", status="Running",
-            time=datetime.now(UTC) - timedelta(seconds=REMOTE_FORGET_S + 1)))
+        registry.beat(
+            WorkerStatus(  # silent for longer than a host would be down and back
+                worker_id="swap-remote-removed",
+                workspace="default",
+                pipeline=name,
+                version=version,
+                replica=102,
+                pid=1,
+                host="removed",
+                status="Running",
+                time=datetime.now(UTC) - timedelta(seconds=REMOTE_FORGET_S + 1),
+            )
+        )
         deadline = time.monotonic() + 10
         while any(w.worker_id == "swap-remote-removed" for w in registry.workers("default", name)):
             assert time.monotonic() < deadline, "a long-silent remote worker was never forgotten"
@@ -285,8 +349,8 @@ def test_redeploying_and_undeploying_stop_workers_on_other_hosts_too(
 
 
 def test_an_undone_redeploy_stops_the_remote_workers_that_started_its_version(
-        client: Client, stack: dict[str, Any], models: dict[str, Model], model_dir: Path,
-        tmp_path: Path) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Model], model_dir: Path, tmp_path: Path
+) -> None:
     """A new version that runs on another host but cannot start on the server's is undone,
     and the remote worker that started it drains and exits too (the old version serves on)."""
     name, registry = "swap-remote-undo", Registry(stack["redis_url"])
@@ -325,7 +389,10 @@ def test_an_undone_redeploy_stops_the_remote_workers_that_started_its_version(
         assert remote.wait(timeout=60) == 0  # drained, then left
         after = pipeline.status()
         assert (after["status"], after["version"], after["failed_version"]) == (
-            "Running", before, new)
+            "Running",
+            before,
+            new,
+        )
         assert not [e for e in after["engines"] if e["remote"]]
     finally:
         gate.touch()

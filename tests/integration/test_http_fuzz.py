@@ -50,11 +50,21 @@ CASES: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, kafka_service: Service,
-           redis_service: Service, diabetes_onnx: Path) -> Iterator[OwnServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_service: Service,
+    redis_service: Service,
+    diabetes_onnx: Path,
+) -> Iterator[OwnServer]:
     root = tmp_path_factory.mktemp("http-fuzz")
-    with own_server(root, kafka_service, redis_service, 9, max_payload_bytes=PAYLOAD_LIMIT,
-                    max_upload_bytes=UPLOAD_LIMIT) as own:
+    with own_server(
+        root,
+        kafka_service,
+        redis_service,
+        9,
+        max_payload_bytes=PAYLOAD_LIMIT,
+        max_upload_bytes=UPLOAD_LIMIT,
+    ) as own:
         client = Client(server_url=own.url, token=own.token())
         model = client.upload_model(MODEL, diabetes_onnx).configure("onnx")
         client.build_pipeline(PIPELINE).add_model_step(model).deploy(quiet=True)
@@ -75,16 +85,23 @@ def _fixed_names(operation: APIOperation) -> dict[str, Any] | None:
     return {"name": MODEL if operation.path.startswith("/models/") else PIPELINE}
 
 
-def _run(operation: APIOperation, mode: GenerationMode, examples: int, check: Any,
-         **fixed: Any) -> None:
+def _run(
+    operation: APIOperation, mode: GenerationMode, examples: int, check: Any, **fixed: Any
+) -> None:
     """Call `check(case)` on up to `examples` generated cases (none if the mode can make none)."""
     try:
         strategy = operation.as_strategy(generation_mode=mode, **fixed)
     except Unsatisfiable:
         return
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
     @given(case=strategy)
     def each(case: Case) -> None:
         check(case)
@@ -109,18 +126,24 @@ def _says_what_was_wrong(response: Any) -> bool:
 
 
 def test_generated_requests_get_no_500_and_every_4xx_says_what_was_wrong(
-        server: OwnServer, operations: list[APIOperation]) -> None:
+    server: OwnServer, operations: list[APIOperation]
+) -> None:
     failures: list[str] = []
 
     def check(case: Case) -> None:
         response = case.call(base_url=server.url, headers=server.headers(), timeout=60)
         CASES["with token"] += 1
         status = response.status_code
-        if status >= 500 and status not in (503, 504) or (
-                status >= 400 and not _says_what_was_wrong(response)):
-            failures.append(f"{case.operation.label} -> {status} {response.text[:300]!r}; "
-                            f"path {case.path_parameters} query {case.query} "
-                            f"body {str(case.body)[:200]!r}")
+        if (
+            status >= 500
+            and status not in (503, 504)
+            or (status >= 400 and not _says_what_was_wrong(response))
+        ):
+            failures.append(
+                f"{case.operation.label} -> {status} {response.text[:300]!r}; "
+                f"path {case.path_parameters} query {case.query} "
+                f"body {str(case.body)[:200]!r}"
+            )
 
     for operation in operations:
         fixed = _fixed_names(operation)
@@ -141,7 +164,8 @@ REFUSED = [None, "Bearer wrong", "Bearer \u00e9t\u00e9", "Basic d2Vpcjp3ZWly", "
 
 
 def test_every_route_but_the_health_checks_refuses_a_missing_or_wrong_token(
-        server: OwnServer, operations: list[APIOperation]) -> None:
+    server: OwnServer, operations: list[APIOperation]
+) -> None:
     failures: list[str] = []
 
     def check(case: Case) -> None:
@@ -152,10 +176,15 @@ def test_every_route_but_the_health_checks_refuses_a_missing_or_wrong_token(
             if case.operation.path in OPEN_PATHS:
                 if response.status_code != 200:
                     failures.append(f"{case.operation.label} -> {response.status_code}")
-            elif (response.status_code != 401 or not _says_what_was_wrong(response)
-                  or "bearer token" not in response.text):
-                failures.append(f"{case.operation.label} with {authorization!r} -> "
-                                f"{response.status_code} {response.text[:200]!r}")
+            elif (
+                response.status_code != 401
+                or not _says_what_was_wrong(response)
+                or "bearer token" not in response.text
+            ):
+                failures.append(
+                    f"{case.operation.label} with {authorization!r} -> "
+                    f"{response.status_code} {response.text[:200]!r}"
+                )
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -183,13 +212,27 @@ def _raw(server: OwnServer, head: str, body: bytes = b"") -> tuple[int, dict[str
 
 
 def _head(server: OwnServer, path: str, *lines: str) -> str:
-    return "\n".join([f"POST {path} HTTP/1.1", f"Host: {urlsplit(server.url).netloc}",
-                      f"Authorization: Bearer {server.token()}", *lines, ""]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"POST {path} HTTP/1.1",
+                f"Host: {urlsplit(server.url).netloc}",
+                f"Authorization: Bearer {server.token()}",
+                *lines,
+                "",
+            ]
+        )
+        + "\n"
+    )
 
 
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server: OwnServer) -> None:
-    head = _head(server, f"/pipelines/{PIPELINE}", "Content-Type: application/json",
-                 f"Content-Length: {10 ** 10}")
+    head = _head(
+        server,
+        f"/pipelines/{PIPELINE}",
+        "Content-Type: application/json",
+        f"Content-Length: {10**10}",
+    )
     status, body = _raw(server, head)  # not one byte of the 10 GB body is sent
     assert status == 413
     assert body["error"] == "PayloadTooLarge" and "WEIR_MAX_PAYLOAD_BYTES" in body["message"]
@@ -197,7 +240,8 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server: Own
 
 @pytest.mark.parametrize("path", [f"/pipelines/{PIPELINE}", f"/v2/models/{PIPELINE}/infer"])
 def test_a_chunked_body_is_refused_at_the_chunk_that_crosses_the_limit(
-        server: OwnServer, path: str) -> None:
+    server: OwnServer, path: str
+) -> None:
     head = _head(server, path, "Content-Type: application/json", "Transfer-Encoding: chunked")
     chunk = b"[" + b" " * PAYLOAD_LIMIT
     # The body never ends (no last chunk): a server that read it whole would never answer.
@@ -208,20 +252,23 @@ def test_a_chunked_body_is_refused_at_the_chunk_that_crosses_the_limit(
 
 def test_uploads_have_their_own_limit(server: OwnServer) -> None:
     between = b"\x00" * (2 * PAYLOAD_LIMIT)  # over the payload limit, under the upload limit
-    upload = server.request("POST", "/models/big", params={"filename": "big.onnx"},
-                            content=between)
+    upload = server.request("POST", "/models/big", params={"filename": "big.onnx"}, content=between)
     assert upload.status_code == 400 and upload.json()["error"] == "ModelLoadError"
-    inference = server.request("POST", f"/pipelines/{PIPELINE}", content=between,
-                               headers={"Content-Type": "application/json"})
+    inference = server.request(
+        "POST",
+        f"/pipelines/{PIPELINE}",
+        content=between,
+        headers={"Content-Type": "application/json"},
+    )
     assert inference.status_code == 413
-    over = server.request("POST", "/models/big", params={"filename": "big.onnx"},
-                          content=b"\x00" * (UPLOAD_LIMIT + 1))
+    over = server.request(
+        "POST", "/models/big", params={"filename": "big.onnx"}, content=b"\x00" * (UPLOAD_LIMIT + 1)
+    )
     assert over.status_code == 413 and "WEIR_MAX_UPLOAD_BYTES" in over.json()["message"]
     assert "big" not in {m["name"] for m in server.request("GET", "/models").json()}
 
 
-def test_the_server_keeps_answering_and_wrote_nothing_outside_its_home(
-        server: OwnServer) -> None:
+def test_the_server_keeps_answering_and_wrote_nothing_outside_its_home(server: OwnServer) -> None:
     assert server.request("GET", "/healthz").status_code == 200
     assert server.request("GET", "/pipelines").status_code == 200
     client = Client(server_url=server.url, token=server.token())
@@ -231,14 +278,17 @@ def test_the_server_keeps_answering_and_wrote_nothing_outside_its_home(
     assert not server.server_errors()
 
 
-def test_token_rotation_takes_effect_at_once_and_workers_keep_running(
-        server: OwnServer) -> None:
+def test_token_rotation_takes_effect_at_once_and_workers_keep_running(server: OwnServer) -> None:
     pipeline = Client(server_url=server.url, token=server.token()).get_pipeline(PIPELINE)
     pids = [engine["pid"] for engine in pipeline.status()["engines"]]
     old = server.token()
-    rotated = subprocess.run([sys.executable, "-m", "control.cli", "token", "rotate"],
-                             env={**_env(), "WEIR_HOME": str(server.home)}, text=True,
-                             capture_output=True, timeout=60)
+    rotated = subprocess.run(
+        [sys.executable, "-m", "control.cli", "token", "rotate"],
+        env={**_env(), "WEIR_HOME": str(server.home)},
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert rotated.returncode == 0, rotated.stderr
     new = server.token()
     assert new != old and new not in rotated.stdout + rotated.stderr

@@ -29,33 +29,37 @@ USER, PASSWORD = "weir-app", "s3cret-for-tests"
 
 
 @pytest.fixture(scope="module")
-def secure_kafka(broker: str, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[tuple[SecureListener, Certificates, Service]]:
+def secure_kafka(
+    broker: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SecureListener, Certificates, Service]]:
     if broker != "kafka":
         pytest.skip("SASL_SSL listeners: the Apache Kafka leg")
     folder = tmp_path_factory.mktemp("secure-kafka")
     certs = make_certificates(folder)
     listener = SecureListener(keystore=certs.keystore, users={USER: PASSWORD})
-    service = start_kafka(folder / "data", folder, Settings().cache, secure=listener,
-                          say=lambda _: None)
+    service = start_kafka(
+        folder / "data", folder, Settings().cache, secure=listener, say=lambda _: None
+    )
     yield listener, certs, service
     service.stop()
 
 
 def _env(listener: SecureListener, certs: Certificates, password: str) -> dict[str, str]:
-    return {"WEIR_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "WEIR_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "WEIR_KAFKA_SASL_USERNAME": USER, "WEIR_KAFKA_SASL_PASSWORD": password,
-            "WEIR_KAFKA_SSL_CAFILE": str(certs.ca)}
+    return {
+        "WEIR_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "WEIR_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "WEIR_KAFKA_SASL_USERNAME": USER,
+        "WEIR_KAFKA_SASL_PASSWORD": password,
+        "WEIR_KAFKA_SSL_CAFILE": str(certs.ca),
+    }
 
 
 def test_a_stack_on_sasl_ssl_deploys_and_answers(
-        secure_kafka: tuple[SecureListener, Certificates, Service], diabetes_onnx: Path,
-        tmp_path: Path) -> None:
+    secure_kafka: tuple[SecureListener, Certificates, Service], diabetes_onnx: Path, tmp_path: Path
+) -> None:
     listener, certs, _ = secure_kafka
     stack = {"kafka_bootstrap": f"127.0.0.1:{listener.port}"}
-    with own_server(stack, tmp_path / "home", _env(listener, certs, PASSWORD)) as (record,
-                                                                                   client):
+    with own_server(stack, tmp_path / "home", _env(listener, certs, PASSWORD)) as (record, client):
         model = client.upload_model("secure-diabetes", diabetes_onnx).configure("onnx")
         pipeline = client.build_pipeline("secure").add_model_step(model)
         pipeline.deploy(quiet=True)
@@ -69,8 +73,10 @@ def test_a_stack_on_sasl_ssl_deploys_and_answers(
 
 
 def test_wrong_credentials_fail_weir_up_at_once_saying_what_to_check(
-        secure_kafka: tuple[SecureListener, Certificates, Service], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    secure_kafka: tuple[SecureListener, Certificates, Service],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     listener, certs, _ = secure_kafka
     for name, value in _env(listener, certs, "not-the-password").items():
         monkeypatch.setenv(name, value)

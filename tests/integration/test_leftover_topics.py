@@ -39,8 +39,9 @@ async def _fill(bootstrap: str, topic: TopicSpec, records: int) -> None:
 
 
 async def _commit(bootstrap: str, group: str, topic: TopicSpec, offset: int) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic.name, 0)])
@@ -50,10 +51,13 @@ async def _commit(bootstrap: str, group: str, topic: TopicSpec, offset: int) -> 
 
 
 def test_a_new_server_deletes_read_out_topics_of_deployments_nothing_serves(
-        broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, kafka_bootstrap=kafka_service.address,
-                        redis_url=redis_service.address.rsplit("/", 1)[0]
-                        + f"/{REDIS_DB[broker]}")
+    broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path
+) -> None:
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=kafka_service.address,
+        redis_url=redis_service.address.rsplit("/", 1)[0] + f"/{REDIS_DB[broker]}",
+    )
     registry = Registry(settings.redis_url or "")
     registry.redis.flushdb()
     topics = TopicMap.load()
@@ -69,15 +73,15 @@ def test_a_new_server_deletes_read_out_topics_of_deployments_nothing_serves(
 
     async def scenario() -> set[str]:
         worker = settings.worker_settings()
-        await ensure_topics(worker, [read_out, empty_challenger, unread, unread_sibling,
-                                     in_use])
+        await ensure_topics(worker, [read_out, empty_challenger, unread, unread_sibling, in_use])
         await _fill(bootstrap, read_out, 3)
         await _commit(bootstrap, group_id("default", pipeline, "main"), read_out, 3)
         await _fill(bootstrap, unread, 2)
         await _commit(bootstrap, group_id("default", pipeline, "sidekick", 0), unread, 1)
         await _fill(bootstrap, in_use, 1)
-        retirement = Retirement(settings, registry, topics, LocalWorkers(settings, registry),
-                                {}, asyncio.Lock())
+        retirement = Retirement(
+            settings, registry, topics, LocalWorkers(settings, registry), {}, asyncio.Lock()
+        )
         await retirement.drop_leftover_topics()
         await retirement.wait()
         return set(await topic_names(worker))

@@ -53,8 +53,9 @@ DRAIN_TIMEOUT_S = 6
 
 
 @pytest.fixture(scope="module")
-def drain_server(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[tuple[dict[str, Any], Client]]:
+def drain_server(
+    stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, Any], Client]]:
     home = tmp_path_factory.mktemp("weir-drain")
     with own_server(stack, home, {"WEIR_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S)}) as server:
         yield server
@@ -67,8 +68,8 @@ def _message(n: int) -> bytes:
 
 @pytest.mark.parametrize("kill_while_draining", [False, True], ids=["drained", "killed"])
 def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
-        drain_server: tuple[dict[str, Any], Client], tmp_path: Path,
-        kill_while_draining: bool) -> None:
+    drain_server: tuple[dict[str, Any], Client], tmp_path: Path, kill_while_draining: bool
+) -> None:
     record, client = drain_server
     (tmp_path / "fast.py").write_text(FAST_STEP)
     (tmp_path / "slow.py").write_text(SLOW_STEP)
@@ -88,9 +89,15 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
         reader = Reader(record["kafka_bootstrap"], topics["output"], "drain")
         await reader.start()
         try:
-            await produce(record["kafka_bootstrap"], topics["input"], "drain", MESSAGES,
-                          per_second=1000.0, sent=sent,
-                          values={n: _message(n) for n in range(MESSAGES)})
+            await produce(
+                record["kafka_bootstrap"],
+                topics["input"],
+                "drain",
+                MESSAGES,
+                per_second=1000.0,
+                sent=sent,
+                values={n: _message(n) for n in range(MESSAGES)},
+            )
             # The whole burst is the old deployment's backlog once its fast first step has
             # passed every message on to its sidekick's topic.
             passed_on = Reader(record["kafka_bootstrap"], old_topic, "drain")
@@ -100,15 +107,20 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
             finally:
                 await passed_on.stop()
             assert not behind, f"{len(behind)} never reached the sidekick's topic"
-            await asyncio.to_thread(lambda: pipeline.replace_with_model_step(1, slow_too).deploy(
-                DeploymentConfigBuilder().sidekick_cpus(slow_too, 1).build(), quiet=True))
+            await asyncio.to_thread(
+                lambda: pipeline.replace_with_model_step(1, slow_too).deploy(
+                    DeploymentConfigBuilder().sidekick_cpus(slow_too, 1).build(), quiet=True
+                )
+            )
             if kill_while_draining:  # the old deployment drains ~15 s of the sidekick's work
                 await asyncio.sleep(1)
                 [pid] = _main_workers(old_deployment)
                 os.kill(pid, signal.SIGKILL)
             missing = await reader.wait_for(set(sent.where), timeout_s=90)
-            assert not missing, (f"{len(missing)} never answered; the workers said:\n"
-                                 + worker_warnings(record["home"]))
+            assert not missing, (
+                f"{len(missing)} never answered; the workers said:\n"
+                + worker_warnings(record["home"])
+            )
             await asyncio.sleep(1)
             await reader.catch_up()
             return reader.answers
@@ -128,8 +140,9 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
         assert "starting it again to finish the drain" in server_log, server_log[-2000:]
     else:
         assert {rid: len(a) for rid, a in answers.items() if len(a) != 1} == {}
-    by_other = {rid: a.env.version for rid, (a, *_) in answers.items()
-                if a.env.version != old_version}
+    by_other = {
+        rid: a.env.version for rid, (a, *_) in answers.items() if a.env.version != old_version
+    }
     assert by_other == {}, "the backlog was not answered by the version it entered"
     for rid, (answer, *_) in answers.items():
         assert answer.batch is not None and answer.batch.num_rows == ROWS, rid
@@ -143,8 +156,11 @@ def _main_workers(deployment: str) -> list[int]:
             args = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:  # not a process, or gone
             continue
-        if (b"control.worker_main" in args and deployment.encode() in args
-                and args[args.index(b"--role") + 1] == b"main"):
+        if (
+            b"control.worker_main" in args
+            and deployment.encode() in args
+            and args[args.index(b"--role") + 1] == b"main"
+        ):
             pids.append(int(proc.name))
     return pids
 
@@ -157,9 +173,12 @@ def _sidekick_topics(record: dict[str, Any], pipeline: str) -> list[str]:
         await admin.start()
         try:
             topics = TopicMap.load()
-            return [t for t in await admin.list_topics()
-                    if (topics.parse("boundary", t) or {}).get("pipeline") == pipeline
-                    and t.endswith(".s1")]
+            return [
+                t
+                for t in await admin.list_topics()
+                if (topics.parse("boundary", t) or {}).get("pipeline") == pipeline
+                and t.endswith(".s1")
+            ]
         finally:
             await admin.close()
 

@@ -61,7 +61,8 @@ def _pipeline(client: Client, name: str, step: Path, marker: Path) -> Pipeline:
 
 
 def test_a_worker_over_its_limit_while_starting_fails_the_deploy(
-        client: Client, tmp_path: Path, marker: Path) -> None:
+    client: Client, tmp_path: Path, marker: Path
+) -> None:
     pipeline = _pipeline(client, "memory-tiny", tmp_path / "tiny_step.py", marker)
     config = DeploymentConfigBuilder().memory("32Mi").build()  # less than any Python worker
     with pytest.raises(WaitForDeployError, match="memory limit exceeded") as failed:
@@ -85,7 +86,8 @@ def _undone(pipeline: Pipeline, version: str, timeout_s: float = 10) -> dict[str
 
 
 def test_a_redeploy_over_its_limit_is_undone_and_the_old_version_serves_on(
-        client: Client, tmp_path: Path, marker: Path) -> None:
+    client: Client, tmp_path: Path, marker: Path
+) -> None:
     pipeline = _pipeline(client, "memory-swap", tmp_path / "swap_step.py", marker)
     pipeline.deploy(DeploymentConfigBuilder().memory(LIMIT).build(), quiet=True)
     try:
@@ -112,8 +114,14 @@ def _watch(pipeline: Pipeline, pid: int, timeout_s: float = 40) -> list[dict[str
     while time.monotonic() < deadline:
         status = pipeline.status()
         (engine,) = status["engines"]
-        seen.append({"status": status["status"], "engine": engine["status"],
-                     "reason": engine["reason"], "pid": engine["pid"]})
+        seen.append(
+            {
+                "status": status["status"],
+                "engine": engine["status"],
+                "reason": engine["reason"],
+                "pid": engine["pid"],
+            }
+        )
         if engine["status"] == "Running" and engine["pid"] != pid:
             break
         time.sleep(0.1)
@@ -121,7 +129,8 @@ def _watch(pipeline: Pipeline, pid: int, timeout_s: float = 40) -> list[dict[str
 
 
 def test_a_worker_over_its_limit_is_stopped_and_restarted(
-        client: Client, stack: dict[str, Any], tmp_path: Path, marker: Path) -> None:
+    client: Client, stack: dict[str, Any], tmp_path: Path, marker: Path
+) -> None:
     pipeline = _pipeline(client, "memory-grow", tmp_path / "grow_step.py", marker)
     pipeline.deploy(DeploymentConfigBuilder().memory(LIMIT).build(), quiet=True)
     try:
@@ -135,8 +144,15 @@ def test_a_worker_over_its_limit_is_stopped_and_restarted(
             reader = Reader(bootstrap, topics["output"], "grow")
             await reader.start()
             try:
-                await produce(bootstrap, topics["input"], "grow", 1, per_second=10, sent=sent,
-                              values={0: numbered_row(0, first=GROW)})
+                await produce(
+                    bootstrap,
+                    topics["input"],
+                    "grow",
+                    1,
+                    per_second=10,
+                    sent=sent,
+                    values={0: numbered_row(0, first=GROW)},
+                )
                 seen.extend(await asyncio.to_thread(_watch, pipeline, engine["pid"]))
                 missing = await reader.wait_for(set(sent.where), timeout_s=30)
                 assert not missing, "the record that went over the limit was never answered"

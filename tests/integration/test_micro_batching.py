@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_200_single_row_messages_each_get_their_own_answer(
-        client: Client, stack: dict[str, Any], diabetes_onnx: Path) -> None:
+    client: Client, stack: dict[str, Any], diabetes_onnx: Path
+) -> None:
     model = client.upload_model("batching", diabetes_onnx).configure("onnx")
     pipeline = client.build_pipeline("micro-batching").add_model_step(model).deploy(quiet=True)
     bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "mb"
@@ -47,16 +48,20 @@ def test_200_single_row_messages_each_get_their_own_answer(
             x = codecs.decode(numbered_row(int(rid.split("-")[1])), codecs.ARROW_STREAM)
             tensor = codecs.column_to_ndarray(x.column("tensor"))
             np.testing.assert_array_equal(
-                codecs.column_to_ndarray(answer.batch.column("in.tensor")), tensor)
+                codecs.column_to_ndarray(answer.batch.column("in.tensor")), tensor
+            )
             np.testing.assert_allclose(
                 codecs.column_to_ndarray(answer.batch.column("out.variable")),
-                session.run(None, {"float_input": tensor})[0], rtol=1e-5)
+                session.run(None, {"float_input": tensor})[0],
+                rtol=1e-5,
+            )
     finally:
         pipeline.undeploy()
 
 
 def test_an_answer_comes_on_the_partition_its_request_came_on(
-        client: Client, stack: dict[str, Any], diabetes_onnx: Path) -> None:
+    client: Client, stack: dict[str, Any], diabetes_onnx: Path
+) -> None:
     model = client.upload_model("lanes", diabetes_onnx).configure("onnx")
     pipeline = client.build_pipeline("lanes").add_model_step(model).deploy(quiet=True)
     bootstrap, topics = stack["kafka_bootstrap"], pipeline.topics()
@@ -69,8 +74,12 @@ def test_an_answer_comes_on_the_partition_its_request_came_on(
         await producer.start()
         try:
             for rid, partition in sent_to.items():
-                await producer.send(topics["input"], numbered_row(0), partition=partition,
-                                    headers=[(REQUEST_ID, rid.encode())])
+                await producer.send(
+                    topics["input"],
+                    numbered_row(0),
+                    partition=partition,
+                    headers=[(REQUEST_ID, rid.encode())],
+                )
             await producer.flush()
             missing = await reader.wait_for(set(sent_to), timeout_s=60)
             assert not missing, sorted(missing)[:5]

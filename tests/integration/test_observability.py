@@ -38,19 +38,27 @@ def _trace() -> str:
 
 
 @pytest.fixture(scope="module")
-def observed(client: Client, diabetes_onnx: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def observed(
+    client: Client, diabetes_onnx: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
     halve = tmp_path_factory.mktemp("observed") / "halve.py"
     halve.write_text(HALVE)
-    pipeline = (client.build_pipeline(NAME).add_model_step(client.upload_model("obs-halve", halve))
-                .add_model_step(client.upload_model("obs-diabetes", diabetes_onnx)))
+    pipeline = (
+        client.build_pipeline(NAME)
+        .add_model_step(client.upload_model("obs-halve", halve))
+        .add_model_step(client.upload_model("obs-diabetes", diabetes_onnx))
+    )
     yield pipeline.deploy(quiet=True)
     pipeline.undeploy()
 
 
 def _get(stack: dict[str, Any], path: str, **params: Any) -> httpx.Response:
-    return httpx.get(f"{stack['server_url']}{path}", params=params, timeout=30,
-                     headers={"Authorization": f"Bearer {stack['token']}"})
+    return httpx.get(
+        f"{stack['server_url']}{path}",
+        params=params,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack['token']}"},
+    )
 
 
 def _scrape(stack: dict[str, Any]) -> dict[str, list[Any]]:
@@ -63,8 +71,9 @@ def _mine(samples: list[Any], **labels: str) -> list[Any]:
     return [s for s in samples if {"pipeline": NAME, **labels}.items() <= s.labels.items()]
 
 
-def test_metrics_need_the_token_and_cover_the_pipeline(stack: dict[str, Any],
-                                                       observed: Pipeline) -> None:
+def test_metrics_need_the_token_and_cover_the_pipeline(
+    stack: dict[str, Any], observed: Pipeline
+) -> None:
     assert httpx.get(f"{stack['server_url']}/metrics").status_code == 401
     observed.infer(ROWS)
     observed.logs(limit=1)  # the log store holds the answer now
@@ -94,45 +103,63 @@ def test_workers_count_rows_per_step(stack: dict[str, Any], observed: Pipeline) 
     assert after - before == 2 * len(ROWS)  # both steps read every row
 
 
-def test_a_traceparent_over_http_reaches_the_log_row(stack: dict[str, Any],
-                                                    observed: Pipeline) -> None:
+def test_a_traceparent_over_http_reaches_the_log_row(
+    stack: dict[str, Any], observed: Pipeline
+) -> None:
     trace = _trace()
-    response = httpx.post(f"{stack['server_url']}/pipelines/{NAME}",
-                          content=ROWS.head(3).to_json(orient="records"), timeout=30,
-                          headers={"Authorization": f"Bearer {stack['token']}",
-                                   "Content-Type": "application/json", "traceparent": trace})
+    response = httpx.post(
+        f"{stack['server_url']}/pipelines/{NAME}",
+        content=ROWS.head(3).to_json(orient="records"),
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {stack['token']}",
+            "Content-Type": "application/json",
+            "traceparent": trace,
+        },
+    )
     assert response.status_code == 200, response.text
     logged = observed.logs(limit=1000)
     assert (logged["metadata.traceparent"] == trace).sum() == 3
 
 
 async def test_a_traceparent_on_kafka_reaches_the_result_record_and_the_log_row(
-        stack: dict[str, Any], observed: Pipeline) -> None:
+    stack: dict[str, Any], observed: Pipeline
+) -> None:
     topics = observed.topics()
     trace, request_id = _trace(), uuid.uuid4().hex
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack["kafka_bootstrap"],
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack["kafka_bootstrap"], enable_auto_commit=False
+    )
     await consumer.start()
     producer = AIOKafkaProducer(bootstrap_servers=stack["kafka_bootstrap"])
     await producer.start()
     try:
-        tps = [TopicPartition(topics["output"], p)
-               for p in sorted(consumer.partitions_for_topic(topics["output"]) or range(4))]
+        tps = [
+            TopicPartition(topics["output"], p)
+            for p in sorted(consumer.partitions_for_topic(topics["output"]) or range(4))
+        ]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
         await producer.send_and_wait(
-            topics["input"], json.dumps([{"tensor": X[0].tolist()}]).encode(),
-            headers=[("content-type", b"application/json; format=pandas-records"),
-                     (REQUEST_ID, request_id.encode()), ("traceparent", trace.encode())])
+            topics["input"],
+            json.dumps([{"tensor": X[0].tolist()}]).encode(),
+            headers=[
+                ("content-type", b"application/json; format=pandas-records"),
+                (REQUEST_ID, request_id.encode()),
+                ("traceparent", trace.encode()),
+            ],
+        )
         headers = await _answer(consumer, request_id)
     finally:
         await producer.stop()
         await consumer.stop()
     assert headers.get("traceparent") == trace.encode()
     logged = observed.logs(limit=1000)
-    assert logged.loc[logged["metadata.traceparent"] == trace, "request_id"].tolist() == [request_id]
+    assert logged.loc[logged["metadata.traceparent"] == trace, "request_id"].tolist() == [
+        request_id
+    ]
 
 
 def _rows_in_last_minute(stack: dict[str, Any]) -> float:

@@ -55,9 +55,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mgmt")
     (root / "preprocess.py").write_text(PRE)
     (root / "postprocess.py").write_text(POST)
-    return {"pre": root / "preprocess.py", "post": root / "postprocess.py",
-            "a": diabetes_regressor(root / "a.onnx", alpha=1.0),
-            "b": diabetes_regressor(root / "b.onnx", alpha=0.01)}
+    return {
+        "pre": root / "preprocess.py",
+        "post": root / "postprocess.py",
+        "a": diabetes_regressor(root / "a.onnx", alpha=1.0),
+        "b": diabetes_regressor(root / "b.onnx", alpha=0.01),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +79,15 @@ def _models_running(pipeline: Any) -> list[str]:
     return [m["name"] for m in status["engines"][0]["model_statuses"]["models"]]
 
 
-@pytest.mark.parametrize("name", ["my.pipeline", "my_pipeline", "MyPipeline", "trailing-",
-                                  "x" * 64, ""])
+@pytest.mark.parametrize(
+    "name", ["my.pipeline", "my_pipeline", "MyPipeline", "trailing-", "x" * 64, ""]
+)
 def test_every_invalid_name_is_refused(client: Client, files: dict[str, Path], name: str) -> None:
-    for call in (lambda: client.build_pipeline(name), lambda: client.upload_model(name, files["a"]),
-                 lambda: client.create_workspace(name)):
+    for call in (
+        lambda: client.build_pipeline(name),
+        lambda: client.upload_model(name, files["a"]),
+        lambda: client.create_workspace(name),
+    ):
         with pytest.raises(InvalidNameError, match="lowercase ASCII letters"):
             call()
 
@@ -119,7 +126,9 @@ def test_uploading_again_makes_a_new_version(client: Client, files: dict[str, Pa
         client.get_model("never-uploaded")
 
 
-def test_step_editing_stays_local_until_create_version(client: Client, models: dict[str, Any]) -> None:
+def test_step_editing_stays_local_until_create_version(
+    client: Client, models: dict[str, Any]
+) -> None:
     pipeline = client.build_pipeline("mgmt-steps")
     pipeline.add_model_step(models["a"]).add_model_step(models["post"])
     pipeline.replace_with_model_step(0, models["b"])
@@ -139,23 +148,31 @@ def test_step_editing_stays_local_until_create_version(client: Client, models: d
     assert "mgmt-steps" in repr(versions[0]) and "<table>" in versions[0]._repr_html_()
 
 
-def test_pre_model_post_pipeline(client: Client, models: dict[str, Any], files: dict[str, Path]) -> None:
+def test_pre_model_post_pipeline(
+    client: Client, models: dict[str, Any], files: dict[str, Path]
+) -> None:
     """The guide's demand-curve shape: Python pre-processing, ONNX model, Python post-processing."""
     import onnxruntime as ort
 
-    pipeline = (client.build_pipeline("mgmt-demand").add_model_step(models["pre"])
-                .add_model_step(models["a"]).add_model_step(models["post"]))
+    pipeline = (
+        client.build_pipeline("mgmt-demand")
+        .add_model_step(models["pre"])
+        .add_model_step(models["a"])
+        .add_model_step(models["post"])
+    )
     with deployed(pipeline):
         result = pipeline.infer(FRAME)
-        expected = ort.InferenceSession(str(files["a"])).run(
-            None, {"float_input": X * 2.0})[0][:, 0]
+        expected = ort.InferenceSession(str(files["a"])).run(None, {"float_input": X * 2.0})[0][
+            :, 0
+        ]
         np.testing.assert_allclose(result["out.price"], expected, rtol=1e-5)
         assert list(result["out.expensive"]) == list(expected > 150.0)
         assert _models_running(pipeline) == ["preprocess", "house-a", "postprocess"]
 
 
-def test_hot_replace_redeploy_and_deploy_a_previous_version(client: Client,
-                                                            models: dict[str, Any]) -> None:
+def test_hot_replace_redeploy_and_deploy_a_previous_version(
+    client: Client, models: dict[str, Any]
+) -> None:
     with deployed(client.build_pipeline("mgmt-swap").add_model_step(models["a"])) as pipeline:
         before = pipeline.infer(FRAME)["out.variable"]
         pipeline.replace_with_model_step(0, models["b"]).deploy(quiet=True)
@@ -190,8 +207,7 @@ def test_replicas_share_the_work(client: Client, models: dict[str, Any]) -> None
 REQUESTS = 24
 
 
-def _processed_once_reported(pipeline: Any, requests: int, wait_s: float = 30.0
-                             ) -> dict[str, int]:
+def _processed_once_reported(pipeline: Any, requests: int, wait_s: float = 30.0) -> dict[str, int]:
     """Messages each worker answered, once their heartbeats account for all `requests`."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -212,7 +228,9 @@ def test_a_deploy_that_cannot_start_is_undone(client: Client, models: dict[str, 
     assert pipeline.status() == {"status": "Pipeline mgmt-nogpu is not deployed"}
 
 
-def test_infer_from_file_json_and_arrow(client: Client, models: dict[str, Any], tmp_path: Path) -> None:
+def test_infer_from_file_json_and_arrow(
+    client: Client, models: dict[str, Any], tmp_path: Path
+) -> None:
     with deployed(client.build_pipeline("mgmt-files").add_model_step(models["a"])) as pipeline:
         _infer_from_files(pipeline, tmp_path)
 
@@ -225,8 +243,11 @@ def _infer_from_files(pipeline: Any, tmp_path: Path) -> None:
     from_json = pipeline.infer_from_file(as_json)
     from_arrow = pipeline.infer_from_file(as_arrow)
     assert isinstance(from_json, pd.DataFrame) and isinstance(from_arrow, pa.Table)
-    np.testing.assert_allclose(np.stack(from_json["out.variable"]),
-                               np.stack(from_arrow.column("out.variable").to_pylist()), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(from_json["out.variable"]),
+        np.stack(from_arrow.column("out.variable").to_pylist()),
+        rtol=1e-6,
+    )
     odd = tmp_path / "data.txt"
     odd.write_bytes(as_arrow.read_bytes())
     assert pipeline.infer_from_file(odd, data_format="arrow").num_rows == len(X)
@@ -234,8 +255,9 @@ def _infer_from_files(pipeline: Any, tmp_path: Path) -> None:
     assert pipeline._deployment._url() == pipeline.url()
 
 
-def test_workspaces_scope_pipelines_and_models(client: Client, files: dict[str, Path],
-                                               stack_home: Path) -> None:
+def test_workspaces_scope_pipelines_and_models(
+    client: Client, files: dict[str, Path], stack_home: Path
+) -> None:
     other = Client(settings=Settings.discover(home=stack_home))
     team = other.create_workspace("team-b")
     assert "team-b" in [w.name for w in other.list_workspaces()]
@@ -258,15 +280,24 @@ def test_tags_show_in_listings(client: Client, models: dict[str, Any]) -> None:
     assert listed["mgmt-tagged"]._info["tags"] == ["prod"]
     assert "prod" in client.get_model("house-a")._record["tags"]
     table = repr(client.list_pipelines())
-    for field in ("name", "created", "last_updated", "deployed", "tags", "versions", "steps",
-                  "published"):
+    for field in (
+        "name",
+        "created",
+        "last_updated",
+        "deployed",
+        "tags",
+        "versions",
+        "steps",
+        "published",
+    ):
         assert field in table
     tag.remove_from_pipeline(pipeline)
     assert client.get_pipeline("mgmt-tagged")._info["tags"] == []
 
 
-def test_publish_and_import_a_bundle(client: Client, models: dict[str, Any], tmp_path: Path,
-                                     stack_home: Path) -> None:
+def test_publish_and_import_a_bundle(
+    client: Client, models: dict[str, Any], tmp_path: Path, stack_home: Path
+) -> None:
     with deployed(client.build_pipeline("mgmt-publish").add_model_step(models["a"])) as pipeline:
         bundle = pipeline.publish(tmp_path / "bundle.weir")
         assert client.get_pipeline("mgmt-publish")._info["published"] is True
@@ -287,8 +318,13 @@ def test_cli_json_output_and_exit_codes(stack_home: Path, client: Client) -> Non
     env = {**os.environ, "WEIR_HOME": str(stack_home)}
 
     def weir(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "control.cli", *args], env=env, text=True,
-                              capture_output=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "control.cli", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     listed = weir("pipelines", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -325,4 +361,3 @@ def test_the_pipeline_limit(small_stack: Client, files: dict[str, Path]) -> None
     second.deploy(quiet=True)
     assert second.status()["status"] == "Running"
     second.undeploy()
-

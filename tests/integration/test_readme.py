@@ -55,15 +55,17 @@ def readme_blocks(text: str) -> list[Block]:
     blocks = []
     for fence in _FENCE.finditer(text):
         line = text.count("\n", 0, fence.start()) + 1
-        before = text[:fence.start()].rstrip()
-        marked = _SKIP.fullmatch(before[before.rfind("<!--"):]) if before.endswith("-->") else None
+        before = text[: fence.start()].rstrip()
+        marked = _SKIP.fullmatch(before[before.rfind("<!--") :]) if before.endswith("-->") else None
         skip = marked["why"] if marked else None
         if skip == "":
             raise ValueError(f"README.md line {line}: say why the block is not tested")
         language = LANGUAGES.get(fence["language"])
         if language is None:
-            raise ValueError(f"README.md line {line}: a ```{fence['language']} block is not "
-                             f"run; use one of {sorted(LANGUAGES)} or mark it not tested")
+            raise ValueError(
+                f"README.md line {line}: a ```{fence['language']} block is not "
+                f"run; use one of {sorted(LANGUAGES)} or mark it not tested"
+            )
         code = fence["code"]
         if fence["language"] == "console":
             code = "".join(f"{row[2:]}\n" for row in code.splitlines() if row.startswith("$ "))
@@ -72,17 +74,22 @@ def readme_blocks(text: str) -> list[Block]:
 
 
 def test_blocks_are_read_with_their_marks() -> None:
-    text = ("# t\n\n<!-- not tested: installs -->\n```bash\npip install x\n```\n\n"
-            "```python\nx = 1\n```\n<!-- a note -->\n```console\n$ weir up\nok\n```\n")
-    assert readme_blocks(text) == [Block(4, "shell", "pip install x\n", "installs"),
-                                   Block(8, "python", "x = 1\n", None),
-                                   Block(12, "shell", "weir up\n", None)]
+    text = (
+        "# t\n\n<!-- not tested: installs -->\n```bash\npip install x\n```\n\n"
+        "```python\nx = 1\n```\n<!-- a note -->\n```console\n$ weir up\nok\n```\n"
+    )
+    assert readme_blocks(text) == [
+        Block(4, "shell", "pip install x\n", "installs"),
+        Block(8, "python", "x = 1\n", None),
+        Block(12, "shell", "weir up\n", None),
+    ]
     with pytest.raises(ValueError, match="line 1: a ```yaml block is not run"):
         readme_blocks("```yaml\na: 1\n```\n")
 
 
-def test_readme_examples_run(stack: dict[str, Any], stack_home: Path, client: Client,
-                             tmp_path: Path) -> None:
+def test_readme_examples_run(
+    stack: dict[str, Any], stack_home: Path, client: Client, tmp_path: Path
+) -> None:
     blocks = readme_blocks((ROOT / "README.md").read_text())
     assert any(b.skip is None and b.language == "python" for b in blocks)
     assert any(b.skip is None and b.language == "shell" for b in blocks)
@@ -94,14 +101,18 @@ def test_readme_examples_run(stack: dict[str, Any], stack_home: Path, client: Cl
     (work / ".venv").symlink_to(sys.prefix)
     (tmp_path / "blocks.json").write_text(json.dumps([b._asdict() for b in blocks]))
     env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
-    env.update(HOME=str(home), PATH=f"{Path(sys.prefix) / 'bin'}:{env['PATH']}",
-               COLUMNS="100")
+    env.update(HOME=str(home), PATH=f"{Path(sys.prefix) / 'bin'}:{env['PATH']}", COLUMNS="100")
     output = tmp_path / "output.txt"
     try:
         with output.open("w") as out:
-            done = subprocess.run([sys.executable, str(RUNNER), str(tmp_path / "blocks.json")],
-                                  cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=240)
+            done = subprocess.run(
+                [sys.executable, str(RUNNER), str(tmp_path / "blocks.json")],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=240,
+            )
     except subprocess.TimeoutExpired:
         pytest.fail(f"README examples still running after 240 s:\n{output.read_text()}")
     finally:

@@ -64,16 +64,18 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory, kafka_service: Service,
-           own_redis: OwnRedis) -> Iterator[OwnServer]:
-    with own_server(tmp_path_factory.mktemp("redis-down"), kafka_service, own_redis.service,
-                    0) as own:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, kafka_service: Service, own_redis: OwnRedis
+) -> Iterator[OwnServer]:
+    with own_server(
+        tmp_path_factory.mktemp("redis-down"), kafka_service, own_redis.service, 0
+    ) as own:
         yield own
 
 
 def test_pipelines_serve_on_while_redis_is_down_and_all_resumes(
-        server: OwnServer, own_redis: OwnRedis, kafka_service: Service,
-        diabetes_onnx: Path) -> None:
+    server: OwnServer, own_redis: OwnRedis, kafka_service: Service, diabetes_onnx: Path
+) -> None:
     client = Client(server_url=server.url, token=server.token())
     model = client.upload_model("redis-down-model", diabetes_onnx).configure("onnx")
     pipeline = client.build_pipeline(PIPELINE).add_model_step(model)
@@ -88,9 +90,16 @@ def test_pipelines_serve_on_while_redis_is_down_and_all_resumes(
         try:
             await asyncio.to_thread(own_redis.stop)
             sent = Sent()
-            producing = asyncio.create_task(produce(
-                kafka_service.address, topics["input"], "down", DOWN_RECORDS,
-                per_second=DOWN_PER_SECOND, sent=sent))
+            producing = asyncio.create_task(
+                produce(
+                    kafka_service.address,
+                    topics["input"],
+                    "down",
+                    DOWN_RECORDS,
+                    per_second=DOWN_PER_SECOND,
+                    sent=sent,
+                )
+            )
             await asyncio.to_thread(_api_says_redis_is_down, server, own_redis.service)
             await producing
             missing = await reader.wait_for(set(sent.where), timeout_s=60)
@@ -101,8 +110,10 @@ def test_pipelines_serve_on_while_redis_is_down_and_all_resumes(
             await reader.stop()
 
     missing = asyncio.run(while_down())
-    assert not missing, (f"{len(missing)} records sent while Redis was down were never "
-                         f"answered; the workers said:\n{worker_warnings(str(server.home))}")
+    assert not missing, (
+        f"{len(missing)} records sent while Redis was down were never "
+        f"answered; the workers said:\n{worker_warnings(str(server.home))}"
+    )
     with pytest.raises(RegistryUnavailable, match="unreachable"):
         pipeline.status()
 
@@ -112,8 +123,11 @@ def test_pipelines_serve_on_while_redis_is_down_and_all_resumes(
     assert _pids(pipeline) == pids, "workers were restarted while Redis was down"
     assert client.get_pipeline(PIPELINE).name == PIPELINE  # the registry's data survived
     for log in (server.home / "run" / "logs").glob("worker-*.log"):
-        said = [line for line in log.read_text(errors="replace").splitlines()
-                if "heartbeats of worker" in line and " failed: " in line]
+        said = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "heartbeats of worker" in line and " failed: " in line
+        ]
         assert len(said) == 1, f"{log.name} said its heartbeats failed {len(said)} times"
 
     second = client.build_pipeline(f"{PIPELINE}-2").add_model_step(model)
@@ -165,4 +179,3 @@ def _poll_running(pipeline: Pipeline) -> dict[str, object]:
             break
         time.sleep(0.25)
     return status
-

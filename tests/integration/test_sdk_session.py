@@ -47,17 +47,24 @@ def test_list_pipelines_is_one_request(client: Client, pipeline: Pipeline) -> No
     assert listed["sdk-more-1"].steps()[0].input_specs[0].name == "float_input"
 
 
-@pytest.mark.parametrize("data", [
-    X, pd.DataFrame({"float_input": list(X)}), pd.DataFrame({"tensor": list(X)}),
-    pd.DataFrame({f"feature{i}": X[:, i] for i in range(10)}),
-], ids=["numpy", "input-name", "tensor", "feature-columns"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        X,
+        pd.DataFrame({"float_input": list(X)}),
+        pd.DataFrame({"tensor": list(X)}),
+        pd.DataFrame({f"feature{i}": X[:, i] for i in range(10)}),
+    ],
+    ids=["numpy", "input-name", "tensor", "feature-columns"],
+)
 def test_inputs_a_new_user_sends_are_answered(pipeline: Pipeline, data: object) -> None:
     assert len(pipeline.infer(data)) == len(X)
 
 
 def test_a_misnamed_column_is_refused(pipeline: Pipeline) -> None:
-    with pytest.raises(InferenceError, match="data's column is named 'tensr': name it "
-                                             "'float_input' or 'tensor'"):
+    with pytest.raises(
+        InferenceError, match="data's column is named 'tensr': name it 'float_input' or 'tensor'"
+    ):
         pipeline.infer(pd.DataFrame({"tensr": list(X)}))
 
 

@@ -60,14 +60,16 @@ def _wait_running(client: Client, name: str, timeout_s: float = 60) -> dict[str,
 
 
 def test_workers_serve_through_a_server_kill_and_are_taken_back(
-        broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path
+) -> None:
     step_file = tmp_path / "double.py"
     step_file.write_text(STEP)
     (tmp_path / "fence").mkdir()
     with own_server(tmp_path / "fence", kafka_service, redis_service, REDIS_DB[broker]) as server:
         client = Client(server_url=server.url, token=server.token())
         pipeline = client.build_pipeline("restart").add_model_step(
-            client.upload_model("restart-double", step_file))
+            client.upload_model("restart-double", step_file)
+        )
         pipeline.deploy(quiet=True)
         topics = pipeline.topics()
         pids = sorted(e["pid"] for e in pipeline.status()["engines"])
@@ -80,17 +82,28 @@ def test_workers_serve_through_a_server_kill_and_are_taken_back(
             await reader.start()
             try:
                 done = asyncio.Event()
-                producing = asyncio.create_task(produce(
-                    bootstrap, topics["input"], "restart", 100_000, per_second=50, sent=sent,
-                    until=done))
+                producing = asyncio.create_task(
+                    produce(
+                        bootstrap,
+                        topics["input"],
+                        "restart",
+                        100_000,
+                        per_second=50,
+                        sent=sent,
+                        until=done,
+                    )
+                )
                 await asyncio.sleep(2)
                 await asyncio.to_thread(_kill, server_pid)
                 await asyncio.sleep(4)  # records keep coming while the server is gone
                 done.set()
                 await producing
                 missing = await reader.wait_for(set(sent.where), timeout_s=60)
-                errors = {rid for rid, answers in reader.answers.items()
-                          if any(is_error(a) for a in answers)}
+                errors = {
+                    rid
+                    for rid, answers in reader.answers.items()
+                    if any(is_error(a) for a in answers)
+                }
                 return missing | errors
             finally:
                 await reader.stop()
@@ -119,15 +132,18 @@ def test_workers_serve_through_a_server_kill_and_are_taken_back(
 
 
 def test_down_stops_the_workers_a_killed_server_left(
-        broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, redis_service: Service, tmp_path: Path
+) -> None:
     step_file = tmp_path / "double.py"
     step_file.write_text(STEP)
     (tmp_path / "fence").mkdir()
-    with own_server(tmp_path / "fence", kafka_service, redis_service,
-                    REDIS_DB[broker] + 1) as server:
+    with own_server(
+        tmp_path / "fence", kafka_service, redis_service, REDIS_DB[broker] + 1
+    ) as server:
         client = Client(server_url=server.url, token=server.token())
         pipeline = client.build_pipeline("orphans").add_model_step(
-            client.upload_model("orphans-double", step_file))
+            client.upload_model("orphans-double", step_file)
+        )
         pipeline.deploy(quiet=True)
         pids = [e["pid"] for e in pipeline.status()["engines"]]
         _kill(json.loads(server.settings.stack_file.read_text())["pids"]["server"])
@@ -135,5 +151,7 @@ def test_down_stops_the_workers_a_killed_server_left(
         said: list[str] = []
         down(server.settings, say=said.append)
         assert not any(_alive(p) for p in pids)
-        assert said == [f"stopped {len(pids)} worker(s) the server had left running",
-                        "weir is down"]
+        assert said == [
+            f"stopped {len(pids)} worker(s) the server had left running",
+            "weir is down",
+        ]

@@ -39,8 +39,9 @@ def process_data(input_data):
 
 
 @pytest.fixture(scope="module")
-def models(client: Client, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> dict[str, Any]:
+def models(
+    client: Client, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("isolation")
     marker = root / "release"
     (root / "blocked.py").write_text(BLOCKED.format(marker=str(marker)))
@@ -59,16 +60,21 @@ def _rows(n: int) -> pd.DataFrame:
 
 
 def test_a_blocked_challenger_holds_back_no_champion_answer(
-        client: Client, stack: dict[str, Any], models: dict[str, Any]) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Any]
+) -> None:
     pipeline = client.build_pipeline("iso-blocked").add_shadow_deploy(
-        models["champion"], [models["blocked"]])
+        models["champion"], [models["blocked"]]
+    )
     pipeline.deploy(quiet=True)
     bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "blocked"
     sent = Sent()
 
     try:
-        answers = asyncio.run(send_and_collect(  # every answer comes while the challenger is held
-            bootstrap, topics, prefix, 40, per_second=200, sent=sent))
+        answers = asyncio.run(
+            send_and_collect(  # every answer comes while the challenger is held
+                bootstrap, topics, prefix, 40, per_second=200, sent=sent
+            )
+        )
         for rid, replies in answers.items():
             assert len(replies) == 1 and not is_error(replies[0]), rid
             assert first_value(replies[0].batch) == int(rid.rsplit("-", 1)[1])
@@ -97,22 +103,25 @@ def test_a_blocked_challenger_holds_back_no_champion_answer(
 
 
 def test_a_crashing_challenger_leaves_the_champion_serving(
-        client: Client, models: dict[str, Any]) -> None:
+    client: Client, models: dict[str, Any]
+) -> None:
     reference = client.build_pipeline("iso-reference").add_model_step(models["champion"])
     reference.deploy(quiet=True)
     expected = reference.infer(_rows(5))["out.variable"]
     reference.undeploy()
 
     pipeline = client.build_pipeline("iso-crashes").add_shadow_deploy(
-        models["champion"], [models["crashes"]])
+        models["champion"], [models["crashes"]]
+    )
     pipeline.deploy(quiet=True)
     try:
         (main,) = [e for e in pipeline.status()["engines"] if e["role"] == "main"]
         shadow_down = False
         for _ in range(4):  # each request kills the shadow worker again
             result = pipeline.infer(_rows(5))
-            np.testing.assert_allclose(np.stack(result["out.variable"]), np.stack(expected),
-                                       rtol=1e-6)
+            np.testing.assert_allclose(
+                np.stack(result["out.variable"]), np.stack(expected), rtol=1e-6
+            )
             assert "out_iso-crashes.variable" not in result.columns
             engines = {e["role"]: e for e in pipeline.status()["engines"]}
             shadow_down = shadow_down or engines["shadow"]["status"] != "Running"
@@ -133,30 +142,46 @@ def test_a_crashing_challenger_leaves_the_champion_serving(
 
 
 def test_redeploying_a_split_with_new_weights_loses_no_row(
-        client: Client, stack: dict[str, Any], models: dict[str, Model]) -> None:
+    client: Client, stack: dict[str, Any], models: dict[str, Model]
+) -> None:
     pipeline = client.build_pipeline("iso-split-swap").add_random_split(
-        [(1, models["champion"]), (1, models["other"])])
+        [(1, models["champion"]), (1, models["other"])]
+    )
     pipeline.deploy(quiet=True)
     bootstrap, topics, prefix = stack["kafka_bootstrap"], pipeline.topics(), "split-swap"
     sent = Sent()
 
     async def redeploy_with_new_weights() -> None:
         await asyncio.sleep(2)
-        await asyncio.to_thread(lambda: pipeline.replace_with_random_split(
-            0, [(3, models["champion"]), (1, models["other"])]).deploy(quiet=True))
+        await asyncio.to_thread(
+            lambda: pipeline.replace_with_random_split(
+                0, [(3, models["champion"]), (1, models["other"])]
+            ).deploy(quiet=True)
+        )
 
     try:
-        answers = asyncio.run(send_and_collect(
-            bootstrap, topics, prefix, 3000, per_second=250, sent=sent,
-            meanwhile=redeploy_with_new_weights, settle_s=2))
+        answers = asyncio.run(
+            send_and_collect(
+                bootstrap,
+                topics,
+                prefix,
+                3000,
+                per_second=250,
+                sent=sent,
+                meanwhile=redeploy_with_new_weights,
+                settle_s=2,
+            )
+        )
         after = Sent()  # and once the redeploy is done, more records, for the new weights
-        answers |= asyncio.run(send_and_collect(bootstrap, topics, f"{prefix}-after", 100,
-                                                per_second=250, sent=after))
+        answers |= asyncio.run(
+            send_and_collect(bootstrap, topics, f"{prefix}-after", 100, per_second=250, sent=after)
+        )
         repeated = {rid: len(a) for rid, a in answers.items() if len(a) != 1}
         assert not repeated, f"answered more than once: {dict(list(repeated.items())[:5])}"
         assert not [rid for rid, (a,) in answers.items() if is_error(a)]
-        versions = {a.batch.column("metadata.pipeline_version")[0].as_py()
-                    for (a,) in answers.values()}
+        versions = {
+            a.batch.column("metadata.pipeline_version")[0].as_py() for (a,) in answers.values()
+        }
         assert len(versions) == 2, "both the old and the new weights answered"
         sent.where |= after.where
         logs = pipeline.logs(limit=100_000)
@@ -167,9 +192,11 @@ def test_redeploying_a_split_with_new_weights_loses_no_row(
 
 
 def test_status_lists_shadow_workers_beside_the_answer_path(
-        client: Client, models: dict[str, Any]) -> None:
+    client: Client, models: dict[str, Any]
+) -> None:
     pipeline = client.build_pipeline("iso-status").add_shadow_deploy(
-        models["champion"], [models["other"]])
+        models["champion"], [models["other"]]
+    )
     pipeline.deploy(quiet=True)
     try:
         status = pipeline.status()

@@ -17,8 +17,13 @@ def _weir(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedPr
     env = {**os.environ, "WEIR_HOME": str(home)}
     env.pop("WEIR_KAFKA_BOOTSTRAP", None)
     env.pop("WEIR_REDIS_URL", None)
-    return subprocess.run([sys.executable, "-m", "control.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "control.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -67,8 +67,9 @@ def test_logs_valid_false_returns_only_failures(housing: Pipeline) -> None:
     assert (valid["anomaly.count"] == 0).all()
 
 
-def test_a_validation_on_a_model_outside_the_pipeline_is_refused(client: Client,
-                                                                 diabetes_onnx: Path) -> None:
+def test_a_validation_on_a_model_outside_the_pipeline_is_refused(
+    client: Client, diabetes_onnx: Path
+) -> None:
     model = client.upload_model("lonely", diabetes_onnx)
     other = client.upload_model("elsewhere", diabetes_onnx)
     pipeline = client.build_pipeline("bad-validation").add_model_step(model)
@@ -77,9 +78,14 @@ def test_a_validation_on_a_model_outside_the_pipeline_is_refused(client: Client,
         pipeline.deploy(quiet=True)
 
 
-@pytest.mark.parametrize("text", ["__import__('os').system('true')",
-                                  "anomaly-housing.outputs[0].__class__",
-                                  "anomaly-housing.outputs[0][0] < 1 and True"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('true')",
+        "anomaly-housing.outputs[0].__class__",
+        "anomaly-housing.outputs[0][0] < 1 and True",
+    ],
+)
 def test_unsafe_or_malformed_validations_are_refused(housing: Pipeline, text: str) -> None:
     with pytest.raises(ExpressionError):
         housing.add_validation("unsafe", text)
@@ -94,8 +100,9 @@ def test_time_ranges_need_both_ends_and_filter(housing: Pipeline) -> None:
         housing.logs(start_datetime=before)
     inside = housing.logs(limit=1000, start_datetime=before, end_datetime=after)
     assert len(inside) >= 3
-    long_ago = housing.logs(start_datetime=before - timedelta(days=2),
-                            end_datetime=before - timedelta(days=1))
+    long_ago = housing.logs(
+        start_datetime=before - timedelta(days=2), end_datetime=before - timedelta(days=1)
+    )
     assert len(long_ago) == 0
 
 
@@ -108,7 +115,11 @@ def test_dataset_selection_and_arrow(housing: Pipeline) -> None:
     assert "out.variable" in dropped.columns
     table = housing.logs(limit=5, arrow=True, dataset=["anomaly"])
     assert isinstance(table, pa.Table)
-    assert set(table.column_names) == {"anomaly.count", "anomaly.price too high", "anomaly.not negative"}
+    assert set(table.column_names) == {
+        "anomaly.count",
+        "anomaly.price too high",
+        "anomaly.not negative",
+    }
     with pytest.raises(Exception, match="unknown dataset 'nope'"):
         housing.logs(dataset=["nope"])
 
@@ -145,8 +156,9 @@ def test_export_logs_splits_files_with_every_row_once(housing: Pipeline, tmp_pat
     assert rows == len(housing.logs(limit=100_000, valid=False))
 
 
-def test_outputs_that_change_between_versions_stay_queryable(client: Client, diabetes_onnx: Path,
-                                                             tmp_path: Path) -> None:
+def test_outputs_that_change_between_versions_stay_queryable(
+    client: Client, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     model = client.upload_model("schema-model", diabetes_onnx)
     pipeline = client.build_pipeline("schema-change").add_model_step(model).deploy(quiet=True)
     pipeline.infer(_rows(2)[0])
@@ -169,8 +181,9 @@ def test_logs_right_after_inference_see_it(housing: Pipeline) -> None:
     assert newest["in.tensor"].iloc[0][0] == pytest.approx(0.0425)
 
 
-def test_background_compaction_merges_files_and_keeps_every_row(housing: Pipeline,
-                                                                 stack_home: Path) -> None:
+def test_background_compaction_merges_files_and_keeps_every_row(
+    housing: Pipeline, stack_home: Path
+) -> None:
     """Each inference's rows land in a file; the files seen then are merged into one per hour
     (the merged file is new: it holds rows written after every file seen before it)."""
     import time
@@ -194,7 +207,9 @@ def test_background_compaction_merges_files_and_keeps_every_row(housing: Pipelin
     after_files = set(root.glob("date=*/hour=*/*.parquet"))
     assert seen - after_files and len(after_files) < len(seen), (seen, after_files)
     after = housing.logs(limit=100_000)
-    assert sorted(zip(after["request_id"], after["row"])) == sorted(zip(before["request_id"], before["row"]))
+    assert sorted(zip(after["request_id"], after["row"])) == sorted(
+        zip(before["request_id"], before["row"])
+    )
 
 
 def test_dict_input_gets_the_guides_inference_result(housing: Pipeline) -> None:

@@ -24,6 +24,6 @@ def answers(diabetes_onnx: Path, first: int, count: int) -> list[tuple[str, byte
     x = np.random.default_rng(0).random((count, 10), dtype=np.float32)
     out = []
     for i in range(count):
-        result = pipeline.run(codecs.batch_from_arrays({"tensor": x[i:i + 1]}))
+        result = pipeline.run(codecs.batch_from_arrays({"tensor": x[i : i + 1]}))
         out.append((f"r{first + i}", codecs.encode(result, codecs.ARROW_STREAM)))
     return out

@@ -46,25 +46,41 @@ def three_steps(tmp_path: Path, diabetes_onnx: Path) -> tuple[CompiledPipeline, 
         path.write_text(source)
         refs.append(ModelRef(name=name, version="1", sha=sha256_file(path), runtime="python"))
         paths[refs[-1].sha] = path
-    refs.append(ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx),
-                         runtime="onnx"))
+    refs.append(
+        ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
+    )
     paths[refs[-1].sha] = diabetes_onnx
     spec = PipelineSpec(steps=[ModelStep(model=r) for r in refs])
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha]), spec
 
 
-async def loops(bootstrap: str, name: str, tmp_path: Path, diabetes_onnx: Path,
-                count: int = 1, claims: PartitionClaims | None = None,
-                exactly_once: bool = False) -> list[StageLoop]:
+async def loops(
+    bootstrap: str,
+    name: str,
+    tmp_path: Path,
+    diabetes_onnx: Path,
+    count: int = 1,
+    claims: PartitionClaims | None = None,
+    exactly_once: bool = False,
+) -> list[StageLoop]:
     """`count` workers' loops of a three-step version (in one group), its topics created."""
     pipeline, spec = three_steps(tmp_path, diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap=bootstrap)
     layout = Layout("ws", name, "d1")
     await ensure_topics(settings, TOPICS.deployment_topics("ws", name, "d1", spec))
     stages = worker_stages(pipeline, layout, TOPICS, "main", settings)
-    return [StageLoop(stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}",
-                      counters=StepCounters(), claims=claims, exactly_once=exactly_once)
-            for i in range(count)]
+    return [
+        StageLoop(
+            stages,
+            settings,
+            group_id=f"weir.ws.{name}",
+            client_id=f"w{i}",
+            counters=StepCounters(),
+            claims=claims,
+            exactly_once=exactly_once,
+        )
+        for i in range(count)
+    ]
 
 
 async def run_until(loop: StageLoop, until: asyncio.Future[object]) -> None:
@@ -80,19 +96,26 @@ async def run_until(loop: StageLoop, until: asyncio.Future[object]) -> None:
         await loop.close()
 
 
-async def send_rows(producer: AIOKafkaProducer, topic: str, x: np.ndarray, partitions: int,
-                    first: int = 0) -> None:
+async def send_rows(
+    producer: AIOKafkaProducer, topic: str, x: np.ndarray, partitions: int, first: int = 0
+) -> None:
     """Each row of `x` as request r<first + i>, spread over the first `partitions` partitions."""
     for i in range(len(x)):
-        value = codecs.encode(codecs.batch_from_arrays({"tensor": x[i:i + 1]}),
-                              codecs.ARROW_STREAM)
-        await producer.send(topic, value, headers=Envelope(request_id=f"r{first + i}").headers(),
-                            partition=i % partitions)
+        value = codecs.encode(
+            codecs.batch_from_arrays({"tensor": x[i : i + 1]}), codecs.ARROW_STREAM
+        )
+        await producer.send(
+            topic,
+            value,
+            headers=Envelope(request_id=f"r{first + i}").headers(),
+            partition=i % partitions,
+        )
     await producer.flush()
 
 
-async def read_all(bootstrap: str, topic: str, count: int,
-                   timeout_s: float = 30.0) -> list[ConsumerRecord]:
+async def read_all(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 30.0
+) -> list[ConsumerRecord]:
     """The first `count` records of `topic` (fewer if they do not come within `timeout_s`)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()

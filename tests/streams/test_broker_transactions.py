@@ -18,14 +18,18 @@ from streams.admin import resolved, supports_transactions
 from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 
 
-@pytest.mark.parametrize("options", [{"enable_idempotence": True},
-                                     {"transactional_id": "weir-exactly-once-probe"}],
-                         ids=["idempotent", "transactional"])
-def test_only_apache_kafka_gives_producer_ids(broker: str, kafka_service: Service,
-                                              options: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{"enable_idempotence": True}, {"transactional_id": "weir-exactly-once-probe"}],
+    ids=["idempotent", "transactional"],
+)
+def test_only_apache_kafka_gives_producer_ids(
+    broker: str, kafka_service: Service, options: dict[str, Any]
+) -> None:
     async def start() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_service.address,
-                                    request_timeout_ms=5000, **options)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_service.address, request_timeout_ms=5000, **options
+        )
         try:
             await producer.start()  # asks the broker for a producer id (InitProducerId)
         finally:
@@ -39,7 +43,8 @@ def test_only_apache_kafka_gives_producer_ids(broker: str, kafka_service: Servic
 
 
 def test_workers_run_exactly_once_where_the_broker_has_transactions(
-        broker: str, kafka_service: Service) -> None:
+    broker: str, kafka_service: Service
+) -> None:
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     assert asyncio.run(supports_transactions(settings)) is (broker == "kafka")
     assert asyncio.run(resolved(settings)).exactly_once is (broker == "kafka")
@@ -48,13 +53,18 @@ def test_workers_run_exactly_once_where_the_broker_has_transactions(
 
 
 def test_fetch_waits_are_long_where_the_broker_answers_waiting_fetches_early(
-        broker: str, kafka_service: Service) -> None:
+    broker: str, kafka_service: Service
+) -> None:
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     waits = asyncio.run(resolved(settings))
     names = ("fetch_wait_ms", "busy_fetch_wait_ms", "idle_fetch_wait_ms")
-    expected = ([WAKING_FETCH_WAIT_MS] * 3 if broker == "kafka"
-                else [getattr(settings, name) for name in names])  # Tansu: short, then longer
+    expected = (
+        [WAKING_FETCH_WAIT_MS] * 3
+        if broker == "kafka"
+        else [getattr(settings, name) for name in names]
+    )  # Tansu: short, then longer
     assert [getattr(waits, name) for name in names] == expected
-    chosen = asyncio.run(resolved(WorkerSettings(kafka_bootstrap=kafka_service.address,
-                                                 fetch_wait_ms=7)))
+    chosen = asyncio.run(
+        resolved(WorkerSettings(kafka_bootstrap=kafka_service.address, fetch_wait_ms=7))
+    )
     assert chosen.fetch_wait_ms == 7  # a setting is not overruled

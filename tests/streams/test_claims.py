@@ -16,8 +16,8 @@ from tests.streams._loops import TOPICS, loops, read_all, run_until, send_rows
 
 
 async def test_a_worker_taking_over_from_a_dead_one_marks_what_may_repeat_and_nothing_else(
-        broker: str, kafka_service: Service, redis_service: Service, diabetes_onnx: Path,
-        tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, redis_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     """A worker died holding every partition of the group (claimed, never released). The next
     one marks the answers to what the input held when it took over, and not what came
     after. Stopped cleanly, it releases its partitions: the worker after it
@@ -55,8 +55,8 @@ async def test_a_worker_taking_over_from_a_dead_one_marks_what_may_repeat_and_no
 
 
 async def test_a_worker_that_leaves_before_reaching_what_may_repeat_leaves_it_claimed(
-        broker: str, kafka_service: Service, redis_service: Service, diabetes_onnx: Path,
-        tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, redis_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     """The worker that takes over from a dead one is told to drain before it read any input
     (it holds the input topic): it stops without releasing the input's partitions, so the
     worker after it still marks the records that may repeat."""
@@ -64,8 +64,9 @@ async def test_a_worker_that_leaves_before_reaching_what_may_repeat_leaves_it_cl
     group, registry = f"weir.ws.{name}", Registry(redis_service.address)
     source = TOPICS.input("ws", name)
     output = TOPICS.output("ws", name).name
-    registry.claim_partitions(group, "dead-worker",
-                              {TopicPartition(source.name, p) for p in range(source.partitions)})
+    registry.claim_partitions(
+        group, "dead-worker", {TopicPartition(source.name, p) for p in range(source.partitions)}
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:

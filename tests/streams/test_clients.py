@@ -18,9 +18,16 @@ class _Consumer:
 
 def test_the_fetch_wait_is_short_while_records_flow_and_long_once_idle() -> None:
     consumer = _Consumer()
-    pace = FetchPace(consumer, WorkerSettings(  # type: ignore[arg-type]
-        fetch_wait_ms=5, busy_fetch_wait_ms=1, busy_for_ms=50, idle_fetch_wait_ms=80,
-        idle_after_s=0.2))
+    pace = FetchPace(
+        consumer,
+        WorkerSettings(  # type: ignore[arg-type]
+            fetch_wait_ms=5,
+            busy_fetch_wait_ms=1,
+            busy_for_ms=50,
+            idle_fetch_wait_ms=80,
+            idle_after_s=0.2,
+        ),
+    )
     pace.saw(False)  # just started: counts as after a record
     assert consumer._fetcher._fetch_max_wait_ms == 1
     time.sleep(0.06)

@@ -46,8 +46,10 @@ def sizes(tmp_path: Path) -> Path:
 def pipeline(tmp_path: Path, diabetes_onnx: Path, sizes: Path) -> CompiledPipeline:
     pre = tmp_path / "pre.py"
     pre.write_text(PRE.format(sizes=str(sizes), poison=POISON))
-    refs = [ModelRef(name="pre", version="1", sha=sha256_file(pre), runtime="python"),
-            ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")]
+    refs = [
+        ModelRef(name="pre", version="1", sha=sha256_file(pre), runtime="python"),
+        ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx"),
+    ]
     paths = {refs[0].sha: pre, refs[1].sha: diabetes_onnx}
     spec = PipelineSpec(steps=[ModelStep(model=r) for r in refs])
     return load_pipeline("v1", spec, lambda ref: paths[ref.sha])
@@ -63,16 +65,20 @@ def rows(x: np.ndarray) -> pa.RecordBatch:
 
 def both_steps(pipeline: CompiledPipeline) -> StageCompute:
     """Both steps fused, from the input to the result rows."""
-    return StageCompute(span(pipeline, 0, 2), finish=finisher(pipeline), starts=True,
-                        max_batch_rows=256)
+    return StageCompute(
+        span(pipeline, 0, 2), finish=finisher(pipeline), starts=True, max_batch_rows=256
+    )
 
 
-def through_both_steps(pipeline: CompiledPipeline, inputs: list[pa.RecordBatch],
-                       started: list[int] | None = None) -> list[Work]:
+def through_both_steps(
+    pipeline: CompiledPipeline, inputs: list[pa.RecordBatch], started: list[int] | None = None
+) -> list[Work]:
     compute = both_steps(pipeline)
     started = started or [0] * len(inputs)
-    works = [Work(compute.decode(codecs.encode(b, codecs.ARROW_STREAM), codecs.ARROW_STREAM), s)
-             for b, s in zip(inputs, started)]
+    works = [
+        Work(compute.decode(codecs.encode(b, codecs.ARROW_STREAM), codecs.ARROW_STREAM), s)
+        for b, s in zip(inputs, started)
+    ]
     compute.run(works)
     return works
 
@@ -113,8 +119,10 @@ def test_split_refuses_row_counts_that_do_not_add_up() -> None:
 
 def test_neighbours_decoded_together_join_as_a_slice_others_as_a_copy() -> None:
     whole = rows(X[:6])
-    works = [Work(piece, 0, source=(whole, at))
-             for piece, at in zip(split(whole, [1, 3, 2]), [0, 1, 4], strict=True)]
+    works = [
+        Work(piece, 0, source=(whole, at))
+        for piece, at in zip(split(whole, [1, 3, 2]), [0, 1, 4], strict=True)
+    ]
     together = joined(works[1:])
     assert together.equals(whole.slice(1, 5))
     values = together.column(0).values.buffers()[1]
@@ -126,26 +134,31 @@ def test_neighbours_decoded_together_join_as_a_slice_others_as_a_copy() -> None:
 
 # -- StageCompute --------------------------------------------------------------------
 def test_200_single_row_messages_run_vectorised_and_keep_their_own_answers(
-        pipeline: CompiledPipeline, sizes: Path) -> None:
-    works = through_both_steps(pipeline, [rows(X[i:i + 1]) for i in range(200)])
+    pipeline: CompiledPipeline, sizes: Path
+) -> None:
+    works = through_both_steps(pipeline, [rows(X[i : i + 1]) for i in range(200)])
     assert seen(sizes) == [200]  # one call of the Python step for all 200 messages
     alone = pipeline.run(rows(X))
     expected = codecs.column_to_ndarray(alone.column("out.variable"))
     for i, work in enumerate(works):
         assert work.error is None and work.attempts == 1
         assert work.result is not None and work.result.num_rows == 1
-        np.testing.assert_array_equal(codecs.column_to_ndarray(work.result.column("in.tensor")),
-                                      X[i:i + 1])
-        np.testing.assert_allclose(codecs.column_to_ndarray(work.result.column("out.variable")),
-                                   expected[i:i + 1], rtol=1e-6)
+        np.testing.assert_array_equal(
+            codecs.column_to_ndarray(work.result.column("in.tensor")), X[i : i + 1]
+        )
+        np.testing.assert_allclose(
+            codecs.column_to_ndarray(work.result.column("out.variable")),
+            expected[i : i + 1],
+            rtol=1e-6,
+        )
 
 
 def test_rows_per_message_elapsed_time_and_time_stay_per_message(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     t0 = 1_700_000_000_000_000_000  # ns
     started = [t0, t0 + 1_000, t0 + 5_000_000]
-    works = through_both_steps(pipeline, [rows(X[:1]), rows(X[1:4]), rows(X[4:6])],
-                               started=started)
+    works = through_both_steps(pipeline, [rows(X[:1]), rows(X[1:4]), rows(X[4:6])], started=started)
     results = [w.result for w in works if w.result is not None]
     assert [r.num_rows for r in results] == [1, 3, 2]
     elapsed = [r.column("metadata.elapsed_ns")[0].as_py() for r in results]
@@ -155,11 +168,12 @@ def test_rows_per_message_elapsed_time_and_time_stay_per_message(
     assert times == [[t0 // 1_000_000], [t0 // 1_000_000] * 3, [t0 // 1_000_000 + 5] * 2]
 
 
-def test_one_poisoned_message_does_not_fail_its_micro_batch(pipeline: CompiledPipeline,
-                                                            sizes: Path) -> None:
+def test_one_poisoned_message_does_not_fail_its_micro_batch(
+    pipeline: CompiledPipeline, sizes: Path
+) -> None:
     poisoned = X[:10].copy()
     poisoned[4, 0] = POISON
-    works = through_both_steps(pipeline, [rows(poisoned[i:i + 1]) for i in range(10)])
+    works = through_both_steps(pipeline, [rows(poisoned[i : i + 1]) for i in range(10)])
     assert [w.error is None for w in works] == [i != 4 for i in range(10)]
     assert isinstance(works[4].error, StepFailed) and "poison row" in str(works[4].error)
     assert works[4].failed_step == 0 and works[4].retryable
@@ -177,8 +191,9 @@ def test_a_misshaped_message_fails_alone_and_is_not_retried(pipeline: CompiledPi
     assert works[1].failed_step == 1
 
 
-def test_messages_of_different_schemas_run_in_separate_batches(pipeline: CompiledPipeline,
-                                                               sizes: Path) -> None:
+def test_messages_of_different_schemas_run_in_separate_batches(
+    pipeline: CompiledPipeline, sizes: Path
+) -> None:
     as_double = codecs.batch_from_arrays({"tensor": X[:3].astype(np.float64)})
     inputs = [rows(X[:1]), rows(X[1:2]).slice(0, 1), as_double]
     works = through_both_steps(pipeline, inputs)

@@ -29,16 +29,22 @@ from tests.streams._loops import TOPICS, loops, run_until, send_rows
 @pytest.fixture
 def kafka_only(broker: str) -> None:
     if broker != "kafka":
-        pytest.skip("transactions: Apache Kafka only (Tansu refuses them: "
-                    "test_broker_transactions.py)")
+        pytest.skip(
+            "transactions: Apache Kafka only (Tansu refuses them: test_broker_transactions.py)"
+        )
 
 
-async def _committed_answers(bootstrap: str, topic: str, count: int,
-                             timeout_s: float = 30.0) -> list[Envelope]:
+async def _committed_answers(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 30.0
+) -> list[Envelope]:
     """The answers on `topic` a read_committed reader sees, once `count` came (or time ran
     out), and a little after, so a repeat would be seen too."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     answers: list[Envelope] = []
     try:
@@ -68,16 +74,19 @@ async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | No
 
 
 @asynccontextmanager
-async def _worker_clients(bootstrap: str, name: str) -> AsyncIterator[
-        tuple[AIOKafkaConsumer, AIOKafkaProducer, TopicPartition]]:
+async def _worker_clients(
+    bootstrap: str, name: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer, TopicPartition]]:
     """A worker's pair of clients on topics `ws.<name>.in` and `.out`: a consumer in group
     `name`, assigned the input's one partition, and a transactional producer whose offset
     commits carry the consumer's generation."""
     topic = TopicSpec(f"ws.{name}.in", 1)
-    await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap),
-                        [topic, TopicSpec(f"ws.{name}.out", 1)])
-    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id=name,
-                                enable_auto_commit=False)
+    await ensure_topics(
+        WorkerSettings(kafka_bootstrap=bootstrap), [topic, TopicSpec(f"ws.{name}.out", 1)]
+    )
+    consumer = AIOKafkaConsumer(
+        topic.name, bootstrap_servers=bootstrap, group_id=name, enable_auto_commit=False
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{name}-1")
     await consumer.start()
     await producer.start()
@@ -101,7 +110,8 @@ async def _vanish(loop: StageLoop) -> None:
 
 
 async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_runs_once(
-        kafka_only: None, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    kafka_only: None, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     """A worker runs half the input and commits; then it takes more and "dies" with its
     transaction open (its process is gone: nothing is flushed, nothing aborted). Its
     restart (same transactional id) fences it: what the dead one sent is never read
@@ -114,8 +124,7 @@ async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_ru
     await producer.start()
     try:
         await send_rows(producer, source, x[:20], partitions=4)
-        await run_until(first, asyncio.ensure_future(
-            _committed_answers(bootstrap, output, 20)))
+        await run_until(first, asyncio.ensure_future(_committed_answers(bootstrap, output, 20)))
         [dead] = await loops(bootstrap, name, tmp_path, diabetes_onnx, exactly_once=True)
         await dead.start()
         stop = asyncio.Event()
@@ -127,8 +136,10 @@ async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_ru
         await asyncio.gather(running, return_exceptions=True)
         await _vanish(dead)
         [restarted] = await loops(bootstrap, name, tmp_path, diabetes_onnx, exactly_once=True)
-        await run_until(restarted, asyncio.ensure_future(
-            _committed_answers(bootstrap, output, 40, timeout_s=60)))
+        await run_until(
+            restarted,
+            asyncio.ensure_future(_committed_answers(bootstrap, output, 40, timeout_s=60)),
+        )
     finally:
         await producer.stop()
     answers = await _committed_answers(bootstrap, output, 40, timeout_s=10)
@@ -137,7 +148,8 @@ async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_ru
 
 
 async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
-        kafka_only: None, kafka_service: Service) -> None:
+    kafka_only: None, kafka_service: Service
+) -> None:
     """KIP-447: the transactional offset commit carries the consumer's group generation; a
     stale one is refused and the transaction aborts, its records never read committed."""
     bootstrap = kafka_service.address
@@ -158,7 +170,8 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
 
 
 async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_once(
-        kafka_only: None, kafka_service: Service) -> None:
+    kafka_only: None, kafka_service: Service
+) -> None:
     """Records that come while a transaction is open join it (no new transaction, whose
     AddPartitionsToTxn Apache Kafka refuses until the last commit's markers are written);
     an idle loop waits no longer than until the transaction is due, and it commits then."""
@@ -166,14 +179,24 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
     async with _worker_clients(bootstrap, "eos-cadence") as (consumer, producer, tp):
         delivery = ExactlyOnce(producer, consumer, "eos-cadence", interval_s=1.0)
         assert delivery.wait_ms(100) == 100  # nothing open: the loop's own wait
-        await delivery.send("ws.eos-cadence.out", b"first", key=None, partition=0,
-                            headers=Envelope("first").headers())
+        await delivery.send(
+            "ws.eos-cadence.out",
+            b"first",
+            key=None,
+            partition=0,
+            headers=Envelope("first").headers(),
+        )
         delivery.done({tp: 1})
         await delivery.commit_if_due(idle=True)
         assert delivery.pending  # idle, but the transaction is not due yet
         assert 0 < delivery.wait_ms(5000) <= 1000
-        await delivery.send("ws.eos-cadence.out", b"second", key=None, partition=0,
-                            headers=Envelope("second").headers())
+        await delivery.send(
+            "ws.eos-cadence.out",
+            b"second",
+            key=None,
+            partition=0,
+            headers=Envelope("second").headers(),
+        )
         delivery.done({tp: 2})
         await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
         assert delivery.wait_ms(5000) == 0

@@ -31,6 +31,7 @@ TOPICS = TopicMap.load()
 
 def _kill_fetch_task(consumer: AIOKafkaConsumer) -> None:
     """What aiokafka's fetch task does on the assertion it fails mid-rebalance."""
+
     async def fails() -> None:
         try:
             raise AssertionError("assignment is not None and assignment.active")
@@ -41,8 +42,7 @@ def _kill_fetch_task(consumer: AIOKafkaConsumer) -> None:
     consumer._fetcher._fetch_task = asyncio.ensure_future(fails())
 
 
-async def test_check_fetcher_raises_once_the_fetch_task_has_died(
-        kafka_service: Service) -> None:
+async def test_check_fetcher_raises_once_the_fetch_task_has_died(kafka_service: Service) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_service.address, group_id="fetcher-died")
     await consumer.start()
     try:
@@ -77,14 +77,16 @@ async def _logged(store: LogStore, pipeline: str, want: int, timeout_s: float = 
 
 
 async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
-        kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     bootstrap = kafka_service.address
     output = TOPICS.output("ws", "fetcher-died")
     topic = output.name
     await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [output])
     store = LogStore(tmp_path / "logs")
-    agent = LogAgent(WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store,
-                     group_id="fetcher-died-logs")
+    agent = LogAgent(
+        WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store, group_id="fetcher-died-logs"
+    )
     await agent.start()
     try:
         await _send(bootstrap, topic, answers(diabetes_onnx, 0, 20))
@@ -102,15 +104,20 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
 
 
 async def test_a_worker_loop_whose_fetch_task_died_fails_so_the_worker_is_restarted(
-        kafka_service: Service, diabetes_onnx: Path) -> None:
+    kafka_service: Service, diabetes_onnx: Path
+) -> None:
     pipeline = diabetes_pipeline(diabetes_onnx)
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
-    stages = worker_stages(pipeline, Layout("ws", "fetcher-died-worker", "d1"), TOPICS, "main",
-                           settings)
-    await ensure_topics(settings, [TOPICS.input("ws", "fetcher-died-worker"),
-                                   TOPICS.output("ws", "fetcher-died-worker")])
-    loop = StageLoop(stages, settings, group_id="fetcher-died-worker", client_id="w",
-                     counters=StepCounters())
+    stages = worker_stages(
+        pipeline, Layout("ws", "fetcher-died-worker", "d1"), TOPICS, "main", settings
+    )
+    await ensure_topics(
+        settings,
+        [TOPICS.input("ws", "fetcher-died-worker"), TOPICS.output("ws", "fetcher-died-worker")],
+    )
+    loop = StageLoop(
+        stages, settings, group_id="fetcher-died-worker", client_id="w", counters=StepCounters()
+    )
     await loop.start()
     try:
         assert loop._consumer is not None

@@ -30,8 +30,9 @@ async def test_lag_is_records_past_the_commit_per_partition(kafka_service: Servi
     await lag.start()
     try:
         assert await lag.read(group, tps) == {tps[0]: 5, tps[1]: 2, tps[2]: 0}  # no commit yet
-        committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                     enable_auto_commit=False)
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
         await committer.start()
         try:
             committer.assign([tps[0]])  # commits as the group without joining it
@@ -45,7 +46,8 @@ async def test_lag_is_records_past_the_commit_per_partition(kafka_service: Servi
 
 
 async def test_aborted_records_past_the_commit_are_not_left_to_read(
-        broker: str, kafka_service: Service) -> None:
+    broker: str, kafka_service: Service
+) -> None:
     """A reader skips an aborted transaction's records without committing past them: a
     drain waiting for them to be read waited for ever (Apache Kafka only: transactions)."""
     if broker != "kafka":

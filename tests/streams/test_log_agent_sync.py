@@ -24,11 +24,13 @@ from tests.streams._answers import answers
 TOPICS = TopicMap.load()
 
 
-async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]], *,
-                transactional: bool) -> None:
+async def _send(
+    bootstrap: str, topic: str, results: list[tuple[str, bytes]], *, transactional: bool
+) -> None:
     """Answers as a worker sends them: in one transaction where the broker has them."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
-                                transactional_id="sync-markers" if transactional else None)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id="sync-markers" if transactional else None
+    )
     await producer.start()
     try:
         if transactional:
@@ -43,7 +45,8 @@ async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]], *,
 
 
 async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
-        broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     output = TOPICS.output("ws", "sync-markers")
     await ensure_topics(settings, [output])
@@ -61,7 +64,8 @@ async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
 
 
 async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
-        kafka_service: Service, diabetes_onnx: Path, tmp_path: Path) -> None:
+    kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
     """An answer that is not Arrow (a client wrote to the result topic) held up every
     pipeline's logging: the log agent's write failed on it and read it again, for ever."""
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
@@ -71,8 +75,9 @@ async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
     agent = LogAgent(settings, TOPICS, store, group_id="sync-unreadable-logs")
     await agent.start()
     try:
-        await _send(kafka_service.address, output.name, [("bad", b"not arrow")],
-                    transactional=False)
+        await _send(
+            kafka_service.address, output.name, [("bad", b"not arrow")], transactional=False
+        )
         assert await agent.sync("ws", "sync-unreadable", timeout_s=8.0)  # written: nothing
         results = answers(diabetes_onnx, 0, 3)
         await _send(kafka_service.address, output.name, results, transactional=False)

@@ -46,18 +46,26 @@ def test_the_last_policy_read_serves_while_none_can_be_read(tmp_path: Path) -> N
 
 def log_rows(request_id: str, y: object) -> pa.RecordBatch:
     """One log row with every required column and an output `out.y`."""
-    columns = {f.name: pa.array([request_id if f.name == "request_id" else
-                                 "v1" if pa.types.is_string(f.type) else 0], f.type)
-               for f in REQUIRED_SCHEMA}
+    columns = {
+        f.name: pa.array(
+            [request_id if f.name == "request_id" else "v1" if pa.types.is_string(f.type) else 0],
+            f.type,
+        )
+        for f in REQUIRED_SCHEMA
+    }
     return pa.RecordBatch.from_pydict({**columns, "out.y": [y]})
 
 
 def test_rows_that_clash_with_the_store_keep_the_required_columns_and_the_rest_stay_whole(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = LogStore(tmp_path)
     writer = LogWriter(store)
     writer.write({("ws", "p"): [log_rows("a", 1.0)]})
     writer.write({("ws", "p"): [log_rows("b", "text"), log_rows("c", 2.0)]})
     stored = store.query("ws", "p", limit=None)
     assert dict(zip(stored["request_id"].to_pylist(), stored["out.y"].to_pylist())) == {
-        "a": 1.0, "b": None, "c": 2.0}
+        "a": 1.0,
+        "b": None,
+        "c": 2.0,
+    }

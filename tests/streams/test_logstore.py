@@ -199,8 +199,9 @@ def test_text_columns_alone_are_dictionary_encoded(store: LogStore, tmp_path: Pa
     store.append(WS, PIPE, rows(50))
     (file,) = (tmp_path / WS / PIPE).glob("date=*/hour=*/*.parquet")
     group = pq.ParquetFile(file).metadata.row_group(0)
-    encodings = {group.column(i).path_in_schema: group.column(i).encodings
-                 for i in range(group.num_columns)}
+    encodings = {
+        group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)
+    }
     assert "RLE_DICTIONARY" in encodings["request_id"]
     assert "RLE_DICTIONARY" not in encodings["out.a"]
     assert "RLE_DICTIONARY" not in encodings["in.tensor.list.element"]
@@ -372,8 +373,9 @@ def test_appends_during_compaction_are_kept(store: LogStore) -> None:
     assert store.query(WS, PIPE, limit=None).num_rows == 2000
 
 
-def test_usage_counts_stored_rows_and_bytes_and_columns_are_listed(store: LogStore,
-                                                                  tmp_path: Path) -> None:
+def test_usage_counts_stored_rows_and_bytes_and_columns_are_listed(
+    store: LogStore, tmp_path: Path
+) -> None:
     assert store.usage(WS, PIPE) == (0, 0)
     assert store.column_names(WS, PIPE) == REQUIRED_SCHEMA.names
     store.append(WS, PIPE, rows(30))

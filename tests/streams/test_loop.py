@@ -22,8 +22,9 @@ from streams.topics import TopicMap
 @pytest.fixture
 def loop(diabetes_onnx: Path) -> StageLoop:
     ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
-    pipeline = load_pipeline("v1", PipelineSpec(steps=[ModelStep(model=ref)]),
-                             lambda _: diabetes_onnx)
+    pipeline = load_pipeline(
+        "v1", PipelineSpec(steps=[ModelStep(model=ref)]), lambda _: diabetes_onnx
+    )
     settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1")
     stages = worker_stages(pipeline, Layout("ws", "p", "d1"), TopicMap.load(), "main", settings)
     return StageLoop(stages, settings, group_id="g", client_id="c", counters=StepCounters())
@@ -35,7 +36,8 @@ def _where(sleep_s: float = 0.0) -> str:
 
 
 async def test_quick_chunks_run_on_the_loop_and_slow_ones_on_the_compute_thread(
-        loop: StageLoop) -> None:
+    loop: StageLoop,
+) -> None:
     here = threading.current_thread().name
     topic = loop.topics[0]
     assert (await loop._call(topic, _where)).startswith("weir-compute")  # unknown yet: thread
@@ -48,7 +50,8 @@ async def test_quick_chunks_run_on_the_loop_and_slow_ones_on_the_compute_thread(
 
 
 async def test_before_long_inline_chunks_of_a_queue_the_kafka_clients_get_the_event_loop(
-        loop: StageLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop: StageLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("streams.loop.FETCH_AHEAD_S", 0.05)  # above a busy machine's hiccups
     topic = loop.topics[0]
     turns: list[int] = []

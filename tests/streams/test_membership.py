@@ -72,7 +72,8 @@ def test_the_join_watch_raises_only_past_its_bound() -> None:
 
 @pytest.mark.slow
 async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
-        broker: str, kafka_service: Service, tmp_path: Path) -> None:
+    broker: str, kafka_service: Service, tmp_path: Path
+) -> None:
     """A member runs a 25 s chunk when a second one joins: the rebalance waits for the chunk
     only part of the rebalance timeout (5 s), so the group settles and the newcomer gets
     partitions long before the chunk ends (Tansu never evicts a member that does not rejoin:
@@ -86,8 +87,12 @@ async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
     settings = WorkerSettings(kafka_bootstrap=bootstrap)
     await ensure_topics(settings, TOPICS.deployment_topics("ws", name, "d1", spec))
     stages = worker_stages(pipeline, Layout("ws", name, "d1"), TOPICS, "main", settings)
-    first, second = (StageLoop(stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}",
-                               counters=StepCounters()) for i in range(2))
+    first, second = (
+        StageLoop(
+            stages, settings, group_id=f"weir.ws.{name}", client_id=f"w{i}", counters=StepCounters()
+        )
+        for i in range(2)
+    )
     source, output = TOPICS.input("ws", name).name, TOPICS.output("ws", name).name
     x = np.ones((8, 10), np.float32)
     x[0, 0] = 77  # the slow one
@@ -110,8 +115,10 @@ async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
         expected, answered = {f"r{i}" for i in range(8)}, set()
         deadline = time.monotonic() + 60
         while answered != expected and time.monotonic() < deadline:  # the slow one's answer
-            answered = {Envelope.parse(r.headers).request_id  # may come twice
-                        for r in await read_all(bootstrap, output, 9, timeout_s=3)}
+            answered = {
+                Envelope.parse(r.headers).request_id  # may come twice
+                for r in await read_all(bootstrap, output, 9, timeout_s=3)
+            }
         assert answered == expected
     finally:
         stop.set()
@@ -122,14 +129,16 @@ async def test_a_member_stuck_in_a_long_chunk_does_not_hold_up_the_group(
 
 
 async def test_resetting_a_group_keeps_its_committed_offsets(
-        broker: str, kafka_service: Service) -> None:
+    broker: str, kafka_service: Service
+) -> None:
     """Tansu deletes the group (members and all) and the offsets are committed again; Apache
     Kafka refuses to delete a group with members, and nothing changes."""
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     topic, group = f"reset-{broker}", f"weir.reset-{broker}"
     await ensure_topics(settings, [TopicSpec(topic, 2)])
-    member = AIOKafkaConsumer(bootstrap_servers=kafka_service.address, group_id=group,
-                              enable_auto_commit=False)
+    member = AIOKafkaConsumer(
+        bootstrap_servers=kafka_service.address, group_id=group, enable_auto_commit=False
+    )
     await member.start()
     try:
         member.subscribe([topic])
@@ -138,14 +147,16 @@ async def test_resetting_a_group_keeps_its_committed_offsets(
         offsets = {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 4}
         await member.commit(offsets)
         await reset_group(settings, group, [topic])
-        (described,) = (await ask_group_coordinator(member, group,
-                                                    DescribeGroupsRequest([group]))).groups
+        (described,) = (
+            await ask_group_coordinator(member, group, DescribeGroupsRequest([group]))
+        ).groups
     finally:
         await member.stop()
     members = described[5]
     assert (members == []) == (broker == "tansu")
-    probe = AIOKafkaConsumer(bootstrap_servers=kafka_service.address, group_id=group,
-                             enable_auto_commit=False)
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=kafka_service.address, group_id=group, enable_auto_commit=False
+    )
     await probe.start()
     try:
         assert {tp: await probe.committed(tp) for tp in offsets} == offsets

@@ -13,19 +13,22 @@ from streams.memory import MemoryWatch, format_bytes, parse_memory, rss_bytes
 MiB, GiB = 2**20, 2**30
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("1Gi", GiB),
-    ("512Mi", 512 * MiB),
-    ("1.5Gi", 3 * GiB // 2),
-    ("100Ki", 100 * 1024),
-    ("2Ti", 2 * 2**40),
-    ("1G", 10**9),
-    ("250M", 250 * 10**6),
-    ("100K", 100_000),
-    ("3T", 3 * 10**12),
-    ("1048576", MiB),
-    (" 64Mi ", 64 * MiB),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1Gi", GiB),
+        ("512Mi", 512 * MiB),
+        ("1.5Gi", 3 * GiB // 2),
+        ("100Ki", 100 * 1024),
+        ("2Ti", 2 * 2**40),
+        ("1G", 10**9),
+        ("250M", 250 * 10**6),
+        ("100K", 100_000),
+        ("3T", 3 * 10**12),
+        ("1048576", MiB),
+        (" 64Mi ", 64 * MiB),
+    ],
+)
 def test_sizes_parse_to_bytes(text: str, size: int) -> None:
     assert parse_memory(text) == size
 
@@ -42,10 +45,16 @@ def test_a_size_under_one_byte_is_refused(text: str) -> None:
         parse_memory(text)
 
 
-@pytest.mark.parametrize(("size", "shown"), [
-    (GiB, "1 GiB"), (1395864371, "1.3 GiB"), (400 * MiB, "400 MiB"), (1536, "1.5 KiB"),
-    (512, "512 bytes"),
-])
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (GiB, "1 GiB"),
+        (1395864371, "1.3 GiB"),
+        (400 * MiB, "400 MiB"),
+        (1536, "1.5 KiB"),
+        (512, "512 bytes"),
+    ],
+)
 def test_sizes_show_in_binary_units(size: int, shown: str) -> None:
     assert format_bytes(size) == shown
 
@@ -90,9 +99,16 @@ def test_resident_size_follows_what_this_process_touches() -> None:
 
 def test_a_child_process_counts_toward_the_workers_memory() -> None:
     before = rss_bytes()
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                              "block = b'x' * (160 * 2**20)\nprint('ready', flush=True)\n"
-                              "time.sleep(60)"], stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "block = b'x' * (160 * 2**20)\nprint('ready', flush=True)\n"
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         assert rss_bytes() - before > 150 * 2**20  # what a Python step's own process holds

@@ -86,9 +86,18 @@ def test_workers_merge_step_by_step() -> None:
 def test_metrics_travel_in_the_heartbeat() -> None:
     metrics = WorkerMetrics()
     _record(metrics, rows=7)
-    status = WorkerStatus(worker_id="w", workspace="default", pipeline="p", version="v",
-                          replica=0, pid=1, host="h", status="Running", time=datetime.now(UTC),
-                          metrics=metrics.snapshot())
+    status = WorkerStatus(
+        worker_id="w",
+        workspace="default",
+        pipeline="p",
+        version="v",
+        replica=0,
+        pid=1,
+        host="h",
+        status="Running",
+        time=datetime.now(UTC),
+        metrics=metrics.snapshot(),
+    )
     back = WorkerStatus.model_validate_json(status.model_dump_json())
     assert back.metrics == metrics
     assert back.metrics.steps["step-0"].seconds.bounds == metrics.steps["step-0"].seconds.bounds

@@ -26,8 +26,7 @@ def test_a_failure_is_said_once_until_it_works_again(caplog: pytest.LogCaptureFi
         "heartbeats of worker w-1 failed: Redis at redis://127.0.0.1:1/0 is unreachable; "
         "retrying quietly until it works again",
         "heartbeats of worker w-1 succeeded again, after 0s of failures",
-        "heartbeats of worker w-1 failed: unreachable again; retrying quietly until it works "
-        "again",
+        "heartbeats of worker w-1 failed: unreachable again; retrying quietly until it works again",
     ]
     assert all(r.exc_info is None for r in caplog.records)  # weir's own errors say it all
 

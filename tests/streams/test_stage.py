@@ -52,12 +52,24 @@ def _record(offset: int, rows: int = 1, value: bytes | None = None) -> ConsumerR
         x = np.full((rows, 10), 0.01 * offset, dtype=np.float32)
         value = codecs.encode(codecs.batch_from_arrays({"tensor": x}), codecs.ARROW_STREAM)
     headers = ((CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, f"r{offset}".encode()))
-    return ConsumerRecord("ws.p.in", 2, offset, 1_700_000_000_000 + offset, 0, b"k", value, None,
-                          0, len(value), headers)
+    return ConsumerRecord(
+        "ws.p.in",
+        2,
+        offset,
+        1_700_000_000_000 + offset,
+        0,
+        b"k",
+        value,
+        None,
+        0,
+        len(value),
+        headers,
+    )
 
 
-def run_chunk(stage: Stage, chunk: list[Incoming], counters: StepCounters,
-              attempts: int = 1) -> list[list[Outgoing]]:
+def run_chunk(
+    stage: Stage, chunk: list[Incoming], counters: StepCounters, attempts: int = 1
+) -> list[list[Outgoing]]:
     """What the worker's loop does with a chunk, without its pauses between tries."""
     stage.run(chunk)
     for item in chunk:
@@ -80,7 +92,8 @@ def _run_all(stage: Stage, records: list[ConsumerRecord]) -> tuple[list[int], li
 
 
 def test_small_messages_run_in_chunks_of_the_batch_size_and_each_gets_its_answer(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     records = [_record(i) for i in range(600)]
     sizes, sent = _run_all(_stage(pipeline), records)
     assert sizes == [256, 256, 88]
@@ -96,33 +109,57 @@ def test_a_message_over_the_batch_size_is_a_chunk_of_its_own(pipeline: CompiledP
     records = [_record(0), _record(1, rows=300), _record(2), _record(3)]
     sizes, sent = _run_all(_stage(pipeline), records)
     assert sizes == [2, 2]  # the large one closes the first chunk
-    assert [codecs.decode(o.value or b"", codecs.ARROW_STREAM).num_rows for o in sent] == [1, 300, 1, 1]
+    assert [codecs.decode(o.value or b"", codecs.ARROW_STREAM).num_rows for o in sent] == [
+        1,
+        300,
+        1,
+        1,
+    ]
 
 
 def test_a_fetch_of_arrow_and_json_requests_answers_each_with_its_own_rows(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     json_value = json.dumps([{"tensor": [0.5] * 10}] * 3).encode()
-    json_record = dataclasses.replace(_record(2, value=json_value), headers=(
-        (CONTENT_TYPE, b"application/json"), (REQUEST_ID, b"r2")))
+    json_record = dataclasses.replace(
+        _record(2, value=json_value),
+        headers=((CONTENT_TYPE, b"application/json"), (REQUEST_ID, b"r2")),
+    )
     records = [_record(0, rows=2), _record(1), json_record, _record(3, rows=4)]
     _, sent = _run_all(_stage(pipeline), records)
     envs = {Envelope.parse(o.headers).request_id: Envelope.parse(o.headers) for o in sent}
     # Each answered in its request's own format, though they ran as one micro-batch.
     assert {rid: env.content_type for rid, env in envs.items()} == {
-        "r0": codecs.ARROW_STREAM, "r1": codecs.ARROW_STREAM, "r2": codecs.PANDAS_RECORDS,
-        "r3": codecs.ARROW_STREAM}
-    assert json.loads(next(o.value or b"" for o in sent if envs["r2"].headers() == o.headers)
-                      )[2]["metadata.row"] == 2
-    answers = {Envelope.parse(o.headers).request_id: decode_answer(
-        o.value or b"", Envelope.parse(o.headers).content_type) for o in sent}
+        "r0": codecs.ARROW_STREAM,
+        "r1": codecs.ARROW_STREAM,
+        "r2": codecs.PANDAS_RECORDS,
+        "r3": codecs.ARROW_STREAM,
+    }
+    assert (
+        json.loads(next(o.value or b"" for o in sent if envs["r2"].headers() == o.headers))[2][
+            "metadata.row"
+        ]
+        == 2
+    )
+    answers = {
+        Envelope.parse(o.headers).request_id: decode_answer(
+            o.value or b"", Envelope.parse(o.headers).content_type
+        )
+        for o in sent
+    }
     assert {rid: a.column("metadata.row").to_pylist() for rid, a in answers.items()} == {
-        "r0": [0, 1], "r1": [0], "r2": [0, 1, 2], "r3": [0, 1, 2, 3]}
+        "r0": [0, 1],
+        "r1": [0],
+        "r2": [0, 1, 2],
+        "r3": [0, 1, 2, 3],
+    }
     assert answers["r2"].column("in.tensor").to_pylist() == [[0.5] * 10] * 3
     assert answers["r3"].column("in.tensor").to_pylist()[0] == pytest.approx([0.03] * 10)
 
 
 def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     records = [_record(0), _record(1, value=b"not arrow"), _record(2)]
     counters = StepCounters()
     stage = _stage(pipeline)
@@ -141,7 +178,8 @@ def test_an_unreadable_record_is_answered_with_an_error_and_dead_lettered(
 
 
 def test_a_result_over_the_record_limit_is_answered_with_an_error(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     record = _record(0, rows=200)
     limit = len(record.value or b"") + 2000  # the input fits; its result, which carries it, not
     stage = _stage(pipeline, WorkerSettings(max_message_bytes=limit))
@@ -156,7 +194,8 @@ def test_a_result_over_the_record_limit_is_answered_with_an_error(
 
 
 def test_if_decoding_together_breaks_each_record_is_decoded_alone(
-        pipeline: CompiledPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline: CompiledPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(payloads: object) -> None:
         raise RuntimeError("a bug in bulk decoding")
 
@@ -169,10 +208,9 @@ def test_if_decoding_together_breaks_each_record_is_decoded_alone(
     assert incoming[0].work.batch.column("_meta.row").to_pylist() == [0, 1]
 
 
-
-
 def test_an_input_record_over_the_limit_is_answered_and_dead_lettered_without_its_value(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     stage = _stage(pipeline, WorkerSettings(max_message_bytes=4096))
     counters = StepCounters()
     big, small = _record(0, rows=200), _record(1)
@@ -187,18 +225,26 @@ def test_an_input_record_over_the_limit_is_answered_and_dead_lettered_without_it
 
 
 def _json_record(offset: int, rows: list[dict[str, object]]) -> ConsumerRecord:
-    return dataclasses.replace(_record(offset, value=json.dumps(rows).encode()), headers=(
-        (CONTENT_TYPE, codecs.PANDAS_RECORDS.encode()), (REQUEST_ID, f"r{offset}".encode())))
+    return dataclasses.replace(
+        _record(offset, value=json.dumps(rows).encode()),
+        headers=(
+            (CONTENT_TYPE, codecs.PANDAS_RECORDS.encode()),
+            (REQUEST_ID, f"r{offset}".encode()),
+        ),
+    )
 
 
-@pytest.mark.parametrize(("result_format", "arrow_in", "json_in"), [
-    ("request", codecs.ARROW_STREAM, codecs.PANDAS_RECORDS),
-    ("arrow", codecs.ARROW_STREAM, codecs.ARROW_STREAM),
-    ("json", codecs.PANDAS_RECORDS, codecs.PANDAS_RECORDS),
-])
+@pytest.mark.parametrize(
+    ("result_format", "arrow_in", "json_in"),
+    [
+        ("request", codecs.ARROW_STREAM, codecs.PANDAS_RECORDS),
+        ("arrow", codecs.ARROW_STREAM, codecs.ARROW_STREAM),
+        ("json", codecs.PANDAS_RECORDS, codecs.PANDAS_RECORDS),
+    ],
+)
 def test_the_deployments_result_format_decides_what_answers_are_written_in(
-        pipeline: CompiledPipeline, result_format: ResultFormat, arrow_in: str,
-        json_in: str) -> None:
+    pipeline: CompiledPipeline, result_format: ResultFormat, arrow_in: str, json_in: str
+) -> None:
     stage = dataclasses.replace(_stage(pipeline), result_format=result_format)
     _, sent = _run_all(stage, [_record(0), _json_record(1, [{"tensor": [0.5] * 10}])])
     envs = [Envelope.parse(o.headers) for o in sent]
@@ -207,28 +253,37 @@ def test_the_deployments_result_format_decides_what_answers_are_written_in(
         answer = decode_answer(outgoing.value or b"", env.content_type)
         assert answer.column("metadata.row").to_pylist() == [0]
         assert answer.column("out.variable").type.value_type == (
-            pa.float32() if env.content_type == codecs.ARROW_STREAM else pa.float64())
+            pa.float32() if env.content_type == codecs.ARROW_STREAM else pa.float64()
+        )
 
 
 def test_a_json_answer_writes_binary_as_base64_and_names_those_columns(
-        pipeline: CompiledPipeline) -> None:
-    batch = pa.record_batch({"tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)),
-                             "raw": pa.array([b"\x00\xff"])})
+    pipeline: CompiledPipeline,
+) -> None:
+    batch = pa.record_batch(
+        {
+            "tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)),
+            "raw": pa.array([b"\x00\xff"]),
+        }
+    )
     record = _record(0, value=codecs.encode(batch, codecs.ARROW_STREAM))
     stage = dataclasses.replace(_stage(pipeline), result_format="json")
     _, [sent] = _run_all(stage, [record])
     env = Envelope.parse(sent.headers)
     assert env.base64_columns == ("in.raw",)
     assert json.loads(sent.value or b"")[0]["in.raw"] == "AP8="
-    assert decode_answer(sent.value or b"", env.content_type, env.base64_columns
-                         ).column("in.raw").to_pylist() == [b"\x00\xff"]
+    assert decode_answer(sent.value or b"", env.content_type, env.base64_columns).column(
+        "in.raw"
+    ).to_pylist() == [b"\x00\xff"]
 
 
 def test_an_answer_json_cannot_hold_is_an_error_reply_and_a_dead_letter(
-        pipeline: CompiledPipeline) -> None:
+    pipeline: CompiledPipeline,
+) -> None:
     ids = pa.array([b"0123456789abcdef"], pa.binary(16)).cast(pa.uuid())
-    batch = pa.record_batch({"tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)),
-                             "id": ids})
+    batch = pa.record_batch(
+        {"tensor": pa.array([[0.5] * 10], pa.list_(pa.float32(), 10)), "id": ids}
+    )
     record = _record(0, value=codecs.encode(batch, codecs.ARROW_STREAM))
     stage = dataclasses.replace(_stage(pipeline), result_format="json")
     counters = StepCounters()

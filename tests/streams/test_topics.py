@@ -45,33 +45,42 @@ def _ref(name: str) -> ModelRef:
 
 
 def test_a_fused_chain_has_no_topics_between_its_steps(topics: TopicMap) -> None:
-    spec = PipelineSpec(steps=[ModelStep(model=_ref("a")), ModelStep(model=_ref("b")),
-                               ModelStep(model=_ref("c"))])
+    spec = PipelineSpec(
+        steps=[ModelStep(model=_ref("a")), ModelStep(model=_ref("b")), ModelStep(model=_ref("c"))]
+    )
     names = [t.name for t in topics.deployment_topics("ws", "p", "d1", spec)]
     assert names == ["ws.p.in", "ws.p.out", "ws.p.logs", "ws.p.dlq"]
 
 
-def test_sidekicks_cut_the_chain_and_shadows_get_a_topic_per_challenger(
-        topics: TopicMap) -> None:
-    split = RandomSplitStep(arms=[SplitArm(weight=1, models=[_ref("a")]),
-                                  SplitArm(weight=2, models=[_ref("b")])])
+def test_sidekicks_cut_the_chain_and_shadows_get_a_topic_per_challenger(topics: TopicMap) -> None:
+    split = RandomSplitStep(
+        arms=[SplitArm(weight=1, models=[_ref("a")]), SplitArm(weight=2, models=[_ref("b")])]
+    )
     shadow = ShadowStep(champion=_ref("a"), challengers=[_ref("b"), _ref("c")])
     spec = PipelineSpec(steps=[split, ModelStep(model=_ref("d")), shadow])
     names = [t.name for t in topics.internal_topics("ws", "p", "d1", spec, sidekicks={1})]
     assert names == ["ws.p.d1.s1", "ws.p.d1.s2", "ws.p.d1.s2.shadow0", "ws.p.d1.s2.shadow1"]
     assert topics.parse("challenger", "ws.p.d1.s2.shadow1") == {
-        "workspace": "ws", "pipeline": "p", "deployment": "d1", "index": "2", "challenger": "1"}
+        "workspace": "ws",
+        "pipeline": "p",
+        "deployment": "d1",
+        "index": "2",
+        "challenger": "1",
+    }
     assert topics.parse("boundary", "ws.p.d1.s2.shadow1") is None
     last = [t.name for t in topics.internal_topics("ws", "p", "d1", spec, sidekicks={2})]
     assert last[0] == "ws.p.d1.s2"  # the last step's output is the result topic
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("default.houses.logs", {"workspace": "default", "pipeline": "houses"}),
-    ("team-a.p-2.logs", {"workspace": "team-a", "pipeline": "p-2"}),
-    ("default.houses.out", None),
-    ("default.houses.d1.s1", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("default.houses.logs", {"workspace": "default", "pipeline": "houses"}),
+        ("team-a.p-2.logs", {"workspace": "team-a", "pipeline": "p-2"}),
+        ("default.houses.out", None),
+        ("default.houses.d1.s1", None),
+    ],
+)
 def test_parse_reverses_names(topics: TopicMap, name: str, expected: dict[str, str] | None) -> None:
     assert topics.parse("logs", name) == expected
 

@@ -27,10 +27,19 @@ class _NoHeartbeat:
 @pytest.fixture
 def worker(diabetes_onnx: Path) -> Worker:
     ref = ModelRef(name="diabetes", version="1", sha=sha256_file(diabetes_onnx), runtime="onnx")
-    spec = WorkerSpec(workspace="ws", pipeline="p", version="v1", worker_id="p-v1-0",
-                      definition=PipelineSpec(steps=[ModelStep(model=ref)]))
-    settings = WorkerSettings(kafka_bootstrap="127.0.0.1:1", max_poll_records=123,
-                              max_partition_fetch_bytes=65536, fetch_wait_ms=7)
+    spec = WorkerSpec(
+        workspace="ws",
+        pipeline="p",
+        version="v1",
+        worker_id="p-v1-0",
+        definition=PipelineSpec(steps=[ModelStep(model=ref)]),
+    )
+    settings = WorkerSettings(
+        kafka_bootstrap="127.0.0.1:1",
+        max_poll_records=123,
+        max_partition_fetch_bytes=65536,
+        fetch_wait_ms=7,
+    )
     return Worker(spec, settings, TopicMap.load(), lambda _: diabetes_onnx, _NoHeartbeat())
 
 
@@ -47,8 +56,9 @@ def test_producers_wait_for_every_replica_and_allow_big_results(worker: Worker) 
     options = producer_options(worker.settings, worker.spec.worker_id)
     assert options["acks"] == "all"
     # the largest value weir sends, with its record's overhead, fits in one request
-    assert options["max_request_size"] == (worker.settings.max_message_bytes
-                                           + RECORD_OVERHEAD_BYTES)
+    assert options["max_request_size"] == (
+        worker.settings.max_message_bytes + RECORD_OVERHEAD_BYTES
+    )
     assert options["max_batch_size"] >= 1024 * 1024  # a fetch's answers per partition: one batch
 
 

@@ -20,11 +20,16 @@ def publish(name: str, request: Request, workspace: str = "default") -> Response
     state = get_state(request)
     pipeline = state.registry.get_pipeline(workspace, name)
     deployment = state.registry.get_deployment(workspace, name)
-    version = state.registry.get_version(workspace, name, deployment.version if deployment else None)
+    version = state.registry.get_version(
+        workspace, name, deployment.version if deployment else None
+    )
     data = write_bundle(version, state.artifacts)
     state.registry.save_pipeline(pipeline.model_copy(update={"published": True}))
-    return Response(data, media_type="application/zip",
-                    headers={"content-disposition": f'attachment; filename="{name}.weir"'})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"content-disposition": f'attachment; filename="{name}.weir"'},
+    )
 
 
 @router.post("/import")
@@ -41,9 +46,14 @@ async def import_bundle(request: Request, workspace: str = "default") -> Deploym
     for ref in bundle.definition.models():
         known = {m.version for m in state.registry.model_versions(workspace, ref.name)}
         if ref.version not in known:
-            state.registry.add_model(ModelVersion(
-                **ref.model_dump(), workspace=workspace, file_name=f"{ref.name}.{ref.runtime}",
-                size=len(bundle.files[ref.sha])))
+            state.registry.add_model(
+                ModelVersion(
+                    **ref.model_dump(),
+                    workspace=workspace,
+                    file_name=f"{ref.name}.{ref.runtime}",
+                    size=len(bundle.files[ref.sha]),
+                )
+            )
         state.artifacts.put(bundle.files[ref.sha])
     state.registry.get_or_create_pipeline(workspace, bundle.pipeline)
     version = state.registry.add_version(workspace, bundle.pipeline, bundle.definition)

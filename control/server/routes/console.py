@@ -57,25 +57,36 @@ def pipelines(request: Request, workspace: str = "default") -> list[PipelineRow]
     for pipeline in state.registry.list_pipelines(workspace):
         deployment = state.registry.get_deployment(workspace, pipeline.name)
         status = state.deployer.status(workspace, pipeline.name)
-        rows.append(PipelineRow(
-            name=pipeline.name, created=pipeline.created, last_updated=pipeline.last_updated,
-            status=status.status if deployment else "Not deployed",
-            deployed_version=deployment.version if deployment else None,
-            replicas=deployment.config.replicas if deployment else None,
-            engines=status.engines, sidekicks=status.sidekicks))
+        rows.append(
+            PipelineRow(
+                name=pipeline.name,
+                created=pipeline.created,
+                last_updated=pipeline.last_updated,
+                status=status.status if deployment else "Not deployed",
+                deployed_version=deployment.version if deployment else None,
+                replicas=deployment.config.replicas if deployment else None,
+                engines=status.engines,
+                sidekicks=status.sidekicks,
+            )
+        )
     return rows
 
 
 @router.get("/pipelines/{name}/series")
-async def series(name: str, request: Request, workspace: str = "default",
-                 minutes: float = Query(15, gt=0, le=24 * 60),
-                 bucket_s: float = Query(10, ge=1, le=3600)) -> dict[str, list[Any]]:
+async def series(
+    name: str,
+    request: Request,
+    workspace: str = "default",
+    minutes: float = Query(15, gt=0, le=24 * 60),
+    bucket_s: float = Query(10, ge=1, le=3600),
+) -> dict[str, list[Any]]:
     """The last `minutes` of the pipeline's logged traffic in buckets of `bucket_s`: rows/s,
     latency p50/p99 (ms), error rate and check-failure rate (control.log_series)."""
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
-    return await asyncio.to_thread(recent_series, state.log_store, workspace, name,
-                                   minutes=minutes, bucket_s=bucket_s)
+    return await asyncio.to_thread(
+        recent_series, state.log_store, workspace, name, minutes=minutes, bucket_s=bucket_s
+    )
 
 
 @router.get("/pipelines/{name}/lag")

@@ -23,10 +23,12 @@ def readyz(request: Request) -> JSONResponse:
     try:
         ok = get_state(request).registry.ping()
     except RegistryUnavailable:  # the process lives (/healthz), but what needs Redis fails
-        return JSONResponse({"status": "not ready", "reason": "Redis is unreachable"},
-                            status_code=503)
+        return JSONResponse(
+            {"status": "not ready", "reason": "Redis is unreachable"}, status_code=503
+        )
     except Exception as exc:  # any other Redis failure means not ready too
         # Unauthenticated: name the failure, not the addresses inside its message.
-        return JSONResponse({"status": "not ready", "reason": f"Redis: {type(exc).__name__}"},
-                            status_code=503)
+        return JSONResponse(
+            {"status": "not ready", "reason": f"Redis: {type(exc).__name__}"}, status_code=503
+        )
     return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

@@ -13,9 +13,15 @@ from streams.trace import trace_headers
 router = APIRouter()
 
 
-async def infer_rows(state: ServerState, workspace: str, name: str, batch: pa.RecordBatch,
-                     timeout: float | None = None, *,
-                     trace: dict[str, bytes] | None = None) -> pa.RecordBatch:
+async def infer_rows(
+    state: ServerState,
+    workspace: str,
+    name: str,
+    batch: pa.RecordBatch,
+    timeout: float | None = None,
+    *,
+    trace: dict[str, bytes] | None = None,
+) -> pa.RecordBatch:
     """`Gateway.infer`, with a pipeline that does not exist answered as not found (404), not
     as not deployed (409); the registry is asked only when the gateway found no deployment."""
     try:
@@ -26,8 +32,9 @@ async def infer_rows(state: ServerState, workspace: str, name: str, batch: pa.Re
 
 
 @router.post("/pipelines/{name}")
-async def infer(name: str, request: Request, workspace: str = "default",
-                timeout: float | None = None) -> Response:
+async def infer(
+    name: str, request: Request, workspace: str = "default", timeout: float | None = None
+) -> Response:
     """Send rows through a deployed pipeline; the answer comes in the request's format.
 
     Body: pandas-records JSON (`[{"tensor": [...]}, ...]`, content type `application/json`)
@@ -36,8 +43,15 @@ async def infer(name: str, request: Request, workspace: str = "default",
     state = get_state(request)
     state.gateway.refuse_if_overloaded(workspace, name, timeout)  # before reading the body
     body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
-    content_type = codecs.normalize_content_type(request.headers.get("content-type"),
-                                                 default=codecs.PANDAS_RECORDS)
-    result = await infer_rows(state, workspace, name, codecs.decode(body, content_type), timeout,
-                              trace=trace_headers(request.headers))
+    content_type = codecs.normalize_content_type(
+        request.headers.get("content-type"), default=codecs.PANDAS_RECORDS
+    )
+    result = await infer_rows(
+        state,
+        workspace,
+        name,
+        codecs.decode(body, content_type),
+        timeout,
+        trace=trace_headers(request.headers),
+    )
     return Response(codecs.encode(result, content_type), media_type=content_type)

@@ -29,33 +29,54 @@ def _encode(table: pa.Table, format: str) -> tuple[bytes, str]:
 
 
 @router.get("/pipelines/{name}/logs")
-async def logs(name: str, request: Request, workspace: str = "default",
-               limit: int = Query(100, ge=0, le=1_000_000), start: datetime | None = None,
-               end: datetime | None = None, valid: bool | None = None,
-               dataset: list[str] | None = Query(None), dataset_exclude: list[str] | None = Query(None),
-               cursor: str | None = None,
-               format: Literal["json", "arrow"] = "json") -> Response:
+async def logs(
+    name: str,
+    request: Request,
+    workspace: str = "default",
+    limit: int = Query(100, ge=0, le=1_000_000),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    valid: bool | None = None,
+    dataset: list[str] | None = Query(None),
+    dataset_exclude: list[str] | None = Query(None),
+    cursor: str | None = None,
+    format: Literal["json", "arrow"] = "json",
+) -> Response:
     """Newest first; sees every inference answered before the call. A full page carries an
     `x-next-cursor` header: pass its value back as `cursor` (with the same filters) for the
     next, older page; the last page has none. Columns are those the page's rows have."""
     page = await get_state(request).logs.page(
-        workspace, name, limit=limit, start=start, end=end, valid=valid, cursor=cursor,
-        dataset=dataset, exclude=dataset_exclude)
+        workspace,
+        name,
+        limit=limit,
+        start=start,
+        end=end,
+        valid=valid,
+        cursor=cursor,
+        dataset=dataset,
+        exclude=dataset_exclude,
+    )
     body, content_type = _encode(page.table, format)
     headers = {"x-next-cursor": page.next_cursor} if page.next_cursor else {}
     return Response(body, media_type=content_type, headers=headers)
 
 
 @router.get("/pipelines/{name}/logs/export")
-async def export(name: str, request: Request, workspace: str = "default",
-                 start: datetime | None = None, end: datetime | None = None,
-                 valid: bool | None = None, dataset: list[str] | None = Query(None),
-                 dataset_exclude: list[str] | None = Query(None)) -> StreamingResponse:
+async def export(
+    name: str,
+    request: Request,
+    workspace: str = "default",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    valid: bool | None = None,
+    dataset: list[str] | None = Query(None),
+    dataset_exclude: list[str] | None = Query(None),
+) -> StreamingResponse:
     """Every matching row, oldest first (for `export_logs`): frames of an 8-byte big-endian
     length and an Arrow IPC stream of one batch (batches may differ in columns across versions)."""
     total, batches = await get_state(request).logs.export(
-        workspace, name, start=start, end=end, valid=valid, dataset=dataset,
-        exclude=dataset_exclude)
+        workspace, name, start=start, end=end, valid=valid, dataset=dataset, exclude=dataset_exclude
+    )
 
     def chunks() -> Iterator[bytes]:
         for batch in batches:
@@ -66,12 +87,20 @@ async def export(name: str, request: Request, workspace: str = "default",
     # A query the store refuses raises here, while the answer can still be a 400: once the
     # response has started, an error can only cut it short.
     first = await asyncio.to_thread(next, frames, None)
-    return StreamingResponse(itertools.chain([] if first is None else [first], frames),
-                             media_type=EXPORT_CONTENT_TYPE, headers={"x-total-rows": str(total)})
+    return StreamingResponse(
+        itertools.chain([] if first is None else [first], frames),
+        media_type=EXPORT_CONTENT_TYPE,
+        headers={"x-total-rows": str(total)},
+    )
 
 
 @router.get("/pipelines/{name}/experiment")
-async def experiment(name: str, request: Request, workspace: str = "default",
-                     start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
+async def experiment(
+    name: str,
+    request: Request,
+    workspace: str = "default",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
     """Per-model figures of the pipeline's split or shadow, from its logs."""
     return await get_state(request).logs.experiment(workspace, name, start=start, end=end)

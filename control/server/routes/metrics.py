@@ -71,13 +71,18 @@ class HttpMetrics:
         self.seconds[key].observe(seconds)
 
     def families(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("weir_http_requests", "HTTP requests answered",
-                                       labels=["method", "path", "pipeline", "status"])
+        requests = CounterMetricFamily(
+            "weir_http_requests",
+            "HTTP requests answered",
+            labels=["method", "path", "pipeline", "status"],
+        )
         for (method, path, pipeline, status), n in sorted(self.requests.items()):
             requests.add_metric([method, path, pipeline, str(status)], n)
-        seconds = HistogramMetricFamily("weir_http_request_seconds",
-                                        "Time to answer an HTTP request",
-                                        labels=["path", "pipeline"])
+        seconds = HistogramMetricFamily(
+            "weir_http_request_seconds",
+            "Time to answer an HTTP request",
+            labels=["path", "pipeline"],
+        )
         for (path, pipeline), histogram in sorted(self.seconds.items()):
             seconds.add_metric([path, pipeline], buckets(histogram), histogram.sum)
         yield from (requests, seconds)
@@ -87,8 +92,9 @@ async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
     facts = []
     for deployment in state.registry.list_deployments():
         ws, name = deployment.workspace, deployment.pipeline
-        found = PipelineFacts(ws, name, state.registry.workers(ws, name),
-                              restarts=state.deployer.restarts(ws, name))
+        found = PipelineFacts(
+            ws, name, state.registry.workers(ws, name), restarts=state.deployer.restarts(ws, name)
+        )
         try:
             version = state.registry.get_version(ws, name, deployment.version)
             found.lag = await pipeline_lag(state.lag, state.topics, deployment, version)
@@ -113,7 +119,11 @@ async def metrics(request: Request) -> Response:
     state = get_state(request)
     http: HttpMetrics = request.app.state.http_metrics
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WeirCollector(await _pipeline_facts(state),
-                                    await asyncio.to_thread(_store_usage, state),
-                                    http.families()))
+    registry.register(
+        WeirCollector(
+            await _pipeline_facts(state),
+            await asyncio.to_thread(_store_usage, state),
+            http.families(),
+        )
+    )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

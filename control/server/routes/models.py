@@ -62,18 +62,25 @@ async def _receive(request: Request, artifacts: ArtifactStore) -> tuple[Path, st
 
 
 @router.post("/models/{name}")
-async def upload_model(name: str, request: Request, filename: str, runtime: str | None = None,
-                       workspace: str = "default") -> ModelVersion:
+async def upload_model(
+    name: str,
+    request: Request,
+    filename: str,
+    runtime: str | None = None,
+    workspace: str = "default",
+) -> ModelVersion:
     """Upload a model file (the raw request body); a new version each time."""
     state = get_state(request)
     check_name(name, "model name")
     check_file_name(filename)
     chosen = runtime or _BY_SUFFIX.get(Path(filename).suffix)
     if chosen is None:
-        raise ModelLoadError(f"cannot tell the runtime of {filename!r}: name the file .onnx, "
-                             ".py or .zip (a Python step with its requirements.txt), or give "
-                             "the runtime (--runtime onnx|python in the CLI, runtime='onnx' in "
-                             "the SDK)")
+        raise ModelLoadError(
+            f"cannot tell the runtime of {filename!r}: name the file .onnx, "
+            ".py or .zip (a Python step with its requirements.txt), or give "
+            "the runtime (--runtime onnx|python in the CLI, runtime='onnx' in "
+            "the SDK)"
+        )
     get_runtime(chosen)  # unknown names fail here with the valid list
     check_runtime(state.settings, chosen, name)
     state.registry.get_workspace(workspace)
@@ -81,12 +88,22 @@ async def upload_model(name: str, request: Request, filename: str, runtime: str 
     claimed = request.headers.get("x-content-sha256")
     if not size or (claimed and claimed != sha):
         received.unlink()
-        raise ModelLoadError("the model file is empty: upload the file itself" if not size else
-                             "the uploaded bytes do not match the x-content-sha256 header: "
-                             "the upload was corrupted; upload again")
+        raise ModelLoadError(
+            "the model file is empty: upload the file itself"
+            if not size
+            else "the uploaded bytes do not match the x-content-sha256 header: "
+            "the upload was corrupted; upload again"
+        )
     state.artifacts.adopt(received, sha)
-    model = ModelVersion(name=name, version=str(uuid.uuid4()), sha=sha, runtime=chosen,
-                         workspace=workspace, file_name=filename, size=size)
+    model = ModelVersion(
+        name=name,
+        version=str(uuid.uuid4()),
+        sha=sha,
+        runtime=chosen,
+        workspace=workspace,
+        file_name=filename,
+        size=size,
+    )
     model = await asyncio.to_thread(_inspect, state, model)
     return state.registry.add_model(model)
 
@@ -97,14 +114,17 @@ class ConfigureBody(BaseModel):
 
 
 @router.post("/models/{name}/configure")
-async def configure_model(name: str, body: ConfigureBody, request: Request,
-                          workspace: str = "default") -> ModelVersion:
+async def configure_model(
+    name: str, body: ConfigureBody, request: Request, workspace: str = "default"
+) -> ModelVersion:
     """Set a model version's runtime, checking the file loads with it."""
     state = get_state(request)
     model = state.registry.get_model(workspace, name, body.version)
     check_runtime(state.settings, body.runtime, name)
     if model.runtime != body.runtime:
-        model = await asyncio.to_thread(_inspect, state, model.model_copy(update={"runtime": body.runtime}))
+        model = await asyncio.to_thread(
+            _inspect, state, model.model_copy(update={"runtime": body.runtime})
+        )
         state.registry.update_model(model)
     return model
 
@@ -115,8 +135,9 @@ def list_models(request: Request, workspace: str = "default") -> list[ModelVersi
 
 
 @router.get("/models/{name}")
-def get_model(name: str, request: Request, version: str | None = None,
-              workspace: str = "default") -> ModelVersion:
+def get_model(
+    name: str, request: Request, version: str | None = None, workspace: str = "default"
+) -> ModelVersion:
     return get_state(request).registry.get_model(workspace, name, version)
 
 

@@ -25,8 +25,11 @@ router = APIRouter(prefix="/v2")
 @router.get("")
 def server_metadata() -> dict[str, Any]:
     """The server's name, version and the protocol extensions it supports."""
-    return {"name": "weir", "version": package_version("weir"),
-            "extensions": ["binary_tensor_data"]}
+    return {
+        "name": "weir",
+        "version": package_version("weir"),
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 def _deployed_version(state: ServerState, workspace: str, name: str) -> str | None:
@@ -37,22 +40,27 @@ def _deployed_version(state: ServerState, workspace: str, name: str) -> str | No
 
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
-def model_metadata(name: str, request: Request, version: str | None = None,
-                   workspace: str = "default") -> oip.ModelMetadata:
+def model_metadata(
+    name: str, request: Request, version: str | None = None, workspace: str = "default"
+) -> oip.ModelMetadata:
     """The pipeline's inputs (its first model's) and outputs (its last model's), of `version`
     or else of the deployed version (the newest if none is); `versions` lists the deployed one."""
     state = get_state(request)
     deployed = _deployed_version(state, workspace, name)
     chosen = version or deployed
-    spec = (state.registry.get_version(workspace, name, chosen).definition
-            if chosen or state.registry.versions(workspace, name) else None)
+    spec = (
+        state.registry.get_version(workspace, name, chosen).definition
+        if chosen or state.registry.versions(workspace, name)
+        else None
+    )
     return oip.model_metadata(name, [deployed] if deployed else [], spec)
 
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
-def model_ready(name: str, request: Request, version: str | None = None,
-                workspace: str = "default") -> JSONResponse:
+def model_ready(
+    name: str, request: Request, version: str | None = None, workspace: str = "default"
+) -> JSONResponse:
     """200 when the pipeline (at `version`, if given) is deployed and Running, else 400."""
     state = get_state(request)
     deployed = _deployed_version(state, workspace, name)
@@ -70,8 +78,9 @@ def model_ready(name: str, request: Request, version: str | None = None,
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer(name: str, request: Request, version: str | None = None,
-                workspace: str = "default") -> Response:
+async def infer(
+    name: str, request: Request, version: str | None = None, workspace: str = "default"
+) -> Response:
     """Each input tensor is a column (first axis = rows); outputs are the pipeline's model
     outputs by name, the rest of each result row is in `parameters`. Binary tensor data
     (Triton's extension, tritonclient's default) is read and, when asked for, written."""
@@ -84,13 +93,23 @@ async def infer(name: str, request: Request, version: str | None = None,
             raise NotDeployedError(name)
         if version != deployed:
             state.registry.get_version(workspace, name, version)  # 404 if there is no such one
-            raise EntityNotFoundError("deployed version", f"{name}@{version}",
-                                      f"version {deployed} is deployed; infer on it, or deploy "
-                                      "this one")
-    result = await infer_rows(state, workspace, name, oip.request_to_batch(parsed, binary),
-                              trace=trace_headers(request.headers))
+            raise EntityNotFoundError(
+                "deployed version",
+                f"{name}@{version}",
+                f"version {deployed} is deployed; infer on it, or deploy this one",
+            )
+    result = await infer_rows(
+        state,
+        workspace,
+        name,
+        oip.request_to_batch(parsed, binary),
+        trace=trace_headers(request.headers),
+    )
     content, header_length = oip.response_body(parsed, result, name)
     if header_length is None:
         return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(header_length)})
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )

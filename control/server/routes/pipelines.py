@@ -40,10 +40,12 @@ def pipeline_info(state: ServerState, pipeline: Pipeline) -> PipelineInfo:
     deployment = state.registry.get_deployment(pipeline.workspace, pipeline.name)
     newest = versions[0].definition if versions else None
     return PipelineInfo(
-        **pipeline.model_dump(), deployed=deployment is not None,
+        **pipeline.model_dump(),
+        deployed=deployment is not None,
         deployed_version=deployment.version if deployment else None,
         versions=[v.version for v in versions],
-        steps=[s.summary() for s in newest.steps] if newest else [], definition=newest,
+        steps=[s.summary() for s in newest.steps] if newest else [],
+        definition=newest,
     )
 
 
@@ -73,8 +75,9 @@ def get_pipeline(name: str, request: Request, workspace: str = "default") -> Pip
 
 
 @router.delete("/pipelines/{name}")
-async def delete_pipeline(name: str, request: Request, workspace: str = "default"
-                          ) -> dict[str, str]:
+async def delete_pipeline(
+    name: str, request: Request, workspace: str = "default"
+) -> dict[str, str]:
     """Delete an undeployed pipeline, its versions and its logs (409 while deployed)."""
     state = get_state(request)
     state.registry.get_pipeline(workspace, name)
@@ -95,18 +98,24 @@ class VersionInfo(PipelineVersion):
 def _version_info(state: ServerState, version: PipelineVersion) -> VersionInfo:
     deployment = state.registry.get_deployment(version.workspace, version.pipeline)
     pipeline = state.registry.get_pipeline(version.workspace, version.pipeline)
-    return VersionInfo(**version.model_dump(), name=version.pipeline,
-                       deployed=deployment is not None and deployment.version == version.version,
-                       tags=pipeline.tags, steps=[s.summary() for s in version.definition.steps])
+    return VersionInfo(
+        **version.model_dump(),
+        name=version.pipeline,
+        deployed=deployment is not None and deployment.version == version.version,
+        tags=pipeline.tags,
+        steps=[s.summary() for s in version.definition.steps],
+    )
 
 
 @router.post("/pipelines/{name}/versions")
-def create_version(name: str, body: VersionBody, request: Request,
-                   workspace: str = "default") -> VersionInfo:
+def create_version(
+    name: str, body: VersionBody, request: Request, workspace: str = "default"
+) -> VersionInfo:
     """Store the steps as a version (the newest one again if nothing changed)."""
     state = get_state(request)
-    return _version_info(state, state.registry.add_version(workspace, name,
-                                                           resolve(state.registry, workspace, body)))
+    return _version_info(
+        state, state.registry.add_version(workspace, name, resolve(state.registry, workspace, body))
+    )
 
 
 @router.get("/pipelines/{name}/versions")
@@ -118,8 +127,9 @@ def list_versions(name: str, request: Request, workspace: str = "default") -> li
 
 
 @router.get("/pipelines/{name}/versions/{version}")
-def get_version(name: str, version: str, request: Request,
-                workspace: str = "default") -> VersionInfo:
+def get_version(
+    name: str, version: str, request: Request, workspace: str = "default"
+) -> VersionInfo:
     state = get_state(request)
     return _version_info(state, state.registry.get_version(workspace, name, version))
 
@@ -130,8 +140,9 @@ class DeployBody(BaseModel):
 
 
 @router.post("/pipelines/{name}/deploy")
-async def deploy(name: str, body: DeployBody, request: Request,
-                 workspace: str = "default") -> Deployment:
+async def deploy(
+    name: str, body: DeployBody, request: Request, workspace: str = "default"
+) -> Deployment:
     """Start workers for a version (the newest by default); poll status for Running."""
     state = get_state(request)
     version = state.registry.get_version(workspace, name, body.version)

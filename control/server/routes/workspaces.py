@@ -48,13 +48,15 @@ def list_tags(request: Request, workspace: str = "default") -> list[str]:
 
 
 @router.post("/tags/{tag}/pipelines/{name}")
-def tag_pipeline(tag: str, name: str, request: Request, workspace: str = "default",
-                 remove: bool = False) -> PipelineInfo:
+def tag_pipeline(
+    tag: str, name: str, request: Request, workspace: str = "default", remove: bool = False
+) -> PipelineInfo:
     state = get_state(request)
     return pipeline_info(state, state.registry.tag_pipeline(workspace, name, tag, not remove))
 
 
 @router.post("/tags/{tag}/models/{name}")
-def tag_model(tag: str, name: str, request: Request, workspace: str = "default",
-              remove: bool = False) -> ModelVersion:
+def tag_model(
+    tag: str, name: str, request: Request, workspace: str = "default", remove: bool = False
+) -> ModelVersion:
     return get_state(request).registry.tag_model(workspace, name, tag, not remove)
