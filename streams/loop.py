@@ -8,7 +8,7 @@ message produced, and says which input offsets the chunk finished
 (streams.delivery: committed at least once, or exactly once in a Kafka
 transaction where the broker has them). A stage runs inline on the event loop
 while its chunks are quick, on a compute thread once they are slow, so the loop
-keeps fetching, sending and heartbeating while a model runs (QUICK_S, SLOW_S).
+keeps fetching, sending and heartbeating while a model runs (streams.placement).
 User step code never runs concurrently.
 
 Before a rebalance takes partitions away, the loop finishes the chunk in hand
@@ -34,12 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -73,6 +70,7 @@ from streams.membership import (
 )
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
+from streams.placement import Placement
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
 
@@ -80,27 +78,6 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 100
 """How long one getmany waits for records: how soon the loop notices it should stop."""
-QUICK_S = 0.1
-"""A stage whose chunk took less than this runs its next ones on the event loop itself
-(the heavy MLP's 4096-row chunks take ~45 ms): handing them to the compute thread and
-back costs more (measured: ~50% more worker CPU per 256-row message; with the heavy MLP
-~30% fewer messages per second, from the hand-offs, the GIL passing between threads,
-and sends split into smaller requests while the loop is free)..."""
-SLOW_S = 0.2
-"""...until one takes longer than this: then the stage goes back to the compute thread,
-and the loop keeps fetching and heartbeating while its model (or its I/O) runs. Wall
-time, so it is far above QUICK_S: on a busy 2-core machine, other processes holding
-the core stretched 3 ms chunks past a 20 ms bound about once a second, and each time
-the stage spent up to a second on the thread."""
-FETCH_AHEAD_S = 0.001
-"""Before an inline chunk whose stage's last chunk took longer than this, with more messages
-waiting, the Kafka clients get a few turns of the event loop (`_let_clients_send`). Without
-them, nothing leaves while a fetch runs inline, and each fetch began with the worker idle for
-the next one's round trip (heavy MLP, 256-row messages, three runs each: the worker's core
-busy 0.92-0.94 of the time -> 0.96-0.97, rows/s 66.6k-68.2k -> 67.6k-74.9k). A lone message
-skips them: they put the sends and fetch request before its answer..."""
-CLIENT_TURNS = 3
-"""...this many: the fetcher wakes, then starts its request, then it is written."""
 WATCH_EVERY_S = 1.0
 """How often the group is watched (streams.membership) and the member id kept."""
 REVOKE_SHARE = 0.8
@@ -108,7 +85,6 @@ REVOKE_SHARE = 0.8
 rebalance timeout: a member that does not rejoin in time holds up the whole group (on Tansu,
 for good). What it could not commit is read again by the partitions' next owners."""
 
-T = TypeVar("T")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
@@ -168,15 +144,13 @@ class StageLoop:
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
         self._pace: FetchPace | None = None
-        self._compute = ThreadPoolExecutor(1, thread_name_prefix="weir-compute")
+        self._placement = Placement()
         self._idle = asyncio.Event()
         self._idle.set()
         self._held: set[str] = set()
         self._fetched: Fetched = {}  # records not handled yet; a rebalance drops them
         self._rebalances = 0  # fetches from before a rebalance are dropped: counted here
         self._revoking = False  # a rebalance waits: stop at the end of the chunk in hand
-        self._quick: set[str] = set()  # stages that run inline (QUICK_S, SLOW_S)
-        self._took: dict[str, float] = {}  # each stage's last chunk, wall time (s)
         self._partitions: dict[str, int] = {}  # partition counts of the topics it sends to
 
     @property
@@ -305,7 +279,7 @@ class StageLoop:
         finally:
             if self._producer is not None:
                 await self._producer.stop()
-            self._compute.shutdown(wait=True)
+            self._placement.close()
 
     # -- one fetch ----------------------------------------------------------------
     async def _fetch(self) -> Fetched:
@@ -361,7 +335,7 @@ class StageLoop:
         rebalance cut it short."""
         assert self._delivery is not None
         topic = stage.source
-        incoming = await self._call(topic, stage.receive, records, is_chunk=False)
+        incoming = await self._placement.call(topic, stage.receive, records, is_chunk=False)
         if self._marks is not None:
             self._marks.mark(incoming)
         done = 0
@@ -370,9 +344,9 @@ class StageLoop:
                 return False
             if topic in self._held:  # draining began: the input is left to others
                 return True
-            await self._let_clients_send(topic, queued=len(incoming) - done)
+            await self._placement.let_clients_send(topic, queued=len(incoming) - done)
             chunk = stage.chunk(incoming, done)
-            await self._call(topic, stage.run, chunk)
+            await self._placement.call(topic, stage.run, chunk)
             await self._retry(stage, chunk)
             await self._send(chunk, stage.outgoing(chunk, self._counters, self._metrics))
             await self._delivery.commit_if_due(idle=False)  # a long fetch commits as it goes
@@ -390,37 +364,7 @@ class StageLoop:
                 if self._metrics is not None:
                     self._metrics.retried(stage.last_step)
                 await asyncio.sleep(s.retry_backoff_ms * item.work.attempts / 1000)
-                await self._call(stage.source, stage.run_one, item, is_chunk=False)
-
-    async def _let_clients_send(self, topic: str, *, queued: int) -> None:
-        """Before the next chunk of the stage reading `topic`, with `queued` messages left
-        to run: if it runs inline and its last chunk was long, give the Kafka clients'
-        tasks the event loop's next few turns (FETCH_AHEAD_S), so the consumer's next fetch
-        request and the producer's pending sends leave now and their answers come back
-        while the chunk runs. Not for a lone message: that is answered first."""
-        if queued > 1 and topic in self._quick and self._took.get(topic, 0.0) > FETCH_AHEAD_S:
-            for _ in range(CLIENT_TURNS):
-                await asyncio.sleep(0)
-
-    async def _call(
-        self, topic: str, work: Callable[..., T], *args: Any, is_chunk: bool = True
-    ) -> T:
-        """`work(*args)` for the stage reading `topic`: inline while its chunks are quick,
-        else on the compute thread. Only chunks tell whether it is quick (a fetch's
-        decoding grows with the fetch)."""
-        started = time.perf_counter()
-        if topic in self._quick:
-            result = work(*args)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(self._compute, work, *args)
-        took = time.perf_counter() - started
-        if is_chunk:
-            self._took[topic] = took
-        if is_chunk and took < QUICK_S:
-            self._quick.add(topic)
-        elif is_chunk and took > SLOW_S:
-            self._quick.discard(topic)
-        return result
+                await self._placement.call(stage.source, stage.run_one, item, is_chunk=False)
 
     async def _send(self, chunk: list[Incoming], outgoing: list[list[Outgoing]]) -> None:
         """Send what each message of `chunk` produced, then mark the chunk's offsets finished."""
@@ -461,30 +405,20 @@ class StageLoop:
         if held and self._consumer is not None:
             self._consumer.pause(*held)
 
-
-def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
-    """The offsets to commit once `records` (in order) are done."""
-    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finish and commit (and release claims) before partitions move; claim them and keep held
-    topics paused after."""
-
-    def __init__(self, loop: StageLoop) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        loop = self._loop
-        loop._fetched = {}
-        loop._rebalances += 1
-        loop._revoking = True
-        loop._watch.joining()
+    # -- rebalances (called by the consumer's listener) -------------------------------
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish and commit the chunk in hand (at least once: and release the partitions'
+        claims) before `revoked` move, waiting at most REVOKE_SHARE of the rebalance
+        timeout."""
+        self._fetched = {}
+        self._rebalances += 1
+        self._revoking = True
+        self._watch.joining()
         # Logged, like the assignment, so a worker's log shows where a rebalance stalled.
         log.info("rebalance: handing over %d partitions", len(revoked))
-        limit_s = REVOKE_SHARE * loop._settings.rebalance_timeout_s
+        limit_s = REVOKE_SHARE * self._settings.rebalance_timeout_s
         try:
-            await asyncio.wait_for(self._finish(revoked), limit_s)
+            await asyncio.wait_for(self._finish_before(revoked), limit_s)
         except TimeoutError:
             log.warning(
                 "rebalance: the chunk in hand was not finished and committed within "
@@ -494,22 +428,40 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         except Exception:  # run() fails with it; the next owners read these records again
             log.exception("could not commit before the rebalance")
         finally:  # nothing runs until the next assignment is claimed (everything is flushed)
-            if loop._marks is not None:
-                loop._marks.claimed.clear()
+            if self._marks is not None:
+                self._marks.claimed.clear()
 
-    async def _finish(self, revoked: set[TopicPartition]) -> None:
-        await self._loop.flush()
-        await self._loop._hand_over(revoked)
+    async def _finish_before(self, revoked: set[TopicPartition]) -> None:
+        await self.flush()
+        await self._hand_over(revoked)
+
+    async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Claim `assigned` (at least once), keep held topics paused, tell `on_assigned`."""
+        self._revoking = False
+        self._watch.joined()
+        log.info("rebalance: assigned %d partitions", len(assigned))
+        if self._members is not None and self._consumer is not None:
+            self._members.remember(self._group_id, member_id(self._consumer))
+        if self._marks is not None:
+            await self._marks.claim(assigned)
+        self._pause_held(assigned)
+        if self._on_assigned is not None:
+            await self._on_assigned(assigned)
+
+
+def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
+    """The offsets to commit once `records` (in order) are done."""
+    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the loop before partitions move and after they are assigned."""
+
+    def __init__(self, loop: StageLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        loop = self._loop
-        loop._revoking = False
-        loop._watch.joined()
-        log.info("rebalance: assigned %d partitions", len(assigned))
-        if loop._members is not None and loop._consumer is not None:
-            loop._members.remember(loop._group_id, member_id(loop._consumer))
-        if loop._marks is not None:
-            await loop._marks.claim(assigned)
-        loop._pause_held(assigned)
-        if loop._on_assigned is not None:
-            await loop._on_assigned(assigned)
+        await self._loop.partitions_assigned(assigned)
