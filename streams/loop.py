@@ -21,12 +21,7 @@ at most REVOKE_SHARE of the rebalance timeout, and a worker left without an
 assignment for too long starts over (streams.membership): a group never waits
 on one member for good.
 
-Why not faust-streaming, which ran these stages (as agents) before: on the same 2-core
-machine and broker, faust spent 2-4x this loop's CPU per message (its consumer
-thread hands every fetch across threads, and each record becomes an event with
-its own ack bookkeeping), and weir needed four workarounds for it (a hard-coded
-fetch wait, offsets forgotten on revoke, acks of records skipped after a
-rebalance, a second SIGTERM cutting a drain short).
+Why a plain aiokafka loop rather than faust-streaming: docs/architecture.md.
 """
 
 from __future__ import annotations

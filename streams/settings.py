@@ -84,7 +84,10 @@ class WorkerSettings(BaseSettings):
     commit_interval_ms: float = Field(100.0, ge=0)
     """Least time between two offset commits of a busy worker: one commit covers every
     record delivered meanwhile. After a crash, up to this much work (plus what was in
-    flight) is processed again; a rebalance or a stop commits at once."""
+    flight) is processed again; a rebalance or a stop commits at once. Exactly once, it is
+    also how long a transaction stays open after its first record, idle or not: records
+    arriving meanwhile join it rather than wait for the broker to finish the last commit
+    (0: commit as soon as the worker runs out of records)."""
 
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest record value weir sends (an HTTP request's record, a result); a result
