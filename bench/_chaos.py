@@ -252,7 +252,14 @@ async def _drive(
     chaos = Chaos(stack, pipeline, models, random.Random(seed + 1))
     await asyncio.to_thread(chaos.deploy)
     topics = await asyncio.to_thread(pipeline.topics)
-    load = Load(stack.bootstrap, topics, stack.settings, PIPELINE, rate=rate)
+    load = Load(
+        stack.bootstrap,
+        topics,
+        stack.settings,
+        PIPELINE,
+        rate=rate,
+        idempotent=stack.kind == "kafka",
+    )
     memory: dict[str, int] = {}
     sampling = asyncio.create_task(_sample_memory(stack, memory))
     await load.start()

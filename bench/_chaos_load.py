@@ -46,8 +46,12 @@ class Load:
         pipeline: str,
         *,
         rate: float,
+        idempotent: bool,
     ) -> None:
         self._bootstrap, self._topics, self._rate = bootstrap, topics, rate
+        # Exactly once is checked end to end: the input must hold each record once, even
+        # when a send is retried across a broker restart (Tansu has no idempotent producer).
+        self._idempotent = idempotent
         self._url = f"http://{settings.http_host}:{settings.http_port}/pipelines/{pipeline}"
         self._headers = {
             "Authorization": f"Bearer {settings.token}",
@@ -101,7 +105,9 @@ class Load:
 
     # -- the three tasks ---------------------------------------------------------------
     async def _produce(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, linger_ms=5, enable_idempotence=self._idempotent
+        )
         await producer.start()
         pending: list[asyncio.Future[Any]] = []
         try:
