@@ -103,8 +103,11 @@ def create_app(settings: Settings) -> FastAPI:
             await state.gateway.stop()
 
     # No /docs or /redoc: their pages load scripts from a public CDN, blank offline. The
-    # schema stays at /openapi.json; the README lists the routes.
-    app = FastAPI(title="weir", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # schema stays at /openapi.json; the README lists the routes. No redirects of a path with a
+    # trailing slash: a model named "./" (quoted into the path) got a 307 to another route.
+    app = FastAPI(
+        title="weir", lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False
+    )
     app.add_exception_handler(WeirError, weir_error_handler)
     app.add_exception_handler(RequestValidationError, invalid_request_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
