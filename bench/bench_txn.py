@@ -38,7 +38,8 @@ from bench._brokers import start_broker
 from bench._results import RESULTS, save
 from bench._stack import CpuMeter
 from streams.admin import ensure_topics
-from streams.clients import consumer_options, fence_offset_commits, producer_options
+from streams.clients import consumer_options, producer_options
+from streams.txn_offsets import transactional_offsets
 from streams.delivery import AtLeastOnce, ExactlyOnce
 from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 from streams.topics import TopicSpec
@@ -108,7 +109,7 @@ async def echo(
     await producer.start()
     await consumer.start()
     if exactly_once:
-        fence_offset_commits(producer, consumer)
+        transactional_offsets(producer, consumer)
         _timed(producer, "send_offsets_to_transaction", stats)
         _timed(producer, "commit_transaction", stats)
         delivery: Any = ExactlyOnce(producer, consumer, GROUP, interval_s=interval_s)

@@ -1,5 +1,5 @@
-"""weir's Kafka clients: how they connect, their options, the fetch wait, and two aiokafka
-workarounds.
+"""weir's Kafka clients: how they connect, their options, the fetch wait, and the aiokafka
+internals weir reaches into (streams.txn_offsets has the rest).
 
 Every client weir creates (the worker loop, the log agent, the HTTP gateway, admin and
 probe clients) connects with `connection_options`, so one set of settings reaches them
@@ -22,25 +22,13 @@ import asyncio
 import logging
 import ssl
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
-import aiokafka.errors as Errors
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import CoordinationType
 from aiokafka.helpers import create_ssl_context
 from aiokafka.producer.sender import TxnOffsetCommitHandler
-from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import (
-    CompactArray,
-    CompactString,
-    Int16,
-    Int32,
-    Int64,
-    Schema,
-    TaggedFields,
-)
 
 from streams.errors import FetcherDied
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
@@ -231,163 +219,17 @@ def producer_options(
     return options
 
 
-# -- transactional offset commits that a rebalance fences (KIP-447) ---------------------------
-class _TxnOffsetCommitResponseV3(Response):  # type: ignore[misc]
-    API_KEY = 28
-    API_VERSION = 3
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32), ("error_code", Int16), ("tags", TaggedFields)
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
-        ("tags", TaggedFields),
-    )
-
-
-class _TxnOffsetCommitRequestV3(RequestStruct):  # type: ignore[misc]
-    FLEXIBLE_VERSION = True
-    API_KEY = 28
-    API_VERSION = 3
-    RESPONSE_TYPE = _TxnOffsetCommitResponseV3
-    SCHEMA = Schema(
-        ("transactional_id", CompactString("utf-8")),
-        ("group_id", CompactString("utf-8")),
-        ("producer_id", Int64),
-        ("producer_epoch", Int16),
-        ("generation_id", Int32),
-        ("member_id", CompactString("utf-8")),
-        ("group_instance_id", CompactString("utf-8")),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("committed_metadata", CompactString("utf-8")),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
-        ("tags", TaggedFields),
-    )
-
-
-class _TxnOffsetCommitRequest(Request[_TxnOffsetCommitRequestV3]):  # type: ignore[misc]
-    API_KEY = 28
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self._fields = fields
-
-    def build(
-        self, request_struct_class: type[_TxnOffsetCommitRequestV3]
-    ) -> _TxnOffsetCommitRequestV3:
-        return request_struct_class(**self._fields)
-
-
-_FENCED = {
-    22: "ILLEGAL_GENERATION",
-    25: "UNKNOWN_MEMBER_ID",
-    27: "REBALANCE_IN_PROGRESS",
-    82: "FENCED_INSTANCE_ID",
-}
-"""What the group coordinator answers a worker whose group generation has moved on."""
-
-
-class _FencedTxnOffsetCommit(TxnOffsetCommitHandler):  # type: ignore[misc]
-    """aiokafka's TxnOffsetCommit (v0) carries no consumer group generation, so the group
-    coordinator takes offsets from a worker that a rebalance already replaced. This one
-    sends v3, with the consumer's generation and member id: such a commit is refused, and
-    the worker's transaction aborts instead of committing a repeat."""
-
-    def __init__(
-        self, sender: Any, offsets: Any, group_id: str, consumer: AIOKafkaConsumer
-    ) -> None:
-        super().__init__(sender, offsets, group_id)
-        self._group = consumer._coordinator
-
-    def create_request(self) -> _TxnOffsetCommitRequest:
-        txn = self._sender._txn_manager
-        topics: dict[str, list[tuple[Any, ...]]] = {}
-        for tp, offset in sorted(self._offsets.items()):
-            topics.setdefault(tp.topic, []).append(
-                (tp.partition, offset.offset, -1, offset.metadata, {})
-            )
-        return _TxnOffsetCommitRequest(
-            {
-                "transactional_id": txn.transactional_id,
-                "group_id": self._group_id,
-                "producer_id": txn.producer_id,
-                "producer_epoch": txn.producer_epoch,
-                "generation_id": self._group.generation,
-                "member_id": self._group.member_id,
-                "group_instance_id": self._group._group_instance_id,
-                "topics": [(topic, partitions, {}) for topic, partitions in topics.items()],
-                "tags": {},
-            }
-        )
-
-    def handle_response(self, resp: Any) -> float | None:
-        for _topic, partitions, _ in resp.topics:
-            for _partition, code, _ in partitions:
-                if code in _FENCED:  # an abortable error: the loop aborts, the input reruns
-                    self._sender._txn_manager.error_transaction(
-                        Errors.CommitFailedError(
-                            f"the group {self._group_id!r} moved on (a rebalance): {_FENCED[code]}"
-                        )
-                    )
-                    return None
-        as_v0 = SimpleNamespace(
-            errors=[
-                (topic, [(p, code) for p, code, _ in partitions])
-                for topic, partitions, _ in resp.topics
-            ]
-        )
-        return super().handle_response(as_v0)  # type: ignore[no-any-return]
-
-
-def fence_offset_commits(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-    """Make `producer`'s transactional offset commits carry `consumer`'s group generation
-    (start both first)."""
-    sender = producer._sender
-
-    async def txn_offset_commit(offsets: Any, group_id: str) -> None:
-        if not offsets:
-            return
-        try:
-            node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
-        except Errors.GroupAuthorizationFailedError as exc:
-            sender._txn_manager.error_transaction(exc)
-            return
-        await _FencedTxnOffsetCommit(sender, offsets, group_id, consumer).do(node_id)
-
-    sender._do_txn_offset_commit = txn_offset_commit
-
-
 def check_aiokafka() -> None:
-    """Fail at start-up, not mid-stream, if aiokafka no longer has the methods this module
-    reaches into (pyproject.toml pins the versions it was tested with; the instance
-    attributes it uses are read as the clients start)."""
+    """Fail at start-up, not mid-stream, if aiokafka no longer has the methods that this
+    module and streams.txn_offsets reach into (pyproject.toml pins the versions they were
+    tested with; the instance attributes they use are read as the clients start)."""
     from aiokafka.client import AIOKafkaClient
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
     from aiokafka.producer.sender import Sender
 
     wanted = {
         AIOKafkaClient: ("_wait_on_metadata",),
+        GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
         Sender: ("_do_txn_offset_commit", "_find_coordinator"),
         TxnOffsetCommitHandler: ("create_request", "handle_response"),
     }

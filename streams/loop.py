@@ -43,12 +43,12 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.claims import PartitionClaims, RedeliveryMarks
+from streams.txn_offsets import transactional_offsets
 from streams.clients import (
     FetchPace,
     check_aiokafka,
     check_fetcher,
     consumer_options,
-    fence_offset_commits,
     member_id,
     producer_options,
     rejoin_as,
@@ -179,7 +179,7 @@ class StageLoop:
             )
             rejoin_as(self._consumer, previous)
         if self._exactly_once:
-            fence_offset_commits(self._producer, self._consumer)
+            transactional_offsets(self._producer, self._consumer)
         interval_s = self._settings.commit_interval_ms / 1000
         self._delivery = (
             ExactlyOnce(self._producer, self._consumer, self._group_id, interval_s=interval_s)

@@ -1,7 +1,7 @@
-"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/clients.py
-fence_offset_commits), on the real broker: each chunk's answers and input offsets commit
-together, a worker restarted after a crash fences its predecessor's open transaction, and
-a worker a rebalance replaced cannot commit offsets."""
+"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/txn_offsets.py), on
+the real broker: each chunk's answers and input offsets commit together, a worker restarted
+after a crash fences its predecessor's open transaction, a worker a rebalance replaced cannot
+commit offsets, and a partition's next owner reads no offset a transaction still commits."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from control.embedded import Service
 from streams.admin import ensure_topics
-from streams.clients import fence_offset_commits
+from streams.txn_offsets import transactional_offsets
 from streams.delivery import ExactlyOnce
 from streams.loop import StageLoop
 from streams.messages import Envelope
@@ -62,17 +62,6 @@ async def _committed_answers(
     return answers
 
 
-async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-    """The group's committed offset, once no transaction's offsets are pending (the
-    coordinator marks them committed just after the transaction commits)."""
-    for _ in range(50):
-        offset = await consumer.committed(tp)
-        if offset is not None:
-            return offset
-        await asyncio.sleep(0.1)
-    return None
-
-
 @asynccontextmanager
 async def _worker_clients(
     bootstrap: str, name: str
@@ -93,7 +82,7 @@ async def _worker_clients(
     try:
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
-        fence_offset_commits(producer, consumer)
+        transactional_offsets(producer, consumer)
         yield consumer, producer, TopicPartition(topic.name, 0)
     finally:
         await producer.stop()
@@ -157,16 +146,33 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
         async with producer.transaction():  # the current generation: accepted
             await producer.send("ws.eos-fence.out", b"kept")
             await producer.send_offsets_to_transaction({tp: 7}, "eos-fence")
-        assert await _committed(consumer, tp) == 7
+        assert await consumer.committed(tp) == 7
         consumer._coordinator.generation -= 1  # as if a rebalance had replaced this worker
         await producer.begin_transaction()
         await producer.send("ws.eos-fence.out", b"never seen")
         with pytest.raises(KafkaError, match="ILLEGAL_GENERATION"):
             await producer.send_offsets_to_transaction({tp: 9}, "eos-fence")
         await producer.abort_transaction()
-        assert await _committed(consumer, tp) == 7
+        assert await consumer.committed(tp) == 7
     seen = await _committed_answers(bootstrap, "ws.eos-fence.out", 1, timeout_s=5)
     assert len(seen) == 1  # "kept"; the aborted record is not read committed
+
+
+async def test_a_partitions_next_owner_reads_no_offset_a_transaction_still_commits(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """KIP-447: offsets committed in a transaction are read only once it has finished. A
+    new owner that read the offset before them (Kafka's answer without `require_stable`,
+    until the commit markers are written) would answer those records a second time."""
+    bootstrap = kafka_service.address
+    async with _worker_clients(bootstrap, "eos-stable") as (consumer, producer, tp):
+        await producer.begin_transaction()
+        await producer.send_offsets_to_transaction({tp: 7}, "eos-stable")
+        read = asyncio.ensure_future(consumer.committed(tp))
+        await asyncio.sleep(1.0)
+        assert not read.done()  # neither the pending offset nor the one before it
+        await producer.commit_transaction()
+        assert await asyncio.wait_for(read, 30) == 7
 
 
 async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_once(
@@ -202,6 +208,6 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
         assert delivery.wait_ms(5000) == 0
         await delivery.commit_if_due(idle=True)
         assert not delivery.pending
-        assert await _committed(consumer, tp) == 2
+        assert await consumer.committed(tp) == 2
     seen = await _committed_answers(bootstrap, "ws.eos-cadence.out", 2, timeout_s=5)
     assert len(seen) == 2
