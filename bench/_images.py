@@ -1,12 +1,15 @@
-"""What the image benchmark runs: PNG files, a CNN-sized ONNX model with random weights,
-and the Python steps around it (a Pillow pre-step with its own requirements, a post-step)."""
+"""What the image benchmark runs: PNG files (and requests of them), a CNN-sized ONNX model
+with random weights, and the Python steps around it (a Pillow pre-step with its own
+requirements, a post-step)."""
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from tests._png import png_bytes
 
@@ -127,3 +130,18 @@ def photos(count: int, seed: int = 0) -> list[bytes]:
         noise = rng.normal(0, 6, (h, w, 3))
         files.append(png_bytes(np.clip(127 + 100 * base + noise, 0, 255).astype(np.uint8)))
     return files
+
+
+def png_batch(files: list[bytes]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array(files, pa.binary())], names=["png"])
+
+
+def requests(files: list[bytes], per_request: int) -> Iterator[pa.RecordBatch]:
+    """Batches of `per_request` files, round and round."""
+    at = 0
+    while True:
+        yield png_batch([files[(at + i) % len(files)] for i in range(per_request)])
+        at += per_request
+
+
+# -- in process ---------------------------------------------------------------------------

@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,14 +40,14 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 import pyarrow as pa
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._images import MODEL_OUTPUT, SIDE, cnn, photos, write_steps
+from bench._images import MODEL_OUTPUT, SIDE, cnn, photos, png_batch, requests, write_steps
+from bench._images_report import console, ratios, show
+from bench._images_timing import concurrent_rows, cpu_here, per_row, percentiles, timed_runs
 from bench._results import RESULTS, finish
-from bench._stack import CpuMeter, Replies, cpu_seconds, fresh_stack, new_producer
+from bench._stack import CpuMeter, Replies, fresh_stack, new_producer
 from control.sdk.client import Client
 from control.sdk.config import DeploymentConfigBuilder
 from control.settings import Settings
@@ -61,7 +60,6 @@ from streams.messages import CONTENT_TYPE, REQUEST_ID
 
 Broker = Literal["tansu", "kafka"]
 IMAGES_PER_REQUEST = (1, 16)
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @dataclass(frozen=True)
@@ -95,48 +93,7 @@ def stack_for(broker: Broker) -> AbstractContextManager[tuple[Path, dict[str, An
     return fresh_stack(broker=broker)
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50_ms": None, "p99_ms": None, "n": 0}
-    return {
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
-        "n": len(values),
-    }
-
-
-def png_batch(files: list[bytes]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array(files, pa.binary())], names=["png"])
-
-
-def requests(files: list[bytes], per_request: int) -> Iterator[pa.RecordBatch]:
-    """Batches of `per_request` files, round and round."""
-    at = 0
-    while True:
-        yield png_batch([files[(at + i) % len(files)] for i in range(per_request)])
-        at += per_request
-
-
 # -- in process ---------------------------------------------------------------------------
-def timed_runs(
-    call: Callable[[pa.RecordBatch], Any],
-    batches: Iterator[pa.RecordBatch],
-    seconds: float,
-    rows: int,
-) -> dict[str, Any]:
-    """`call` on one batch after another for `seconds`: p50/p99 ms per call and rows/s."""
-    call(next(batches))  # warm up
-    times: list[float] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds or len(times) < 3:
-        batch = next(batches)
-        t = time.perf_counter()
-        call(batch)
-        times.append((time.perf_counter() - t) * 1e3)
-    wall = time.perf_counter() - started
-    return {**percentiles(times), "rows_per_s": round(len(times) * rows / wall, 1)}
-
-
 def load_steps(paths: dict[str, Path], names: list[str], outputs: dict[str, str] | None = None):
     """The named steps loaded in process, as a worker loads them."""
     refs = {}
@@ -164,10 +121,10 @@ def in_process(paths: dict[str, Path], files: list[bytes], budget: Budget) -> di
     out: dict[str, Any] = {}
     try:
         for n in IMAGES_PER_REQUEST:
-            cpu = _cpu_here()
+            cpu = cpu_here()
             out[str(n)] = timed_runs(pipeline.run, requests(files, n), budget.seconds, n)
             out[str(n)]["cpu_ms_per_row"] = {
-                "all": round((_cpu_here() - cpu) * 1e3 / (out[str(n)]["n"] + 1) / n, 2)
+                "all": round((cpu_here() - cpu) * 1e3 / (out[str(n)]["n"] + 1) / n, 2)
             }
     finally:
         pipeline.unload()
@@ -193,7 +150,7 @@ def boundary(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict
                 for n in IMAGES_PER_REQUEST:
                     batch = make(n)
                     step.run(batch)
-                    cpu, started = _cpu_here(), time.perf_counter()
+                    cpu, started = cpu_here(), time.perf_counter()
                     for _ in range(budget.boundary_runs):
                         step.run(batch)
                     figures = out.setdefault(f"{kind}_{n}", {"mb": round(batch.nbytes / 1e6, 2)})
@@ -201,7 +158,7 @@ def boundary(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict
                         (time.perf_counter() - started) * 1e3 / budget.boundary_runs, 3
                     )
                     figures[f"{variant}_cpu_ms"] = round(
-                        (_cpu_here() - cpu) * 1e3 / budget.boundary_runs, 3
+                        (cpu_here() - cpu) * 1e3 / budget.boundary_runs, 3
                     )
         finally:
             step.unload()
@@ -211,16 +168,6 @@ def boundary(paths: dict[str, Path], files: list[bytes], budget: Budget) -> dict
             figures["echo_zip_cpu_ms"] - figures["echo_py_cpu_ms"], 3
         )
     return out
-
-
-def _cpu_here() -> float:
-    """CPU seconds of this process and its live children (a step's own process)."""
-    children = [
-        int(pid)
-        for task in Path("/proc/self/task").iterdir()
-        for pid in (task / "children").read_text().split()
-    ]
-    return time.process_time() + sum(cpu_seconds(pid) for pid in children)
 
 
 # -- over HTTP ----------------------------------------------------------------------------
@@ -241,35 +188,6 @@ def over_http(
             rows = concurrent_rows(post, files, n, budget.clients, budget.seconds)
             out[str(n)] = {**latency, **per_row(meter.stop(), rows)}
     return out
-
-
-def concurrent_rows(
-    post: Callable[[pa.RecordBatch], None], files: list[bytes], n: int, clients: int, seconds: float
-) -> int:
-    """Rows answered with `clients` requests in flight for `seconds`."""
-    stop = time.perf_counter() + seconds
-
-    def client(seed: int) -> int:
-        done, batches = 0, requests(files[seed:] + files[:seed], n)
-        while time.perf_counter() < stop:
-            post(next(batches))
-            done += n
-        return done
-
-    with ThreadPoolExecutor(clients) as pool:
-        return sum(pool.map(client, range(clients)))
-
-
-def per_row(cpu: dict[str, float], rows: int) -> dict[str, Any]:
-    """Rows/s over a metered run, and each process's CPU ms per row (image) in it."""
-    return {
-        "rows_per_s": round(rows / cpu["wall_s"], 1),
-        "cpu_ms_per_row": {
-            name: round(seconds * 1e3 / max(rows, 1), 2)
-            for name, seconds in cpu.items()
-            if name != "wall_s" and not name.endswith("_wait")
-        },
-    }
 
 
 def processes(stack: dict[str, Any], pipeline: Any) -> dict[str, list[int]]:
@@ -419,53 +337,6 @@ def run(broker: Broker, budget: Budget) -> dict[str, Any]:
             )
             logged.undeploy()
     return results
-
-
-def ratios(results: dict[str, Any]) -> dict[str, Any]:
-    """Each transport's rows/s over the in-process rows/s, per images per request."""
-    return {
-        way: {
-            n: round(results[way][n]["rows_per_s"] / results["in_process"][n]["rows_per_s"], 3)
-            for n in results[way]
-        }
-        for way in ("http", "kafka")
-    }
-
-
-def show(results: dict[str, Any]) -> None:
-    table = Table(
-        title=f"image pipeline on {results['broker']} "
-        f"(PNG ~{results['png_bytes_mean'] / 1e3:.0f} KB)"
-    )
-    for column in ("path", "images/request", "rows/s", "x in process", "p50 ms", "p99 ms"):
-        table.add_column(column)
-    for way in ("in_process", "http", "kafka"):
-        for n, figures in results[way].items():
-            ratio = results["ratios"].get(way, {}).get(n, 1.0)
-            table.add_row(
-                way,
-                n,
-                f"{figures['rows_per_s']:.1f}",
-                f"{ratio:.2f}",
-                str(figures["p50_ms"]),
-                str(figures["p99_ms"]),
-            )
-    console.print(table)
-    for way in ("in_process", "http", "kafka"):
-        for n, figures in results[way].items():
-            console.print(f"CPU ms per image, {way} {n}/request: {figures['cpu_ms_per_row']}")
-    console.print(
-        "a step in its own process, per batch, wall ms / CPU ms: "
-        + "; ".join(
-            f"{k} ({v['mb']} MB): +{v['own_process_adds_ms']} / +{v['own_process_adds_cpu_ms']}"
-            for k, v in results["boundary"].items()
-        )
-    )
-    console.print(
-        "log store bytes per image: "
-        + "; ".join(f"{k}: {v['bytes_per_image']}" for k, v in results["logs"].items())
-    )
-    console.print(f"deploy times (s): {results['deploy_s']}")
 
 
 def main(argv: list[str] | None = None) -> int:

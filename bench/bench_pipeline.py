@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._pipeline_baselines import baselines, bracketed, own_compute, stage_path
+from bench._pipeline_deploy import deploy, rss_mb, settle, upload
 from bench._pipeline_load import (
     FULL,
     QUICK,
@@ -63,11 +64,7 @@ from bench._stack import CpuMeter, chain_model, fresh_stack, log_tail
 from control.demo.models import diabetes_data, diabetes_regressor, heavy_mlp
 from control.records import DeploymentConfig
 from control.sdk.client import Client
-from control.sdk.config import DeploymentConfigBuilder
-from control.sdk.model import Model
-from control.sdk.pipeline import Pipeline
 from control.settings import Settings
-from control.stack import process_alive
 
 ROWS = (1, 256)
 EXTRA_STEPS = ("chain-a", "chain-b")
@@ -106,46 +103,6 @@ CONFIGS = (
     Config("heavy", 3, 256),
     Config("heavy", 3, 256, sidekick=True),
 )
-
-
-# -- deploying ----------------------------------------------------------------------------
-def upload(client: Client, steps: dict[str, Path]) -> list[Model]:
-    return [client.upload_model(name, path).configure("onnx") for name, path in steps.items()]
-
-
-def deploy(
-    client: Client, name: str, models: list[Model], *, sidekick: str | None = None
-) -> Pipeline:
-    """`models` in order as pipeline `name`, deployed with one worker (and the model named
-    `sidekick`, if any, as a sidekick with one CPU of its own)."""
-    builder = client.build_pipeline(name)
-    for model in models:
-        builder.add_model_step(model)
-    config = (
-        DeploymentConfigBuilder().sidekick_cpus(sidekick, 1).build()
-        if sidekick
-        else DeploymentConfig()
-    )
-    return builder.deploy(config, quiet=True)
-
-
-def settle(pids: list[int], timeout_s: float = 15.0) -> None:
-    """Wait until the processes `pids` have exited, then a second for what they left behind
-    (the log agent's last flush)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(process_alive(pid) for pid in pids):
-        time.sleep(0.1)
-    time.sleep(1.0)
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 # -- the measurements ---------------------------------------------------------------------

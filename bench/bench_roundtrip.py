@@ -36,7 +36,8 @@ from bench import _kafka_load as kafka
 from bench._brokers import BROKERS
 from bench._peer_model import rows, train
 from bench._results import RESULTS, save
-from bench.bench_peers import FETCH_WAIT_MS, arrow, metered, run_weir
+from bench._peer_systems import arrow, run_weir
+from bench.bench_peers import FETCH_WAIT_MS, metered
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
@@ -34,23 +33,20 @@ from control.artifacts import ArtifactStore
 from control.deployment_status import DeploymentStatus
 from control.errors import DeploymentError, LimitError, RegistryUnavailable
 from control.local_workers import LocalWorkers
-from control.pipeline_status import PipelineStatus, overall
+from control.pipeline_status import PipelineStatus
 from control.records import Deployment, DeploymentConfig, PipelineVersion
 from control.redeploys import FailedRedeploy, Swap
-from control.registry import HEARTBEAT_STALE_S, Registry
+from control.registry import Registry
 from control.retirement import Retirement
+from control.rollout import SWAP_POLL_S, Rollout
 from control.settings import Settings
 from control.supervision import Supervisor
 from control.worker_ids import new_worker_id
 from streams.admin import check_connection, ensure_topics, resolved
 from streams.plan import SidekickError, WorkerRole, has_shadows, sidekick_steps
 from streams.topics import TopicMap
-from streams.worker import EXIT_CANNOT_START
 
 log = logging.getLogger(__name__)
-
-SWAP_POLL_S = 0.2
-"""How often a redeploy reads the heartbeats of its new and old workers."""
 
 
 class Deployer:
@@ -71,6 +67,7 @@ class Deployer:
         self._retirement = Retirement(
             settings, registry, topics, self._local, self._swaps, self._lock
         )
+        self._rollout = Rollout(settings, registry, self._local, self._status)
         self._supervisor = Supervisor(registry, self._local, self._swaps)
         self._supervising: asyncio.Task[None] | None = None
 
@@ -239,7 +236,7 @@ class Deployer:
         """Retire the old workers once the new ones run; undo the redeploy if they fail."""
         new = swap.new
         key = (new.workspace, new.pipeline)
-        failure = await self._wait_running(new)
+        failure = await self._rollout.wait_running(new)
         async with self._lock:
             if self._swaps.get(key) is not swap:
                 return  # superseded by a later deploy or an undeploy
@@ -270,58 +267,6 @@ class Deployer:
         async with self._lock:
             if self._swaps.get(key) is swap:
                 del self._swaps[key]
-
-    async def _wait_running(self, new: Deployment) -> str | None:
-        """Wait until every worker of `new` runs; why it failed, if it did. While Redis is
-        away the heartbeats cannot be read: the wait goes on (its deadline too)."""
-        limit = self.settings.deploy_timeout_s
-        deadline = asyncio.get_running_loop().time() + limit
-        said: set[str | None] = set()
-        while True:
-            try:
-                workers = self._status.workers(new)
-                if overall(len(new.worker_ids), workers) == "Running":
-                    return None
-                failure = self._failure(new)
-            except RegistryUnavailable as exc:
-                workers, failure = [], None
-                if asyncio.get_running_loop().time() > deadline:
-                    return str(exc)
-            reasons = {w.reason for w in workers if w.status == "Starting"}
-            if reasons - said:  # loading makes progress (a step's environment builds)
-                deadline = max(deadline, asyncio.get_running_loop().time() + limit)
-                said |= reasons
-            if failure is None and asyncio.get_running_loop().time() > deadline:
-                failure = f"not Running within {limit:.0f}s" + "".join(
-                    f"; {w.worker_id} {w.status}{': ' + w.reason if w.reason else ''}"
-                    for w in workers
-                    if w.status != "Running"
-                )
-            if failure is not None:
-                return failure
-            await asyncio.sleep(SWAP_POLL_S)
-
-    def _failure(self, deployment: Deployment) -> str | None:
-        """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).
-
-        A worker that cannot start says so in its heartbeat (Error) and exits
-        with EXIT_CANNOT_START; a crashed one is restarted and is no failure.
-        """
-        beats = {
-            s.worker_id: s for s in self.registry.workers(deployment.workspace, deployment.pipeline)
-        }
-        for worker_id in deployment.worker_ids:
-            beat, local = beats.get(worker_id), self._local.get(worker_id)
-            reason = beat.reason if beat is not None and beat.reason else "cannot start"
-            if local is not None and local.proc.poll() == EXIT_CANNOT_START:
-                return f"{worker_id}: {reason}"
-            if (
-                beat is not None
-                and beat.status == "Error"
-                and (datetime.now(UTC) - beat.time).total_seconds() < HEARTBEAT_STALE_S
-            ):
-                return f"{worker_id}: {reason}"
-        return None
 
     def _remote(self, ws: str, name: str, *, besides: str | None = None) -> list[str]:
         """Live workers of a pipeline that this server did not start, but of version

@@ -1,31 +1,19 @@
 """The registry: workspaces, models, pipelines, versions, deployments and heartbeats in Redis.
 
 The one module that builds Redis keys. Records are pydantic models stored as JSON. It also
-keeps the workers' partition claims (streams.claims).
-
-With Redis away, a call raises `RegistryUnavailable` (HTTP 503) within a few seconds
-(REDIS_TIMEOUT_S), not redis-py's own errors after its retries. From then on calls fail at
-once (the server's event loop and a worker's heartbeats do not wait on a Redis that does not
-answer) while a thread pings Redis every REDIS_PROBE_S; once it answers, calls go through
-again (the client reconnects by itself).
+keeps the workers' partition claims (streams.claims). With Redis away, a call fails fast
+with `RegistryUnavailable` (control.redis_client).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any
 
-import redis
 from aiokafka import TopicPartition
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from control.credentials import redact_url
-from control.errors import EntityNotFoundError, RegistryUnavailable
+from control.errors import EntityNotFoundError
 from control.records import (
     Deployment,
     ModelVersion,
@@ -34,6 +22,7 @@ from control.records import (
     Workspace,
     now,
 )
+from control.redis_client import UNREACHABLE, connect
 from engine.definition import PipelineSpec
 from streams.log_policy import LogPolicy
 from streams.status import WorkerStatus
@@ -42,76 +31,13 @@ DEFAULT_WORKSPACE = "default"
 HEARTBEAT_STALE_S = 10.0
 STARTING_STALE_S = 30.0
 """A starting worker is silent while it loads its models and its group forms; give it longer."""
-REDIS_TIMEOUT_S = 2.0
-"""How long connecting to Redis, or one reply, may take (tried twice: once more on a fresh
-connection, as after Redis restarted): with Redis away a call fails in seconds, not a hang."""
-REDIS_PROBE_S = 0.5
-"""While Redis is away, how often it is pinged to see whether it is back."""
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-
-
-class _Redis(redis.Redis):
-    """A Redis client whose connection failures raise RegistryUnavailable: the first after
-    its timeouts, the next ones at once until a ping from a thread of its own succeeds."""
-
-    shown_url = ""
-    """The URL named in the error (without its password)."""
-    _away: str | None = None
-    """Why Redis is taken to be away (None: it is not)."""
-    _watch_lock = threading.Lock()
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.check()
-        try:
-            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # untyped in redis-py
-        except _UNREACHABLE as exc:
-            raise self.went_away(exc) from exc
-
-    def members(self, key: str) -> list[str]:
-        """The members of the set at `key`, sorted (text: the client decodes replies)."""
-        return sorted(m if isinstance(m, str) else m.decode() for m in self.smembers(key))
-
-    def check(self) -> None:
-        """Raise RegistryUnavailable at once while Redis is taken to be away."""
-        away = self._away
-        if away is not None:
-            raise RegistryUnavailable(self.shown_url, away)
-
-    def went_away(self, exc: Exception) -> RegistryUnavailable:
-        """Take Redis to be away (until a ping answers); returns the error to raise."""
-        with self._watch_lock:
-            watching, self._away = self._away is not None, str(exc)
-        if not watching:
-            threading.Thread(target=self._watch, name="weir-redis-watch", daemon=True).start()
-        return RegistryUnavailable(self.shown_url, str(exc))
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(REDIS_PROBE_S)
-            try:
-                super().execute_command("PING")  # type: ignore[no-untyped-call]  # as above
-            except _UNREACHABLE as exc:
-                self._away = str(exc)
-                continue
-            with self._watch_lock:
-                self._away = None
-            return
 
 
 class Registry:
     """Typed access to the control plane's state in Redis."""
 
     def __init__(self, url: str) -> None:
-        client = _Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-            socket_timeout=REDIS_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 1),
-        )
-        assert isinstance(client, _Redis)  # from_url builds `cls`; redis-py types it as Redis
-        self.redis = client
-        self.redis.shown_url = redact_url(url)
+        self.redis = connect(url)
         self._release = self.redis.register_script(_RELEASE)
 
     def ping(self) -> bool:
@@ -389,7 +315,7 @@ class Registry:
                 pipe.hmget(key, list(fields))
                 pipe.hset(key, mapping=dict.fromkeys(fields, owner))
                 held, _ = pipe.execute()
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise self.redis.went_away(exc) from exc
         return {tp for tp, holder in zip(fields.values(), held, strict=True) if holder is not None}
 

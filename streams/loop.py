@@ -9,17 +9,8 @@ message produced, and says which input offsets the chunk finished
 transaction where the broker has them). A stage runs inline on the event loop
 while its chunks are quick, on a compute thread once they are slow, so the loop
 keeps fetching, sending and heartbeating while a model runs (streams.placement).
-User step code never runs concurrently.
-
-Before a rebalance takes partitions away, the loop finishes the chunk in hand
-and commits, so the next owner starts exactly where this one stopped: a hot
-swap or a replica joining repeats nothing. At least once, it then releases the
-partitions' claims; a new owner that finds one unreleased (its last reader
-died) marks what it may repeat (streams.claims). Exactly once needs no claims:
-a dead worker's open transaction is aborted. The rebalance waits for the chunk
-at most REVOKE_SHARE of the rebalance timeout, and a worker left without an
-assignment for too long starts over (streams.membership): a group never waits
-on one member for good.
+User step code never runs concurrently. Before a rebalance takes partitions
+away, the loop finishes the chunk in hand and commits (streams.rebalance).
 
 Why a plain aiokafka loop rather than faust-streaming: docs/architecture.md.
 """
@@ -31,14 +22,9 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-    TopicPartition,
-)
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
@@ -66,6 +52,7 @@ from streams.membership import (
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
 from streams.placement import Placement
+from streams.rebalance import HeldTopics, Partitions, Rebalances
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
 
@@ -75,13 +62,8 @@ POLL_MS = 100
 """How long one getmany waits for records: how soon the loop notices it should stop."""
 WATCH_EVERY_S = 1.0
 """How often the group is watched (streams.membership) and the member id kept."""
-REVOKE_SHARE = 0.8
-"""A rebalance waits for the chunk in hand and its commit at most this share of the
-rebalance timeout: a member that does not rejoin in time holds up the whole group (on Tansu,
-for good). What it could not commit is read again by the partitions' next owners."""
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
-OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
 class StageLoop:
@@ -104,7 +86,7 @@ class StageLoop:
         client_id: str,
         counters: StepCounters,
         exactly_once: bool = False,
-        on_assigned: OnAssigned | None = None,
+        on_assigned: Partitions | None = None,
         claims: PartitionClaims | None = None,
         metrics: WorkerMetrics | None = None,
         members: MemberRecord | None = None,
@@ -142,10 +124,9 @@ class StageLoop:
         self._placement = Placement()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._held: set[str] = set()
+        self._held = HeldTopics()
         self._fetched: Fetched = {}  # records not handled yet; a rebalance drops them
-        self._rebalances = 0  # fetches from before a rebalance are dropped: counted here
-        self._revoking = False  # a rebalance waits: stop at the end of the chunk in hand
+        self._rebalances: Rebalances | None = None
         self._partitions: dict[str, int] = {}  # partition counts of the topics it sends to
 
     @property
@@ -187,7 +168,19 @@ class StageLoop:
             else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)
         )
         self._pace = FetchPace(self._consumer, self._settings)
-        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        self._rebalances = Rebalances(
+            self._settings,
+            self._consumer,
+            group_id=self._group_id,
+            watch=self._watch,
+            members=self._members,
+            marks=self._marks,
+            held=self._held,
+            drop=self._drop_fetched,
+            finish=self._finish_before,
+            on_assigned=self._on_assigned,
+        )
+        self._consumer.subscribe(self.topics, listener=self._rebalances)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, then flush what is in flight.
@@ -196,6 +189,8 @@ class StageLoop:
         :raises GroupStuck: the consumer group did not settle (streams.membership).
         """
         assert self._delivery is not None and self._consumer is not None, "start() first"
+        rebalances = self._rebalances
+        assert rebalances is not None
         background = asyncio.create_task(self._delivery.run(), name="weir-delivery")
         running = asyncio.current_task()
         assert running is not None
@@ -205,8 +200,8 @@ class StageLoop:
                 if background.done():
                     background.result()  # raises why it stopped
                 records = await self._fetch()
-                fetched_in = self._rebalances  # what a rebalance overtakes is read again
-                if records and await self._claimed(stop) and fetched_in == self._rebalances:
+                fetched_in = rebalances.count  # what a rebalance overtakes is read again
+                if records and await self._claimed(stop) and fetched_in == rebalances.count:
                     await self._handle(records)
                 await self._delivery.commit_if_due(idle=not records)
             await self.flush()
@@ -260,9 +255,7 @@ class StageLoop:
 
     def hold(self, topic: str) -> None:
         """Stop reading `topic`, now and after every rebalance (a draining worker's input)."""
-        self._held.add(topic)
-        if self._consumer is not None:
-            self._pause_held(self._consumer.assignment())
+        self._held.hold(topic, self._consumer)
 
     async def close(self) -> None:
         """Leave the group and close the connections."""
@@ -328,14 +321,14 @@ class StageLoop:
         """Run `records` through `stage` chunk by chunk: each chunk is computed, its failed
         messages tried again, its outputs sent and its offsets marked finished. False if a
         rebalance cut it short."""
-        assert self._delivery is not None
+        assert self._delivery is not None and self._rebalances is not None
         topic = stage.source
         incoming = await self._placement.call(topic, stage.receive, records, is_chunk=False)
         if self._marks is not None:
             self._marks.mark(incoming)
         done = 0
         while done < len(incoming):
-            if self._revoking:
+            if self._rebalances.revoking:
                 return False
             if topic in self._held:  # draining began: the input is left to others
                 return True
@@ -395,68 +388,15 @@ class StageLoop:
             assert self._consumer is not None
             await self._marks.release(self._consumer, partitions)
 
-    def _pause_held(self, assigned: set[TopicPartition]) -> None:
-        held = [tp for tp in assigned if tp.topic in self._held]
-        if held and self._consumer is not None:
-            self._consumer.pause(*held)
-
-    # -- rebalances (called by the consumer's listener) -------------------------------
-    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish and commit the chunk in hand (at least once: and release the partitions'
-        claims) before `revoked` move, waiting at most REVOKE_SHARE of the rebalance
-        timeout."""
+    # -- rebalances (called by streams.rebalance) ----------------------------------
+    def _drop_fetched(self) -> None:
         self._fetched = {}
-        self._rebalances += 1
-        self._revoking = True
-        self._watch.joining()
-        # Logged, like the assignment, so a worker's log shows where a rebalance stalled.
-        log.info("rebalance: handing over %d partitions", len(revoked))
-        limit_s = REVOKE_SHARE * self._settings.rebalance_timeout_s
-        try:
-            await asyncio.wait_for(self._finish_before(revoked), limit_s)
-        except TimeoutError:
-            log.warning(
-                "rebalance: the chunk in hand was not finished and committed within "
-                "%.1fs; the next owners read it again from the last commit",
-                limit_s,
-            )
-        except Exception:  # run() fails with it; the next owners read these records again
-            log.exception("could not commit before the rebalance")
-        finally:  # nothing runs until the next assignment is claimed (everything is flushed)
-            if self._marks is not None:
-                self._marks.claimed.clear()
 
     async def _finish_before(self, revoked: set[TopicPartition]) -> None:
         await self.flush()
         await self._hand_over(revoked)
 
-    async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Claim `assigned` (at least once), keep held topics paused, tell `on_assigned`."""
-        self._revoking = False
-        self._watch.joined()
-        log.info("rebalance: assigned %d partitions", len(assigned))
-        if self._members is not None and self._consumer is not None:
-            self._members.remember(self._group_id, member_id(self._consumer))
-        if self._marks is not None:
-            await self._marks.claim(assigned)
-        self._pause_held(assigned)
-        if self._on_assigned is not None:
-            await self._on_assigned(assigned)
-
 
 def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
     """The offsets to commit once `records` (in order) are done."""
     return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Tells the loop before partitions move and after they are assigned."""
-
-    def __init__(self, loop: StageLoop) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._loop.partitions_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._loop.partitions_assigned(assigned)

@@ -40,13 +40,12 @@ import time
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
 from streams.claims import PartitionClaims
+from streams.drain import Drain
 from streams.gc_tuning import tune_gc
-from streams.lag import GroupLag
 from streams.loop import StageLoop
 from streams.memory import MemoryWatch
 from streams.membership import MemberRecord
@@ -55,10 +54,9 @@ from streams.outage import Outage
 from streams.plan import worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
-from streams.stall import Stall
 from streams.status import HeartbeatSink, ModelStatus, WorkerState, WorkerStatus
 from streams.topics import TopicMap
-from streams.worker_spec import WorkerSpec, group_id
+from streams.worker_spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,6 @@ EXIT_OVER_MEMORY = 3
 """Exit code of a running worker that went over its memory limit (restarted, like an OOM kill)."""
 EXIT_DRAIN_INCOMPLETE = 4
 """Exit code of a stopped worker whose drain gave up: its version's topics still hold records."""
-DRAIN_POLL_S = 0.05
 LOADING_BEAT_S = 0.5
 """How often a loading worker reports its progress (a Python step's environment building)."""
 
@@ -101,7 +98,7 @@ class Worker:
         self.loop: StageLoop | None = None
         self._draining = False
         self._drain_incomplete = False
-        self._backlog: int | None = None  # what its drain waits for, as last read
+        self._drain = Drain(spec, settings, topics)
         self._last_loading_beat = float("-inf")
         self._stop = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
@@ -132,7 +129,7 @@ class Worker:
             ],
             processed=self.counters.processed,
             failed=self.counters.failed,
-            backlog=self._backlog,
+            backlog=self._drain.backlog,
             metrics=self.metrics.snapshot(),
             time=datetime.now(UTC),
         )
@@ -253,52 +250,17 @@ class Worker:
             os._exit(EXIT_CANNOT_START if starting else EXIT_OVER_MEMORY)
 
     # -- draining -----------------------------------------------------------------
-    def _input_topic(self) -> str:
-        return self.topic_map.input(self.spec.workspace, self.spec.pipeline).name
-
-    def _drained(self) -> dict[str, list[TopicPartition]]:
-        """What must be read to its end before this worker may leave, by consumer group: the
-        deployment's topics that lead back to it. A main worker's are the boundary topics
-        around each sidekick step (the sidekick's input read by its group, the next span's
-        by the main group); a sidekick's and a shadow worker's, the topics they read."""
-        spec, m = self.spec, self.topic_map
-        assert self.loop is not None
-        if spec.role != "main":
-            topics = {spec.group_id: [t for t in self.loop.topics if t != self._input_topic()]}
-        else:
-            topics = {}
-            for start, _ in spec.layout.spans(len(spec.definition.steps)):
-                if start > 0:
-                    topics.setdefault(spec.group_id, []).append(
-                        m.boundary(spec.workspace, spec.pipeline, spec.deployment, start).name
-                    )
-            for k in spec.sidekicks:
-                topics.setdefault(
-                    group_id(spec.workspace, spec.pipeline, "sidekick", k), []
-                ).append(m.boundary(spec.workspace, spec.pipeline, spec.deployment, k).name)
-        partitions = {
-            t.name: t.partitions
-            for t in m.internal_topics(
-                spec.workspace, spec.pipeline, spec.deployment, spec.definition, spec.sidekicks
-            )
-        }
-        return {
-            group: [TopicPartition(t, p) for t in names for p in range(partitions[t])]
-            for group, names in topics.items()
-            if names
-        }
-
     async def drain(self) -> None:
         """Stop taking input, then wait (bounded) until this version's step topics are drained."""
         assert self.loop is not None
         self._draining = True
-        self.loop.hold(self._input_topic())
+        self.loop.hold(self._drain.input_topic)
         self.state = "Draining"  # reported once no more input is taken (the deployer waits for it)
         await self._beat()
         started = asyncio.get_running_loop().time()
         log.info("worker %s: input paused, draining", self.spec.worker_id)
         try:
-            await self._wait_drained(self.loop)
+            await self._drain.wait(self.loop, self.counters)
             log.info(
                 "worker %s: drained in %.2fs",
                 self.spec.worker_id,
@@ -310,40 +272,6 @@ class Worker:
         except Exception:  # stop anyway; what is not committed is read again
             self._drain_incomplete = True
             log.exception("worker %s: drain failed; stopping anyway", self.spec.worker_id)
-
-    async def _wait_drained(self, loop: StageLoop) -> None:
-        """Return once drained; TimeoutError after `drain_timeout_s` without progress (no
-        record finished here, no change in what the groups have left in the topics)."""
-        drained = self._drained()
-        offsets = GroupLag(self.settings) if drained else None
-        if offsets is not None:
-            await offsets.start()
-        stall = Stall(self.settings.drain_timeout_s)
-        left: int | None = None  # records in those topics their groups have not committed
-        try:
-            while not stall.seen((self.counters.finished, left)):
-                if not loop.in_flight:
-                    try:
-                        left = self._backlog = (
-                            0 if offsets is None else await offsets.unread(drained)
-                        )
-                    except KafkaError as exc:  # a busy broker: ask again (the stall bounds it)
-                        log.warning(
-                            "worker %s: reading the group's offsets failed: %s",
-                            self.spec.worker_id,
-                            exc,
-                        )
-                    if left == 0 and not loop.in_flight:
-                        return
-                await asyncio.sleep(DRAIN_POLL_S)
-            raise TimeoutError(
-                f"drain made no progress for {stall.still_s:.0f}s; "
-                f"{'some' if left is None else left} records in this deployment's topics "
-                f"will not be answered (raise WEIR_DRAIN_TIMEOUT_S to wait longer)"
-            )
-        finally:
-            if offsets is not None:
-                await offsets.stop()
 
     # -- running ------------------------------------------------------------------
     def run(self) -> int:

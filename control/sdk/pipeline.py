@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -10,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from control.errors import WaitForDeployError
 from control.pipeline_status import PipelineStatus
 from control.records import DeploymentConfig
 from control.sdk._display import html_table, text_table
+from control.sdk.deploy_wait import deploy_failed, wait_running
 from control.sdk.logs import LogsMixin
 from control.sdk.model import Model
 from control.sdk.results import to_inference_result
@@ -228,7 +227,7 @@ class Pipeline(LogsMixin):
         self._call("POST", "/deploy", json=body)
         limit = timeout_s or self._session.settings.deploy_timeout_s
         started = time.monotonic()
-        status = self._wait_running(version, limit, quiet, redeploy=redeploy)
+        status = wait_running(self._status, version, limit, quiet, redeploy=redeploy)
         if status.runs(version):
             self._refresh()
             return self
@@ -236,56 +235,7 @@ class Pipeline(LogsMixin):
         # a failed first deploy is undone here.
         if not redeploy:
             self.undeploy()
-        reasons = status.reasons()
-        waited = time.monotonic() - started
-        why = (
-            f"did not reach Running within {limit:.0f}s"
-            if waited >= limit
-            else f"failed after {waited:.1f}s"
-        )
-        hint = (
-            "Its workers loaded their models but were never given partitions: see the "
-            "worker logs under WEIR_HOME/run/logs"
-            if any("waiting for partitions" in r for r in reasons)
-            else "Check that the models load (`weir models list`) and the worker logs "
-            "under WEIR_HOME/run/logs"
-        )
-        raise WaitForDeployError(
-            f"pipeline {self.name!r} {why} "
-            f"(last status {status.status!r}{': ' + '; '.join(reasons) if reasons else ''}); "
-            f"what this deploy started was undone. {hint}"
-        )
-
-    def _wait_running(
-        self, version: str, limit: float, quiet: bool, *, redeploy: bool = False
-    ) -> PipelineStatus:
-        """Poll status until `version` runs or certainly failed (a redeploy has failed only
-        once the server has undone it: until then the new version may briefly show Error)."""
-        out = sys.stderr
-        if not quiet:
-            out.write(
-                f"Waiting for deployment (up to {limit:.0f}s; a deploy that fails is "
-                "then undone, which takes a little longer) "
-            )
-        deadline = time.monotonic() + limit
-        status = PipelineStatus(status="not asked yet")
-        shown: set[str] = set()
-        while time.monotonic() < deadline:
-            status = self._status()
-            if status.failed(version, redeploy=redeploy) or status.runs(version):
-                break
-            notes = status.starting_reasons(version) - shown
-            if notes:  # loading makes progress (a step's environment builds): keep waiting
-                deadline = max(deadline, time.monotonic() + limit)
-            if not quiet:
-                out.write("".join(f"\n  {note} " for note in sorted(notes)) or ".")
-                out.flush()
-            shown |= notes
-            time.sleep(0.25)
-        running = status.runs(version)
-        if not quiet:
-            out.write(" ok\n" if running else " failed\n")
-        return status
+        raise deploy_failed(self.name, status, limit, time.monotonic() - started)
 
     def undeploy(self) -> Pipeline:
         """Stop the pipeline's workers."""

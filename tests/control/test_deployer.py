@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from control.artifacts import ArtifactStore
-from control.deployer import SWAP_POLL_S, Deployer
+from control.deployer import Deployer
 from control.embedded import Service
 from control.errors import DeploymentError, LimitError
 from control.records import (
@@ -31,6 +31,7 @@ from control.records import (
 )
 from control.redeploys import Swap
 from control.registry import Registry
+from control.rollout import SWAP_POLL_S
 from control.settings import Settings
 from control.worker_ids import new_worker_id
 from engine.definition import ModelStep, PipelineSpec
@@ -221,7 +222,10 @@ async def test_a_worker_that_cannot_start_fails_the_wait_with_its_reason(
     w0, w1 = deployment.worker_ids
     beat(registry, deployment, w0, "Running")
     beat(registry, deployment, w1, "Error", reason="model m failed to load: bad file")
-    assert await deployer._wait_running(deployment) == f"{w1}: model m failed to load: bad file"
+    assert (
+        await deployer._rollout.wait_running(deployment)
+        == f"{w1}: model m failed to load: bad file"
+    )
 
 
 @pytest.mark.parametrize("deploy_timeout_s", [0.5])
@@ -232,7 +236,7 @@ async def test_a_version_not_running_in_time_fails_naming_the_workers_that_are_n
     w0, w1 = deployment.worker_ids
     beat(registry, deployment, w0, "Running")
     beat(registry, deployment, w1, "Starting")
-    failure = await deployer._wait_running(deployment)
+    failure = await deployer._rollout.wait_running(deployment)
     assert failure is not None
     assert failure.startswith("not Running within ") and failure.endswith(f"; {w1} Starting")
 

@@ -15,7 +15,8 @@ from aiokafka import TopicPartition
 from control.embedded import Service, free_port, start_redis
 from control.errors import EntityNotFoundError, RegistryUnavailable
 from control.records import Deployment, DeploymentConfig, ModelVersion
-from control.registry import REDIS_PROBE_S, Registry
+from control.redis_client import REDIS_PROBE_S
+from control.registry import Registry
 from engine.definition import ModelStep, PipelineSpec
 from streams.log_policy import LogPolicy
 from streams.status import WorkerStatus

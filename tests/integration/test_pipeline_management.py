@@ -24,6 +24,7 @@ from control import (
 )
 from control.demo.models import diabetes_regressor
 from control.sdk.client import Client
+from control.sdk.deploy_wait import wait_running
 from control.settings import Settings
 from control.stack import down, up
 from engine import codecs
@@ -307,7 +308,7 @@ def test_publish_and_import_a_bundle(
     assert deployment["pipeline"] == "mgmt-publish"
     imported = elsewhere.get_pipeline("mgmt-publish")
     try:
-        imported._wait_running(deployment["version"], 60, quiet=True)
+        wait_running(imported._status, deployment["version"], 60, quiet=True)
         assert len(imported.infer(FRAME)) == len(X)
     finally:
         imported.undeploy()
