@@ -29,7 +29,6 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.claims import PartitionClaims, RedeliveryMarks
-from streams.txn_offsets import transactional_offsets
 from streams.clients import (
     FetchPace,
     check_aiokafka,
@@ -55,6 +54,7 @@ from streams.placement import Placement
 from streams.rebalance import HeldTopics, Partitions, Rebalances
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
+from streams.txn_offsets import transactional_offsets
 
 log = logging.getLogger(__name__)
 
