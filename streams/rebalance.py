@@ -5,7 +5,8 @@ and commits, so the next owner starts exactly where this one stopped: a hot
 swap or a replica joining repeats nothing. At least once, it then releases the
 partitions' claims; a new owner that finds one unreleased (its last reader
 died) marks what it may repeat (streams.claims). Exactly once needs no claims:
-a dead worker's open transaction is aborted. The rebalance waits for the chunk
+a dead worker's open transaction is aborted, and a new owner reads the offsets
+only once the last owner's transaction has finished (streams.txn_offsets). The rebalance waits for the chunk
 at most REVOKE_SHARE of the rebalance timeout, and a worker left without an
 assignment for too long starts over (streams.membership): a group never waits
 on one member for good.
