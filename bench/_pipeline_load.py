@@ -30,6 +30,13 @@ CLIENT_LINGER_MS = 5
 default since 4.0 (linger.ms=5); latency runs send one message at a time, without linger."""
 
 
+COMMITTED_WINDOW = 8
+"""Answers read committed (Apache Kafka) come a transaction at a time, `commit_interval_ms`
+(100 ms) after it began: the window must hold what a pipeline answers meanwhile, or the
+client sets the pace, not weir (heavy 1-step, quick runs on Apache Kafka: 55k rows/s with
+the plain window, 64k with 4 times it, 68k with 8; 500 ms commits with the plain window: 20k)."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """Counts and time bounds of every measurement."""
@@ -138,7 +145,8 @@ async def throughput(
     producer: Any, replies: Replies, topic: str, payloads: list[bytes], rows: int, budget: Budget
 ) -> dict[str, Any]:
     """Pipelined sends (at most `window` in flight) for a bounded count/time; rows/s answered."""
-    window = asyncio.Semaphore(budget.window_msgs[rows])
+    committed = replies.isolation_level == "read_committed"
+    window = asyncio.Semaphore(budget.window_msgs[rows] * (COMMITTED_WINDOW if committed else 1))
     run = uuid.uuid4().hex[:8]
     futures: list[asyncio.Future[Any]] = []
     ids: list[str] = []
