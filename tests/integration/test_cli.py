@@ -152,7 +152,7 @@ def test_tail_follows_until_ctrl_c(
 ) -> None:
     tail = subprocess.Popen(
         [*COMMAND, "tail", "cli-diabetes", *follow],
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints where it stands
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -163,7 +163,12 @@ def test_tail_follows_until_ctrl_c(
         deployed.infer(X[:1])
         first = tail.stdout.readline()
         tail.send_signal(signal.SIGINT)
-        rest, errors = tail.communicate(timeout=30)
+        try:
+            rest, errors = tail.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # twice in one full run (both brokers): say where
+            tail.send_signal(signal.SIGABRT)
+            rest, errors = tail.communicate(timeout=10)
+            pytest.fail(f"tail did not stop on Ctrl-C within 30s; its threads:\n{errors}")
     finally:
         tail.kill()
     assert tail.returncode == 0 and "Traceback" not in errors, errors

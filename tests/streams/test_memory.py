@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 import sys
 
-import numpy as np
 import pytest
 
 from streams.memory import MemoryWatch, format_bytes, parse_memory, rss_bytes
@@ -89,27 +88,14 @@ def test_the_watch_reads_memory_each_time() -> None:
     assert [watch.over() is None for _ in range(3)] == [True, False, True]
 
 
-def test_resident_size_follows_what_this_process_touches() -> None:
-    before = rss_bytes()
-    block = np.ones(64 * MiB, dtype=np.uint8)  # written, so resident
-    during = rss_bytes()
-    assert block[-1] == 1
-    assert 16 * MiB < before < 16 * GiB
-    assert during - before > 48 * MiB
-
-
-def test_a_child_process_counts_toward_the_workers_memory() -> None:
-    # Measured in a fresh interpreter: this test process may have brokers as children
-    # whose memory shrinks meanwhile (a JVM's collector), which would hide the child's.
+def _grown_bytes(between: str, then: str = "") -> int:
+    """How much `rss_bytes()` grew across `between` (Python lines; `then` runs after the
+    measurement, to clean up), measured in a fresh
+    interpreter: this test process may have brokers as children whose memory shrinks
+    meanwhile (a JVM's collector: 35 MiB once in a full run), which would hide the growth."""
     measure = (
-        "import subprocess, sys\n"
-        "from streams.memory import rss_bytes\n"
-        "before = rss_bytes()\n"
-        "child = subprocess.Popen([sys.executable, '-c', \"block = b'x' * (160 * 2**20)\\n"
-        "print('ready', flush=True)\\nimport time; time.sleep(60)\"], stdout=subprocess.PIPE)\n"
-        "assert child.stdout.readline() == b'ready\\n'\n"
-        "print(rss_bytes() - before)\n"
-        "child.kill()\n"
+        f"from streams.memory import rss_bytes\nbefore = rss_bytes()\n{between}\n"
+        f"print(rss_bytes() - before, flush=True)\n{then}\n"
     )
     grown = subprocess.run(
         [sys.executable, "-c", measure],
@@ -119,4 +105,22 @@ def test_a_child_process_counts_toward_the_workers_memory() -> None:
         check=True,
         timeout=60,
     )
-    assert int(grown.stdout) > 150 * MiB  # what a Python step's own process holds
+    return int(grown.stdout.split()[-1])
+
+
+def test_resident_size_follows_what_this_process_touches() -> None:
+    assert 16 * MiB < rss_bytes() < 16 * GiB
+    touched = "import numpy as np\nblock = np.ones(64 * 2**20, dtype=np.uint8)  # written"
+    assert _grown_bytes(touched) > 48 * MiB
+
+
+def test_a_child_process_counts_toward_the_workers_memory() -> None:
+    child = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', \"block = b'x' * (160 * 2**20)\\n"
+        "print('ready', flush=True)\\nimport time; time.sleep(60)\"], stdout=subprocess.PIPE)\n"
+        "assert child.stdout.readline() == b'ready\\n'"
+    )
+    assert (
+        _grown_bytes(child, then="child.kill()") > 150 * MiB
+    )  # what a Python step's own process holds
