@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +17,9 @@ import pyarrow as pa
 from bench import _kafka_load as kafka
 from bench import _mlserver as ml
 from bench._brokers import Broker, start_broker
-from bench._weir import weir_stack
+from bench._weir import kafka_target, weir_stack
 from engine import codecs
 from streams.admin import ensure_topics
-from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 from streams.settings import WorkerSettings
 from streams.topics import TopicSpec
 
@@ -38,10 +36,6 @@ class System:
     headers: dict[str, str]
     pids: dict[str, list[int]]
     predictions: Callable[[bytes], list[float]]
-
-
-def _header(msg: Any, name: str) -> bytes | None:
-    return next((bytes(v) for k, v in msg.headers or () if k == name), None)
 
 
 def arrow(x: np.ndarray) -> bytes:
@@ -97,17 +91,7 @@ def run_weir(
         **env,
     }
     with weir_stack(broker, onnx_path, env=settings) as stack:
-        topics = stack.pipeline.topics()
-        target = kafka.KafkaTarget(
-            topics["input"],
-            topics["output"],
-            request=lambda rid: (
-                None,
-                [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
-            ),
-            reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
-            failed=lambda msg: _header(msg, ERROR) is not None,
-        )
+        target = kafka_target(stack)
 
         def predictions(reply: bytes) -> list[float]:
             column = codecs.decode(reply, codecs.ARROW_STREAM).column("out.variable")

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import _kafka_load as kafka
 from bench._brokers import Broker, start_broker
 from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from control.settings import Settings
 from control.stack import down, up
+from engine import codecs
+from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 
 SAMPLE_SHIM = Path(__file__).resolve().parent / "_sample"
 
@@ -92,3 +95,23 @@ def weir_stack(
         os.environ.update(saved)
         service.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def kafka_target(stack: WeirStack) -> kafka.KafkaTarget:
+    """The deployed pipeline as the Kafka-mode load sees it: Arrow requests to its input
+    topic, answers matched by request id on its output topic (error replies count failed)."""
+    topics = stack.pipeline.topics()
+    return kafka.KafkaTarget(
+        topics["input"],
+        topics["output"],
+        request=lambda rid: (
+            None,
+            [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
+        ),
+        reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
+        failed=lambda msg: _header(msg, ERROR) is not None,
+    )
+
+
+def _header(msg: Any, name: str) -> bytes | None:
+    return next((bytes(v) for k, v in msg.headers or () if k == name), None)

@@ -47,11 +47,9 @@ from bench._pipeline_baselines import raw_onnxruntime, stage_path
 from bench._results import RESULTS, finish
 from bench._sample_main import difference, profiled_phase, snapshot, top
 from bench._stack import CpuMeter
-from bench._weir import SAMPLE_SHIM, WeirStack, weir_stack
+from bench._weir import SAMPLE_SHIM, WeirStack, kafka_target, weir_stack
 from bench._wide_report import TARGETS, console, show
 from bench.bench_kafka_client import measure_one
-from engine import codecs
-from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 
 FETCH_WAIT_MS = {"tansu": 5, "kafka": 500}
 """The bench client's fetch wait, per broker (as bench_peers: Tansu holds a fetch for its
@@ -77,24 +75,6 @@ QUICK = Budget(seconds=1.5, drain_s=20.0, raw_s=0.5, parts_s=0.2, warmup_msgs=5,
 
 
 # -- over Kafka ---------------------------------------------------------------------------
-def _header(msg: Any, name: str) -> bytes | None:
-    return next((bytes(v) for k, v in msg.headers or () if k == name), None)
-
-
-def target(stack: WeirStack) -> kafka.KafkaTarget:
-    topics = stack.pipeline.topics()
-    return kafka.KafkaTarget(
-        topics["input"],
-        topics["output"],
-        request=lambda rid: (
-            None,
-            [(CONTENT_TYPE, codecs.ARROW_STREAM.encode()), (REQUEST_ID, rid.encode())],
-        ),
-        reply_id=lambda msg: (_header(msg, REQUEST_ID) or b"").decode() or None,
-        failed=lambda msg: _header(msg, ERROR) is not None,
-    )
-
-
 def measure(
     stack: WeirStack,
     values: list[bytes],
@@ -108,7 +88,7 @@ def measure(
     rows/s answered, CPU ms per answered message by process, and the worker's sampled main
     thread (ms per message by task and package) with `sample_dir`, or its functions under
     cProfile with `profile_dir`."""
-    aim = target(stack)
+    aim = kafka_target(stack)
     warm = asyncio.run(
         kafka.open_loop(
             stack.bootstrap, aim, values, 20.0, budget.warmup_msgs / 20.0, 60.0, fetch_wait_ms
