@@ -64,11 +64,18 @@ class LocalWorkers(Mapping[str, LocalWorker]):
         """Whether workers commit transactionally (asked once by `Deployer.start`)."""
         self._workers: dict[str, LocalWorker] = {}
 
+    # `terminate` runs in a thread (it waits for drains) and takes workers out meanwhile, so
+    # iteration is over a copy: a live view of the dict raises in whichever loop looks over it
+    # at that moment (once, in a full test run, the supervisor's, which then restarted no
+    # worker for the rest of the server's life).
     def __getitem__(self, worker_id: str) -> LocalWorker:
         return self._workers[worker_id]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._workers)
+        return iter(list(self._workers))
+
+    def values(self) -> list[LocalWorker]:  # type: ignore[override]
+        return list(self._workers.values())
 
     def __len__(self) -> int:
         return len(self._workers)

@@ -61,10 +61,10 @@ class Supervisor:
         forget_at = 0.0
         while True:
             await asyncio.sleep(SUPERVISE_EVERY_S)
-            dead = any(local.proc.poll() is not None for local in self._local.values())
-            if not dead and time.monotonic() < forget_at:
-                continue
-            try:
+            try:  # whatever a round meets, the next one runs: supervision never ends on its own
+                dead = any(local.proc.poll() is not None for local in self._local.values())
+                if not dead and time.monotonic() < forget_at:
+                    continue
                 if dead:
                     self._restart_dead()
                 if time.monotonic() >= forget_at:
