@@ -17,8 +17,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import codecs
 from engine.answers import decode_answer
+from streams.admin import end_offsets, probe_consumer
 from streams.clients import topic_partitions
+from streams.lag import GroupLag
 from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
+from streams.settings import WorkerSettings
 
 
 def numbered_row(n: int, *, first: float | None = None) -> bytes:
@@ -95,6 +98,7 @@ class Reader:
     broker without transactions, that is every record)."""
 
     def __init__(self, bootstrap: str, topic: str, prefix: str) -> None:
+        self.settings = WorkerSettings(kafka_bootstrap=bootstrap)
         self.topic = topic
         self.prefix = prefix + "-"
         self.answers: dict[str, list[Answer]] = defaultdict(list)
@@ -139,13 +143,42 @@ class Reader:
 
     async def catch_up(self) -> None:
         """Wait until everything now on the topic has been read."""
-        ends = await self._consumer.end_offsets(self._tps)
+        probe = probe_consumer(self.settings)  # its ends are right on Tansu too
+        await probe.start()
+        try:
+            ends = await end_offsets(probe, self._tps)
+        finally:
+            await probe.stop()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             positions = {tp: await self._consumer.position(tp) for tp in ends}
             if all(positions[tp] >= end for tp, end in ends.items()):
                 return
             await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.topic} not read to its end {ends} in 30 s")
+
+    async def read_every_answer(self, readers: dict[str, str], timeout_s: float = 60) -> None:
+        """Wait until each group has committed every record of its topic (`readers`: group ->
+        topic), then read this topic to its end. Past those commits no worker runs a record
+        again, and what it sent before committing is on this topic: the answers read are all
+        there will be, repeats included (a fixed wait only hoped so)."""
+        lag = GroupLag(self.settings)
+        await lag.start()
+        try:
+            groups = {
+                group: await topic_partitions(self._consumer, topic)
+                for group, topic in readers.items()
+            }
+            deadline = time.monotonic() + timeout_s
+            while left := await lag.unread(groups):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{left} records of {readers} uncommitted for {timeout_s} s"
+                    )
+                await asyncio.sleep(0.2)
+        finally:
+            await lag.stop()
+        await self.catch_up()
 
     async def stop(self) -> None:
         if self._task:
@@ -172,11 +205,12 @@ async def send_and_collect(
     per_second: float,
     sent: Sent,
     meanwhile: Callable[[], Awaitable[None]] | None = None,
-    settle_s: float = 0.0,
+    group: str | None = None,
 ) -> dict[str, list[Answer]]:
     """Send `count` numbered records to the input topic while `meanwhile` runs, wait until
-    every one is answered on the result topic (then `settle_s` more, for late repeats) and
-    return the answers by request id."""
+    every one is answered on the result topic (and with `group`, its readers of the input,
+    until it has committed them all, so late repeats are in) and return the answers by
+    request id."""
     reader = Reader(bootstrap, topics["output"], prefix)
     await reader.start()
     try:
@@ -188,9 +222,8 @@ async def send_and_collect(
         await producing
         missing = await reader.wait_for(set(sent.where), timeout_s=60)
         assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
-        if settle_s:
-            await asyncio.sleep(settle_s)
-            await reader.catch_up()
+        if group is not None:
+            await reader.read_every_answer({group: topics["input"]})
         return reader.answers
     finally:
         await reader.stop()

@@ -105,8 +105,9 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
             await producing
             missing = await reader.wait_for(set(sent.where), timeout_s=60)
             assert not missing, f"{len(missing)} never answered, e.g. {sorted(missing)[:5]}"
-            await asyncio.sleep(1)  # a repeat after the last first answer would show by now
-            await reader.catch_up()
+            await reader.read_every_answer(
+                {group_id("default", pipeline.name, "main"): topics["input"]}
+            )
             return reader.answers
         finally:
             await reader.stop()

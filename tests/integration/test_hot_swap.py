@@ -24,6 +24,7 @@ from control.errors import WaitForDeployError
 from control.sdk.client import Client
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
+from streams.worker_spec import group_id
 from tests.integration._streams import (
     Answer,
     Reader,
@@ -110,8 +111,9 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
                 f"offset) {sorted(sent.where[m] for m in missing)[:8]}; the workers said:\n"
                 + worker_warnings(stack["home"])
             )
-            await asyncio.sleep(2)  # a late repeat would come now (the old workers are gone)
-            await reader.catch_up()
+            await reader.read_every_answer(
+                {group_id("default", pipeline.name, "main"): topics["input"]}
+            )
             return reader.answers
         finally:
             await reader.stop()

@@ -31,6 +31,7 @@ from control.sdk.config import DeploymentConfigBuilder
 from engine import codecs
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
+from streams.worker_spec import group_id
 from tests.integration._servers import own_server
 from tests.integration._streams import Reader, Sent, produce, worker_warnings
 
@@ -121,8 +122,14 @@ def test_a_drain_that_keeps_finishing_records_is_not_cut_short(
                 f"{len(missing)} never answered; the workers said:\n"
                 + worker_warnings(record["home"])
             )
-            await asyncio.sleep(1)
-            await reader.catch_up()
+            sidekick_topics = await asyncio.to_thread(_sidekick_topics, record, name)
+            [new_topic] = set(sidekick_topics) - {old_topic}
+            await reader.read_every_answer(
+                {
+                    group_id("default", name, "main"): topics["input"],
+                    group_id("default", name, "sidekick", 1): new_topic,
+                }
+            )
             return reader.answers
         finally:
             await reader.stop()

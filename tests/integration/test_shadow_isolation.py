@@ -19,6 +19,7 @@ import pytest
 from control.demo.models import diabetes_regressor
 from control.sdk.client import Client
 from control.sdk.model import Model
+from streams.worker_spec import group_id
 from tests.integration._streams import Sent, first_value, is_error, send_and_collect
 
 pytestmark = pytest.mark.slow
@@ -174,7 +175,7 @@ def test_redeploying_a_split_with_new_weights_loses_no_row(
                 per_second=250,
                 sent=sent,
                 meanwhile=redeploy_with_new_weights,
-                settle_s=2,
+                group=group_id("default", pipeline.name, "main"),
             )
         )
         after = Sent()  # and once the redeploy is done, more records, for the new weights
