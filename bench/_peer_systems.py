@@ -36,6 +36,9 @@ class System:
     headers: dict[str, str]
     pids: dict[str, list[int]]
     predictions: Callable[[bytes], list[float]]
+    settle: Callable[[], float] = lambda: 0.0
+    """Wait until the system has finished the work a load left it (weir: storing the log
+    rows of every answer); the seconds waited."""
 
 
 def arrow(x: np.ndarray) -> bytes:
@@ -112,4 +115,5 @@ def run_weir(
                 "broker": stack.pids["broker"],
             },
             predictions,
+            stack.logs_stored,
         )

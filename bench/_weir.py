@@ -3,9 +3,11 @@ the diabetes pipeline deployed on it, and the processes whose CPU counts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,11 @@ from control.sdk.pipeline import Pipeline
 from control.settings import Settings
 from control.stack import down, up
 from engine import codecs
+from streams.admin import probe_consumer
+from streams.clients import topic_partitions
+from streams.lag import GroupLag
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
+from streams.settings import WorkerSettings
 
 SAMPLE_SHIM = Path(__file__).resolve().parent / "_sample"
 
@@ -40,6 +46,15 @@ class WeirStack:
     @property
     def bootstrap(self) -> str:
         return str(self.record["kafka_bootstrap"])
+
+    def logs_stored(self, timeout_s: float = 300.0) -> float:
+        """Wait until the server's log agent has stored every answer on the pipeline's output
+        topic (its group has committed them all), so that a measurement neither pays for the
+        log rows an earlier one left behind nor leaves its own uncounted; the seconds waited.
+        TimeoutError past `timeout_s`."""
+        return asyncio.run(
+            _log_agent_caught_up(self.bootstrap, self.pipeline.topics()["output"], timeout_s)
+        )
 
 
 @contextmanager
@@ -95,6 +110,29 @@ def weir_stack(
         os.environ.update(saved)
         service.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+LOG_AGENT_GROUP = "weir.log-agent"
+
+
+async def _log_agent_caught_up(bootstrap: str, topic: str, timeout_s: float) -> float:
+    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    started = time.monotonic()
+    probe, lag = probe_consumer(settings), GroupLag(settings)
+    await probe.start()
+    await lag.start()
+    try:
+        groups = {LOG_AGENT_GROUP: await topic_partitions(probe, topic)}
+        while left := await lag.unread(groups):
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(
+                    f"the log agent still had {left} answers to store after {timeout_s:g} s"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await lag.stop()
+        await probe.stop()
+    return round(time.monotonic() - started, 2)
 
 
 def kafka_target(stack: WeirStack) -> kafka.KafkaTarget:

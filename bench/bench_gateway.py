@@ -80,13 +80,17 @@ def by_part(seconds: dict[tuple[str, str], float]) -> dict[str, float]:
 
 
 def measured(stack: WeirStack, sample_dir: Path | None, run: Any) -> dict[str, Any]:
-    """Run `run()` (a coroutine factory giving Outcomes) with CPU meters and the sampler."""
+    """Run `run()` (a coroutine factory giving Outcomes) with CPU meters and the sampler,
+    from a stack whose log agent has stored what earlier runs left, until it has stored
+    this run's answers too (WeirStack.logs_stored)."""
     server = stack.pids["server"][0]
+    stack.logs_stored()
     before = snapshot(sample_dir, server) if sample_dir else {}
     meter = CpuMeter(stack.pids).start()
     client0 = resource.getrusage(resource.RUSAGE_SELF)
     outcomes = asyncio.run(run())
     client1 = resource.getrusage(resource.RUSAGE_SELF)
+    stack.logs_stored()
     cpu = meter.stop()
     cpu["client"] = round(
         client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime, 3

@@ -98,12 +98,18 @@ QUICK = Plan(
 def metered(
     system: System, run: Callable[[], Any], count: Callable[[Any], int]
 ) -> tuple[Any, dict[str, float]]:
-    """Run `run()` and give the CPU ms each process spent per request (`count(result)`)."""
+    """Run `run()` and give the CPU ms each process spent per request (`count(result)`):
+    from a system that has finished what earlier loads left it, until it has finished this
+    one's (weir's log rows, stored after the answers; `System.settle`)."""
+    system.settle()
     meter = CpuMeter(system.pids).start()
     before = resource.getrusage(resource.RUSAGE_SELF)
     result = run()
     after = resource.getrusage(resource.RUSAGE_SELF)
+    stored_s = system.settle()
     cpu = meter.stop()
+    if stored_s >= 1:
+        console.print(f"    ({system.name} finished its part of this load {stored_s:g} s after it)")
     n = max(count(result), 1)
     per = {name: round(cpu[name] * 1000 / n, 3) for name in system.pids}
     per["client"] = round(
