@@ -173,5 +173,11 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     tune_gc()
     uvicorn.run(
-        app, host=settings.http_host, port=settings.http_port, log_level="warning", access_log=False
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
     )
