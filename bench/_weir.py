@@ -122,13 +122,7 @@ async def _log_agent_caught_up(bootstrap: str, topic: str, timeout_s: float) -> 
     await probe.start()
     await lag.start()
     try:
-        groups = {LOG_AGENT_GROUP: await topic_partitions(probe, topic)}
-        while left := await lag.unread(groups):
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(
-                    f"the log agent still had {left} answers to store after {timeout_s:g} s"
-                )
-            await asyncio.sleep(0.2)
+        await lag.wait_read({LOG_AGENT_GROUP: await topic_partitions(probe, topic)}, timeout_s)
     finally:
         await lag.stop()
         await probe.stop()

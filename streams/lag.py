@@ -93,3 +93,14 @@ class GroupLag:
                             lag = 0  # markers or aborted records only
                 left += lag
         return left
+
+    async def wait_read(
+        self, groups: dict[str, list[TopicPartition]], timeout_s: float, poll_s: float = 0.2
+    ) -> None:
+        """Wait until every group has read (committed) every record of its partitions, as
+        `unread` counts them; TimeoutError saying how many are left after `timeout_s`."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while left := await self.unread(groups):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{left} records still unread after {timeout_s:g} s")
+            await asyncio.sleep(poll_s)

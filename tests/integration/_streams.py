@@ -169,13 +169,10 @@ class Reader:
                 group: await topic_partitions(self._consumer, topic)
                 for group, topic in readers.items()
             }
-            deadline = time.monotonic() + timeout_s
-            while left := await lag.unread(groups):
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{left} records of {readers} uncommitted for {timeout_s} s"
-                    )
-                await asyncio.sleep(0.2)
+            try:
+                await lag.wait_read(groups, timeout_s)
+            except TimeoutError as exc:
+                raise AssertionError(f"{readers}: {exc}") from None
         finally:
             await lag.stop()
         await self.catch_up()
