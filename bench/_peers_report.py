@@ -199,6 +199,13 @@ def _met(value: float | None, target: tuple[str, float] | None) -> bool | None:
     return value >= bound if op == ">=" else value <= bound
 
 
+def _at_top_rate(label: str) -> Callable[[Run], bool]:
+    """Whether one run's Kafka ladder behind `label` kept up with its last rate: the figure
+    is then the ladder's, not the system's, and a ratio with it a bound."""
+    ladder = {"Kafka 1-row msgs/s": "kafka_1", "Kafka 256-row rows/s": "kafka_256"}.get(label)
+    return lambda run: bool(ladder and run.get(ladder, {}).get("at_top_rate"))
+
+
 def ratios(runs: dict[str, list[Run]]) -> dict[str, Any]:
     """Each metric: both systems' min/median/max, the per-repetition ratio's, and targets
     (judged on the median)."""
@@ -212,12 +219,14 @@ def ratios(runs: dict[str, list[Run]]) -> dict[str, Any]:
         ]
         ratio = _spread([w / m for w, m in pairs])
         weir = _spread(values["weir"])
+        floors = {name: sum(map(_at_top_rate(label), runs[name])) for name in runs}
         summary[label] = {
             "mlserver": _spread(values["mlserver"]),
             "weir": weir,
             "ratio": ratio,
             "ratio_target": ratio_target,
             "weir_target": own_target,
+            "floors": {name: n for name, n in floors.items() if n},
             "met": _met(ratio[1] if ratio else None, ratio_target)
             if ratio_target
             else _met(weir[1] if weir else None, own_target),
@@ -253,6 +262,12 @@ def show(console: Console, broker: str, summary: dict[str, Any], answers: dict[s
             label, cell(row["mlserver"]), cell(row["weir"]), cell(row["ratio"]), text, met
         )
     console.print(table)
+    for label, row in summary.items():
+        for name, n in row.get("floors", {}).items():
+            console.print(
+                f"{label}: {name} kept up with the ladder's last rate in {n} repetition(s); "
+                "its figure there is a floor"
+            )
     console.print(
         f"same answers on {answers['rows']} rows: {answers['match']} "
         f"(max |weir - MLServer| {answers['max_abs_diff']} of up to "
