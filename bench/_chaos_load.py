@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control.settings import Settings
 from engine import codecs
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 from tests.integration._streams import first_value, numbered_row
 

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control.settings import Settings
 from control.stack import down, up
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.messages import ERROR, REQUEST_ID
 
 FEATURES = 10

@@ -22,7 +22,7 @@ from control.settings import Settings
 from control.stack import down, up
 from engine import codecs
 from streams.admin import probe_consumer
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.lag import GroupLag
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 from streams.settings import WorkerSettings

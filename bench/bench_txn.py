@@ -39,7 +39,7 @@ from bench._results import RESULTS, save
 from bench._stack import CpuMeter
 from streams.admin import ensure_topics
 from streams.clients import consumer_options, producer_options
-from streams.txn_offsets import transactional_offsets
+from streams.aiokafka_internals import transactional_offsets
 from streams.delivery import AtLeastOnce, ExactlyOnce
 from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 from streams.topics import TopicSpec

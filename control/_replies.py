@@ -20,7 +20,8 @@ from engine.columns import META_ROW, SHADOW_ERROR_FIELD, shadow_out_prefix
 from engine.answers import decode_answer
 from engine.errors import CodecError
 from engine.steps import concat_in_order
-from streams.clients import FetchPace, connection_options, topic_partitions
+from streams.aiokafka_internals import topic_partitions
+from streams.clients import FetchPace, connection_options
 from streams.messages import Envelope, Requests, request_rows
 from streams.settings import WorkerSettings
 

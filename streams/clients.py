@@ -1,5 +1,5 @@
-"""weir's Kafka clients: how they connect, their options, the fetch wait, and the aiokafka
-internals weir reaches into (streams.txn_offsets has the rest).
+"""weir's Kafka clients: how they connect, their options, and their fetch wait (aiokafka's
+internals, where weir needs them, are reached in streams.aiokafka_internals only).
 
 Every client weir creates (the worker loop, the log agent, the HTTP gateway, admin and
 probe clients) connects with `connection_options`, so one set of settings reaches them
@@ -10,30 +10,20 @@ Example:
     await consumer.start()
     pace = FetchPace(consumer, settings)
     records = await consumer.getmany(timeout_ms=100)
-    check_fetcher(consumer)
     pace.saw(bool(records))
-    ...
-    await stop_consumer(consumer)
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import ssl
 import time
 from typing import Any
 
-import aiokafka
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.client import CoordinationType
+from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
-from aiokafka.producer.sender import TxnOffsetCommitHandler
 
-from streams.errors import FetcherDied
+from streams.aiokafka_internals import set_fetch_wait
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
-
-log = logging.getLogger(__name__)
 
 BATCH_BYTES = 1024 * 1024
 """How big a worker's producer batches may grow (see producer_options)."""
@@ -57,7 +47,7 @@ class FetchPace:
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, settings: WorkerSettings) -> None:
-        self._fetcher = consumer._fetcher  # aiokafka reads its wait per request built
+        self._consumer = consumer
         self._waits = (
             (settings.busy_for_ms / 1000, settings.busy_fetch_wait_ms),
             (settings.idle_after_s, settings.fetch_wait_ms),
@@ -72,69 +62,10 @@ class FetchPace:
         if busy:
             self._last = now
         quiet = now - self._last
-        self._fetcher._fetch_max_wait_ms = next(
-            (wait for within, wait in self._waits if quiet < within), self._idle_ms
+        set_fetch_wait(
+            self._consumer,
+            next((wait for within, wait in self._waits if quiet < within), self._idle_ms),
         )
-
-
-def check_fetcher(consumer: AIOKafkaConsumer) -> None:
-    """Raise FetcherDied if the consumer's background fetch task has ended with an error.
-
-    aiokafka's fetch task can fail an internal assertion while a rebalance changes the
-    assignment (aio-libs/aiokafka#796; seen here in the log agent under a slow test run).
-    Nothing reports it: `getmany` then returns no records, for good. Call after every fetch.
-    """
-    task = consumer._fetcher._fetch_task
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise FetcherDied(
-            f"the Kafka consumer's fetch task failed: {task.exception()!r}"
-        ) from task.exception()
-
-
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
-    """Stop `consumer` (leave its group, close its connections), even if its fetch task died.
-
-    aiokafka's stop() awaits the fetch task, and would raise a dead one's error again
-    before closing the connections. That error was reported already (check_fetcher):
-    a finished stand-in takes the task's place.
-    """
-    fetcher = consumer._fetcher
-    if fetcher is not None and fetcher._fetch_task.done():
-        stand_in = asyncio.get_running_loop().create_future()
-        stand_in.set_result(None)
-        fetcher._fetch_task = stand_in
-    try:
-        await consumer.stop()
-    except Exception as exc:  # closing is best effort; the process goes on
-        log.warning("stopping a Kafka consumer: %r", exc)
-
-
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Every partition of `topic`, waiting for its metadata (a started consumer that does not
-    subscribe to it knows nothing of it: Apache Kafka sends the metadata of named topics
-    only). UnknownTopicOrPartitionError if the topic does not appear within the consumer's
-    request timeout."""
-    partitions = await consumer._client._wait_on_metadata(topic)
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
-
-
-def member_id(consumer: AIOKafkaConsumer) -> str:
-    """The member id the group coordinator gave `consumer` ("" before its first join)."""
-    return str(consumer._coordinator.member_id)
-
-
-def rejoin_as(consumer: AIOKafkaConsumer, member: str) -> None:
-    """Make a started consumer that has not subscribed yet join as `member` (streams.membership).
-    A coordinator that still counts it takes the rejoin as that member's (Apache Kafka
-    without a rebalance, if it was not the group's leader); one that has expired it answers
-    UNKNOWN_MEMBER_ID, and aiokafka joins afresh."""
-    consumer._coordinator.member_id = member
-
-
-async def ask_group_coordinator(consumer: AIOKafkaConsumer, group: str, request: Any) -> Any:
-    """Send `request` to `group`'s coordinator through `consumer`'s connections."""
-    coordinator = await consumer._client.coordinator_lookup(CoordinationType.GROUP, group)
-    return await consumer._client.send(coordinator, request)
 
 
 def connection_options(settings: WorkerSettings) -> dict[str, Any]:
@@ -217,30 +148,3 @@ def producer_options(
             "transaction_timeout_ms": int(settings.transaction_timeout_s * 1000),
         }
     return options
-
-
-def check_aiokafka() -> None:
-    """Fail at start-up, not mid-stream, if aiokafka no longer has the methods that this
-    module and streams.txn_offsets reach into (pyproject.toml pins the versions they were
-    tested with; the instance attributes they use are read as the clients start)."""
-    from aiokafka.client import AIOKafkaClient
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-    from aiokafka.producer.sender import Sender
-
-    wanted = {
-        AIOKafkaClient: ("_wait_on_metadata",),
-        GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
-        Sender: ("_do_txn_offset_commit", "_find_coordinator"),
-        TxnOffsetCommitHandler: ("create_request", "handle_response"),
-    }
-    missing = [
-        f"{owner.__name__}.{name}"
-        for owner, names in wanted.items()
-        for name in names
-        if not hasattr(owner, name)
-    ]
-    if missing:
-        raise RuntimeError(
-            f"aiokafka {aiokafka.__version__} lacks {missing}, which weir "
-            "relies on: install the version pyproject.toml names"
-        )

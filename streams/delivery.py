@@ -16,8 +16,9 @@ which input offsets the chunk finished. Two ways to make that safe:
   its records are never seen by consumers that read `read_committed`, and its input
   is run again from the last commit. The transactional id belongs to the worker (a
   restarted worker fences its dead predecessor at once), and the offsets are
-  committed with the consumer's group generation (streams.clients.txn_offset_commit),
-  so a worker that lost its partitions in a rebalance cannot commit them.
+  committed with the consumer's group generation
+  (streams.aiokafka_internals.transactional_offsets), so a worker that lost its
+  partitions in a rebalance cannot commit them.
 
 Example:
     delivery = ExactlyOnce(producer, consumer, group_id, interval_s=0.1)

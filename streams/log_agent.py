@@ -30,22 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
-import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer, records_after
-from streams.log_rows import error_rows, json_result_rows, result_rows
-from streams.clients import FetchPace, check_fetcher, connection_options, stop_consumer
+from streams.aiokafka_internals import check_fetcher, stop_consumer
+from streams.clients import FetchPace, connection_options
 from streams.errors import FetcherDied
+from streams.log_buffer import LogBuffer
+from streams.log_rows import error_rows, json_result_rows, result_rows
 from streams.log_writer import LogWriter, Policies
 from streams.logstore import LogStore
-from streams.messages import Envelope, Requests
+from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.shadow_logs import shadow_pipeline
 from streams.topics import TopicMap, TopicRole
@@ -55,10 +55,6 @@ log = logging.getLogger(__name__)
 
 LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
-FLUSH_ROWS = 200_000
-FLUSH_BYTES = 64 * 1024 * 1024
-"""Result messages are kept as they came until written: this bounds their bytes."""
-FLUSH_EVERY_S = 1.0
 RESTART_S = 1.0
 """How long the log agent waits before a new consumer after an unexpected failure."""
 POLL_IDLE_MS = 200
@@ -83,9 +79,9 @@ def paced(settings: WorkerSettings) -> WorkerSettings:
 class LogAgent:
     """Consumes every pipeline's result and log topics into a LogStore.
 
-    Rows are gathered in memory and written (then committed) when `FLUSH_ROWS`
-    (or `FLUSH_BYTES` of result messages) have gathered, `FLUSH_EVERY_S` after the
-    first of them, before a rebalance and whenever `sync()` asks: one bigger
+    Rows are gathered in memory (streams.log_buffer) and written (then committed) when
+    `FLUSH_ROWS` (or `FLUSH_BYTES` of result messages) have gathered, `FLUSH_EVERY_S`
+    after the first of them, before a rebalance and whenever `sync()` asks: one bigger
     Parquet file costs far less than one per fetch (measured: writing was the
     server's largest cost under load).
     """
@@ -108,7 +104,7 @@ class LogAgent:
         self._probe_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._done: dict[TopicPartition, int] = {}
-        self._buffer = _Buffer()
+        self._buffer = LogBuffer()
         self._lock = asyncio.Lock()  # the buffer: taken in, or flushed, by one at a time
         self._syncs = 0  # sync() calls waiting for a flush
         self._paced = paced(settings)
@@ -147,7 +143,10 @@ class LogAgent:
             metadata_max_age_ms=1000,  # notice new pipelines' log topics quickly
         )
         await consumer.start()
-        consumer.subscribe(pattern=self.topics.pattern(*LOGGED), listener=_FlushFirst(self))
+        consumer.subscribe(
+            pattern=self.topics.pattern(*LOGGED),
+            listener=_FlushFirst(self._flush_gathered, self._learn_policies),
+        )
         self._pace = FetchPace(consumer, self._paced)
         return consumer
 
@@ -172,7 +171,7 @@ class LogAgent:
         """Stop the consumer and start another. What was gathered and not written yet is
         dropped: it was not committed, so the new consumer reads it again."""
         async with self._lock:
-            self._buffer = _Buffer()
+            self._buffer = LogBuffer()
             if self._consumer is not None:
                 await stop_consumer(self._consumer)
             while True:
@@ -202,6 +201,10 @@ class LogAgent:
                 if self._buffer.due(self._syncs > 0):
                     await self._flush()
 
+    async def _flush_gathered(self) -> None:
+        async with self._lock:
+            await self._flush()
+
     async def _flush(self) -> None:
         """Write what is gathered, commit it, and note how far each partition is stored.
 
@@ -209,7 +212,7 @@ class LogAgent:
         again, after a pause.
         """
         assert self._consumer is not None
-        buffer, self._buffer = self._buffer, _Buffer()
+        buffer, self._buffer = self._buffer, LogBuffer()
         if not buffer.rows and not buffer.next:
             return
         try:
@@ -254,7 +257,7 @@ class LogAgent:
                         traceparent_of(env.extra),
                     )
 
-    def _write(self, buffer: _Buffer) -> None:
+    def _write(self, buffer: LogBuffer) -> None:
         for (workspace, pipeline), results in buffer.results.items():
             buffer.batches[(workspace, pipeline)] += result_rows(results)
         self.writer.write(buffer.batches)
@@ -327,68 +330,23 @@ class LogAgent:
             self._syncs -= 1
 
 
-class _Buffer:
-    """Log rows read but not written yet, and the offsets they come from."""
-
-    def __init__(self) -> None:
-        self.batches: dict[tuple[str, str], list[pa.RecordBatch]] = defaultdict(list)
-        self.results: dict[tuple[str, str], list[tuple[bytes, str | Requests, str | None]]] = (
-            defaultdict(list)
-        )
-        """Result messages (with their request ids and traceparents), made log rows in bulk
-        when written."""
-        self.rows = 0
-        self.result_bytes = 0
-        self.first: dict[TopicPartition, int] = {}  # where to read again if writing fails
-        self.next: dict[TopicPartition, int] = {}  # what to commit once written
-        self._since = 0.0
-
-    def read(self, tp: TopicPartition, msgs: list[ConsumerRecord]) -> None:
-        if msgs:
-            self.first.setdefault(tp, msgs[0].offset)
-            self.next[tp] = msgs[-1].offset + 1
-            if not self._since:
-                self._since = time.monotonic()
-
-    def add(self, workspace: str, pipeline: str, batch: pa.RecordBatch) -> None:
-        self.batches[(workspace, pipeline)].append(batch)
-        self.rows += batch.num_rows
-
-    def add_result(
-        self,
-        workspace: str,
-        pipeline: str,
-        value: bytes,
-        request_id: str | Requests,
-        traceparent: str | None,
-    ) -> None:
-        self.results[(workspace, pipeline)].append((value, request_id, traceparent))
-        self.result_bytes += len(value)
-
-    def due(self, asked: bool) -> bool:
-        """Whether to write now: asked to (sync), full, or old enough."""
-        if not self.next:
-            return False
-        return (
-            asked
-            or self.rows >= FLUSH_ROWS
-            or self.result_bytes >= FLUSH_BYTES
-            or time.monotonic() - self._since >= FLUSH_EVERY_S
-        )
-
-
 class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Write and commit what is gathered before partitions move to another server."""
+    """Write and commit what is gathered before partitions move to another server; learn the
+    log policies of the partitions assigned."""
 
-    def __init__(self, agent: LogAgent) -> None:
-        self._agent = agent
+    def __init__(
+        self,
+        flush: Callable[[], Awaitable[None]],
+        learn_policies: Callable[[set[TopicPartition]], None],
+    ) -> None:
+        self._flush = flush
+        self._learn_policies = learn_policies
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._agent._lock:
-            await self._agent._flush()
+        await self._flush()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await asyncio.to_thread(self._agent._learn_policies, assigned)
+        await asyncio.to_thread(self._learn_policies, assigned)
 
 
 def pipeline_of(names: dict[str, str], env: Envelope) -> str:

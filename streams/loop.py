@@ -29,16 +29,15 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.claims import PartitionClaims, RedeliveryMarks
-from streams.clients import (
-    FetchPace,
+from streams.aiokafka_internals import (
     check_aiokafka,
     check_fetcher,
-    consumer_options,
     member_id,
-    producer_options,
     rejoin_as,
     stop_consumer,
+    transactional_offsets,
 )
+from streams.clients import FetchPace, consumer_options, producer_options
 from streams.commits import Offsets
 from streams.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from streams.membership import (
@@ -54,7 +53,6 @@ from streams.placement import Placement
 from streams.rebalance import HeldTopics, Partitions, Rebalances
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
-from streams.txn_offsets import transactional_offsets
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,11 @@ swap or a replica joining repeats nothing. At least once, it then releases the
 partitions' claims; a new owner that finds one unreleased (its last reader
 died) marks what it may repeat (streams.claims). Exactly once needs no claims:
 a dead worker's open transaction is aborted, and a new owner reads the offsets
-only once the last owner's transaction has finished (streams.txn_offsets). The rebalance waits for the chunk
-at most REVOKE_SHARE of the rebalance timeout, and a worker left without an
-assignment for too long starts over (streams.membership): a group never waits
-on one member for good.
+only once the last owner's transaction has finished
+(streams.aiokafka_internals.transactional_offsets). The rebalance waits for the
+chunk at most REVOKE_SHARE of the rebalance timeout, and a worker left without
+an assignment for too long starts over (streams.membership): a group never
+waits on one member for good.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streams.claims import RedeliveryMarks
-from streams.clients import member_id
+from streams.aiokafka_internals import member_id
 from streams.membership import JoinWatch, MemberRecord
 from streams.settings import WorkerSettings
 

@@ -143,7 +143,7 @@ class Client:
         pipelines = [
             Pipeline(self._session, info) for info in self._session.json("GET", "/pipelines")
         ]
-        return Listing(pipelines, lambda p: p._row())
+        return Listing(pipelines, lambda p: p.listing_row())
 
     def delete_pipeline(self, name: str) -> None:
         """Delete an undeployed pipeline, its versions and its logs (see Pipeline.delete)."""

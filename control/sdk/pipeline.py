@@ -210,11 +210,11 @@ class Pipeline(LogsMixin):
         do not report Running in time (what this call started is undone).
         """
         version = self.create_version()
-        return self._deploy_version(
+        return self.deploy_version(
             version.version, deployment_config, timeout_s=timeout_s, quiet=quiet
         )
 
-    def _deploy_version(
+    def deploy_version(
         self,
         version: str,
         config: DeploymentConfig | None,
@@ -222,6 +222,8 @@ class Pipeline(LogsMixin):
         timeout_s: float | None = None,
         quiet: bool = False,
     ) -> Pipeline:
+        """Deploy the stored `version` (what `deploy` and PipelineVersion.deploy do once the
+        version exists); WaitForDeployError as `deploy` says."""
         redeploy = self._status().deployed
         body = {"version": version, "config": (config or DeploymentConfig()).model_dump()}
         self._call("POST", "/deploy", json=body)
@@ -354,13 +356,14 @@ class Pipeline(LogsMixin):
         deployed version and newest definition."""
         return dict(self._info)
 
-    def _row(self) -> dict[str, Any]:
+    def listing_row(self) -> dict[str, Any]:
+        """The pipeline's row in the guide's `list_pipelines()` table."""
         row = {f: self._info.get(f) for f in LIST_FIELDS}
         row["steps"] = [m.name for m in self._steps]
         return row
 
     def __repr__(self) -> str:
-        return text_table([self._row()], vertical=True)
+        return text_table([self.listing_row()], vertical=True)
 
     def _repr_html_(self) -> str:
-        return html_table([self._row()], vertical=True)
+        return html_table([self.listing_row()], vertical=True)

@@ -23,7 +23,7 @@ from control.errors import StackError
 from engine.columns import REQUEST_ID, ROW, TIME
 from engine.answers import decode_answer
 from engine.errors import CodecError
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.messages import Envelope
 
 LATE = timedelta(minutes=1)

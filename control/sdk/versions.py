@@ -64,7 +64,7 @@ class PipelineVersion:
         `deployment_name` and `model_configs` are accepted for the guide's signature; the
         version already fixes its models.
         """
-        return self._pipeline._deploy_version(self.version, config, quiet=quiet)
+        return self._pipeline.deploy_version(self.version, config, quiet=quiet)
 
     def to_dict(self) -> dict[str, Any]:
         """The guide's fields of the version."""

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from engine import codecs
 from engine.answers import decode_answer
 from streams.admin import end_offsets, probe_consumer
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.lag import GroupLag
 from streams.messages import CONTENT_TYPE, REQUEST_ID, Envelope
 from streams.settings import WorkerSettings

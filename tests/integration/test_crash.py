@@ -19,7 +19,7 @@ from control.sdk.client import Client
 from control.sdk.model import Model
 from control.sdk.pipeline import Pipeline
 from streams.messages import ERROR, REQUEST_ID, SOURCE
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.worker_spec import group_id
 from tests.integration._streams import (
     Reader,

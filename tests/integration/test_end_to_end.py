@@ -21,7 +21,7 @@ from control.sdk.client import Client
 from control.sdk.pipeline import Pipeline
 from engine import codecs
 from engine.errors import CodecError
-from streams.clients import topic_partitions
+from streams.aiokafka_internals import topic_partitions
 from streams.messages import ERROR
 from tests.integration._streams import kafka_round_trip
 

@@ -1,4 +1,4 @@
-"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/txn_offsets.py), on
+"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/aiokafka_internals.py), on
 the real broker: each chunk's answers and input offsets commit together, a worker restarted
 after a crash fences its predecessor's open transaction, a worker a rebalance replaced cannot
 commit offsets, and a partition's next owner reads no offset a transaction still commits."""
@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from control.embedded import Service
 from streams.admin import ensure_topics
-from streams.txn_offsets import transactional_offsets
+from streams.aiokafka_internals import transactional_offsets
 from streams.delivery import ExactlyOnce
 from streams.loop import StageLoop
 from streams.messages import Envelope

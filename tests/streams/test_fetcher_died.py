@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from control.embedded import Service
 from streams.admin import ensure_topics
 from streams.log_agent import LogAgent
-from streams.clients import check_fetcher, stop_consumer
+from streams.aiokafka_internals import check_fetcher, stop_consumer
 from streams.errors import FetcherDied
 from streams.logstore import LogStore
 from streams.loop import StageLoop

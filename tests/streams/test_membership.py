@@ -17,7 +17,7 @@ from engine.definition import ModelRef, ModelStep, PipelineSpec
 from engine.pipeline import load_pipeline
 from engine.runtimes.base import sha256_file
 from streams.admin import ensure_topics
-from streams.clients import ask_group_coordinator
+from streams.aiokafka_internals import ask_group_coordinator
 from streams.loop import StageLoop
 from streams.membership import GroupStuck, JoinWatch, MemberRecord, reset_group
 from streams.messages import Envelope

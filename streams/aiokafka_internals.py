@@ -1,0 +1,271 @@
+"""The one module of weir that reaches into aiokafka's private attributes. Each reach-in
+works around something aiokafka's public API does not offer; pyproject.toml pins aiokafka to
+the versions tested, and `check_aiokafka` fails a worker at start-up, not mid-stream, if
+the methods used are gone. Tests may reach in too, to stage faults.
+
+- The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
+- A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
+- Metadata of a topic the consumer does not subscribe to (topic_partitions).
+- Group membership: the member id to rejoin as, and requests to the group's coordinator
+  (member_id, rejoin_as, ask_group_coordinator; streams.membership).
+- Transactional offsets as KIP-447 asks (transactional_offsets), which aiokafka does not do
+  by itself: an offset commit carries the consumer group's generation, and an offset read
+  waits for the transactions that are still committing offsets.
+
+  A worker that runs exactly once (streams.delivery.ExactlyOnce) commits its input offsets
+  inside the transaction that carries its answers. Two races follow when partitions move:
+
+  - Written by a worker a rebalance already replaced: aiokafka's TxnOffsetCommit (v0)
+    names no generation, so the group coordinator takes the commit, and the partition's
+    next owner runs those records again. v3 names it, and such a commit is refused.
+  - Read by the partition's next owner: Kafka returns a transaction's offsets only once
+    its commit markers are written, a moment after the commit returns. aiokafka's
+    OffsetFetch (v3) meanwhile reads the offset before it, and the new owner answers those
+    records a second time (seen by bench/chaos.py, seed 41, during overlapping hot swaps).
+    v7 with `require_stable` gets UNSTABLE_OFFSET_COMMIT instead, and asks again.
+
+  The requests themselves are in streams.kip447_requests.
+
+Example:
+    check_aiokafka()
+    await producer.start(); await consumer.start()
+    transactional_offsets(producer, consumer)   # before consumer.subscribe(...)
+    records = await consumer.getmany(timeout_ms=100)
+    check_fetcher(consumer)
+    set_fetch_wait(consumer, 5)
+    ...
+    await stop_consumer(consumer)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import aiokafka
+import aiokafka.errors as Errors
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import CoordinationType
+from aiokafka.producer.sender import TxnOffsetCommitHandler
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.errors import FetcherDied
+from streams.kip447_requests import (
+    FENCED,
+    StableOffsetFetch,
+    TxnOffsetCommitRequest,
+    UnstableOffsetCommit,
+)
+
+log = logging.getLogger(__name__)
+
+
+def check_aiokafka() -> None:
+    """Fail at start-up, not mid-stream, if aiokafka no longer has the methods that this
+    module reaches into (pyproject.toml pins the versions they were tested with; the
+    instance attributes it uses are read as the clients start)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.producer.sender import Sender
+
+    wanted = {
+        AIOKafkaClient: ("_wait_on_metadata",),
+        GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
+        Sender: ("_do_txn_offset_commit", "_find_coordinator"),
+        TxnOffsetCommitHandler: ("create_request", "handle_response"),
+    }
+    missing = [
+        f"{owner.__name__}.{name}"
+        for owner, names in wanted.items()
+        for name in names
+        if not hasattr(owner, name)
+    ]
+    if missing:
+        raise RuntimeError(
+            f"aiokafka {aiokafka.__version__} lacks {missing}, which weir "
+            "relies on: install the version pyproject.toml names"
+        )
+
+
+# -- the consumer's fetches ------------------------------------------------------------------------
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
+    """How long the broker may hold `consumer`'s next fetch requests for data (aiokafka reads
+    the wait per request built, and has no setter)."""
+    consumer._fetcher._fetch_max_wait_ms = wait_ms
+
+
+def check_fetcher(consumer: AIOKafkaConsumer) -> None:
+    """Raise FetcherDied if the consumer's background fetch task has ended with an error.
+
+    aiokafka's fetch task can fail an internal assertion while a rebalance changes the
+    assignment (aio-libs/aiokafka#796; seen here in the log agent under a slow test run).
+    Nothing reports it: `getmany` then returns no records, for good. Call after every fetch.
+    """
+    task = consumer._fetcher._fetch_task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise FetcherDied(
+            f"the Kafka consumer's fetch task failed: {task.exception()!r}"
+        ) from task.exception()
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop `consumer` (leave its group, close its connections), even if its fetch task died.
+
+    aiokafka's stop() awaits the fetch task, and would raise a dead one's error again
+    before closing the connections. That error was reported already (check_fetcher):
+    a finished stand-in takes the task's place.
+    """
+    fetcher = consumer._fetcher
+    if fetcher is not None and fetcher._fetch_task.done():
+        stand_in = asyncio.get_running_loop().create_future()
+        stand_in.set_result(None)
+        fetcher._fetch_task = stand_in
+    try:
+        await consumer.stop()
+    except Exception as exc:  # closing is best effort; the process goes on
+        log.warning("stopping a Kafka consumer: %r", exc)
+
+
+# -- metadata and group membership ----------------------------------------------------------------
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, waiting for its metadata (a started consumer that does not
+    subscribe to it knows nothing of it: Apache Kafka sends the metadata of named topics
+    only). UnknownTopicOrPartitionError if the topic does not appear within the consumer's
+    request timeout."""
+    partitions = await consumer._client._wait_on_metadata(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def member_id(consumer: AIOKafkaConsumer) -> str:
+    """The member id the group coordinator gave `consumer` ("" before its first join)."""
+    return str(consumer._coordinator.member_id)
+
+
+def rejoin_as(consumer: AIOKafkaConsumer, member: str) -> None:
+    """Make a started consumer that has not subscribed yet join as `member` (streams.membership).
+    A coordinator that still counts it takes the rejoin as that member's (Apache Kafka
+    without a rebalance, if it was not the group's leader); one that has expired it answers
+    UNKNOWN_MEMBER_ID, and aiokafka joins afresh."""
+    consumer._coordinator.member_id = member
+
+
+async def ask_group_coordinator(consumer: AIOKafkaConsumer, group: str, request: Any) -> Any:
+    """Send `request` to `group`'s coordinator through `consumer`'s connections."""
+    coordinator = await consumer._client.coordinator_lookup(CoordinationType.GROUP, group)
+    return await consumer._client.send(coordinator, request)
+
+
+# -- transactional offsets (KIP-447) -------------------------------------------------------------
+def transactional_offsets(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Make `producer`'s transactional offset commits carry `consumer`'s group generation,
+    and `consumer`'s offset reads wait for pending transactional commits (start both
+    first; call before the consumer subscribes, so its first assignment reads stable)."""
+    _fence_offset_commits(producer, consumer)
+    _read_stable_offsets(consumer)
+
+
+class _FencedTxnOffsetCommit(TxnOffsetCommitHandler):  # type: ignore[misc]
+    """aiokafka's TxnOffsetCommit (v0) carries no consumer group generation, so the group
+    coordinator takes offsets from a worker that a rebalance already replaced. This one
+    sends v3, with the consumer's generation and member id: such a commit is refused, and
+    the worker's transaction aborts instead of committing a repeat."""
+
+    def __init__(
+        self, sender: Any, offsets: Any, group_id: str, consumer: AIOKafkaConsumer
+    ) -> None:
+        super().__init__(sender, offsets, group_id)
+        self._group = consumer._coordinator
+
+    def create_request(self) -> TxnOffsetCommitRequest:
+        txn = self._sender._txn_manager
+        topics: dict[str, list[tuple[Any, ...]]] = {}
+        for tp, offset in sorted(self._offsets.items()):
+            topics.setdefault(tp.topic, []).append(
+                (tp.partition, offset.offset, -1, offset.metadata, {})
+            )
+        return TxnOffsetCommitRequest(
+            {
+                "transactional_id": txn.transactional_id,
+                "group_id": self._group_id,
+                "producer_id": txn.producer_id,
+                "producer_epoch": txn.producer_epoch,
+                "generation_id": self._group.generation,
+                "member_id": self._group.member_id,
+                "group_instance_id": self._group._group_instance_id,
+                "topics": [(topic, partitions, {}) for topic, partitions in topics.items()],
+                "tags": {},
+            }
+        )
+
+    def handle_response(self, resp: Any) -> float | None:
+        for _topic, partitions, _ in resp.topics:
+            for _partition, code, _ in partitions:
+                if code in FENCED:  # an abortable error: the loop aborts, the input reruns
+                    self._sender._txn_manager.error_transaction(
+                        Errors.CommitFailedError(
+                            f"the group {self._group_id!r} moved on (a rebalance): {FENCED[code]}"
+                        )
+                    )
+                    return None
+        as_v0 = SimpleNamespace(
+            errors=[
+                (topic, [(p, code) for p, code, _ in partitions])
+                for topic, partitions, _ in resp.topics
+            ]
+        )
+        return super().handle_response(as_v0)  # type: ignore[no-any-return]
+
+
+def _fence_offset_commits(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+    """Make `producer`'s transactional offset commits carry `consumer`'s group generation
+    (start both first)."""
+    sender = producer._sender
+
+    async def txn_offset_commit(offsets: Any, group_id: str) -> None:
+        if not offsets:
+            return
+        try:
+            node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
+        except Errors.GroupAuthorizationFailedError as exc:
+            sender._txn_manager.error_transaction(exc)
+            return
+        await _FencedTxnOffsetCommit(sender, offsets, group_id, consumer).do(node_id)
+
+    sender._do_txn_offset_commit = txn_offset_commit
+
+
+def _read_stable_offsets(consumer: AIOKafkaConsumer) -> None:
+    """Make `consumer`'s reads of its group's offsets (on assignment, and `committed()`)
+    wait while a transaction still commits offsets of the partitions read."""
+    coordinator = consumer._coordinator
+
+    def check(code: int) -> None:
+        if code == UnstableOffsetCommit.errno:
+            raise UnstableOffsetCommit()
+        error = Errors.for_code(code)
+        if error is Errors.NotCoordinatorForGroupError:
+            coordinator.coordinator_dead()  # find the coordinator again, then ask again
+        raise error()
+
+    async def fetch_committed(
+        partitions: list[TopicPartition],
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        response = await coordinator._send_req(StableOffsetFetch(coordinator.group_id, partitions))
+        if response.error_code:
+            check(response.error_code)
+        offsets = {}
+        for topic, answers, _ in response.topics:
+            for partition, offset, _epoch, metadata, code, _ in answers:
+                if code == Errors.UnknownTopicOrPartitionError.errno:
+                    continue  # as aiokafka does: no offset (a topic deleted meanwhile)
+                if code:
+                    check(code)
+                if offset != -1:  # -1: nothing committed yet
+                    offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(
+                        offset, metadata or ""
+                    )
+        return offsets
+
+    coordinator._do_fetch_commit_offsets = fetch_committed
