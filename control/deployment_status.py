@@ -128,7 +128,11 @@ def local_view(
                 "row soon after starting; see its log)"
             )
         return (beat or _placeholder(deployment, local)).model_copy(
-            update={"status": "Error", "reason": reason}
+            update={
+                "status": "Error",
+                "reason": reason,
+                "restarting": exit_code != EXIT_CANNOT_START,
+            }
         )
     if beat is None or beat.pid != local.proc.pid:
         # No heartbeat yet from this process (a restarted one's old heartbeat may still

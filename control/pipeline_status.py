@@ -39,6 +39,8 @@ class Engine(BaseModel):
     role: str
     status: WorkerState
     reason: str | None = None
+    restarting: bool = False
+    """In Error because its process exited, and being started again (not a failure yet)."""
     details: list[str] = []
     version: str
     pid: int
@@ -83,9 +85,17 @@ class PipelineStatus(BaseModel):
 
     def failed(self, version: str, *, redeploy: bool) -> bool:
         """`version` certainly failed: a redeploy once the server has undone it (until then
-        the new version may briefly show Error), a first deploy once it shows Error."""
+        the new version may briefly show Error), a first deploy once one of its workers is in
+        Error for good (one whose process exited and is being restarted may yet run: e.g. a
+        worker that gave up on a consumer group that never settled starts over)."""
         return self.failed_version == version or (
-            not redeploy and self.version == version and self.status == "Error"
+            not redeploy
+            and self.version == version
+            and any(
+                e.status == "Error" and not e.restarting
+                for e in [*self.engines, *self.sidekicks]
+                if e.version == version
+            )
         )
 
     def starting_reasons(self, version: str) -> set[str]:
@@ -162,6 +172,7 @@ def pipeline_status(
             role=w.role,
             status=w.status,
             reason=w.reason,
+            restarting=w.restarting,
             version=w.version,
             pid=w.pid,
             processed=w.processed,

@@ -36,6 +36,9 @@ class WorkerStatus(BaseModel):
     host: str
     status: WorkerState
     reason: str | None = None
+    restarting: bool = False
+    """Its process exited, and the server that started it starts it again (set by that
+    server's view of it, control.deployment_status.local_view; never in a heartbeat)."""
     models: list[ModelStatus] = []
     processed: int = 0
     failed: int = 0

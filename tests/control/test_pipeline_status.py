@@ -149,10 +149,20 @@ def test_sidekick_workers_are_listed_apart() -> None:
     assert [e.name for e in status.sidekicks] == ["w0-sidekick"]
 
 
-def test_a_first_deploy_has_failed_once_its_version_shows_error() -> None:
+def test_a_first_deploy_has_failed_once_a_worker_of_its_version_is_in_error_for_good() -> None:
     status = status_of([beat("w0", "Error", reason="cannot load")])
     assert status.failed("v1", redeploy=False)
     assert not status.failed("v1", redeploy=True)  # the server undoes a redeploy first
+
+
+@pytest.mark.parametrize(("code", "failed"), [(1, False), (EXIT_CANNOT_START, True)])
+def test_a_first_deploy_whose_worker_exited_has_failed_only_if_it_is_not_restarted(
+    code: int, failed: bool
+) -> None:
+    shown = local_view(DEPLOYMENT, local(), beat("w0"), code, 0.0)
+    status = status_of([shown])
+    assert (status.status, status.engines[0].restarting) == ("Error", not failed)
+    assert status.failed("v1", redeploy=False) is failed
 
 
 def test_deploy_shows_what_the_new_versions_starting_workers_say() -> None:
