@@ -86,14 +86,16 @@ PROBE_FETCH_WAIT_MS = 10
 Kafka's resolved 500 ms) made each `end_offsets` call wait it out, a log query 1.5 s."""
 
 
-def probe_consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
+def probe_consumer(settings: WorkerSettings, *, uncommitted: bool = False) -> AIOKafkaConsumer:
     """A consumer of no group, for `end_offsets` and `records_after` (start it first; the
-    caller owns it); it reads committed records only. Each call leaves the partitions it
-    read paused, so it fetches only while one runs."""
+    caller owns it); it reads committed records only, unless `uncommitted`: then its end
+    offsets count the records of open transactions too (the high watermark, not the last
+    stable offset). Each call leaves the partitions it read paused, so it fetches only
+    while one runs."""
     return AIOKafkaConsumer(
         **connection_options(settings),
         enable_auto_commit=False,
-        isolation_level="read_committed",
+        isolation_level="read_uncommitted" if uncommitted else "read_committed",
         fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
     )

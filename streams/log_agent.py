@@ -100,7 +100,8 @@ class LogAgent:
         self.group_id = group_id
         self.writer = LogWriter(store, policies)
         self._consumer: AIOKafkaConsumer | None = None
-        self._probe: AIOKafkaConsumer | None = None  # no group: finds end offsets for sync()
+        self._probe: AIOKafkaConsumer | None = None  # no group: for sync()
+        self._ends: AIOKafkaConsumer | None = None  # no group, reads uncommitted: for sync()
         self._probe_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._done: dict[TopicPartition, int] = {}
@@ -113,7 +114,9 @@ class LogAgent:
     async def start(self) -> None:
         self._consumer = await self._joined_consumer()
         self._probe = probe_consumer(self.settings)
+        self._ends = probe_consumer(self.settings, uncommitted=True)
         await self._probe.start()
+        await self._ends.start()
         self._task = asyncio.create_task(self._run(), name="log-agent")
 
     async def stop(self) -> None:
@@ -122,8 +125,9 @@ class LogAgent:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
             await stop_consumer(self._consumer)
-        if self._probe:
-            await self._probe.stop()
+        for probe in (self._probe, self._ends):
+            if probe:
+                await probe.stop()
 
     async def _joined_consumer(self) -> AIOKafkaConsumer:
         """A consumer in the log agent's group, subscribed to every logged topic."""
@@ -280,8 +284,10 @@ class LogAgent:
     async def sync(self, workspace: str, pipeline: str, timeout_s: float = 10.0) -> bool:
         """Wait until everything on the pipeline's result and log topics now is in the store.
 
-        Returns False if that did not happen within `timeout_s` (the caller then
-        answers with what the store has).
+        Answers of a transaction still open count (the HTTP gateway reads answers before
+        their commit, so its caller may have one already): the wait lasts until they are
+        committed and stored, or their transaction aborts. Returns False if that did not
+        happen within `timeout_s` (the caller then answers with what the store has).
         """
         assert self._consumer is not None
         topics = (
@@ -295,10 +301,10 @@ class LogAgent:
         ]
         if not tps:
             return True  # no such topics: nothing was ever logged
-        assert self._probe is not None
+        assert self._probe is not None and self._ends is not None
         async with self._probe_lock:
-            try:
-                ends = await end_offsets(self._probe, tps, timeout_s)
+            try:  # answers still in a transaction count: the HTTP gateway may have seen them
+                ends = await end_offsets(self._ends, tps, timeout_s)
             except TimeoutError:
                 return False
         pending = {tp: end for tp, end in ends.items() if end > 0}

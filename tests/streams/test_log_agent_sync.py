@@ -8,8 +8,10 @@ log query on Kafka took its 10 s and could answer before the rows were stored).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from control.embedded import Service
@@ -60,6 +62,43 @@ async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
         stored = store.query("ws", "sync-markers", limit=None).column("request_id").to_pylist()
         assert sorted(stored) == [request_id for request_id, _ in results]
     finally:
+        await agent.stop()
+
+
+async def test_sync_waits_for_answers_whose_transaction_is_still_open(
+    broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
+    """The HTTP gateway reads answers before their transaction commits, so a caller can
+    query the logs before the log agent (reading committed) can see its answer. sync()
+    took the partition's end as the last stable offset, short of that answer, and returned
+    at once: the query missed the caller's own answer (CI, test_observability on Kafka)."""
+    if broker != "kafka":
+        pytest.skip("transactions: Apache Kafka only (Tansu refuses them)")
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    output = TOPICS.output("ws", "sync-open")
+    await ensure_topics(settings, [output])
+    store = LogStore(tmp_path / "logs")
+    agent = LogAgent(settings, TOPICS, store, group_id="sync-open-logs")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_service.address, transactional_id="sync-open"
+    )
+    await agent.start()
+    await producer.start()
+    try:
+        results = answers(diabetes_onnx, 0, 4)
+        await producer.begin_transaction()
+        for request_id, value in results:
+            headers = Envelope(request_id=request_id, version="v1").headers()
+            await producer.send_and_wait(output.name, value, headers=headers, partition=0)
+        syncing = asyncio.create_task(agent.sync("ws", "sync-open", timeout_s=30.0))
+        await asyncio.sleep(1.0)
+        assert not syncing.done(), "sync() returned while the answers' transaction was open"
+        await producer.commit_transaction()
+        assert await syncing
+        stored = store.query("ws", "sync-open", limit=None).column("request_id").to_pylist()
+        assert sorted(stored) == [request_id for request_id, _ in results]
+    finally:
+        await producer.stop()
         await agent.stop()
 
 
