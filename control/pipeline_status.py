@@ -94,7 +94,7 @@ class PipelineStatus(BaseModel):
             and any(
                 e.status == "Error" and not e.restarting
                 for e in [*self.engines, *self.sidekicks]
-                if e.version == version
+                if e.version == version and not e.remote  # remote ones do not count
             )
         )
 

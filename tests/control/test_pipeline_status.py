@@ -141,6 +141,7 @@ def test_remote_workers_are_listed_but_not_counted() -> None:
         "worker far on 10.0.0.9 (not started by this server) is Error: killed"
     ]
     assert status.reasons() == [*status.details, "killed"]
+    assert not status.failed("v1", redeploy=False)  # nor do they fail a first deploy
 
 
 def test_sidekick_workers_are_listed_apart() -> None:
