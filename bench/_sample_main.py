@@ -52,7 +52,7 @@ def classify(frame: FrameType | None) -> tuple[str, str]:
     if inner.f_code.co_name in ("select", "poll") and "selectors" in inner.f_code.co_filename:
         return "idle", "idle"
     for i, fr in enumerate(stack):
-        if fr.f_code.co_name == "_run" and fr.f_code.co_filename.endswith("asyncio/events.py"):
+        if _runs_callbacks(fr):
             if i == 0:
                 return "event loop", "asyncio"
             # The task's outermost coroutine, past anyio's and starlette's wrappers (an HTTP
@@ -66,20 +66,39 @@ def classify(frame: FrameType | None) -> tuple[str, str]:
     return "event loop", _package(inner)
 
 
+def _runs_callbacks(frame: FrameType) -> bool:
+    """Whether `frame` is the event loop's own frame that calls tasks and callbacks: asyncio's
+    Handle._run, or with uvloop (whose loop is C) the Runner.run that started it."""
+    code = frame.f_code
+    return (code.co_name == "_run" and code.co_filename.endswith("asyncio/events.py")) or (
+        code.co_name == "run" and code.co_filename.endswith("asyncio/runners.py")
+    )
+
+
+def _on_cpu_s(thread_id: int) -> float:
+    """Seconds thread `thread_id` (native) of this process has run on a CPU."""
+    with open(f"/proc/self/task/{thread_id}/schedstat", "rb") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
 class Sampler:
-    """Samples the main thread until the process exits."""
+    """Samples the main thread until the process exits: each sample is weighted by the CPU
+    time the thread used since the last one, so waiting (in select, or in uvloop's C loop,
+    where Python frames cannot tell waiting from work) counts nothing."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.seconds: Counter[tuple[str, str]] = Counter()
-        self._main = threading.main_thread().ident
+        self._main = threading.main_thread()
 
     def run(self) -> None:
-        last = time.perf_counter()
+        native = self._main.native_id
+        assert native is not None
+        last = _on_cpu_s(native)
         while True:
             time.sleep(INTERVAL_S)
-            frame = sys._current_frames().get(self._main)  # type: ignore[arg-type]
-            now = time.perf_counter()
+            frame = sys._current_frames().get(self._main.ident)  # type: ignore[arg-type]
+            now = _on_cpu_s(native)
             self.seconds[classify(frame)] += now - last
             last = now
 

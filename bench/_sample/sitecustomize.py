@@ -2,8 +2,8 @@
 
 Put this folder on PYTHONPATH with WEIR_BENCH_SAMPLE_DIR set: every Python process started
 with it (the server, and the workers it starts) samples its main thread every ~0.5 ms and,
-at exit, writes `<dir>/<pid>.json`: seconds by (asyncio task's coroutine, innermost package),
-each sample weighted by the time since the last. "idle" is the event loop waiting in select.
+at exit, writes `<dir>/<pid>.json`: CPU seconds by (asyncio task's coroutine, innermost
+package), each sample weighted by the CPU time the main thread used since the last.
 With WEIR_BENCH_CPROFILE_DIR set instead, weir's workers (only) run under cProfile between
 two SIGUSR2s and then write `<dir>/<pid>.prof`.
 """
