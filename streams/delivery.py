@@ -150,6 +150,8 @@ class ExactlyOnce:
         self._offsets: Offsets = {}
         self._began: float | None = None  # loop time the open transaction began
         self._lock = asyncio.Lock()  # a commit and new sends never overlap
+        self._failed: DeliveryFailed | None = None  # a transaction failed: for good
+        self._failing = asyncio.Event()
 
     @property
     def pending(self) -> bool:
@@ -165,6 +167,7 @@ class ExactlyOnce:
         headers: Sequence[tuple[str, bytes]],
     ) -> None:
         async with self._lock:
+            self._raise_if_failed()
             await self._begin()
             self._sent.append(
                 await self._producer.send(
@@ -197,6 +200,7 @@ class ExactlyOnce:
 
     async def flush(self) -> None:
         async with self._lock:
+            self._raise_if_failed()
             if not self._offsets and self._began is None:
                 return
             await self._begin()
@@ -210,15 +214,36 @@ class ExactlyOnce:
                 await self._producer.commit_transaction()
             except BaseException as exc:
                 await self._abort(exc)
-                if isinstance(exc, DeliveryFailed | asyncio.CancelledError):
+                if isinstance(exc, asyncio.CancelledError):
                     raise
-                raise DeliveryFailed(f"the transaction could not commit: {exc!r}") from exc
+                if isinstance(exc, DeliveryFailed):
+                    self._fail(exc)
+                    raise
+                failure = DeliveryFailed(f"the transaction could not commit: {exc!r}")
+                self._fail(failure)
+                raise failure from exc
             finally:
                 self._sent, self._offsets, self._began = [], {}, None
 
     async def run(self) -> None:
-        """Nothing runs in the background: commits happen when the loop asks."""
-        await asyncio.Event().wait()
+        """Nothing runs in the background (commits happen when the loop asks); raises
+        DeliveryFailed once a transaction failed, even where its caller went on (a
+        rebalance's commit), so that the worker restarts."""
+        await self._failing.wait()
+        self._raise_if_failed()
+
+    def _fail(self, why: DeliveryFailed) -> None:
+        """After a failed transaction this producer sends nothing more: aiokafka may have
+        ended it without telling the broker (a refused offset commit clears the partitions
+        it would abort), so the broker holds it open, and the next transaction's commit
+        would commit its records too. The worker restarts instead; its successor's
+        InitProducerId (the same transactional id) aborts what the broker holds."""
+        self._failed = why
+        self._failing.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise DeliveryFailed(f"an earlier transaction failed: {self._failed}")
 
     async def _begin(self) -> None:
         if self._began is None:
@@ -233,3 +258,4 @@ class ExactlyOnce:
             await self._producer.abort_transaction()
         except Exception as exc:  # fenced or broken: the process restarts
             log.warning("could not abort the transaction: %r", exc)
+            self._fail(DeliveryFailed(f"the transaction could not be aborted: {exc!r}"))

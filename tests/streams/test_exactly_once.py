@@ -19,6 +19,7 @@ from control.embedded import Service
 from streams.admin import ensure_topics
 from streams.aiokafka_internals import transactional_offsets
 from streams.delivery import ExactlyOnce
+from streams.errors import DeliveryFailed
 from streams.loop import StageLoop
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
@@ -156,6 +157,33 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
         assert await consumer.committed(tp) == 7
     seen = await _committed_answers(bootstrap, "ws.eos-fence.out", 1, timeout_s=5)
     assert len(seen) == 1  # "kept"; the aborted record is not read committed
+
+
+async def test_a_transaction_the_group_refused_is_never_committed_later(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """A worker whose group moved on has its commit refused (DeliveryFailed), and stays
+    failed: its records are never read committed, not even when something asks it to go on
+    and commit again (a rebalance's flush swallows the error; the worker must restart, and
+    its successor's InitProducerId aborts the transaction the broker still holds open)."""
+    bootstrap, output = kafka_service.address, "ws.eos-refused.out"
+    async with _worker_clients(bootstrap, "eos-refused") as (consumer, producer, tp):
+        delivery = ExactlyOnce(producer, consumer, "eos-refused", interval_s=30.0)
+        consumer._coordinator.generation -= 1  # as if a rebalance had replaced this worker
+        lost = Envelope("lost").headers()
+        await delivery.send(output, b"never seen", key=None, partition=0, headers=lost)
+        delivery.done({tp: 1})
+        with pytest.raises(DeliveryFailed, match="moved on"):
+            await delivery.flush()
+        consumer._coordinator.generation += 1  # current again (as after rejoining)
+        kept = Envelope("later").headers()
+        with pytest.raises(DeliveryFailed):
+            await delivery.send(output, b"later", key=None, partition=0, headers=kept)
+            delivery.done({tp: 2})
+            await delivery.flush()
+        assert await consumer.committed(tp) is None
+    seen = await _committed_answers(bootstrap, output, 1, timeout_s=5)
+    assert "lost" not in [a.request_id for a in seen]
 
 
 async def test_a_partitions_next_owner_reads_no_offset_a_transaction_still_commits(
