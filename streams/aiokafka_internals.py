@@ -8,6 +8,7 @@ the methods used are gone. Tests may reach in too, to stage faults.
 - Metadata of a topic the consumer does not subscribe to (topic_partitions).
 - Group membership: the member id to rejoin as, and requests to the group's coordinator
   (member_id, rejoin_as, ask_group_coordinator; streams.membership).
+- A transaction aiokafka dropped after an error, unknown to the broker (transaction_forgotten).
 - Transactional offsets as KIP-447 asks (transactional_offsets), which aiokafka does not do
   by itself: an offset commit carries the consumer group's generation, and an offset read
   waits for the transactions that are still committing offsets.
@@ -69,12 +70,14 @@ def check_aiokafka() -> None:
     from aiokafka.client import AIOKafkaClient
     from aiokafka.consumer.group_coordinator import GroupCoordinator
     from aiokafka.producer.sender import Sender
+    from aiokafka.producer.transaction_manager import TransactionManager
 
     wanted = {
         AIOKafkaClient: ("_wait_on_metadata",),
         GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
         Sender: ("_do_txn_offset_commit", "_find_coordinator"),
         TxnOffsetCommitHandler: ("create_request", "handle_response"),
+        TransactionManager: ("is_empty_transaction",),
     }
     missing = [
         f"{owner.__name__}.{name}"
@@ -158,6 +161,13 @@ async def ask_group_coordinator(consumer: AIOKafkaConsumer, group: str, request:
 
 
 # -- transactional offsets (KIP-447) -------------------------------------------------------------
+def transaction_forgotten(producer: AIOKafkaProducer) -> bool:
+    """Whether `producer` believes its open transaction holds nothing, which it does after an
+    abortable error (a refused offset commit): it then ends the transaction without telling
+    the broker, which still holds any records sent in it."""
+    return bool(producer._txn_manager.is_empty_transaction())
+
+
 def transactional_offsets(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
     """Make `producer`'s transactional offset commits carry `consumer`'s group generation,
     and `consumer`'s offset reads wait for pending transactional commits (start both

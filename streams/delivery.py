@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.aiokafka_internals import transaction_forgotten
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import DeliveryFailed
 
@@ -254,6 +255,8 @@ class ExactlyOnce:
         """Abort the open transaction (its records are never read committed); the input
         since the last commit runs again, here after a restart or at the next owner."""
         log.warning("aborting a transaction of %d records: %r", len(self._sent), why)
+        if self._sent and transaction_forgotten(self._producer):
+            self._fail(DeliveryFailed(f"the broker still holds the failed transaction: {why!r}"))
         try:
             await self._producer.abort_transaction()
         except Exception as exc:  # fenced or broken: the process restarts
