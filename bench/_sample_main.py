@@ -1,6 +1,10 @@
 """A sampling profiler of a process's main thread, by asyncio task and package, and cProfile
 for a worker's functions (bench only).
 
+The sampler runs in the process and reads the main thread's frames only when it holds the
+GIL, so its samples land where the main thread lets the GIL go (pyarrow calls, socket I/O)
+and over-count that code; bench/_pyspy.py samples from outside without that bias.
+
 Installed in weir's processes by `bench/_sample/sitecustomize.py`.
 """
 

@@ -4,9 +4,9 @@ On a fresh stack (broker of `--broker`, Redis, server) with the diabetes gradien
 regressor deployed as a one-step pipeline, 1-row Arrow requests to `POST /pipelines/<name>`:
 
 - sequential (one keep-alive connection): p50/p99, and the CPU each process spent per
-  request; the server's main thread sampled (bench/_sample_main.py) and split by the asyncio
-  task it ran (HTTP handling, the gateway, its reply reader, the log agent, aiokafka's
-  fetcher and sender, the event loop itself);
+  request; the server sampled from outside with py-spy (bench/_pyspy.py) and its CPU split
+  by part (HTTP framework, request decode, gateway, answer rows and encode, reply reader,
+  aiokafka's tasks, log agent);
 - open loop at each `--rates` request rate, with a deadline (`?timeout=`): answered,
   refused (503) and failed, p50/p99, and the same CPU split.
 
@@ -23,7 +23,7 @@ import asyncio
 import resource
 import sys
 import tempfile
-from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +36,28 @@ from bench._brokers import BROKERS
 from bench._http_load import open_loop, sequential
 from bench._peer_model import rows, train
 from bench._results import RESULTS, save
-from bench._sample_main import difference, snapshot
+from bench._pyspy import parts, recording
 from bench._stack import CpuMeter
 from bench._weir import WeirStack, weir_stack
 from engine import codecs
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
-PARTS = (
-    ("idle", ("idle",)),
+SERVER_PARTS = (
+    ("log agent (result rows, Parquet)", ("LogAgent", "streams/log")),
+    ("request decode (Arrow)", ("decode (engine/codecs.py",)),
+    ("answer rows (split, joined)", ("Pending.result",)),
+    ("answer encode", ("encode (engine/codecs.py",)),
+    ("gateway (admission, request record, produce)", ("Gateway.",)),
+    ("reply reader (fetches, decode)", ("Replies._run",)),
+    ("Kafka client tasks (aiokafka)", ("aiokafka/",)),
     (
-        "HTTP (uvicorn, starlette, fastapi, route)",
-        ("uvicorn", "h11", "httptools", "starlette", "fastapi", "control/server"),
+        "HTTP (uvicorn, starlette, fastapi, weir's middlewares, route)",
+        ("uvicorn/", "starlette/", "fastapi/", "control/server"),
     ),
-    ("gateway (request, produce, replies)", ("control/gateway",)),
-    ("Kafka client tasks (aiokafka)", ("aiokafka",)),
-    (
-        "log agent (result rows, log store)",
-        ("streams/log_agent", "streams/log_rows", "streams/logstore"),
-    ),
-    ("event loop", ("event loop", "asyncio")),
 )
-"""How the sampled server time is split: by the task's outermost coroutine's package."""
+"""The server's parts, each by the frames its samples hold (the first match wins: the
+route's stack holds the HTTP frames beneath the gateway's)."""
 
 
 def arrow_body(count: int, offset: int = 0) -> bytes:
@@ -66,32 +66,19 @@ def arrow_body(count: int, offset: int = 0) -> bytes:
     )
 
 
-def by_part(seconds: dict[tuple[str, str], float]) -> dict[str, float]:
-    """Sampled seconds grouped into PARTS (the rest as 'other: <task>')."""
-    out: dict[str, float] = defaultdict(float)
-    for (task, _package), s in seconds.items():
-        for part, prefixes in PARTS:
-            if task.startswith(prefixes):
-                out[part] += s
-                break
-        else:
-            out[f"other: {task}"] += s
-    return dict(out)
-
-
-def measured(stack: WeirStack, sample_dir: Path | None, run: Any) -> dict[str, Any]:
-    """Run `run()` (a coroutine factory giving Outcomes) with CPU meters and the sampler,
-    from a stack whose log agent has stored what earlier runs left, until it has stored
-    this run's answers too (WeirStack.logs_stored)."""
+def measured(stack: WeirStack, sample: bool, run: Any) -> dict[str, Any]:
+    """Run `run()` (a coroutine factory giving Outcomes) with CPU meters (and py-spy on the
+    server if `sample`), from a stack whose log agent has stored what earlier runs left,
+    until it has stored this run's answers too (WeirStack.logs_stored)."""
     server = stack.pids["server"][0]
     stack.logs_stored()
-    before = snapshot(sample_dir, server) if sample_dir else {}
-    meter = CpuMeter(stack.pids).start()
-    client0 = resource.getrusage(resource.RUSAGE_SELF)
-    outcomes = asyncio.run(run())
-    client1 = resource.getrusage(resource.RUSAGE_SELF)
-    stack.logs_stored()
-    cpu = meter.stop()
+    with recording(server) if sample else nullcontext() as raw:
+        meter = CpuMeter(stack.pids).start()
+        client0 = resource.getrusage(resource.RUSAGE_SELF)
+        outcomes = asyncio.run(run())
+        client1 = resource.getrusage(resource.RUSAGE_SELF)
+        stack.logs_stored()
+        cpu = meter.stop()
     cpu["client"] = round(
         client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime, 3
     )
@@ -104,36 +91,32 @@ def measured(stack: WeirStack, sample_dir: Path | None, run: Any) -> dict[str, A
             k: round(cpu[k] * 1000 / answered, 3) for k in ("server", "worker", "broker", "client")
         },
     }
-    if sample_dir:
-        spent = difference(snapshot(sample_dir, server), before)
-        result["server_sampled_top"] = [
-            [task, package, round(s * 1000 / answered, 3)]
-            for (task, package), s in sorted(spent.items(), key=lambda kv: -kv[1])[:30]
-        ]
-        parts = by_part(spent)
-        result["server_sampled_ms_per_request"] = {
-            k: round(v * 1000 / answered, 3)
-            for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
-            if k != "idle" and v * 1000 / answered >= 0.005
+    if raw is not None:  # the server's measured CPU, split in py-spy's shares
+        samples = parts(raw.read_text(), SERVER_PARTS)
+        total = max(samples.total(), 1)
+        result["server_cpu_ms_per_request_by_part"] = {
+            name: round(n / total * result["cpu_ms_per_request"]["server"], 3)
+            for name, n in samples.most_common()
         }
     return result
 
 
 def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, Any]:
     env = dict(item.split("=", 1) for item in args.env)
-    sample_dir = Path(tempfile.mkdtemp(prefix="weir-sample-")) if args.sample else None
-    with weir_stack(broker, model, env=env, sample_dir=sample_dir) as stack:  # type: ignore[arg-type]
+    with weir_stack(broker, model, env=env) as stack:  # type: ignore[arg-type]
         url = stack.pipeline.url()
         headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM}
         bodies = [arrow_body(1, i) for i in range(args.sequential + 20)]
         out: dict[str, Any] = {
-            "sequential_1row": measured(stack, sample_dir, lambda: sequential(url, headers, bodies))
+            "sequential_1row": measured(
+                stack, args.sample, lambda: sequential(url, headers, bodies)
+            )
         }
         for rate in args.rates:
             body = arrow_body(1)
             out[f"open_{rate}"] = measured(
                 stack,
-                sample_dir,
+                args.sample,
                 lambda r=rate, body=body: open_loop(
                     f"{url}?timeout={args.deadline_s}",
                     headers,
@@ -180,9 +163,10 @@ def show(broker: str, figures: dict[str, Any]) -> None:
         )
     console.print(table)
     for run, f in figures.items():
-        if "server_sampled_ms_per_request" in f:
-            parts = ", ".join(f"{k} {v}" for k, v in f["server_sampled_ms_per_request"].items())
-            console.print(f"  {run}: server main thread, ms per request: {parts}")
+        if "server_cpu_ms_per_request_by_part" in f:
+            by_part = f["server_cpu_ms_per_request_by_part"]
+            split = ", ".join(f"{k} {v}" for k, v in by_part.items())
+            console.print(f"  {run}: server CPU by part (py-spy), ms per request: {split}")
 
 
 def main() -> None:
