@@ -45,17 +45,21 @@ def recording(pid: int) -> Iterator[Path]:
     tool = py_spy()
     if tool is None:
         raise RuntimeError("py-spy is not installed: ./dev setup installs it (test extras)")
-    raw = Path(tempfile.mkdtemp(prefix="weir-pyspy-")) / "stacks.txt"
-    spy = subprocess.Popen(
-        [tool, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
-        + ["--format", "raw", "--output", str(raw)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    folder = Path(tempfile.mkdtemp(prefix="weir-pyspy-"))
+    raw, said = folder / "stacks.txt", folder / "py-spy.log"
+    with said.open("wb") as log:
+        spy = subprocess.Popen(
+            [tool, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
+            + ["--format", "raw", "--output", str(raw)],
+            stdout=log,
+            stderr=log,
+        )
     time.sleep(0.5)  # attached
     if spy.poll() is not None:
-        why = spy.stderr.read().decode() if spy.stderr else ""
-        raise RuntimeError(f"py-spy could not sample process {pid} (root or ptrace needed): {why}")
+        raise RuntimeError(
+            f"py-spy could not sample process {pid} (it needs root, or ptrace allowed; the "
+            f"bench's --no-sample runs without it): {said.read_text().strip()}"
+        )
     try:
         yield raw
     finally:
