@@ -56,8 +56,8 @@ SERVER_PARTS = (
         ("uvicorn/", "starlette/", "fastapi/", "control/server"),
     ),
 )
-"""The server's parts, each by the frames its samples hold (the first match wins: the
-route's stack holds the HTTP frames beneath the gateway's)."""
+"""The server's parts, each by the frames its samples hold (the first match wins: a
+request's stack holds HTTP frames around the gateway's and the codecs')."""
 
 
 def arrow_body(count: int, offset: int = 0) -> bytes:
