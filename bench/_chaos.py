@@ -383,7 +383,17 @@ def run_chaos(
         report["faults"] = [asdict(f) for f in faults]
         stack.stop()
     report["problems"] = problems(report)
+    if report["problems"]:
+        report["server_said"] = server_said(stack)
     return report
+
+
+def server_said(stack: ChaosStack, lines: int = 60) -> list[str]:
+    """The last lines of the server's log (its warnings and errors: the server logs no
+    INFO), each cut to 300 characters: what a failed run's report shows of the why."""
+    log = stack.settings.home / "run" / "server.log"
+    said = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return [line[:300] for line in said[-lines:]]
 
 
 def recovery_summary(times: list[float]) -> dict[str, float | None]:

@@ -35,7 +35,7 @@ from control.errors import DeploymentError, LimitError, RegistryUnavailable
 from control.local_workers import LocalWorkers
 from control.pipeline_status import PipelineStatus
 from control.records import Deployment, DeploymentConfig, PipelineVersion
-from control.redeploys import FailedRedeploy, Swap
+from control.redeploys import FailedRedeploy, Swap, swap_to
 from control.registry import Registry
 from control.retirement import Retirement
 from control.rollout import SWAP_POLL_S, Rollout
@@ -85,7 +85,7 @@ class Deployer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self._local.terminate, list(self._local))
-        await self._retirement.wait()
+        await self._retirement.close()
 
     # -- deploy / undeploy ------------------------------------------------------
     async def deploy(self, version: PipelineVersion, config: DeploymentConfig) -> Deployment:
@@ -152,12 +152,7 @@ class Deployer:
                 superseded.task.cancel()
             self.registry.set_deployment(deployment)
             if current is not None:
-                if superseded is not None:  # the half-started version goes too
-                    swap = Swap(
-                        deployment, superseded.previous, [*superseded.old_ids, *current.worker_ids]
-                    )
-                else:
-                    swap = Swap(deployment, current, list(current.worker_ids))
+                swap = swap_to(deployment, current, superseded)
                 swap.task = asyncio.create_task(self._swap(swap), name=f"swap-{ws}-{name}")
                 self._swaps[key] = swap
         return deployment

@@ -30,3 +30,14 @@ class FailedRedeploy:
 
     deployment: Deployment
     reason: str
+
+
+def swap_to(new: Deployment, current: Deployment, superseded: Swap | None) -> Swap:
+    """The hot swap a redeploy of a deployed pipeline starts, from `current` (what the
+    registry records) to `new`. One that supersedes a redeploy still starting retires that
+    half-started version too, and restores what served before it if `new` fails. One that
+    supersedes a redeploy handing over starts from that one's new version, which serves: the
+    version before it is already stopping and must not come back."""
+    if superseded is not None and not superseded.handing_over:
+        return Swap(new, superseded.previous, [*superseded.old_ids, *current.worker_ids])
+    return Swap(new, current, list(current.worker_ids))

@@ -271,14 +271,15 @@ class Registry:
         )
 
     def workers(self, ws: str, pipeline: str) -> list[WorkerStatus]:
-        """Every worker's last heartbeat; a stale one is reported as not Running."""
+        """Every worker's last heartbeat; a stale one of a worker that should still beat
+        (Starting, Running or Draining) is reported as Error: it died or hangs."""
         raw = self.redis.hgetall(f"{self._pipeline(ws, pipeline)}:workers")
         statuses = []
         for text in raw.values():
             status = WorkerStatus.model_validate_json(text)
             age = (datetime.now(UTC) - status.time).total_seconds()
             limit = STARTING_STALE_S if status.status == "Starting" else HEARTBEAT_STALE_S
-            if age > limit and status.status in ("Starting", "Running"):
+            if age > limit and status.status in ("Starting", "Running", "Draining"):
                 status = status.model_copy(
                     update={"status": "Error", "reason": f"no heartbeat for {age:.0f}s"}
                 )

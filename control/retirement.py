@@ -6,6 +6,10 @@ their heartbeats. Once every retired worker of a deployment drained cleanly (and
 none of it runs anywhere), the deployment's own topics are deleted; if a drain
 gave up they are kept. A server killed before it deleted them leaves them to the
 next one, which deletes those whose records were all read (`drop_leftover_topics`).
+
+With Redis away a retirement waits for it (`_despite_redis_away`) rather than stopping
+half-way: one cut short left old workers serving beside the new ones, or their topics
+for good.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
+from control.errors import RegistryUnavailable
 from control.local_workers import LocalWorkers
 from control.redeploys import Swap
 from control.registry import Registry
@@ -27,6 +32,7 @@ from aiokafka import TopicPartition
 
 from streams.admin import delete_topics, topic_names
 from streams.lag import GroupLag
+from streams.outage import Outage
 from streams.stall import Stall
 from streams.topics import TopicMap
 from streams.worker import EXIT_CANNOT_START, EXIT_DRAIN_INCOMPLETE
@@ -43,6 +49,10 @@ nothing, or gave the drain up itself (nothing moved for its drain timeout). One 
 otherwise (SIGKILLed, crashed) is started again for it (LocalWorkers.terminate)."""
 REMOTE_STOP_POLL_S = 0.2
 """How often the heartbeats of remote workers told to stop are read."""
+REDIS_RETRY_S = 1.0
+"""While Redis is away, how often a retirement tries its registry call again."""
+
+T = TypeVar("T")
 
 
 class Retirement:
@@ -65,6 +75,13 @@ class Retirement:
         self._swaps = swaps
         self._lock = lock
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def close(self) -> None:
+        """Wait for what runs in the background to end, without waiting for Redis (server
+        shutdown: the next server's start retires what is left, `Deployer.retire_strays`)."""
+        self._closing = True
+        await self.wait()
 
     def retire_in_background(self, ws: str, name: str, worker_ids: list[str]) -> None:
         """`retire` the workers without waiting for it (`wait` does)."""
@@ -77,7 +94,35 @@ class Retirement:
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, RegistryUnavailable):  # only while the server stops
+            log.warning("a retirement was left unfinished (%s); the next server finishes it", exc)
+        elif exc is not None:
+            log.error("a retirement failed", exc_info=exc)
+
+    async def _despite_redis_away(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()`, tried again every REDIS_RETRY_S while it fails for Redis being away
+        (said once); not once the server is stopping."""
+        outage = Outage(log, what)
+        while True:
+            try:
+                result = await attempt()
+            except RegistryUnavailable as exc:
+                if self._closing:
+                    raise
+                outage.failed(exc)
+                await asyncio.sleep(REDIS_RETRY_S)
+            else:
+                outage.ok()
+                return result
+
+    async def _registry_call(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)`, a registry read or write, in a thread, despite Redis being away."""
+        return await self._despite_redis_away(what, lambda: asyncio.to_thread(call, *args))
 
     async def retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
         """Stop workers: each drains its version's topics, then exits; then drop those topics.
@@ -87,7 +132,10 @@ class Retirement:
         wait for the sidekicks' answers). Remote workers get the same stop
         request through the registry and are waited for by their heartbeats.
         """
-        beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+        what = f"retiring workers of {ws}/{name}"
+        beats = {
+            b.worker_id: b for b in await self._registry_call(what, self.registry.workers, ws, name)
+        }
         remote = {
             w
             for w in worker_ids
@@ -102,7 +150,8 @@ class Retirement:
         for role in ("main", "shadow", "sidekick"):
             ids = [w for w in worker_ids if worker_role(w) == role]
             if ids:
-                self.registry.request_stop(ws, name, ids)  # reaches remote workers too
+                # The request reaches remote workers too.
+                await self._registry_call(what, self.registry.request_stop, ws, name, ids)
                 exits.update(
                     await asyncio.to_thread(
                         self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__
@@ -113,7 +162,7 @@ class Retirement:
                         self._await_remote, ws, name, [w for w in ids if w in remote]
                     )
                 )
-                self.registry.forget_workers(ws, name, ids)
+                await self._registry_call(what, self.registry.forget_workers, ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
         if undrained:  # what is left in the topics is kept for whoever looks into it
             log.warning(
@@ -147,6 +196,15 @@ class Retirement:
         """Delete a retired deployment's own topics (boundary and challenger topics), unless
         it serves again or a worker of it (here or remote) is still alive, or (`only_if_read`:
         those topics) a record in them is unread."""
+        await self._despite_redis_away(
+            f"deleting the topics of {ws}/{name} deployment {deployment}",
+            lambda: self._drop_unless_used(ws, name, deployment, only_if_read),
+        )
+
+    async def _drop_unless_used(
+        self, ws: str, name: str, deployment: str, only_if_read: list[str] | None
+    ) -> None:
+        """One try of `_drop_deployment_topics` (the lock is not held while Redis is away)."""
         async with self._lock:
             key = (ws, name)
             current = self.registry.get_deployment(ws, name)
@@ -238,14 +296,21 @@ class Retirement:
         stalls = {w: Stall(limit) for w in worker_ids}
         exits: dict[str, int | None] = {}
         while waiting := [w for w in worker_ids if w not in exits]:
-            beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+            try:
+                beats = {b.worker_id: b for b in self.registry.workers(ws, name)}
+            except RegistryUnavailable:  # no news while Redis is away: the stall clocks run on
+                beats = None
             for w in waiting:
-                beat = beats.get(w)
-                if beat is None or beat.status == "Error":  # gone, or its heartbeats stopped
-                    exits[w] = None
-                elif beat.status == "Stopped":
-                    exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
-                elif stalls[w].seen((beat.processed + beat.failed, beat.backlog)):
+                if beats is not None:
+                    beat = beats.get(w)
+                    if beat is None or beat.status == "Error":  # gone, or its beats stopped
+                        exits[w] = None
+                        continue
+                    if beat.status == "Stopped":
+                        exits[w] = EXIT_DRAIN_INCOMPLETE if beat.reason else 0
+                        continue
+                    stalls[w].seen((beat.processed + beat.failed, beat.backlog))
+                if stalls[w].still_s >= limit:
                     log.warning(
                         "remote worker %s finished nothing for %.0fs while stopping; "
                         "no longer waiting for it",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,8 +35,8 @@ from control.settings import Settings
 from control.worker_ids import new_worker_id
 from engine.definition import ModelStep, PipelineSpec
 from streams.plan import WorkerRole
-from streams.status import WorkerState, WorkerStatus
 from streams.topics import TopicMap
+from tests.control._heartbeats import beat
 
 WS = "default"
 
@@ -95,33 +94,6 @@ def deployment_of(version: PipelineVersion, roles: list[WorkerRole]) -> Deployme
     return Deployment(
         workspace=WS, pipeline=version.pipeline, version=version.version, worker_ids=ids
     )
-
-
-def beat(
-    registry: Registry,
-    deployment: Deployment,
-    worker_id: str,
-    status: WorkerState,
-    *,
-    reason: str | None = None,
-    age_s: float = 0.0,
-) -> WorkerStatus:
-    """Write a worker's heartbeat, as a worker of `deployment` would."""
-    heartbeat = WorkerStatus(
-        worker_id=worker_id,
-        workspace=deployment.workspace,
-        pipeline=deployment.pipeline,
-        version=deployment.version,
-        replica=0,
-        deployment=deployment.id,
-        pid=4242,
-        host="10.0.0.7",
-        status=status,
-        reason=reason,
-        time=datetime.now(UTC) - timedelta(seconds=age_s),
-    )
-    registry.beat(heartbeat)
-    return heartbeat
 
 
 async def until(done: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:

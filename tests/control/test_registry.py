@@ -121,6 +121,17 @@ def test_a_stale_heartbeat_is_not_running(registry: Registry) -> None:
     assert stale.status == "Error" and "no heartbeat" in (stale.reason or "")
 
 
+def test_a_draining_worker_gone_silent_is_not_taken_for_draining(registry: Registry) -> None:
+    """A draining worker beats on: one silent for long died or hangs (its deployment's topics
+    would otherwise never be dropped, control/retirement.py)."""
+    registry.beat(_status(0, "Draining"))
+    assert registry.workers("default", "p")[0].status == "Draining"
+    registry.beat(_status(30, "Draining"))
+    assert registry.workers("default", "p")[0].status == "Error"
+    registry.beat(_status(600, "Stopped"))  # a stopped worker is silent by right
+    assert registry.workers("default", "p")[0].status == "Stopped"
+
+
 def test_stop_requests_reach_the_named_worker_only(registry: Registry) -> None:
     registry.request_stop("default", "p", ["w1"])
     assert registry.stop_requested(_status(0))

@@ -33,7 +33,14 @@ def test_the_stream_comes_back_after_faults_in_combination(broker: str, tmp_path
     report = run_chaos(tmp_path, broker, seed=SEED, seconds=SECONDS)  # type: ignore[arg-type]
     applied = {fault["kind"] for fault in report["faults"]}
     assert len(applied) >= 5, applied  # the seed's schedule mixes kinds of fault
-    assert report["problems"] == [], json.dumps(report, indent=1, default=str)[:20_000]
+    assert report["problems"] == [], "\n".join(
+        [
+            *report["problems"],
+            "the server said:",
+            *report["server_said"],
+            json.dumps(report, indent=1, default=str)[:20_000],
+        ]
+    )
     assert report["sent"] > 0 and report["answered"] == report["sent"]
 
 
