@@ -41,9 +41,10 @@ from control.errors import (
     PayloadTooLarge,
     RegistryUnavailable,
 )
-from control.records import Deployment
+from control.records import Deployment, PipelineVersion
 from control.registry import Registry
 from control.settings import Settings
+from control.shared_lookups import SharedLookups
 from engine import codecs
 from engine.definition import ShadowStep
 from streams.clients import connection_options
@@ -54,10 +55,10 @@ from streams.topics import TopicMap
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_TTL_S = 1.0
-"""How long the gateway reuses a pipeline's deployment record: the registry's Redis client
-is blocking, and under load a lookup per request held the event loop for as long as
-redis-server took to be scheduled. A redeploy or undeploy is seen within this long (not
-being deployed is never cached). While Redis is away, the last deployment looked up serves on."""
+"""How long the gateway reuses a pipeline's deployment record rather than asking Redis again
+(in a thread, shared by the requests that need it meanwhile: control.shared_lookups). A
+redeploy or undeploy is seen within this long (not being deployed is never cached). While
+Redis is away, the last deployment looked up serves on."""
 
 
 class Gateway:
@@ -80,6 +81,12 @@ class Gateway:
         self._coalescers: dict[tuple[str, bool], Coalescer] = {}
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
         self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
+        self._deployment_lookups = SharedLookups[tuple[str, str], Deployment | None](
+            lambda key: self.registry.get_deployment(*key)
+        )
+        self._version_lookups = SharedLookups[tuple[str, str, str], PipelineVersion](
+            lambda key: self.registry.get_version(*key)
+        )
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -105,15 +112,15 @@ class Gateway:
                 self._replies[topic] = replies
             return self._replies[topic]
 
-    def _deployment(self, workspace: str, pipeline: str) -> Deployment:
+    async def deployment(self, workspace: str, pipeline: str) -> Deployment:
         """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S; the last one
-        found while Redis is away)."""
+        found while Redis is away); NotDeployedError if it has none."""
         now = time.monotonic()
         cached = self._deployments.get((workspace, pipeline))
         if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
             return cached[1]
         try:
-            deployment = self.registry.get_deployment(workspace, pipeline)
+            deployment = await self._deployment_lookups.get((workspace, pipeline))
         except RegistryUnavailable:
             if cached is None:
                 raise
@@ -127,11 +134,11 @@ class Gateway:
         self._deployments[(workspace, pipeline)] = (now, deployment)
         return deployment
 
-    def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
+    async def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
         """The challengers of every shadow step of a version (cached: versions never change)."""
         key = (workspace, pipeline, version)
         if key not in self._challengers:
-            spec = self.registry.get_version(workspace, pipeline, version).definition
+            spec = (await self._version_lookups.get(key)).definition
             self._challengers[key] = [
                 c.name
                 for step in spec.steps
@@ -182,9 +189,9 @@ class Gateway:
         its log rows (a request coalesced with others goes without it)."""
         timeout = timeout_s or self.settings.request_timeout_s
         self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
-        deployment = self._deployment(workspace, pipeline)
+        deployment = await self.deployment(workspace, pipeline)
         capacity = self._capacity[(workspace, pipeline)]
-        challengers = self._shadow_challengers(workspace, pipeline, deployment.version)
+        challengers = await self._shadow_challengers(workspace, pipeline, deployment.version)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._in_flight += 1

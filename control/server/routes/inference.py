@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import pyarrow as pa
 from fastapi import APIRouter, Request, Response
 
@@ -11,6 +15,20 @@ from engine import codecs
 from streams.trace import trace_headers
 
 router = APIRouter()
+T = TypeVar("T")
+
+
+async def unknown_is_not_found(
+    state: ServerState, workspace: str, name: str, call: Awaitable[T]
+) -> T:
+    """`await call` (a gateway call), with a pipeline that does not exist answered as not
+    found (404), not as not deployed (409); the registry is asked (in a thread: this runs on
+    the event loop) only when the gateway found no deployment."""
+    try:
+        return await call
+    except NotDeployedError:
+        await asyncio.to_thread(state.registry.get_pipeline, workspace, name)
+        raise
 
 
 async def infer_rows(
@@ -22,13 +40,10 @@ async def infer_rows(
     *,
     trace: dict[str, bytes] | None = None,
 ) -> pa.RecordBatch:
-    """`Gateway.infer`, with a pipeline that does not exist answered as not found (404), not
-    as not deployed (409); the registry is asked only when the gateway found no deployment."""
-    try:
-        return await state.gateway.infer(workspace, name, batch, timeout, trace=trace)
-    except NotDeployedError:
-        state.registry.get_pipeline(workspace, name)
-        raise
+    """`Gateway.infer`, with a pipeline that does not exist answered as not found."""
+    return await unknown_is_not_found(
+        state, workspace, name, state.gateway.infer(workspace, name, batch, timeout, trace=trace)
+    )
 
 
 @router.post("/pipelines/{name}")

@@ -7,14 +7,15 @@ every route here needs the bearer token. Errors answer `{"error": "<message>"}` 
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from control.errors import EntityNotFoundError, NotDeployedError
-from control.server.routes.inference import infer_rows
+from control.errors import EntityNotFoundError
+from control.server.routes.inference import infer_rows, unknown_is_not_found
 from control.server.state import ServerState, get_state
 from engine import oip
 from streams.trace import trace_headers
@@ -88,11 +89,10 @@ async def infer(
     body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     parsed, binary = oip.read_request(body, request.headers.get(oip.HEADER_LENGTH))
     if version is not None:
-        deployed = _deployed_version(state, workspace, name)
-        if deployed is None:
-            raise NotDeployedError(name)
-        if version != deployed:
-            state.registry.get_version(workspace, name, version)  # 404 if there is no such one
+        deployment = state.gateway.deployment(workspace, name)
+        deployed = (await unknown_is_not_found(state, workspace, name, deployment)).version
+        if version != deployed:  # 404 if there is no such version
+            await asyncio.to_thread(state.registry.get_version, workspace, name, version)
             raise EntityNotFoundError(
                 "deployed version",
                 f"{name}@{version}",
