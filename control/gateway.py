@@ -82,7 +82,7 @@ class Gateway:
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
         self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
         self._deployment_lookups = SharedLookups[tuple[str, str], Deployment | None](
-            lambda key: self.registry.get_deployment(*key)
+            self._look_up_deployment
         )
         self._version_lookups = SharedLookups[tuple[str, str, str], PipelineVersion](
             lambda key: self.registry.get_version(*key)
@@ -112,9 +112,18 @@ class Gateway:
                 self._replies[topic] = replies
             return self._replies[topic]
 
+    def _look_up_deployment(self, key: tuple[str, str]) -> Deployment | None:
+        """The pipeline's deployment from the registry (blocking); None if it has none, and
+        EntityNotFoundError (404) if there is no such pipeline: one trip to a thread for both."""
+        deployment = self.registry.get_deployment(*key)
+        if deployment is None:
+            self.registry.get_pipeline(*key)
+        return deployment
+
     async def deployment(self, workspace: str, pipeline: str) -> Deployment:
         """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S; the last one
-        found while Redis is away); NotDeployedError if it has none."""
+        found while Redis is away); NotDeployedError (409) if it has none, EntityNotFoundError
+        (404) if there is no such pipeline."""
         now = time.monotonic()
         cached = self._deployments.get((workspace, pipeline))
         if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from control.errors import EntityNotFoundError
-from control.server.routes.inference import infer_rows, unknown_is_not_found
 from control.server.state import ServerState, get_state
 from engine import oip
 from streams.trace import trace_headers
@@ -89,8 +88,7 @@ async def infer(
     body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     parsed, binary = oip.read_request(body, request.headers.get(oip.HEADER_LENGTH))
     if version is not None:
-        deployment = state.gateway.deployment(workspace, name)
-        deployed = (await unknown_is_not_found(state, workspace, name, deployment)).version
+        deployed = (await state.gateway.deployment(workspace, name)).version
         if version != deployed:  # 404 if there is no such version
             await asyncio.to_thread(state.registry.get_version, workspace, name, version)
             raise EntityNotFoundError(
@@ -98,8 +96,7 @@ async def infer(
                 f"{name}@{version}",
                 f"version {deployed} is deployed; infer on it, or deploy this one",
             )
-    result = await infer_rows(
-        state,
+    result = await state.gateway.infer(
         workspace,
         name,
         oip.request_to_batch(parsed, binary),
