@@ -7,7 +7,8 @@ For a shadow-deployed pipeline the request asks for the challengers' answers too
 waits for them, after the champion's, for at most `Settings.shadow_wait_s`; they come back
 as `out_<challenger>.<field>` columns (`out_<challenger>.error` where a challenger failed).
 Both `POST /pipelines/<name>` and the OIP v2 route call it. It needs Redis only to find a
-pipeline's deployment: with Redis away, a pipeline it has answered for before is still
+pipeline's deployment (in a thread, not on the event loop; no such pipeline is a 404, one
+not deployed a 409): with Redis away, a pipeline it has answered for before is still
 answered (its workers keep serving), others get RegistryUnavailable (HTTP 503).
 
 Under load:
