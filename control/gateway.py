@@ -121,13 +121,13 @@ class Gateway:
             self.registry.get_pipeline(*key)
         return deployment
 
-    async def deployment(self, workspace: str, pipeline: str) -> Deployment:
-        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S; the last one
-        found while Redis is away); NotDeployedError (409) if it has none, EntityNotFoundError
-        (404) if there is no such pipeline."""
+    async def deployment(self, workspace: str, pipeline: str, *, fresh: bool = False) -> Deployment:
+        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S unless `fresh`;
+        the last one found while Redis is away); NotDeployedError (409) if it has none,
+        EntityNotFoundError (404) if there is no such pipeline."""
         now = time.monotonic()
         cached = self._deployments.get((workspace, pipeline))
-        if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
+        if cached is not None and not fresh and now - cached[0] < DEPLOYMENT_TTL_S:
             return cached[1]
         try:
             deployment = await self._deployment_lookups.get((workspace, pipeline))

@@ -89,6 +89,8 @@ async def infer(
     parsed, binary = oip.read_request(body, request.headers.get(oip.HEADER_LENGTH))
     if version is not None:
         deployed = (await state.gateway.deployment(workspace, name)).version
+        if version != deployed:  # the one looked up may predate a redeploy: ask again
+            deployed = (await state.gateway.deployment(workspace, name, fresh=True)).version
         if version != deployed:  # 404 if there is no such version
             await asyncio.to_thread(state.registry.get_version, workspace, name, version)
             raise EntityNotFoundError(
