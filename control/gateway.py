@@ -198,10 +198,12 @@ class Gateway:
         caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
         its log rows (a request coalesced with others goes without it)."""
         timeout = timeout_s or self.settings.request_timeout_s
-        self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
         deployment = await self.deployment(workspace, pipeline)
-        capacity = self._capacity[(workspace, pipeline)]
         challengers = await self._shadow_challengers(workspace, pipeline, deployment.version)
+        # No await from this check to taking the request in: concurrent requests that all
+        # passed it while a lookup ran would all be taken, past max_in_flight.
+        self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
+        capacity = self._capacity[(workspace, pipeline)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._in_flight += 1
