@@ -24,6 +24,8 @@ from engine import codecs
 from streams.admin import probe_consumer
 from streams.aiokafka_internals import topic_partitions
 from streams.lag import GroupLag
+from streams.log_agent import log_agent_group
+from streams.logstore import LogStore
 from streams.messages import CONTENT_TYPE, ERROR, REQUEST_ID
 from streams.settings import WorkerSettings
 
@@ -52,8 +54,14 @@ class WeirStack:
         topic (its group has committed them all), so that a measurement neither pays for the
         log rows an earlier one left behind nor leaves its own uncounted; the seconds waited.
         TimeoutError past `timeout_s`."""
+        store_id, _ = LogStore(Settings(home=self.home).logs_dir).identity()
         return asyncio.run(
-            _log_agent_caught_up(self.bootstrap, self.pipeline.topics()["output"], timeout_s)
+            _log_agent_caught_up(
+                self.bootstrap,
+                log_agent_group(store_id),
+                self.pipeline.topics()["output"],
+                timeout_s,
+            )
         )
 
 
@@ -112,17 +120,14 @@ def weir_stack(
         shutil.rmtree(home, ignore_errors=True)
 
 
-LOG_AGENT_GROUP = "weir.log-agent"
-
-
-async def _log_agent_caught_up(bootstrap: str, topic: str, timeout_s: float) -> float:
+async def _log_agent_caught_up(bootstrap: str, group: str, topic: str, timeout_s: float) -> float:
     settings = WorkerSettings(kafka_bootstrap=bootstrap)
     started = time.monotonic()
     probe, lag = probe_consumer(settings), GroupLag(settings)
     await probe.start()
     await lag.start()
     try:
-        await lag.wait_read({LOG_AGENT_GROUP: await topic_partitions(probe, topic)}, timeout_s)
+        await lag.wait_read({group: await topic_partitions(probe, topic)}, timeout_s)
     finally:
         await lag.stop()
         await probe.stop()

@@ -4,9 +4,11 @@ Answers (result rows and error replies) are read off the pipeline's result
 topic, so each crosses the broker once; the log topic carries only shadow
 challengers' rows. It runs in the server, subscribed by pattern to every
 result and log topic, and commits offsets only after rows are on disk (at
-least once; the store deduplicates on request id and row). `sync()` gives
-read-your-writes: a query waits until what those topics held when it was
-asked for is in the store. A JSON request's answers are JSON (engine.answers):
+least once; the store deduplicates on request id and row). Its consumer group
+is its store's (LogStore.identity): servers writing one store share the topics'
+partitions; another stack on the same broker logs every answer in its own.
+`sync()` gives read-your-writes: a query waits until what those topics held
+when it was asked for is in the store. A JSON request's answers are JSON (engine.answers):
 read back with the result columns' own types, they give the rows an Arrow
 answer would, as far as JSON can say them.
 
@@ -91,13 +93,13 @@ class LogAgent:
         settings: WorkerSettings,
         topics: TopicMap,
         store: LogStore,
-        group_id: str = "weir.log-agent",
         *,
         policies: Policies | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
-        self.group_id = group_id
+        store_id, self._since_ms = store.identity()
+        self.group_id = log_agent_group(store_id)
         self.writer = LogWriter(store, policies)
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # no group: for sync()
@@ -242,6 +244,8 @@ class LogAgent:
             if names is None:
                 continue
             for msg in msgs:
+                if msg.timestamp < self._since_ms:
+                    continue  # answered before this store existed: another store's row
                 env = Envelope.of(msg)
                 if role == "output" and env.shadow is not None:
                     continue  # a challenger's answer for the caller: logged from the log topic
@@ -353,6 +357,11 @@ class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await asyncio.to_thread(self._learn_policies, assigned)
+
+
+def log_agent_group(store_id: str) -> str:
+    """The consumer group of the log agents writing the store `store_id` (LogStore.identity)."""
+    return f"weir.log-agent.{store_id}"
 
 
 def pipeline_of(names: dict[str, str], env: Envelope) -> str:

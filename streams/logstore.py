@@ -27,7 +27,11 @@ mid-read; should one vanish anyway (deleted by hand), the reader lists again and
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -71,6 +75,9 @@ from streams.log_schema import (
 
 T = TypeVar("T")
 
+IDENTITY_FILE = ".store.json"
+"""Names the store (its log agents' consumer group) and when it began taking rows."""
+
 
 class LogStore:
     """Parquet log store for every pipeline's inference rows.
@@ -106,6 +113,31 @@ class LogStore:
             target_rows=target_file_rows,
         )
         self._accepted: dict[Path, pa.Schema] = {}  # the last batch schema append checked
+
+    def identity(self) -> tuple[str, int]:
+        """The store's id and since when (ms since the epoch) it takes rows, made the first
+        time they are asked for: 0 for a store that held rows before it had an id.
+
+        Servers writing one store share its id, so their log agents split the work between
+        them; another store on the same broker (another stack's) takes every answer itself,
+        from the time it was made.
+        """
+        path = self._root / IDENTITY_FILE
+        self._root.mkdir(parents=True, exist_ok=True)
+        made = {
+            "id": uuid.uuid4().hex,
+            "since_ms": 0 if subdirs(self._root) else int(time.time() * 1000),
+        }
+        draft = path.with_name(f"{IDENTITY_FILE}.{made['id']}")
+        draft.write_text(json.dumps(made))
+        try:  # a link is made whole or not at all: of servers starting at once, one names it
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        said = json.loads(path.read_text())
+        return str(said["id"]), int(said["since_ms"])
 
     def append(self, workspace: str, pipeline: str, batch: pa.RecordBatch | pa.Table) -> None:
         """Store a batch of log rows: one Parquet file per hour the batch's ``time`` spans.

@@ -48,10 +48,7 @@ def process_data(input_data):
 def coalescing_server(
     broker: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, Any], Client]]:
-    """A stack of its own, with a broker of the leg's kind: every weir server's log agent
-    is in one consumer group (`weir.log-agent`), so a second server on the session's
-    broker could have its pipelines' results read by the first server's agent, which
-    does not log them."""
+    """A stack of its own, with a broker of the leg's kind (its server's settings differ)."""
     home = tmp_path_factory.mktemp("weir-coalescing")
     settings = Settings(home=home, broker=broker)
     with pytest.MonkeyPatch.context() as patch:

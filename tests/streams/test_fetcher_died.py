@@ -84,9 +84,7 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
     topic = output.name
     await ensure_topics(WorkerSettings(kafka_bootstrap=bootstrap), [output])
     store = LogStore(tmp_path / "logs")
-    agent = LogAgent(
-        WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store, group_id="fetcher-died-logs"
-    )
+    agent = LogAgent(WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store)
     await agent.start()
     try:
         await _send(bootstrap, topic, answers(diabetes_onnx, 0, 20))

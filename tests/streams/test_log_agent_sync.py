@@ -53,7 +53,7 @@ async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
     output = TOPICS.output("ws", "sync-markers")
     await ensure_topics(settings, [output])
     store = LogStore(tmp_path / "logs")
-    agent = LogAgent(settings, TOPICS, store, group_id="sync-markers-logs")
+    agent = LogAgent(settings, TOPICS, store)
     await agent.start()
     try:
         results = answers(diabetes_onnx, 0, 5)
@@ -78,7 +78,7 @@ async def test_sync_waits_for_answers_whose_transaction_is_still_open(
     output = TOPICS.output("ws", "sync-open")
     await ensure_topics(settings, [output])
     store = LogStore(tmp_path / "logs")
-    agent = LogAgent(settings, TOPICS, store, group_id="sync-open-logs")
+    agent = LogAgent(settings, TOPICS, store)
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_service.address, transactional_id="sync-open"
     )
@@ -111,7 +111,7 @@ async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
     output = TOPICS.output("ws", "sync-unreadable")
     await ensure_topics(settings, [output])
     store = LogStore(tmp_path / "logs")
-    agent = LogAgent(settings, TOPICS, store, group_id="sync-unreadable-logs")
+    agent = LogAgent(settings, TOPICS, store)
     await agent.start()
     try:
         await _send(
