@@ -7,7 +7,8 @@ For a shadow-deployed pipeline the request asks for the challengers' answers too
 waits for them, after the champion's, for at most `Settings.shadow_wait_s`; they come back
 as `out_<challenger>.<field>` columns (`out_<challenger>.error` where a challenger failed).
 Both `POST /pipelines/<name>` and the OIP v2 route call it. It needs Redis only to find a
-pipeline's deployment: with Redis away, a pipeline it has answered for before is still
+pipeline's deployment (in a thread, not on the event loop; no such pipeline is a 404, one
+not deployed a 409): with Redis away, a pipeline it has answered for before is still
 answered (its workers keep serving), others get RegistryUnavailable (HTTP 503).
 
 Under load:
@@ -41,9 +42,10 @@ from control.errors import (
     PayloadTooLarge,
     RegistryUnavailable,
 )
-from control.records import Deployment
+from control.records import Deployment, PipelineVersion
 from control.registry import Registry
 from control.settings import Settings
+from control.shared_lookups import SharedLookups
 from engine import codecs
 from engine.definition import ShadowStep
 from streams.clients import connection_options
@@ -54,10 +56,10 @@ from streams.topics import TopicMap
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_TTL_S = 1.0
-"""How long the gateway reuses a pipeline's deployment record: the registry's Redis client
-is blocking, and under load a lookup per request held the event loop for as long as
-redis-server took to be scheduled. A redeploy or undeploy is seen within this long (not
-being deployed is never cached). While Redis is away, the last deployment looked up serves on."""
+"""How long the gateway reuses a pipeline's deployment record rather than asking Redis again
+(in a thread, shared by the requests that need it meanwhile: control.shared_lookups). A
+redeploy or undeploy is seen within this long (not being deployed is never cached). While
+Redis is away, the last deployment looked up serves on."""
 
 
 class Gateway:
@@ -80,6 +82,12 @@ class Gateway:
         self._coalescers: dict[tuple[str, bool], Coalescer] = {}
         self._challengers: dict[tuple[str, str, str], list[str]] = {}
         self._deployments: dict[tuple[str, str], tuple[float, Deployment]] = {}
+        self._deployment_lookups = SharedLookups[tuple[str, str], Deployment | None](
+            self._look_up_deployment
+        )
+        self._version_lookups = SharedLookups[tuple[str, str, str], PipelineVersion](
+            lambda key: self.registry.get_version(*key)
+        )
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -105,15 +113,24 @@ class Gateway:
                 self._replies[topic] = replies
             return self._replies[topic]
 
-    def _deployment(self, workspace: str, pipeline: str) -> Deployment:
-        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S; the last one
-        found while Redis is away)."""
+    def _look_up_deployment(self, key: tuple[str, str]) -> Deployment | None:
+        """The pipeline's deployment from the registry (blocking); None if it has none, and
+        EntityNotFoundError (404) if there is no such pipeline: one trip to a thread for both."""
+        deployment = self.registry.get_deployment(*key)
+        if deployment is None:
+            self.registry.get_pipeline(*key)
+        return deployment
+
+    async def deployment(self, workspace: str, pipeline: str, *, fresh: bool = False) -> Deployment:
+        """The pipeline's deployment (looked up at most every DEPLOYMENT_TTL_S unless `fresh`;
+        the last one found while Redis is away); NotDeployedError (409) if it has none,
+        EntityNotFoundError (404) if there is no such pipeline."""
         now = time.monotonic()
         cached = self._deployments.get((workspace, pipeline))
-        if cached is not None and now - cached[0] < DEPLOYMENT_TTL_S:
+        if cached is not None and not fresh and now - cached[0] < DEPLOYMENT_TTL_S:
             return cached[1]
         try:
-            deployment = self.registry.get_deployment(workspace, pipeline)
+            deployment = await self._deployment_lookups.get((workspace, pipeline))
         except RegistryUnavailable:
             if cached is None:
                 raise
@@ -127,11 +144,11 @@ class Gateway:
         self._deployments[(workspace, pipeline)] = (now, deployment)
         return deployment
 
-    def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
+    async def _shadow_challengers(self, workspace: str, pipeline: str, version: str) -> list[str]:
         """The challengers of every shadow step of a version (cached: versions never change)."""
         key = (workspace, pipeline, version)
         if key not in self._challengers:
-            spec = self.registry.get_version(workspace, pipeline, version).definition
+            spec = (await self._version_lookups.get(key)).definition
             self._challengers[key] = [
                 c.name
                 for step in spec.steps
@@ -181,10 +198,12 @@ class Gateway:
         caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
         its log rows (a request coalesced with others goes without it)."""
         timeout = timeout_s or self.settings.request_timeout_s
+        deployment = await self.deployment(workspace, pipeline)
+        challengers = await self._shadow_challengers(workspace, pipeline, deployment.version)
+        # No await from this check to taking the request in: concurrent requests that all
+        # passed it while a lookup ran would all be taken, past max_in_flight.
         self._admit(pipeline, self._capacity.get((workspace, pipeline)), timeout)
-        deployment = self._deployment(workspace, pipeline)
         capacity = self._capacity[(workspace, pipeline)]
-        challengers = self._shadow_challengers(workspace, pipeline, deployment.version)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._in_flight += 1

@@ -104,6 +104,28 @@ async def test_an_unknown_pipeline_is_404_and_an_undeployed_one_409(
         assert undeployed.json()["error"] == "NotDeployedError"
 
 
+async def test_a_versioned_oip_request_sees_a_redeploy_the_gateway_has_not_looked_up_yet(
+    redis_service: Service, tmp_path: Path
+) -> None:
+    """The gateway reuses a deployment it looked up for a second; a request naming the
+    version deployed since then is not refused as naming another one."""
+    async for app in in_process(redis_service, tmp_path):
+        registry = app.state.registry
+        _add_pipeline(registry, "swapped", deployed=True)
+        before = await app.state.gateway.deployment(WS, "swapped")  # now reused for a second
+        spec = registry.get_version(WS, "swapped", before.version).definition
+        after = registry.add_version(
+            WS, "swapped", spec.model_copy(update={"steps": spec.steps * 2})
+        )
+        registry.set_deployment(Deployment(workspace=WS, pipeline="swapped", version=after.version))
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+        other = await app.http.post("/v2/models/swapped/versions/0badcafe/infer", json=body)
+        assert other.status_code == 404 and "0badcafe" in other.json()["error"]
+        # Past the version check it goes on to Kafka, which is not started here.
+        with pytest.raises(AssertionError, match=r"start\(\) first"):
+            await app.http.post(f"/v2/models/swapped/versions/{after.version}/infer", json=body)
+
+
 # -- through the broker ----------------------------------------------------------------
 @pytest.fixture
 def registry(redis_service: Service) -> Iterator[Registry]:

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 from fastapi import APIRouter, Request, Response
 
-from control.errors import NotDeployedError
-from control.server.state import ServerState, get_state
+from control.server.state import get_state
 from engine import codecs
 from streams.trace import trace_headers
 
 router = APIRouter()
-
-
-async def infer_rows(
-    state: ServerState,
-    workspace: str,
-    name: str,
-    batch: pa.RecordBatch,
-    timeout: float | None = None,
-    *,
-    trace: dict[str, bytes] | None = None,
-) -> pa.RecordBatch:
-    """`Gateway.infer`, with a pipeline that does not exist answered as not found (404), not
-    as not deployed (409); the registry is asked only when the gateway found no deployment."""
-    try:
-        return await state.gateway.infer(workspace, name, batch, timeout, trace=trace)
-    except NotDeployedError:
-        state.registry.get_pipeline(workspace, name)
-        raise
 
 
 @router.post("/pipelines/{name}")
@@ -46,8 +26,7 @@ async def infer(
     content_type = codecs.normalize_content_type(
         request.headers.get("content-type"), default=codecs.PANDAS_RECORDS
     )
-    result = await infer_rows(
-        state,
+    result = await state.gateway.infer(  # 404 for no such pipeline, 409 if not deployed
         workspace,
         name,
         codecs.decode(body, content_type),

@@ -7,14 +7,14 @@ every route here needs the bearer token. Errors answer `{"error": "<message>"}` 
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from control.errors import EntityNotFoundError, NotDeployedError
-from control.server.routes.inference import infer_rows
+from control.errors import EntityNotFoundError
 from control.server.state import ServerState, get_state
 from engine import oip
 from streams.trace import trace_headers
@@ -88,18 +88,17 @@ async def infer(
     body = await request.body()  # at most WEIR_MAX_PAYLOAD_BYTES: the body limit sees to it
     parsed, binary = oip.read_request(body, request.headers.get(oip.HEADER_LENGTH))
     if version is not None:
-        deployed = _deployed_version(state, workspace, name)
-        if deployed is None:
-            raise NotDeployedError(name)
-        if version != deployed:
-            state.registry.get_version(workspace, name, version)  # 404 if there is no such one
+        deployed = (await state.gateway.deployment(workspace, name)).version
+        if version != deployed:  # the one looked up may predate a redeploy: ask again
+            deployed = (await state.gateway.deployment(workspace, name, fresh=True)).version
+        if version != deployed:  # 404 if there is no such version
+            await asyncio.to_thread(state.registry.get_version, workspace, name, version)
             raise EntityNotFoundError(
                 "deployed version",
                 f"{name}@{version}",
                 f"version {deployed} is deployed; infer on it, or deploy this one",
             )
-    result = await infer_rows(
-        state,
+    result = await state.gateway.infer(
         workspace,
         name,
         oip.request_to_batch(parsed, binary),
