@@ -8,8 +8,11 @@ readers) it measures, from /proc/<pid>/stat (utime + stime) over `--seconds` eac
   is not weir's doing);
 - the stack idle with the diabetes gradient-boosted regressor deployed as a one-step
   pipeline (its worker too), `--rounds` times, each after `--settle` seconds without
-  traffic; one 1-row request follows each round: the first request after idling; weir's
-  share is the total less the broker's CPU with nothing deployed;
+  traffic, then once more after `--long-idle` seconds: a stack idles for minutes, and the
+  Apache Kafka broker's JVM is still compiling (JIT) for a minute or two after it starts
+  (measured: the broker alone 1.7% of a core 25 s after its start, 0.8-1.5% at 100 s); one
+  1-row request follows each round: the first request after idling; weir's share is the
+  total less the broker's CPU with nothing deployed;
 - against it, the p50 of `--warm` requests sent back to back (same run).
 
 CPU is given in % of one core, per process and in total. Prints a table and saves
@@ -91,10 +94,10 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
         headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": codecs.ARROW_STREAM}
         warm = latencies_ms(url, headers, args.warm + 5)[5:]  # the first few warm things up
         rounds = []
-        for _ in range(args.rounds):
-            cpu = idle_cpu(stack.pids, args.settle, args.seconds)
+        for settle_s in [args.settle] * args.rounds + [args.long_idle]:
+            cpu = idle_cpu(stack.pids, settle_s, args.seconds)
             first = latencies_ms(url, headers, 1)[0]
-            rounds.append({"cpu_percent": cpu, "first_request_ms": first})
+            rounds.append({"settle_s": settle_s, "cpu_percent": cpu, "first_request_ms": first})
     broker_alone = out["no_pipeline"]["broker"]
     for r in rounds:  # the broker's own idle cost is not weir's
         r["cpu_percent"]["weir"] = round(r["cpu_percent"]["total"] - broker_alone, 2)
@@ -122,10 +125,10 @@ def show(broker: str, figures: dict[str, Any]) -> None:
         str(base["machine"]),
         "-",
     )
-    for i, r in enumerate(figures["idle"]):
+    for r in figures["idle"]:
         cpu = r["cpu_percent"]
         table.add_row(
-            f"1 pipeline, round {i + 1}",
+            f"1 pipeline, {r['settle_s']:.0f} s idle",
             *(str(cpu.get(p, "-")) for p in PROCESSES),
             str(cpu["total"]),
             str(cpu["weir"]),
@@ -149,6 +152,12 @@ def main() -> None:
         "--settle", type=float, default=5.0, help="seconds without traffic before each measurement"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--long-idle",
+        type=float,
+        default=120.0,
+        help="seconds without traffic before the last measurement (the JVM's JIT settles)",
+    )
     parser.add_argument("--warm", type=int, default=30, help="requests sent back to back")
     parser.add_argument("--env", nargs="*", default=[], help="WEIR_*=value for the server")
     parser.add_argument("--out", type=Path, default=RESULTS)
