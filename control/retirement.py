@@ -18,7 +18,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from control.errors import RegistryUnavailable
@@ -51,6 +52,8 @@ REMOTE_STOP_POLL_S = 0.2
 """How often the heartbeats of remote workers told to stop are read."""
 REDIS_RETRY_S = 1.0
 """While Redis is away, how often a retirement tries its registry call again."""
+DRAIN_WAITERS = 32
+"""Threads that wait for retired workers to drain and exit (created as needed)."""
 
 T = TypeVar("T")
 
@@ -76,12 +79,18 @@ class Retirement:
         self._lock = lock
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        # A drain is waited for in a thread for as long as it lasts (minutes, for a worker
+        # restarted to finish it). On the loop's default pool (6 threads on two cores) a
+        # few of them starved every other thread call of the server: the log agent stopped
+        # storing answers and the gateway's lookups waited (CI, Apache Kafka leg).
+        self._drain_waits = ThreadPoolExecutor(DRAIN_WAITERS, thread_name_prefix="drain-wait")
 
     async def close(self) -> None:
         """Wait for what runs in the background to end, without waiting for Redis (server
         shutdown: the next server's start retires what is left, `Deployer.retire_strays`)."""
         self._closing = True
         await self.wait()
+        self._drain_waits.shutdown(wait=False)
 
     def retire_in_background(self, ws: str, name: str, worker_ids: list[str]) -> None:
         """`retire` the workers without waiting for it (`wait` does)."""
@@ -124,6 +133,10 @@ class Retirement:
         """`call(*args)`, a registry read or write, in a thread, despite Redis being away."""
         return await self._despite_redis_away(what, lambda: asyncio.to_thread(call, *args))
 
+    async def _drained(self, wait: Callable[..., Mapping[str, T]], *args: Any) -> Mapping[str, T]:
+        """`wait(*args)`, a blocking wait for workers to drain and exit, in a drain-wait thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._drain_waits, wait, *args)
+
     async def retire(self, ws: str, name: str, worker_ids: list[str]) -> None:
         """Stop workers: each drains its version's topics, then exits; then drop those topics.
 
@@ -153,12 +166,10 @@ class Retirement:
                 # The request reaches remote workers too.
                 await self._registry_call(what, self.registry.request_stop, ws, name, ids)
                 exits.update(
-                    await asyncio.to_thread(
-                        self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__
-                    )
+                    await self._drained(self._local.terminate, ids, ENDED_ITS_DRAIN.__contains__)
                 )
                 exits.update(
-                    await asyncio.to_thread(
+                    await self._drained(
                         self._await_remote, ws, name, [w for w in ids if w in remote]
                     )
                 )

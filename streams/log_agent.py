@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer, records_after
-from streams.aiokafka_internals import check_fetcher, stop_consumer
+from streams.aiokafka_internals import check_fetcher, stop_consumer, topic_partitions
 from streams.clients import FetchPace, connection_options
 from streams.errors import FetcherDied
 from streams.log_buffer import LogBuffer
@@ -298,11 +298,7 @@ class LogAgent:
             self.topics.output(workspace, pipeline).name,
             self.topics.logs(workspace, pipeline).name,
         )
-        tps = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in self._consumer.partitions_for_topic(topic) or ()
-        ]
+        tps = [TopicPartition(topic, p) for topic in topics for p in await self._partitions(topic)]
         if not tps:
             return True  # no such topics: nothing was ever logged
         assert self._probe is not None and self._ends is not None
@@ -338,6 +334,20 @@ class LogAgent:
             return True
         finally:
             self._syncs -= 1
+
+    async def _partitions(self, topic: str) -> set[int]:
+        """The partitions of `topic` as the agent's consumer knows them, else as the broker
+        says now; none if there is no such topic. (The consumer learns of a new pipeline's
+        topics within a second: a query right after its first answer came sooner, found no
+        partitions to wait for, and answered from a store that did not have the row yet.)"""
+        assert self._consumer is not None and self._ends is not None
+        known = self._consumer.partitions_for_topic(topic)
+        if known:
+            return set(known)
+        async with self._probe_lock:
+            if topic not in await self._ends.topics():
+                return set()
+            return {tp.partition for tp in await topic_partitions(self._ends, topic)}
 
 
 class _FlushFirst(ConsumerRebalanceListener):  # type: ignore[misc]

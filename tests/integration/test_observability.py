@@ -93,13 +93,30 @@ def test_metrics_need_the_token_and_cover_the_pipeline(
     assert _mine(families["weir_request_seconds"], le="+Inf")
 
 
+def _rows_in(stack: dict[str, Any]) -> float:
+    return float(sum(s.value for s in _mine(_scrape(stack)["weir_step_rows_in"])))
+
+
+def _rows_in_settled(stack: dict[str, Any]) -> float:
+    """The rows the pipeline's steps read, once the workers' heartbeats (every second) have
+    reported those of earlier tests: the same figure twice, 2.5 s apart."""
+    last, deadline = _rows_in(stack), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(2.5)
+        now = _rows_in(stack)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the workers' row counts kept changing with no traffic")
+
+
 def test_workers_count_rows_per_step(stack: dict[str, Any], observed: Pipeline) -> None:
-    before = sum(s.value for s in _mine(_scrape(stack)["weir_step_rows_in"]))
+    before = _rows_in_settled(stack)
     observed.infer(ROWS)
     deadline, after = time.monotonic() + 10, before
     while after - before < 2 * len(ROWS) and time.monotonic() < deadline:  # the workers'
         time.sleep(0.2)  # counts come with their heartbeats
-        after = sum(s.value for s in _mine(_scrape(stack)["weir_step_rows_in"]))
+        after = _rows_in(stack)
     assert after - before == 2 * len(ROWS)  # both steps read every row
 
 

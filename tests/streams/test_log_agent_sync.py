@@ -125,3 +125,39 @@ async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
         assert sorted(stored.to_pylist()) == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
+
+
+async def test_sync_waits_for_a_pipeline_whose_topics_are_newer_than_the_agents_metadata(
+    broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
+    """The agent's consumer learns of new topics within a second (its metadata's age). A
+    query right after a new pipeline's first answer came sooner: sync() found no partitions
+    to wait for, returned at once, and the query answered from a store without the row (CI,
+    test_observability and test_validations_logs on Kafka)."""
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    store = LogStore(tmp_path / "logs")
+    agent = LogAgent(settings, TOPICS, store)
+    await agent.start()
+    try:
+        output = TOPICS.output("ws", "sync-new-topic")  # made after the agent started
+        await ensure_topics(settings, [output])
+        results = answers(diabetes_onnx, 0, 3)
+        await _send(kafka_service.address, output.name, results, transactional=broker == "kafka")
+        assert await agent.sync("ws", "sync-new-topic", timeout_s=15.0)
+        stored = store.query("ws", "sync-new-topic", limit=None).column("request_id")
+        assert sorted(stored.to_pylist()) == [request_id for request_id, _ in results]
+    finally:
+        await agent.stop()
+
+
+async def test_sync_of_a_pipeline_without_topics_returns_at_once(
+    kafka_service: Service, tmp_path: Path
+) -> None:
+    agent = LogAgent(
+        WorkerSettings(kafka_bootstrap=kafka_service.address), TOPICS, LogStore(tmp_path)
+    )
+    await agent.start()
+    try:
+        assert await agent.sync("ws", "never-deployed", timeout_s=15.0)
+    finally:
+        await agent.stop()
