@@ -19,35 +19,23 @@ from pathlib import Path
 
 from control.embedded import Service, start_redis
 from control.errors import RegistryUnavailable
-from control.local_workers import LocalWorkers
 from control.records import Deployment
-from control.registry import Registry
-from control.retirement import REDIS_RETRY_S, Retirement
-from control.settings import Settings
+from control.retirement import REDIS_RETRY_S
 from streams.admin import ensure_topics, topic_names
 from streams.status import WorkerStatus
 from streams.topics import TopicMap
 from tests.control._heartbeats import beat
+from tests.integration._retirements import new_retirement, own_redis
 
 WS, PIPELINE = "default", "retire-redis-away"
 AWAY_S = 3.0
 """How long Redis stays away: a few of the retirement's retries."""
 
 
-def _retirement(settings: Settings, registry: Registry) -> Retirement:
-    return Retirement(
-        settings, registry, TopicMap.load(), LocalWorkers(settings, registry), {}, asyncio.Lock()
-    )
-
-
 def test_a_retirement_waits_for_redis_and_then_drops_the_topics(
     kafka_service: Service, tmp_path: Path
 ) -> None:
-    redis = start_redis(tmp_path / "redis")
-    settings = Settings(
-        home=tmp_path, kafka_bootstrap=kafka_service.address, redis_url=redis.address
-    )
-    registry = Registry(redis.address)
+    redis, settings, registry = own_redis(kafka_service, tmp_path)
     retired = Deployment(workspace=WS, pipeline=PIPELINE, version="1")
     topics = TopicMap.load()
     own = [topics.boundary(WS, PIPELINE, retired.id, i) for i in (0, 1)]
@@ -57,7 +45,7 @@ def test_a_retirement_waits_for_redis_and_then_drops_the_topics(
         nonlocal redis
         await ensure_topics(settings.worker_settings(), own)
         beat(registry, retired, worker_id, "Running")
-        retirement = _retirement(settings, registry)
+        retirement = new_retirement(settings, registry)
         redis.stop()
         retiring = asyncio.create_task(retirement.retire(WS, PIPELINE, [worker_id]))
         await asyncio.sleep(AWAY_S)
@@ -86,17 +74,13 @@ def test_a_retirement_waits_for_redis_and_then_drops_the_topics(
 
 
 def test_a_stopping_server_does_not_wait_for_redis(kafka_service: Service, tmp_path: Path) -> None:
-    redis = start_redis(tmp_path / "redis")
-    settings = Settings(
-        home=tmp_path, kafka_bootstrap=kafka_service.address, redis_url=redis.address
-    )
-    registry = Registry(redis.address)
+    redis, settings, registry = own_redis(kafka_service, tmp_path)
     retired = Deployment(workspace=WS, pipeline=PIPELINE, version="1")
     beat(registry, retired, "retire-redis-away-1-w1", "Running")
     redis.stop()
 
     async def scenario() -> bool:
-        retirement = _retirement(settings, registry)
+        retirement = new_retirement(settings, registry)
         retirement.retire_in_background(WS, PIPELINE, ["retire-redis-away-1-w1"])
         await asyncio.sleep(2 * REDIS_RETRY_S)
         closing = asyncio.create_task(retirement.close())

@@ -16,14 +16,10 @@ import asyncio
 import os
 from pathlib import Path
 
-from control.embedded import Service, start_redis
-from control.local_workers import LocalWorkers
+from control.embedded import Service
 from control.records import Deployment
-from control.registry import Registry
-from control.retirement import Retirement
-from control.settings import Settings
-from streams.topics import TopicMap
 from tests.control._heartbeats import beat
+from tests.integration._retirements import new_retirement, own_redis
 
 RETIREMENTS = min(32, (os.cpu_count() or 1) + 4) + 2
 """More retirements than the loop's default pool has threads."""
@@ -32,11 +28,7 @@ RETIREMENTS = min(32, (os.cpu_count() or 1) + 4) + 2
 def test_waiting_retirements_leave_the_default_thread_pool_free(
     kafka_service: Service, tmp_path: Path
 ) -> None:
-    redis = start_redis(tmp_path / "redis")
-    settings = Settings(
-        home=tmp_path, kafka_bootstrap=kafka_service.address, redis_url=redis.address
-    )
-    registry = Registry(redis.address)
+    redis, settings, registry = own_redis(kafka_service, tmp_path)
     workers = {
         f"drain-wait-{i}": Deployment(workspace="default", pipeline=f"drain-wait-{i}", version="1")
         for i in range(RETIREMENTS)
@@ -45,14 +37,7 @@ def test_waiting_retirements_leave_the_default_thread_pool_free(
     async def scenario() -> bool:
         for worker_id, deployment in workers.items():
             beat(registry, deployment, worker_id, "Running")
-        retirement = Retirement(
-            settings,
-            registry,
-            TopicMap.load(),
-            LocalWorkers(settings, registry),
-            {},
-            asyncio.Lock(),
-        )
+        retirement = new_retirement(settings, registry)
         for worker_id, deployment in workers.items():
             retirement.retire_in_background("default", deployment.pipeline, [worker_id])
         await asyncio.sleep(1.0)  # every retirement is waiting for its worker now
