@@ -8,11 +8,10 @@ readers) it measures, from /proc/<pid>/stat (utime + stime) over `--seconds` eac
   is not weir's doing);
 - the stack idle with the diabetes gradient-boosted regressor deployed as a one-step
   pipeline (its worker too), `--rounds` times, each after `--settle` seconds without
-  traffic, then once more after `--long-idle` seconds: a stack idles for minutes, and the
-  Apache Kafka broker's JVM is still compiling (JIT) for a minute or two after it starts
-  (measured: the broker alone 1.7% of a core 25 s after its start, 0.8-1.5% at 100 s); one
-  1-row request follows each round: the first request after idling; weir's share is the
-  total less the broker's CPU with nothing deployed;
+  traffic, then once more after `--long-idle` seconds (a stack idles for minutes: its
+  consumers' fetch waits have backed off, and the Apache Kafka broker's JIT has settled);
+  one 1-row request follows each round: the first request after idling; weir's share is
+  the total less the broker's CPU with nothing deployed;
 - against it, the p50 of `--warm` requests sent back to back (same run).
 
 CPU is given in % of one core, per process and in total. Prints a table and saves
@@ -156,7 +155,7 @@ def main() -> None:
         "--long-idle",
         type=float,
         default=120.0,
-        help="seconds without traffic before the last measurement (the JVM's JIT settles)",
+        help="seconds without traffic before the last measurement",
     )
     parser.add_argument("--warm", type=int, default=30, help="requests sent back to back")
     parser.add_argument("--env", nargs="*", default=[], help="WEIR_*=value for the server")
