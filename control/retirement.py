@@ -80,9 +80,9 @@ class Retirement:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         # A drain is waited for in a thread for as long as it lasts (minutes, for a worker
-        # restarted to finish it). On the loop's default pool (6 threads on two cores) a
-        # few of them starved every other thread call of the server: the log agent stopped
-        # storing answers and the gateway's lookups waited (CI, Apache Kafka leg).
+        # restarted to finish it). In the loop's default pool (6 threads on two cores) a
+        # few of them would hold every thread, and every other thread call of the server
+        # (the log agent's reads and writes, the gateway's lookups) would queue behind them.
         self._drain_waits = ThreadPoolExecutor(DRAIN_WAITERS, thread_name_prefix="drain-wait")
 
     async def close(self) -> None:

@@ -8,9 +8,9 @@ least once; the store deduplicates on request id and row). Its consumer group
 is its store's (LogStore.identity): servers writing one store share the topics'
 partitions; another stack on the same broker logs every answer in its own.
 `sync()` gives read-your-writes: a query waits until what those topics held
-when it was asked for is in the store. A JSON request's answers are JSON (engine.answers):
-read back with the result columns' own types, they give the rows an Arrow
-answer would, as far as JSON can say them.
+when it was asked for is in the store. A JSON request's answers are JSON
+(engine.answers): read back with the result columns' own types, they give the
+rows an Arrow answer would, as far as JSON can say them.
 
 A request that failed (an error record: `weir-error` header, value holding the
 request's `in.*` columns or nothing) is logged too, one row per input row (one

@@ -2,9 +2,8 @@
 
 A drain is waited for in a thread for as long as it lasts (minutes, for a worker restarted to
 finish it). In the loop's default pool (6 threads on a 2-core machine) a few such waits held
-every thread, and every other thread call of the server queued behind them: the log agent
-stopped storing answers (log queries came back empty) and the gateway's deployment lookups
-waited (CI, the Apache Kafka leg, test_observability and test_validations_logs).
+every thread, and every other thread call of the server (the log agent's reads and writes,
+the gateway's deployment lookups, compaction) queued behind them.
 
 The workers here are heartbeats in a Redis of the test's own, as `weir worker`s the server
 did not start write them: each keeps saying Running until the test lets it stop.
