@@ -123,6 +123,14 @@ class LogStore:
         from the time it was made.
         """
         path = self._root / IDENTITY_FILE
+        if not path.exists():
+            self._name_the_store(path)
+        said = json.loads(path.read_text())
+        return str(said["id"]), int(said["since_ms"])
+
+    def _name_the_store(self, path: Path) -> None:
+        """Write the identity file whole (a draft, then a link to it), unless another server
+        wrote it first."""
         self._root.mkdir(parents=True, exist_ok=True)
         made = {
             "id": uuid.uuid4().hex,
@@ -136,8 +144,6 @@ class LogStore:
             pass
         finally:
             draft.unlink()
-        said = json.loads(path.read_text())
-        return str(said["id"]), int(said["since_ms"])
 
     def append(self, workspace: str, pipeline: str, batch: pa.RecordBatch | pa.Table) -> None:
         """Store a batch of log rows: one Parquet file per hour the batch's ``time`` spans.

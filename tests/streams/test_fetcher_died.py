@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from control.embedded import Service
@@ -19,12 +19,11 @@ from streams.aiokafka_internals import check_fetcher, stop_consumer
 from streams.errors import FetcherDied
 from streams.logstore import LogStore
 from streams.loop import StageLoop
-from streams.messages import Envelope
 from streams.plan import Layout, worker_stages
 from streams.settings import WorkerSettings
 from streams.stage import StepCounters
 from streams.topics import TopicMap
-from tests.streams._answers import answers, diabetes_pipeline
+from tests.streams._answers import answers, send_answers, diabetes_pipeline
 
 TOPICS = TopicMap.load()
 
@@ -56,17 +55,6 @@ async def test_check_fetcher_raises_once_the_fetch_task_has_died(kafka_service: 
         assert consumer._closed
 
 
-async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for request_id, value in results:
-            headers = Envelope(request_id=request_id, version="v1").headers()
-            await producer.send_and_wait(topic, value, headers=headers)
-    finally:
-        await producer.stop()
-
-
 async def _logged(store: LogStore, pipeline: str, want: int, timeout_s: float = 30.0) -> int:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -87,12 +75,12 @@ async def test_the_log_agent_replaces_a_consumer_whose_fetch_task_died(
     agent = LogAgent(WorkerSettings(kafka_bootstrap=bootstrap), TOPICS, store)
     await agent.start()
     try:
-        await _send(bootstrap, topic, answers(diabetes_onnx, 0, 20))
+        await send_answers(bootstrap, topic, answers(diabetes_onnx, 0, 20))
         assert await _logged(store, "fetcher-died", 20) == 20
         first = agent._consumer
         assert first is not None
         _kill_fetch_task(first)
-        await _send(bootstrap, topic, answers(diabetes_onnx, 20, 20))
+        await send_answers(bootstrap, topic, answers(diabetes_onnx, 20, 20))
         assert await _logged(store, "fetcher-died", 40) == 40
         assert agent._consumer is not first  # replaced, not left returning nothing
         ids = store.query("ws", "fetcher-died", limit=None).column("request_id").to_pylist()

@@ -21,29 +21,27 @@ from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
-from tests.streams._answers import answers
+from tests.streams._answers import answers, send_answers, stored_ids
 
 TOPICS = TopicMap.load()
 
 
-async def _send(
-    bootstrap: str, topic: str, results: list[tuple[str, bytes]], *, transactional: bool
-) -> None:
-    """Answers as a worker sends them: in one transaction where the broker has them."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id="sync-markers" if transactional else None
+async def _answered_then_synced(
+    broker: str,
+    kafka_service: Service,
+    agent: LogAgent,
+    pipeline: str,
+    results: list[tuple[str, bytes]],
+    timeout_s: float,
+) -> bool:
+    """Send `results` to the pipeline's result topic as its worker does (in a transaction on
+    Apache Kafka), then `sync()`: whether it returned True within `timeout_s`."""
+    topic = TOPICS.output("ws", pipeline).name
+    transactional = broker == "kafka"
+    await send_answers(
+        kafka_service.address, topic, results, transactional=transactional, partitions=1
     )
-    await producer.start()
-    try:
-        if transactional:
-            await producer.begin_transaction()
-        for request_id, value in results:
-            headers = Envelope(request_id=request_id, version="v1").headers()
-            await producer.send_and_wait(topic, value, headers=headers, partition=0)
-        if transactional:
-            await producer.commit_transaction()
-    finally:
-        await producer.stop()
+    return await agent.sync("ws", pipeline, timeout_s=timeout_s)
 
 
 async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
@@ -57,10 +55,10 @@ async def test_sync_returns_once_the_answers_are_stored_markers_or_not(
     await agent.start()
     try:
         results = answers(diabetes_onnx, 0, 5)
-        await _send(kafka_service.address, output.name, results, transactional=broker == "kafka")
-        assert await agent.sync("ws", "sync-markers", timeout_s=8.0)
-        stored = store.query("ws", "sync-markers", limit=None).column("request_id").to_pylist()
-        assert sorted(stored) == [request_id for request_id, _ in results]
+        assert await _answered_then_synced(
+            broker, kafka_service, agent, "sync-markers", results, 8.0
+        )
+        assert stored_ids(store, "sync-markers") == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
 
@@ -95,8 +93,7 @@ async def test_sync_waits_for_answers_whose_transaction_is_still_open(
         assert not syncing.done(), "sync() returned while the answers' transaction was open"
         await producer.commit_transaction()
         assert await syncing
-        stored = store.query("ws", "sync-open", limit=None).column("request_id").to_pylist()
-        assert sorted(stored) == [request_id for request_id, _ in results]
+        assert stored_ids(store, "sync-open") == [request_id for request_id, _ in results]
     finally:
         await producer.stop()
         await agent.stop()
@@ -114,15 +111,14 @@ async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
     agent = LogAgent(settings, TOPICS, store)
     await agent.start()
     try:
-        await _send(
-            kafka_service.address, output.name, [("bad", b"not arrow")], transactional=False
+        await send_answers(
+            kafka_service.address, output.name, [("bad", b"not arrow")], partitions=1
         )
         assert await agent.sync("ws", "sync-unreadable", timeout_s=8.0)  # written: nothing
         results = answers(diabetes_onnx, 0, 3)
-        await _send(kafka_service.address, output.name, results, transactional=False)
+        await send_answers(kafka_service.address, output.name, results, partitions=1)
         assert await agent.sync("ws", "sync-unreadable", timeout_s=8.0)
-        stored = store.query("ws", "sync-unreadable", limit=None).column("request_id")
-        assert sorted(stored.to_pylist()) == [request_id for request_id, _ in results]
+        assert stored_ids(store, "sync-unreadable") == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
 
@@ -142,10 +138,10 @@ async def test_sync_waits_for_a_pipeline_whose_topics_are_newer_than_the_agents_
         output = TOPICS.output("ws", "sync-new-topic")  # made after the agent started
         await ensure_topics(settings, [output])
         results = answers(diabetes_onnx, 0, 3)
-        await _send(kafka_service.address, output.name, results, transactional=broker == "kafka")
-        assert await agent.sync("ws", "sync-new-topic", timeout_s=15.0)
-        stored = store.query("ws", "sync-new-topic", limit=None).column("request_id")
-        assert sorted(stored.to_pylist()) == [request_id for request_id, _ in results]
+        assert await _answered_then_synced(
+            broker, kafka_service, agent, "sync-new-topic", results, 15.0
+        )
+        assert stored_ids(store, "sync-new-topic") == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
 

@@ -6,16 +6,14 @@ import asyncio
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
 
 from control.embedded import Service
 from streams.admin import ensure_topics
 from streams.log_agent import LogAgent
 from streams.logstore import LogStore
-from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicMap
-from tests.streams._answers import answers
+from tests.streams._answers import answers, send_answers, stored_ids
 from tests.streams.test_logstore import rows
 
 TOPICS = TopicMap.load()
@@ -34,22 +32,6 @@ def test_a_store_that_held_rows_before_it_had_an_id_takes_every_answer(tmp_path:
     assert LogStore(tmp_path).identity()[1] == 0
 
 
-async def _send(bootstrap: str, topic: str, results: list[tuple[str, bytes]]) -> None:
-    """Answers spread over the topic's partitions."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for i, (request_id, value) in enumerate(results):
-            headers = Envelope(request_id=request_id, version="v1").headers()
-            await producer.send_and_wait(topic, value, headers=headers, partition=i % 4)
-    finally:
-        await producer.stop()
-
-
-def _stored(store: LogStore, pipeline: str) -> list[str]:
-    return sorted(store.query("ws", pipeline, limit=None).column("request_id").to_pylist())
-
-
 async def test_two_stores_on_one_broker_each_log_every_answer(
     kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
 ) -> None:
@@ -65,10 +47,10 @@ async def test_two_stores_on_one_broker_each_log_every_answer(
     await asyncio.gather(*(agent.start() for agent in agents))
     try:
         results = answers(diabetes_onnx, 0, 12)
-        await _send(kafka_service.address, output.name, results)
+        await send_answers(kafka_service.address, output.name, results, partitions=4)
         for agent, store in zip(agents, stores, strict=True):
             assert await agent.sync("ws", "two-stores", timeout_s=15.0)
-            assert _stored(store, "two-stores") == sorted(rid for rid, _ in results)
+            assert stored_ids(store, "two-stores") == sorted(rid for rid, _ in results)
     finally:
         await asyncio.gather(*(agent.stop() for agent in agents))
 
@@ -79,15 +61,17 @@ async def test_a_new_store_does_not_take_the_answers_given_before_it(
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     output = TOPICS.output("ws", "new-store")
     await ensure_topics(settings, [output])
-    await _send(kafka_service.address, output.name, answers(diabetes_onnx, 0, 4))
+    await send_answers(
+        kafka_service.address, output.name, answers(diabetes_onnx, 0, 4), partitions=4
+    )
     await asyncio.sleep(0.05)  # a later millisecond than the answers' timestamps
     store = LogStore(tmp_path / "logs")
     agent = LogAgent(settings, TOPICS, store)
     await agent.start()
     try:
         later = answers(diabetes_onnx, 4, 4)
-        await _send(kafka_service.address, output.name, later)
+        await send_answers(kafka_service.address, output.name, later, partitions=4)
         assert await agent.sync("ws", "new-store", timeout_s=15.0)
-        assert _stored(store, "new-store") == sorted(rid for rid, _ in later)
+        assert stored_ids(store, "new-store") == sorted(rid for rid, _ in later)
     finally:
         await agent.stop()
