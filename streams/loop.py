@@ -34,6 +34,7 @@ from streams.aiokafka_internals import (
     check_fetcher,
     member_id,
     rejoin_as,
+    retry_next_transaction_sooner,
     stop_consumer,
     transactional_offsets,
 )
@@ -159,6 +160,7 @@ class StageLoop:
             rejoin_as(self._consumer, previous)
         if self._exactly_once:
             transactional_offsets(self._producer, self._consumer)
+            retry_next_transaction_sooner()
         interval_s = self._settings.commit_interval_ms / 1000
         self._delivery = (
             ExactlyOnce(self._producer, self._consumer, self._group_id, interval_s=interval_s)
