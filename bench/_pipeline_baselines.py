@@ -68,6 +68,7 @@ def stage_path(
     """What a main worker's fused stage computes per message, in process with no Kafka:
     decode, every step on the micro-batch, encode and sink (ms of wall time and of CPU per
     message). Worker CPU minus this CPU is what the Kafka clients and the loop cost.
+    `paths` are ONNX models, or Python steps (`.py`).
 
     With `pause_s`, messages go one at a time with that pause after each (its time not
     counted), as a lone message reaches a worker: its caches cold from what ran meanwhile."""
@@ -86,7 +87,7 @@ def stage_path(
             name=f"m{i}",
             version=f"v{i}",
             sha=hashlib.sha256(p.read_bytes()).hexdigest(),
-            runtime="onnx",
+            runtime="python" if p.suffix == ".py" else "onnx",
         )
         for i, p in enumerate(paths)
     ]

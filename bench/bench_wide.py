@@ -12,8 +12,10 @@ one `tensor` column. Measured, in order:
   loop to the input topic at `--load` times raw onnxruntime's rows/s for `--seconds`, the
   answers read off the result topic; rows/s answered, and the CPU each process spent per
   message (worker, broker, server with its log agent, Redis, the bench client);
-- where the 1-step pipeline's time goes, per message: in process, the worker's stage
-  path without Kafka (decode, run, finish, encode, sink), each codec part, the log agent's
+- each pipeline's stage path in process, without Kafka (decode, every step, finish,
+  encode, sink), as a worker runs it on fetches of 64 messages: the best ratio to raw
+  onnxruntime the pipeline could reach if Kafka cost nothing;
+- where the 1-step pipeline's time goes, per message: in process, each codec part, the log agent's
   ingest of the answers; the Kafka client (aiokafka as a worker runs it) sending and
   fetching one request-sized and one answer-sized record; with `--sample`, the worker's
   main thread sampled during a second load run, and with `--profile` its functions under
@@ -37,6 +39,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -196,9 +200,14 @@ def run(
         results[kind] = pipeline_run(broker, paths, steps[kind], requests[kind], rate, budget, env)
     console.print("where the 1-step pipeline's time goes ...")
     parts = results["parts"] = wide.parts(paths["mlp"], requests["one_step"], budget.parts_s)
-    results["stage_in_process_ms_per_msg"] = stage_path(
-        [paths["mlp"]], requests["one_step"], budget.parts_s, threads=1
-    )["ms_per_msg"]
+    console.print("each pipeline's stage path in process (no Kafka) ...")
+    with threadpool_limits(1):  # numpy's BLAS on one thread, as in a worker with cpus=1
+        results["in_process"] = {
+            kind: stage_path(
+                [paths[name] for name in steps[kind]], requests[kind], budget.parts_s, threads=1
+            )
+            for kind in TARGETS
+        }
     results["kafka_client"] = client_costs(
         broker,
         {"request": parts["request_bytes"], "answer": parts["answer_bytes"]},
@@ -242,6 +251,9 @@ def run(
     model_ms = (raw_before["ms_per_batch"] + raw_after["ms_per_batch"]) / 2
     for kind in TARGETS:
         results[kind]["ceilings"] = ceilings(results[kind]["cpu_ms_per_msg"], model_ms)
+        results["in_process"][kind]["x_raw"] = round(
+            model_ms / results["in_process"][kind]["ms_per_msg"], 3
+        )
     return results
 
 
