@@ -4,17 +4,22 @@ A split answers a request in parts (one per arm that got rows), so an answer is 
 when every row index (`metadata.row`) has come back; repeats (a record processed again
 after a crash) are dropped by row. A coalesced record (streams.messages.REQUESTS) carries
 several requests: its replies are cut back into each request's rows (`Group`).
+
+A result topic's reader pauses once no request has waited for `QUIET_PAUSE_S`, and the
+next request starts it again from the topic's end: a pipeline also fed over Kafka would
+otherwise have every answer fetched and parsed by the server for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.columns import META_ROW, SHADOW_ERROR_FIELD, shadow_out_prefix
 from engine.answers import decode_answer
@@ -26,6 +31,11 @@ from streams.messages import Envelope, Requests, request_rows
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+QUIET_PAUSE_S = 10.0
+"""How long a result topic's reader reads on with no request waiting before it pauses. The
+first request after a pause waits for the topic's end to be looked up (a round trip to the
+broker); requests closer together than this never do."""
 
 
 @dataclass
@@ -173,15 +183,22 @@ class Replies:
         self._task: asyncio.Task[None] | None = None
         self._settings = settings
         self._pace: FetchPace | None = None
+        self._tps: list[TopicPartition] = []
+        self._waited_at = time.monotonic()  # when a request last waited
+        self._paused = False
+        self._resuming: asyncio.Future[None] | None = None  # shared by requests meanwhile
+
+    @property
+    def paused(self) -> bool:
+        """No request has waited for QUIET_PAUSE_S: the topic is not read."""
+        return self._paused
 
     async def start(self) -> None:
         await self._consumer.start()
         self._pace = FetchPace(self._consumer, self._settings)
-        tps = await topic_partitions(self._consumer, self.topic)
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve positions now, before any request is produced
-            await self._consumer.position(tp)
+        self._tps = sorted(await topic_partitions(self._consumer, self.topic))
+        self._consumer.assign(self._tps)
+        await self._from_end()
         self._task = asyncio.create_task(self._run(), name=f"replies-{self.topic}")
 
     async def stop(self) -> None:
@@ -190,18 +207,47 @@ class Replies:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._consumer.stop()
 
-    def expect(self, request_id: str, target: Pending | Group) -> None:
-        """Hand replies with `request_id` to `target` until `forget`."""
+    async def expect(self, request_id: str, target: Pending | Group) -> None:
+        """Hand replies with `request_id` to `target` until `forget`. Call it before the
+        request is sent: a paused reader starts again from the topic's end first."""
         self._waiting[request_id] = target
+        self._waited_at = time.monotonic()
         if self._pace is not None:
             self._pace.saw(True)  # the next fetch waits briefly
+        if self._paused:
+            if self._resuming is None:
+                self._resuming = asyncio.ensure_future(self._resume())
+            await asyncio.shield(self._resuming)
 
     def forget(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
 
+    async def _from_end(self) -> None:
+        """Read on from the topic's end, its position resolved before any request is sent."""
+        await self._consumer.seek_to_end(*self._tps)
+        for tp in self._tps:
+            await self._consumer.position(tp)
+
+    async def _resume(self) -> None:
+        try:
+            self._consumer.resume(*self._tps)
+            await self._from_end()
+            self._paused = False
+        finally:
+            self._resuming = None
+
     async def _run(self) -> None:
         while True:
             records = await self._consumer.getmany(timeout_ms=1000)
+            if self._waiting:
+                self._waited_at = time.monotonic()
+            elif (
+                not self._paused
+                and self._resuming is None
+                and time.monotonic() - self._waited_at > QUIET_PAUSE_S
+            ):
+                self._consumer.pause(*self._tps)
+                self._paused = True
             if self._pace is not None:
                 self._pace.saw(bool(self._waiting))
             for msgs in records.values():

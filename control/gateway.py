@@ -263,7 +263,7 @@ class Gateway:
             else:
                 value = codecs.encode(batch, codecs.ARROW_STREAM)
                 _check_size(value, self._worker.max_message_bytes)
-                replies.expect(request_id, pending)
+                await replies.expect(request_id, pending)
                 await self._producer.send_and_wait(
                     topic,
                     value,
@@ -328,14 +328,14 @@ class Gateway:
         _check_size(value, limit)
         if len(group) == 1:
             only = group[0]
-            replies.expect(only.request_id, only.pending)
+            await replies.expect(only.request_id, only.pending)
             env = Envelope(only.request_id, reply_shadows=reply_shadows)
         else:
             record_id = uuid.uuid4().hex
             together = Group([(w.request_id, w.pending) for w in group])
             for waiting in group:
                 waiting.group, waiting.record_id = together, record_id
-            replies.expect(record_id, together)
+            await replies.expect(record_id, together)
             env = Envelope(record_id, reply_shadows=reply_shadows, requests=together.requests)
         await self._producer.send_and_wait(topic, value, headers=env.headers())
 

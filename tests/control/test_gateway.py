@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control._admission import Capacity
+from control._replies import Pending, Replies
 from control.embedded import Service
 from control.errors import InferenceError, InferenceTimeoutError, Overloaded
 from control.gateway import Gateway
@@ -230,3 +231,36 @@ async def test_past_max_in_flight_a_request_is_refused_and_an_unanswered_one_tim
     with pytest.raises(InferenceTimeoutError, match="did not answer within its deadline"):
         await waiting
     gateway.refuse_if_overloaded(WS, name)  # none in flight now: admitted
+
+
+async def test_a_result_topics_reader_pauses_while_no_request_waits_and_starts_again_at_its_end(
+    served: tuple[Gateway, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers nobody waits for (a pipeline also fed over Kafka) are not read once no request
+    has waited for a while; the next request is answered, from the topic's end: an answer
+    with its id written while the reader was paused is never handed to it."""
+    monkeypatch.setattr("control._replies.QUIET_PAUSE_S", 0.2)
+    gateway, name = served
+    topic = gateway.topics.output(WS, name).name
+    replies = Replies(topic, gateway._worker)
+    producer = AIOKafkaProducer(bootstrap_servers=gateway._worker.kafka_bootstrap)
+    await replies.start()
+    await producer.start()
+
+    def answer(y: float) -> bytes:
+        return codecs.encode(pa.RecordBatch.from_pydict({"out.y": [y]}), codecs.ARROW_STREAM)
+
+    try:
+        async with asyncio.timeout(30):
+            while not replies.paused:
+                await asyncio.sleep(0.05)
+        await producer.send_and_wait(topic, answer(1.0), headers=Envelope("r1").headers())
+        pending = Pending(1, [])
+        await replies.expect("r1", pending)
+        assert not replies.paused
+        await producer.send_and_wait(topic, answer(2.0), headers=Envelope("r1").headers())
+        await asyncio.wait_for(pending.answered.wait(), 30)
+        assert pending.result().column("out.y").to_pylist() == [2.0]
+    finally:
+        await producer.stop()
+        await replies.stop()
