@@ -207,9 +207,12 @@ class Replies:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._consumer.stop()
 
-    async def expect(self, request_id: str, target: Pending | Group) -> None:
+    async def expect(
+        self, request_id: str, target: Pending | Group, *, within_s: float | None = None
+    ) -> None:
         """Hand replies with `request_id` to `target` until `forget`. Call it before the
-        request is sent: a paused reader starts again from the topic's end first."""
+        request is sent: a paused reader starts again from the topic's end first, which
+        raises TimeoutError if it takes over `within_s` (the broker is away)."""
         self._waiting[request_id] = target
         self._waited_at = time.monotonic()
         if self._pace is not None:
@@ -217,7 +220,7 @@ class Replies:
         if self._paused:
             if self._resuming is None:
                 self._resuming = asyncio.ensure_future(self._resume())
-            await asyncio.shield(self._resuming)
+            await asyncio.wait_for(asyncio.shield(self._resuming), within_s)
 
     def forget(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)

@@ -263,7 +263,7 @@ class Gateway:
             else:
                 value = codecs.encode(batch, codecs.ARROW_STREAM)
                 _check_size(value, self._worker.max_message_bytes)
-                await replies.expect(request_id, pending)
+                await replies.expect(request_id, pending, within_s=deadline - loop.time())
                 await self._producer.send_and_wait(
                     topic,
                     value,
