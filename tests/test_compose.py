@@ -62,6 +62,13 @@ def test_kafka_has_the_embedded_brokers_settings() -> None:
         assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
 
 
+def test_kafka_runs_the_embedded_brokers_garbage_collector_settings() -> None:
+    from control.apache_kafka.broker import GC_OPTIONS
+
+    options = COMPOSE["services"]["kafka"]["environment"]["KAFKA_JVM_PERFORMANCE_OPTS"].split()
+    assert set(GC_OPTIONS) <= set(options)
+
+
 def test_kafka_runs_the_embedded_brokers_version() -> None:
     from control.apache_kafka.jars import kafka_version
 

@@ -32,11 +32,20 @@ from control.errors import StackError
 
 BROKER_PROPERTIES = HERE / "broker.properties"
 LOG4J = HERE / "log4j2.properties"
+GC_OPTIONS = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    # Kafka's documented setting. With the 1 MiB regions G1 picks for this heap, every
+    # produce request over 512 KiB is a "humongous" object, allocated in the old
+    # generation, and each starts a concurrent cycle: under 256-row messages that was
+    # two fifths of the broker's CPU (bench/README.md, 2026-12-05 mid-morning).
+    "-XX:G1HeapRegionSize=16M",
+]
+"""The garbage collector's settings; docker-compose.yml gives its broker the same."""
 JVM_OPTIONS = [
     "-Xms256m",
     "-Xmx1g",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
+    *GC_OPTIONS,
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 ]
