@@ -13,7 +13,7 @@ regressor deployed as a one-step pipeline, 1-row Arrow requests to `POST /pipeli
 Prints tables and saves ``<out>/gateway-<UTC timestamp>.json``.
 
     .venv/bin/python bench/bench_gateway.py --quick
-    .venv/bin/python bench/bench_gateway.py --rates 100 500 1000 --env WEIR_HTTP_COALESCE=1
+    .venv/bin/python bench/bench_gateway.py --rates 100 500 1000 --env WEIR_COALESCE_REQUESTS=1
 """
 
 from __future__ import annotations

@@ -114,7 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(console.page)
     app.mount("/static", StaticFiles(directory=console.STATIC_DIR), name="static")
-    for module in (workspaces, models, pipelines, bundles, inference, oip, logs, metrics, console):
+    # Inference first: routes are tried in order, and inference is most of the traffic (its
+    # requests cost 0.05 ms of CPU less each than at the end of the list, bench/README.md).
+    for module in (inference, oip, workspaces, models, pipelines, bundles, logs, metrics, console):
         app.include_router(module.router)
     # The last added runs first: the counting (refusals too), the token check, the body limit.
     uploads = [
