@@ -22,6 +22,7 @@ from control.log_queries import LogQueries
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.auth import RequireToken
 from control.server.body_limit import BodyLimit
+from control.server.routes.inference import InferenceLane
 from control.server.errors import (
     http_error_handler,
     invalid_request_handler,
@@ -118,7 +119,9 @@ def create_app(settings: Settings) -> FastAPI:
     # requests cost 0.05 ms of CPU less each than at the end of the list, bench/README.md).
     for module in (inference, oip, workspaces, models, pipelines, bundles, logs, metrics, console):
         app.include_router(module.router)
-    # The last added runs first: the counting (refusals too), the token check, the body limit.
+    # The last added runs first: the counting (refusals too), the token check, the body limit,
+    # then inference's own lane past FastAPI (routes.inference).
+    app.add_middleware(InferenceLane)
     uploads = [
         (method, route.path_regex)
         for route in (*models.router.routes, *bundles.router.routes)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from control.artifacts import ArtifactStore
 from control.credentials import Token
@@ -35,19 +37,22 @@ TOKEN = "test-token"
 class InProcess:
     http: httpx.AsyncClient
     state: ServerState
+    app: FastAPI
 
 
 async def _nothing_to_sync(workspace: str, pipeline: str) -> bool:
     return True
 
 
-async def in_process(redis: Service, home: Path) -> AsyncIterator[InProcess]:
+async def in_process(redis: Service, home: Path, **fields: Any) -> AsyncIterator[InProcess]:
+    """`fields`: more Settings (e.g. max_payload_bytes=...)."""
     settings = Settings(
         home=home,
         kafka_bootstrap="127.0.0.1:1",
         redis_url=redis.address,
         token=TOKEN,
         http_host="10.1.2.3",
+        **fields,
     )
     registry = Registry(redis.address)
     registry.redis.flushdb()
@@ -77,6 +82,6 @@ async def in_process(redis: Service, home: Path) -> AsyncIterator[InProcess]:
             base_url="http://weir",
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as http:
-            yield InProcess(http, state)
+            yield InProcess(http, state, app)
     finally:
         await state.lag.stop()  # its clients were made, never started
