@@ -30,6 +30,16 @@ def test_a_split_answer_is_complete_when_every_row_came_back_and_is_in_input_ord
     assert result.column("out.y").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+def test_an_answer_in_one_part_comes_back_in_input_order() -> None:
+    in_order, shuffled = Pending(3, []), Pending(3, [])
+    in_order.add(Envelope("r"), _part([0, 1, 2]))
+    shuffled.add(Envelope("r"), _part([2, 0, 1]))
+    for pending in (in_order, shuffled):
+        result = pending.result()
+        assert result.column("metadata.row").to_pylist() == [0, 1, 2]
+        assert result.column("out.y").to_pylist() == [0.0, 1.0, 2.0]
+
+
 def test_an_error_in_any_part_answers_the_request() -> None:
     pending = Pending(4, [])
     pending.add(Envelope("r"), _part([0, 1]))
