@@ -3,8 +3,12 @@
 Builds the logs of a 10-feature model (``in.tensor`` fixed_size_list<float>[10], ``out.variable``
 fixed_size_list<float>[1], about 1% invalid rows, times spread over 24 hours) in batches of
 10,000 rows, then prints a table and saves ``bench/results/logstore-<UTC timestamp>.json``.
+With ``--hour-passes N`` it also fills one hour a minute at a time (``--rows`` rows a minute)
+and gives the CPU of each compaction pass, as the server's compactor runs every minute in
+the process that serves requests.
 
     .venv/bin/python bench/bench_logstore.py --rows 1000000
+    .venv/bin/python bench/bench_logstore.py --rows 2000000 --hour-passes 5
 """
 
 from __future__ import annotations
@@ -39,21 +43,25 @@ TARGETS = {"ingest_rows_per_s_min": 100_000, "query_ms_max": 200.0}
 TIME_TYPE = pa.timestamp("ms", "UTC")
 
 
-def make_batches(rows: int, seed: int = 7) -> list[pa.RecordBatch]:
-    """The log batches, in arrival (time) order."""
+def make_batches(
+    rows: int, seed: int = 7, *, first: int = 0, start: datetime = START, span: timedelta = SPAN
+) -> list[pa.RecordBatch]:
+    """The log batches, in arrival (time) order; requests numbered from `first` // 10."""
     rng = np.random.default_rng(seed)
-    start_ms = int(START.timestamp() * 1000)
-    step_ms = SPAN.total_seconds() * 1000 / rows
+    start_ms = int(start.timestamp() * 1000)
+    step_ms = span.total_seconds() * 1000 / rows
     batches = []
     for lo in range(0, rows, BATCH_ROWS):
         n = min(BATCH_ROWS, rows - lo)
-        index = np.arange(lo, lo + n)
+        index = np.arange(first + lo, first + lo + n)
         invalid = rng.random(n) < 0.01
         features = rng.standard_normal(n * FEATURES).astype(np.float32)
         batches.append(
             pa.RecordBatch.from_pydict(
                 {
-                    "time": pa.array(start_ms + (index * step_ms).astype(np.int64), TIME_TYPE),
+                    "time": pa.array(
+                        start_ms + ((index - first) * step_ms).astype(np.int64), TIME_TYPE
+                    ),
                     "request_id": pa.array([f"req-{i // ROWS_PER_REQUEST:08d}" for i in index]),
                     "row": pa.array(index % ROWS_PER_REQUEST, pa.int32()),
                     "anomaly.count": pa.array(invalid.astype(np.int32)),
@@ -132,6 +140,30 @@ def run(rows: int, root: Path) -> dict[str, object]:
     }
 
 
+def hour_passes(rows: int, passes: int, root: Path) -> list[dict[str, float]]:
+    """One hour filled a minute at a time, `rows` rows a minute, compacted after each
+    minute: each pass's CPU (this process, pyarrow's threads included) and wall time."""
+    store = LogStore(root)
+    out = []
+    for minute in range(passes):
+        start = START + timedelta(minutes=minute)
+        for batch in make_batches(
+            rows, first=minute * rows, start=start, span=timedelta(minutes=1)
+        ):
+            store.append(WS, PIPE, batch)
+        cpu, began = time.process_time(), time.perf_counter()
+        report = store.compact(WS, PIPE)
+        out.append(
+            {
+                "rows_in_hour": report.rows_after,
+                "cpu_s": round(time.process_time() - cpu, 2),
+                "wall_s": round(time.perf_counter() - began, 2),
+            }
+        )
+        print(f"compaction pass {minute + 1}: {out[-1]}", flush=True)
+    return out
+
+
 def print_table(result: dict[str, object]) -> None:
     queries = result["query_ms_median_of_5"]
     assert isinstance(queries, dict)
@@ -152,10 +184,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="log rows to ingest")
     parser.add_argument("--dir", type=Path, help="store directory (default: a temporary one)")
+    parser.add_argument(
+        "--hour-passes", type=int, default=0, help="then fill one hour over this many minutes"
+    )
     args = parser.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="weir-logstore-bench-"))
     try:
         result = run(args.rows, root)
+        if args.hour_passes:
+            result["hour_passes"] = hour_passes(args.rows, args.hour_passes, root / "hour")
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -22,6 +22,7 @@ from streams._parquet_files import (
     file_size,
     list_files,
     list_partitions,
+    overlaps,
     pipeline_files,
     remove_stale_temps,
     to_ms,
@@ -101,8 +102,13 @@ class Compactor:
                 return
             merged = self._catalog.read(small, stored_schema(self._catalog, small))
             merged = unique_sorted(merged, newest_first=False)
-            if big:
-                merged = without_keys_of(merged, self._catalog.read(big, KEYS_SCHEMA))
+            # A repeated row is an identical copy, its time too: only big files whose span
+            # meets the small files' can hold one. Reading every big file's keys made each
+            # pass cost more as the hour filled.
+            span = (min(f.min_ms for f in small), max(f.max_ms for f in small) + 1)
+            near = [f for f in big if overlaps(f.min_ms, f.max_ms + 1, span)]
+            if near:
+                merged = without_keys_of(merged, self._catalog.read(near, KEYS_SCHEMA))
             if len(small) == 1 and merged.num_rows == self._catalog.meta(small[0]).num_rows:
                 return  # a lone small file with nothing to drop: rewriting it gains nothing
             if merged.num_rows:

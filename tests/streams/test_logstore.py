@@ -140,6 +140,18 @@ def test_compaction_drops_rows_already_in_a_compacted_file(store: LogStore) -> N
     assert report.files_after == 2
 
 
+def test_compaction_drops_a_repeat_of_a_compacted_files_last_row(store: LogStore) -> None:
+    """Only big files whose time span meets the small files' are read for repeats: the
+    spans' ends count (a repeat has its original's time)."""
+    first = rows(800)
+    store.append(WS, PIPE, first)
+    store.append(WS, PIPE, rows(100, start=T0 + timedelta(hours=0.5), prefix="x"))
+    store.compact(WS, PIPE)
+    store.append(WS, PIPE, first.slice(799))  # its newest row, delivered again
+    report = store.compact(WS, PIPE)
+    assert report.rows_after == store.count(WS, PIPE) == 900
+
+
 def test_valid_filter(store: LogStore) -> None:
     store.append(WS, PIPE, rows(100, invalid_every=10))
     invalid = store.query(WS, PIPE, valid=False, limit=None)
