@@ -183,3 +183,15 @@ def test_a_payload_that_replaces_a_dictionary_midway_is_read_alone() -> None:
         for v in run.batch.column("metadata.pipeline_version").to_pylist()
     ]
     assert versions == ["v1", "v2", "v1"]
+
+
+def test_dictionary_columns_come_back_plain_in_batches_and_chunked_tables() -> None:
+    first = pa.array(["a", None, "b"]).dictionary_encode()
+    second = pa.array(["c", "a"]).dictionary_encode()  # a dictionary of its own
+    table = pa.table({"name": pa.chunked_array([first, second]), "n": list(range(5))})
+    plain = without_dictionaries(table)
+    assert plain.schema.field("name").type == pa.string()
+    assert plain.column("name").to_pylist() == ["a", None, "b", "c", "a"]
+    batch = without_dictionaries(pa.record_batch({"name": first}))
+    assert batch.schema.field("name").type == pa.string()
+    assert batch.column("name").to_pylist() == ["a", None, "b"]
