@@ -41,6 +41,7 @@ def counted(server: InProcess, status: int) -> int:
         ("?timeout=abc", 422, "InvalidRequest", "timeout"),
         ("?timeout=", 422, "InvalidRequest", "timeout"),
         ("?timeout=-1x", 422, "InvalidRequest", "timeout"),
+        ("?timeout=%D9%A3", 422, "InvalidRequest", "timeout"),  # an Arabic-Indic 3
     ],
 )
 async def test_an_answer_says_what_was_wrong(

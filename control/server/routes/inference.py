@@ -71,7 +71,7 @@ async def infer(
 
 
 _PATH = re.compile(r"/pipelines/([^/]+)")
-_PLAIN_SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")
+_PLAIN_SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")  # ASCII: float() reads other digits too
 """A `timeout` the lane reads itself; anything else (`1e-3`, `inf`, `abc`, empty) is left to
 FastAPI's validation, so both ways answer alike."""
 
