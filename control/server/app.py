@@ -22,7 +22,6 @@ from control.log_queries import LogQueries
 from control.registry import DEFAULT_WORKSPACE, Registry
 from control.server.auth import RequireToken
 from control.server.body_limit import BodyLimit
-from control.server.routes.inference import InferenceLane
 from control.server.errors import (
     http_error_handler,
     invalid_request_handler,
@@ -121,7 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # The last added runs first: the counting (refusals too), the token check, the body limit,
     # then inference's own lane past FastAPI (routes.inference).
-    app.add_middleware(InferenceLane)
+    app.add_middleware(inference.InferenceLane)
     uploads = [
         (method, route.path_regex)
         for route in (*models.router.routes, *bundles.router.routes)

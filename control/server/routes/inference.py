@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from control.registry import DEFAULT_WORKSPACE
 from control.server.errors import error_response
 from control.server.state import ServerState, get_state
 from engine import codecs
@@ -27,8 +28,6 @@ from engine.errors import WeirError
 from streams.trace import trace_headers
 
 router = APIRouter()
-
-DEFAULT_WORKSPACE = "default"
 
 
 async def answer(
