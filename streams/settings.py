@@ -111,9 +111,9 @@ class WorkerSettings(BaseSettings):
     together); larger messages run as they come. A step's per-call costs (decoding,
     the model's feed, the result columns, encoding) are paid once per chunk, and
     after a compute-heavy model evicted the CPU caches each costs several times
-    more. onnxruntime itself runs at most 1024 rows at a time (its cost per row grows
-    past that; engine.runtimes.onnx.RUN_ROWS). Measured in bench/bench_pipeline.py:
-    256 -> 1024 gave cheap 256-row messages +13-17% rows/s; 1024 -> 4096 gave the
+    more. onnxruntime runs a chunk in slices of 256 or 1,024 rows, whichever the
+    model's own chunks ran faster in (engine.runtimes._slices). Measured in
+    bench/bench_pipeline.py: 256 -> 1024 gave cheap 256-row messages +13-17% rows/s; 1024 -> 4096 gave the
     heavy MLP 0.71-0.73 -> 0.79-0.91x raw onnxruntime and cheap 256-row
     messages +13%."""
 

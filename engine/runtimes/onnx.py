@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 from engine import codecs
 from engine.definition import TensorSpec
 from engine.errors import InputMismatch, ModelLoadError, StepFailed
+from engine.runtimes._slices import SliceSizer
 from engine.runtimes.base import Runtime, RuntimeOptions, Signature
 
 # onnxruntime's tensor type strings -> numpy dtype names.
@@ -30,15 +32,6 @@ _ORT_TYPES = {
     "tensor(bool)": "bool",
     "tensor(string)": "object",
 }
-
-
-RUN_ROWS = 1024
-"""The most rows onnxruntime runs at once on a CPU; a bigger batch runs in slices of this
-many, back to back. Past about this many rows a model's activations outgrow the CPU's
-caches and its cost per row grows (the bench's heavy MLP, one thread: ~103k rows/s in
-batches of 256 or 1024 rows, ~88k at 2048, ~81k at 4096), while a worker's micro-batch
-costs less per row the bigger it is (streams.settings.WorkerSettings.max_batch_rows).
-GPUs are fed whole batches."""
 
 
 def _specs(args: list[ort.NodeArg]) -> list[TensorSpec]:
@@ -83,7 +76,8 @@ class OnnxRuntime(Runtime):
 
     def _load(self, path: Path, options: RuntimeOptions) -> None:
         self._session = _session(path, options)
-        self._on_gpu = options.device == "cuda"
+        self._on_gpu = options.device == "cuda"  # GPUs are fed whole chunks
+        self._slices = SliceSizer(self.name)
         self._inputs = _specs(self._session.get_inputs())
         self._output_names = [o.name for o in self._session.get_outputs()]
 
@@ -110,7 +104,7 @@ class OnnxRuntime(Runtime):
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         assert self._session is not None
         try:
-            if rows <= RUN_ROWS or self._on_gpu:
+            if self._on_gpu:
                 return list(self._session.run(self._output_names, feeds))
             return self._run_in_slices(feeds, rows)
         except Exception as exc:
@@ -155,11 +149,20 @@ class OnnxRuntime(Runtime):
         return outputs
 
     def _run_in_slices(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        """Run `rows` rows in slices of the size `SliceSizer` chose (or is trying)."""
         assert self._session is not None
-        parts = []
-        for start in range(0, rows, RUN_ROWS):
-            rows_fed = {name: array[start : start + RUN_ROWS] for name, array in feeds.items()}
-            parts.append(self._session.run(self._output_names, rows_fed))
+        size = self._slices.slice_rows(rows)
+        began = time.perf_counter()
+        parts = [
+            self._session.run(
+                self._output_names,
+                {name: array[start : start + size] for name, array in feeds.items()},
+            )
+            for start in range(0, max(rows, 1), size)  # an empty chunk: one call
+        ]
+        self._slices.ran(rows, time.perf_counter() - began)
+        if len(parts) == 1:
+            return list(parts[0])
         return [np.concatenate(pieces) for pieces in zip(*parts, strict=True)]
 
     def _match_inputs(self, batch: pa.RecordBatch) -> list[_Matched]:

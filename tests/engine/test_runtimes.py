@@ -15,7 +15,7 @@ from engine.definition import ModelRef
 from engine.errors import InputMismatch, ModelLoadError, StepFailed, UnknownRuntime
 from engine.runtimes import get_runtime
 from engine.runtimes.base import sha256_file
-from engine.runtimes import onnx as onnx_module
+from engine.runtimes._slices import TRIALS, WARM_UP_CHUNKS, SliceSizer
 from engine.runtimes.onnx import OnnxRuntime
 from engine.runtimes.python import PythonRuntime
 
@@ -62,7 +62,7 @@ def test_onnx_predict_matches_raw_onnxruntime(
     )
 
 
-def test_a_batch_over_run_rows_runs_in_slices_with_the_same_answers(
+def test_a_batch_over_the_slice_size_runs_in_slices_with_the_same_answers(
     onnx_runtime: OnnxRuntime, diabetes_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     x = np.random.default_rng(1).random((23, 10), dtype=np.float32)
@@ -73,13 +73,31 @@ def test_a_batch_over_run_rows_runs_in_slices_with_the_same_answers(
         calls.append(len(next(iter(feeds.values()))))
         return run(names, feeds)
 
-    monkeypatch.setattr(onnx_module, "RUN_ROWS", 10)
+    monkeypatch.setattr(onnx_runtime, "_slices", SliceSizer("m", candidates=(10,)))
     monkeypatch.setattr(onnx_runtime._session, "run", counted)
     out = onnx_runtime.predict(codecs.batch_from_arrays({"float_input": x}))
     assert calls == [10, 10, 3]
     np.testing.assert_allclose(
         codecs.column_to_ndarray(out.column("variable")), _expected(diabetes_onnx, x), rtol=1e-5
     )
+
+
+def test_big_chunks_settle_the_slice_size_and_answer_alike(
+    onnx_runtime: OnnxRuntime, diabetes_onnx: Path
+) -> None:
+    x = np.random.default_rng(2).random((4096, 10), dtype=np.float32)
+    expected = _expected(diabetes_onnx, x)
+    for _ in range(WARM_UP_CHUNKS + 2 * TRIALS):  # each candidate timed TRIALS times by then
+        out = onnx_runtime.predict(codecs.batch_from_arrays({"float_input": x}))
+        np.testing.assert_allclose(
+            codecs.column_to_ndarray(out.column("variable")), expected, rtol=1e-5
+        )
+    assert onnx_runtime._slices.chosen in (256, 1024)
+
+
+def test_an_empty_batch_runs_once(onnx_runtime: OnnxRuntime) -> None:
+    out = onnx_runtime.predict(codecs.batch_from_arrays({"float_input": X[:0]}))
+    assert out.num_rows == 0
 
 
 def test_wrong_width_names_the_input_and_shape(onnx_runtime: OnnxRuntime) -> None:
