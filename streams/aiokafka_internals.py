@@ -4,6 +4,8 @@ the versions tested, and `check_aiokafka` fails a worker at start-up, not mid-st
 the methods used are gone. Tests may reach in too, to stage faults.
 
 - The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
+- Whether a consumer has committed records still to read (committed_unread): aiokafka gives
+  a partition's position only through a coroutine that may fetch.
 - A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
 - Metadata of a topic the consumer does not subscribe to (topic_partitions).
 - Group membership: the member id to rejoin as, and requests to the group's coordinator
@@ -72,12 +74,15 @@ def check_aiokafka() -> None:
     instance attributes it uses are read as the clients start)."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.consumer.subscription_state import Assignment, TopicPartitionState
     from aiokafka.producer.sender import Sender
     from aiokafka.producer.transaction_manager import TransactionManager
 
     wanted: dict[Any, tuple[str, ...]] = {
         AIOKafkaClient: ("_wait_on_metadata",),
         GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
+        Assignment: ("tps", "state_value"),
+        TopicPartitionState: ("has_valid_position", "position"),
         Sender: ("_do_txn_offset_commit", "_find_coordinator"),
         TxnOffsetCommitHandler: ("create_request", "handle_response"),
         TransactionManager: ("is_empty_transaction",),
@@ -101,6 +106,22 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
     """How long the broker may hold `consumer`'s next fetch requests for data (aiokafka reads
     the wait per request built, and has no setter)."""
     consumer._fetcher._fetch_max_wait_ms = wait_ms
+
+
+def committed_unread(consumer: AIOKafkaConsumer) -> bool:
+    """Whether a `read_committed` consumer's partitions hold committed records it has not
+    returned yet (fetched and buffered, or still on the broker) by each partition's last
+    fetch response (aiokafka fetches a partition again once its buffered records are
+    taken): its reader is behind."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    if assignment is None:
+        return False
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state.lso is not None and state.has_valid_position and state.lso > state.position:
+            return True
+    return False
 
 
 def check_fetcher(consumer: AIOKafkaConsumer) -> None:

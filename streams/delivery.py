@@ -12,11 +12,13 @@ which input offsets the chunk finished. Two ways to make that safe:
   them together (consume-transform-produce, as Kafka Streams' exactly-once does),
   `commit_interval_ms` after the transaction's first record, whether more came or
   not (an earlier commit would not make answers sooner: the gateway's reply reader
-  reads uncommitted records as they are sent). A crash aborts the open transaction:
-  its records are never seen by consumers that read `read_committed`, and its input
-  is run again from the last commit. The transactional id belongs to the worker (a
-  restarted worker fences its dead predecessor at once), and the offsets are
-  committed with the consumer's group generation
+  reads uncommitted records as they are sent), or `commit_interval_behind_ms` after
+  it while the worker is behind its input (fewer commits, each of which stops the
+  loop). A crash aborts the open transaction: its records are never seen by consumers
+  that read `read_committed`, and its input is run again from the last commit. The
+  transactional id belongs to the worker (a restarted worker fences its dead
+  predecessor at once), and the offsets are committed with the consumer's group
+  generation
   (streams.aiokafka_internals.transactional_offsets), so a worker that lost its
   partitions in a rebalance cannot commit them.
 
@@ -38,7 +40,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.aiokafka_internals import transaction_forgotten
+from streams.aiokafka_internals import committed_unread, transaction_forgotten
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import DeliveryFailed
 
@@ -142,11 +144,13 @@ class ExactlyOnce:
         group_id: str,
         *,
         interval_s: float,
+        behind_interval_s: float = 0.0,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._group_id = group_id
-        self._interval_s = interval_s
+        self._intervals_s = (interval_s, max(interval_s, behind_interval_s))
+        self._interval_s = interval_s  # the current one: the second while behind
         self._sent: list[asyncio.Future[Any]] = []
         self._offsets: Offsets = {}
         self._began: float | None = None  # loop time the open transaction began
@@ -186,12 +190,15 @@ class ExactlyOnce:
         return max(0, min(longest, math.ceil(left * 1000)))
 
     async def commit_if_due(self, *, idle: bool) -> None:
-        """An open transaction commits `interval_s` after it began, not as soon as the loop
-        is idle: aiokafka begins each transaction with AddPartitionsToTxn, which Apache Kafka
-        refuses (CONCURRENT_TRANSACTIONS, retried every 20 ms) until the previous commit's
-        markers are written, so a record that came just after an idle commit waited for
-        them (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one).
-        Offsets of chunks that sent nothing commit when idle."""
+        """An open transaction commits `interval_s` after it began, or `behind_interval_s`
+        while its consumer has committed input it has not read yet (a saturated worker
+        commits less often), and not as soon as the loop is idle: aiokafka begins each
+        transaction with AddPartitionsToTxn, which Apache Kafka refuses
+        (CONCURRENT_TRANSACTIONS, retried every 20 ms) until the previous commit's markers
+        are written, so a record that came just after an idle commit waited for them
+        (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one). Offsets
+        of chunks that sent nothing commit when idle."""
+        self._interval_s = self._intervals_s[committed_unread(self._consumer)]
         if self._began is None:
             if self._offsets and idle:
                 await self.flush()

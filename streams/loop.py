@@ -163,7 +163,13 @@ class StageLoop:
             retry_next_transaction_sooner()
         interval_s = self._settings.commit_interval_ms / 1000
         self._delivery = (
-            ExactlyOnce(self._producer, self._consumer, self._group_id, interval_s=interval_s)
+            ExactlyOnce(
+                self._producer,
+                self._consumer,
+                self._group_id,
+                interval_s=interval_s,
+                behind_interval_s=self._settings.commit_interval_behind_ms / 1000,
+            )
             if self._exactly_once
             else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)
         )

@@ -6,6 +6,7 @@ commit offsets, and a partition's next owner reads no offset a transaction still
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,10 @@ from aiokafka.errors import KafkaError
 
 from control.embedded import Service
 from streams.admin import ensure_topics
-from streams.aiokafka_internals import transaction_forgotten, transactional_offsets
+from streams.aiokafka_internals import (
+    transaction_forgotten,
+    transactional_offsets,
+)
 from streams.delivery import ExactlyOnce
 from streams.errors import DeliveryFailed
 from streams.loop import StageLoop
@@ -65,7 +69,7 @@ async def _committed_answers(
 
 @asynccontextmanager
 async def _worker_clients(
-    bootstrap: str, name: str
+    bootstrap: str, name: str, *, isolation_level: str = "read_uncommitted"
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer, TopicPartition]]:
     """A worker's pair of clients on topics `ws.<name>.in` and `.out`: a consumer in group
     `name`, assigned the input's one partition, and a transactional producer whose offset
@@ -75,7 +79,11 @@ async def _worker_clients(
         WorkerSettings(kafka_bootstrap=bootstrap), [topic, TopicSpec(f"ws.{name}.out", 1)]
     )
     consumer = AIOKafkaConsumer(
-        topic.name, bootstrap_servers=bootstrap, group_id=name, enable_auto_commit=False
+        topic.name,
+        bootstrap_servers=bootstrap,
+        group_id=name,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{name}-1")
     await consumer.start()
@@ -203,6 +211,49 @@ async def test_a_partitions_next_owner_reads_no_offset_a_transaction_still_commi
         assert not read.done()  # neither the pending offset nor the one before it
         await producer.commit_transaction()
         assert await asyncio.wait_for(read, 30) == 7
+
+
+async def test_a_worker_behind_its_input_keeps_its_transaction_open_longer(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """While committed input waits unread, a transaction commits `behind_interval_s` after
+    it began, not `interval_s` (a saturated worker stops for fewer commits); once the
+    input is read, at `interval_s` again."""
+    bootstrap = kafka_service.address
+    async with _worker_clients(bootstrap, "eos-behind", isolation_level="read_committed") as (
+        consumer,
+        producer,
+        tp,
+    ):
+        consumer.seek(tp, 0)
+        feeder = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await feeder.start()
+        try:  # one batch: the consumer's first fetch holds all three
+            batch = feeder.create_batch()
+            for i in range(3):
+                batch.append(key=None, value=f"request {i}".encode(), timestamp=None)
+            await (await feeder.send_batch(batch, tp.topic, partition=0))
+        finally:
+            await feeder.stop()
+        first = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
+        assert len(first[tp]) == 1
+        delivery = ExactlyOnce(
+            producer, consumer, "eos-behind", interval_s=0.2, behind_interval_s=60.0
+        )
+        await delivery.send(
+            "ws.eos-behind.out", b"a", key=None, partition=0, headers=Envelope("a").headers()
+        )
+        delivery.done({tp: 1})
+        await asyncio.sleep(0.3)
+        await delivery.commit_if_due(idle=False)
+        assert delivery.pending  # two requests wait unread: not due for a minute
+        rest: list[Any] = []
+        while len(rest) < 2:
+            rest += (await consumer.getmany(tp, timeout_ms=10_000)).get(tp, [])
+        delivery.done({tp: 3})
+        await delivery.commit_if_due(idle=False)
+        assert not delivery.pending  # caught up: 0.2 s after it began, long past
+        assert await consumer.committed(tp) == 3
 
 
 async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_once(
