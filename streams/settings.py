@@ -95,8 +95,9 @@ class WorkerSettings(BaseSettings):
     `commit_interval_ms`. Each commit stops the loop for its round trips to the broker
     (10-15 ms on Apache Kafka), so a saturated worker commits less often; readers of
     `read_committed` see its answers up to this late, behind a backlog that delays them
-    anyway. Measured in bench/bench_pipeline.py (heavy 1-step, Apache Kafka): 300 ms
-    against 100 gave 0.62 against 0.58x raw onnxruntime."""
+    anyway. Measured in bench/bench_pipeline.py (heavy 1-step, Apache Kafka, two
+    alternating pairs): 300 ms against 100 gave 0.66-0.68 against 0.57-0.63x raw
+    onnxruntime."""
 
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest record value weir sends (an HTTP request's record, a result); a result
