@@ -4,6 +4,8 @@ the versions tested, and `check_aiokafka` fails a worker at start-up, not mid-st
 the methods used are gone. Tests may reach in too, to stage faults.
 
 - The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
+- A fetch response with a hole is read up to the hole, and fetched again from there
+  (read_holes_again; why in streams.fetch_holes).
 - Whether a consumer has committed records still to read (committed_unread): aiokafka gives
   a partition's position only through a coroutine that may fetch.
 - A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
@@ -50,6 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
+import aiokafka.consumer.fetcher as aiokafka_fetcher
 import aiokafka.errors as Errors
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -58,6 +61,7 @@ from aiokafka.producer.sender import TxnOffsetCommitHandler
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.errors import FetcherDied
+from streams.fetch_holes import HoleWatch
 from streams.kip447_requests import (
     FENCED,
     StableOffsetFetch,
@@ -87,6 +91,7 @@ def check_aiokafka() -> None:
         TxnOffsetCommitHandler: ("create_request", "handle_response"),
         TransactionManager: ("is_empty_transaction",),
         aiokafka_sender: ("BACKOFF_OVERRIDE",),
+        aiokafka_fetcher: ("PartitionRecords",),
     }
     missing = [
         f"{owner.__name__}.{name}"
@@ -106,6 +111,45 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
     """How long the broker may hold `consumer`'s next fetch requests for data (aiokafka reads
     the wait per request built, and has no setter)."""
     consumer._fetcher._fetch_max_wait_ms = wait_ms
+
+
+class _Batches:
+    """Record batches already taken from a fetch response, offered as aiokafka's
+    PartitionRecords reads a response's MemoryRecords."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self._batches = batches
+        self._next = 0
+
+    def has_next(self) -> bool:
+        return self._next < len(self._batches)
+
+    def next_batch(self) -> Any:
+        self._next += 1
+        return self._batches[self._next - 1]
+
+
+def read_holes_again(watch: HoleWatch | None = None) -> None:
+    """Make every consumer of this process hand on a fetch response's batches only up to
+    the first hole, so its next fetch asks from there (streams.fetch_holes). Idempotent."""
+    records_class = aiokafka_fetcher.PartitionRecords
+    if getattr(records_class.__init__, "weir_holes", False):
+        return
+    holes = watch or HoleWatch()
+    unpatched = records_class.__init__
+
+    def init(
+        self: Any, tp: TopicPartition, records: Any, aborted: Any, fetch_offset: int, *rest: Any
+    ) -> None:
+        batches = []
+        while records.has_next():
+            batches.append(records.next_batch())
+        spans = [(batch.base_offset, batch.next_offset) for batch in batches]
+        keep = holes.readable(tp, fetch_offset, spans)
+        unpatched(self, tp, _Batches(batches[:keep]), aborted, fetch_offset, *rest)
+
+    init.weir_holes = True  # type: ignore[attr-defined]
+    records_class.__init__ = init
 
 
 def committed_unread(consumer: AIOKafkaConsumer) -> bool:

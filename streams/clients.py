@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 
-from streams.aiokafka_internals import set_fetch_wait
+from streams.aiokafka_internals import read_holes_again, set_fetch_wait
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 
 BATCH_BYTES = 1024 * 1024
@@ -70,7 +70,10 @@ class FetchPace:
 
 def connection_options(settings: WorkerSettings) -> dict[str, Any]:
     """Where and how any Kafka client of weir connects: bootstrap servers, security protocol,
-    SASL credentials and the TLS context."""
+    SASL credentials and the TLS context. Every weir client is built from these, so this
+    is also where the process's consumers learn to read a fetch response's hole again
+    (streams.fetch_holes)."""
+    read_holes_again()
     s = settings
     options: dict[str, Any] = {
         "bootstrap_servers": s.kafka_bootstrap,

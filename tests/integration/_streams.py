@@ -226,6 +226,43 @@ async def send_and_collect(
         await reader.stop()
 
 
+async def find_by_first_value(
+    bootstrap: str, topic: str, wanted: set[float]
+) -> dict[float, list[tuple[int, int, int]]]:
+    """Where the records whose first tensor value (the request's `tensor`, or an answer's
+    carried `in.tensor`) is in `wanted` lie on `topic`: (partition, offset, timestamp in
+    ms), the topic read from its beginning to its end. For a failure message: was a request
+    written, was it answered, and when."""
+    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    found: dict[float, list[tuple[int, int, int]]] = defaultdict(list)
+    probe = probe_consumer(settings)
+    await probe.start()
+    try:
+        tps = await topic_partitions(probe, topic)
+        ends = await end_offsets(probe, tps)
+        probe.assign(tps)
+        await probe.seek_to_beginning(*tps)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not await _read_to(probe, ends):
+            for msgs in (await probe.getmany(timeout_ms=200)).values():
+                for msg in msgs:
+                    env = Envelope.parse(msg.headers)
+                    if env.error is not None or not msg.value:
+                        continue
+                    batch = decode_answer(msg.value, env.content_type, env.base64_columns)
+                    column = "in.tensor" if "in.tensor" in batch.schema.names else "tensor"
+                    for first in codecs.column_to_ndarray(batch.column(column))[:, 0].tolist():
+                        if first in wanted:
+                            found[first].append((msg.partition, msg.offset, msg.timestamp))
+    finally:
+        await probe.stop()
+    return found
+
+
+async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
+
 def worker_warnings(home: str, limit: int = 30) -> str:
     """The last warnings and errors in the workers' logs (rebalance chatter left out),
     to say in a failure message what the workers saw."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.integration._streams import (
     Answer,
     Reader,
     Sent,
+    find_by_first_value,
     first_value,
     is_error,
     produce,
@@ -47,6 +49,7 @@ def process_data(input_data):
     return {"float_input": input_data["tensor"]}
 """
 PER_SECOND = 300.0
+HTTP_FIRST_VALUE = 1_000_000.0  # above every numbered record's
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +57,42 @@ def models(client: Client, model_dir: Path) -> dict[str, Model]:
     return upload_models(client, model_dir)
 
 
-def _http_load(pipeline: Pipeline, stop: threading.Event, outcomes: list[Any]) -> None:
-    row = pd.DataFrame({"tensor": [np.full(10, 0.02).tolist()]})
+def _http_load(
+    pipeline: Pipeline, stop: threading.Event, outcomes: list[tuple[float, float, Any]]
+) -> None:
+    """Send 1-row inferences one after another until `stop`: each row's first value is its
+    own (HTTP_FIRST_VALUE + n), so a failed one can be looked for on the topics; records
+    (first value, when sent, rows answered or the exception)."""
+    n = 0
     while not stop.is_set():
+        n += 1
+        x = np.full(10, 0.02)
+        x[0] = HTTP_FIRST_VALUE + n
+        sent_at = time.time()
         try:
-            outcomes.append(len(pipeline.infer(row, timeout=30)))
+            answer: Any = len(pipeline.infer(pd.DataFrame({"tensor": [x.tolist()]}), timeout=30))
         except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
-            outcomes.append(exc)
+            answer = exc
+        outcomes.append((float(x[0]), sent_at, answer))
         stop.wait(0.05)
+
+
+def _where_http_failures(
+    bootstrap: str, topics: dict[str, str], failed: list[tuple[float, float, Any]]
+) -> str:
+    """For a failure message: each failed HTTP request, and where its record and its answer
+    lie on the topics (partition, offset, seconds after it was sent), if anywhere."""
+    wanted = {first for first, _, _ in failed}
+    requests = asyncio.run(find_by_first_value(bootstrap, topics["input"], wanted))
+    answers = asyncio.run(find_by_first_value(bootstrap, topics["output"], wanted))
+
+    def where(found: list[tuple[int, int, int]], sent_at: float) -> str:
+        return ", ".join(f"p{p}@{o} +{t / 1000 - sent_at:.1f}s" for p, o, t in found) or "nowhere"
+
+    return "\n".join(
+        f"{exc!r}: request {where(requests[first], sent_at)}; answer {where(answers[first], sent_at)}"
+        for first, sent_at, exc in failed
+    )
 
 
 def test_redeploying_twice_under_load_answers_every_record_exactly_once(
@@ -73,7 +104,7 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
     bootstrap, topics = stack["kafka_bootstrap"], pipeline.topics()
     prefix = "swap"
     sent = Sent()
-    http: list[Any] = []
+    http: list[tuple[float, float, Any]] = []
     stop_http = threading.Event()
     http_thread = threading.Thread(target=_http_load, args=(pipeline, stop_http, http))
 
@@ -161,8 +192,11 @@ def test_redeploying_twice_under_load_answers_every_record_exactly_once(
                 assert versions[order.index(model)] == version
         assert seen_models == set(order), "both swaps should have taken effect"
 
-        assert http and all(outcome == 1 for outcome in http), (
-            f"HTTP inferences failed during the swaps: {[o for o in http if o != 1][:3]}"
+        failed = [outcome for outcome in http if outcome[2] != 1]
+        assert http, "no HTTP inference ran during the swaps"
+        assert not failed, (
+            f"{len(failed)} of {len(http)} HTTP inferences failed during the swaps:\n"
+            + _where_http_failures(bootstrap, topics, failed[:3])
         )
 
         logs = pipeline.logs(limit=100_000)
