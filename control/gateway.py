@@ -61,6 +61,10 @@ DEPLOYMENT_TTL_S = 1.0
 redeploy or undeploy is seen within this long (not being deployed is never cached). While
 Redis is away, the last deployment looked up serves on."""
 
+SLOW_WRITE_S = 1.0
+"""A request whose record takes this long to be written is logged (control.gateway
+`_say_if_slow`)."""
+
 
 class Gateway:
     """Sends batches through deployed pipelines and returns their result rows."""
@@ -264,6 +268,7 @@ class Gateway:
                 value = codecs.encode(batch, codecs.ARROW_STREAM)
                 _check_size(value, self._worker.max_message_bytes)
                 await replies.expect(request_id, pending, within_s=deadline - loop.time())
+                started = loop.time()
                 await self._producer.send_and_wait(
                     topic,
                     value,
@@ -271,6 +276,7 @@ class Gateway:
                         request_id, reply_shadows=bool(challengers), extra=trace or {}
                     ).headers(),
                 )
+                _say_if_slow(request_id, topic, loop.time() - started)
             await asyncio.wait_for(pending.answered.wait(), deadline - loop.time())
             if pending.answer.error is None:
                 wait = min(self.settings.shadow_wait_s, max(deadline - loop.time(), 0))
@@ -337,7 +343,22 @@ class Gateway:
                 waiting.group, waiting.record_id = together, record_id
             await replies.expect(record_id, together)
             env = Envelope(record_id, reply_shadows=reply_shadows, requests=together.requests)
+        started = time.monotonic()
         await self._producer.send_and_wait(topic, value, headers=env.headers())
+        _say_if_slow(env.request_id, topic, time.monotonic() - started)
+
+
+def _say_if_slow(request_id: str, topic: str, took_s: float) -> None:
+    """Log a request whose record took SLOW_WRITE_S or more to be written: its time to
+    answer went to the broker, not to the pipeline."""
+    if took_s >= SLOW_WRITE_S:
+        log.warning(
+            "request %s: writing its record to %s took %.1fs (the broker was slow to "
+            "acknowledge it; the pipeline's workers had not seen it yet)",
+            request_id,
+            topic,
+            took_s,
+        )
 
 
 def _check_size(value: bytes, limit: int) -> None:

@@ -174,6 +174,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     use_temp_under_home(settings)
+    # With a time on each line, as the workers' logs have (run/server.log is read beside them).
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     app = create_app(settings)
     tune_gc()
     uvicorn.run(

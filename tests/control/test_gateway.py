@@ -10,6 +10,7 @@ error that names it, a deadline passed as a timeout).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from control._admission import Capacity
 from control._replies import Pending, Replies
 from control.embedded import Service
 from control.errors import InferenceError, InferenceTimeoutError, Overloaded
-from control.gateway import Gateway
+from control.gateway import SLOW_WRITE_S, Gateway, _say_if_slow
 from control.records import Deployment, ModelVersion
 from control.registry import DEFAULT_WORKSPACE as WS
 from control.registry import Registry
@@ -264,3 +265,13 @@ async def test_a_result_topics_reader_pauses_while_no_request_waits_and_starts_a
     finally:
         await producer.stop()
         await replies.stop()
+
+
+def test_a_request_whose_record_was_slow_to_write_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="control.gateway"):
+        _say_if_slow("quick", "t.in", SLOW_WRITE_S / 10)
+        _say_if_slow("slow", "t.in", SLOW_WRITE_S * 15)
+    assert "quick" not in caplog.text
+    assert "request slow: writing its record to t.in took 15.0s" in caplog.text
