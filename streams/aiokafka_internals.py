@@ -149,6 +149,7 @@ def read_holes_again(watch: HoleWatch | None = None) -> None:
         unpatched(self, tp, _Batches(batches[:keep]), aborted, fetch_offset, *rest)
 
     init.weir_holes = True  # type: ignore[attr-defined]
+    init.unpatched = unpatched  # type: ignore[attr-defined]
     records_class.__init__ = init
 
 

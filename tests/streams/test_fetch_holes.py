@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiokafka.consumer.fetcher as aiokafka_fetcher
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -45,6 +46,17 @@ def test_a_hole_that_never_fills_is_read_past_after_the_patience(
     assert "offset 100 was never returned" in caplog.text
     # Another hole is waited for afresh.
     assert watch.readable(TP, 200, [(201, 205)]) == 0
+
+
+def test_every_weir_client_reads_holes_again() -> None:
+    records_class = aiokafka_fetcher.PartitionRecords
+    patched = records_class.__init__
+    records_class.__init__ = getattr(patched, "unpatched", patched)  # as aiokafka has it
+    try:
+        connection_options(WorkerSettings())
+        assert getattr(records_class.__init__, "weir_holes", False)
+    finally:
+        records_class.__init__ = patched
 
 
 def test_a_reader_at_the_end_of_a_partition_written_by_several_producers_misses_nothing(
