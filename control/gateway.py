@@ -349,12 +349,13 @@ class Gateway:
 
 
 def _say_if_slow(request_id: str, topic: str, took_s: float) -> None:
-    """Log a request whose record took SLOW_WRITE_S or more to be written: its time to
-    answer went to the broker, not to the pipeline."""
+    """Log a request whose record took SLOW_WRITE_S or more to be written: that part of
+    its time to answer went to the broker's acknowledgement (or to this server's event
+    loop), not to the pipeline's workers."""
     if took_s >= SLOW_WRITE_S:
         log.warning(
             "request %s: writing its record to %s took %.1fs (the broker was slow to "
-            "acknowledge it; the pipeline's workers had not seen it yet)",
+            "acknowledge it, or this server's event loop was held up)",
             request_id,
             topic,
             took_s,
