@@ -225,7 +225,7 @@ class Replies:
         self._waiting[request_id] = target
         self._waited_at = time.monotonic()
         if self._pace is not None:
-            self._pace.saw(True)  # the next fetch waits briefly
+            self._pace.wake()  # the next fetch waits briefly
         if self._paused:
             if self._resuming is None:
                 self._resuming = asyncio.ensure_future(self._resume())
@@ -261,7 +261,7 @@ class Replies:
                 self._consumer.pause(*self._tps)
                 self._paused = True
             if self._pace is not None:
-                self._pace.saw(bool(self._waiting))
+                self._pace.saw(bool(records), busy=bool(self._waiting))
             for msgs in records.values():
                 for msg in msgs:
                     env = Envelope.parse(msg.headers)

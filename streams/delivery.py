@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.aiokafka_internals import committed_unread, transaction_forgotten
+from streams.aiokafka_internals import transaction_forgotten, unread_records
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import DeliveryFailed
 
@@ -198,7 +198,7 @@ class ExactlyOnce:
         are written, so a record that came just after an idle commit waited for them
         (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one). Offsets
         of chunks that sent nothing commit when idle."""
-        self._interval_s = self._intervals_s[committed_unread(self._consumer)]
+        self._interval_s = self._intervals_s[unread_records(self._consumer)]
         if self._began is None:
             if self._offsets and idle:
                 await self.flush()

@@ -200,7 +200,7 @@ class LogAgent:
             )
             check_fetcher(self._consumer)
             assert self._pace is not None
-            self._pace.saw(bool(records) or self._syncs > 0)
+            self._pace.saw(bool(records), busy=bool(records) or self._syncs > 0)
             async with self._lock:
                 if records:
                     await asyncio.to_thread(self._take, records)

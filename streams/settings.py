@@ -48,9 +48,10 @@ class WorkerSettings(BaseSettings):
     fetch_wait_ms: int = Field(5, ge=1, le=10_000)
     """How long a consumer's fetch waits for data (a worker's, between `busy_for_ms` and
     `idle_after_s` after its last record: streams.clients.FetchPace). Some brokers
-    (Tansu) never answer a waiting fetch early, so this bounds each hop's latency there;
-    on a broker with transactions (Apache Kafka), which answers as soon as data arrives,
-    the three fetch waits default to WAKING_FETCH_WAIT_MS (streams.admin.resolved)."""
+    (Tansu) look for new records only a few times during a fetch's wait, so this bounds
+    each hop's latency there; on a broker with transactions (Apache Kafka), which answers
+    as soon as data arrives, the three fetch waits default to WAKING_FETCH_WAIT_MS
+    (streams.admin.resolved)."""
 
     busy_fetch_wait_ms: int = Field(1, ge=1, le=10_000)
     """A worker's fetch wait while records flow."""

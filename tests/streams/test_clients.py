@@ -1,11 +1,22 @@
-"""streams/clients.py without a broker: the fetch wait."""
+"""streams/clients.py: the fetch wait, and what the broker tells it of records still unread."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from types import SimpleNamespace
 
-from streams.clients import FetchPace
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.consumer.subscription_state import SubscriptionState
+
+import streams.clients
+from control.embedded import Service
+from streams.admin import ensure_topics
+from streams.aiokafka_internals import unread_records
+from streams.clients import FetchPace, connection_options
 from streams.settings import WorkerSettings
+from streams.topics import TopicSpec
 
 
 class _Fetcher:
@@ -13,7 +24,12 @@ class _Fetcher:
 
 
 class _Consumer:
-    _fetcher = _Fetcher()
+    """What FetchPace reads of an aiokafka consumer: its fetcher and its assignment (aiokafka's
+    own subscription state, assigned by hand)."""
+
+    def __init__(self, subscription: SubscriptionState | None = None) -> None:
+        self._fetcher = _Fetcher()
+        self._subscription = subscription or SimpleNamespace(subscription=None)
 
 
 def test_the_fetch_wait_is_short_while_records_flow_and_long_once_idle() -> None:
@@ -50,3 +66,83 @@ def test_aiokafka_still_reads_the_fetch_wait_where_the_pace_sets_it() -> None:
     from aiokafka.consumer.fetcher import Fetcher
 
     assert "self._fetch_max_wait_ms" in inspect.getsource(Fetcher)
+
+
+def test_a_fetch_that_left_records_on_the_broker_makes_the_next_wait_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        tp = TopicPartition("in", 0)
+        subscription = SubscriptionState()
+        subscription.assign_from_user({tp})
+        state = subscription.subscription.assignment.state_value(tp)
+        state.reset_to(100)
+        consumer = _Consumer(subscription)
+        pace = FetchPace(
+            consumer,
+            WorkerSettings(  # type: ignore[arg-type]
+                fetch_wait_ms=5, busy_fetch_wait_ms=1, busy_for_ms=1000, idle_fetch_wait_ms=80
+            ),
+        )
+        waits = []
+        pace.saw(True)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        state.lso = 140  # the broker says 40 records lie past the position
+        for _ in range(8):  # ... yet each fetch comes back empty
+            pace.saw(False)
+            waits.append(consumer._fetcher._fetch_max_wait_ms)
+        state.consumed_to(120)
+        pace.saw(True)  # records come: the floor holds for FLOOR_HOLD_S ...
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        monkeypatch.setattr(streams.clients, "FLOOR_HOLD_S", 0.0)
+        for _ in range(3):  # ... then halves with each fetch that brings records
+            pace.saw(True)
+            waits.append(consumer._fetcher._fetch_max_wait_ms)
+        state.consumed_to(140)  # read to the end: an empty fetch leaves the wait alone
+        pace.saw(False)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        state.lso = 150
+        state.pause()  # a paused partition's records are not wanted
+        pace.saw(False)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        assert waits == [1, 2, 4, 8, 16, 32, 64, 80, 80, 80, 40, 20, 10, 10, 10]
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_knows_from_the_broker_that_records_are_left_to_read(
+    broker: str, kafka_service: Service
+) -> None:
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    tp = TopicPartition(f"unread-{broker}", 0)
+
+    async def scenario() -> list[bool]:
+        await ensure_topics(settings, [TopicSpec(tp.topic, 1)])
+        producer = AIOKafkaProducer(**connection_options(settings))
+        reader = AIOKafkaConsumer(**connection_options(settings), enable_auto_commit=False)
+        await producer.start()
+        await reader.start()
+        try:
+            for n in range(10):
+                await producer.send_and_wait(tp.topic, b"%d" % n, partition=0)
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
+            seen = [unread_records(reader)]  # nothing fetched yet: the broker has said nothing
+            taken = 0
+            while taken < 3:
+                fetched = await reader.getmany(timeout_ms=1000, max_records=3 - taken)
+                taken += sum(map(len, fetched.values()))
+            seen.append(unread_records(reader))  # 7 records left
+            reader.pause(tp)
+            seen.append(unread_records(reader))  # ... in a paused partition: not wanted now
+            reader.resume(tp)
+            while taken < 10:
+                fetched = await reader.getmany(timeout_ms=1000)
+                taken += sum(map(len, fetched.values()))
+            seen.append(unread_records(reader))  # read to the end
+            return seen
+        finally:
+            await producer.stop()
+            await reader.stop()
+
+    assert asyncio.run(scenario()) == [False, True, False, False]
