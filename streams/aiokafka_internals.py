@@ -6,8 +6,9 @@ the methods used are gone. Tests may reach in too, to stage faults.
 - The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
 - A fetch response with a hole is read up to the hole, and fetched again from there
   (read_holes_again; why in streams.fetch_holes).
-- Whether a consumer has records still to read (unread_records): aiokafka gives a
-  partition's position only through a coroutine that may fetch.
+- Whether a consumer has records still to read, and where (unread_records,
+  unread_positions): aiokafka gives a partition's position only through a coroutine that
+  may fetch.
 - A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
 - Metadata of a topic the consumer does not subscribe to (topic_partitions).
 - Group membership: the member id to rejoin as, and requests to the group's coordinator
@@ -155,14 +156,21 @@ def read_holes_again(watch: HoleWatch | None = None) -> None:
 
 def unread_records(consumer: AIOKafkaConsumer) -> bool:
     """Whether `consumer`'s partitions (those not paused) hold records it has not returned
-    yet (fetched and buffered, or still on the broker), by each partition's last fetch
-    response (aiokafka fetches a partition again once its buffered records are taken): its
-    reader is behind. Records count up to the last stable offset: a `read_committed`
-    consumer reads no further, and where no transaction is open it is the end."""
+    yet (unread_positions): its reader is behind."""
+    return bool(unread_positions(consumer))
+
+
+def unread_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """The positions of `consumer`'s partitions (those not paused) that hold records it has
+    not returned yet (fetched and buffered, or still on the broker), by each partition's
+    last fetch response (aiokafka fetches a partition again once its buffered records are
+    taken). Records count up to the last stable offset: a `read_committed` consumer reads
+    no further, and where no transaction is open it is the end."""
     subscription = consumer._subscription.subscription
     assignment = subscription.assignment if subscription is not None else None
     if assignment is None:
-        return False
+        return {}
+    positions = {}
     for tp in assignment.tps:
         state = assignment.state_value(tp)
         if (
@@ -171,8 +179,8 @@ def unread_records(consumer: AIOKafkaConsumer) -> bool:
             and not state.paused
             and state.lso > state.position
         ):
-            return True
-    return False
+            positions[tp] = state.position
+    return positions
 
 
 def check_fetcher(consumer: AIOKafkaConsumer) -> None:

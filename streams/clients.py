@@ -19,10 +19,10 @@ import ssl
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
-from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unread_records
+from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unread_positions
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 
 BATCH_BYTES = 1024 * 1024
@@ -32,6 +32,12 @@ BATCH_BYTES = 1024 * 1024
 FLOOR_HOLD_S = 1.0
 """How long the fetch wait a broker needed (FetchPace) holds before it is halved: halved at
 each fetch with records, it fell below the need at once, and the reader stalled again."""
+
+
+STARVED_ROUNDS = 3
+STARVED_S = 0.05
+"""A partition whose records the broker left unread this many fetch rounds and seconds in a
+row, while others brought theirs, raises the floor under the fetch wait (FetchPace)."""
 
 
 class FetchPace:
@@ -48,15 +54,16 @@ class FetchPace:
     A wait too short for the broker to find the records is lengthened. Tansu 0.6.0 lists a
     partition's batches from its first on every fetch, and stops listing when the fetch's
     wait is up: with a few thousand batches in a partition, a 1 ms wait ended the listing
-    before it reached the records asked for, and the fetch came back empty, every time,
-    while the broker said the partition held more (a 5 ms reader of 6,000-batch partitions
-    fell further behind a 300 records/s stream for all of a 20 s run; with 100 ms waits it
-    kept up). So after a fetch that returned nothing while the consumer's partitions hold
-    records it has not read, the next fetches wait at least twice as long (up to
+    before it reached the records asked for, and the partition came back empty while the
+    broker said it held more (a 5 ms reader of 6,000-batch partitions fell further behind a
+    300 records/s stream for all of a 20 s run; with 100 ms waits it kept up). So when the
+    broker leaves records unread (a fetch round returned nothing while records lie past the
+    reader's position, or one partition stayed at its position for STARVED_ROUNDS rounds
+    while the others brought records), the next fetches wait at least twice as long (up to
     `idle_fetch_wait_ms`); while fetches return records, that floor halves once every
-    FLOOR_HOLD_S. Waiting longer costs nothing while records are there to find. (Readers
-    of 2,000-batch partitions at 300 records/s beside a CPU hog: the longest stall of a
-    partition 1.1-2.4 s without the floor, 0.3-0.6 s with it.)
+    FLOOR_HOLD_S. Waiting longer costs nothing while records are there to find. (Readers of
+    2,000-batch partitions at 300 records/s beside a CPU hog: the longest stall of a
+    partition 0.9-2.4 s without the floor, 0.07-0.14 s with it.)
 
     Example:
         pace = FetchPace(consumer, settings)   # after consumer.start()
@@ -76,6 +83,8 @@ class FetchPace:
         self._floor_ms = 0
         """The shortest wait the broker has shown it needs to find the records (see above)."""
         self._floor_set = self._last
+        self._stuck: dict[TopicPartition, tuple[int, float, int]] = {}
+        """Each partition behind: the position it stays at, since when, for how many rounds."""
 
     def saw(self, records: bool, *, busy: bool | None = None) -> None:
         """Call after every fetch: whether it returned records, and whether there is work
@@ -84,14 +93,31 @@ class FetchPace:
         now = time.monotonic()
         if records if busy is None else busy:
             self._last = now
-        if records:
-            if now - self._floor_set >= FLOOR_HOLD_S:
-                self._floor_ms //= 2
-                self._floor_set = now
-        elif unread_records(self._consumer):
+        behind = unread_positions(self._consumer)
+        if self._starved(behind, now) or (behind and not records):
             self._floor_ms = min(self._idle_ms, 2 * self._wait_ms)
             self._floor_set = now
+        elif records and now - self._floor_set >= FLOOR_HOLD_S:
+            self._floor_ms //= 2
+            self._floor_set = now
         self._set_wait(now)
+
+    def _starved(self, behind: dict[TopicPartition, int], now: float) -> bool:
+        """Whether a partition with records past its position stayed at that position for
+        STARVED_ROUNDS fetch rounds and STARVED_S while the others brought records."""
+        starved = False
+        stuck = {}
+        for tp, position in behind.items():
+            at, since, rounds = self._stuck.get(tp, (None, now, 0))
+            if at != position:
+                since, rounds = now, 0
+            rounds += 1
+            if rounds >= STARVED_ROUNDS and now - since >= STARVED_S:
+                starved = True
+                since, rounds = now, 0  # counted afresh: the floor doubles once a period
+            stuck[tp] = (position, since, rounds)
+        self._stuck = stuck
+        return starved
 
     def wake(self) -> None:
         """Work is on its way (a request was sent): the next fetch waits as while busy."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,6 +31,27 @@ class _Consumer:
     def __init__(self, subscription: SubscriptionState | None = None) -> None:
         self._fetcher = _Fetcher()
         self._subscription = subscription or SimpleNamespace(subscription=None)
+
+
+def _assigned(tps: list[TopicPartition], at: int) -> tuple[_Consumer, list[Any]]:
+    """A consumer assigned `tps` by hand, each at position `at`, and their states (call
+    from a coroutine: aiokafka's subscription state wants a running loop)."""
+    subscription = SubscriptionState()
+    subscription.assign_from_user(set(tps))
+    states = [subscription.subscription.assignment.state_value(tp) for tp in tps]
+    for state in states:
+        state.reset_to(at)
+    return _Consumer(subscription), states
+
+
+def _busy_pace(consumer: _Consumer) -> FetchPace:
+    """A pace that stays busy through a test: 1 ms waits, 80 ms at most."""
+    return FetchPace(
+        consumer,  # type: ignore[arg-type]
+        WorkerSettings(
+            fetch_wait_ms=5, busy_fetch_wait_ms=1, busy_for_ms=1000, idle_fetch_wait_ms=80
+        ),
+    )
 
 
 def test_the_fetch_wait_is_short_while_records_flow_and_long_once_idle() -> None:
@@ -73,17 +95,8 @@ def test_a_fetch_that_left_records_on_the_broker_makes_the_next_wait_longer(
 ) -> None:
     async def scenario() -> None:
         tp = TopicPartition("in", 0)
-        subscription = SubscriptionState()
-        subscription.assign_from_user({tp})
-        state = subscription.subscription.assignment.state_value(tp)
-        state.reset_to(100)
-        consumer = _Consumer(subscription)
-        pace = FetchPace(
-            consumer,
-            WorkerSettings(  # type: ignore[arg-type]
-                fetch_wait_ms=5, busy_fetch_wait_ms=1, busy_for_ms=1000, idle_fetch_wait_ms=80
-            ),
-        )
+        consumer, (state,) = _assigned([tp], at=100)
+        pace = _busy_pace(consumer)
         waits = []
         pace.saw(True)
         waits.append(consumer._fetcher._fetch_max_wait_ms)
@@ -146,3 +159,25 @@ def test_a_reader_knows_from_the_broker_that_records_are_left_to_read(
             await reader.stop()
 
     assert asyncio.run(scenario()) == [False, True, False, False]
+
+
+def test_a_partition_left_behind_while_others_bring_records_makes_the_wait_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams.clients, "STARVED_S", 0.0)
+
+    async def scenario() -> list[int]:
+        flowing, starved = TopicPartition("in", 0), TopicPartition("in", 1)
+        consumer, states = _assigned([flowing, starved], at=0)
+        for state in states:
+            state.lso = 1000
+        pace = _busy_pace(consumer)
+        waits = []
+        for round_ in range(1, 8):  # the first partition's records come, the second's never
+            states[0].consumed_to(10 * round_)
+            pace.saw(True)
+            waits.append(consumer._fetcher._fetch_max_wait_ms)
+        return waits
+
+    # Three rounds at the same position make a partition starved; it is counted afresh then.
+    assert asyncio.run(scenario()) == [1, 1, 2, 2, 2, 4, 4]
