@@ -6,9 +6,9 @@ the methods used are gone. Tests may reach in too, to stage faults.
 - The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
 - A fetch response with a hole is read up to the hole, and fetched again from there
   (read_holes_again; why in streams.fetch_holes).
-- Whether a consumer has records still to read, and where (unread_records,
-  unread_positions): aiokafka gives a partition's position only through a coroutine that
-  may fetch.
+- Whether a consumer has records still to read, and which partitions' fetches came back
+  without them (unread_records, unfetched_positions): aiokafka gives a partition's position
+  only through a coroutine that may fetch, and tells nothing of what it buffered.
 - A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
 - Metadata of a topic the consumer does not subscribe to (topic_partitions).
 - Group membership: the member id to rejoin as, and requests to the group's coordinator
@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import aiokafka
@@ -156,21 +157,33 @@ def read_holes_again(watch: HoleWatch | None = None) -> None:
 
 def unread_records(consumer: AIOKafkaConsumer) -> bool:
     """Whether `consumer`'s partitions (those not paused) hold records it has not returned
-    yet (unread_positions): its reader is behind."""
-    return bool(unread_positions(consumer))
+    yet (fetched and buffered, or still on the broker), by each partition's last fetch
+    response (aiokafka fetches a partition again once its buffered records are taken): its
+    reader is behind. Records count up to the last stable offset: a `read_committed`
+    consumer reads no further, and where no transaction is open it is the end."""
+    return any(True for _ in _behind(consumer))
 
 
-def unread_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """The positions of `consumer`'s partitions (those not paused) that hold records it has
-    not returned yet (fetched and buffered, or still on the broker), by each partition's
-    last fetch response (aiokafka fetches a partition again once its buffered records are
-    taken). Records count up to the last stable offset: a `read_committed` consumer reads
-    no further, and where no transaction is open it is the end."""
+def unfetched_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int, int]]:
+    """The partitions of `consumer` (those not paused) whose records past the position are
+    still on the broker, none fetched: each one's position, and when its last fetch response
+    came (ms; aiokafka's `last_poll_timestamp`). A newer response at the same position came
+    back empty although the one before said records lay past it."""
+    buffered = consumer._fetcher._records
+    return {
+        tp: (state.position, state.timestamp)
+        for tp, state in _behind(consumer)
+        if tp not in buffered and state.timestamp is not None
+    }
+
+
+def _behind(consumer: AIOKafkaConsumer) -> Iterator[tuple[TopicPartition, Any]]:
+    """Each partition of `consumer` (not paused) with records past its position (by its last
+    fetch response, up to the last stable offset), and its aiokafka state."""
     subscription = consumer._subscription.subscription
     assignment = subscription.assignment if subscription is not None else None
     if assignment is None:
-        return {}
-    positions = {}
+        return
     for tp in assignment.tps:
         state = assignment.state_value(tp)
         if (
@@ -179,8 +192,7 @@ def unread_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
             and not state.paused
             and state.lso > state.position
         ):
-            positions[tp] = state.position
-    return positions
+            yield tp, state
 
 
 def check_fetcher(consumer: AIOKafkaConsumer) -> None:

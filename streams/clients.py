@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
-from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unread_positions
+from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unfetched_positions
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 
 BATCH_BYTES = 1024 * 1024
@@ -34,10 +34,11 @@ FLOOR_HOLD_S = 1.0
 each fetch with records, it fell below the need at once, and the reader stalled again."""
 
 
-STARVED_ROUNDS = 3
-STARVED_S = 0.05
-"""A partition whose records the broker left unread this many fetch rounds and seconds in a
-row, while others brought theirs, raises the floor under the fetch wait (FetchPace)."""
+STARVED_ROUNDS = 2
+"""From this many fetches of a partition in a row that came back empty at one position while
+the broker said records lay past it, each one raises the floor under the fetch wait
+(FetchPace). One such answer is common on Tansu and harmless (it reads the high watermark
+after listing the batches, so records that came meanwhile are found by the next fetch)."""
 
 
 class FetchPace:
@@ -56,14 +57,14 @@ class FetchPace:
     wait is up: with a few thousand batches in a partition, a 1 ms wait ended the listing
     before it reached the records asked for, and the partition came back empty while the
     broker said it held more (a 5 ms reader of 6,000-batch partitions fell further behind a
-    300 records/s stream for all of a 20 s run; with 100 ms waits it kept up). So when the
-    broker leaves records unread (a fetch round returned nothing while records lie past the
-    reader's position, or one partition stayed at its position for STARVED_ROUNDS rounds
-    while the others brought records), the next fetches wait at least twice as long (up to
-    `idle_fetch_wait_ms`); while fetches return records, that floor halves once every
-    FLOOR_HOLD_S. Waiting longer costs nothing while records are there to find. (Readers of
-    2,000-batch partitions at 300 records/s beside a CPU hog: the longest stall of a
-    partition 0.9-2.4 s without the floor, 0.07-0.14 s with it.)
+    300 records/s stream for all of a 20 s run; with 100 ms waits it kept up). So when a
+    partition's fetches come back empty STARVED_ROUNDS times in a row while records lie
+    past its position, that answer and each further one make the next fetches wait at least
+    twice as long (up to `idle_fetch_wait_ms`); while fetches return records, that floor
+    halves once every FLOOR_HOLD_S. Waiting longer costs nothing while records are there to find. Fetched
+    records that wait their turn in the consumer's buffer do not count: the broker found
+    them. (Readers of 2,000-batch partitions at 300 records/s beside a CPU hog: the longest
+    stall of a partition 0.9-2.4 s without the floor, 0.07-0.14 s with it.)
 
     Example:
         pace = FetchPace(consumer, settings)   # after consumer.start()
@@ -83,8 +84,9 @@ class FetchPace:
         self._floor_ms = 0
         """The shortest wait the broker has shown it needs to find the records (see above)."""
         self._floor_set = self._last
-        self._stuck: dict[TopicPartition, tuple[int, float, int]] = {}
-        """Each partition behind: the position it stays at, since when, for how many rounds."""
+        self._empty: dict[TopicPartition, tuple[int, int, int]] = {}
+        """Each partition left unread: its position, its last fetch response's time, and how
+        many responses in a row came back empty at that position."""
 
     def saw(self, records: bool, *, busy: bool | None = None) -> None:
         """Call after every fetch: whether it returned records, and whether there is work
@@ -93,8 +95,7 @@ class FetchPace:
         now = time.monotonic()
         if records if busy is None else busy:
             self._last = now
-        behind = unread_positions(self._consumer)
-        if self._starved(behind, now) or (behind and not records):
+        if self._starved():
             self._floor_ms = min(self._idle_ms, 2 * self._wait_ms)
             self._floor_set = now
         elif records and now - self._floor_set >= FLOOR_HOLD_S:
@@ -102,21 +103,20 @@ class FetchPace:
             self._floor_set = now
         self._set_wait(now)
 
-    def _starved(self, behind: dict[TopicPartition, int], now: float) -> bool:
-        """Whether a partition with records past its position stayed at that position for
-        STARVED_ROUNDS fetch rounds and STARVED_S while the others brought records."""
+    def _starved(self) -> bool:
+        """Whether a partition's fetch came back empty, the STARVED_ROUNDS-th time or later in
+        a row at one position, while records lay past it."""
         starved = False
-        stuck = {}
-        for tp, position in behind.items():
-            at, since, rounds = self._stuck.get(tp, (None, now, 0))
+        empty = {}
+        for tp, (position, answered) in unfetched_positions(self._consumer).items():
+            at, seen, count = self._empty.get(tp, (position, answered, 0))
             if at != position:
-                since, rounds = now, 0
-            rounds += 1
-            if rounds >= STARVED_ROUNDS and now - since >= STARVED_S:
-                starved = True
-                since, rounds = now, 0  # counted afresh: the floor doubles once a period
-            stuck[tp] = (position, since, rounds)
-        self._stuck = stuck
+                count = 0
+            elif seen != answered:
+                count += 1
+                starved |= count >= STARVED_ROUNDS
+            empty[tp] = (position, answered, count)
+        self._empty = empty
         return starved
 
     def wake(self) -> None:

@@ -21,7 +21,10 @@ from streams.topics import TopicSpec
 
 
 class _Fetcher:
-    _fetch_max_wait_ms = 0
+    def __init__(self) -> None:
+        self._fetch_max_wait_ms = 0
+        self._records: dict[TopicPartition, object] = {}
+        """The fetched records it holds, by partition."""
 
 
 class _Consumer:
@@ -90,18 +93,24 @@ def test_aiokafka_still_reads_the_fetch_wait_where_the_pace_sets_it() -> None:
     assert "self._fetch_max_wait_ms" in inspect.getsource(Fetcher)
 
 
-def test_a_fetch_that_left_records_on_the_broker_makes_the_next_wait_longer(
+def _answered_empty(state: Any) -> None:
+    """A fetch response for the partition came, with no records (aiokafka stamps its time)."""
+    state.timestamp = (state.timestamp or 0) + 1
+
+
+def test_fetches_that_leave_records_on_the_broker_make_the_next_waits_longer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def scenario() -> None:
+    async def scenario() -> list[int]:
         tp = TopicPartition("in", 0)
         consumer, (state,) = _assigned([tp], at=100)
         pace = _busy_pace(consumer)
         waits = []
         pace.saw(True)
         waits.append(consumer._fetcher._fetch_max_wait_ms)
-        state.lso = 140  # the broker says 40 records lie past the position
-        for _ in range(8):  # ... yet each fetch comes back empty
+        state.lso = 140  # the broker says 40 records lie past the position ...
+        for _ in range(16):  # ... yet each fetch comes back empty
+            _answered_empty(state)
             pace.saw(False)
             waits.append(consumer._fetcher._fetch_max_wait_ms)
         state.consumed_to(120)
@@ -112,15 +121,72 @@ def test_a_fetch_that_left_records_on_the_broker_makes_the_next_wait_longer(
             pace.saw(True)
             waits.append(consumer._fetcher._fetch_max_wait_ms)
         state.consumed_to(140)  # read to the end: an empty fetch leaves the wait alone
+        _answered_empty(state)
         pace.saw(False)
         waits.append(consumer._fetcher._fetch_max_wait_ms)
         state.lso = 150
         state.pause()  # a paused partition's records are not wanted
-        pace.saw(False)
+        for _ in range(3):
+            _answered_empty(state)
+            pace.saw(False)
         waits.append(consumer._fetcher._fetch_max_wait_ms)
-        assert waits == [1, 2, 4, 8, 16, 32, 64, 80, 80, 80, 40, 20, 10, 10, 10]
+        return waits
 
-    asyncio.run(scenario())
+    # From the second empty answer in a row, each doubles the wait, up to the idle wait (80 ms).
+    expected = [
+        1,
+        1,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        80,
+        80,
+        80,
+        80,
+        80,
+        80,
+        80,
+        80,
+        80,
+        40,
+        20,
+        10,
+        10,
+        10,
+    ]
+    assert asyncio.run(scenario()) == expected
+
+
+def test_only_empty_answers_at_one_position_make_the_wait_longer() -> None:
+    async def scenario() -> list[int]:
+        tps = [TopicPartition("in", p) for p in range(3)]
+        consumer, states = _assigned(tps, at=0)
+        for state in states:
+            state.lso = 1000
+            _answered_empty(state)
+        pace = _busy_pace(consumer)
+        pace.saw(True)
+        waits = []
+        consumer._fetcher._records[tps[1]] = object()  # fetched, waiting its turn
+        for round_ in range(1, 7):
+            states[0].consumed_to(10 * round_)  # its records come each round
+            _answered_empty(states[0])
+            _answered_empty(states[1])
+            pace.saw(True)  # the third partition's fetch has not come back yet
+            waits.append(consumer._fetcher._fetch_max_wait_ms)
+        _answered_empty(states[2])
+        pace.saw(True)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        _answered_empty(states[2])  # the second empty answer in a row at one position
+        pace.saw(True)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+        return waits
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, 1, 1, 2]
 
 
 def test_a_reader_knows_from_the_broker_that_records_are_left_to_read(
@@ -159,25 +225,3 @@ def test_a_reader_knows_from_the_broker_that_records_are_left_to_read(
             await reader.stop()
 
     assert asyncio.run(scenario()) == [False, True, False, False]
-
-
-def test_a_partition_left_behind_while_others_bring_records_makes_the_wait_longer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(streams.clients, "STARVED_S", 0.0)
-
-    async def scenario() -> list[int]:
-        flowing, starved = TopicPartition("in", 0), TopicPartition("in", 1)
-        consumer, states = _assigned([flowing, starved], at=0)
-        for state in states:
-            state.lso = 1000
-        pace = _busy_pace(consumer)
-        waits = []
-        for round_ in range(1, 8):  # the first partition's records come, the second's never
-            states[0].consumed_to(10 * round_)
-            pace.saw(True)
-            waits.append(consumer._fetcher._fetch_max_wait_ms)
-        return waits
-
-    # Three rounds at the same position make a partition starved; it is counted afresh then.
-    assert asyncio.run(scenario()) == [1, 1, 2, 2, 2, 4, 4]
