@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import SimpleNamespace
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
@@ -161,14 +161,15 @@ def unread_records(consumer: AIOKafkaConsumer) -> bool:
     response (aiokafka fetches a partition again once its buffered records are taken): its
     reader is behind. Records count up to the last stable offset: a `read_committed`
     consumer reads no further, and where no transaction is open it is the end."""
-    return any(True for _ in _behind(consumer))
+    return next(_behind(consumer), None) is not None
 
 
 def unfetched_positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, tuple[int, int]]:
     """The partitions of `consumer` (those not paused) whose records past the position are
     still on the broker, none fetched: each one's position, and when its last fetch response
     came (ms; aiokafka's `last_poll_timestamp`). A newer response at the same position came
-    back empty although the one before said records lay past it."""
+    back empty although the one before said records lay past it (two in the same
+    millisecond look like one: this undercounts, never overcounts)."""
     buffered = consumer._fetcher._records
     return {
         tp: (state.position, state.timestamp)
