@@ -14,7 +14,11 @@ which input offsets the chunk finished. Two ways to make that safe:
   not (an earlier commit would not make answers sooner: the gateway's reply reader
   reads uncommitted records as they are sent), or `commit_interval_behind_ms` after
   it while the worker is behind its input (fewer commits, each of which stops the
-  loop). A crash aborts the open transaction: its records are never seen by consumers
+  loop). A transaction that sent to a boundary topic (`hops`: the next stage of the
+  path reads it committed, in another worker) commits as soon as the worker has
+  nothing more to run, once `hop_gap_s` has passed since the last such commit, so
+  each cut in the chain costs a commit, not an interval.
+  A crash aborts the open transaction: its records are never seen by consumers
   that read `read_committed`, and its input is run again from the last commit. The
   transactional id belongs to the worker (a restarted worker fences its dead
   predecessor at once), and the offsets are committed with the consumer's group
@@ -35,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -145,6 +149,8 @@ class ExactlyOnce:
         *,
         interval_s: float,
         behind_interval_s: float = 0.0,
+        hops: Collection[str] = (),
+        hop_gap_s: float = 0.0,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
@@ -154,6 +160,10 @@ class ExactlyOnce:
         self._sent: list[asyncio.Future[Any]] = []
         self._offsets: Offsets = {}
         self._began: float | None = None  # loop time the open transaction began
+        self._hops = frozenset(hops)
+        self._hop_gap_s = hop_gap_s
+        self._hopped = False  # the open transaction sent to one of `hops`
+        self._hop_committed_at = -math.inf  # loop time the last one that had committed
         self._lock = asyncio.Lock()  # a commit and new sends never overlap
         self._failed: DeliveryFailed | None = None  # a transaction failed: for good
         self._failing = asyncio.Event()
@@ -179,6 +189,7 @@ class ExactlyOnce:
                     topic, value, key=key, partition=partition, headers=list(headers)
                 )
             )
+            self._hopped = self._hopped or topic in self._hops
 
     def done(self, offsets: Offsets) -> None:
         self._offsets.update(offsets)
@@ -186,7 +197,10 @@ class ExactlyOnce:
     def wait_ms(self, longest: int) -> int:
         if self._began is None:
             return longest
-        left = self._began + self._interval_s - asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        left = self._began + self._interval_s - now
+        if self._hopped:  # what is fetched already runs first; then, idle, it commits
+            left = min(left, max(0.0, self._hop_committed_at + self._hop_gap_s - now))
         return max(0, min(longest, math.ceil(left * 1000)))
 
     async def commit_if_due(self, *, idle: bool) -> None:
@@ -197,13 +211,18 @@ class ExactlyOnce:
         (CONCURRENT_TRANSACTIONS, retried every 20 ms) until the previous commit's markers
         are written, so a record that came just after an idle commit waited for them
         (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one). Offsets
-        of chunks that sent nothing commit when idle."""
+        of chunks that sent nothing commit when idle, and so does a transaction that sent
+        to a boundary topic once `hop_gap_s` has passed since the last such commit: the
+        next stage reads it committed, and would otherwise see each record up to
+        `interval_s` late, at every cut of the chain."""
         self._interval_s = self._intervals_s[unread_records(self._consumer)]
         if self._began is None:
             if self._offsets and idle:
                 await self.flush()
             return
-        if asyncio.get_running_loop().time() - self._began >= self._interval_s:
+        now = asyncio.get_running_loop().time()
+        hop_due = idle and self._hopped and now - self._hop_committed_at >= self._hop_gap_s
+        if hop_due or now - self._began >= self._interval_s:
             await self.flush()
 
     async def flush(self) -> None:
@@ -232,6 +251,9 @@ class ExactlyOnce:
                 raise failure from exc
             finally:
                 self._sent, self._offsets, self._began = [], {}, None
+                if self._hopped:
+                    self._hop_committed_at = asyncio.get_running_loop().time()
+                self._hopped = False
 
     async def run(self) -> None:
         """Nothing runs in the background (commits happen when the loop asks); raises

@@ -169,6 +169,8 @@ class StageLoop:
                 self._group_id,
                 interval_s=interval_s,
                 behind_interval_s=self._settings.commit_interval_behind_ms / 1000,
+                hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
+                hop_gap_s=self._settings.hop_commit_gap_ms / 1000,
             )
             if self._exactly_once
             else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)

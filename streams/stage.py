@@ -81,6 +81,14 @@ class Stage:
         """Whether it ends the path: what it sends on is the request's answer."""
         return getattr(self.sink, "next", None) == self.sink.output
 
+    @property
+    def hands_on_to(self) -> str | None:
+        """The boundary topic the path goes on from (a sidekick's input, or the steps' after
+        one), which the next stage reads committed; None where it ends the path or runs a
+        challenger."""
+        following = getattr(self.sink, "next", None)
+        return following if following and following != self.sink.output else None
+
     def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
         """Decode records of the stage's topic (an unreadable one gets its error)."""
         envs = [self._envelope(record) for record in records]

@@ -292,3 +292,54 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
         assert await consumer.committed(tp) == 2
     seen = await _committed_answers(bootstrap, "ws.eos-cadence.out", 2, timeout_s=5)
     assert len(seen) == 2
+
+
+async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop_is_idle(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """A record for the next stage of a cut chain (a boundary topic, read committed) is not
+    held for the interval: the loop fetches without waiting while one is open, and its
+    first idle turn commits it, or the first once `hop_gap_s` has passed since the last
+    such commit. Sends elsewhere keep the interval."""
+    bootstrap = kafka_service.address
+    hop = "ws.eos-hop.out"
+    async with _worker_clients(bootstrap, "eos-hop") as (consumer, producer, tp):
+        delivery = ExactlyOnce(
+            producer, consumer, "eos-hop", interval_s=60.0, hops={hop}, hop_gap_s=0.5
+        )
+        await ensure_topics(
+            WorkerSettings(kafka_bootstrap=bootstrap), [TopicSpec("ws.eos-hop.dlq", 1)]
+        )
+        await delivery.send("ws.eos-hop.dlq", b"elsewhere", key=None, partition=0, headers=[])
+        delivery.done({tp: 1})
+        await delivery.commit_if_due(idle=True)
+        assert delivery.pending  # no boundary record: the interval holds
+        assert delivery.wait_ms(5000) > 0
+        await delivery.send(hop, b"on", key=None, partition=0, headers=Envelope("on").headers())
+        delivery.done({tp: 2})
+        assert delivery.wait_ms(5000) == 0  # fetch what waits, without waiting for more
+        await delivery.commit_if_due(idle=False)
+        assert delivery.pending  # records still to run go in the same transaction
+        await delivery.commit_if_due(idle=True)
+        assert not delivery.pending
+        assert await consumer.committed(tp) == 2
+        assert delivery.wait_ms(5000) == 5000  # the next transaction starts afresh
+        await delivery.send(
+            hop, b"again", key=None, partition=0, headers=Envelope("again").headers()
+        )
+        delivery.done({tp: 3})
+        await delivery.commit_if_due(idle=True)
+        assert delivery.pending  # committed a moment ago: not before the gap
+        assert 0 < delivery.wait_ms(5000) <= 500
+        await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
+        await delivery.commit_if_due(idle=True)
+        assert not delivery.pending
+        await asyncio.sleep(0.5)
+        await delivery.send("ws.eos-hop.dlq", b"elsewhere", key=None, partition=0, headers=[])
+        await delivery.flush()  # a commit without a boundary record starts no gap
+        await delivery.send(hop, b"third", key=None, partition=0, headers=[])
+        await delivery.commit_if_due(idle=True)
+        assert not delivery.pending
+    seen = await _committed_answers(bootstrap, hop, 3, timeout_s=5)
+    assert [a.request_id for a in seen[:2]] == ["on", "again"]
+    assert len(seen) == 3

@@ -116,6 +116,8 @@ def test_a_sidekick_step_cuts_the_chain_and_the_answers_stay_the_same(
     assert [(s.source, s.sink.next) for s in sidekick] == [  # type: ignore[attr-defined]
         ("ws.p.d1.s1", "ws.p.d1.s2")
     ]
+    # what each hands on at a cut (its worker commits that as soon as it is idle)
+    assert [s.hands_on_to for s in [*main, *sidekick]] == ["ws.p.d1.s1", None, "ws.p.d1.s2"]
     assert {t.name for t in TOPICS.internal_topics("ws", "p", "d1", spec, {1})} == {
         "ws.p.d1.s1",
         "ws.p.d1.s2",
@@ -262,6 +264,7 @@ def test_a_shadow_step_fans_its_input_out_and_only_the_champion_answers(
         pipeline, Layout("ws", "p", "d1"), TOPICS, "shadow", SETTINGS
     )
     assert challenger_stage.source == challenger_topic
+    assert [s.hands_on_to for s in [*stages, challenger_stage]] == [None, None]
 
 
 def test_sidekick_settings_must_name_one_model_of_a_step(
