@@ -163,7 +163,7 @@ class ExactlyOnce:
         self._hops = frozenset(hops)
         self._hop_gap_s = hop_gap_s
         self._hopped = False  # the open transaction sent to one of `hops`
-        self._hop_committed_at = -math.inf  # loop time the last one that had committed
+        self._hop_committed_at = -math.inf  # loop time the last such transaction committed
         self._lock = asyncio.Lock()  # a commit and new sends never overlap
         self._failed: DeliveryFailed | None = None  # a transaction failed: for good
         self._failing = asyncio.Event()

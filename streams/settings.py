@@ -88,8 +88,8 @@ class WorkerSettings(BaseSettings):
     flight) is processed again; a rebalance or a stop commits at once. Exactly once, it is
     also how long a transaction stays open after its first record, idle or not: records
     arriving meanwhile join it rather than wait for the broker to finish the last commit
-    (0: commit as soon as the worker runs out of records; a transaction that sent to a
-    boundary topic always does, streams.delivery)."""
+    (0: commit as soon as the worker runs out of records, as a transaction that sent to a
+    boundary topic does: `hop_commit_gap_ms`)."""
 
     hop_commit_gap_ms: float = Field(25.0, ge=0)
     """Exactly once: a transaction that sent to a boundary topic (the next stage of a cut
@@ -98,9 +98,9 @@ class WorkerSettings(BaseSettings):
     commit (~20 ms), and a worker under steady load commits at most every gap plus a
     commit.
     Measured (bench/README.md, 2026-12-06), a sidekick in the middle of a chain, 1-row
-    requests on a warm Apache Kafka: at 50/s p50 49 ms (0: 20 ms; 100 ms intervals
-    alone: 190 ms), at 200/s 54 ms (0: 71 ms; intervals: 169 ms), for 13-14% more of a
-    core in the broker and 15-18% in the workers than intervals alone."""
+    requests on a warm Apache Kafka: at 50/s p50 52 ms (no gap: 20 ms; 100 ms intervals
+    alone: 190 ms), at 200/s 53 ms (no gap: 71 ms; intervals: 169 ms), for 13-15% more of
+    a core in the broker and 16-17% in the workers than intervals alone."""
 
     commit_interval_behind_ms: float = Field(300.0, ge=0)
     """Exactly once: how long a transaction stays open while the worker is behind (its
