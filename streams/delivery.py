@@ -208,9 +208,9 @@ class ExactlyOnce:
         while its consumer has committed input it has not read yet (a saturated worker
         commits less often), and not as soon as the loop is idle: aiokafka begins each
         transaction with AddPartitionsToTxn, which Apache Kafka refuses
-        (CONCURRENT_TRANSACTIONS, retried every 20 ms) until the previous commit's markers
-        are written, so a record that came just after an idle commit waited for them
-        (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one). Offsets
+        (CONCURRENT_TRANSACTIONS; asked again after 20 ms then, 2 ms now) until the previous
+        commit's markers are written, so a record that came just after an idle commit waited
+        for them (1-row requests at 50/s: round trip p50 ~110 ms; at once in an open one). Offsets
         of chunks that sent nothing commit when idle, and so does a transaction that sent
         to a boundary topic once `hop_gap_s` has passed since the last such commit: the
         next stage reads it committed, and would otherwise see each record up to
