@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,41 @@ def test_all_versions_share_one_consumer_group(worker: Worker) -> None:
 def test_a_one_step_version_reads_only_the_input_topic(worker: Worker) -> None:
     loop = worker.build()
     assert loop.topics == ["ws.p.in"]
+
+
+FIRST_RECORD = """
+import json, sys
+from pathlib import Path
+import numpy as np, pyarrow as pa
+from engine.definition import ModelRef, ModelStep, PipelineSpec
+from engine.runtimes.base import sha256_file
+from streams.settings import WorkerSettings
+from streams.topics import TopicMap
+from streams.worker import Worker
+from streams.worker_spec import WorkerSpec
+from tests.streams.test_worker_config import _NoHeartbeat
+
+model = Path(sys.argv[1])
+ref = ModelRef(name="diabetes", version="1", sha=sha256_file(model), runtime="onnx")
+spec = WorkerSpec(workspace="ws", pipeline="p", version="v1", worker_id="p-v1-0",
+                  definition=PipelineSpec(steps=[ModelStep(model=ref)]))
+worker = Worker(spec, WorkerSettings(kafka_bootstrap="127.0.0.1:1"), TopicMap.load(),
+                lambda _: model, _NoHeartbeat())
+worker.build()
+loaded = set(sys.modules)
+pa.array(np.arange(3, dtype=np.int32))  # what the first record's start does
+print(json.dumps(sorted(set(sys.modules) - loaded)))
+"""
+
+
+def test_a_built_worker_has_paid_the_first_records_imports(diabetes_onnx: Path) -> None:
+    """pyarrow imports pandas the first time it converts a numpy array (0.2-0.5 s): the
+    worker pays it while Starting, not with its first record."""
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_RECORD, str(diabetes_onnx)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []
