@@ -86,8 +86,7 @@ class Stage:
         """The boundary topic the path goes on from (a sidekick's input, or the steps' after
         one), which the next stage reads committed; None where it ends the path or runs a
         challenger."""
-        following = getattr(self.sink, "next", None)
-        return following if following and following != self.sink.output else None
+        return None if self.answers else getattr(self.sink, "next", None)
 
     def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
         """Decode records of the stage's topic (an unreadable one gets its error)."""
