@@ -26,7 +26,7 @@ from engine.answers import decode_answer
 from engine.errors import CodecError
 from engine.steps import concat_in_order
 from streams.aiokafka_internals import topic_partitions
-from streams.clients import FetchPace, connection_options
+from streams.clients import FETCHER_TIMEOUT_MS, FetchPace, connection_options
 from streams.messages import Envelope, Requests, request_rows
 from streams.settings import WorkerSettings
 
@@ -187,6 +187,7 @@ class Replies:
             fetch_max_wait_ms=settings.fetch_wait_ms,
             auto_offset_reset="latest",
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+            consumer_timeout_ms=FETCHER_TIMEOUT_MS,
         )
         self._waiting: dict[str, Pending | Group] = {}
         self._task: asyncio.Task[None] | None = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiokafka.errors import KafkaError
 
@@ -53,9 +54,18 @@ class Deployer:
     """Deploys pipeline versions as worker processes and reports their status."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, topics: TopicMap, artifacts: ArtifactStore
+        self,
+        settings: Settings,
+        registry: Registry,
+        topics: TopicMap,
+        artifacts: ArtifactStore,
+        *,
+        topics_made: Callable[[], None] = lambda: None,
     ) -> None:
+        """`topics_made` is called after a deploy made sure of its topics (the log agent looks
+        for new ones then)."""
         self.settings = settings
+        self._topics_made = topics_made
         self.registry = registry
         self.topics = topics
         self.artifacts = artifacts
@@ -145,6 +155,7 @@ class Deployer:
             except (KafkaError, TimeoutError):
                 await check_connection(self.settings.worker_settings())  # says what is wrong
                 raise
+            self._topics_made()
             deployment.worker_ids = self._spawn_all(version, deployment, sidekicks)
             self._failed.pop(key, None)
             superseded = self._swaps.pop(key, None)

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streams.clients import connection_options
 from streams.errors import KafkaUnreachable
-from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
+from streams.settings import WAKING_FETCH_WAIT_MS, WAKING_IDLE_FETCH_WAIT_MS, WorkerSettings
 from streams.topics import TopicSpec
 
 
@@ -181,14 +181,19 @@ async def resolved(settings: WorkerSettings) -> WorkerSettings:
     update: dict[str, object] = {"exactly_once": transactions}
     if transactions:
         update |= {
-            name: WAKING_FETCH_WAIT_MS
-            for name in FETCH_WAITS
+            name: wait
+            for name, wait in WAKING_FETCH_WAITS_MS.items()
             if name not in settings.model_fields_set
         }
     return settings.model_copy(update=update)
 
 
-FETCH_WAITS = ("fetch_wait_ms", "busy_fetch_wait_ms", "idle_fetch_wait_ms")
+WAKING_FETCH_WAITS_MS = {
+    "fetch_wait_ms": WAKING_FETCH_WAIT_MS,
+    "busy_fetch_wait_ms": WAKING_FETCH_WAIT_MS,
+    "idle_fetch_wait_ms": WAKING_IDLE_FETCH_WAIT_MS,
+}
+"""The fetch waits on a broker that answers a waiting fetch as soon as data arrives."""
 
 
 async def records_after(

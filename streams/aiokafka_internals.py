@@ -10,7 +10,8 @@ the methods used are gone. Tests may reach in too, to stage faults.
   without them (unread_records, unfetched_positions): aiokafka gives a partition's position
   only through a coroutine that may fetch, and tells nothing of what it buffered.
 - A fetch task that died silently (check_fetcher, stop_consumer; aio-libs/aiokafka#796).
-- Metadata of a topic the consumer does not subscribe to (topic_partitions).
+- Metadata of a topic the consumer does not subscribe to (topic_partitions), and a refresh
+  of the metadata on demand (refresh_metadata).
 - Group membership: the member id to rejoin as, and requests to the group's coordinator
   (member_id, rejoin_as, ask_group_coordinator; streams.membership).
 - A transaction aiokafka dropped after an error, unknown to the broker (transaction_forgotten).
@@ -85,7 +86,7 @@ def check_aiokafka() -> None:
     from aiokafka.producer.transaction_manager import TransactionManager
 
     wanted: dict[Any, tuple[str, ...]] = {
-        AIOKafkaClient: ("_wait_on_metadata",),
+        AIOKafkaClient: ("_wait_on_metadata", "force_metadata_update"),
         GroupCoordinator: ("_do_fetch_commit_offsets", "_send_req", "coordinator_dead"),
         Assignment: ("tps", "state_value"),
         TopicPartitionState: ("has_valid_position", "position"),
@@ -236,6 +237,13 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     request timeout."""
     partitions = await consumer._client._wait_on_metadata(topic)
     return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Have `consumer` ask for the cluster's metadata now, in the background: a pattern
+    subscription then takes in the topics made since (aiokafka looks by itself only every
+    `metadata_max_age_ms`)."""
+    consumer._client.force_metadata_update()
 
 
 def member_id(consumer: AIOKafkaConsumer) -> str:

@@ -15,11 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unfetched_positions
@@ -28,6 +29,13 @@ from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 BATCH_BYTES = 1024 * 1024
 """How big a worker's producer batches may grow (see producer_options)."""
 
+
+FETCHER_TIMEOUT_MS = 1000
+"""How often a long-lived consumer's background fetch routine looks around when nothing
+happens (aiokafka's `consumer_timeout_ms`, 200 by default). The routine wakes on every
+event that lets it fetch (an answer, records taken, a seek, a resume, a new assignment);
+this look is a safety net, and each one wakes an idle process (~0.25 ms of CPU a wake,
+control/server/quiet_uvicorn.py): five a second for each consumer with partitions."""
 
 FLOOR_HOLD_S = 1.0
 """How long the fetch wait a broker needed (FetchPace) holds before it is halved: halved at
@@ -119,6 +127,11 @@ class FetchPace:
         self._empty = empty
         return starved
 
+    @property
+    def idle(self) -> bool:
+        """Whether it has been `idle_after_s` since records last came (or work was seen)."""
+        return time.monotonic() - self._last >= self._waits[-1][0]
+
     def wake(self) -> None:
         """Work is on its way (a request was sent): the next fetch waits as while busy."""
         self._last = time.monotonic()
@@ -129,6 +142,26 @@ class FetchPace:
         paced = next((wait for within, wait in self._waits if quiet < within), self._idle_ms)
         self._wait_ms = max(paced, self._floor_ms)
         set_fetch_wait(self._consumer, self._wait_ms)
+
+
+async def records_unless(
+    stop: asyncio.Event, consumer: AIOKafkaConsumer, *, timeout_ms: int, max_records: int
+) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """`consumer.getmany(...)`, or nothing as soon as `stop` is set: a long poll that does
+    not hold up a stop. (Records a cancelled getmany had not returned stay buffered.)"""
+    if stop.is_set():
+        return {}
+    getting = asyncio.ensure_future(
+        consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((getting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (getting, stopping):
+            task.cancel()
+        await asyncio.gather(getting, stopping, return_exceptions=True)
+    return getting.result() if not getting.cancelled() else {}
 
 
 def connection_options(settings: WorkerSettings) -> dict[str, Any]:
@@ -186,6 +219,7 @@ def consumer_options(
         "session_timeout_ms": int(s.session_timeout_s * 1000),
         "rebalance_timeout_ms": int(s.rebalance_timeout_s * 1000),
         "heartbeat_interval_ms": int(s.heartbeat_interval_s * 1000),
+        "consumer_timeout_ms": FETCHER_TIMEOUT_MS,
     }
 
 

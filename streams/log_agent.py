@@ -40,8 +40,13 @@ from aiokafka.structs import ConsumerRecord
 
 from engine.content_types import ARROW_STREAM
 from streams.admin import end_offsets, probe_consumer, records_after
-from streams.aiokafka_internals import check_fetcher, stop_consumer, topic_partitions
-from streams.clients import FetchPace, connection_options
+from streams.aiokafka_internals import (
+    check_fetcher,
+    refresh_metadata,
+    stop_consumer,
+    topic_partitions,
+)
+from streams.clients import FETCHER_TIMEOUT_MS, FetchPace, connection_options
 from streams.errors import FetcherDied
 from streams.log_buffer import LogBuffer
 from streams.log_rows import error_rows, json_result_rows, result_rows
@@ -59,9 +64,16 @@ LOGGED: tuple[TopicRole, ...] = ("output", "logs")
 """The topics the log store is written from."""
 RESTART_S = 1.0
 """How long the log agent waits before a new consumer after an unexpected failure."""
-POLL_IDLE_MS = 200
+POLL_IDLE_MS = 1000
+"""How long a poll waits while no rows are gathered: records end it as soon as they come;
+each timeout only wakes an idle server (~0.25 ms of CPU a wake, quiet_uvicorn.py)."""
 POLL_BUSY_MS = 20
 """How long a fetch waits while rows are gathered: how soon a sync() is served."""
+METADATA_MAX_AGE_MS = 30_000
+"""How late the agent finds a new pipeline's topics made elsewhere (another server on the
+broker). This server's deployer tells it of those it makes (`look_for_new_topics`), and a
+query of a topic it does not know yet asks at once (`sync`); each refresh is a request
+the broker answers with every topic's metadata (it was once a second)."""
 LEAST_FETCH_WAITS_MS = {"busy_fetch_wait_ms": 50, "fetch_wait_ms": 50, "idle_fetch_wait_ms": 500}
 """The log agent's shortest fetch waits (streams.clients.FetchPace paces it like a worker):
 rows are written once a second, and none waits for them but `sync()`. On Tansu, which
@@ -146,7 +158,8 @@ class LogAgent:
             session_timeout_ms=int(s.session_timeout_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            metadata_max_age_ms=1000,  # notice new pipelines' log topics quickly
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            consumer_timeout_ms=FETCHER_TIMEOUT_MS,
         )
         await consumer.start()
         consumer.subscribe(
@@ -335,11 +348,18 @@ class LogAgent:
         finally:
             self._syncs -= 1
 
+    def look_for_new_topics(self) -> None:
+        """Ask the broker for its topics now rather than within METADATA_MAX_AGE_MS, so that a
+        pipeline's topics made since are read from (call after making them)."""
+        if self._consumer is not None:
+            refresh_metadata(self._consumer)
+
     async def _partitions(self, topic: str) -> set[int]:
         """The partitions of `topic` as the agent's consumer knows them, else as the broker
-        says now; none if there is no such topic. (The consumer learns of a new pipeline's
-        topics within a second: a query right after its first answer came sooner, found no
-        partitions to wait for, and answered from a store that did not have the row yet.)"""
+        says now (and the consumer is told to look); none if there is no such topic. (A
+        query right after a new pipeline's first answer came before the consumer knew its
+        topics, found no partitions to wait for, and answered from a store that did not
+        have the row yet.)"""
         assert self._consumer is not None and self._ends is not None
         known = self._consumer.partitions_for_topic(topic)
         if known:
@@ -347,6 +367,7 @@ class LogAgent:
         async with self._probe_lock:
             if topic not in await self._ends.topics():
                 return set()
+            self.look_for_new_topics()
             return {tp.partition for tp in await topic_partitions(self._ends, topic)}
 
 

@@ -77,7 +77,9 @@ def create_app(settings: Settings) -> FastAPI:
             registry=registry,
             artifacts=artifacts,
             topics=topics,
-            deployer=Deployer(settings, registry, topics, artifacts),
+            deployer=Deployer(
+                settings, registry, topics, artifacts, topics_made=log_agent.look_for_new_topics
+            ),
             gateway=Gateway(settings, registry, topics, worker),
             log_store=store,
             log_agent=log_agent,
@@ -173,6 +175,8 @@ def serve(settings: Settings) -> None:
     """Run the server in this process until SIGINT/SIGTERM."""
     import uvicorn
 
+    from control.server.quiet_uvicorn import QuietServer
+
     use_temp_under_home(settings)
     # With a time on each line, as the workers' logs have (run/server.log is read beside them).
     logging.basicConfig(
@@ -180,7 +184,7 @@ def serve(settings: Settings) -> None:
     )
     app = create_app(settings)
     tune_gc()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
@@ -189,3 +193,4 @@ def serve(settings: Settings) -> None:
         log_level="warning",
         access_log=False,
     )
+    QuietServer(config).run()

@@ -62,10 +62,12 @@ async def loops(
     count: int = 1,
     claims: PartitionClaims | None = None,
     exactly_once: bool = False,
+    settings: WorkerSettings | None = None,
 ) -> list[StageLoop]:
-    """`count` workers' loops of a three-step version (in one group), its topics created."""
+    """`count` workers' loops of a three-step version (in one group), its topics created;
+    `settings` default to the bare ones for `bootstrap`."""
     pipeline, spec = three_steps(tmp_path, diabetes_onnx)
-    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    settings = settings or WorkerSettings(kafka_bootstrap=bootstrap)
     layout = Layout("ws", name, "d1")
     await ensure_topics(settings, TOPICS.deployment_topics("ws", name, "d1", spec))
     stages = worker_stages(pipeline, layout, TOPICS, "main", settings)

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from control.embedded import Service
 from streams.admin import resolved, supports_transactions
-from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
+from streams.settings import WAKING_FETCH_WAIT_MS, WAKING_IDLE_FETCH_WAIT_MS, WorkerSettings
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_fetch_waits_are_long_where_the_broker_answers_waiting_fetches_early(
     waits = asyncio.run(resolved(settings))
     names = ("fetch_wait_ms", "busy_fetch_wait_ms", "idle_fetch_wait_ms")
     expected = (
-        [WAKING_FETCH_WAIT_MS] * 3
+        [WAKING_FETCH_WAIT_MS] * 2 + [WAKING_IDLE_FETCH_WAIT_MS]
         if broker == "kafka"
         else [getattr(settings, name) for name in names]
     )  # Tansu: short, then longer

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from control.embedded import Service
 from streams.admin import ensure_topics
-from streams.log_agent import LogAgent
+from streams.log_agent import METADATA_MAX_AGE_MS, LogAgent
 from streams.logstore import LogStore
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
@@ -126,10 +126,11 @@ async def test_an_unreadable_answer_is_skipped_and_the_next_ones_are_stored(
 async def test_sync_waits_for_a_pipeline_whose_topics_are_newer_than_the_agents_metadata(
     broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
 ) -> None:
-    """The agent's consumer learns of new topics within a second (its metadata's age). A
-    query right after a new pipeline's first answer came sooner: sync() found no partitions
-    to wait for, returned at once, and the query answered from a store without the row (CI,
-    test_observability and test_validations_logs on Kafka)."""
+    """A query right after a new pipeline's first answer came before the agent's consumer
+    knew its topics: sync() found no partitions to wait for, returned at once, and the
+    query answered from a store without the row (CI, test_observability and
+    test_validations_logs on Kafka). Now sync() waits, and has the consumer look for the
+    topics at once (its metadata's age, METADATA_MAX_AGE_MS, is longer than this wait)."""
     settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
     store = LogStore(tmp_path / "logs")
     agent = LogAgent(settings, TOPICS, store)
@@ -144,6 +145,47 @@ async def test_sync_waits_for_a_pipeline_whose_topics_are_newer_than_the_agents_
         assert stored_ids(store, "sync-new-topic") == [request_id for request_id, _ in results]
     finally:
         await agent.stop()
+
+
+async def test_topics_made_after_the_agent_started_are_read_once_it_is_told_to_look(
+    broker: str, kafka_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
+    """What the deployer does after it made a new pipeline's topics: the rows are stored
+    without a query asking for them, long before the agent would look by itself."""
+    settings = WorkerSettings(kafka_bootstrap=kafka_service.address)
+    store = LogStore(tmp_path / "logs")
+    await ensure_topics(settings, [TOPICS.output("ws", "there-first")])
+    agent = LogAgent(settings, TOPICS, store)
+    await agent.start()
+    try:
+        # Once the agent stores rows it has joined its group with the topics there were.
+        await _stored(broker, kafka_service, store, "there-first", answers(diabetes_onnx, 0, 2))
+        await ensure_topics(settings, [TOPICS.output("ws", "told-to-look")])
+        agent.look_for_new_topics()
+        await _stored(broker, kafka_service, store, "told-to-look", answers(diabetes_onnx, 2, 3))
+    finally:
+        await agent.stop()
+
+
+async def _stored(
+    broker: str,
+    kafka_service: Service,
+    store: LogStore,
+    pipeline: str,
+    results: list[tuple[str, bytes]],
+) -> None:
+    """Send `results` to the pipeline's result topic; fail unless they are stored within half
+    the time the agent takes to look for new topics by itself."""
+    topic = TOPICS.output("ws", pipeline).name
+    transactional = broker == "kafka"
+    await send_answers(
+        kafka_service.address, topic, results, transactional=transactional, partitions=1
+    )
+    wanted = sorted(request_id for request_id, _ in results)
+    deadline = asyncio.get_running_loop().time() + METADATA_MAX_AGE_MS / 2000
+    while stored_ids(store, pipeline) != wanted:
+        assert asyncio.get_running_loop().time() < deadline, f"{pipeline}'s rows not stored"
+        await asyncio.sleep(0.2)
 
 
 async def test_sync_of_a_pipeline_without_topics_returns_at_once(
