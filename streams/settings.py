@@ -11,12 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 WAKING_FETCH_WAIT_MS = 500
 """The fetch wait on a broker that answers a waiting fetch as soon as data arrives."""
 WAKING_IDLE_FETCH_WAIT_MS = 3000
-"""The idle fetch wait there. Longer costs no latency to records, and each fetch answered
+"""The idle fetch wait there: longer costs records no latency, and each fetch answered
 empty costs the broker and the reader CPU (an idle stack on Apache Kafka: the broker's
-request threads 0.83% of a core at 500 ms against 0.43 at 5,000). But the broker answers
-a connection's requests in order: the first fetch after a rebalance, or a metadata
-request, waits behind the one held, so an idle worker given new partitions reads them up
-to this late."""
+request threads 0.83% of a core at 500 ms against 0.43 at 5,000; bench/README.md,
+2026-12-06 midday)."""
 RECORD_OVERHEAD_BYTES = 16 * 1024
 """What a record batch adds to the largest value weir sends (`max_message_bytes`): its
 header and the record's headers. The broker's `message.max.bytes` and a producer's request
