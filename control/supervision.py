@@ -11,7 +11,6 @@ that is a failure to start, later it is restarted like a crash. A remote worker
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from control.errors import RegistryUnavailable
 from control.local_workers import LocalWorker, LocalWorkers
 from control.redeploys import Swap
+from control.process_exits import ExitWatch
 from control.registry import Registry
 from streams.outage import Outage
 from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
@@ -26,7 +26,11 @@ from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY
 log = logging.getLogger(__name__)
 
 SUPERVISE_EVERY_S = 0.25
-"""How often dead local workers are looked for (a restart begins within this long)."""
+"""How often dead local workers are looked for where their exits cannot be waited for
+(control/process_exits.py; a restart begins within this long)."""
+LOOK_EVERY_S = 1.0
+"""How often they are looked over where exits wake the supervisor: a worker started since
+the last look is watched from the next, and a delayed restart begins within this long."""
 RESTART_BACKOFF_MAX_S = 30.0
 """A worker that keeps dying soon after it starts (e.g. a record that crashes it
 every time) is restarted after 0, 1, 2, 4 ... s, at most this long."""
@@ -59,23 +63,33 @@ class Supervisor:
         While every local worker runs, the registry is not read (an idle server's rounds
         cost next to nothing), but to forget remote workers every FORGET_EVERY_S."""
         forget_at = 0.0
-        while True:
-            await asyncio.sleep(SUPERVISE_EVERY_S)
-            try:  # whatever a round meets, the next one runs: supervision never ends on its own
-                dead = any(local.proc.poll() is not None for local in self._local.values())
-                if not dead and time.monotonic() < forget_at:
-                    continue
-                if dead:
-                    self._restart_dead()
-                if time.monotonic() >= forget_at:
-                    self._forget_gone_remote()
-                    forget_at = time.monotonic() + FORGET_EVERY_S
-            except RegistryUnavailable as exc:  # said once; tried again each round
-                self._failing.failed(exc)
-            except Exception:
-                log.exception("worker supervision failed")
-            else:
-                self._failing.ok()
+        exits = ExitWatch()
+        alive: list[int] = []
+        try:
+            while True:
+                await exits.wait(alive, LOOK_EVERY_S if exits.sees_exits else SUPERVISE_EVERY_S)
+                alive, forget_at = self._round(forget_at)
+        finally:
+            exits.close()
+
+    def _round(self, forget_at: float) -> tuple[list[int], float]:
+        """Restart the dead and forget the long gone, where due. Returns the pids of the
+        local workers now alive, and when remote workers are to be looked over next."""
+        try:  # whatever a round meets, the next one runs: supervision never ends on its own
+            if any(local.proc.poll() is not None for local in self._local.values()):
+                self._restart_dead()
+            if time.monotonic() >= forget_at:
+                self._forget_gone_remote()
+                forget_at = time.monotonic() + FORGET_EVERY_S
+            alive = [local.proc.pid for local in self._local.values() if local.proc.poll() is None]
+        except RegistryUnavailable as exc:  # said once; tried again each round
+            self._failing.failed(exc)
+        except Exception:
+            log.exception("worker supervision failed")
+        else:
+            self._failing.ok()
+            return alive, forget_at
+        return [], forget_at
 
     def _restart_dead(self) -> None:
         wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}

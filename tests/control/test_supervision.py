@@ -29,6 +29,12 @@ async def _supervise(supervisor: Supervisor, rounds: int) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+def _look_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round every 10 ms, whether exits wake the supervisor or not."""
+    monkeypatch.setattr(supervision, "SUPERVISE_EVERY_S", 0.01)
+    monkeypatch.setattr(supervision, "LOOK_EVERY_S", 0.01)
+
+
 def test_while_no_local_worker_died_supervision_leaves_the_registry_alone(
     redis_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -36,7 +42,7 @@ def test_while_no_local_worker_died_supervision_leaves_the_registry_alone(
     registry.redis.flushdb()
     registry.set_deployment(Deployment(workspace="default", pipeline="p", version="1"))
     supervisor = Supervisor(registry, LocalWorkers(Settings(home=tmp_path), registry), {})
-    monkeypatch.setattr(supervision, "SUPERVISE_EVERY_S", 0.01)
+    _look_often(monkeypatch)
     before = _commands(registry)
     asyncio.run(_supervise(supervisor, rounds=50))
     # One round looks over the remote workers (a few commands); the others read nothing.
@@ -79,6 +85,6 @@ def test_a_round_that_fails_does_not_end_supervision(
         return []
 
     monkeypatch.setattr(workers, "values", values_failing_once)
-    monkeypatch.setattr(supervision, "SUPERVISE_EVERY_S", 0.01)
+    _look_often(monkeypatch)
     asyncio.run(_supervise(Supervisor(registry, workers, {}), rounds=20))
     assert len(looked) > 5
