@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from control.errors import RegistryUnavailable
 from control.local_workers import LocalWorker, LocalWorkers
-from control.redeploys import Swap
 from control.process_exits import ExitWatch
+from control.redeploys import Swap
 from control.registry import Registry
 from streams.outage import Outage
 from streams.worker import EXIT_CANNOT_START, EXIT_OVER_MEMORY

@@ -86,6 +86,7 @@ class FetchPace:
             (settings.busy_for_ms / 1000, settings.busy_fetch_wait_ms),
             (settings.idle_after_s, settings.fetch_wait_ms),
         )
+        self._idle_after_s = settings.idle_after_s
         self._idle_ms = settings.idle_fetch_wait_ms
         self._last = time.monotonic()
         self._wait_ms = settings.fetch_wait_ms
@@ -130,7 +131,7 @@ class FetchPace:
     @property
     def idle(self) -> bool:
         """Whether it has been `idle_after_s` since records last came (or work was seen)."""
-        return time.monotonic() - self._last >= self._waits[-1][0]
+        return time.monotonic() - self._last >= self._idle_after_s
 
     def wake(self) -> None:
         """Work is on its way (a request was sent): the next fetch waits as while busy."""
