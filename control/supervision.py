@@ -7,10 +7,15 @@ RESTART_BACKOFF_MAX_S. A deployment's `memory` is passed to each worker, which
 exits when its resident memory goes over it (streams/memory.py): while Starting
 that is a failure to start, later it is restarted like a crash. A remote worker
 (one this server did not start) silent for REMOTE_FORGET_S is forgotten.
+
+A round reads the registry (which deployments want which workers, an adopted worker's
+heartbeats), so it runs in a thread: a Redis that does not answer holds the round, not the
+server's event loop and the requests on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -61,23 +66,35 @@ class Supervisor:
         serve on, whatever their heartbeats, which cannot be read either).
 
         While every local worker runs, the registry is not read (an idle server's rounds
-        cost next to nothing), but to forget remote workers every FORGET_EVERY_S."""
+        cost next to nothing), but to forget remote workers every FORGET_EVERY_S.
+
+        Cancelled, it lets a round in progress finish first: a worker that round restarts
+        is then among those the stopping server stops."""
         forget_at = 0.0
         exits = ExitWatch()
         alive: list[int] = []
         try:
             while True:
                 await exits.wait(alive, LOOK_EVERY_S if exits.sees_exits else SUPERVISE_EVERY_S)
-                alive, forget_at = self._round(forget_at)
+                swapped_out = {w for swap in self._swaps.values() for w in swap.old_ids}
+                looking = asyncio.ensure_future(
+                    asyncio.to_thread(self._round, forget_at, swapped_out)
+                )
+                try:
+                    alive, forget_at = await asyncio.shield(looking)
+                except asyncio.CancelledError:
+                    await asyncio.gather(looking, return_exceptions=True)
+                    raise
         finally:
             exits.close()
 
-    def _round(self, forget_at: float) -> tuple[list[int], float]:
-        """Restart the dead and forget the long gone, where due. Returns the pids of the
-        local workers now alive, and when remote workers are to be looked over next."""
+    def _round(self, forget_at: float, swapped_out: set[str]) -> tuple[list[int], float]:
+        """Restart the dead and forget the long gone, where due (in a thread). Returns the
+        pids of the local workers now alive, and when remote workers are to be looked over
+        next. `swapped_out`: the workers of hot swaps in progress, still wanted."""
         try:  # whatever a round meets, the next one runs: supervision never ends on its own
             if any(local.proc.poll() is not None for local in self._local.values()):
-                self._restart_dead()
+                self._restart_dead(swapped_out)
             if time.monotonic() >= forget_at:
                 self._forget_gone_remote()
                 forget_at = time.monotonic() + FORGET_EVERY_S
@@ -91,10 +108,9 @@ class Supervisor:
             return alive, forget_at
         return [], forget_at
 
-    def _restart_dead(self) -> None:
+    def _restart_dead(self, swapped_out: set[str]) -> None:
         wanted = {w for d in self.registry.list_deployments() for w in d.worker_ids}
-        for swap in self._swaps.values():
-            wanted.update(swap.old_ids)
+        wanted |= swapped_out
         for local in list(self._local.values()):
             code = local.proc.poll()
             if code is None or local.worker_id not in wanted:

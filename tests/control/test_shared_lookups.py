@@ -1,24 +1,14 @@
-"""control/shared_lookups.py, and the gateway's deployment lookup that uses it: a blocking
-lookup runs in a thread, shared by the callers asking meanwhile, and a Redis that does not
-answer (a real redis-server, frozen with SIGSTOP) does not hold the server's event loop."""
+"""control/shared_lookups.py: a blocking lookup runs in a thread, shared by the callers asking
+meanwhile (the gateway's deployment lookup on a frozen Redis: test_registry_off_the_loop)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
-from pathlib import Path
 
 import pytest
 
-from control.embedded import start_redis
-from control.errors import RegistryUnavailable
-from control.gateway import Gateway
-from control.registry import Registry
-from control.settings import Settings
 from control.shared_lookups import SharedLookups
-from streams.topics import TopicMap
 
 TICK_S = 0.05
 
@@ -61,31 +51,3 @@ async def test_a_cancelled_caller_leaves_the_lookup_to_the_others_and_errors_rea
     with pytest.raises(LookupError, match="no such key"):
         await second
     assert first.cancelled() and gate.calls == 1
-
-
-async def test_a_frozen_redis_does_not_hold_the_event_loop(tmp_path: Path) -> None:
-    """The gateway's lookup waits on a Redis that does not answer for the client's timeout;
-    meanwhile the loop serves on (before, the lookup ran on the loop and held it)."""
-    redis = start_redis(tmp_path / "redis")
-    settings = Settings(home=tmp_path, kafka_bootstrap="127.0.0.1:1", redis_url=redis.address)
-    gateway = Gateway(
-        settings, Registry(redis.address), TopicMap.load(), settings.worker_settings()
-    )
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(TICK_S)
-            ticks += 1
-
-    os.kill(redis.proc.pid, signal.SIGSTOP)
-    ticking = asyncio.create_task(tick())
-    try:
-        with pytest.raises(RegistryUnavailable):
-            await gateway.deployment("default", "frozen")
-    finally:
-        ticking.cancel()
-        os.kill(redis.proc.pid, signal.SIGCONT)
-        redis.stop()
-    assert ticks >= 5, f"the event loop ran {ticks} times while the lookup waited"

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from control.log_series import recent_series
 from control.pipeline_lag import pipeline_lag
 from control.pipeline_status import Engine
-from control.server.state import get_state
+from control.records import Deployment, PipelineVersion
+from control.server.state import ServerState, get_state
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -83,19 +84,31 @@ async def series(
     """The last `minutes` of the pipeline's logged traffic in buckets of `bucket_s`: rows/s,
     latency p50/p99 (ms), error rate and check-failure rate (control.log_series)."""
     state = get_state(request)
-    state.registry.get_pipeline(workspace, name)
-    return await asyncio.to_thread(
-        recent_series, state.log_store, workspace, name, minutes=minutes, bucket_s=bucket_s
-    )
+
+    def read() -> dict[str, list[Any]]:
+        state.registry.get_pipeline(workspace, name)
+        return recent_series(state.log_store, workspace, name, minutes=minutes, bucket_s=bucket_s)
+
+    return await asyncio.to_thread(read)
 
 
 @router.get("/pipelines/{name}/lag")
 async def lag(name: str, request: Request, workspace: str = "default") -> list[dict[str, Any]]:
     """Consumer lag per partition of the deployed version's topics (empty if not deployed)."""
     state = get_state(request)
-    state.registry.get_pipeline(workspace, name)
-    deployment = state.registry.get_deployment(workspace, name)
-    if deployment is None:
+    deployed = await asyncio.to_thread(_deployed_version, state, workspace, name)
+    if deployed is None:
         return []
-    version = state.registry.get_version(workspace, name, deployment.version)
-    return [asdict(p) for p in await pipeline_lag(state.lag, state.topics, deployment, version)]
+    return [asdict(p) for p in await pipeline_lag(state.lag, state.topics, *deployed)]
+
+
+def _deployed_version(
+    state: ServerState, ws: str, name: str
+) -> tuple[Deployment, PipelineVersion] | None:
+    """The pipeline's deployment and its version (None if not deployed); registry reads,
+    made in a thread: the console asks every few seconds, Redis may not answer."""
+    state.registry.get_pipeline(ws, name)
+    deployment = state.registry.get_deployment(ws, name)
+    if deployment is None:
+        return None
+    return deployment, state.registry.get_version(ws, name, deployment.version)

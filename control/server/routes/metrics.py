@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.pipeline_lag import pipeline_lag
+from control.records import Deployment, PipelineVersion
 from control.server.exposition import PipelineFacts, StoreUsage, WeirCollector, buckets
 from control.server.state import ServerState, get_state
 from streams.metrics import Histogram, latency_histogram
@@ -89,19 +90,35 @@ class HttpMetrics:
 
 
 async def _pipeline_facts(state: ServerState) -> list[PipelineFacts]:
-    facts = []
+    deployed = await asyncio.to_thread(_deployed, state)
+    for facts, deployment, version in deployed:
+        if version is None:
+            continue
+        try:
+            facts.lag = await pipeline_lag(state.lag, state.topics, deployment, version)
+        except Exception as exc:  # a busy or restarting broker: the other series still count
+            log.warning(
+                "could not read the consumer lag of %s/%s: %s", facts.workspace, facts.pipeline, exc
+            )
+    return [facts for facts, _, _ in deployed]
+
+
+def _deployed(state: ServerState) -> list[tuple[PipelineFacts, Deployment, PipelineVersion | None]]:
+    """Each deployed pipeline's facts and version (None where it cannot be read), from the
+    registry: called in a thread, so a Redis that does not answer holds this scrape only."""
+    deployed = []
     for deployment in state.registry.list_deployments():
         ws, name = deployment.workspace, deployment.pipeline
-        found = PipelineFacts(
+        facts = PipelineFacts(
             ws, name, state.registry.workers(ws, name), restarts=state.deployer.restarts(ws, name)
         )
+        version: PipelineVersion | None = None
         try:
             version = state.registry.get_version(ws, name, deployment.version)
-            found.lag = await pipeline_lag(state.lag, state.topics, deployment, version)
-        except Exception as exc:  # a busy or restarting broker: the other series still count
-            log.warning("could not read the consumer lag of %s/%s: %s", ws, name, exc)
-        facts.append(found)
-    return facts
+        except Exception as exc:  # deleted meanwhile, or Redis went away: no lag series
+            log.warning("could not read version %s of %s/%s: %s", deployment.version, ws, name, exc)
+        deployed.append((facts, deployment, version))
+    return deployed
 
 
 def _store_usage(state: ServerState) -> list[StoreUsage]:
