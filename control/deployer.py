@@ -116,11 +116,10 @@ class Deployer:
                 and self._local.all_alive(pending.previous.worker_ids)
             ):
                 return self._undo(pending, reason=None)  # back to what still serves
-            current = self.registry.get_deployment(ws, name)
+            current = await asyncio.to_thread(self.registry.get_deployment, ws, name)
             if current is None:
-                others = [
-                    d for d in self.registry.list_deployments() if (d.workspace, d.pipeline) != key
-                ]
+                deployed = await asyncio.to_thread(self.registry.list_deployments)
+                others = [d for d in deployed if (d.workspace, d.pipeline) != key]
                 if len(others) >= self.settings.max_pipelines:
                     raise LimitError(self.settings.max_pipelines)
             elif (
@@ -161,7 +160,7 @@ class Deployer:
             superseded = self._swaps.pop(key, None)
             if superseded is not None and superseded.task is not None:
                 superseded.task.cancel()
-            self.registry.set_deployment(deployment)
+            await asyncio.to_thread(self.registry.set_deployment, deployment)
             if current is not None:
                 swap = swap_to(deployment, current, superseded)
                 swap.task = asyncio.create_task(self._swap(swap), name=f"swap-{ws}-{name}")
@@ -175,19 +174,16 @@ class Deployer:
             swap = self._swaps.pop((ws, name), None)
             if swap is not None and swap.task is not None:
                 swap.task.cancel()
-            deployment = self.registry.get_deployment(ws, name)
+            deployment = await asyncio.to_thread(self.registry.get_deployment, ws, name)
             if deployment is None:
                 return
-            self.registry.delete_deployment(ws, name)
+            await asyncio.to_thread(self.registry.delete_deployment, ws, name)
             old = swap.old_ids if swap is not None else []
-            await self._retirement.retire(
-                ws, name, [*deployment.worker_ids, *old, *self._remote(ws, name)]
-            )
+            remote = await asyncio.to_thread(self._remote, ws, name)
+            await self._retirement.retire(ws, name, [*deployment.worker_ids, *old, *remote])
             # What is left are the last heartbeats of remote workers that died or stopped
             # on their own; a later deploy of the pipeline must not list them.
-            self.registry.forget_workers(
-                ws, name, [b.worker_id for b in self._local.remote_beats(ws, name)]
-            )
+            await asyncio.to_thread(self._forget_remote, ws, name)
 
     async def resume(self, deployment: Deployment, version: PipelineVersion) -> None:
         """Take a recorded deployment back after a server restart, or start it again.
@@ -258,7 +254,10 @@ class Deployer:
                 self._undo(swap, reason=failure)
                 return
             swap.handing_over = True
-            old = [*swap.old_ids, *self._remote(new.workspace, new.pipeline, besides=new.version)]
+            remote = await asyncio.to_thread(
+                self._remote, new.workspace, new.pipeline, besides=new.version
+            )
+            old = [*swap.old_ids, *remote]
             self._retirement.retire_in_background(new.workspace, new.pipeline, old)
         # Report Running only once the old workers take no more input, so what is
         # sent after deploy() returns is answered by the new version.
@@ -267,12 +266,20 @@ class Deployer:
         )
         while asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(RegistryUnavailable):  # Redis away: ask again
-                if self._stopped_taking_input(new.workspace, new.pipeline, old):
+                if await asyncio.to_thread(
+                    self._stopped_taking_input, new.workspace, new.pipeline, old
+                ):
                     break
             await asyncio.sleep(SWAP_POLL_S)
         async with self._lock:
             if self._swaps.get(key) is swap:
                 del self._swaps[key]
+
+    def _forget_remote(self, ws: str, name: str) -> None:
+        """Drop the heartbeats left by a pipeline's remote workers."""
+        self.registry.forget_workers(
+            ws, name, [b.worker_id for b in self._local.remote_beats(ws, name)]
+        )
 
     def _remote(self, ws: str, name: str, *, besides: str | None = None) -> list[str]:
         """Live workers of a pipeline that this server did not start, but of version

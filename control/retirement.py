@@ -218,13 +218,14 @@ class Retirement:
         """One try of `_drop_deployment_topics` (the lock is not held while Redis is away)."""
         async with self._lock:
             key = (ws, name)
-            current = self.registry.get_deployment(ws, name)
+            current = await asyncio.to_thread(self.registry.get_deployment, ws, name)
+            beats = await asyncio.to_thread(self.registry.workers, ws, name)
             swap = self._swaps.get(key)
             pair = (swap.new, swap.previous) if swap else ()
             in_use = {d.id for d in (current, *pair) if d is not None}
             alive = any(
                 b.deployment == deployment and b.status in ("Starting", "Running", "Draining")
-                for b in self.registry.workers(ws, name)
+                for b in beats
             )
             if (
                 deployment in in_use

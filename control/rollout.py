@@ -13,6 +13,7 @@ from control.pipeline_status import overall
 from control.records import Deployment
 from control.registry import HEARTBEAT_STALE_S, Registry
 from control.settings import Settings
+from streams.status import WorkerStatus
 from streams.worker import EXIT_CANNOT_START
 
 SWAP_POLL_S = 0.2
@@ -37,11 +38,10 @@ class Rollout:
         deadline = asyncio.get_running_loop().time() + limit
         said: set[str | None] = set()
         while True:
-            try:
-                workers = self._status.workers(new)
+            try:  # the heartbeats are read in a thread, off the loop that serves requests
+                workers, failure = await asyncio.to_thread(self._looked_over, new)
                 if overall(len(new.worker_ids), workers) == "Running":
                     return None
-                failure = self.failure(new)
             except RegistryUnavailable as exc:
                 workers, failure = [], None
                 if asyncio.get_running_loop().time() > deadline:
@@ -59,6 +59,14 @@ class Rollout:
             if failure is not None:
                 return failure
             await asyncio.sleep(SWAP_POLL_S)
+
+    def _looked_over(self, new: Deployment) -> tuple[list[WorkerStatus], str | None]:
+        """The new workers' heartbeats, and why the deployment cannot come up (None unless
+        it certainly cannot) where they do not all run."""
+        workers = self._status.workers(new)
+        if overall(len(new.worker_ids), workers) == "Running":
+            return workers, None
+        return workers, self.failure(new)
 
     def failure(self, deployment: Deployment) -> str | None:
         """Why the deployment cannot come up, if it certainly cannot (not a crash being restarted).

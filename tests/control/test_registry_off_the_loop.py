@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -92,11 +92,24 @@ async def test_a_frozen_redis_holds_the_gateways_lookup_not_the_loop(
     assert ticks >= LEAST_TICKS, f"the event loop ran {ticks} times while the lookup waited"
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/pipelines/p/lag", "/pipelines/p/series"])
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/metrics", {}),
+    ("GET", "/pipelines/p/lag", {}),
+    ("GET", "/pipelines/p/series", {}),
+    ("POST", "/pipelines/p/deploy", {"json": {}}),
+    ("POST", "/pipelines/p/undeploy", {}),
+    ("DELETE", "/pipelines/p", {}),
+    ("POST", "/models/m", {"params": {"filename": "m.onnx"}, "content": b"onnx"}),
+    ("POST", "/models/m/configure", {"json": {"runtime": "onnx"}}),
+]
+"""Requests the server answers on its event loop (async routes) that read the registry."""
+
+
+@pytest.mark.parametrize(("method", "path", "sent"), REQUESTS)
 async def test_a_frozen_redis_holds_the_request_that_reads_it_not_the_loop(
-    server: InProcess, redis: Service, path: str
+    server: InProcess, redis: Service, method: str, path: str, sent: dict[str, Any]
 ) -> None:
-    ticks, response = await loop_ticks_while(redis, server.http.get(path))
+    ticks, response = await loop_ticks_while(redis, server.http.request(method, path, **sent))
     assert not isinstance(response, Exception), response
     assert response.status_code == 503, response.text
     assert "Redis" in response.json()["message"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 
 from control.bundle import read_bundle, write_bundle
 from control.errors import DeploymentError
-from control.records import Deployment, DeploymentConfig, ModelVersion
-from control.server.state import get_state
+from control.records import Deployment, DeploymentConfig, ModelVersion, PipelineVersion
+from control.server.state import ServerState, get_state
 from control.trust import check_definition
 from engine.pipeline import compile_validations
 
@@ -37,6 +39,13 @@ async def import_bundle(request: Request, workspace: str = "default") -> Deploym
     """Register a bundle's models (checked by sha256) and pipeline version, then deploy it."""
     state = get_state(request)
     body = await request.body()  # at most WEIR_MAX_UPLOAD_BYTES: the body limit sees to it
+    version = await asyncio.to_thread(_register, state, body, workspace)
+    return await state.deployer.deploy(version, DeploymentConfig())
+
+
+def _register(state: ServerState, body: bytes, workspace: str) -> PipelineVersion:
+    """Check the bundle, store its model files and register its models and pipeline version
+    (the registry and the disk: in a thread, off the server's event loop)."""
     bundle = read_bundle(body, state.settings.max_upload_bytes)
     state.registry.get_workspace(workspace)
     check_definition(state.settings, bundle.definition)
@@ -56,5 +65,4 @@ async def import_bundle(request: Request, workspace: str = "default") -> Deploym
             )
         state.artifacts.put(bundle.files[ref.sha])
     state.registry.get_or_create_pipeline(workspace, bundle.pipeline)
-    version = state.registry.add_version(workspace, bundle.pipeline, bundle.definition)
-    return await state.deployer.deploy(version, DeploymentConfig())
+    return state.registry.add_version(workspace, bundle.pipeline, bundle.definition)

@@ -83,7 +83,7 @@ async def upload_model(
         )
     get_runtime(chosen)  # unknown names fail here with the valid list
     check_runtime(state.settings, chosen, name)
-    state.registry.get_workspace(workspace)
+    await asyncio.to_thread(state.registry.get_workspace, workspace)
     received, sha, size = await _receive(request, state.artifacts)
     claimed = request.headers.get("x-content-sha256")
     if not size or (claimed and claimed != sha):
@@ -104,8 +104,7 @@ async def upload_model(
         file_name=filename,
         size=size,
     )
-    model = await asyncio.to_thread(_inspect, state, model)
-    return state.registry.add_model(model)
+    return await asyncio.to_thread(lambda: state.registry.add_model(_inspect(state, model)))
 
 
 class ConfigureBody(BaseModel):
@@ -119,14 +118,12 @@ async def configure_model(
 ) -> ModelVersion:
     """Set a model version's runtime, checking the file loads with it."""
     state = get_state(request)
-    model = state.registry.get_model(workspace, name, body.version)
+    model = await asyncio.to_thread(state.registry.get_model, workspace, name, body.version)
     check_runtime(state.settings, body.runtime, name)
-    if model.runtime != body.runtime:
-        model = await asyncio.to_thread(
-            _inspect, state, model.model_copy(update={"runtime": body.runtime})
-        )
-        state.registry.update_model(model)
-    return model
+    if model.runtime == body.runtime:
+        return model
+    configured = model.model_copy(update={"runtime": body.runtime})
+    return await asyncio.to_thread(lambda: state.registry.update_model(_inspect(state, configured)))
 
 
 @router.get("/models")

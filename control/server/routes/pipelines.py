@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from fastapi import APIRouter, Request
@@ -80,9 +81,11 @@ async def delete_pipeline(
 ) -> dict[str, str]:
     """Delete an undeployed pipeline, its versions and its logs (409 while deployed)."""
     state = get_state(request)
-    state.registry.get_pipeline(workspace, name)
+    await asyncio.to_thread(state.registry.get_pipeline, workspace, name)
     await state.log_agent.sync(workspace, name)  # rows answered so far land now, not later
-    removal.delete_pipeline(state.registry, state.log_store, workspace, name)
+    await asyncio.to_thread(
+        removal.delete_pipeline, state.registry, state.log_store, workspace, name
+    )
     return {"deleted": name}
 
 
@@ -145,7 +148,7 @@ async def deploy(
 ) -> Deployment:
     """Start workers for a version (the newest by default); poll status for Running."""
     state = get_state(request)
-    version = state.registry.get_version(workspace, name, body.version)
+    version = await asyncio.to_thread(state.registry.get_version, workspace, name, body.version)
     check_definition(state.settings, version.definition)
     return await state.deployer.deploy(version, body.config)
 
@@ -153,9 +156,9 @@ async def deploy(
 @router.post("/pipelines/{name}/undeploy")
 async def undeploy(name: str, request: Request, workspace: str = "default") -> PipelineInfo:
     state = get_state(request)
-    pipeline = state.registry.get_pipeline(workspace, name)
+    pipeline = await asyncio.to_thread(state.registry.get_pipeline, workspace, name)
     await state.deployer.undeploy(workspace, name)
-    return pipeline_info(state, pipeline)
+    return await asyncio.to_thread(pipeline_info, state, pipeline)
 
 
 @router.get("/pipelines/{name}/status")
