@@ -2,11 +2,14 @@
 with cursors, exports, an experiment's figures; challengers' rows joined onto the champion's.
 
 Every query first waits for the log agent to store what was answered before it
-(`sync`), so a caller sees every inference it made.
+(`sync`), so a caller sees every inference it made. The registry and the store are read in
+a thread: a query of many rows takes its time there, not from the server's event loop and
+the inference requests on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable, Iterator
@@ -51,7 +54,8 @@ class LogQueries:
         self._sync = sync
 
     async def _synced(self, workspace: str, name: str) -> None:
-        self._registry.get_pipeline(workspace, name)  # EntityNotFoundError for a typo
+        # EntityNotFoundError for a typo
+        await asyncio.to_thread(self._registry.get_pipeline, workspace, name)
         await self._sync(workspace, name)
 
     async def page(
@@ -70,6 +74,22 @@ class LogQueries:
         """Up to `limit` rows, newest first, from after `cursor` (a previous page's
         `next_cursor`, with the same filters), with the challengers' outputs beside them."""
         await self._synced(workspace, name)
+        return await asyncio.to_thread(
+            self._page, workspace, name, limit, start, end, valid, cursor, dataset, exclude
+        )
+
+    def _page(
+        self,
+        workspace: str,
+        name: str,
+        limit: int,
+        start: datetime | None,
+        end: datetime | None,
+        valid: bool | None,
+        cursor: str | None,
+        dataset: list[str] | None,
+        exclude: list[str] | None,
+    ) -> LogPage:
         if cursor is None:
             table = self._store.query(
                 workspace, name, limit=limit, start=start, end=end, valid=valid
@@ -103,7 +123,7 @@ class LogQueries:
         """How many rows the pipeline has stored, and every matching row, oldest first, in
         batches (read as they are iterated; batches may differ in columns across versions)."""
         await self._synced(workspace, name)
-        total = self._store.count(workspace, name)
+        total = await asyncio.to_thread(self._store.count, workspace, name)
         batches = (
             batch.select(select_columns(batch.schema.names, dataset, exclude))
             for batch in self._store.iter_batches(
@@ -122,6 +142,11 @@ class LogQueries:
     ) -> dict[str, Any]:
         """Per-model figures of the pipeline's split or shadow (engine.experiments)."""
         await self._synced(workspace, name)
+        return await asyncio.to_thread(self._experiment, workspace, name, start, end)
+
+    def _experiment(
+        self, workspace: str, name: str, start: datetime | None, end: datetime | None
+    ) -> dict[str, Any]:
         primary = self._store.query(workspace, name, limit=None, start=start, end=end)
         shadows = read_shadows(self._store, workspace, name, start=start, end=end)
         return experiment_summary(attach_shadows(primary, shadows), shadows)

@@ -1,11 +1,15 @@
 """control/server/routes/logs.py over control/log_queries.py, in process: pages and their
-cursors, column groups, challengers' rows joined on, the export's frames."""
+cursors, column groups, challengers' rows joined on, the export's frames; reads of the store
+off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -134,3 +138,34 @@ async def test_log_queries_wait_for_the_log_agent_first(server: InProcess) -> No
     queries = LogQueries(server.state.registry, store, sync)
     page = await queries.page(WS, "p", limit=10)
     assert page.table.column("request_id").to_pylist() == ["late"]
+
+
+@pytest.mark.parametrize(
+    ("path", "reading"),
+    [
+        ("/pipelines/p/logs", "query"),
+        ("/pipelines/p/experiment", "query"),
+        ("/pipelines/p/logs/export", "count"),
+    ],
+)
+async def test_a_long_read_of_the_store_holds_its_request_not_the_event_loop(
+    server: InProcess, monkeypatch: pytest.MonkeyPatch, path: str, reading: str
+) -> None:
+    """The store's read waits until the test lets it go; meanwhile the loop runs on (before,
+    the read ran on the loop: the request was over before the loop ran again)."""
+    store = store_of(server)
+    store.append(WS, "p", rows(3))
+    let_go = threading.Event()
+    read = getattr(store, reading)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        let_go.wait(5)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(store, reading, held)
+    asking = asyncio.create_task(server.http.get(path))
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    assert not asking.done(), "the request held the event loop until its read was over"
+    let_go.set()
+    assert (await asking).status_code == 200

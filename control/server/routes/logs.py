@@ -56,7 +56,7 @@ async def logs(
         dataset=dataset,
         exclude=dataset_exclude,
     )
-    body, content_type = _encode(page.table, format)
+    body, content_type = await asyncio.to_thread(_encode, page.table, format)  # up to 1M rows
     headers = {"x-next-cursor": page.next_cursor} if page.next_cursor else {}
     return Response(body, media_type=content_type, headers=headers)
 
