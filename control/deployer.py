@@ -115,7 +115,7 @@ class Deployer:
                 and pending.previous.config == config
                 and self._local.all_alive(pending.previous.worker_ids)
             ):
-                return self._undo(pending, reason=None)  # back to what still serves
+                return await self._undo(pending, reason=None)  # back to what still serves
             current = await asyncio.to_thread(self.registry.get_deployment, ws, name)
             if current is None:
                 deployed = await asyncio.to_thread(self.registry.list_deployments)
@@ -251,7 +251,7 @@ class Deployer:
                     failure,
                     swap.previous.version,
                 )
-                self._undo(swap, reason=failure)
+                await self._undo(swap, reason=failure)
                 return
             swap.handing_over = True
             remote = await asyncio.to_thread(
@@ -297,7 +297,7 @@ class Deployer:
             beats[w].status in ("Draining", "Stopped", "Error") for w in worker_ids if w in beats
         )
 
-    def _undo(self, swap: Swap, *, reason: str | None) -> Deployment:
+    async def _undo(self, swap: Swap, *, reason: str | None) -> Deployment:
         """Give up a pending redeploy: the previous deployment serves on (call under the lock)."""
         new = swap.new
         key = (new.workspace, new.pipeline)
@@ -308,13 +308,12 @@ class Deployer:
             self._failed.pop(key, None)
         else:
             self._failed[key] = FailedRedeploy(new, reason)
-        self.registry.set_deployment(swap.previous)
+        await asyncio.to_thread(self.registry.set_deployment, swap.previous)
         keep = set(swap.previous.worker_ids)
-        retire = [
-            *new.worker_ids,
-            *(w for w in swap.old_ids if w not in keep),
-            *self._remote(new.workspace, new.pipeline, besides=swap.previous.version),
-        ]
+        remote = await asyncio.to_thread(
+            self._remote, new.workspace, new.pipeline, besides=swap.previous.version
+        )
+        retire = [*new.worker_ids, *(w for w in swap.old_ids if w not in keep), *remote]
         self._retirement.retire_in_background(new.workspace, new.pipeline, retire)
         return swap.previous
 
