@@ -2,20 +2,23 @@
 with cursors, exports, an experiment's figures; challengers' rows joined onto the champion's.
 
 Every query first waits for the log agent to store what was answered before it
-(`sync`), so a caller sees every inference it made. The registry and the store are read in
-a thread: a query of many rows takes its time there, not from the server's event loop and
-the inference requests on it.
+(`sync`), so a caller sees every inference it made. The store is read in threads of the
+queries' own (QUERY_THREADS): a query of many rows takes its time there, not from the
+server's event loop and the inference requests on it, nor from the default thread pool
+that their short registry lookups use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +35,11 @@ SHADOW_LAG = timedelta(minutes=5)
 CURSOR_MARGIN_ROWS = 1000
 """Rows sharing the cursor row's millisecond may come before it: a page after a cursor reads
 this many more, then drops those."""
+
+T = TypeVar("T")
+QUERY_THREADS = 2
+"""How many log queries read the store at once; more wait their turn (on two cores more
+would not finish sooner)."""
 
 Sync = Callable[[str, str], Awaitable[Any]]
 """Waits until what was answered for (workspace, pipeline) is in the store (LogAgent.sync)."""
@@ -52,6 +60,16 @@ class LogQueries:
         self._registry = registry
         self._store = store
         self._sync = sync
+        self._threads = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="weir-log-query")
+
+    def close(self) -> None:
+        """Let the query threads go (a query still reading finishes first)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a log query thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(work, *args))
 
     async def _synced(self, workspace: str, name: str) -> None:
         # EntityNotFoundError for a typo
@@ -74,7 +92,7 @@ class LogQueries:
         """Up to `limit` rows, newest first, from after `cursor` (a previous page's
         `next_cursor`, with the same filters), with the challengers' outputs beside them."""
         await self._synced(workspace, name)
-        return await asyncio.to_thread(
+        return await self.in_thread(
             self._page, workspace, name, limit, start, end, valid, cursor, dataset, exclude
         )
 
@@ -123,7 +141,7 @@ class LogQueries:
         """How many rows the pipeline has stored, and every matching row, oldest first, in
         batches (read as they are iterated; batches may differ in columns across versions)."""
         await self._synced(workspace, name)
-        total = await asyncio.to_thread(self._store.count, workspace, name)
+        total = await self.in_thread(self._store.count, workspace, name)
         batches = (
             batch.select(select_columns(batch.schema.names, dataset, exclude))
             for batch in self._store.iter_batches(
@@ -142,7 +160,7 @@ class LogQueries:
     ) -> dict[str, Any]:
         """Per-model figures of the pipeline's split or shadow (engine.experiments)."""
         await self._synced(workspace, name)
-        return await asyncio.to_thread(self._experiment, workspace, name, start, end)
+        return await self.in_thread(self._experiment, workspace, name, start, end)
 
     def _experiment(
         self, workspace: str, name: str, start: datetime | None, end: datetime | None

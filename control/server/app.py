@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             await state.deployer.stop()
             await state.log_agent.stop()
             await state.gateway.stop()
+            state.logs.close()
 
     # No /docs or /redoc: their pages load scripts from a public CDN, blank offline. The
     # schema stays at /openapi.json; the README lists the routes. No redirects of a path with a

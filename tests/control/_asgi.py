@@ -85,3 +85,4 @@ async def in_process(redis: Service, home: Path, **fields: Any) -> AsyncIterator
             yield InProcess(http, state, app)
     finally:
         await state.lag.stop()  # its clients were made, never started
+        state.logs.close()

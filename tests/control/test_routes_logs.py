@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from streams.shadow_logs import shadow_pipeline
 from tests.control._asgi import InProcess, in_process
 
 WS = "default"
+DEFAULT_POOL = min(32, (os.cpu_count() or 1) + 4)
+"""asyncio's default thread pool: how many threads `asyncio.to_thread` has."""
 
 
 @pytest.fixture
@@ -169,3 +172,33 @@ async def test_a_long_read_of_the_store_holds_its_request_not_the_event_loop(
     assert not asking.done(), "the request held the event loop until its read was over"
     let_go.set()
     assert (await asking).status_code == 200
+
+
+async def test_long_log_queries_leave_the_default_thread_pool_to_the_rest(
+    server: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More held log queries than the default pool has threads: a registry lookup (as the
+    gateway's, in `asyncio.to_thread`) is still answered meanwhile."""
+    store = store_of(server)
+    store.append(WS, "p", rows(3))
+    let_go = threading.Event()
+    query = store.query
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        let_go.wait(10)
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(store, "query", held)
+    asking = [
+        asyncio.create_task(server.http.get("/pipelines/p/logs")) for _ in range(DEFAULT_POOL + 2)
+    ]
+    try:
+        await asyncio.sleep(0.1)
+        looked_up = await asyncio.wait_for(
+            asyncio.to_thread(server.state.registry.get_pipeline, WS, "p"), 5
+        )
+        assert looked_up.name == "p"
+        assert not any(task.done() for task in asking)
+    finally:
+        let_go.set()
+    assert {(await task).status_code for task in asking} == {200}

@@ -3,7 +3,6 @@ control.log_queries."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from datetime import datetime
@@ -45,7 +44,8 @@ async def logs(
     """Newest first; sees every inference answered before the call. A full page carries an
     `x-next-cursor` header: pass its value back as `cursor` (with the same filters) for the
     next, older page; the last page has none. Columns are those the page's rows have."""
-    page = await get_state(request).logs.page(
+    queries = get_state(request).logs
+    page = await queries.page(
         workspace,
         name,
         limit=limit,
@@ -56,7 +56,7 @@ async def logs(
         dataset=dataset,
         exclude=dataset_exclude,
     )
-    body, content_type = await asyncio.to_thread(_encode, page.table, format)  # up to 1M rows
+    body, content_type = await queries.in_thread(_encode, page.table, format)  # up to 1M rows
     headers = {"x-next-cursor": page.next_cursor} if page.next_cursor else {}
     return Response(body, media_type=content_type, headers=headers)
 
@@ -74,7 +74,8 @@ async def export(
 ) -> StreamingResponse:
     """Every matching row, oldest first (for `export_logs`): frames of an 8-byte big-endian
     length and an Arrow IPC stream of one batch (batches may differ in columns across versions)."""
-    total, batches = await get_state(request).logs.export(
+    queries = get_state(request).logs
+    total, batches = await queries.export(
         workspace, name, start=start, end=end, valid=valid, dataset=dataset, exclude=dataset_exclude
     )
 
@@ -86,7 +87,7 @@ async def export(
     frames = chunks()
     # A query the store refuses raises here, while the answer can still be a 400: once the
     # response has started, an error can only cut it short.
-    first = await asyncio.to_thread(next, frames, None)
+    first = await queries.in_thread(next, frames, None)
     return StreamingResponse(
         itertools.chain([] if first is None else [first], frames),
         media_type=EXPORT_CONTENT_TYPE,
