@@ -119,6 +119,11 @@ ONE_MACHINE = {
     # tell a quiet quorum from a stuck one (KIP-835); one node has no one to tell, and
     # the record and its publishing were a sixth of the idle broker's CPU.
     "metadata.max.idle.interval.ms": "0",
+    # The log cleaner (it compacts the offsets and transaction topics) keeps a 128 MiB key
+    # map on the heap for as long as the broker runs: two thirds of an idle broker's live
+    # heap, enough to keep G1 marking concurrently every few seconds under load. The
+    # internal topics of one node are small; a map that fills up only means another pass.
+    "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
 }
 """The embedded broker shares its machine with weir: what it sets beyond broker.properties
 (bench/README.md, 2026-12-06 late morning: an idle broker 2.0-2.5% of a core against
