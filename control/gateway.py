@@ -273,7 +273,10 @@ class Gateway:
                     topic,
                     value,
                     headers=Envelope(
-                        request_id, reply_shadows=bool(challengers), extra=trace or {}
+                        request_id,
+                        reply_shadows=bool(challengers),
+                        reply_uncommitted=True,
+                        extra=trace or {},
                     ).headers(),
                 )
                 _say_if_slow(request_id, topic, loop.time() - started)
@@ -335,14 +338,19 @@ class Gateway:
         if len(group) == 1:
             only = group[0]
             await replies.expect(only.request_id, only.pending)
-            env = Envelope(only.request_id, reply_shadows=reply_shadows)
+            env = Envelope(only.request_id, reply_shadows=reply_shadows, reply_uncommitted=True)
         else:
             record_id = uuid.uuid4().hex
             together = Group([(w.request_id, w.pending) for w in group])
             for waiting in group:
                 waiting.group, waiting.record_id = together, record_id
             await replies.expect(record_id, together)
-            env = Envelope(record_id, reply_shadows=reply_shadows, requests=together.requests)
+            env = Envelope(
+                record_id,
+                reply_shadows=reply_shadows,
+                reply_uncommitted=True,
+                requests=together.requests,
+            )
         started = time.monotonic()
         await self._producer.send_and_wait(topic, value, headers=env.headers())
         _say_if_slow(env.request_id, topic, time.monotonic() - started)

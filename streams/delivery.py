@@ -14,7 +14,10 @@ which input offsets the chunk finished. Two ways to make that safe:
   not (an earlier commit would not make answers sooner: the gateway's reply reader
   reads uncommitted records as they are sent), or `commit_interval_behind_ms` after
   it while the worker is behind its input (fewer commits, each of which stops the
-  loop). A transaction that sent to a boundary topic (`hops`: the next stage of the
+  loop), or `commit_interval_uncommitted_ms` after it while every record in it
+  answers a caller that reads answers uncommitted (messages.REPLY_UNCOMMITTED: the
+  HTTP gateway; nobody waits for the commit, and each commit is broker work that
+  delays the answers around it). A transaction that sent to a boundary topic (`hops`: the next stage of the
   path reads it committed, in another worker) commits as soon as the worker has
   nothing more to run, once `hop_gap_s` has passed since the last such commit, so
   each cut in the chain costs a commit, not an interval.
@@ -47,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.aiokafka_internals import transaction_forgotten, unread_records
 from streams.commits import Offsets, OrderedCommits
 from streams.errors import DeliveryFailed
+from streams.messages import REPLY_UNCOMMITTED
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +155,15 @@ class ExactlyOnce:
         behind_interval_s: float = 0.0,
         hops: Collection[str] = (),
         hop_gap_s: float = 0.0,
+        uncommitted_interval_s: float = 0.0,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._group_id = group_id
         self._intervals_s = (interval_s, max(interval_s, behind_interval_s))
         self._interval_s = interval_s  # the current one: the second while behind
+        self._uncommitted_interval_s = uncommitted_interval_s
+        self._awaited = False  # the open transaction holds a record not marked REPLY_UNCOMMITTED
         self._sent: list[asyncio.Future[Any]] = []
         self._offsets: Offsets = {}
         self._began: float | None = None  # loop time the open transaction began
@@ -189,7 +196,9 @@ class ExactlyOnce:
                     topic, value, key=key, partition=partition, headers=list(headers)
                 )
             )
-            self._hopped = self._hopped or topic in self._hops
+            hop = topic in self._hops  # the next stage reads it committed
+            self._hopped = self._hopped or hop
+            self._awaited = self._awaited or hop or (REPLY_UNCOMMITTED, b"1") not in headers
 
     def done(self, offsets: Offsets) -> None:
         self._offsets.update(offsets)
@@ -198,7 +207,7 @@ class ExactlyOnce:
         if self._began is None:
             return longest
         now = asyncio.get_running_loop().time()
-        left = self._began + self._interval_s - now
+        left = self._began + self._open_for_s() - now
         if self._hopped:  # what is fetched already runs first; then, idle, it commits
             left = min(left, max(0.0, self._hop_committed_at + self._hop_gap_s - now))
         return max(0, min(longest, math.ceil(left * 1000)))
@@ -222,8 +231,14 @@ class ExactlyOnce:
             return
         now = asyncio.get_running_loop().time()
         hop_due = idle and self._hopped and now - self._hop_committed_at >= self._hop_gap_s
-        if hop_due or now - self._began >= self._interval_s:
+        if hop_due or now - self._began >= self._open_for_s():
             await self.flush()
+
+    def _open_for_s(self) -> float:
+        """How long the open transaction stays open (see the module's docstring)."""
+        if self._awaited:
+            return self._interval_s
+        return max(self._interval_s, self._uncommitted_interval_s)
 
     async def flush(self) -> None:
         async with self._lock:
@@ -253,7 +268,7 @@ class ExactlyOnce:
                 self._sent, self._offsets, self._began = [], {}, None
                 if self._hopped:
                     self._hop_committed_at = asyncio.get_running_loop().time()
-                self._hopped = False
+                self._hopped = self._awaited = False
 
     async def run(self) -> None:
         """Nothing runs in the background (commits happen when the loop asks); raises

@@ -176,6 +176,7 @@ class StageLoop:
                 behind_interval_s=self._settings.commit_interval_behind_ms / 1000,
                 hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
                 hop_gap_s=self._settings.hop_commit_gap_ms / 1000,
+                uncommitted_interval_s=self._settings.commit_interval_uncommitted_ms / 1000,
             )
             if self._exactly_once
             else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)

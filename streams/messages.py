@@ -33,6 +33,10 @@ SHADOW = "weir-shadow"
 REPLY_SHADOWS = "weir-reply-shadows"
 """Set on a request ("1") whose caller wants challengers' answers on the result topic too
 (the HTTP gateway does); without it the result topic carries only the champion's answers."""
+REPLY_UNCOMMITTED = "weir-reply-uncommitted"
+"""Set on a request ("1") whose answers are awaited by a reader of uncommitted records (the
+HTTP gateway's reply reader), and carried onto them: exactly once, a transaction that holds
+only such answers need not commit soon for anyone to see them (streams.delivery)."""
 REDELIVERED = "weir-redelivered"
 """Set ("1") on a request that a worker may have run before it died (streams.claims), and on
 everything it leads to: its result may repeat an earlier answer with the same request id.
@@ -113,6 +117,7 @@ class Envelope:
     error: dict[str, str] | None = None
     shadow: str | None = None
     reply_shadows: bool = False
+    reply_uncommitted: bool = False
     redelivered: bool = False
     requests: Requests | None = None
     """Set on a record that carries several requests (REQUESTS)."""
@@ -147,6 +152,7 @@ class Envelope:
             error=_error(text(ERROR)) if ERROR in ours else None,
             shadow=text(SHADOW) or None,
             reply_shadows=ours.get(REPLY_SHADOWS) == b"1",
+            reply_uncommitted=ours.get(REPLY_UNCOMMITTED) == b"1",
             redelivered=ours.get(REDELIVERED) == b"1",
             requests=_parse_requests(ours[REQUESTS]) if REQUESTS in ours else None,
             reply_type=text(REPLY_TYPE) or ARROW_STREAM,
@@ -167,6 +173,8 @@ class Envelope:
             out.append((SHADOW, self.shadow.encode()))
         if self.reply_shadows:
             out.append((REPLY_SHADOWS, b"1"))
+        if self.reply_uncommitted:
+            out.append((REPLY_UNCOMMITTED, b"1"))
         if self.redelivered:
             out.append((REDELIVERED, b"1"))
         if self.requests is not None:
@@ -229,6 +237,7 @@ _OURS = {
     ERROR,
     SHADOW,
     REPLY_SHADOWS,
+    REPLY_UNCOMMITTED,
     REDELIVERED,
     REQUESTS,
     REPLY_TYPE,

@@ -206,6 +206,7 @@ async def test_a_request_goes_as_one_arrow_record_and_its_answer_comes_back_in_r
     request = await worker
     assert request.content_type == codecs.ARROW_STREAM and request.request_id
     assert not request.reply_shadows and request.requests is None
+    assert request.reply_uncommitted  # its reply reader reads uncommitted: no commit awaited
     assert answer.column("out.y").to_pylist() == [2.0, 4.0, 6.0]
     assert answer.column(META_ROW).to_pylist() == [0, 1, 2]
 

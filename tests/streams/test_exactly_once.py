@@ -294,6 +294,54 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
     assert len(seen) == 2
 
 
+async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_open_longer(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """Answers to the HTTP gateway (marked REPLY_UNCOMMITTED: its reply reader reads them as
+    they are sent) hold their transaction open for `uncommitted_interval_s`; one answer
+    someone may await committed brings back `interval_s`."""
+    bootstrap, output = kafka_service.address, "ws.eos-uncommitted.out"
+    http = Envelope("http", reply_uncommitted=True).headers()
+    async with _worker_clients(bootstrap, "eos-uncommitted") as (consumer, producer, tp):
+        delivery = ExactlyOnce(
+            producer, consumer, "eos-uncommitted", interval_s=0.2, uncommitted_interval_s=60.0
+        )
+        await delivery.send(output, b"http", key=None, partition=0, headers=http)
+        delivery.done({tp: 1})
+        await asyncio.sleep(0.3)
+        await delivery.commit_if_due(idle=True)
+        assert delivery.pending  # past interval_s, but nobody waits for this commit
+        assert delivery.wait_ms(5000) == 5000
+        kafka = Envelope("kafka").headers()
+        await delivery.send(output, b"kafka", key=None, partition=0, headers=kafka)
+        delivery.done({tp: 2})
+        assert delivery.wait_ms(5000) == 0
+        await delivery.commit_if_due(idle=True)
+        assert not delivery.pending
+        assert await consumer.committed(tp) == 2
+        await delivery.send(output, b"http again", key=None, partition=0, headers=http)
+        delivery.done({tp: 3})
+        await asyncio.sleep(0.3)
+        await delivery.commit_if_due(idle=True)
+        assert delivery.pending  # the next transaction starts unawaited again
+        await delivery.flush()
+        cut = ExactlyOnce(
+            producer,
+            consumer,
+            "eos-uncommitted",
+            interval_s=0.2,
+            uncommitted_interval_s=60.0,
+            hops={output},
+        )
+        await cut.send(output, b"to the next stage", key=None, partition=0, headers=http)
+        cut.done({tp: 4})
+        await asyncio.sleep(0.3)
+        await cut.commit_if_due(idle=False)
+        assert not cut.pending  # a boundary record's reader reads committed, marked or not
+    seen = await _committed_answers(bootstrap, output, 4, timeout_s=5)
+    assert [a.request_id for a in seen] == ["http", "kafka", "http", "http"]
+
+
 async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop_is_idle(
     kafka_only: None, kafka_service: Service
 ) -> None:

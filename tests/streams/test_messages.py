@@ -27,6 +27,7 @@ def test_headers_round_trip_with_the_callers_own_headers() -> None:
         error={"type": "X"},
         shadow="chal",
         reply_shadows=True,
+        reply_uncommitted=True,
         extra={"trace": b"\x00\x01"},
     )
     assert Envelope.parse(env.headers()) == env
@@ -37,6 +38,7 @@ def test_missing_or_empty_headers_get_defaults() -> None:
     assert (env.request_id, env.started_ns, env.error, env.shadow) == ("t-0-5", 0, None, None)
     assert env.content_type == "application/vnd.apache.arrow.stream"
     assert not Envelope.parse(None).reply_shadows
+    assert not Envelope.parse(None).reply_uncommitted
 
 
 def test_a_consumed_record_without_a_request_id_is_named_by_its_position() -> None:
