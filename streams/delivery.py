@@ -17,8 +17,10 @@ which input offsets the chunk finished. Two ways to make that safe:
   loop), or `commit_interval_uncommitted_ms` after it while every record in it
   answers a caller that reads answers uncommitted (messages.REPLY_UNCOMMITTED: the
   HTTP gateway; nobody waits for the commit, and each commit is broker work that
-  delays the answers around it). A transaction that sent to a boundary topic (`hops`: the next stage of the
-  path reads it committed, in another worker) commits as soon as the worker has
+  delays the answers around it) and none went to a topic other workers read
+  committed (a boundary topic, a challenger's). A transaction that sent to a
+  boundary topic (`hops`: the next stage of the path reads it committed, in
+  another worker) commits as soon as the worker has
   nothing more to run, once `hop_gap_s` has passed since the last such commit, so
   each cut in the chain costs a commit, not an interval.
   A crash aborts the open transaction: its records are never seen by consumers
@@ -155,6 +157,7 @@ class ExactlyOnce:
         behind_interval_s: float = 0.0,
         hops: Collection[str] = (),
         hop_gap_s: float = 0.0,
+        fans_out_to: Collection[str] = (),
         uncommitted_interval_s: float = 0.0,
     ) -> None:
         self._producer = producer
@@ -168,6 +171,7 @@ class ExactlyOnce:
         self._offsets: Offsets = {}
         self._began: float | None = None  # loop time the open transaction began
         self._hops = frozenset(hops)
+        self._read_committed = self._hops | frozenset(fans_out_to)  # by other workers
         self._hop_gap_s = hop_gap_s
         self._hopped = False  # the open transaction sent to one of `hops`
         self._hop_committed_at = -math.inf  # loop time the last such transaction committed
@@ -196,9 +200,12 @@ class ExactlyOnce:
                     topic, value, key=key, partition=partition, headers=list(headers)
                 )
             )
-            hop = topic in self._hops  # the next stage reads it committed
-            self._hopped = self._hopped or hop
-            self._awaited = self._awaited or hop or (REPLY_UNCOMMITTED, b"1") not in headers
+            self._hopped = self._hopped or topic in self._hops
+            self._awaited = (
+                self._awaited
+                or topic in self._read_committed
+                or (REPLY_UNCOMMITTED, b"1") not in headers
+            )
 
     def done(self, offsets: Offsets) -> None:
         self._offsets.update(offsets)

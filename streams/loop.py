@@ -175,6 +175,7 @@ class StageLoop:
                 interval_s=interval_s,
                 behind_interval_s=self._settings.commit_interval_behind_ms / 1000,
                 hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
+                fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
                 hop_gap_s=self._settings.hop_commit_gap_ms / 1000,
                 uncommitted_interval_s=self._settings.commit_interval_uncommitted_ms / 1000,
             )

@@ -110,9 +110,10 @@ class WorkerSettings(BaseSettings):
     commit_interval_uncommitted_ms: float = Field(300.0, ge=0)
     """Exactly once: how long a transaction stays open, if longer than `commit_interval_ms`,
     while every record in it answers a request whose caller reads answers uncommitted (the
-    HTTP gateway marks its requests so: messages.REPLY_UNCOMMITTED): nobody waits for its
-    commit then, and each commit is work for the broker that delays the answers around
-    it. Readers of `read_committed` (the log store) see such answers up to this late.
+    HTTP gateway marks its requests so: messages.REPLY_UNCOMMITTED) and none went to a
+    topic another worker reads (a boundary, a challenger's): nobody waits for its commit
+    then, and each commit is work for the broker that delays the answers around it.
+    Readers of `read_committed` (the log store) see such answers up to this late.
     Measured (bench/README.md, 2026-12-06 evening, bench_gateway at 500 requests/s on
     Apache Kafka, three alternating pairs): 300 ms against 100 gave p50 6.6-6.8 against
     7.3-9.4 ms."""

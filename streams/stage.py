@@ -88,6 +88,13 @@ class Stage:
         challenger."""
         return None if self.answers else getattr(self.sink, "next", None)
 
+    @property
+    def fans_out_to(self) -> set[str]:
+        """The challengers' topics it sends shadow steps' inputs to, which shadow workers
+        read committed."""
+        challengers: dict[int, tuple[str, ...]] = getattr(self.sink, "challengers", {})
+        return {topic for topics in challengers.values() for topic in topics}
+
     def receive(self, records: Sequence[ConsumerRecord]) -> list[Incoming]:
         """Decode records of the stage's topic (an unreadable one gets its error)."""
         envs = [self._envelope(record) for record in records]

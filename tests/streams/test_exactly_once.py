@@ -299,13 +299,23 @@ async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_ope
 ) -> None:
     """Answers to the HTTP gateway (marked REPLY_UNCOMMITTED: its reply reader reads them as
     they are sent) hold their transaction open for `uncommitted_interval_s`; one answer
-    someone may await committed brings back `interval_s`."""
+    someone may await committed, or a record to a topic another worker reads committed (a
+    boundary, a challenger's), brings back `interval_s`."""
     bootstrap, output = kafka_service.address, "ws.eos-uncommitted.out"
     http = Envelope("http", reply_uncommitted=True).headers()
     async with _worker_clients(bootstrap, "eos-uncommitted") as (consumer, producer, tp):
-        delivery = ExactlyOnce(
-            producer, consumer, "eos-uncommitted", interval_s=0.2, uncommitted_interval_s=60.0
-        )
+
+        def delivery_to(**read_committed: set[str]) -> ExactlyOnce:
+            return ExactlyOnce(
+                producer,
+                consumer,
+                "eos-uncommitted",
+                interval_s=0.2,
+                uncommitted_interval_s=60.0,
+                **read_committed,
+            )
+
+        delivery = delivery_to()
         await delivery.send(output, b"http", key=None, partition=0, headers=http)
         delivery.done({tp: 1})
         await asyncio.sleep(0.3)
@@ -325,21 +335,16 @@ async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_ope
         await delivery.commit_if_due(idle=True)
         assert delivery.pending  # the next transaction starts unawaited again
         await delivery.flush()
-        cut = ExactlyOnce(
-            producer,
-            consumer,
-            "eos-uncommitted",
-            interval_s=0.2,
-            uncommitted_interval_s=60.0,
-            hops={output},
-        )
-        await cut.send(output, b"to the next stage", key=None, partition=0, headers=http)
-        cut.done({tp: 4})
-        await asyncio.sleep(0.3)
-        await cut.commit_if_due(idle=False)
-        assert not cut.pending  # a boundary record's reader reads committed, marked or not
-    seen = await _committed_answers(bootstrap, output, 4, timeout_s=5)
-    assert [a.request_id for a in seen] == ["http", "kafka", "http", "http"]
+        # a boundary's next stage, a challenger's shadow worker: they read committed
+        for offset, read_committed in enumerate(({"hops": {output}}, {"fans_out_to": {output}}), 4):
+            other = delivery_to(**read_committed)
+            await other.send(output, b"on", key=None, partition=0, headers=http)
+            other.done({tp: offset})
+            await asyncio.sleep(0.3)
+            await other.commit_if_due(idle=False)
+            assert not other.pending, read_committed
+    seen = await _committed_answers(bootstrap, output, 5, timeout_s=5)
+    assert [a.request_id for a in seen] == ["http", "kafka", "http", "http", "http"]
 
 
 async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop_is_idle(

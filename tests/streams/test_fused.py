@@ -265,6 +265,7 @@ def test_a_shadow_step_fans_its_input_out_and_only_the_champion_answers(
     )
     assert challenger_stage.source == challenger_topic
     assert [s.hands_on_to for s in [*stages, challenger_stage]] == [None, None]
+    assert [s.fans_out_to for s in [*stages, challenger_stage]] == [{challenger_topic}, set()]
 
 
 def test_sidekick_settings_must_name_one_model_of_a_step(
