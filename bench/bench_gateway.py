@@ -112,9 +112,12 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
                 stack, args.sample, lambda: sequential(url, headers, bodies)
             )
         }
-        for rate in args.rates:
+        for round_number, rate in enumerate(args.rates, 1):
             body = arrow_body(1)
-            out[f"open_{rate}"] = measured(
+            name = f"open_{rate}"
+            if name in out:  # a rate given again (a warmed broker's round): keep every row
+                name += f"_round{round_number}"
+            out[name] = measured(
                 stack,
                 args.sample,
                 lambda r=rate, body=body: open_loop(
