@@ -179,8 +179,11 @@ class Replies:
     """Reads one result topic from its end and hands replies to waiting requests (strays,
     repeats and other callers' answers are ignored)."""
 
-    def __init__(self, topic: str, settings: WorkerSettings) -> None:
+    def __init__(self, topic: str, settings: WorkerSettings, ends: AIOKafkaConsumer) -> None:
+        """`ends` (streams.admin.probe_consumer, uncommitted, started; the caller owns it and
+        may share it between readers) looks up where the topic ends."""
         self.topic = topic
+        self._ends = ends
         self._consumer = AIOKafkaConsumer(
             **connection_options(settings),
             enable_auto_commit=False,
@@ -236,10 +239,17 @@ class Replies:
         self._waiting.pop(request_id, None)
 
     async def _from_end(self) -> None:
-        """Read on from the topic's end, its position resolved before any request is sent."""
-        await self._consumer.seek_to_end(*self._tps)
-        for tp in self._tps:
-            await self._consumer.position(tp)
+        """Read on from the topic's end, its position set before any request is sent.
+
+        The end is looked up on another connection (`ends`): a broker answers a connection's
+        requests in order, and a fetch this reader sent before it paused waits there up to its
+        whole idle wait (3 s on Apache Kafka) for records, which come only once the request
+        that looks the end up first is sent (bench_gateway: 180-320 requests refused at a
+        round's start, ~0.8 s, in about one run of eight). What that fetch brings back is
+        dropped: its position moved.
+        """
+        for tp, end in (await self._ends.end_offsets(self._tps)).items():
+            self._consumer.seek(tp, end)
 
     async def _resume(self) -> None:
         try:

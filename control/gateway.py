@@ -29,7 +29,7 @@ import uuid
 from collections import defaultdict
 
 import pyarrow as pa
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from control._admission import Capacity
 from control._coalesce import Coalescer, Waiting
@@ -48,6 +48,7 @@ from control.settings import Settings
 from control.shared_lookups import SharedLookups
 from engine import codecs
 from engine.definition import ShadowStep
+from streams.admin import probe_consumer
 from streams.clients import connection_options
 from streams.messages import Envelope
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
@@ -79,6 +80,7 @@ class Gateway:
         self.topics = topics
         self._worker = worker
         self._producer: AIOKafkaProducer | None = None
+        self._ends: AIOKafkaConsumer | None = None  # where result topics end (Replies)
         self._replies: dict[str, Replies] = {}
         self._replies_lock = asyncio.Lock()
         self._in_flight = 0
@@ -100,19 +102,24 @@ class Gateway:
             max_request_size=self._worker.max_message_bytes + RECORD_OVERHEAD_BYTES,
         )
         await self._producer.start()
+        self._ends = probe_consumer(self._worker, uncommitted=True)
+        await self._ends.start()
 
     async def stop(self) -> None:
         for coalescer in self._coalescers.values():
             await coalescer.stop()
         for replies in self._replies.values():
             await replies.stop()
+        if self._ends:
+            await self._ends.stop()
         if self._producer:
             await self._producer.stop()
 
     async def _replies_for(self, topic: str) -> Replies:
         async with self._replies_lock:
             if topic not in self._replies:
-                replies = Replies(topic, self._worker)
+                assert self._ends is not None, "start() first"
+                replies = Replies(topic, self._worker, self._ends)
                 await replies.start()
                 self._replies[topic] = replies
             return self._replies[topic]
