@@ -66,7 +66,6 @@ class Setup:
 
     bootstrap: str
     broker_pid: int
-    fetch_wait_ms: int
     rate: float
     seconds: float
 
@@ -76,7 +75,7 @@ async def _round(setup: Setup, warm_s: float, echo_pid: int) -> dict[str, Any]:
     reader = AIOKafkaConsumer(
         OUT,
         bootstrap_servers=setup.bootstrap,
-        fetch_max_wait_ms=setup.fetch_wait_ms,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
         auto_offset_reset="latest",
     )
     await producer.start()
@@ -138,7 +137,7 @@ def run(rate: float, seconds: float, pairs: int, transactions: bool) -> dict[str
     broker = start_broker("kafka", home)
     rounds: list[dict[str, Any]] = []
     try:
-        setup = Setup(broker.address, broker.proc.pid, FETCH_WAIT_MS, rate, seconds)
+        setup = Setup(broker.address, broker.proc.pid, rate, seconds)
         settings = WorkerSettings(kafka_bootstrap=broker.address)
         asyncio.run(
             ensure_topics(settings, [TopicSpec(IN, PARTITIONS), TopicSpec(OUT, PARTITIONS)])
@@ -147,7 +146,7 @@ def run(rate: float, seconds: float, pairs: int, transactions: bool) -> dict[str
             for client in clients if turn % 2 == 0 else clients[::-1]:  # neither always first
                 group = f"hop-{client}-{turn}"
                 args = [sys.executable, str(ECHO), client, broker.address, group]
-                args.append(str(setup.fetch_wait_ms))
+                args.append(str(FETCH_WAIT_MS))
                 echo = subprocess.Popen(
                     args + (["--transactions"] if transactions else []), stdout=subprocess.PIPE
                 )
@@ -178,6 +177,16 @@ def run(rate: float, seconds: float, pairs: int, transactions: bool) -> dict[str
 FIGURES = ("echo_cpu_ms", "broker_cpu_ms", "bench_cpu_ms", "p50_ms", "p99_ms")
 
 
+def medians(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each client's median figures over its rounds that echoed anything."""
+    rounds = result["rounds"]
+    return {
+        client: {f: statistics.median(r[f] for r in rows) for f in FIGURES}
+        for client in {r["client"] for r in rounds}
+        if (rows := [r for r in rounds if r["client"] == client and r["p50_ms"]])
+    }
+
+
 def show(result: dict[str, Any]) -> None:
     """Every round, then each client's medians as a ratio of aiokafka's."""
     mode = "transactions" if result["transactions"] else "at least once"
@@ -186,15 +195,11 @@ def show(result: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "client" else "right")
     for r in result["rounds"]:
         table.add_row(*(str(r[c]) for c in ("client", "round", "sent", "echoed", *FIGURES)))
-    medians = {
-        client: {f: statistics.median(r[f] for r in rows) for f in FIGURES}
-        for client in {r["client"] for r in result["rounds"]}
-        if (rows := [r for r in result["rounds"] if r["client"] == client and r["p50_ms"]])
-    }
-    for client, figures in sorted(medians.items()):
-        ratios = (f"{figures[f] / medians['aiokafka'][f]:.2f}x" for f in FIGURES)
-        table.add_row(f"{client}, median vs aiokafka", "", "", "", *ratios)
-    result["median"] = medians
+    base = result["median"].get("aiokafka")
+    for client, figures in sorted(result["median"].items()):
+        if base is not None:
+            ratios = (f"{figures[f] / base[f]:.2f}x" for f in FIGURES)
+            table.add_row(f"{client}, median vs aiokafka", "", "", "", *ratios)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -209,6 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     started, load = time.perf_counter(), os.getloadavg()
     result = run(args.rate, args.seconds, args.pairs, args.transactions)
+    result["median"] = medians(result)
     show(result)
     print(
         f"saved {finish('client-hop', result, Path(__file__).resolve().parent / 'results', started, load)}"
