@@ -103,18 +103,25 @@ async def echo(
     consumer = AIOKafkaConsumer(
         IN, **consumer_options(settings, GROUP, "echo", exactly_once=exactly_once)
     )
-    producer = AIOKafkaProducer(
-        **producer_options(settings, "echo", transactional_id="echo-0" if exactly_once else None)
-    )
-    await producer.start()
+    producers = [
+        AIOKafkaProducer(
+            **producer_options(
+                settings, "echo", transactional_id=f"echo-{n}" if exactly_once else None
+            )
+        )
+        for n in range(2 if exactly_once else 1)
+    ]
+    for producer in producers:
+        await producer.start()
     await consumer.start()
     if exactly_once:
-        transactional_offsets(producer, consumer)
-        _timed(producer, "send_offsets_to_transaction", stats)
-        _timed(producer, "commit_transaction", stats)
-        delivery: Any = ExactlyOnce(producer, consumer, GROUP, interval_s=interval_s)
+        for producer in producers:
+            transactional_offsets(producer, consumer)
+            _timed(producer, "send_offsets_to_transaction", stats)
+            _timed(producer, "commit_transaction", stats)
+        delivery: Any = ExactlyOnce(tuple(producers), consumer, GROUP, interval_s=interval_s)
     else:
-        delivery = AtLeastOnce(producer, consumer, interval_s=interval_s)
+        delivery = AtLeastOnce(producers[0], consumer, interval_s=interval_s)
     background = asyncio.create_task(delivery.run())
     try:
         while not stop.is_set():
@@ -125,21 +132,23 @@ async def echo(
                     await delivery.send(
                         OUT, msg.value, key=msg.key, partition=None, headers=msg.headers
                     )
-                    acked = delivery._sent[-1]  # the record's delivery future
+                    sent = delivery._open.sent if exactly_once else delivery._sent
+                    acked = sent[-1]  # the record's delivery future
                     acked.add_done_callback(
                         lambda _, t=sent_at: stats["ack_s"].append(time.perf_counter() - t)
                     )
                 delivery.done({tp: msgs[-1].offset + 1})
             began = time.perf_counter()
-            was_pending = delivery.pending
+            was_open = exactly_once and delivery.transaction_open
             await delivery.commit_if_due(idle=not records)
-            if exactly_once and was_pending and not delivery.pending:
+            if was_open and not delivery.transaction_open:  # how long the loop waited
                 stats["commit_s"].append(time.perf_counter() - began)
     finally:
         background.cancel()
         await asyncio.gather(background, return_exceptions=True)
         await consumer.stop()
-        await producer.stop()
+        for producer in producers:
+            await producer.stop()
 
 
 async def measure(

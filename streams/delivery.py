@@ -13,8 +13,8 @@ which input offsets the chunk finished. Two ways to make that safe:
   `commit_interval_ms` after the transaction's first record, whether more came or
   not (an earlier commit would not make answers sooner: the gateway's reply reader
   reads uncommitted records as they are sent), or `commit_interval_behind_ms` after
-  it while the worker is behind its input (fewer commits, each of which stops the
-  loop), or `commit_interval_uncommitted_ms` after it while every record in it
+  it while the worker is behind its input (fewer commits, each of which costs the
+  broker and the worker), or `commit_interval_uncommitted_ms` after it while every record in it
   answers a caller that reads answers uncommitted (messages.REPLY_UNCOMMITTED: the
   HTTP gateway; nobody waits for the commit, and each commit is broker work that
   delays the answers around it) and none went to a topic other workers read
@@ -22,17 +22,18 @@ which input offsets the chunk finished. Two ways to make that safe:
   boundary topic (`hops`: the next stage of the path reads it committed, in
   another worker) commits as soon as the worker has
   nothing more to run, once `hop_gap_s` has passed since the last such commit, so
-  each cut in the chain costs a commit, not an interval.
-  A crash aborts the open transaction: its records are never seen by consumers
-  that read `read_committed`, and its input is run again from the last commit. The
-  transactional id belongs to the worker (a restarted worker fences its dead
+  each cut in the chain costs a commit, not an interval. A due transaction commits
+  beside the loop, which sends on a second producer meanwhile.
+  A crash aborts the open transactions: their records are never seen by consumers
+  that read `read_committed`, and their input is run again from the last commit. The
+  transactional ids belong to the worker (a restarted worker fences its dead
   predecessor at once), and the offsets are committed with the consumer's group
   generation
   (streams.aiokafka_internals.transactional_offsets), so a worker that lost its
   partitions in a rebalance cannot commit them.
 
 Example:
-    delivery = ExactlyOnce(producer, consumer, group_id, interval_s=0.1)
+    delivery = ExactlyOnce((producer, second_producer), consumer, group_id, interval_s=0.1)
     await delivery.send(topic, value, key=None, partition=0, headers=[])
     delivery.done({TopicPartition("in", 0): 42})
     records = await consumer.getmany(timeout_ms=delivery.wait_ms(100))
@@ -42,8 +43,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from dataclasses import dataclass, field
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
@@ -144,12 +147,35 @@ class AtLeastOnce:
         await self._commits.run()
 
 
+@dataclass
+class _Transaction:
+    """What one transaction holds, from its first send (or finished chunk) to its commit."""
+
+    producer: AIOKafkaProducer
+    began: bool = False  # begun on the producer (a transaction of offsets only begins late)
+    sent: list[asyncio.Future[Any]] = field(default_factory=list)
+    offsets: Offsets = field(default_factory=dict)
+    hopped: bool = False  # it sent to one of `hops`
+    awaited: bool = False  # it holds a record not marked REPLY_UNCOMMITTED
+
+
 class ExactlyOnce:
-    """A chunk's records and input offsets committed in one Kafka transaction."""
+    """A chunk's records and input offsets committed in one Kafka transaction.
+
+    Two transactional producers take turns: when a transaction is due, it commits on a task
+    of its own while the loop goes on and sends on the other producer. A commit takes
+    ~20-30 ms on Apache Kafka (the last acknowledgements, the offsets, EndTxn, then the
+    broker writes the markers and checks the next transaction's first records against
+    them); with one producer the loop waited through all of it, and so did every record
+    that came meanwhile (bench_txn at 500 records/s: round trip p99 40-43 ms, against 20-21
+    beside the loop; bench/README.md, 2026-12-07 morning). A transaction commits only after
+    the one before it has (offsets commit in order), and a producer takes sends again only
+    once its last commit has ended.
+    """
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producers: tuple[AIOKafkaProducer, AIOKafkaProducer],
         consumer: AIOKafkaConsumer,
         group_id: str,
         *,
@@ -160,28 +186,32 @@ class ExactlyOnce:
         fans_out_to: Collection[str] = (),
         uncommitted_interval_s: float = 0.0,
     ) -> None:
-        self._producer = producer
+        self._producers = producers
         self._consumer = consumer
         self._group_id = group_id
         self._intervals_s = (interval_s, max(interval_s, behind_interval_s))
         self._interval_s = interval_s  # the current one: the second while behind
         self._uncommitted_interval_s = uncommitted_interval_s
-        self._awaited = False  # the open transaction holds a record not marked REPLY_UNCOMMITTED
-        self._sent: list[asyncio.Future[Any]] = []
-        self._offsets: Offsets = {}
-        self._began: float | None = None  # loop time the open transaction began
+        self._open = _Transaction(producers[0])
+        self._opened_at: float | None = None  # loop time the open transaction began
+        self._committing: asyncio.Task[None] | None = None  # the last transaction's commit
         self._hops = frozenset(hops)
         self._read_committed = self._hops | frozenset(fans_out_to)  # by other workers
         self._hop_gap_s = hop_gap_s
-        self._hopped = False  # the open transaction sent to one of `hops`
-        self._hop_committed_at = -math.inf  # loop time the last such transaction committed
-        self._lock = asyncio.Lock()  # a commit and new sends never overlap
+        self._hop_committed_at = -math.inf  # loop time the last one with hops began to commit
+        self._lock = asyncio.Lock()  # sends and the handing over of a transaction never overlap
         self._failed: DeliveryFailed | None = None  # a transaction failed: for good
         self._failing = asyncio.Event()
 
     @property
     def pending(self) -> bool:
-        return self._began is not None
+        committing = self._committing is not None and not self._committing.done()
+        return self.transaction_open or committing
+
+    @property
+    def transaction_open(self) -> bool:
+        """A transaction takes the sends, not handed over to commit yet."""
+        return self._opened_at is not None
 
     async def send(
         self,
@@ -194,28 +224,33 @@ class ExactlyOnce:
     ) -> None:
         async with self._lock:
             self._raise_if_failed()
-            await self._begin()
-            self._sent.append(
-                await self._producer.send(
+            transaction = self._open
+            if not transaction.began:
+                await transaction.producer.begin_transaction()
+                transaction.began = True
+            if self._opened_at is None:
+                self._opened_at = asyncio.get_running_loop().time()
+            transaction.sent.append(
+                await transaction.producer.send(
                     topic, value, key=key, partition=partition, headers=list(headers)
                 )
             )
-            self._hopped = self._hopped or topic in self._hops
-            self._awaited = (
-                self._awaited
+            transaction.hopped = transaction.hopped or topic in self._hops
+            transaction.awaited = (
+                transaction.awaited
                 or topic in self._read_committed
                 or (REPLY_UNCOMMITTED, b"1") not in headers
             )
 
     def done(self, offsets: Offsets) -> None:
-        self._offsets.update(offsets)
+        self._open.offsets.update(offsets)
 
     def wait_ms(self, longest: int) -> int:
-        if self._began is None:
+        if self._opened_at is None:
             return longest
         now = asyncio.get_running_loop().time()
-        left = self._began + self._open_for_s() - now
-        if self._hopped:  # what is fetched already runs first; then, idle, it commits
+        left = self._opened_at + self._open_for_s() - now
+        if self._open.hopped:  # what is fetched already runs first; then, idle, it commits
             left = min(left, max(0.0, self._hop_committed_at + self._hop_gap_s - now))
         return max(0, min(longest, math.ceil(left * 1000)))
 
@@ -230,66 +265,112 @@ class ExactlyOnce:
         of chunks that sent nothing commit when idle, and so does a transaction that sent
         to a boundary topic once `hop_gap_s` has passed since the last such commit: the
         next stage reads it committed, and would otherwise see each record up to
-        `interval_s` late, at every cut of the chain."""
+        `interval_s` late, at every cut of the chain. The commit runs beside the loop."""
         self._interval_s = self._intervals_s[unread_records(self._consumer)]
-        if self._began is None:
-            if self._offsets and idle:
-                await self.flush()
+        if self._opened_at is None:
+            if self._open.offsets and idle:
+                await self._hand_over()
             return
         now = asyncio.get_running_loop().time()
-        hop_due = idle and self._hopped and now - self._hop_committed_at >= self._hop_gap_s
-        if hop_due or now - self._began >= self._open_for_s():
-            await self.flush()
+        gap_passed = now - self._hop_committed_at >= self._hop_gap_s
+        hop_due = idle and self._open.hopped and gap_passed
+        if hop_due or now - self._opened_at >= self._open_for_s():
+            await self._hand_over()
 
     def _open_for_s(self) -> float:
         """How long the open transaction stays open (see the module's docstring)."""
-        if self._awaited:
+        if self._open.awaited:
             return self._interval_s
         return max(self._interval_s, self._uncommitted_interval_s)
 
     async def flush(self) -> None:
         async with self._lock:
-            self._raise_if_failed()
-            if not self._offsets and self._began is None:
-                return
-            await self._begin()
-            try:
-                results = await asyncio.gather(*self._sent, return_exceptions=True)
-                failed = next((r for r in results if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise DeliveryFailed(f"a record could not be delivered: {failed!r}") from failed
-                if self._offsets:
-                    await self._producer.send_offsets_to_transaction(self._offsets, self._group_id)
-                await self._producer.commit_transaction()
-            except BaseException as exc:
-                await self._abort(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                if isinstance(exc, DeliveryFailed):
-                    self._fail(exc)
-                    raise
-                failure = DeliveryFailed(f"the transaction could not commit: {exc!r}")
-                self._fail(failure)
-                raise failure from exc
-            finally:
-                self._sent, self._offsets, self._began = [], {}, None
-                if self._hopped:
-                    self._hop_committed_at = asyncio.get_running_loop().time()
-                self._hopped = self._awaited = False
+            await self._settle()
+            if self._open.offsets or self._opened_at is not None:
+                await self._commit(self._take())
+
+    async def _hand_over(self) -> None:
+        """Commit the open transaction on a task of its own; the other producer takes the
+        next sends (once its own last commit has ended: it is the one just settled)."""
+        async with self._lock:
+            await self._settle()
+            self._committing = asyncio.create_task(
+                self._commit_beside(self._take()), name="weir-transaction-commit"
+            )
+
+    def _take(self) -> _Transaction:
+        """The open transaction, handed over to commit; the next begins on the other producer."""
+        transaction = self._open
+        if transaction.hopped:
+            self._hop_committed_at = asyncio.get_running_loop().time()
+        first, second = self._producers
+        following = second if transaction.producer is first else first
+        self._open, self._opened_at = _Transaction(following), None
+        return transaction
+
+    async def _settle(self) -> None:
+        """Wait for the last transaction's commit.
+
+        :raises DeliveryFailed: it or an earlier transaction failed.
+        """
+        if self._committing is not None:
+            await asyncio.wait([self._committing])  # its failure is kept by _fail
+            self._committing = None
+        self._raise_if_failed()
+
+    async def _commit_beside(self, transaction: _Transaction) -> None:
+        """`_commit` on its own task: its failure is kept for `run()` and the next settle."""
+        with contextlib.suppress(DeliveryFailed):
+            await self._commit(transaction)
+
+    async def _commit(self, transaction: _Transaction) -> None:
+        """Wait for every record's acknowledgement, then commit the offsets with them.
+
+        :raises DeliveryFailed: a record or the commit failed (the transaction is aborted,
+            and this delivery fails for good).
+        """
+        producer = transaction.producer
+        try:
+            if not transaction.began:
+                await producer.begin_transaction()
+            results = await asyncio.gather(*transaction.sent, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise DeliveryFailed(f"a record could not be delivered: {failed!r}") from failed
+            if transaction.offsets:
+                await producer.send_offsets_to_transaction(transaction.offsets, self._group_id)
+            await producer.commit_transaction()
+        except BaseException as exc:
+            # Nothing commits after an aborted transaction: later offsets would skip its input.
+            await self._abort(transaction, exc)
+            if isinstance(exc, DeliveryFailed):
+                self._fail(exc)
+                raise
+            failure = DeliveryFailed(f"the transaction could not commit: {exc!r}")
+            self._fail(failure)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise failure from exc
 
     async def run(self) -> None:
-        """Nothing runs in the background (commits happen when the loop asks); raises
-        DeliveryFailed once a transaction failed, even where its caller went on (a
-        rebalance's commit), so that the worker restarts."""
-        await self._failing.wait()
+        """Raises DeliveryFailed once a transaction failed, even where its caller went on (a
+        rebalance's commit, a commit beside the loop), so that the worker restarts.
+        Cancelled, it cancels a commit still in flight (its transaction aborts; its input
+        runs again after the restart)."""
+        try:
+            await self._failing.wait()
+        finally:
+            if self._committing is not None:
+                self._committing.cancel()
         self._raise_if_failed()
 
     def _fail(self, why: DeliveryFailed) -> None:
-        """After a failed transaction this producer sends nothing more: aiokafka may have
+        """After a failed transaction nothing more is sent or committed: aiokafka may have
         ended it without telling the broker (a refused offset commit clears the partitions
         it would abort), so the broker holds it open, and the next transaction's commit
-        would commit its records too. The worker restarts instead; its successor's
-        InitProducerId (the same transactional id) aborts what the broker holds."""
+        would commit its records too; and a later transaction's offsets would skip its
+        input. The worker restarts instead; its successor's InitProducerId (the same
+        transactional ids) aborts what the broker holds."""
         self._failed = why
         self._failing.set()
 
@@ -297,19 +378,14 @@ class ExactlyOnce:
         if self._failed is not None:
             raise DeliveryFailed(f"an earlier transaction failed: {self._failed}")
 
-    async def _begin(self) -> None:
-        if self._began is None:
-            await self._producer.begin_transaction()
-            self._began = asyncio.get_running_loop().time()
-
-    async def _abort(self, why: BaseException) -> None:
-        """Abort the open transaction (its records are never read committed); the input
-        since the last commit runs again, here after a restart or at the next owner."""
-        log.warning("aborting a transaction of %d records: %r", len(self._sent), why)
-        if self._sent and transaction_forgotten(self._producer):
+    async def _abort(self, transaction: _Transaction, why: BaseException) -> None:
+        """Abort `transaction` (its records are never read committed); the input since the
+        last commit runs again, here after a restart or at the next owner."""
+        log.warning("aborting a transaction of %d records: %r", len(transaction.sent), why)
+        if transaction.sent and transaction_forgotten(transaction.producer):
             self._fail(DeliveryFailed(f"the broker still holds the failed transaction: {why!r}"))
         try:
-            await self._producer.abort_transaction()
+            await transaction.producer.abort_transaction()
         except Exception as exc:  # fenced or broken: the process restarts
             log.warning("could not abort the transaction: %r", exc)
             self._fail(DeliveryFailed(f"the transaction could not be aborted: {exc!r}"))

@@ -123,6 +123,9 @@ class StageLoop:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        # Exactly once, a second producer takes the sends while a transaction commits
+        # (streams.delivery.ExactlyOnce); its transactional id also belongs to the worker.
+        self._second_producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
         self._pace: FetchPace | None = None
         self._placement = Placement()
@@ -163,24 +166,14 @@ class StageLoop:
                 previous,
             )
             rejoin_as(self._consumer, previous)
-        if self._exactly_once:
-            transactional_offsets(self._producer, self._consumer)
-            retry_next_transaction_sooner()
-        interval_s = self._settings.commit_interval_ms / 1000
         self._delivery = (
-            ExactlyOnce(
+            await self._exactly_once_delivery(self._producer, self._consumer)
+            if self._exactly_once
+            else AtLeastOnce(
                 self._producer,
                 self._consumer,
-                self._group_id,
-                interval_s=interval_s,
-                behind_interval_s=self._settings.commit_interval_behind_ms / 1000,
-                hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
-                fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
-                hop_gap_s=self._settings.hop_commit_gap_ms / 1000,
-                uncommitted_interval_s=self._settings.commit_interval_uncommitted_ms / 1000,
+                interval_s=self._settings.commit_interval_ms / 1000,
             )
-            if self._exactly_once
-            else AtLeastOnce(self._producer, self._consumer, interval_s=interval_s)
         )
         self._pace = FetchPace(self._consumer, self._settings)
         self._rebalances = Rebalances(
@@ -196,6 +189,32 @@ class StageLoop:
             on_assigned=self._on_assigned,
         )
         self._consumer.subscribe(self.topics, listener=self._rebalances)
+
+    async def _exactly_once_delivery(
+        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
+    ) -> ExactlyOnce:
+        """Transactions on `producer` and a second producer in turns (streams.delivery)."""
+        options = self._producer_options
+        second = AIOKafkaProducer(
+            **{**options, "transactional_id": f"{options['transactional_id']}.2"}
+        )
+        self._second_producer = second
+        await second.start()
+        for each in (producer, second):
+            transactional_offsets(each, consumer)
+        retry_next_transaction_sooner()
+        s = self._settings
+        return ExactlyOnce(
+            (producer, second),
+            consumer,
+            self._group_id,
+            interval_s=s.commit_interval_ms / 1000,
+            behind_interval_s=s.commit_interval_behind_ms / 1000,
+            hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
+            fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
+            hop_gap_s=s.hop_commit_gap_ms / 1000,
+            uncommitted_interval_s=s.commit_interval_uncommitted_ms / 1000,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, then flush what is in flight.
@@ -280,8 +299,9 @@ class StageLoop:
                 if self._members is not None:  # it left: nobody may rejoin as it
                     self._members.forget(self._group_id)
         finally:
-            if self._producer is not None:
-                await self._producer.stop()
+            for producer in (self._producer, self._second_producer):
+                if producer is not None:
+                    await producer.stop()
             self._placement.close()
 
     # -- one fetch ----------------------------------------------------------------

@@ -121,8 +121,9 @@ class WorkerSettings(BaseSettings):
     commit_interval_behind_ms: float = Field(300.0, ge=0)
     """Exactly once: how long a transaction stays open while the worker is behind (its
     input holds committed records it has not read yet), if longer than
-    `commit_interval_ms`. Each commit stops the loop for its round trips to the broker
-    (10-15 ms on Apache Kafka), so a saturated worker commits less often; readers of
+    `commit_interval_ms`. Each commit is work for the broker and the worker (it stopped
+    the loop for 10-15 ms on Apache Kafka when this was measured; it runs beside the loop
+    now), so a saturated worker commits less often; readers of
     `read_committed` see its answers up to this late, behind a backlog that delays them
     anyway. Measured in bench/bench_pipeline.py (heavy 1-step, Apache Kafka, two
     alternating pairs): 300 ms against 100 gave 0.66-0.68 against 0.57-0.63x raw

@@ -70,10 +70,13 @@ async def _committed_answers(
 @asynccontextmanager
 async def _worker_clients(
     bootstrap: str, name: str, *, isolation_level: str = "read_uncommitted"
-) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer, TopicPartition]]:
+) -> AsyncIterator[
+    tuple[AIOKafkaConsumer, tuple[AIOKafkaProducer, AIOKafkaProducer], TopicPartition]
+]:
     """A worker's pair of clients on topics `ws.<name>.in` and `.out`: a consumer in group
-    `name`, assigned the input's one partition, and a transactional producer whose offset
-    commits carry the consumer's generation."""
+    `name`, assigned the input's one partition, and two transactional producers (a worker
+    sends on one while the other commits) whose offset commits carry the consumer's
+    generation."""
     topic = TopicSpec(f"ws.{name}.in", 1)
     await ensure_topics(
         WorkerSettings(kafka_bootstrap=bootstrap), [topic, TopicSpec(f"ws.{name}.out", 1)]
@@ -85,16 +88,22 @@ async def _worker_clients(
         enable_auto_commit=False,
         isolation_level=isolation_level,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{name}-1")
+    producers = tuple(
+        AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{name}-{n}")
+        for n in (1, 2)
+    )
     await consumer.start()
-    await producer.start()
+    for producer in producers:
+        await producer.start()
     try:
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
-        transactional_offsets(producer, consumer)
-        yield consumer, producer, TopicPartition(topic.name, 0)
+        for producer in producers:
+            transactional_offsets(producer, consumer)
+        yield consumer, producers, TopicPartition(topic.name, 0)
     finally:
-        await producer.stop()
+        for producer in producers:
+            await producer.stop()
         await consumer.stop()
 
 
@@ -102,9 +111,11 @@ async def _vanish(loop: StageLoop) -> None:
     """Cut a loop's connections as a killed process would: its group membership lapses
     after the session timeout, its open transaction stays open on the broker."""
     assert loop._consumer is not None and loop._producer is not None
+    assert loop._second_producer is not None
     loop._consumer._coordinator._heartbeat_task.cancel()
     await loop._consumer._client.close()
-    await loop._producer.client.close()
+    for producer in (loop._producer, loop._second_producer):
+        await producer.client.close()
 
 
 async def test_a_crashed_workers_open_transaction_is_never_seen_and_its_input_runs_once(
@@ -151,7 +162,7 @@ async def test_a_worker_whose_group_moved_on_cannot_commit_offsets(
     """KIP-447: the transactional offset commit carries the consumer's group generation; a
     stale one is refused and the transaction aborts, its records never read committed."""
     bootstrap = kafka_service.address
-    async with _worker_clients(bootstrap, "eos-fence") as (consumer, producer, tp):
+    async with _worker_clients(bootstrap, "eos-fence") as (consumer, (producer, _), tp):
         async with producer.transaction():  # the current generation: accepted
             await producer.send("ws.eos-fence.out", b"kept")
             await producer.send_offsets_to_transaction({tp: 7}, "eos-fence")
@@ -177,8 +188,8 @@ async def test_a_transaction_the_group_refused_is_never_committed_later(
     and commit again (a rebalance's flush swallows the error; the worker must restart, and
     its successor's InitProducerId aborts the transaction the broker still holds open)."""
     bootstrap, output = kafka_service.address, "ws.eos-refused.out"
-    async with _worker_clients(bootstrap, "eos-refused") as (consumer, producer, tp):
-        delivery = ExactlyOnce(producer, consumer, "eos-refused", interval_s=30.0)
+    async with _worker_clients(bootstrap, "eos-refused") as (consumer, producers, tp):
+        delivery = ExactlyOnce(producers, consumer, "eos-refused", interval_s=30.0)
         consumer._coordinator.generation -= 1  # as if a rebalance had replaced this worker
         lost = Envelope("lost").headers()
         await delivery.send(output, b"never seen", key=None, partition=0, headers=lost)
@@ -196,6 +207,54 @@ async def test_a_transaction_the_group_refused_is_never_committed_later(
     assert "lost" not in [a.request_id for a in seen]
 
 
+async def test_a_due_transaction_commits_beside_the_loop_and_the_next_commits_after_it(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """A commit takes ~20-30 ms on Apache Kafka, and the loop does not wait for it: a due
+    transaction commits on its producer while the next records go out on the other one.
+    The next transaction commits only after it, so offsets and answers stay in order."""
+    bootstrap, output = kafka_service.address, "ws.eos-beside.out"
+    async with _worker_clients(bootstrap, "eos-beside") as (consumer, producers, tp):
+        delivery = ExactlyOnce(producers, consumer, "eos-beside", interval_s=0.0)
+        for offset, name in enumerate(("first", "second", "third"), 1):
+            await delivery.send(output, name.encode(), key=None, partition=0, headers=[])
+            delivery.done({tp: offset})
+            await delivery.commit_if_due(idle=False)  # due at once (interval 0)
+            assert not delivery.transaction_open
+            assert delivery.pending  # handed over: the commit has not ended yet
+        await delivery.flush()
+        assert not delivery.pending
+        assert await consumer.committed(tp) == 3
+    seen = await _committed_answers(bootstrap, output, 3, timeout_s=5)
+    assert len(seen) == 3
+
+
+async def test_a_commit_that_fails_beside_the_loop_fails_the_worker_and_nothing_commits_after(
+    kafka_only: None, kafka_service: Service
+) -> None:
+    """A commit refused beside the loop (the group moved on) fails the delivery, as one the
+    loop waited for would: `run()` raises (the worker restarts), and the transaction sent
+    on the other producer meanwhile never commits: its offsets would skip the refused
+    transaction's input."""
+    bootstrap, output = kafka_service.address, "ws.eos-refused-beside.out"
+    async with _worker_clients(bootstrap, "eos-refused-beside") as (consumer, producers, tp):
+        delivery = ExactlyOnce(producers, consumer, "eos-refused-beside", interval_s=0.0)
+        background = asyncio.create_task(delivery.run())
+        consumer._coordinator.generation -= 1  # as if a rebalance had replaced this worker
+        await delivery.send(output, b"lost", key=None, partition=0, headers=[])
+        delivery.done({tp: 1})
+        await delivery.commit_if_due(idle=False)
+        await delivery.send(output, b"after it", key=None, partition=0, headers=[])
+        delivery.done({tp: 2})
+        with pytest.raises(DeliveryFailed, match="moved on"):
+            await asyncio.wait_for(background, 30)
+        consumer._coordinator.generation += 1  # current again (as after rejoining)
+        with pytest.raises(DeliveryFailed):
+            await delivery.flush()
+        assert await consumer.committed(tp) is None
+    assert await _committed_answers(bootstrap, output, 1, timeout_s=3) == []
+
+
 async def test_a_partitions_next_owner_reads_no_offset_a_transaction_still_commits(
     kafka_only: None, kafka_service: Service
 ) -> None:
@@ -203,7 +262,7 @@ async def test_a_partitions_next_owner_reads_no_offset_a_transaction_still_commi
     new owner that read the offset before them (Kafka's answer without `require_stable`,
     until the commit markers are written) would answer those records a second time."""
     bootstrap = kafka_service.address
-    async with _worker_clients(bootstrap, "eos-stable") as (consumer, producer, tp):
+    async with _worker_clients(bootstrap, "eos-stable") as (consumer, (producer, _), tp):
         await producer.begin_transaction()
         await producer.send_offsets_to_transaction({tp: 7}, "eos-stable")
         read = asyncio.ensure_future(consumer.committed(tp))
@@ -222,7 +281,7 @@ async def test_a_worker_behind_its_input_keeps_its_transaction_open_longer(
     bootstrap = kafka_service.address
     async with _worker_clients(bootstrap, "eos-behind", isolation_level="read_committed") as (
         consumer,
-        producer,
+        producers,
         tp,
     ):
         consumer.seek(tp, 0)
@@ -238,7 +297,7 @@ async def test_a_worker_behind_its_input_keeps_its_transaction_open_longer(
         first = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
         assert len(first[tp]) == 1
         delivery = ExactlyOnce(
-            producer, consumer, "eos-behind", interval_s=0.2, behind_interval_s=60.0
+            producers, consumer, "eos-behind", interval_s=0.2, behind_interval_s=60.0
         )
         await delivery.send(
             "ws.eos-behind.out", b"a", key=None, partition=0, headers=Envelope("a").headers()
@@ -246,13 +305,14 @@ async def test_a_worker_behind_its_input_keeps_its_transaction_open_longer(
         delivery.done({tp: 1})
         await asyncio.sleep(0.3)
         await delivery.commit_if_due(idle=False)
-        assert delivery.pending  # two requests wait unread: not due for a minute
+        assert delivery.transaction_open  # two requests wait unread: not due for a minute
         rest: list[Any] = []
         while len(rest) < 2:
             rest += (await consumer.getmany(tp, timeout_ms=10_000)).get(tp, [])
         delivery.done({tp: 3})
         await delivery.commit_if_due(idle=False)
-        assert not delivery.pending  # caught up: 0.2 s after it began, long past
+        assert not delivery.transaction_open  # caught up: 0.2 s after it began, long past
+        await delivery.flush()  # the commit, beside
         assert await consumer.committed(tp) == 3
 
 
@@ -263,8 +323,8 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
     AddPartitionsToTxn Apache Kafka refuses until the last commit's markers are written);
     an idle loop waits no longer than until the transaction is due, and it commits then."""
     bootstrap = kafka_service.address
-    async with _worker_clients(bootstrap, "eos-cadence") as (consumer, producer, tp):
-        delivery = ExactlyOnce(producer, consumer, "eos-cadence", interval_s=1.0)
+    async with _worker_clients(bootstrap, "eos-cadence") as (consumer, producers, tp):
+        delivery = ExactlyOnce(producers, consumer, "eos-cadence", interval_s=1.0)
         assert delivery.wait_ms(100) == 100  # nothing open: the loop's own wait
         await delivery.send(
             "ws.eos-cadence.out",
@@ -275,7 +335,7 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
         )
         delivery.done({tp: 1})
         await delivery.commit_if_due(idle=True)
-        assert delivery.pending  # idle, but the transaction is not due yet
+        assert delivery.transaction_open  # idle, but the transaction is not due yet
         assert 0 < delivery.wait_ms(5000) <= 1000
         await delivery.send(
             "ws.eos-cadence.out",
@@ -288,7 +348,8 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
         await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
         assert delivery.wait_ms(5000) == 0
         await delivery.commit_if_due(idle=True)
-        assert not delivery.pending
+        assert not delivery.transaction_open  # handed over to commit
+        await delivery.flush()  # the commit, beside
         assert await consumer.committed(tp) == 2
     seen = await _committed_answers(bootstrap, "ws.eos-cadence.out", 2, timeout_s=5)
     assert len(seen) == 2
@@ -303,11 +364,11 @@ async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_ope
     boundary, a challenger's), brings back `interval_s`."""
     bootstrap, output = kafka_service.address, "ws.eos-uncommitted.out"
     http = Envelope("http", reply_uncommitted=True).headers()
-    async with _worker_clients(bootstrap, "eos-uncommitted") as (consumer, producer, tp):
+    async with _worker_clients(bootstrap, "eos-uncommitted") as (consumer, producers, tp):
 
         def delivery_to(**read_committed: set[str]) -> ExactlyOnce:
             return ExactlyOnce(
-                producer,
+                producers,
                 consumer,
                 "eos-uncommitted",
                 interval_s=0.2,
@@ -320,20 +381,21 @@ async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_ope
         delivery.done({tp: 1})
         await asyncio.sleep(0.3)
         await delivery.commit_if_due(idle=True)
-        assert delivery.pending  # past interval_s, but nobody waits for this commit
+        assert delivery.transaction_open  # past interval_s, but nobody waits for this commit
         assert delivery.wait_ms(5000) == 5000
         kafka = Envelope("kafka").headers()
         await delivery.send(output, b"kafka", key=None, partition=0, headers=kafka)
         delivery.done({tp: 2})
         assert delivery.wait_ms(5000) == 0
         await delivery.commit_if_due(idle=True)
-        assert not delivery.pending
+        assert not delivery.transaction_open  # handed over to commit
+        await delivery.flush()  # the commit, beside
         assert await consumer.committed(tp) == 2
         await delivery.send(output, b"http again", key=None, partition=0, headers=http)
         delivery.done({tp: 3})
         await asyncio.sleep(0.3)
         await delivery.commit_if_due(idle=True)
-        assert delivery.pending  # the next transaction starts unawaited again
+        assert delivery.transaction_open  # the next transaction starts unawaited again
         await delivery.flush()
         # a boundary's next stage, a challenger's shadow worker: they read committed
         for offset, read_committed in enumerate(({"hops": {output}}, {"fans_out_to": {output}}), 4):
@@ -342,7 +404,8 @@ async def test_a_transaction_of_answers_only_uncommitted_readers_await_stays_ope
             other.done({tp: offset})
             await asyncio.sleep(0.3)
             await other.commit_if_due(idle=False)
-            assert not other.pending, read_committed
+            assert not other.transaction_open, read_committed
+            await other.flush()
     seen = await _committed_answers(bootstrap, output, 5, timeout_s=5)
     assert [a.request_id for a in seen] == ["http", "kafka", "http", "http", "http"]
 
@@ -356,9 +419,9 @@ async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop
     such commit. Sends elsewhere keep the interval."""
     bootstrap = kafka_service.address
     hop = "ws.eos-hop.out"
-    async with _worker_clients(bootstrap, "eos-hop") as (consumer, producer, tp):
+    async with _worker_clients(bootstrap, "eos-hop") as (consumer, producers, tp):
         delivery = ExactlyOnce(
-            producer, consumer, "eos-hop", interval_s=60.0, hops={hop}, hop_gap_s=0.5
+            producers, consumer, "eos-hop", interval_s=60.0, hops={hop}, hop_gap_s=0.5
         )
         await ensure_topics(
             WorkerSettings(kafka_bootstrap=bootstrap), [TopicSpec("ws.eos-hop.dlq", 1)]
@@ -366,15 +429,16 @@ async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop
         await delivery.send("ws.eos-hop.dlq", b"elsewhere", key=None, partition=0, headers=[])
         delivery.done({tp: 1})
         await delivery.commit_if_due(idle=True)
-        assert delivery.pending  # no boundary record: the interval holds
+        assert delivery.transaction_open  # no boundary record: the interval holds
         assert delivery.wait_ms(5000) > 0
         await delivery.send(hop, b"on", key=None, partition=0, headers=Envelope("on").headers())
         delivery.done({tp: 2})
         assert delivery.wait_ms(5000) == 0  # fetch what waits, without waiting for more
         await delivery.commit_if_due(idle=False)
-        assert delivery.pending  # records still to run go in the same transaction
+        assert delivery.transaction_open  # records still to run go in the same transaction
         await delivery.commit_if_due(idle=True)
-        assert not delivery.pending
+        assert not delivery.transaction_open  # handed over to commit
+        await delivery.flush()  # the commit, beside
         assert await consumer.committed(tp) == 2
         assert delivery.wait_ms(5000) == 5000  # the next transaction starts afresh
         await delivery.send(
@@ -382,17 +446,18 @@ async def test_a_transaction_that_sent_to_a_boundary_commits_as_soon_as_the_loop
         )
         delivery.done({tp: 3})
         await delivery.commit_if_due(idle=True)
-        assert delivery.pending  # committed a moment ago: not before the gap
+        assert delivery.transaction_open  # committed a moment ago: not before the gap
         assert 0 < delivery.wait_ms(5000) <= 500
         await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
         await delivery.commit_if_due(idle=True)
-        assert not delivery.pending
+        assert not delivery.transaction_open
         await asyncio.sleep(0.5)
         await delivery.send("ws.eos-hop.dlq", b"elsewhere", key=None, partition=0, headers=[])
         await delivery.flush()  # a commit without a boundary record starts no gap
         await delivery.send(hop, b"third", key=None, partition=0, headers=[])
         await delivery.commit_if_due(idle=True)
-        assert not delivery.pending
+        assert not delivery.transaction_open
+        await delivery.flush()
     seen = await _committed_answers(bootstrap, hop, 3, timeout_s=5)
     assert [a.request_id for a in seen[:2]] == ["on", "again"]
     assert len(seen) == 3
