@@ -46,8 +46,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -198,7 +198,7 @@ class ExactlyOnce:
         self._hops = frozenset(hops)
         self._read_committed = self._hops | frozenset(fans_out_to)  # by other workers
         self._hop_gap_s = hop_gap_s
-        self._hop_committed_at = -math.inf  # loop time the last one with hops began to commit
+        self._hop_handed_at = -math.inf  # loop time the last one with hops was handed to commit
         self._lock = asyncio.Lock()  # sends and the handing over of a transaction never overlap
         self._failed: DeliveryFailed | None = None  # a transaction failed: for good
         self._failing = asyncio.Event()
@@ -251,7 +251,7 @@ class ExactlyOnce:
         now = asyncio.get_running_loop().time()
         left = self._opened_at + self._open_for_s() - now
         if self._open.hopped:  # what is fetched already runs first; then, idle, it commits
-            left = min(left, max(0.0, self._hop_committed_at + self._hop_gap_s - now))
+            left = min(left, max(0.0, self._hop_handed_at + self._hop_gap_s - now))
         return max(0, min(longest, math.ceil(left * 1000)))
 
     async def commit_if_due(self, *, idle: bool) -> None:
@@ -272,7 +272,7 @@ class ExactlyOnce:
                 await self._hand_over()
             return
         now = asyncio.get_running_loop().time()
-        gap_passed = now - self._hop_committed_at >= self._hop_gap_s
+        gap_passed = now - self._hop_handed_at >= self._hop_gap_s
         hop_due = idle and self._open.hopped and gap_passed
         if hop_due or now - self._opened_at >= self._open_for_s():
             await self._hand_over()
@@ -302,7 +302,7 @@ class ExactlyOnce:
         """The open transaction, handed over to commit; the next begins on the other producer."""
         transaction = self._open
         if transaction.hopped:
-            self._hop_committed_at = asyncio.get_running_loop().time()
+            self._hop_handed_at = asyncio.get_running_loop().time()
         first, second = self._producers
         following = second if transaction.producer is first else first
         self._open, self._opened_at = _Transaction(following), None
