@@ -253,8 +253,10 @@ class Replies:
 
     async def _resume(self) -> None:
         try:
-            self._consumer.resume(*self._tps)
+            # Seek, then resume: a reader resumed first would fetch from where it paused
+            # while the end is looked up, and hand over answers written meanwhile.
             await self._from_end()
+            self._consumer.resume(*self._tps)
             self._paused = False
         finally:
             self._resuming = None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from control._admission import Capacity
 from control._replies import Pending, Replies
@@ -242,12 +242,20 @@ async def test_a_result_topics_reader_pauses_while_no_request_waits_and_starts_a
 ) -> None:
     """Answers nobody waits for (a pipeline also fed over Kafka) are not read once no request
     has waited for a while; the next request is answered, from the topic's end: an answer
-    with its id written while the reader was paused is never handed to it."""
+    with its id written while the reader was paused is never handed to it, however long
+    looking up that end takes (a second here)."""
     monkeypatch.setattr("control._replies.QUIET_PAUSE_S", 0.2)
     gateway, name = served
     topic = gateway.topics.output(WS, name).name
     async with _reader(topic, gateway._worker) as replies, _producer(gateway) as producer:
         await _paused(replies)
+        look_up = replies._ends.end_offsets
+
+        async def slowly(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+            await asyncio.sleep(1.0)
+            return await look_up(partitions)
+
+        monkeypatch.setattr(replies._ends, "end_offsets", slowly)
         await producer.send_and_wait(topic, _answer(1.0), headers=Envelope("r1").headers())
         pending = Pending(1, [])
         await replies.expect("r1", pending)
