@@ -1,7 +1,7 @@
 """Where an exactly-once round trip's time goes on Apache Kafka, without the rest of weir.
 
 A fresh embedded Apache Kafka; an echo loop built from weir's own Kafka pieces (the
-worker's consumer and transactional producer options, streams.delivery.ExactlyOnce, the
+worker's consumer and transactional producer options, streams.transactions.ExactlyOnce, the
 worker loop's order of fetch, send and commit) answers 1-row requests sent open loop at
 `--rate`/s (`--commit-interval-ms 0`: each transaction commits as soon as
 nothing more has arrived, as before this bench was written). `--at-least-once` runs the
@@ -40,7 +40,8 @@ from bench._stack import CpuMeter
 from streams.admin import ensure_topics
 from streams.clients import consumer_options, producer_options
 from streams.aiokafka_internals import transactional_offsets
-from streams.delivery import AtLeastOnce, ExactlyOnce
+from streams.delivery import AtLeastOnce
+from streams.transactions import ExactlyOnce
 from streams.settings import WAKING_FETCH_WAIT_MS, WorkerSettings
 from streams.topics import TopicSpec
 

@@ -21,7 +21,7 @@ the methods used are gone. Tests may reach in too, to stage faults.
   by itself: an offset commit carries the consumer group's generation, and an offset read
   waits for the transactions that are still committing offsets.
 
-  A worker that runs exactly once (streams.delivery.ExactlyOnce) commits its input offsets
+  A worker that runs exactly once (streams.transactions.ExactlyOnce) commits its input offsets
   inside the transaction that carries its answers. Two races follow when partitions move:
 
   - Written by a worker a rebalance already replaced: aiokafka's TxnOffsetCommit (v0)

@@ -20,7 +20,7 @@ metadata could say whether an owner left cleanly, but Tansu does not keep it
   them too.
 
 Only brokers without transactions need this (Tansu): with them, a worker runs
-exactly once (streams.delivery.ExactlyOnce) and a crash repeats nothing.
+exactly once (streams.transactions.ExactlyOnce) and a crash repeats nothing.
 
 So an answer without the mark is the first for its request; a marked one may
 repeat an earlier answer with the same request id (or be the first, for a

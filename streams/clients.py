@@ -228,7 +228,7 @@ def producer_options(
     settings: WorkerSettings, client_id: str, *, transactional_id: str | None = None
 ) -> dict[str, Any]:
     """A worker's producer: every replica acknowledges; values up to `max_message_bytes`;
-    with a `transactional_id`, it sends in transactions (streams.delivery.ExactlyOnce).
+    with a `transactional_id`, it sends in transactions (streams.transactions.ExactlyOnce).
 
     Batches may grow to 1 MiB (aiokafka's default is 16 KiB): a request carries one batch
     per partition, so small batches split a fetch's answers for one partition over

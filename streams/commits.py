@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams.errors import DeliveryFailed
@@ -25,6 +26,11 @@ Offsets = dict[TopicPartition, int]
 """The next offset to read, per partition (what Kafka stores as committed)."""
 RETRY_S = 0.2
 """Pause before trying a failed commit again."""
+
+
+def next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
+    """The offsets to commit once `records` (in order) are done."""
+    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 class OrderedCommits:

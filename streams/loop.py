@@ -22,31 +22,23 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from streams.claims import PartitionClaims, RedeliveryMarks
-from streams.aiokafka_internals import (
-    check_aiokafka,
-    check_fetcher,
-    member_id,
-    rejoin_as,
-    retry_next_transaction_sooner,
-    stop_consumer,
-    transactional_offsets,
-)
+from streams.aiokafka_internals import check_aiokafka, check_fetcher, rejoin_as, stop_consumer
 from streams.clients import FetchPace, consumer_options, producer_options, records_unless
-from streams.commits import Offsets
-from streams.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from streams.commits import next_offsets
+from streams.delivery import AtLeastOnce, Delivery
 from streams.membership import (
     STUCK_AFTER_SESSIONS,
     GroupStuck,
     JoinWatch,
     MemberRecord,
-    reset_group,
+    watch_group,
 )
 from streams.messages import Outgoing
 from streams.metrics import WorkerMetrics
@@ -54,6 +46,7 @@ from streams.placement import Placement
 from streams.rebalance import HeldTopics, Partitions, Rebalances
 from streams.settings import WorkerSettings
 from streams.stage import Incoming, Stage, StepCounters
+from streams.transactions import worker_transactions
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +57,6 @@ IDLE_POLL_MS = 1000
 ends it at once. Each timeout wakes an idle worker, at ~0.25 ms of CPU a wake on the
 machines measured (control/server/quiet_uvicorn.py): 10 a second were a third of an idle
 worker's CPU."""
-WATCH_EVERY_S = 1.0
-"""How often the group is watched (streams.membership) and the member id kept."""
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -123,9 +114,7 @@ class StageLoop:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        # Exactly once, a second producer takes the sends while a transaction commits
-        # (streams.delivery.ExactlyOnce); its transactional id also belongs to the worker.
-        self._second_producer: AIOKafkaProducer | None = None
+        self._producers: tuple[AIOKafkaProducer, ...] = ()  # to stop: exactly once, two
         self._delivery: Delivery | None = None
         self._pace: FetchPace | None = None
         self._placement = Placement()
@@ -155,6 +144,7 @@ class StageLoop:
         """Connect, and join the group (partitions are assigned in the background)."""
         check_aiokafka()
         self._producer = AIOKafkaProducer(**self._producer_options)
+        self._producers = (self._producer,)
         self._consumer = AIOKafkaConsumer(**self._consumer_options)
         await self._producer.start()
         await self._consumer.start()
@@ -166,15 +156,21 @@ class StageLoop:
                 previous,
             )
             rejoin_as(self._consumer, previous)
-        self._delivery = (
-            await self._exactly_once_delivery(self._producer, self._consumer)
-            if self._exactly_once
-            else AtLeastOnce(
+        if self._exactly_once:
+            self._delivery = await worker_transactions(
                 self._producer,
                 self._consumer,
-                interval_s=self._settings.commit_interval_ms / 1000,
+                self._producer_options,
+                self._settings,
+                self._group_id,
+                hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
+                fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
             )
-        )
+            self._producers = self._delivery.producers
+        else:
+            self._delivery = AtLeastOnce(
+                self._producer, self._consumer, interval_s=self._settings.commit_interval_ms / 1000
+            )
         self._pace = FetchPace(self._consumer, self._settings)
         self._rebalances = Rebalances(
             self._settings,
@@ -189,32 +185,6 @@ class StageLoop:
             on_assigned=self._on_assigned,
         )
         self._consumer.subscribe(self.topics, listener=self._rebalances)
-
-    async def _exactly_once_delivery(
-        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
-    ) -> ExactlyOnce:
-        """Transactions on `producer` and a second producer in turns (streams.delivery)."""
-        options = self._producer_options
-        second = AIOKafkaProducer(
-            **{**options, "transactional_id": f"{options['transactional_id']}.2"}
-        )
-        self._second_producer = second
-        await second.start()
-        for each in (producer, second):
-            transactional_offsets(each, consumer)
-        retry_next_transaction_sooner()
-        s = self._settings
-        return ExactlyOnce(
-            (producer, second),
-            consumer,
-            self._group_id,
-            interval_s=s.commit_interval_ms / 1000,
-            behind_interval_s=s.commit_interval_behind_ms / 1000,
-            hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
-            fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
-            hop_gap_s=s.hop_commit_gap_ms / 1000,
-            uncommitted_interval_s=s.commit_interval_uncommitted_ms / 1000,
-        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, then flush what is in flight.
@@ -250,24 +220,13 @@ class StageLoop:
             await asyncio.gather(background, watchdog, return_exceptions=True)
 
     async def _watch_group(self, running: asyncio.Task[None]) -> None:
-        """Keep the member id (streams.membership) and cancel `running` (run()) if the group
-        never settles: it may be stuck anywhere, even in what the group waits for."""
+        """Cancel `running` (run()) if the group never settles (streams.membership): it may
+        be stuck anywhere, even in what the group waits for."""
         assert self._consumer is not None
-        kept = None
-        while True:
-            await asyncio.sleep(WATCH_EVERY_S)
-            member = member_id(self._consumer)
-            if self._members is not None and member and member != kept:
-                self._members.remember(self._group_id, member)
-                kept = member
-            try:
-                self._watch.check()
-            except GroupStuck as exc:
-                log.error("%s", exc)
-                await reset_group(self._settings, self._group_id, self.topics)
-                self._stuck = exc
-                running.cancel()
-                return
+        self._stuck = await watch_group(
+            self._consumer, self._watch, self._members, self._settings, self._group_id, self.topics
+        )
+        running.cancel()
 
     async def _claimed(self, stop: asyncio.Event) -> bool:
         """At least once, wait until the assignment is claimed (streams.claims): nothing runs
@@ -299,9 +258,8 @@ class StageLoop:
                 if self._members is not None:  # it left: nobody may rejoin as it
                     self._members.forget(self._group_id)
         finally:
-            for producer in (self._producer, self._second_producer):
-                if producer is not None:
-                    await producer.stop()
+            for producer in self._producers:
+                await producer.stop()
             self._placement.close()
 
     # -- one fetch ----------------------------------------------------------------
@@ -311,7 +269,7 @@ class StageLoop:
         While it waits the loop counts as idle, so a rebalance can go ahead; it drops
         what was fetched (the partitions' owners read it again from the commit). With a
         transaction open, it waits no longer than until that transaction is due to commit
-        (streams.delivery). An idle worker waits longer, until records come or `stop` is set.
+        (streams.transactions). An idle worker waits longer, until records come or `stop` is set.
         """
         s, consumer = self._settings, self._consumer
         assert consumer is not None and self._delivery is not None and self._pace is not None
@@ -414,7 +372,7 @@ class StageLoop:
                     log.error(
                         "not sending a %d-byte record to %s: %s", len(o.value or b""), o.topic, exc
                     )
-        self._delivery.done(_next_offsets(item.record for item in chunk))
+        self._delivery.done(next_offsets(item.record for item in chunk))
 
     async def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
@@ -437,8 +395,3 @@ class StageLoop:
     async def _finish_before(self, revoked: set[TopicPartition]) -> None:
         await self.flush()
         await self._hand_over(revoked)
-
-
-def _next_offsets(records: Iterable[ConsumerRecord]) -> Offsets:
-    """The offsets to commit once `records` (in order) are done."""
-    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}

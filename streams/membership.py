@@ -22,6 +22,7 @@ gives up, so its process starts over (streams.loop).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from streams.aiokafka_internals import ask_group_coordinator, topic_partitions
+from streams.aiokafka_internals import ask_group_coordinator, member_id, topic_partitions
 from streams.clients import connection_options
 from streams.settings import WorkerSettings
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 STUCK_AFTER_SESSIONS = 4
 """A member without an assignment for this many session timeouts is stuck."""
+WATCH_EVERY_S = 1.0
+"""How often `watch_group` looks at the group and keeps the member id."""
 
 
 class MemberRecord:
@@ -157,3 +160,28 @@ async def reset_group(settings: WorkerSettings, group: str, topics: list[str]) -
         log.exception("could not reset consumer group %s", group)
     finally:
         await consumer.stop()
+
+
+async def watch_group(
+    consumer: AIOKafkaConsumer,
+    watch: JoinWatch,
+    members: MemberRecord | None,
+    settings: WorkerSettings,
+    group: str,
+    topics: list[str],
+) -> GroupStuck:
+    """Keep `consumer`'s member id in `members` as it changes, until the group is found
+    stuck (`watch`): then reset it (`reset_group`) and return why."""
+    kept = None
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        member = member_id(consumer)
+        if members is not None and member and member != kept:
+            members.remember(group, member)
+            kept = member
+        try:
+            watch.check()
+        except GroupStuck as exc:
+            log.error("%s", exc)
+            await reset_group(settings, group, topics)
+            return exc

@@ -1,6 +1,6 @@
 """What each embedded broker offers for exactly-once delivery. Apache Kafka gives producer
 ids for idempotence and transactions, so weir's workers run exactly once there
-(streams/delivery.py); Tansu refuses both, so weir delivers at least once and marks
+(streams/transactions.py); Tansu refuses both, so weir delivers at least once and marks
 repeats (streams/claims.py). If the Tansu leg starts failing, Tansu began to support them:
 revisit that choice."""
 

@@ -1,4 +1,4 @@
-"""Exactly once on Apache Kafka (streams/delivery.py ExactlyOnce, streams/aiokafka_internals.py), on
+"""Exactly once on Apache Kafka (streams/transactions.py ExactlyOnce, streams/aiokafka_internals.py), on
 the real broker: each chunk's answers and input offsets commit together, a worker restarted
 after a crash fences its predecessor's open transaction, a worker a rebalance replaced cannot
 commit offsets, and a partition's next owner reads no offset a transaction still commits."""
@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from control.embedded import Service
 from streams.aiokafka_internals import transaction_forgotten
-from streams.delivery import ExactlyOnce
+from streams.transactions import ExactlyOnce
 from streams.errors import DeliveryFailed
 from streams.loop import StageLoop
 from streams.messages import Envelope
@@ -26,11 +26,10 @@ from tests.streams._transactions import committed_answers, worker_clients
 async def _vanish(loop: StageLoop) -> None:
     """Cut a loop's connections as a killed process would: its group membership lapses
     after the session timeout, its open transaction stays open on the broker."""
-    assert loop._consumer is not None and loop._producer is not None
-    assert loop._second_producer is not None
+    assert loop._consumer is not None and len(loop._producers) == 2
     loop._consumer._coordinator._heartbeat_task.cancel()
     await loop._consumer._client.close()
-    for producer in (loop._producer, loop._second_producer):
+    for producer in loop._producers:
         await producer.client.close()
 
 

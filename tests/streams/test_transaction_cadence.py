@@ -1,4 +1,4 @@
-"""When a worker's transaction commits on Apache Kafka (streams/delivery.py ExactlyOnce): at
+"""When a worker's transaction commits on Apache Kafka (streams/transactions.py ExactlyOnce): at
 its interval, not as soon as the loop is idle; later while the worker is behind its input
 or while only uncommitted readers await its answers; at once, idle, after a send to a
 boundary topic the next stage reads committed."""
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from control.embedded import Service
 from streams.admin import ensure_topics
-from streams.delivery import ExactlyOnce
+from streams.transactions import ExactlyOnce
 from streams.messages import Envelope
 from streams.settings import WorkerSettings
 from streams.topics import TopicSpec
