@@ -31,6 +31,7 @@ not see a repeat drop a marked answer whose request id they have seen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -72,7 +73,7 @@ class RedeliveryMarks:
     Example:
         marks = RedeliveryMarks(registry, "weir.ws.p", "p-v1-0.ab12", settings)
         await marks.claim(assigned)            # in on_partitions_assigned
-        await marks.claimed.wait()             # before running what was fetched
+        await marks.wait_claimed(stop, 0.1)    # before running what was fetched
         marks.mark(incoming)                   # sets Envelope.redelivered where it may repeat
         await marks.release(consumer, revoked) # once everything is committed
     """
@@ -93,6 +94,16 @@ class RedeliveryMarks:
         self._claiming = asyncio.Lock()
         """Held while a claim is made: a release waits for it (a worker told to stop while
         its assignment was being claimed released everything before `_below` was known)."""
+
+    async def wait_claimed(self, stop: asyncio.Event, poll_s: float) -> bool:
+        """Wait until this assignment is claimed: nothing runs unmarked. False if `stop` is
+        set first (looked at every `poll_s`)."""
+        while not self.claimed.is_set():
+            if stop.is_set():
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.claimed.wait(), poll_s)
+        return True
 
     async def claim(self, assigned: set[TopicPartition]) -> None:
         """Claim `assigned`; in a partition its last reader never released, the records up

@@ -18,7 +18,6 @@ Why a plain aiokafka loop rather than faust-streaming: docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -141,36 +140,23 @@ class StageLoop:
         return not self._idle.is_set() or bool(self._delivery and self._delivery.pending)
 
     async def start(self) -> None:
-        """Connect, and join the group (partitions are assigned in the background)."""
+        """Connect, and join the group (partitions are assigned in the background). Where it
+        fails (Kafka away) it closes what it opened: it may be called again."""
         check_aiokafka()
         self._producer = AIOKafkaProducer(**self._producer_options)
         self._producers = (self._producer,)
         self._consumer = AIOKafkaConsumer(**self._consumer_options)
-        await self._producer.start()
-        await self._consumer.start()
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+            self._delivery = await self._new_delivery(self._producer, self._consumer)
+        except BaseException:
+            await self._disconnect()
+            raise
         previous = self._members.previous(self._group_id) if self._members else None
         if previous is not None:  # this worker's last process died in the group
-            log.info(
-                "rejoining %s as %s, the member this worker's last process was",
-                self._group_id,
-                previous,
-            )
+            log.info("rejoining %s as %s, its last process's member", self._group_id, previous)
             rejoin_as(self._consumer, previous)
-        if self._exactly_once:
-            self._delivery = await worker_transactions(
-                self._producer,
-                self._consumer,
-                self._producer_options,
-                self._settings,
-                self._group_id,
-                hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
-                fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
-            )
-            self._producers = self._delivery.producers
-        else:
-            self._delivery = AtLeastOnce(
-                self._producer, self._consumer, interval_s=self._settings.commit_interval_ms / 1000
-            )
         self._pace = FetchPace(self._consumer, self._settings)
         self._rebalances = Rebalances(
             self._settings,
@@ -185,6 +171,24 @@ class StageLoop:
             on_assigned=self._on_assigned,
         )
         self._consumer.subscribe(self.topics, listener=self._rebalances)
+
+    async def _new_delivery(
+        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer
+    ) -> Delivery:
+        if not self._exactly_once:
+            interval_s = self._settings.commit_interval_ms / 1000
+            return AtLeastOnce(producer, consumer, interval_s=interval_s)
+        delivery = await worker_transactions(
+            producer,
+            consumer,
+            self._producer_options,
+            self._settings,
+            self._group_id,
+            hops=[hop for stage in self._stages.values() if (hop := stage.hands_on_to)],
+            fans_out_to={t for stage in self._stages.values() for t in stage.fans_out_to},
+        )
+        self._producers = delivery.producers
+        return delivery
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, then flush what is in flight.
@@ -229,16 +233,8 @@ class StageLoop:
         running.cancel()
 
     async def _claimed(self, stop: asyncio.Event) -> bool:
-        """At least once, wait until the assignment is claimed (streams.claims): nothing runs
-        unmarked. False if told to stop first."""
-        if self._marks is None:
-            return True
-        while not self._marks.claimed.is_set():
-            if stop.is_set():
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._marks.claimed.wait(), POLL_MS / 1000)
-        return True
+        """At least once, wait until the assignment is claimed (streams.claims)."""
+        return self._marks is None or await self._marks.wait_claimed(stop, POLL_MS / 1000)
 
     async def flush(self) -> None:
         """Wait until everything processed so far is delivered and committed."""
@@ -253,14 +249,19 @@ class StageLoop:
     async def close(self) -> None:
         """Leave the group and close the connections."""
         try:
+            await self._disconnect()
+            if self._consumer is not None and self._members is not None:
+                self._members.forget(self._group_id)  # it left: nobody may rejoin as it
+        finally:
+            self._placement.close()
+
+    async def _disconnect(self) -> None:
+        try:
             if self._consumer is not None:
                 await stop_consumer(self._consumer)
-                if self._members is not None:  # it left: nobody may rejoin as it
-                    self._members.forget(self._group_id)
         finally:
             for producer in self._producers:
                 await producer.stop()
-            self._placement.close()
 
     # -- one fetch ----------------------------------------------------------------
     async def _fetch(self, stop: asyncio.Event) -> Fetched:

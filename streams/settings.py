@@ -177,5 +177,10 @@ class WorkerSettings(BaseSettings):
     record while it drains its version's step topics before it exits anyway; a
     drain that keeps making progress is never cut short."""
 
+    kafka_wait_s: float = Field(60.0, ge=0)
+    """How long a starting worker waits for Kafka to answer (a broker restarting) before
+    it exits and is started again; a worker started again to finish a drain waits too,
+    rather than exit while the broker is away."""
+
     worker_heartbeat_s: float = 1.0
     """How often a worker reports its status to the registry."""

@@ -76,7 +76,11 @@ async def worker_transactions(
     transactional id `<id>.2` also belongs to the worker."""
     second_id = f"{producer_options['transactional_id']}.2"
     second = AIOKafkaProducer(**{**producer_options, "transactional_id": second_id})
-    await second.start()
+    try:
+        await second.start()
+    except BaseException:
+        await second.stop()
+        raise
     for each in (producer, second):
         transactional_offsets(each, consumer)
     retry_next_transaction_sooner()

@@ -24,12 +24,16 @@ again) stops at once.
 
 Heartbeats go to the registry (Redis). While it is away a worker serves on with
 what it loaded: a failed heartbeat is said once in its log and tried again each
-round, and it never stops or stalls the worker.
+round, and it never stops or stalls the worker. A worker that finds Kafka away as
+it starts (a broker restarting) waits for it, up to `WorkerSettings.kafka_wait_s`,
+and drains only once it has started, if told to stop meanwhile: one started again
+to finish a drain would otherwise exit at once, and leave the drain unfinished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,6 +46,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from engine.errors import WeirError
 from engine.pipeline import ArtifactPath, CompiledPipeline, load_pipeline
@@ -68,6 +73,8 @@ EXIT_OVER_MEMORY = 3
 """Exit code of a running worker that went over its memory limit (restarted, like an OOM kill)."""
 EXIT_DRAIN_INCOMPLETE = 4
 """Exit code of a stopped worker whose drain gave up: its version's topics still hold records."""
+KAFKA_RETRY_S = 1.0
+"""How often a starting worker tries Kafka again while it does not answer."""
 LOADING_BEAT_S = 0.5
 """How often a loading worker reports its progress (a Python step's environment building)."""
 
@@ -103,6 +110,7 @@ class Worker:
         self._drain = Drain(spec, settings, topics)
         self._last_loading_beat = float("-inf")
         self._stop = asyncio.Event()
+        self._started = asyncio.Event()  # the loop is connected and in its group
         self._drain_task: asyncio.Task[None] | None = None
         self._beats_failing = Outage(log, f"heartbeats of worker {spec.worker_id}")
 
@@ -317,7 +325,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             events.add_signal_handler(sig, self._on_signal, sig)
         try:
-            await loop.start()
+            await self._start(loop)
             log.info("worker %s: reading %s", self.spec.worker_id, ", ".join(loop.topics))
             await loop.run(self._stop)
             return 0
@@ -331,6 +339,27 @@ class Worker:
                 self._drain_task.cancel()
             await loop.close()
 
+    async def _start(self, loop: StageLoop) -> None:
+        """Start `loop`; while Kafka does not answer, try again every KAFKA_RETRY_S (said
+        in `status()`) until `kafka_wait_s` has passed or the worker is stopped."""
+        bootstrap = self.settings.kafka_bootstrap
+        away = Outage(log, f"worker {self.spec.worker_id}: connecting to Kafka at {bootstrap}")
+        give_up_at = time.monotonic() + self.settings.kafka_wait_s
+        while True:
+            try:
+                await loop.start()
+                break
+            except KafkaConnectionError as exc:
+                if time.monotonic() >= give_up_at or self._stop.is_set():
+                    raise
+                away.failed(exc)
+                self.reason = f"waiting for Kafka at {bootstrap} to answer"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), KAFKA_RETRY_S)
+        away.ok()
+        self.reason = None
+        self._started.set()
+
     def _on_signal(self, sig: signal.Signals) -> None:
         """The first signal drains, then stops; a second SIGINT stops at once."""
         if self._drain_task is None:
@@ -343,6 +372,7 @@ class Worker:
 
     async def _drain_then_stop(self) -> None:
         try:
+            await self._started.wait()  # a worker still waiting for Kafka drains once started
             await self.drain()
         finally:
             self._stop.set()
