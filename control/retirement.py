@@ -4,8 +4,9 @@ Local workers get SIGTERM; remote ones (`weir worker` on other hosts, the
 compose `worker` service) a stop request in the registry, and are waited for by
 their heartbeats. Once every retired worker of a deployment drained cleanly (and
 none of it runs anywhere), the deployment's own topics are deleted; if a drain
-gave up they are kept. A server killed before it deleted them leaves them to the
-next one, which deletes those whose records were all read (`drop_leftover_topics`).
+gave up or a worker died in it, they are deleted only if every record in them was
+read, and kept while some are not. A server killed before it deleted them leaves
+them to the next one, which does the same (`drop_leftover_topics`).
 
 With Redis away a retirement waits for it (`_despite_redis_away`) rather than stopping
 half-way: one cut short left old workers serving beside the new ones, or their topics
@@ -175,45 +176,47 @@ class Retirement:
                 )
                 await self._registry_call(what, self.registry.forget_workers, ws, name, ids)
         undrained = {w: code for w, code in exits.items() if code not in LEFT_NOTHING}
-        if undrained:  # what is left in the topics is kept for whoever looks into it
+        if undrained:  # what is left unread in the topics is kept for whoever looks into it
             log.warning(
-                "keeping the topics of %s/%s deployment(s) %s: workers %s did not finish draining",
+                "workers %s of %s/%s did not finish draining: the topics of deployment(s) %s "
+                "go only if every record in them was read",
+                undrained,
                 ws,
                 name,
                 ", ".join(sorted(deployments)),
-                undrained,
             )
-            return
         for deployment in deployments:
-            self._in_background(self._drop_deployment_topics(ws, name, deployment))
+            self._in_background(
+                self._drop_deployment_topics(ws, name, deployment, only_if_read=bool(undrained))
+            )
 
     async def drop_leftover_topics(self) -> None:
         """Delete the own topics of deployments that nothing serves any more and whose records
         were all read: left by a server killed after their workers drained and before it
         deleted them. Topics holding unread records are kept, as after a drain that gave up."""
-        owners: dict[tuple[str, str, str], list[str]] = {}
-        for topic in await topic_names(self.settings.worker_settings()):
-            owner = self.topics.deployment_of(topic)
-            if owner is not None:
-                owners.setdefault(owner, []).append(topic)
-        for (ws, name, deployment), names in owners.items():
+        owners = {
+            owner
+            for topic in await topic_names(self.settings.worker_settings())
+            if (owner := self.topics.deployment_of(topic)) is not None
+        }
+        for ws, name, deployment in owners:
             self._in_background(
-                self._drop_deployment_topics(ws, name, deployment, only_if_read=names)
+                self._drop_deployment_topics(ws, name, deployment, only_if_read=True)
             )
 
     async def _drop_deployment_topics(
-        self, ws: str, name: str, deployment: str, only_if_read: list[str] | None = None
+        self, ws: str, name: str, deployment: str, *, only_if_read: bool = False
     ) -> None:
         """Delete a retired deployment's own topics (boundary and challenger topics), unless
-        it serves again or a worker of it (here or remote) is still alive, or (`only_if_read`:
-        those topics) a record in them is unread."""
+        it serves again or a worker of it (here or remote) is still alive, or
+        (`only_if_read`) a record in them is unread."""
         await self._despite_redis_away(
             f"deleting the topics of {ws}/{name} deployment {deployment}",
             lambda: self._drop_unless_used(ws, name, deployment, only_if_read),
         )
 
     async def _drop_unless_used(
-        self, ws: str, name: str, deployment: str, only_if_read: list[str] | None
+        self, ws: str, name: str, deployment: str, only_if_read: bool
     ) -> None:
         """One try of `_drop_deployment_topics` (the lock is not held while Redis is away)."""
         async with self._lock:
@@ -239,8 +242,13 @@ class Retirement:
                 return
             try:
                 settings = self.settings.worker_settings()
-                if only_if_read is not None:
-                    unread = await self._unread(ws, name, only_if_read)
+                names = [
+                    t
+                    for t in await topic_names(settings)
+                    if self.topics.deployment_of(t) == (ws, name, deployment)
+                ]
+                if only_if_read:
+                    unread = await self._unread(ws, name, names)
                     if unread:
                         log.warning(
                             "keeping the topics of %s/%s deployment %s that no worker "
@@ -251,11 +259,6 @@ class Retirement:
                             ", ".join(unread),
                         )
                         return
-                names = [
-                    t
-                    for t in await topic_names(settings)
-                    if self.topics.deployment_of(t) == (ws, name, deployment)
-                ]
                 await delete_topics(settings, names)
             except Exception:  # the topics stay; nothing else depends on it
                 log.exception(
