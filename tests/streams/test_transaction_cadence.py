@@ -72,24 +72,17 @@ async def test_an_idle_worker_commits_its_transaction_after_the_interval_not_at_
     bootstrap = kafka_service.address
     async with worker_clients(bootstrap, "eos-cadence") as (consumer, producers, tp):
         delivery = ExactlyOnce(producers, consumer, "eos-cadence", interval_s=1.0)
+        output = "ws.eos-cadence.out"
         assert delivery.wait_ms(100) == 100  # nothing open: the loop's own wait
         await delivery.send(
-            "ws.eos-cadence.out",
-            b"first",
-            key=None,
-            partition=0,
-            headers=Envelope("first").headers(),
+            output, b"first", key=None, partition=0, headers=Envelope("first").headers()
         )
         delivery.done({tp: 1})
         await delivery.commit_if_due(idle=True)
         assert delivery.transaction_open  # idle, but the transaction is not due yet
         assert 0 < delivery.wait_ms(5000) <= 1000
         await delivery.send(
-            "ws.eos-cadence.out",
-            b"second",
-            key=None,
-            partition=0,
-            headers=Envelope("second").headers(),
+            output, b"second", key=None, partition=0, headers=Envelope("second").headers()
         )
         delivery.done({tp: 2})
         await asyncio.sleep(delivery.wait_ms(5000) / 1000 + 0.01)
