@@ -6,6 +6,8 @@ the methods used are gone. Tests may reach in too, to stage faults.
 - The fetch wait, changed per fetch (set_fetch_wait; streams.clients.FetchPace decides it).
 - A fetch response with a hole is read up to the hole, and fetched again from there
   (read_holes_again; why in streams.fetch_holes).
+- The fetch routine woken when a fetch ends, not only when its task does
+  (wake_fetcher_when_a_fetch_ends: a race in aiokafka 0.14 that held fetches back).
 - Whether a consumer has records still to read, and which partitions' fetches came back
   without them (unread_records, unfetched_positions): aiokafka gives a partition's position
   only through a coroutine that may fetch, and tells nothing of what it buffered.
@@ -95,6 +97,7 @@ def check_aiokafka() -> None:
         TransactionManager: ("is_empty_transaction",),
         aiokafka_sender: ("BACKOFF_OVERRIDE",),
         aiokafka_fetcher: ("PartitionRecords",),
+        aiokafka_fetcher.Fetcher: ("_notify",),
     }
     missing = [
         f"{owner.__name__}.{name}"
@@ -110,6 +113,45 @@ def check_aiokafka() -> None:
 
 
 # -- the consumer's fetches ------------------------------------------------------------------------
+def wake_fetcher_when_a_fetch_ends() -> None:
+    """Make every consumer of this process send its next fetch as soon as the last one ended.
+
+    aiokafka's fetch routine marks a broker as having a fetch in flight until a done
+    callback of that fetch's task runs. When the routine's own wait times out
+    (`consumer_timeout_ms`) in the loop turn where the fetch task finishes, it sees the task
+    done while the broker is still marked, sends nothing, and sleeps a whole timeout with no
+    fetch in flight. Records that come meanwhile wait: on Apache Kafka, where an idle
+    consumer's fetch waits 3 s (three of weir's 1 s timeouts, so the two end together), the
+    gateway's reply reader held the first answers of a load back ~0.9 s in about one
+    bench_peers repetition in four (bench/README.md, 2026-12-07). Unmarking the broker now
+    also wakes the routine. Idempotent."""
+    fetcher_class = aiokafka_fetcher.Fetcher
+    if getattr(fetcher_class.__init__, "weir_wakes", False):
+        return
+    unpatched = fetcher_class.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        unpatched(self, *args, **kwargs)  # starts the routine, which runs once this returns
+        self._in_flight = _NodesInFlight(self)
+
+    init.weir_wakes = True  # type: ignore[attr-defined]
+    init.unpatched = unpatched  # type: ignore[attr-defined]
+    fetcher_class.__init__ = init
+
+
+class _NodesInFlight(set[int]):
+    """A fetcher's brokers with a fetch in flight; taking one out wakes its fetch routine."""
+
+    def __init__(self, fetcher: Any) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+
+    def discard(self, node_id: object) -> None:
+        super().discard(node_id)
+        fetcher = self._fetcher
+        fetcher._notify(fetcher._wait_consume_future)
+
+
 def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
     """How long the broker may hold `consumer`'s next fetch requests for data (aiokafka reads
     the wait per request built, and has no setter)."""

@@ -23,7 +23,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
-from streams.aiokafka_internals import read_holes_again, set_fetch_wait, unfetched_positions
+from streams.aiokafka_internals import (
+    read_holes_again,
+    set_fetch_wait,
+    unfetched_positions,
+    wake_fetcher_when_a_fetch_ends,
+)
 from streams.settings import RECORD_OVERHEAD_BYTES, WorkerSettings
 
 BATCH_BYTES = 1024 * 1024
@@ -169,8 +174,10 @@ def connection_options(settings: WorkerSettings) -> dict[str, Any]:
     """Where and how any Kafka client of weir connects: bootstrap servers, security protocol,
     SASL credentials and the TLS context. Every weir client is built from these, so this
     is also where the process's consumers learn to read a fetch response's hole again
-    (streams.fetch_holes)."""
+    (streams.fetch_holes) and to fetch again as soon as a fetch ends
+    (streams.aiokafka_internals.wake_fetcher_when_a_fetch_ends)."""
     read_holes_again()
+    wake_fetcher_when_a_fetch_ends()
     s = settings
     options: dict[str, Any] = {
         "bootstrap_servers": s.kafka_bootstrap,

@@ -19,14 +19,16 @@ from control.apache_kafka.broker import start_kafka
 from control.demo.models import diabetes_regressor
 from control.embedded import Service, start_broker, start_redis
 from control.settings import Settings
-from streams.aiokafka_internals import read_holes_again
+from streams.aiokafka_internals import read_holes_again, wake_fetcher_when_a_fetch_ends
 
 BROKERS = ("tansu", "kafka")
 
 # The tests' own Kafka clients (readers of result topics, producers of numbered records)
 # read a Tansu fetch response's hole again as weir's do (streams.fetch_holes): a record the
-# broker skipped is weir's test failing for Tansu's reason.
+# broker skipped is weir's test failing for Tansu's reason. They also fetch again as soon as
+# a fetch ends, as weir's do.
 read_holes_again()
+wake_fetcher_when_a_fetch_ends()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
