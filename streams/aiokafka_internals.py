@@ -121,7 +121,7 @@ def wake_fetcher_when_a_fetch_ends() -> None:
     (`consumer_timeout_ms`) in the loop turn where the fetch task finishes, it sees the task
     done while the broker is still marked, sends nothing, and sleeps a whole timeout with no
     fetch in flight. Records that come meanwhile wait: on Apache Kafka, where an idle
-    consumer's fetch waits 3 s (three of weir's 1 s timeouts, so the two end together), the
+    consumer's fetch waits 3 s (three of weir's 1 s timeouts: the two often end together), the
     gateway's reply reader held the first answers of a load back ~0.9 s in about one
     bench_peers repetition in four (bench/README.md, 2026-12-07). Unmarking the broker now
     also wakes the routine. Idempotent."""
