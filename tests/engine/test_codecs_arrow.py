@@ -18,6 +18,7 @@ from engine.codecs import (
     encode,
     repeated,
 )
+from engine._arrow_ipc import DICTIONARY_MIN_ROWS
 from engine.errors import CodecError
 
 
@@ -99,6 +100,22 @@ def test_repeated_text_is_small_on_the_wire_and_plain_when_decoded() -> None:
     decoded = decode(encoded, ARROW_STREAM)
     assert decoded.schema.field("v").type == pa.string()
     assert decoded.column("v").to_pylist() == [version] * n
+
+
+def test_repeated_text_of_a_few_rows_is_plain_and_no_bigger_than_a_dictionary() -> None:
+    version, model = "9d58c974-2fb0-491e-96ba-395d30f52d9d", "diabetes@1"
+    for n in range(1, DICTIONARY_MIN_ROWS + 1):
+        columns = [repeated(version, n), repeated(model, n)]
+        as_dictionaries = [pa.array([v] * n).dictionary_encode() for v in (version, model)]
+        ours, theirs = (
+            encode(pa.RecordBatch.from_arrays(c, names=["v", "m"]), ARROW_STREAM)
+            for c in (columns, as_dictionaries)
+        )
+        small = n < DICTIONARY_MIN_ROWS
+        assert all(pa.types.is_dictionary(c.type) != small for c in columns), n
+        if small:
+            assert len(ours) <= len(theirs), n
+        assert decode(ours, ARROW_STREAM).column("v").to_pylist() == [version] * n
 
 
 def test_a_column_name_that_is_not_utf8_is_a_codec_error_alone_and_among_others() -> None:

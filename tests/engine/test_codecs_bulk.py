@@ -16,7 +16,6 @@ from engine.codecs import (
     decode_many,
     encode,
     encode_many,
-    repeated,
     without_dictionaries,
 )
 from engine.errors import CodecError
@@ -29,12 +28,18 @@ def result(n: int, version: str = "v1", offset: int = 0) -> pa.RecordBatch:
         [
             pa.array(x),
             pa.FixedSizeListArray.from_arrays(pa.array(np.repeat(x, 2)), 2),
-            repeated(version, n),
-            repeated("model@1", n),
+            dictionary(version, n),
+            dictionary("model@1", n),
             pa.array([f"s{i}" for i in range(n)]),
         ],
         names=["y", "tensor", "metadata.pipeline_version", "metadata.model", "s"],
     )
+
+
+def dictionary(value: str, n: int) -> pa.DictionaryArray:
+    """`value` `n` times, dictionary-encoded whatever `n` (as `repeated` does from
+    DICTIONARY_MIN_ROWS rows)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value]))
 
 
 def runs(decoded: list[DecodedRun | CodecError]) -> list[object]:
