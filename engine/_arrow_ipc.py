@@ -174,8 +174,8 @@ DICTIONARY_MIN_ROWS = 8
 the wire (each dictionary is a message of its own in the stream), and every reader of the
 answer decodes it faster: a 1-row answer with a version and a model column took 18 us of
 CPU against 48-57 with them as dictionaries, and after 2 ms idle, as a lone answer finds
-a reader at 500 requests/s, 100-127 against 197-248 (bench/README.md, 2026-12-07 early
-afternoon)."""
+a reader at 500 requests/s, 100-127 against 197-248 (30-31 against 81-85 in a quicker
+sitting; bench/README.md, 2026-12-07 early afternoon)."""
 
 
 @functools.lru_cache(maxsize=256)
