@@ -204,10 +204,13 @@ class Gateway:
         timeout_s: float | None = None,
         *,
         trace: dict[str, bytes] | None = None,
+        record: bytes | None = None,
     ) -> pa.RecordBatch:
         """Run `batch` through the deployed pipeline; returns its result rows. `trace`: the
         caller's W3C trace context (streams.trace.trace_headers), carried to the answer and
-        its log rows (a request coalesced with others goes without it)."""
+        its log rows (a request coalesced with others goes without it). `record`: an Arrow
+        stream that decodes to `batch` (the caller's own bytes), sent as the request's record
+        instead of encoding `batch` again."""
         timeout = timeout_s or self.settings.request_timeout_s
         deployment = await self.deployment(workspace, pipeline)
         challengers = await self._shadow_challengers(workspace, pipeline, deployment.version)
@@ -229,11 +232,12 @@ class Gateway:
                 deadline,
                 self.settings.coalesce_requests and not trace,
                 trace,
+                record,
             )
             if pending.answer.error is not None and shared and deadline > loop.time():
                 log.info("a coalesced record failed; sending its requests one by one")
                 pending, _ = await self._ask(
-                    workspace, pipeline, batch, challengers, deadline, False, trace
+                    workspace, pipeline, batch, challengers, deadline, False, trace, record
                 )
             answered = True
         finally:
@@ -257,6 +261,7 @@ class Gateway:
         deadline: float,
         coalesce: bool,
         trace: dict[str, bytes] | None = None,
+        record: bytes | None = None,
     ) -> tuple[Pending, bool]:
         """Send one request and wait for its answer (and its challengers', briefly); returns
         it and whether it went in a record with other requests."""
@@ -272,7 +277,7 @@ class Gateway:
                 self._coalescer(topic, replies, bool(challengers)).submit(waiting)
                 await asyncio.wait_for(waiting.sent, deadline - loop.time())
             else:
-                value = codecs.encode(batch, codecs.ARROW_STREAM)
+                value = record if record is not None else codecs.encode(batch, codecs.ARROW_STREAM)
                 _check_size(value, self._worker.max_message_bytes)
                 await replies.expect(request_id, pending, within_s=deadline - loop.time())
                 started = loop.time()

@@ -113,6 +113,33 @@ def test_http_arrow_file_in_and_out(stack: dict[str, Any], pipeline: Pipeline) -
     assert codecs.decode(response.content, codecs.ARROW_FILE).num_rows == len(X)
 
 
+def test_an_http_arrow_stream_goes_to_the_pipeline_as_it_came(
+    stack: dict[str, Any], pipeline: Pipeline, diabetes_onnx: Path
+) -> None:
+    """The gateway checks an Arrow stream body and sends those very bytes as the request's
+    record, not an encoding of its own: here a stream of two batches, which the worker
+    joins as the gateway did."""
+    halves = [codecs.batch_from_arrays({"tensor": x}) for x in (X[:2], X[2:])]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, halves[0].schema) as writer:
+        for half in halves:
+            writer.write_batch(half)
+    body = sink.getvalue().to_pybytes()
+    response = httpx.post(
+        pipeline.url(),
+        content=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack['token']}", "Content-Type": codecs.ARROW_STREAM},
+    )
+    assert response.status_code == 200, response.text
+    answer = codecs.decode(response.content, codecs.ARROW_STREAM)
+    np.testing.assert_allclose(
+        answer.column("out.variable").to_pylist(), expected(diabetes_onnx, X), rtol=1e-5
+    )
+    values = asyncio.run(_values_in(stack["kafka_bootstrap"], pipeline.topics()["input"]))
+    assert body in values
+
+
 def test_bare_kafka_producer_and_consumer(
     stack: dict[str, Any], pipeline: Pipeline, diabetes_onnx: Path
 ) -> None:
@@ -172,6 +199,22 @@ async def _records_in(bootstrap: str, topic: str) -> int:
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+async def _values_in(bootstrap: str, topic: str) -> list[bytes | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[bytes | None] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values += [r.value for r in records]
+        return values
     finally:
         await consumer.stop()
 

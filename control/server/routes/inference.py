@@ -47,9 +47,10 @@ async def answer(
     result = await state.gateway.infer(  # 404 for no such pipeline, 409 if not deployed
         workspace,
         name,
-        codecs.decode(payload, content_type),
+        codecs.decode(payload, content_type),  # checked here: a bad body is the caller's 400
         timeout,
         trace=trace_headers(headers),
+        record=payload if content_type == codecs.ARROW_STREAM else None,  # sent as it came
     )
     return codecs.encode(result, content_type), content_type
 
