@@ -1,7 +1,8 @@
-"""Exactly once on Apache Kafka (streams/transactions.py ExactlyOnce, streams/aiokafka_internals.py), on
-the real broker: each chunk's answers and input offsets commit together, a worker restarted
-after a crash fences its predecessor's open transaction, a worker a rebalance replaced cannot
-commit offsets, and a partition's next owner reads no offset a transaction still commits."""
+"""Exactly once on Apache Kafka (streams/transactions.py ExactlyOnce,
+streams/aiokafka_internals/transactions.py), on the real broker: each chunk's answers and
+input offsets commit together, a worker restarted after a crash fences its predecessor's open
+transaction, a worker a rebalance replaced cannot commit offsets, and a partition's next owner
+reads no offset a transaction still commits."""
 
 from __future__ import annotations
 

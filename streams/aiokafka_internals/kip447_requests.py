@@ -1,7 +1,7 @@
 """The Kafka requests of KIP-447 that aiokafka lacks, as wire formats: TxnOffsetCommit v3
 (an offset commit inside a transaction that names the consumer group's generation) and
 OffsetFetch v7 with `require_stable` (an offset read that waits for transactions still
-committing offsets). streams.aiokafka_internals sends them in place of aiokafka's older
+committing offsets). streams.aiokafka_internals.transactions sends them in place of aiokafka's older
 versions (transactional_offsets), and says why.
 
 Example:
