@@ -7,7 +7,8 @@ regressor deployed as a one-step pipeline, 1-row Arrow requests to `POST /pipeli
   request; the server sampled from outside with py-spy (bench/_pyspy.py) and its CPU split
   by part (HTTP framework, request decode, gateway, answer rows and encode, reply reader,
   aiokafka's tasks, log agent);
-- open loop at each `--rates` request rate, with a deadline (`?timeout=`): answered,
+- open loop at each `--rates` request rate, with a deadline (`--deadline-s`; each request
+  asks `?timeout=` for what is left of it once a connection is free): answered,
   refused (503) and failed, p50/p99, and the same CPU split.
 
 Prints tables and saves ``<out>/gateway-<UTC timestamp>.json``.
@@ -121,13 +122,14 @@ def run_broker(broker: str, args: argparse.Namespace, model: Path) -> dict[str, 
                 stack,
                 args.sample,
                 lambda r=rate, body=body: open_loop(
-                    f"{url}?timeout={args.deadline_s}",
+                    url,
                     headers,
                     body,
                     r,
                     args.seconds,
                     args.connections,
                     args.deadline_s + 5,
+                    args.deadline_s,
                 ),
             )
     return out

@@ -16,8 +16,9 @@ for the full wait, its stock 500 ms would measure the broker). Per system and re
   and 256-row requests open loop at rising rates until replies fall behind (a lost reply,
   p99 over 1 s, or replies slower than 90% of the rate): msgs/s and rows/s, lost and failed;
 - REST/HTTP: 1-row and 256-row requests sequential (p50/p99, requests/s) and open loop at
-  500 requests/s (weir also 1,000), with weir's deadline (`?timeout=`, `--deadline-s`):
-  answered, refused (503) and failed;
+  500 requests/s (weir also 1,000), with weir's deadline (`--deadline-s`; each request asks
+  `?timeout=` for what is left of it once a connection is free): answered, refused (503)
+  and failed;
 - the CPU each process spent per request.
 
 Prints min/median/max over `--repetitions` and the weir/MLServer ratios against the
@@ -212,7 +213,7 @@ def http_runs(system: System, plan: Plan, deadline_s: float) -> dict[str, Any]:
             "cpu_ms_per_request": cpu,
             "rows_per_s": round(result.summary()["ok_per_s"] * nrows, 1),
         }
-    url = system.url + (f"?timeout={deadline_s:g}" if system.name == "weir" else "")
+    deadline = deadline_s if system.name == "weir" else None  # MLServer takes none
     loads = [(1, 500.0), (256, 500.0)] + ([(1, 1000.0)] if system.name == "weir" else [])
     for nrows, rate in loads:
         body = system.encode(rows(nrows))
@@ -220,7 +221,14 @@ def http_runs(system: System, plan: Plan, deadline_s: float) -> dict[str, Any]:
             system,
             lambda b=body, r=rate: asyncio.run(
                 http.open_loop(
-                    url, system.headers, b, r, plan.open_s, plan.connections, plan.client_timeout_s
+                    system.url,
+                    system.headers,
+                    b,
+                    r,
+                    plan.open_s,
+                    plan.connections,
+                    plan.client_timeout_s,
+                    deadline,
                 )
             ),
             lambda o: len(o.status),

@@ -3,9 +3,10 @@
 Each pipeline's capacity is measured, not configured: the answers it gave per second of
 busy time (time with at least one request in flight), both decayed with a half-life so
 the figure follows the pipeline's speed. A new request would wait about (in flight + 1)
-/ that rate; one whose deadline is shorter is refused at once (HTTP 503, Retry-After)
-instead of queueing behind work it cannot overtake. Until a pipeline has answered,
-nothing is refused on this ground (the gateway's `max_in_flight` still bounds memory).
+/ that rate; one for which that is more than DEADLINE_SHARE of its deadline is refused at
+once (HTTP 503, Retry-After) instead of queueing behind work it cannot overtake. Until a
+pipeline has answered, nothing is refused on this ground (the gateway's `max_in_flight`
+still bounds memory).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from collections.abc import Callable
 HALF_LIFE_S = 2.0
 """How fast old measurements fade: a pipeline that slows down (or speeds up) is seen
 within a few seconds."""
+DEADLINE_SHARE = 0.5
+"""The share of its deadline a request may be expected to wait. The expected wait is a
+mean, and a request's own wait varies around it by as much again: let in up to its whole
+deadline, an overloaded pipeline answered many with 504 at their deadline, their work
+spent for nothing (on Tansu at 1,000 requests/s, 405 of 6,000 timed out against 418
+refused; bench/README.md, 2026-12-07 night)."""
 
 
 class Capacity:

@@ -81,8 +81,15 @@ async def test_a_request_that_cannot_be_answered_in_time_gets_503_with_retry_aft
         )
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["error"] == "Overloaded"
-        assert "would wait ~20s, past its deadline of 1s" in refused.json()["message"]
+        assert "would wait ~20s, too close to its deadline of 1s" in refused.json()["message"]
         assert "retry shortly" in refused.json()["message"]
+        # a deadline it would meet only if its wait were no longer than the mean: refused
+        close = await app.http.post(
+            "/pipelines/slow?timeout=30",
+            content=BODY,
+            headers={"Content-Type": codecs.ARROW_STREAM},
+        )
+        assert close.status_code == 503
         # a deadline it can meet: not refused on that ground (then: no such pipeline)
         later = await app.http.post(
             "/pipelines/slow?timeout=60",
