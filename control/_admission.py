@@ -3,10 +3,10 @@
 Each pipeline's capacity is measured, not configured: the answers it gave per second of
 busy time (time with at least one request in flight), both decayed with a half-life so
 the figure follows the pipeline's speed. A new request would wait about (in flight + 1)
-/ that rate; one for which that is more than DEADLINE_SHARE of its deadline is refused at
-once (HTTP 503, Retry-After) instead of queueing behind work it cannot overtake. Until a
-pipeline has answered, nothing is refused on this ground (the gateway's `max_in_flight`
-still bounds memory).
+/ that rate, the wait behind the requests in flight counted QUEUE_SLACK times over; one
+whose deadline is shorter is refused at once (HTTP 503, Retry-After) instead of queueing
+behind work it cannot overtake. Until a pipeline has answered, nothing is refused on this
+ground (the gateway's `max_in_flight` still bounds memory).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from collections.abc import Callable
 HALF_LIFE_S = 2.0
 """How fast old measurements fade: a pipeline that slows down (or speeds up) is seen
 within a few seconds."""
-DEADLINE_SHARE = 0.5
-"""The share of its deadline a request may be expected to wait. The expected wait is a
-mean, and a request's own wait varies around it by as much again: let in up to its whole
-deadline, an overloaded pipeline answered many with 504 at their deadline, their work
-spent for nothing (on Tansu at 1,000 requests/s, 405 of 6,000 timed out against 418
-refused; bench/README.md, 2026-12-07 night)."""
+QUEUE_SLACK = 2.0
+"""How many times over the wait behind the requests in flight is counted. It is a mean, and
+a request's own wait varies around it by as much again: counted once, an overloaded
+pipeline answered many requests with 504 at their deadline, their work spent for nothing
+(on Tansu at 1,000 requests/s, 405 of 6,000 timed out against 418 refused; bench/README.md,
+2026-12-07 night). A request's own answer time is counted once, so that a slow pipeline
+asked one request at a time is not refused a deadline it meets."""
 
 
 class Capacity:
@@ -62,7 +63,8 @@ class Capacity:
         return self._answers / self._busy_s
 
     def expected_wait_s(self) -> float:
-        """About how long a request admitted now would wait for its answer (0: unknown).
+        """About how long a request admitted now may wait for its answer, the requests in
+        flight ahead of it counted QUEUE_SLACK times (0: unknown).
 
         With none in flight and none finished for `half_life_s`, it is 0: a lone request is
         let in. Otherwise a pipeline measured slow once (a burst of timeouts under load)
@@ -74,7 +76,7 @@ class Capacity:
             return 0.0
         if not self.in_flight and self._clock() - self._finished >= self._half_life_s:
             return 0.0
-        return (self.in_flight + 1) / rate
+        return (QUEUE_SLACK * self.in_flight + 1) / rate
 
     def started(self) -> None:
         self._advance()

@@ -31,7 +31,7 @@ from collections import defaultdict
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from control._admission import DEADLINE_SHARE, Capacity
+from control._admission import Capacity
 from control._coalesce import Coalescer, Waiting
 from control._replies import Group, Pending, Replies
 from control.errors import (
@@ -188,11 +188,11 @@ class Gateway:
         if capacity is None:
             return
         wait = capacity.expected_wait_s()
-        if wait > timeout * DEADLINE_SHARE:
+        if wait > timeout:
             raise Overloaded(
                 f"pipeline {pipeline!r} answers about {capacity.rate():.0f} requests/s and has "
-                f"{capacity.in_flight} in flight: a new request would wait ~{wait:.2g}s, too "
-                f"close to its deadline of {timeout:g}s; retry shortly, send fewer requests at "
+                f"{capacity.in_flight} in flight: a new request may wait ~{wait:.2g}s, past "
+                f"its deadline of {timeout:g}s; retry shortly, send fewer requests at "
                 "once, or give it a longer deadline (?timeout=)"
             )
 

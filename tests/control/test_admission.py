@@ -38,13 +38,24 @@ def test_nothing_is_refused_before_the_pipeline_has_answered() -> None:
     assert capacity.expected_wait_s() == 0.0
 
 
-def test_the_bound_is_the_measured_rate_times_the_deadline_exactly() -> None:
+def test_the_bound_counts_the_queue_ahead_twice_and_the_requests_own_answer_once() -> None:
     clock = Clock()
     capacity = Capacity(half_life_s=1e12, clock=clock)
     answer_one_at_a_time(capacity, clock, 10, 0.010)  # 100 answers per busy second
     assert capacity.rate() == pytest.approx(100.0)
-    assert admitted(capacity, deadline_s=0.055) == 5
-    assert capacity.in_flight == 5
+    # the k-th let in waits ~(2 (k - 1) + 1) / 100 s: k = 1..3 fit 0.055 s, the 4th not
+    assert admitted(capacity, deadline_s=0.055) == 3
+    assert capacity.in_flight == 3
+
+
+def test_a_slow_pipeline_asked_one_request_at_a_time_is_not_refused_a_deadline_it_meets() -> None:
+    clock = Clock()
+    capacity = Capacity(clock=clock)
+    for _ in range(10):  # 3 s an answer, each request sent as the last one is answered
+        assert capacity.expected_wait_s() <= 5.0
+        capacity.started()
+        clock.now += 3.0
+        capacity.finished(answered=True)
 
 
 def test_idle_time_does_not_lower_the_rate_and_concurrency_raises_it() -> None:

@@ -81,11 +81,11 @@ async def test_a_request_that_cannot_be_answered_in_time_gets_503_with_retry_aft
         )
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["error"] == "Overloaded"
-        assert "would wait ~20s, too close to its deadline of 1s" in refused.json()["message"]
+        assert "may wait ~30s, past its deadline of 1s" in refused.json()["message"]
         assert "retry shortly" in refused.json()["message"]
-        # a deadline it would meet only if its wait were no longer than the mean: refused
+        # one it meets only if the request in flight takes no longer than its mean, 10 s
         close = await app.http.post(
-            "/pipelines/slow?timeout=30",
+            "/pipelines/slow?timeout=25",
             content=BODY,
             headers={"Content-Type": codecs.ARROW_STREAM},
         )
