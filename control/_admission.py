@@ -23,7 +23,10 @@ a request's own wait varies around it by as much again: counted once, an overloa
 pipeline answered many requests with 504 at their deadline, their work spent for nothing
 (on Tansu at 1,000 requests/s, 405 of 6,000 timed out against 418 refused; bench/README.md,
 2026-12-07 night). A request's own answer time is counted once, so that a slow pipeline
-asked one request at a time is not refused a deadline it meets."""
+asked one request at a time is not refused a deadline it meets. The cost: at the onset of
+a surge the rate still reads a batching pipeline's one-at-a-time speed, and the slack
+doubles that error until the measurement catches up (up to ~1% of a surge's first seconds
+refused on Apache Kafka in a slow sitting; the same journal entry)."""
 
 
 class Capacity:

@@ -79,7 +79,7 @@ __all__ = [
 
 def check_aiokafka() -> None:
     """Fail at start-up, not mid-stream, if aiokafka no longer has the methods that this
-    module reaches into (pyproject.toml pins the versions they were tested with; the
+    package reaches into (pyproject.toml pins the versions they were tested with; the
     instance attributes it uses are read as the clients start)."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.consumer.group_coordinator import GroupCoordinator
