@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streams.clients import connection_options
 from streams.errors import KafkaUnreachable
@@ -45,17 +45,26 @@ async def ensure_topics(
             for name, code, *_ in getattr(response, "topic_errors", []) or []:
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise RuntimeError(f"could not create topic {name!r}: Kafka error code {code}")
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            existing = set(await admin.list_topics())
-            if all(s.name in existing for s in specs):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                missing = sorted(s.name for s in specs if s.name not in existing)
-                raise TimeoutError(f"topics {missing} did not appear within {timeout_s:.0f}s")
-            await asyncio.sleep(0.1)
+        await _until_listed(admin, {s.name for s in specs}, listed=True, timeout_s=timeout_s)
     finally:
         await admin.close()
+
+
+async def _until_listed(
+    admin: AIOKafkaAdminClient, names: set[str], *, listed: bool, timeout_s: float
+) -> None:
+    """Wait until the broker's metadata lists every one of `names` (`listed`) or none of them:
+    Apache Kafka answers a create or delete before its metadata shows it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        shown = set(await admin.list_topics())
+        waiting = names - shown if listed else names & shown
+        if not waiting:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            what = "did not appear" if listed else "were still listed"
+            raise TimeoutError(f"topics {sorted(waiting)} {what} within {timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 async def topic_names(settings: WorkerSettings) -> list[str]:
@@ -68,15 +77,23 @@ async def topic_names(settings: WorkerSettings) -> list[str]:
         await admin.close()
 
 
-async def delete_topics(settings: WorkerSettings, names: Iterable[str]) -> None:
-    """Delete topics that exist; missing ones are ignored."""
-    admin = admin_client(settings)
+async def delete_topics(
+    settings: WorkerSettings, names: Iterable[str], timeout_s: float = 15.0
+) -> None:
+    """Delete topics that exist (missing ones are ignored); waits until the broker's metadata
+    no longer lists them, and raises if the broker refused to delete one."""
+    admin = admin_client(settings, request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         present = set(await admin.list_topics())
         doomed = [n for n in names if n in present]
-        if doomed:
-            await admin.delete_topics(doomed)
+        if not doomed:
+            return
+        response = await admin.delete_topics(doomed)
+        for name, code, *_ in getattr(response, "topic_error_codes", []) or []:
+            if code not in (0, UnknownTopicOrPartitionError.errno):
+                raise RuntimeError(f"could not delete topic {name!r}: Kafka error code {code}")
+        await _until_listed(admin, set(doomed), listed=False, timeout_s=timeout_s)
     finally:
         await admin.close()
 
