@@ -81,6 +81,12 @@ class Capacity:
             return 0.0
         return (QUEUE_SLACK * self.in_flight + 1) / rate
 
+    def drain_s(self, deadline_s: float) -> float:
+        """About how long until a request with this deadline would be let in, if no other
+        came meanwhile: the requests ahead of it that must leave first, at the measured
+        rate (0 if it would be let in now)."""
+        return max(0.0, (self.expected_wait_s() - deadline_s) / QUEUE_SLACK)
+
     def started(self) -> None:
         self._advance()
         self.in_flight += 1

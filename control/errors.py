@@ -103,7 +103,11 @@ class PayloadTooLarge(WeirError):
 
 
 class Overloaded(WeirError):
-    """The gateway has too many requests in flight; retry shortly."""
+    """The gateway cannot take the request now; `retry_after_s`: about when it could."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PolicyError(WeirError):

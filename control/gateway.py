@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import defaultdict
@@ -189,11 +190,15 @@ class Gateway:
             return
         wait = capacity.expected_wait_s()
         if wait > timeout:
+            rate, drain_s = capacity.rate() or 0.0, capacity.drain_s(timeout)
+            shown = f"{rate:.2g}" if rate < 10 else f"{rate:.0f}"
+            when = "shortly" if drain_s <= 1 else f"in ~{math.ceil(drain_s)}s"
             raise Overloaded(
-                f"pipeline {pipeline!r} answers about {capacity.rate():.0f} requests/s and has "
-                f"{capacity.in_flight} in flight: a new request may wait ~{wait:.2g}s, past "
-                f"its deadline of {timeout:g}s; retry shortly, send fewer requests at "
-                "once, or give it a longer deadline (?timeout=)"
+                f"pipeline {pipeline!r} answers about {shown} requests/s and "
+                f"has {capacity.in_flight} in flight: a new request may wait ~{wait:.2g}s, "
+                f"past its deadline of {timeout:g}s; retry {when}, send fewer requests at "
+                "once, or give it a longer deadline (?timeout=)",
+                retry_after_s=drain_s,
             )
 
     async def infer(

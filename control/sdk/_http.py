@@ -14,7 +14,9 @@ from control.settings import Settings
 from engine.errors import WeirError
 
 
-def _error(status: int, body: Any) -> WeirError:
+def _error(status: int, body: Any, retry_after: str | None = None) -> WeirError:
+    """The error the server named, with its message; an `Overloaded` one also carries the
+    answer's Retry-After as `retry_after_s`."""
     name = body.get("error") if isinstance(body, dict) else None
     message = body.get("message") if isinstance(body, dict) else None
     if message is None:
@@ -23,6 +25,9 @@ def _error(status: int, body: Any) -> WeirError:
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.status_code = status  # type: ignore[attr-defined]
+    if isinstance(exc, control_errors.Overloaded):
+        seconds = retry_after or ""
+        exc.retry_after_s = float(seconds) if seconds.isdigit() else 1.0
     return exc
 
 
@@ -33,7 +38,7 @@ def _raise_for_status(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         body = response.text
-    raise _error(response.status_code, body)
+    raise _error(response.status_code, body, response.headers.get("Retry-After"))
 
 
 class Api:

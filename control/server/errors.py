@@ -7,6 +7,7 @@ cannot parse (422) and an unknown route or method (404, 405) get the same body s
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import Request
@@ -25,13 +26,19 @@ def error_response(exc: WeirError, path: str = "") -> JSONResponse:
     """`{"error": <class name>, "message": <what was wrong and how to fix it>}`; the Open
     Inference Protocol's routes answer `{"error": <message>}`, as its clients read it."""
     status = status_for(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": retry_after(exc)} if status == 503 else None
     body = (
         {"error": str(exc)}
         if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
         else {"error": type(exc).__name__, "message": str(exc)}
     )
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def retry_after(exc: WeirError) -> str:
+    """Whole seconds, at least 1: what the error says (an overloaded pipeline's drain
+    time), else 1."""
+    return str(max(1, math.ceil(getattr(exc, "retry_after_s", 1.0))))
 
 
 async def weir_error_handler(request: Request, exc: Exception) -> JSONResponse:

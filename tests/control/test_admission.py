@@ -109,3 +109,14 @@ def test_a_pipeline_measured_slow_gets_a_lone_request_through_and_is_measured_ag
     clock.now += 0.010
     capacity.finished(answered=True)  # answered at once: measured faster
     assert admitted(capacity, deadline_s=1.0) > 1
+
+
+def test_the_drain_time_is_how_long_the_queue_ahead_takes_to_shrink_to_fit() -> None:
+    clock = Clock()
+    capacity = Capacity(half_life_s=1e12, clock=clock)
+    answer_one_at_a_time(capacity, clock, 10, 0.010)  # 100/s
+    assert capacity.drain_s(deadline_s=0.055) == 0.0  # let in now
+    for _ in range(10):
+        capacity.started()
+    # 10 in flight: a new one would wait 0.21 s; with 0.055 s it fits once 7.75 have left
+    assert capacity.drain_s(deadline_s=0.055) == pytest.approx(0.0775)

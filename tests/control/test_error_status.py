@@ -50,6 +50,12 @@ def test_the_sdk_raises_the_class_the_server_names(cls: type[WeirError]) -> None
     assert str(raised) == "what was wrong"
 
 
+def test_an_overloaded_answer_tells_the_sdk_user_when_to_retry() -> None:
+    body = {"error": "Overloaded", "message": "retry in ~15s"}
+    assert getattr(_error(503, body, "15"), "retry_after_s", None) == 15.0
+    assert getattr(_error(503, body, None), "retry_after_s", None) == 1.0  # a proxy's 503
+
+
 def test_names_are_unique() -> None:
     assert len(BY_NAME) == len(STATUS)
 
