@@ -65,7 +65,7 @@ def test_a_process_is_known_by_its_pid_and_start_time(sleeper: subprocess.Popen[
 def test_a_zombie_is_not_alive(sleeper: subprocess.Popen[bytes]) -> None:
     started = start_time(sleeper.pid)
     sleeper.kill()
-    while open(f"/proc/{sleeper.pid}/stat").read().split(") ")[1][0] != "Z":
+    while Path(f"/proc/{sleeper.pid}/stat").read_text().split(") ")[1][0] != "Z":
         pass  # exited, not reaped yet
     assert start_time(sleeper.pid) is None
     assert started is not None and not alive(sleeper.pid, started)

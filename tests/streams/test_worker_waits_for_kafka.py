@@ -66,12 +66,12 @@ def _worker(model: Path, bootstrap: str) -> Iterator[subprocess.Popen[str]]:
         text=True,
         cwd=REPO,
     )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    with proc:  # closes its stdout pipe
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def _beat_until(out: IO[str], seen: str, timeout_s: float = 60.0) -> dict[str, str | None]:
