@@ -15,6 +15,7 @@ import random
 import signal
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +113,12 @@ class Chaos:
     shape: Shape = field(default_factory=Shape)
     versions: set[str] = field(default_factory=set)
     deploying: asyncio.Lock = field(default_factory=asyncio.Lock)
+    restarting: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+    """A service's restart waits for one already under way, as an operator's would: two
+    brokers started at once on the same data (two restarts a few seconds apart) broke its
+    metadata log, and the run hung with no broker."""
     pauses: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def apply(self, fault: Fault, t0: float) -> None:
@@ -215,13 +222,15 @@ class Chaos:
                 await asyncio.sleep(1.0)
 
     async def _restart_redis(self) -> None:
-        await asyncio.to_thread(self.stack.stop_redis)
-        await asyncio.sleep(self.rng.uniform(1.0, 4.0))
-        await asyncio.to_thread(self.stack.start_redis)
+        async with self.restarting["redis"]:
+            await asyncio.to_thread(self.stack.stop_redis)
+            await asyncio.sleep(self.rng.uniform(1.0, 4.0))
+            await asyncio.to_thread(self.stack.start_redis)
 
     async def _restart_broker(self) -> None:
-        await asyncio.to_thread(self.stack.stop_broker)
-        await asyncio.to_thread(self.stack.start_broker)
+        async with self.restarting["broker"]:
+            await asyncio.to_thread(self.stack.stop_broker)
+            await asyncio.to_thread(self.stack.start_broker)
 
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:
