@@ -158,6 +158,15 @@ class RedeliveryMarks:
         finally:
             await probe.stop()
 
+    async def hold_for_reset(self, partitions: Collection[TopicPartition]) -> None:
+        """Leave `partitions` claimed by no worker before their group is reset
+        (streams.membership.reset_group), which may lose its committed offsets: whoever
+        reads them next then marks what it reads again. Raises if they cannot be claimed
+        (the group is then not reset)."""
+        await asyncio.to_thread(
+            self._claims.claim_partitions, self._group_id, f"{self._group_id}.reset", partitions
+        )
+
     def mark(self, incoming: Sequence[Incoming]) -> None:
         """Mark the records a dead reader may have run already."""
         if not self._below:

@@ -228,7 +228,13 @@ class StageLoop:
         be stuck anywhere, even in what the group waits for."""
         assert self._consumer is not None
         self._stuck = await watch_group(
-            self._consumer, self._watch, self._members, self._settings, self._group_id, self.topics
+            self._consumer,
+            self._watch,
+            self._members,
+            self._settings,
+            self._group_id,
+            self.topics,
+            hold=None if self._marks is None else self._marks.hold_for_reset,
         )
         running.cancel()
 

@@ -7,11 +7,16 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from control.embedded import Service
 from control.registry import Registry
+from streams.aiokafka_internals import ask_group_coordinator
+from streams.claims import RedeliveryMarks
+from streams.membership import reset_group
 from streams.messages import Envelope
+from streams.settings import WorkerSettings
 from tests.streams._loops import TOPICS, loops, read_all, run_until, send_rows
 
 
@@ -81,3 +86,40 @@ async def test_a_worker_that_leaves_before_reaching_what_may_repeat_leaves_it_cl
         await producer.stop()
     answers = [Envelope.parse(a.headers) for a in await read_all(bootstrap, output, 9, 3.0)]
     assert len(answers) == 8 and all(a.redelivered for a in answers)
+
+
+async def test_what_is_read_again_after_a_group_reset_lost_its_offsets_is_marked(
+    broker: str, kafka_service: Service, redis_service: Service, diabetes_onnx: Path, tmp_path: Path
+) -> None:
+    """A stuck group's reset (streams.membership.reset_group) deletes the group and commits
+    its offsets again, and on Tansu that commit can be refused (a member rejoined first):
+    the group's next reader then starts from the beginning. Here the offsets are lost after
+    the reset by deleting the group again; every answer read again must carry the mark."""
+    bootstrap, name = kafka_service.address, f"claims-reset-{broker}"
+    group, registry = f"weir.ws.{name}", Registry(redis_service.address)
+    source, output = TOPICS.input("ws", name).name, TOPICS.output("ws", name).name
+    settings = WorkerSettings(kafka_bootstrap=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        [first] = await loops(bootstrap, name, tmp_path, diabetes_onnx, claims=registry)
+        await send_rows(producer, source, np.ones((8, 10), np.float32), partitions=4)
+        await run_until(first, asyncio.ensure_future(read_all(bootstrap, output, 8)))
+        marks = RedeliveryMarks(registry, group, "resetting-worker", settings)
+        await reset_group(settings, group, [source], hold=marks.hold_for_reset)
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+        await probe.start()
+        try:  # the offsets lost
+            await ask_group_coordinator(probe, group, DeleteGroupsRequest([group]))
+        finally:
+            await probe.stop()
+        [second] = await loops(bootstrap, name, tmp_path, diabetes_onnx, claims=registry)
+        await run_until(second, asyncio.ensure_future(read_all(bootstrap, output, 16)))
+    finally:
+        await producer.stop()
+    answers = [Envelope.parse(a.headers) for a in await read_all(bootstrap, output, 17, 3.0)]
+    assert len(answers) == 16 and second._counters.processed == 8  # all read again
+    marks_by_request: dict[str, list[bool]] = {}
+    for a in answers:  # in each partition's order: the first answer, then the one read again
+        marks_by_request.setdefault(a.request_id, []).append(a.redelivered)
+    assert marks_by_request == {f"r{i}": [False, True] for i in range(8)}
