@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.protocol.admin import DeleteGroupsRequest, DescribeGroupsRequest
 
 from streams.aiokafka_internals import ask_group_coordinator, member_id, topic_partitions
 from streams.clients import connection_options
@@ -157,12 +157,13 @@ async def reset_group(
     try:
         partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
         committed = {tp: await consumer.committed(tp) for tp in partitions}
+        state = await _described(consumer, group)
         if hold is not None:
             await hold(partitions)
         response = await ask_group_coordinator(consumer, group, DeleteGroupsRequest([group]))
         ((_, code),) = response.results
         if code != 0:
-            log.warning("consumer group %s was not reset (error code %d)", group, code)
+            log.warning("consumer group %s (%s) was not reset (error code %d)", group, state, code)
             return
         offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
         if offsets:
@@ -171,22 +172,36 @@ async def reset_group(
                 await consumer.commit(offsets)
             except KafkaError as exc:
                 log.error(
-                    "consumer group %s was deleted, and its committed offsets could not be "
-                    "written again (%r): its next readers start from the beginning%s",
+                    "consumer group %s (%s) was deleted, and its committed offsets could not "
+                    "be written again (%r): its next readers start from the beginning%s",
                     group,
+                    state,
                     exc,
                     ", marking what they read again" if hold is not None else "",
                 )
                 return
         log.warning(
-            "reset consumer group %s at the broker, keeping its committed offsets of %d partitions",
+            "reset consumer group %s (%s) at the broker, keeping its committed offsets of %d "
+            "partitions",
             group,
+            state,
             len(offsets),
         )
     except Exception:  # the restart tries again if the group is still stuck
         log.exception("could not reset consumer group %s", group)
     finally:
         await consumer.stop()
+
+
+async def _described(consumer: AIOKafkaConsumer, group: str) -> str:
+    """The group's state and member count as its coordinator describes them, for the log
+    (a stuck Tansu group said "Unknown"); never raises."""
+    try:
+        response = await ask_group_coordinator(consumer, group, DescribeGroupsRequest([group]))
+        (described,) = response.groups
+        return f"{described[2] or 'no state'}, {len(described[5])} members"
+    except Exception as exc:  # only said in the log
+        return f"not described: {exc!r}"
 
 
 async def watch_group(
